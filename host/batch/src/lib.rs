@@ -1,0 +1,310 @@
+//! Arrow data plane: record batches flattened to the buffer layout of the WIT
+//! contract and assembled back, with every untrusted buffer validated.
+//!
+//! A schema becomes its fields in depth-first pre-order, each with the number
+//! of direct children that follow it; a batch becomes one [`ColumnView`] per
+//! field in the same order, holding borrowed slices of the Arrow buffers (no
+//! copy here: the canonical ABI copies each slice once when it lowers it).
+//! Going the other way, [`assemble_batch`] builds arrays over owned
+//! [`Buffer`]s, realigning only buffers that are misaligned for their type,
+//! and runs Arrow's full validation (lengths, offsets, UTF-8) so that malformed
+//! data from a guest or a peer is an error, never a panic or silent corruption.
+//!
+//! Both the host and the Rust guest SDK use this crate, so the two ends of the
+//! boundary agree by construction.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::{RecordBatch, RecordBatchOptions, make_array};
+use arrow_buffer::{Buffer, NullBuffer, BooleanBuffer};
+use arrow_data::{ArrayData, ArrayDataBuilder};
+use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
+
+/// Why a schema or batch could not be flattened or assembled.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BatchError {
+    #[error("field `{field}`: type {data_type} cannot cross the component boundary yet (cast it first)")]
+    UnsupportedType { field: String, data_type: String },
+    #[error("malformed schema: {0}")]
+    MalformedSchema(String),
+    #[error("malformed batch: {0}")]
+    MalformedBatch(String),
+    #[error("column `{field}`: {message}")]
+    InvalidColumn { field: String, message: String },
+}
+
+/// One field of a flattened schema. For nested types `data_type` is a shell:
+/// its children are rebuilt from the fields that follow.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlatField {
+    pub name: String,
+    pub data_type: DataType,
+    pub nullable: bool,
+    pub children: u32,
+    pub metadata: HashMap<String, String>,
+}
+
+/// How many direct children a field of this type has in the flattened form,
+/// or `None` if the type cannot cross the boundary.
+fn child_fields(data_type: &DataType) -> Option<Vec<Arc<Field>>> {
+    use DataType::*;
+    Some(match data_type {
+        List(f) | LargeList(f) | FixedSizeList(f, _) | Map(f, _) => vec![f.clone()],
+        Struct(fields) => fields.iter().cloned().collect(),
+        Null | Boolean | Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float16 | Float32
+        | Float64 | Utf8 | LargeUtf8 | Utf8View | Binary | LargeBinary | BinaryView | FixedSizeBinary(_) | Date32
+        | Date64 | Time32(_) | Time64(_) | Timestamp(_, _) | Duration(_) | Decimal128(_, _) | Decimal256(_, _) => {
+            vec![]
+        }
+        _ => return None,
+    })
+}
+
+/// Flattens `schema` into its fields in depth-first pre-order.
+pub fn flatten_schema(schema: &Schema) -> Result<Vec<FlatField>, BatchError> {
+    let mut out = Vec::new();
+    for field in schema.fields() {
+        flatten_field(field, &mut out)?;
+    }
+    Ok(out)
+}
+
+fn flatten_field(field: &Field, out: &mut Vec<FlatField>) -> Result<(), BatchError> {
+    let children = child_fields(field.data_type()).ok_or_else(|| BatchError::UnsupportedType {
+        field: field.name().clone(),
+        data_type: field.data_type().to_string(),
+    })?;
+    out.push(FlatField {
+        name: field.name().clone(),
+        data_type: field.data_type().clone(),
+        nullable: field.is_nullable(),
+        children: children.len() as u32,
+        metadata: field.metadata().clone().into(),
+    });
+    for child in &children {
+        flatten_field(child, out)?;
+    }
+    Ok(())
+}
+
+/// Rebuilds a schema from its flattened fields. Rejects child counts that do
+/// not fit the type, trailing or missing fields, and excessive nesting.
+pub fn unflatten_schema(fields: Vec<FlatField>, metadata: HashMap<String, String>) -> Result<Schema, BatchError> {
+    let mut iter = fields.into_iter();
+    let mut top = Vec::new();
+    while let Some(field) = iter.next() {
+        top.push(Arc::new(unflatten_field(field, &mut iter, 0)?));
+    }
+    Ok(Schema::new_with_metadata(top, metadata))
+}
+
+/// Deepest nesting a schema may have. Stops a hostile schema from recursing the
+/// host's stack away.
+pub const NESTING_DEPTH_MAX: usize = 64;
+
+fn unflatten_field(flat: FlatField, rest: &mut impl Iterator<Item = FlatField>, depth: usize) -> Result<Field, BatchError> {
+    if depth > NESTING_DEPTH_MAX {
+        return Err(BatchError::MalformedSchema(format!("nesting deeper than {NESTING_DEPTH_MAX} levels")));
+    }
+    let expected = expected_children(&flat.data_type);
+    if let Some(n) = expected {
+        if n != flat.children as usize {
+            return Err(BatchError::MalformedSchema(format!(
+                "field `{}` of type {} must have {n} child field(s), not {}",
+                flat.name, flat.data_type, flat.children
+            )));
+        }
+    }
+    let mut children = Vec::with_capacity(flat.children.min(1024) as usize);
+    for _ in 0..flat.children {
+        let child = rest.next().ok_or_else(|| {
+            BatchError::MalformedSchema(format!("field `{}` announces {} children, the schema ends first", flat.name, flat.children))
+        })?;
+        children.push(Arc::new(unflatten_field(child, rest, depth + 1)?));
+    }
+    use DataType::*;
+    let data_type = match flat.data_type {
+        List(_) => List(children.remove(0)),
+        LargeList(_) => LargeList(children.remove(0)),
+        FixedSizeList(_, n) => FixedSizeList(children.remove(0), n),
+        Map(_, sorted) => {
+            let entries = children.remove(0);
+            match entries.data_type() {
+                Struct(f) if f.len() == 2 => {}
+                _ => {
+                    return Err(BatchError::MalformedSchema(format!(
+                        "map field `{}` needs a struct child with two fields (key, value)",
+                        flat.name
+                    )));
+                }
+            }
+            Map(entries, sorted)
+        }
+        Struct(_) => Struct(Fields::from(children)),
+        other => {
+            if flat.children != 0 {
+                return Err(BatchError::MalformedSchema(format!("field `{}` of type {other} cannot have children", flat.name)));
+            }
+            other
+        }
+    };
+    Ok(Field::new(flat.name, data_type, flat.nullable).with_metadata(flat.metadata))
+}
+
+/// Children a field of this (shell) type must have; `None` for a struct (any number).
+fn expected_children(data_type: &DataType) -> Option<usize> {
+    match data_type {
+        DataType::Struct(_) => None,
+        DataType::List(_) | DataType::LargeList(_) | DataType::FixedSizeList(_, _) | DataType::Map(_, _) => Some(1),
+        _ => Some(0),
+    }
+}
+
+/// Borrowed view of one array of a flattened batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnView<'a> {
+    pub len: u64,
+    pub offset: u64,
+    /// Validity bitmap bytes and the bit offset of slot 0 in them.
+    pub validity: Option<(&'a [u8], u64)>,
+    pub buffers: Vec<&'a [u8]>,
+}
+
+/// A batch ready to be flattened: holds each column's `ArrayData` (cloning
+/// `Arc`s, never bytes) so that [`FlatBatch::views`] can borrow from them.
+#[derive(Debug, Clone)]
+pub struct FlatBatch {
+    num_rows: usize,
+    columns: Vec<ArrayData>,
+}
+
+impl FlatBatch {
+    pub fn new(batch: &RecordBatch) -> Self {
+        Self { num_rows: batch.num_rows(), columns: batch.columns().iter().map(|c| c.to_data()).collect() }
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.num_rows
+    }
+
+    /// One view per field in the pre-order of [`flatten_schema`].
+    pub fn views(&self) -> Vec<ColumnView<'_>> {
+        let mut out = Vec::with_capacity(self.columns.len());
+        for data in &self.columns {
+            push_views(data, &mut out);
+        }
+        out
+    }
+
+    /// Total bytes of all buffers the views cover.
+    pub fn byte_len(&self) -> usize {
+        self.views().iter().map(ColumnView::byte_len).sum()
+    }
+}
+
+impl ColumnView<'_> {
+    pub fn byte_len(&self) -> usize {
+        self.validity.map_or(0, |(b, _)| b.len()) + self.buffers.iter().map(|b| b.len()).sum::<usize>()
+    }
+}
+
+fn push_views<'a>(data: &'a ArrayData, out: &mut Vec<ColumnView<'a>>) {
+    out.push(ColumnView {
+        len: data.len() as u64,
+        offset: data.offset() as u64,
+        validity: data.nulls().map(|n| (n.buffer().as_slice(), n.offset() as u64)),
+        buffers: data.buffers().iter().map(|b| b.as_slice()).collect(),
+    });
+    for child in data.child_data() {
+        push_views(child, out);
+    }
+}
+
+/// Owned parts of one array, as received from the other side of the boundary.
+#[derive(Debug, Clone, Default)]
+pub struct ColumnParts {
+    pub len: u64,
+    pub offset: u64,
+    pub validity: Option<(Buffer, u64)>,
+    pub buffers: Vec<Buffer>,
+}
+
+/// Largest slot index (offset + length) an untrusted column may claim.
+/// Arrow's own arithmetic on lengths is unchecked; this keeps it far from overflow.
+pub const SLOT_INDEX_MAX: u64 = 1 << 40;
+
+/// Builds a batch of `schema` from columns in pre-order, validating everything:
+/// buffer sizes, offsets, UTF-8, child lengths, nullability and the row count.
+/// Buffers misaligned for their type are copied into aligned ones; others are used as they are.
+pub fn assemble_batch(schema: &SchemaRef, num_rows: u64, columns: Vec<ColumnParts>) -> Result<RecordBatch, BatchError> {
+    let num_rows = usize::try_from(num_rows)
+        .ok()
+        .filter(|n| (*n as u64) <= SLOT_INDEX_MAX)
+        .ok_or_else(|| BatchError::MalformedBatch(format!("row count {num_rows} is out of range")))?;
+    let mut parts = columns.into_iter();
+    let mut arrays = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let data = build_array(field, &mut parts, 0)?;
+        arrays.push(make_array(data));
+    }
+    let extra = parts.count();
+    if extra > 0 {
+        return Err(BatchError::MalformedBatch(format!("{extra} more column(s) than the schema has fields")));
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(num_rows));
+    RecordBatch::try_new_with_options(schema.clone(), arrays, &options)
+        .map_err(|e| BatchError::MalformedBatch(e.to_string()))
+}
+
+fn build_array(field: &Field, parts: &mut impl Iterator<Item = ColumnParts>, depth: usize) -> Result<ArrayData, BatchError> {
+    let invalid = |message: String| BatchError::InvalidColumn { field: field.name().clone(), message };
+    if depth > NESTING_DEPTH_MAX {
+        return Err(invalid(format!("nesting deeper than {NESTING_DEPTH_MAX} levels")));
+    }
+    let part = parts
+        .next()
+        .ok_or_else(|| BatchError::MalformedBatch(format!("no column for field `{}`: too few columns", field.name())))?;
+    let end = part.offset.checked_add(part.len).filter(|e| *e <= SLOT_INDEX_MAX);
+    if end.is_none() {
+        return Err(invalid(format!("offset {} + length {} is out of range", part.offset, part.len)));
+    }
+    let (len, offset) = (part.len as usize, part.offset as usize);
+    let child_fields = child_fields(field.data_type()).ok_or_else(|| BatchError::UnsupportedType {
+        field: field.name().clone(),
+        data_type: field.data_type().to_string(),
+    })?;
+    let mut children = Vec::with_capacity(child_fields.len());
+    for child in &child_fields {
+        children.push(build_array(child, parts, depth + 1)?);
+    }
+    let nulls = match part.validity {
+        None => None,
+        Some((bits, bit_offset)) => {
+            let needed = bit_offset.checked_add(part.len).filter(|e| *e <= SLOT_INDEX_MAX);
+            match needed {
+                Some(needed) if needed <= (bits.len() as u64) * 8 => {
+                    Some(NullBuffer::new(BooleanBuffer::new(bits, bit_offset as usize, len)))
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "validity bitmap of {} bytes is too short for offset {bit_offset} and length {len}",
+                        bits.len()
+                    )));
+                }
+            }
+        }
+    };
+    ArrayDataBuilder::new(field.data_type().clone())
+        .len(len)
+        .offset(offset)
+        .nulls(nulls)
+        .buffers(part.buffers)
+        .child_data(children)
+        .align_buffers(true)
+        .build()
+        .map_err(|e| invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests;

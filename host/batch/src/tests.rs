@@ -1,0 +1,213 @@
+//! Round trips of flattened schemas and batches, and the malformed inputs they must refuse.
+
+use super::*;
+use arrow_array::builder::{ListBuilder, StringBuilder, Int32Builder};
+use arrow_array::{Array, Int32Array, Int64Array, StringArray, StructArray, Float64Array};
+
+fn owned(view: &ColumnView<'_>) -> ColumnParts {
+    ColumnParts {
+        len: view.len,
+        offset: view.offset,
+        validity: view.validity.map(|(b, o)| (Buffer::from(b.to_vec()), o)),
+        buffers: view.buffers.iter().map(|b| Buffer::from(b.to_vec())).collect(),
+    }
+}
+
+fn round_trip(batch: &RecordBatch) -> Result<RecordBatch, BatchError> {
+    let flat = flatten_schema(batch.schema_ref())?;
+    let schema = Arc::new(unflatten_schema(flat, batch.schema().metadata().clone())?);
+    assert_eq!(&schema, batch.schema_ref());
+    let fb = FlatBatch::new(batch);
+    let parts = fb.views().iter().map(owned).collect();
+    assemble_batch(&schema, batch.num_rows() as u64, parts)
+}
+
+fn nested_batch() -> RecordBatch {
+    let mut list = ListBuilder::new(Int32Builder::new());
+    list.values().append_value(1);
+    list.values().append_value(2);
+    list.append(true);
+    list.append(false);
+    list.values().append_value(3);
+    list.append(true);
+    let list = list.finish();
+    let strukt = StructArray::from(vec![
+        (Arc::new(Field::new("x", DataType::Float64, false)), Arc::new(Float64Array::from(vec![1.5, 2.5, 3.5])) as ArrayRef),
+        (Arc::new(Field::new("s", DataType::Utf8, true)), Arc::new(StringArray::from(vec![Some("a"), None, Some("ccc")])) as ArrayRef),
+    ]);
+    let schema = Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("tags", list.data_type().clone(), true),
+        Field::new("point", strukt.data_type().clone(), false),
+    ]);
+    RecordBatch::try_new(
+        Arc::new(schema),
+        vec![Arc::new(Int64Array::from(vec![1, 2, 3])), Arc::new(list), Arc::new(strukt)],
+    )
+    .unwrap()
+}
+
+use arrow_array::ArrayRef;
+
+#[test]
+fn nested_batch_round_trips() {
+    let batch = nested_batch();
+    assert_eq!(round_trip(&batch).unwrap(), batch);
+}
+
+#[test]
+fn sliced_batch_round_trips_with_offsets() {
+    let batch = nested_batch().slice(1, 2);
+    let back = round_trip(&batch).unwrap();
+    assert_eq!(back, batch);
+    assert_eq!(back.num_rows(), 2);
+}
+
+#[test]
+fn flattening_borrows_the_batch_buffers() {
+    let a = Int32Array::from_iter_values(0..1000);
+    let ptr = a.values().inner().as_ptr();
+    let batch = RecordBatch::try_from_iter([("a", Arc::new(a) as ArrayRef)]).unwrap();
+    let fb = FlatBatch::new(&batch);
+    let views = fb.views();
+    assert_eq!(views[0].buffers[0].as_ptr(), ptr, "flattening must not copy");
+    assert_eq!(fb.byte_len(), 4000);
+}
+
+fn utf8_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true)]))
+}
+
+#[test]
+fn invalid_utf8_is_refused() {
+    let parts = vec![ColumnParts {
+        len: 1,
+        offset: 0,
+        validity: None,
+        buffers: vec![Buffer::from_slice_ref([0i32, 2]), Buffer::from(vec![0xff_u8, 0xfe])],
+    }];
+    let err = assemble_batch(&utf8_schema(), 1, parts).unwrap_err();
+    assert!(err.to_string().contains("column `s`"), "{err}");
+    assert!(err.to_string().to_lowercase().contains("utf-8") || err.to_string().contains("utf8"), "{err}");
+}
+
+#[test]
+fn offsets_past_the_values_are_refused() {
+    let parts = vec![ColumnParts {
+        len: 1,
+        offset: 0,
+        validity: None,
+        buffers: vec![Buffer::from_slice_ref([0i32, 1_000_000]), Buffer::from(b"abc".to_vec())],
+    }];
+    assert!(matches!(assemble_batch(&utf8_schema(), 1, parts), Err(BatchError::InvalidColumn { .. })));
+}
+
+#[test]
+fn short_value_buffer_is_refused() {
+    let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+    let parts = vec![ColumnParts { len: 10, offset: 0, validity: None, buffers: vec![Buffer::from(vec![0u8; 8])] }];
+    let err = assemble_batch(&schema, 10, parts).unwrap_err();
+    assert!(err.to_string().contains("column `v`"), "{err}");
+}
+
+#[test]
+fn huge_lengths_do_not_overflow() {
+    let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+    let parts = vec![ColumnParts { len: u64::MAX, offset: u64::MAX, validity: None, buffers: vec![] }];
+    assert!(assemble_batch(&schema, 1, parts).is_err());
+    let parts = vec![ColumnParts {
+        len: 4,
+        offset: 0,
+        validity: Some((Buffer::from(vec![0xff]), u64::MAX - 1)),
+        buffers: vec![Buffer::from(vec![0u8; 32])],
+    }];
+    assert!(assemble_batch(&schema, 4, parts).is_err());
+    assert!(assemble_batch(&schema, u64::MAX, vec![]).is_err());
+}
+
+#[test]
+fn short_validity_bitmap_is_refused() {
+    let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int32, true)]));
+    let parts = vec![ColumnParts {
+        len: 20,
+        offset: 0,
+        validity: Some((Buffer::from(vec![0xff]), 0)),
+        buffers: vec![Buffer::from(vec![0u8; 80])],
+    }];
+    let err = assemble_batch(&schema, 20, parts).unwrap_err();
+    assert!(err.to_string().contains("validity bitmap"), "{err}");
+}
+
+#[test]
+fn nulls_in_a_non_nullable_column_are_refused() {
+    let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int32, false)]));
+    let parts = vec![ColumnParts {
+        len: 2,
+        offset: 0,
+        validity: Some((Buffer::from(vec![0b01]), 0)),
+        buffers: vec![Buffer::from(vec![0u8; 8])],
+    }];
+    assert!(assemble_batch(&schema, 2, parts).is_err());
+}
+
+#[test]
+fn wrong_column_count_or_row_count_is_refused() {
+    let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int32, false)]));
+    let col = || ColumnParts { len: 2, offset: 0, validity: None, buffers: vec![Buffer::from(vec![0u8; 8])] };
+    assert!(assemble_batch(&schema, 2, vec![]).unwrap_err().to_string().contains("too few columns"));
+    assert!(assemble_batch(&schema, 2, vec![col(), col()]).unwrap_err().to_string().contains("more column"));
+    assert!(assemble_batch(&schema, 3, vec![col()]).is_err());
+}
+
+#[test]
+fn misaligned_buffers_are_realigned_not_rejected() {
+    let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)]));
+    let bytes = Buffer::from(vec![0u8; 17]).slice(1); // 16 bytes at an odd address
+    let parts = vec![ColumnParts { len: 2, offset: 0, validity: None, buffers: vec![bytes] }];
+    let batch = assemble_batch(&schema, 2, parts).unwrap();
+    assert_eq!(batch.column(0).len(), 2);
+}
+
+#[test]
+fn malformed_schemas_are_refused() {
+    let f = |name: &str, dt: DataType, children| FlatField {
+        name: name.into(),
+        data_type: dt,
+        nullable: true,
+        children,
+        metadata: HashMap::new(),
+    };
+    let list_shell = DataType::List(Arc::new(Field::new("item", DataType::Null, true)));
+    // A list announcing a child that never comes.
+    assert!(unflatten_schema(vec![f("l", list_shell.clone(), 1)], HashMap::new()).is_err());
+    // A list with two children.
+    assert!(unflatten_schema(vec![f("l", list_shell, 2), f("a", DataType::Int32, 0), f("b", DataType::Int32, 0)], HashMap::new()).is_err());
+    // A primitive with a child.
+    assert!(unflatten_schema(vec![f("p", DataType::Int32, 1), f("a", DataType::Int32, 0)], HashMap::new()).is_err());
+    // A tower of lists deeper than the limit.
+    let deep: Vec<_> = (0..200)
+        .map(|i| f(&format!("l{i}"), DataType::List(Arc::new(Field::new("item", DataType::Null, true))), 1))
+        .chain([f("leaf", DataType::Int32, 0)])
+        .collect();
+    assert!(unflatten_schema(deep, HashMap::new()).unwrap_err().to_string().contains("nesting"));
+}
+
+#[test]
+fn unsupported_types_are_named() {
+    let schema = Schema::new(vec![Field::new(
+        "d",
+        DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+        true,
+    )]);
+    let err = flatten_schema(&schema).unwrap_err();
+    assert!(err.to_string().contains("field `d`"), "{err}");
+}
+
+#[test]
+fn strings_round_trip() {
+    let mut b = StringBuilder::new();
+    b.append_value("héllo");
+    b.append_null();
+    let batch = RecordBatch::try_from_iter([("s", Arc::new(b.finish()) as ArrayRef)]).unwrap();
+    assert_eq!(round_trip(&batch).unwrap(), batch);
+}

@@ -1,0 +1,175 @@
+//! `flumen`: run, plan and inspect jobs and components; scaffold and build plugins.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use flumen_engine::{Engine, EngineError, EngineOptions};
+
+mod plugin;
+
+/// Flumen: dataflow pipelines of sandboxed WebAssembly operators over Arrow.
+#[derive(Parser, Debug)]
+#[command(name = "flumen", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a job to completion on this machine.
+    Run {
+        /// The job spec (TOML).
+        job: PathBuf,
+        #[command(flatten)]
+        plugins: PluginArgs,
+        /// Print no progress line.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Validate a job and print its plan: nodes, edges, regions and schemas.
+    Plan {
+        job: PathBuf,
+        #[command(flatten)]
+        plugins: PluginArgs,
+    },
+    /// Print a component's world: what it imports and exports.
+    Inspect { component: PathBuf },
+    /// Scaffold and build operator plugins.
+    Plugin {
+        #[command(subcommand)]
+        command: plugin::PluginCommand,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct PluginArgs {
+    /// Extra directory searched for plugins named by bare name (repeatable).
+    #[arg(long = "plugin-dir")]
+    plugin_dirs: Vec<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLUMEN_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { job, plugins, quiet } => runtime()?.block_on(run(job, plugins, quiet)),
+        Command::Plan { job, plugins } => runtime()?.block_on(async {
+            let engine = engine(plugins)?;
+            let prepared = match engine.prepare(&job).await {
+                Ok(p) => p,
+                Err(e) => return Ok(report(e)),
+            };
+            print!("{}", prepared.describe());
+            Ok(ExitCode::SUCCESS)
+        }),
+        Command::Inspect { component } => {
+            print!("{}", flumen_wasm_inspect(&component)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin { command } => plugin::run(command),
+    }
+}
+
+fn flumen_wasm_inspect(path: &Path) -> anyhow::Result<String> {
+    Ok(flumen_engine::inspect_component(path)?)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("flumen-worker").build().context("starting the runtime")
+}
+
+fn engine(plugins: PluginArgs) -> anyhow::Result<Engine> {
+    let mut plugin_dirs = plugins.plugin_dirs;
+    if let Some(path) = std::env::var_os("FLUMEN_PLUGIN_PATH") {
+        plugin_dirs.extend(std::env::split_paths(&path));
+    }
+    plugin_dirs.push(PathBuf::from(env!("FLUMEN_PLUGIN_DIR")));
+    Ok(Engine::new(EngineOptions { plugin_dirs, cache_dir: cache_dir() })?)
+}
+
+/// `$FLUMEN_CACHE_DIR`, else `$XDG_CACHE_HOME/flumen`, else `~/.cache/flumen`.
+fn cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("FLUMEN_CACHE_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(d).join("flumen"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/flumen"))
+}
+
+async fn run(job: PathBuf, plugins: PluginArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let engine = engine(plugins)?;
+    let prepared = match engine.prepare(&job).await {
+        Ok(p) => p,
+        Err(e) => return Ok(report(e)),
+    };
+    let metrics = prepared.metrics();
+    let started = Instant::now();
+    let show_progress = !quiet && std::io::stderr().is_terminal();
+    let progress = tokio::spawn(async move {
+        if !show_progress {
+            return;
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            eprint!("\r\x1b[2K{}", metrics.progress_line(started.elapsed()));
+            let _ = std::io::stderr().flush();
+        }
+    });
+    let cancel = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = prepared.run(cancel).await;
+    progress.abort();
+    if show_progress {
+        eprint!("\r\x1b[2K");
+    }
+    match result {
+        Ok(summary) => {
+            print!("{}", summary.render());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(EngineError::Cancelled) => {
+            eprintln!("cancelled; no output was committed");
+            Ok(ExitCode::from(130))
+        }
+        Err(e) => Ok(report(e)),
+    }
+}
+
+fn report(e: EngineError) -> ExitCode {
+    match e {
+        EngineError::Spec(_) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        other => {
+            eprintln!("error: job failed: {other}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! Job graphs: validation, topological order, pipelined regions and the
+//! expansion of each edge into channels between subtasks.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use flumen_types::{NodeId, Partitioning, SubtaskId};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeKind {
+    Source,
+    Operator,
+    Sink,
+}
+
+impl std::fmt::Display for NodeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NodeKind::Source => "source",
+            NodeKind::Operator => "operator",
+            NodeKind::Sink => "sink",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSpec {
+    pub id: NodeId,
+    pub kind: NodeKind,
+    pub parallelism: u32,
+}
+
+/// An edge from `from`'s output to input port `port` of `to` (indices into the node list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    pub from: usize,
+    pub to: usize,
+    pub port: u32,
+    pub partitioning: Partitioning,
+    /// A dead-letter edge carries only the batches an operator failed on.
+    pub dead_letter: bool,
+}
+
+/// Why a graph cannot run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("two nodes are named `{0}`; ids must be unique")]
+    DuplicateId(NodeId),
+    #[error("{kind} `{node}` reads from `{input}`, which is not a source or operator of this job")]
+    UnknownInput { kind: NodeKind, node: NodeId, input: String },
+    #[error("{kind} `{node}` has no inputs")]
+    NoInputs { kind: NodeKind, node: NodeId },
+    #[error("{kind} `{node}`'s output is not read by any operator or sink")]
+    Unconsumed { kind: NodeKind, node: NodeId },
+    #[error("the job graph has a cycle through `{0}`")]
+    Cycle(NodeId),
+    #[error("{node}: parallelism must be at least 1")]
+    ZeroParallelism { node: NodeId },
+    #[error(
+        "edge {from} → {to} is `forward`, which needs equal parallelism on both ends ({from_p} vs {to_p}); use round-robin or hash"
+    )]
+    ForwardParallelism { from: NodeId, to: NodeId, from_p: u32, to_p: u32 },
+    #[error("edge {from} → {to}: hash partitioning needs at least one key column")]
+    NoHashKeys { from: NodeId, to: NodeId },
+}
+
+/// A validated job graph.
+#[derive(Debug, Clone)]
+pub struct LogicalGraph {
+    nodes: Vec<NodeSpec>,
+    edges: Vec<Edge>,
+    topo: Vec<usize>,
+}
+
+/// A set of nodes connected by pipelined edges: they checkpoint and recover together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Region {
+    pub nodes: Vec<usize>,
+}
+
+/// One channel: a producer subtask's output to a consumer subtask's input port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSpec {
+    pub edge: usize,
+    pub from: SubtaskId,
+    pub to: SubtaskId,
+}
+
+/// Every subtask of every node and every channel between them.
+#[derive(Debug, Clone)]
+pub struct PhysicalPlan {
+    pub subtasks: Vec<SubtaskId>,
+    pub channels: Vec<ChannelSpec>,
+}
+
+impl LogicalGraph {
+    /// Validates nodes and edges. Sources must have no inputs, operators and
+    /// sinks at least one, every source and operator must be read, the graph
+    /// must be acyclic and forward edges need equal parallelism.
+    pub fn new(nodes: Vec<NodeSpec>, edges: Vec<Edge>) -> Result<Self, PlanError> {
+        let mut seen = HashMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            if seen.insert(n.id.clone(), i).is_some() {
+                return Err(PlanError::DuplicateId(n.id.clone()));
+            }
+            if n.parallelism == 0 {
+                return Err(PlanError::ZeroParallelism { node: n.id.clone() });
+            }
+        }
+        for e in &edges {
+            let (from, to) = (&nodes[e.from], &nodes[e.to]);
+            if from.kind == NodeKind::Sink {
+                return Err(PlanError::UnknownInput { kind: to.kind, node: to.id.clone(), input: from.id.to_string() });
+            }
+            match &e.partitioning {
+                Partitioning::Forward if from.parallelism != to.parallelism => {
+                    return Err(PlanError::ForwardParallelism {
+                        from: from.id.clone(),
+                        to: to.id.clone(),
+                        from_p: from.parallelism,
+                        to_p: to.parallelism,
+                    });
+                }
+                Partitioning::Hash(keys) if keys.is_empty() => {
+                    return Err(PlanError::NoHashKeys { from: from.id.clone(), to: to.id.clone() });
+                }
+                _ => {}
+            }
+        }
+        for (i, n) in nodes.iter().enumerate() {
+            let has_in = edges.iter().any(|e| e.to == i);
+            let has_out = edges.iter().any(|e| e.from == i && !e.dead_letter);
+            if n.kind != NodeKind::Source && !has_in {
+                return Err(PlanError::NoInputs { kind: n.kind, node: n.id.clone() });
+            }
+            if n.kind != NodeKind::Sink && !has_out {
+                return Err(PlanError::Unconsumed { kind: n.kind, node: n.id.clone() });
+            }
+        }
+        let topo = topological_order(&nodes, &edges)?;
+        Ok(Self { nodes, edges, topo })
+    }
+
+    pub fn nodes(&self) -> &[NodeSpec] {
+        &self.nodes
+    }
+
+    pub fn edges(&self) -> &[Edge] {
+        &self.edges
+    }
+
+    /// Node indices, every producer before its consumers.
+    pub fn topological_order(&self) -> &[usize] {
+        &self.topo
+    }
+
+    /// Edges into `node`, ordered by port.
+    pub fn inputs_of(&self, node: usize) -> Vec<(usize, &Edge)> {
+        let mut v: Vec<_> = self.edges.iter().enumerate().filter(|(_, e)| e.to == node).collect();
+        v.sort_by_key(|(_, e)| e.port);
+        v
+    }
+
+    /// Edges out of `node`.
+    pub fn outputs_of(&self, node: usize) -> Vec<(usize, &Edge)> {
+        self.edges.iter().enumerate().filter(|(_, e)| e.from == node).collect()
+    }
+
+    /// Pipelined regions: connected components over pipelined edges. Every
+    /// edge is pipelined today; blocking and service-style edges (later) split regions.
+    pub fn regions(&self) -> Vec<Region> {
+        let mut parent: Vec<usize> = (0..self.nodes.len()).collect();
+        fn find(p: &mut [usize], mut x: usize) -> usize {
+            while p[x] != x {
+                p[x] = p[p[x]];
+                x = p[x];
+            }
+            x
+        }
+        for e in &self.edges {
+            let (a, b) = (find(&mut parent, e.from), find(&mut parent, e.to));
+            parent[a] = b;
+        }
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        for &n in &self.topo {
+            let r = find(&mut parent, n);
+            match groups.iter_mut().find(|(root, _)| *root == r) {
+                Some((_, v)) => v.push(n),
+                None => groups.push((r, vec![n])),
+            }
+        }
+        groups.into_iter().map(|(_, nodes)| Region { nodes }).collect()
+    }
+
+    /// Expands nodes into subtasks and edges into channels: forward edges
+    /// connect subtask i to subtask i, every other partitioning connects every
+    /// producer subtask to every consumer subtask.
+    pub fn physical(&self) -> PhysicalPlan {
+        let mut subtasks = Vec::new();
+        for &n in &self.topo {
+            let node = &self.nodes[n];
+            subtasks.extend((0..node.parallelism).map(|i| SubtaskId { node: node.id.clone(), index: i }));
+        }
+        let mut channels = Vec::new();
+        for (ei, e) in self.edges.iter().enumerate() {
+            let (from, to) = (&self.nodes[e.from], &self.nodes[e.to]);
+            for p in 0..from.parallelism {
+                for c in 0..to.parallelism {
+                    if e.partitioning == Partitioning::Forward && p != c {
+                        continue;
+                    }
+                    channels.push(ChannelSpec {
+                        edge: ei,
+                        from: SubtaskId { node: from.id.clone(), index: p },
+                        to: SubtaskId { node: to.id.clone(), index: c },
+                    });
+                }
+            }
+        }
+        PhysicalPlan { subtasks, channels }
+    }
+
+    /// A human-readable plan: nodes in topological order with parallelism,
+    /// their inputs with partitioning, and the pipelined regions.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for &n in &self.topo {
+            let node = &self.nodes[n];
+            let _ = write!(out, "{} {} ×{}", node.kind, node.id, node.parallelism);
+            let inputs = self.inputs_of(n);
+            if !inputs.is_empty() {
+                let list: Vec<String> =
+                    inputs.iter().map(|(_, e)| format!("{} ({})", self.nodes[e.from].id, e.partitioning)).collect();
+                let _ = write!(out, " ← {}", list.join(", "));
+            }
+            out.push('\n');
+        }
+        for (i, r) in self.regions().iter().enumerate() {
+            let names: Vec<String> = r.nodes.iter().map(|&n| self.nodes[n].id.to_string()).collect();
+            let _ = writeln!(out, "region {i}: {}", names.join(", "));
+        }
+        out
+    }
+}
+
+fn topological_order(nodes: &[NodeSpec], edges: &[Edge]) -> Result<Vec<usize>, PlanError> {
+    let mut indegree = vec![0usize; nodes.len()];
+    for e in edges {
+        indegree[e.to] += 1;
+    }
+    let mut ready: Vec<usize> = (0..nodes.len()).filter(|&i| indegree[i] == 0).rev().collect();
+    let mut order = Vec::with_capacity(nodes.len());
+    while let Some(n) = ready.pop() {
+        order.push(n);
+        for e in edges.iter().filter(|e| e.from == n) {
+            indegree[e.to] -= 1;
+            if indegree[e.to] == 0 {
+                ready.insert(0, e.to);
+            }
+        }
+    }
+    if order.len() != nodes.len() {
+        let stuck = (0..nodes.len()).find(|i| indegree[*i] > 0).unwrap_or(0);
+        return Err(PlanError::Cycle(nodes[stuck].id.clone()));
+    }
+    Ok(order)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, kind: NodeKind, p: u32) -> NodeSpec {
+        NodeSpec { id: NodeId::new(id), kind, parallelism: p }
+    }
+    fn edge(from: usize, to: usize, partitioning: Partitioning) -> Edge {
+        Edge { from, to, port: 0, partitioning, dead_letter: false }
+    }
+
+    fn linear(p: u32, part: Partitioning) -> Result<LogicalGraph, PlanError> {
+        LogicalGraph::new(
+            vec![node("src", NodeKind::Source, 1), node("op", NodeKind::Operator, p), node("out", NodeKind::Sink, 1)],
+            vec![edge(0, 1, part), edge(1, 2, Partitioning::RoundRobin)],
+        )
+    }
+
+    #[test]
+    fn expands_all_to_all_and_forward() {
+        let g = linear(3, Partitioning::RoundRobin).unwrap();
+        let plan = g.physical();
+        assert_eq!(plan.subtasks.len(), 5);
+        assert_eq!(plan.channels.len(), 3 + 3);
+        let g = LogicalGraph::new(
+            vec![node("s", NodeKind::Source, 2), node("o", NodeKind::Operator, 2), node("k", NodeKind::Sink, 2)],
+            vec![edge(0, 1, Partitioning::Forward), edge(1, 2, Partitioning::Forward)],
+        )
+        .unwrap();
+        let plan = g.physical();
+        assert_eq!(plan.channels.len(), 4);
+        assert!(plan.channels.iter().all(|c| c.from.index == c.to.index));
+    }
+
+    #[test]
+    fn forward_needs_equal_parallelism() {
+        let err = linear(2, Partitioning::Forward).unwrap_err();
+        assert!(err.to_string().contains("forward"), "{err}");
+    }
+
+    #[test]
+    fn rejects_cycles_dangling_outputs_and_missing_inputs() {
+        let cyc = LogicalGraph::new(
+            vec![node("s", NodeKind::Source, 1), node("a", NodeKind::Operator, 1), node("b", NodeKind::Operator, 1), node("k", NodeKind::Sink, 1)],
+            vec![edge(0, 1, Partitioning::RoundRobin), edge(1, 2, Partitioning::RoundRobin), edge(2, 1, Partitioning::RoundRobin), edge(2, 3, Partitioning::RoundRobin)],
+        );
+        assert!(matches!(cyc, Err(PlanError::Cycle(_))));
+        let dangling = LogicalGraph::new(vec![node("s", NodeKind::Source, 1), node("a", NodeKind::Operator, 1)], vec![edge(0, 1, Partitioning::RoundRobin)]);
+        assert_eq!(dangling.unwrap_err().to_string(), "operator `a`'s output is not read by any operator or sink");
+        let orphan = LogicalGraph::new(vec![node("k", NodeKind::Sink, 1)], vec![]);
+        assert_eq!(orphan.unwrap_err().to_string(), "sink `k` has no inputs");
+        let dup = LogicalGraph::new(vec![node("x", NodeKind::Source, 1), node("x", NodeKind::Sink, 1)], vec![]);
+        assert!(matches!(dup, Err(PlanError::DuplicateId(_))));
+    }
+
+    #[test]
+    fn regions_are_connected_components() {
+        let g = LogicalGraph::new(
+            vec![
+                node("s1", NodeKind::Source, 1),
+                node("k1", NodeKind::Sink, 1),
+                node("s2", NodeKind::Source, 1),
+                node("o2", NodeKind::Operator, 1),
+                node("k2", NodeKind::Sink, 1),
+            ],
+            vec![edge(0, 1, Partitioning::RoundRobin), edge(2, 3, Partitioning::RoundRobin), edge(3, 4, Partitioning::RoundRobin)],
+        )
+        .unwrap();
+        let regions = g.regions();
+        assert_eq!(regions.len(), 2);
+        assert_eq!(regions[0].nodes.len() + regions[1].nodes.len(), 5);
+        let text = g.describe();
+        assert!(text.contains("region 0:") && text.contains("region 1:"), "{text}");
+        assert!(text.contains("operator o2 ×1 ← s2 (round-robin)"), "{text}");
+    }
+
+    #[test]
+    fn topological_order_puts_producers_first() {
+        let g = linear(1, Partitioning::Forward).unwrap();
+        assert_eq!(g.topological_order(), &[0, 1, 2]);
+    }
+}

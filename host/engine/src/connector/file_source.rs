@@ -1,0 +1,919 @@
+//! File sources: Parquet, CSV and JSON Lines files named by a path, a directory or a glob.
+//!
+//! Planning resolves the files (sorted), fixes the schema (declared, or inferred
+//! from the first file) and checks the fields of the spec. Subtask `i` of `n`
+//! reads files `i`, `i + n`, `i + 2n`, … in order; every batch it emits has
+//! exactly the planned schema and at most `batch_rows` rows.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+
+use super::{ColumnSpec, ConnectorError, PlannedSource, SourceKind, SourceReader, SourceSpec};
+
+/// How many records of the first file schema inference reads (CSV and JSON Lines).
+const INFER_MAX_RECORDS: usize = 1000;
+
+/// Plans a Parquet, CSV or JSON Lines source.
+pub(super) fn plan(spec: &SourceSpec, base_dir: &Path, job_batch_rows: usize) -> Result<Box<dyn PlannedSource>, ConnectorError> {
+    let node = spec.id.as_str();
+    let kind = spec.kind;
+    for (field, set) in [("rows", spec.rows.is_some()), ("seed", spec.seed.is_some()), ("columns", spec.columns.is_some())] {
+        if set {
+            return Err(config(node, format!("`{field}` does not apply to a {} source", kind_name(kind))));
+        }
+    }
+    if kind != SourceKind::Csv {
+        for (field, set) in [("has_header", spec.has_header.is_some()), ("delimiter", spec.delimiter.is_some())] {
+            if set {
+                return Err(config(node, format!("`{field}` applies only to csv sources, not to a {} source", kind_name(kind))));
+            }
+        }
+    }
+    let batch_rows = check_common_fields(spec, job_batch_rows)?;
+    let csv = CsvOptions { has_header: spec.has_header.unwrap_or(true), delimiter: parse_delimiter(node, spec.delimiter.as_deref())? };
+    let Some(pattern) = spec.path.as_deref() else {
+        return Err(config(node, format!("a {} source needs `path` (a file, a directory or a glob)", kind_name(kind))));
+    };
+    let files = resolve_files(node, kind, base_dir, pattern)?;
+    let schema = match &spec.schema {
+        Some(columns) => declared_schema(node, columns)?,
+        None => infer_schema(node, kind, &csv, &files[0])?,
+    };
+    Ok(Box::new(FileSource { config: Arc::new(ReadConfig { node: node.to_owned(), kind, schema, batch_rows, csv }), files }))
+}
+
+/// Checks the fields every kind of source shares and returns the rows per
+/// batch: the source's `batch_rows`, else the job's; at least 1.
+pub(super) fn check_common_fields(spec: &SourceSpec, job_batch_rows: usize) -> Result<usize, ConnectorError> {
+    if spec.parallelism == Some(0) {
+        return Err(config(&spec.id, "`parallelism` must be at least 1"));
+    }
+    match spec.batch_rows.unwrap_or(job_batch_rows) {
+        0 => Err(config(&spec.id, "`batch_rows` must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+/// Parses an Arrow type name of a declared schema. Names are case-insensitive,
+/// except for the time zone of a timestamp, which is kept as written.
+pub(super) fn parse_type_name(name: &str) -> Option<DataType> {
+    let name = name.trim();
+    let lower = name.to_ascii_lowercase();
+    let data_type = match lower.as_str() {
+        "null" => DataType::Null,
+        "bool" | "boolean" => DataType::Boolean,
+        "int8" => DataType::Int8,
+        "int16" => DataType::Int16,
+        "int32" => DataType::Int32,
+        "int64" => DataType::Int64,
+        "uint8" => DataType::UInt8,
+        "uint16" => DataType::UInt16,
+        "uint32" => DataType::UInt32,
+        "uint64" => DataType::UInt64,
+        "float16" => DataType::Float16,
+        "float32" | "f32" | "float" => DataType::Float32,
+        "float64" | "f64" | "double" => DataType::Float64,
+        "utf8" | "string" => DataType::Utf8,
+        "large_utf8" | "large_string" => DataType::LargeUtf8,
+        "binary" => DataType::Binary,
+        "large_binary" => DataType::LargeBinary,
+        "date32" => DataType::Date32,
+        "date64" => DataType::Date64,
+        _ => {
+            if let Some(args) = lower.strip_prefix("timestamp[").and_then(|rest| rest.strip_suffix(']')) {
+                // `lower` and `name` have the same byte offsets (ASCII lowercasing).
+                let offset = "timestamp[".len();
+                let args_original = &name[offset..offset + args.len()];
+                return parse_timestamp(args, args_original);
+            }
+            if let Some(args) = lower.strip_prefix("decimal128(").and_then(|rest| rest.strip_suffix(')')) {
+                let (precision, scale) = args.split_once(',')?;
+                let precision: u8 = precision.trim().parse().ok()?;
+                let scale: i8 = scale.trim().parse().ok()?;
+                let valid = (1..=arrow_schema::DECIMAL128_MAX_PRECISION).contains(&precision) && i16::from(scale) <= i16::from(precision);
+                return valid.then_some(DataType::Decimal128(precision, scale));
+            }
+            return None;
+        }
+    };
+    Some(data_type)
+}
+
+/// `s`, `ms`, `us` or `ns`, optionally followed by `, <time zone>`.
+fn parse_timestamp(args: &str, args_original: &str) -> Option<DataType> {
+    let (unit, tz) = match args.split_once(',') {
+        Some((unit, _)) => {
+            let tz = args_original[unit.len() + 1..].trim();
+            if tz.is_empty() || tz.contains([',', '[', ']']) {
+                return None;
+            }
+            (unit, Some(Arc::from(tz)))
+        }
+        None => (args, None),
+    };
+    let unit = match unit.trim() {
+        "s" => TimeUnit::Second,
+        "ms" => TimeUnit::Millisecond,
+        "us" => TimeUnit::Microsecond,
+        "ns" => TimeUnit::Nanosecond,
+        _ => return None,
+    };
+    Some(DataType::Timestamp(unit, tz))
+}
+
+fn kind_name(kind: SourceKind) -> &'static str {
+    match kind {
+        SourceKind::Parquet => "parquet",
+        SourceKind::Csv => "csv",
+        SourceKind::Jsonl => "jsonl",
+        SourceKind::Generator => "generator",
+    }
+}
+
+fn config(node: &str, message: impl Into<String>) -> ConnectorError {
+    ConnectorError::Config { node: node.to_owned(), message: message.into() }
+}
+
+fn file_error(node: &str, path: &Path, message: impl Into<String>) -> ConnectorError {
+    ConnectorError::File { node: node.to_owned(), path: path.to_owned(), message: message.into() }
+}
+
+fn parse_delimiter(node: &str, delimiter: Option<&str>) -> Result<u8, ConnectorError> {
+    let Some(delimiter) = delimiter else { return Ok(b',') };
+    match delimiter.as_bytes() {
+        [byte] if byte.is_ascii() && !matches!(byte, b'"' | b'\n' | b'\r') => Ok(*byte),
+        _ => Err(config(node, format!("`delimiter` must be one ASCII character other than a quote or a line break, got {delimiter:?}"))),
+    }
+}
+
+/// The files a source path names: the file itself, the matching files of a
+/// directory, or the regular files a glob matches; sorted.
+fn resolve_files(node: &str, kind: SourceKind, base_dir: &Path, pattern: &str) -> Result<Vec<PathBuf>, ConnectorError> {
+    if pattern.trim().is_empty() {
+        return Err(config(node, "`path` is empty"));
+    }
+    let resolved = base_dir.join(pattern);
+    let mut files = if resolved.is_file() {
+        vec![resolved.clone()]
+    } else if resolved.is_dir() {
+        let extensions = extensions(kind);
+        let entries = std::fs::read_dir(&resolved).map_err(|e| file_error(node, &resolved, format!("cannot list the directory: {e}")))?;
+        let mut files = Vec::new();
+        for entry in entries {
+            let path = entry.map_err(|e| file_error(node, &resolved, format!("cannot list the directory: {e}")))?.path();
+            let matches = path
+                .extension()
+                .and_then(|ext| ext.to_str())
+                .is_some_and(|ext| extensions.iter().any(|wanted| ext.eq_ignore_ascii_case(wanted)));
+            if matches && path.is_file() {
+                files.push(path);
+            }
+        }
+        if files.is_empty() {
+            let listed = extensions.iter().map(|ext| format!(".{ext}")).collect::<Vec<_>>().join(" or ");
+            return Err(config(node, format!("`path` {pattern:?} is a directory with no {listed} files ({})", resolved.display())));
+        }
+        files
+    } else if pattern.contains(['*', '?', '[']) {
+        glob_files(node, base_dir, pattern)?
+    } else {
+        return Err(config(node, format!("`path` {pattern:?} does not exist ({})", resolved.display())));
+    };
+    if files.is_empty() {
+        return Err(config(node, format!("no files match the glob `path` {pattern:?} (relative to {})", base_dir.display())));
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn extensions(kind: SourceKind) -> &'static [&'static str] {
+    match kind {
+        SourceKind::Parquet => &["parquet"],
+        SourceKind::Csv => &["csv"],
+        SourceKind::Jsonl => &["jsonl", "json"],
+        SourceKind::Generator => &[],
+    }
+}
+
+fn glob_files(node: &str, base_dir: &Path, pattern: &str) -> Result<Vec<PathBuf>, ConnectorError> {
+    let full = if Path::new(pattern).is_absolute() {
+        pattern.to_owned()
+    } else {
+        let base = base_dir
+            .to_str()
+            .ok_or_else(|| config(node, format!("cannot use a glob `path` under the non-UTF-8 directory {}", base_dir.display())))?;
+        if base.is_empty() {
+            pattern.to_owned()
+        } else {
+            Path::new(&glob::Pattern::escape(base)).join(pattern).to_string_lossy().into_owned()
+        }
+    };
+    let paths = glob::glob(&full).map_err(|e| config(node, format!("`path` {pattern:?} is not a valid glob: {e}")))?;
+    let mut files = Vec::new();
+    for path in paths {
+        let path = path.map_err(|e| file_error(node, e.path(), format!("cannot read while matching {pattern:?}: {}", e.error())))?;
+        if path.is_file() {
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
+fn declared_schema(node: &str, columns: &[ColumnSpec]) -> Result<SchemaRef, ConnectorError> {
+    if columns.is_empty() {
+        return Err(config(node, "`schema` declares no columns"));
+    }
+    let mut seen = HashSet::new();
+    let mut fields = Vec::with_capacity(columns.len());
+    for column in columns {
+        if column.name.is_empty() {
+            return Err(config(node, "`schema` has a column with an empty name"));
+        }
+        if !seen.insert(column.name.as_str()) {
+            return Err(config(node, format!("`schema` declares column `{}` twice", column.name)));
+        }
+        let data_type = parse_type_name(&column.data_type).ok_or_else(|| {
+            config(
+                node,
+                format!(
+                    "column `{}` has unknown type {:?} (expected e.g. int64, float64, utf8, bool, date32, timestamp[ms], timestamp[us, UTC], decimal128(10, 2))",
+                    column.name, column.data_type
+                ),
+            )
+        })?;
+        fields.push(Field::new(&column.name, data_type, column.nullable));
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Infers the schema from the first file (CSV and JSON Lines read at most
+/// [`INFER_MAX_RECORDS`] records).
+fn infer_schema(node: &str, kind: SourceKind, csv: &CsvOptions, path: &Path) -> Result<SchemaRef, ConnectorError> {
+    let file = File::open(path).map_err(|e| file_error(node, path, format!("cannot open: {e}")))?;
+    let schema = match kind {
+        SourceKind::Parquet => {
+            let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|e| file_error(node, path, format!("cannot read the Parquet metadata: {e}")))?;
+            // Keep the columns, drop file-level metadata (writer details).
+            Schema::new(builder.schema().fields().clone())
+        }
+        SourceKind::Csv => {
+            let format = arrow_csv::reader::Format::default().with_header(csv.has_header).with_delimiter(csv.delimiter);
+            let (schema, _) = format
+                .infer_schema(file, Some(INFER_MAX_RECORDS))
+                .map_err(|e| file_error(node, path, format!("cannot infer the schema: {e}")))?;
+            // A column empty in every inferred record would read as all-null and
+            // silently drop later values; read it as text instead.
+            let fields: Vec<Field> = schema
+                .fields()
+                .iter()
+                .map(|f| match f.data_type() {
+                    DataType::Null => Field::new(f.name(), DataType::Utf8, true),
+                    _ => f.as_ref().clone(),
+                })
+                .collect();
+            Schema::new(fields)
+        }
+        SourceKind::Jsonl => {
+            let (schema, _) = arrow_json::reader::infer_json_schema_from_seekable(BufReader::new(file), Some(INFER_MAX_RECORDS))
+                .map_err(|e| file_error(node, path, format!("cannot infer the schema: {e}")))?;
+            schema
+        }
+        SourceKind::Generator => return Err(config(node, "a generator source has no files")),
+    };
+    if schema.fields().is_empty() {
+        return Err(file_error(node, path, "cannot infer a schema: the file has no columns; declare `schema` or check the file"));
+    }
+    Ok(Arc::new(schema))
+}
+
+#[derive(Clone, Copy, Debug)]
+struct CsvOptions {
+    has_header: bool,
+    delimiter: u8,
+}
+
+/// What every subtask of a file source needs to read a file.
+#[derive(Debug)]
+struct ReadConfig {
+    node: String,
+    kind: SourceKind,
+    schema: SchemaRef,
+    batch_rows: usize,
+    csv: CsvOptions,
+}
+
+#[derive(Debug)]
+struct FileSource {
+    config: Arc<ReadConfig>,
+    files: Vec<PathBuf>,
+}
+
+impl PlannedSource for FileSource {
+    fn schema(&self) -> SchemaRef {
+        self.config.schema.clone()
+    }
+
+    fn open(&self, subtask: u32, parallelism: u32) -> Result<Box<dyn SourceReader>, ConnectorError> {
+        if subtask >= parallelism {
+            return Err(ConnectorError::Other {
+                node: self.config.node.clone(),
+                message: format!("cannot open subtask {subtask} of {parallelism}"),
+            });
+        }
+        let (subtask, parallelism) = (subtask as usize, parallelism as usize);
+        let pending = self.files.iter().enumerate().filter(|(i, _)| i % parallelism == subtask).map(|(_, path)| path.clone()).collect();
+        Ok(Box::new(FileSourceReader { config: self.config.clone(), pending, current: None }))
+    }
+}
+
+/// Reads one file's batches, already in the planned schema.
+trait FileBatches: Send {
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>, ConnectorError>;
+}
+
+struct FileSourceReader {
+    config: Arc<ReadConfig>,
+    pending: VecDeque<PathBuf>,
+    current: Option<Box<dyn FileBatches>>,
+}
+
+impl SourceReader for FileSourceReader {
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>, ConnectorError> {
+        loop {
+            if let Some(current) = &mut self.current {
+                match current.next_batch()? {
+                    Some(batch) if batch.num_rows() > 0 => return Ok(Some(batch)),
+                    Some(_) => continue,
+                    None => self.current = None,
+                }
+            }
+            let Some(path) = self.pending.pop_front() else { return Ok(None) };
+            self.current = Some(open_file(&self.config, path)?);
+        }
+    }
+}
+
+fn open_file(cfg: &ReadConfig, path: PathBuf) -> Result<Box<dyn FileBatches>, ConnectorError> {
+    let node = cfg.node.as_str();
+    let file = File::open(&path).map_err(|e| file_error(node, &path, format!("cannot open: {e}")))?;
+    Ok(match cfg.kind {
+        SourceKind::Parquet => Box::new(ParquetFile::open(cfg, path, file)?),
+        SourceKind::Csv => {
+            let reader = arrow_csv::ReaderBuilder::new(cfg.schema.clone())
+                .with_header(cfg.csv.has_header)
+                .with_header_validation(true)
+                .with_delimiter(cfg.csv.delimiter)
+                .with_batch_size(cfg.batch_rows)
+                .build(file)
+                .map_err(|e| file_error(node, &path, format!("cannot read CSV: {e}")))?;
+            Box::new(CsvFile { node: cfg.node.clone(), path, reader })
+        }
+        SourceKind::Jsonl => Box::new(JsonFile::open(cfg, path, file)?),
+        SourceKind::Generator => return Err(config(node, "a generator source has no files")),
+    })
+}
+
+struct ParquetFile {
+    node: String,
+    path: PathBuf,
+    schema: SchemaRef,
+    reader: ParquetRecordBatchReader,
+}
+
+impl ParquetFile {
+    /// Projects the file onto the planned columns (by name), checking their types.
+    fn open(config: &ReadConfig, path: PathBuf, file: File) -> Result<Self, ConnectorError> {
+        let node = config.node.as_str();
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| file_error(node, &path, format!("cannot read the Parquet metadata: {e}")))?;
+        let file_schema = builder.schema().clone();
+        let mut roots = Vec::with_capacity(config.schema.fields().len());
+        for field in config.schema.fields() {
+            let Some((index, found)) = file_schema.column_with_name(field.name()) else {
+                let names: Vec<&str> = file_schema.fields().iter().map(|f| f.name().as_str()).collect();
+                return Err(file_error(
+                    node,
+                    &path,
+                    format!("column `{}` of the source schema is missing from the file (it has: {})", field.name(), names.join(", ")),
+                ));
+            };
+            if found.data_type() != field.data_type() {
+                return Err(file_error(
+                    node,
+                    &path,
+                    format!(
+                        "column `{}` is {} in the file, but the source schema says {}",
+                        field.name(),
+                        found.data_type(),
+                        field.data_type()
+                    ),
+                ));
+            }
+            roots.push(index);
+        }
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(config.batch_rows)
+            .build()
+            .map_err(|e| file_error(node, &path, format!("cannot read Parquet: {e}")))?;
+        Ok(Self { node: config.node.clone(), path, schema: config.schema.clone(), reader })
+    }
+}
+
+impl FileBatches for ParquetFile {
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>, ConnectorError> {
+        let Some(batch) = self.reader.next() else { return Ok(None) };
+        let batch = batch.map_err(|e| file_error(&self.node, &self.path, format!("cannot read Parquet: {e}")))?;
+        // The projection keeps file order; put the columns in planned order.
+        let columns = self
+            .schema
+            .fields()
+            .iter()
+            .map(|field| {
+                batch
+                    .column_by_name(field.name())
+                    .cloned()
+                    .ok_or_else(|| file_error(&self.node, &self.path, format!("column `{}` is missing from the file", field.name())))
+            })
+            .collect::<Result<Vec<ArrayRef>, _>>()?;
+        RecordBatch::try_new(self.schema.clone(), columns)
+            .map(Some)
+            .map_err(|e| file_error(&self.node, &self.path, format!("data does not match the source schema: {e}")))
+    }
+}
+
+struct CsvFile {
+    node: String,
+    path: PathBuf,
+    reader: arrow_csv::Reader<File>,
+}
+
+impl FileBatches for CsvFile {
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>, ConnectorError> {
+        self.reader
+            .next()
+            .transpose()
+            .map_err(|e| file_error(&self.node, &self.path, format!("cannot parse CSV: {}", csv_error_message(&e))))
+    }
+}
+
+/// Arrow numbers the lines of CSV value errors from 0 (the header being line 0)
+/// but those of malformed records from 1; report both from 1, as editors do.
+fn csv_error_message(error: &ArrowError) -> String {
+    let message = error.to_string();
+    const AT_LINE: &str = " at line ";
+    if let ArrowError::ParseError(_) = error
+        && let Some(at) = message.find(AT_LINE)
+    {
+        let start = at + AT_LINE.len();
+        let digits = message[start..].bytes().take_while(u8::is_ascii_digit).count();
+        if let Ok(line) = message[start..start + digits].parse::<usize>() {
+            return format!("{}{}{}", &message[..start], line + 1, &message[start + digits..]);
+        }
+    }
+    message
+}
+
+/// JSON Lines, fed to the decoder one line at a time so that errors can name
+/// the line (syntax errors) or the lines of the batch (type errors).
+struct JsonFile {
+    node: String,
+    path: PathBuf,
+    reader: BufReader<File>,
+    decoder: arrow_json::reader::Decoder,
+    line: Vec<u8>,
+    /// Bytes of `line` already given to the decoder.
+    consumed: usize,
+    line_number: usize,
+    /// First and last lines of the rows the decoder holds.
+    batch_first_line: usize,
+    batch_last_line: usize,
+    done: bool,
+}
+
+impl JsonFile {
+    fn open(config: &ReadConfig, path: PathBuf, file: File) -> Result<Self, ConnectorError> {
+        let decoder = arrow_json::ReaderBuilder::new(config.schema.clone())
+            .with_batch_size(config.batch_rows)
+            .build_decoder()
+            .map_err(|e| file_error(&config.node, &path, format!("cannot read JSON Lines: {e}")))?;
+        Ok(Self {
+            node: config.node.clone(),
+            path,
+            reader: BufReader::new(file),
+            decoder,
+            line: Vec::new(),
+            consumed: 0,
+            line_number: 0,
+            batch_first_line: 1,
+            batch_last_line: 1,
+            done: false,
+        })
+    }
+
+    fn flush(&mut self) -> Result<Option<RecordBatch>, ConnectorError> {
+        let (first, last) = (self.batch_first_line, self.batch_last_line);
+        let batch = self.decoder.flush().map_err(|e| {
+            let lines = if first >= last { format!("line {last}") } else { format!("lines {first}-{last}") };
+            self.error(format!("cannot parse JSON in {lines}: {e}"))
+        })?;
+        Ok(batch)
+    }
+
+    fn error(&self, message: String) -> ConnectorError {
+        file_error(&self.node, &self.path, message)
+    }
+
+    fn parse_error(&self, e: &ArrowError) -> ConnectorError {
+        self.error(format!("cannot parse JSON at line {}: {e}", self.line_number))
+    }
+}
+
+impl FileBatches for JsonFile {
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>, ConnectorError> {
+        if self.done {
+            return Ok(None);
+        }
+        loop {
+            if self.consumed == self.line.len() {
+                self.line.clear();
+                self.consumed = 0;
+                let read = self.reader.read_until(b'\n', &mut self.line).map_err(|e| self.error(format!("cannot read: {e}")))?;
+                if read == 0 {
+                    self.done = true;
+                    return self.flush();
+                }
+                self.line_number += 1;
+            }
+            let was_empty = self.decoder.is_empty();
+            let decoded = self.decoder.decode(&self.line[self.consumed..]).map_err(|e| self.parse_error(&e))?;
+            self.consumed += decoded;
+            if decoded > 0 && !self.decoder.is_empty() {
+                if was_empty {
+                    self.batch_first_line = self.line_number;
+                }
+                self.batch_last_line = self.line_number;
+            }
+            if self.consumed < self.line.len() {
+                // The decoder holds a full batch; the rest of the line goes into the next one.
+                if self.decoder.is_empty() {
+                    return Err(self.error(format!("cannot parse JSON at line {}: the decoder made no progress", self.line_number)));
+                }
+                return self.flush();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int32Type, Int64Type};
+    use arrow_array::{Int32Array, Int64Array, StringArray};
+    use parquet::arrow::ArrowWriter;
+
+    use super::*;
+    use crate::connector::plan_source;
+
+    fn spec(toml_text: &str) -> SourceSpec {
+        match toml::from_str(toml_text) {
+            Ok(spec) => spec,
+            Err(e) => panic!("bad test spec: {e}"),
+        }
+    }
+
+    fn plan_ok(toml_text: &str, base: &Path) -> Box<dyn PlannedSource> {
+        match plan_source(&spec(toml_text), base, 1024) {
+            Ok(source) => source,
+            Err(e) => panic!("plan failed: {e}"),
+        }
+    }
+
+    fn plan_err(toml_text: &str, base: &Path) -> String {
+        match plan_source(&spec(toml_text), base, 1024) {
+            Ok(source) => panic!("plan should fail, got {source:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn read_all(source: &dyn PlannedSource, subtask: u32, parallelism: u32) -> Result<Vec<RecordBatch>, ConnectorError> {
+        let mut reader = source.open(subtask, parallelism)?;
+        let mut batches = Vec::new();
+        while let Some(batch) = reader.next_batch()? {
+            assert_eq!(batch.schema(), source.schema(), "every batch has the planned schema");
+            batches.push(batch);
+        }
+        Ok(batches)
+    }
+
+    fn read_ok(source: &dyn PlannedSource, subtask: u32, parallelism: u32) -> Vec<RecordBatch> {
+        read_all(source, subtask, parallelism).unwrap_or_else(|e| panic!("read failed: {e}"))
+    }
+
+    fn read_err(source: &dyn PlannedSource) -> String {
+        match read_all(source, 0, 1) {
+            Ok(batches) => panic!("read should fail, got {} batches", batches.len()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn i64_column(batches: &[RecordBatch], index: usize) -> Vec<i64> {
+        batches.iter().flat_map(|b| b.column(index).as_primitive::<Int64Type>().values().to_vec()).collect()
+    }
+
+    fn write(path: &Path, text: &str) {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).unwrap_or_else(|e| panic!("{e}"));
+        }
+        fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn write_parquet(path: &Path, batch: &RecordBatch) {
+        let file = File::create(path).unwrap_or_else(|e| panic!("{e}"));
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), None).unwrap_or_else(|e| panic!("{e}"));
+        writer.write(batch).unwrap_or_else(|e| panic!("{e}"));
+        writer.close().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn tempdir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn parses_type_names() {
+        let cases = [
+            ("int64", DataType::Int64),
+            ("Boolean", DataType::Boolean),
+            ("bool", DataType::Boolean),
+            ("uint16", DataType::UInt16),
+            ("double", DataType::Float64),
+            ("f32", DataType::Float32),
+            ("float16", DataType::Float16),
+            ("string", DataType::Utf8),
+            ("large_utf8", DataType::LargeUtf8),
+            ("large_binary", DataType::LargeBinary),
+            ("date32", DataType::Date32),
+            ("timestamp[ms]", DataType::Timestamp(TimeUnit::Millisecond, None)),
+            ("timestamp[ns]", DataType::Timestamp(TimeUnit::Nanosecond, None)),
+            ("timestamp[us, UTC]", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))),
+            ("timestamp[s,Europe/Paris]", DataType::Timestamp(TimeUnit::Second, Some("Europe/Paris".into()))),
+            ("decimal128(10, 2)", DataType::Decimal128(10, 2)),
+            ("decimal128(38,-2)", DataType::Decimal128(38, -2)),
+        ];
+        for (name, expected) in cases {
+            assert_eq!(parse_type_name(name), Some(expected), "{name}");
+        }
+        for bad in [
+            "int",
+            "timestamp",
+            "timestamp[m]",
+            "timestamp[ms, ]",
+            "decimal128(39, 2)",
+            "decimal128(0, 0)",
+            "decimal128(5, 6)",
+            "list<int64>",
+            "",
+        ] {
+            assert_eq!(parse_type_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn csv_round_trip_with_inferred_schema_and_small_batches() {
+        let dir = tempdir();
+        let mut text = String::from("id,score,name,empty\n");
+        for i in 0..10 {
+            text.push_str(&format!("{i},{}.5,n{i},\n", i * 2));
+        }
+        write(&dir.path().join("in.csv"), &text);
+        let source = plan_ok("id = 'src'\nkind = 'csv'\npath = 'in.csv'\nbatch_rows = 3", dir.path());
+        let schema = source.schema();
+        let types: Vec<&DataType> = schema.fields().iter().map(|f| f.data_type()).collect();
+        assert_eq!(types, [&DataType::Int64, &DataType::Float64, &DataType::Utf8, &DataType::Utf8]);
+        let batches = read_ok(source.as_ref(), 0, 1);
+        assert_eq!(batches.iter().map(|b| b.num_rows()).collect::<Vec<_>>(), [3, 3, 3, 1]);
+        assert_eq!(i64_column(&batches, 0), (0..10).collect::<Vec<_>>());
+        assert_eq!(batches[3].column(1).as_primitive::<Float64Type>().value(0), 18.5);
+        assert_eq!(batches[3].column(2).as_string::<i32>().value(0), "n9");
+    }
+
+    #[test]
+    fn csv_without_header_and_custom_delimiter() {
+        let dir = tempdir();
+        write(&dir.path().join("in.csv"), "1;a\n2;b\n");
+        let source = plan_ok("id = 'src'\nkind = 'csv'\npath = 'in.csv'\nhas_header = false\ndelimiter = ';'", dir.path());
+        let names: Vec<String> = source.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["column_1", "column_2"]);
+        let batches = read_ok(source.as_ref(), 0, 1);
+        assert_eq!(i64_column(&batches, 0), [1, 2]);
+        assert_eq!(batches[0].column(1).as_string::<i32>().value(1), "b");
+    }
+
+    #[test]
+    fn csv_parse_error_names_node_file_and_line() {
+        let dir = tempdir();
+        write(&dir.path().join("bad.csv"), "a,b\n1,x\n2,y\nthree,z\n");
+        let source = plan_ok(
+            "id = 'orders'\nkind = 'csv'\npath = 'bad.csv'\nschema = [{ name = 'a', type = 'int64' }, { name = 'b', type = 'utf8' }]",
+            dir.path(),
+        );
+        let message = read_err(source.as_ref());
+        assert!(message.starts_with("orders: "), "{message}");
+        assert!(message.contains("bad.csv"), "{message}");
+        assert!(message.contains("'three'") && message.contains("at line 4."), "{message}");
+
+        write(&dir.path().join("short.csv"), "a,b\n1,x\n2\n");
+        let source = plan_ok(
+            "id = 'orders'\nkind = 'csv'\npath = 'short.csv'\nschema = [{ name = 'a', type = 'int64' }, { name = 'b', type = 'utf8' }]",
+            dir.path(),
+        );
+        let message = read_err(source.as_ref());
+        assert!(message.contains("short.csv") && message.contains("line 3"), "{message}");
+    }
+
+    #[test]
+    fn csv_header_must_match_declared_schema() {
+        let dir = tempdir();
+        write(&dir.path().join("in.csv"), "a,c\n1,2\n");
+        let source = plan_ok(
+            "id = 'src'\nkind = 'csv'\npath = 'in.csv'\nschema = [{ name = 'a', type = 'int64' }, { name = 'b', type = 'int64' }]",
+            dir.path(),
+        );
+        let message = read_err(source.as_ref());
+        assert!(message.contains("in.csv") && message.contains("\"b\""), "{message}");
+    }
+
+    #[test]
+    fn files_are_dealt_round_robin_to_subtasks() {
+        let dir = tempdir();
+        for i in 0..5 {
+            write(&dir.path().join(format!("data/part-{i}.csv")), &format!("id\n{i}\n"));
+        }
+        let source = plan_ok("id = 'src'\nkind = 'csv'\npath = 'data'", dir.path());
+        assert_eq!(i64_column(&read_ok(source.as_ref(), 0, 2), 0), [0, 2, 4]);
+        assert_eq!(i64_column(&read_ok(source.as_ref(), 1, 2), 0), [1, 3]);
+        // More subtasks than files: the extra ones read nothing.
+        assert_eq!(i64_column(&read_ok(source.as_ref(), 6, 7), 0), Vec::<i64>::new());
+        assert!(source.open(2, 2).is_err());
+    }
+
+    #[test]
+    fn directory_lists_only_files_with_the_kind_extension() {
+        let dir = tempdir();
+        write(&dir.path().join("data/b.csv"), "id\n2\n");
+        write(&dir.path().join("data/a.CSV"), "id\n1\n");
+        write(&dir.path().join("data/notes.txt"), "not csv\n");
+        write(&dir.path().join("data/nested.csv/c.csv"), "id\n3\n");
+        let source = plan_ok("id = 'src'\nkind = 'csv'\npath = 'data'", dir.path());
+        assert_eq!(i64_column(&read_ok(source.as_ref(), 0, 1), 0), [1, 2]);
+
+        write(&dir.path().join("empty/readme.md"), "x");
+        let message = plan_err("id = 'src'\nkind = 'csv'\npath = 'empty'", dir.path());
+        assert!(message.contains("src") && message.contains("\"empty\"") && message.contains(".csv"), "{message}");
+    }
+
+    #[test]
+    fn glob_matches_sorted_files_and_no_match_is_an_error() {
+        let dir = tempdir();
+        write(&dir.path().join("logs/2024-02.jsonl"), "{\"id\": 2}\n");
+        write(&dir.path().join("logs/2024-01.jsonl"), "{\"id\": 1}\n");
+        write(&dir.path().join("logs/2023-12.jsonl"), "{\"id\": 0}\n");
+        let source = plan_ok("id = 'src'\nkind = 'jsonl'\npath = 'logs/2024-*.jsonl'", dir.path());
+        assert_eq!(i64_column(&read_ok(source.as_ref(), 0, 1), 0), [1, 2]);
+
+        let message = plan_err("id = 'events'\nkind = 'jsonl'\npath = 'logs/2025-*.jsonl'", dir.path());
+        assert!(message.starts_with("events: ") && message.contains("logs/2025-*.jsonl"), "{message}");
+        let message = plan_err("id = 'events'\nkind = 'jsonl'\npath = 'missing.jsonl'", dir.path());
+        assert!(message.contains("missing.jsonl") && message.contains("does not exist"), "{message}");
+    }
+
+    #[test]
+    fn jsonl_inference_and_declared_projection() {
+        let dir = tempdir();
+        write(&dir.path().join("in.jsonl"), "{\"a\": 1, \"b\": \"x\"}\n\n{\"a\": 2, \"b\": \"y\", \"c\": true}\n{\"a\": 3}\n");
+        let source = plan_ok("id = 'src'\nkind = 'jsonl'\npath = 'in.jsonl'\nbatch_rows = 2", dir.path());
+        let names: Vec<String> = source.schema().fields().iter().map(|f| f.name().clone()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        let batches = read_ok(source.as_ref(), 0, 1);
+        assert_eq!(batches.iter().map(|b| b.num_rows()).collect::<Vec<_>>(), [2, 1]);
+        assert_eq!(i64_column(&batches, 0), [1, 2, 3]);
+        assert!(batches[1].column(1).is_null(0));
+
+        let source = plan_ok("id = 'src'\nkind = 'jsonl'\npath = 'in.jsonl'\nschema = [{ name = 'b', type = 'string' }]", dir.path());
+        let batches = read_ok(source.as_ref(), 0, 1);
+        let values: Vec<Option<&str>> = batches.iter().flat_map(|b| b.column(0).as_string::<i32>().iter()).collect();
+        assert_eq!(values, [Some("x"), Some("y"), None]);
+    }
+
+    #[test]
+    fn jsonl_errors_name_file_and_line() {
+        let dir = tempdir();
+        write(&dir.path().join("syntax.jsonl"), "{\"a\": 1}\n{\"a\": 2}\n{\"a\" 3}\n");
+        let source = plan_ok("id = 'src'\nkind = 'jsonl'\npath = 'syntax.jsonl'\nschema = [{ name = 'a', type = 'int64' }]", dir.path());
+        let message = read_err(source.as_ref());
+        assert!(message.contains("syntax.jsonl") && message.contains("line 3"), "{message}");
+
+        write(&dir.path().join("types.jsonl"), "{\"a\": 1}\n{\"a\": \"two\"}\n");
+        let source = plan_ok(
+            "id = 'src'\nkind = 'jsonl'\npath = 'types.jsonl'\nbatch_rows = 1\nschema = [{ name = 'a', type = 'int64' }]",
+            dir.path(),
+        );
+        let message = read_err(source.as_ref());
+        assert!(message.contains("types.jsonl") && message.contains("line 2"), "{message}");
+    }
+
+    #[test]
+    fn parquet_round_trip_with_projection_and_reordering() {
+        let dir = tempdir();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int32, false),
+            Field::new("b", DataType::Utf8, true),
+            Field::new("c", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int32Array::from(vec![1, 2, 3])),
+                Arc::new(StringArray::from(vec![Some("x"), None, Some("z")])),
+                Arc::new(Int64Array::from(vec![10, 20, 30])),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        write_parquet(&dir.path().join("t.parquet"), &batch);
+
+        let source = plan_ok("id = 'src'\nkind = 'parquet'\npath = 't.parquet'\nbatch_rows = 2", dir.path());
+        assert_eq!(source.schema().fields().len(), 3);
+        let batches = read_ok(source.as_ref(), 0, 1);
+        assert_eq!(batches.iter().map(|b| b.num_rows()).collect::<Vec<_>>(), [2, 1]);
+
+        let source = plan_ok(
+            "id = 'src'\nkind = 'parquet'\npath = 't.parquet'\nschema = [{ name = 'c', type = 'int64' }, { name = 'a', type = 'int32' }]",
+            dir.path(),
+        );
+        let batches = read_ok(source.as_ref(), 0, 1);
+        assert_eq!(i64_column(&batches, 0), [10, 20, 30]);
+        assert_eq!(batches[0].column(1).as_primitive::<Int32Type>().values().to_vec(), [1, 2, 3]);
+    }
+
+    #[test]
+    fn parquet_declared_schema_mismatch_names_node_file_and_column() {
+        let dir = tempdir();
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int32, true), Field::new("b", DataType::Utf8, true)]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int32Array::from(vec![Some(1), None])), Arc::new(StringArray::from(vec!["x", "y"]))],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        write_parquet(&dir.path().join("t.parquet"), &batch);
+
+        let source = plan_ok("id = 'facts'\nkind = 'parquet'\npath = 't.parquet'\nschema = [{ name = 'a', type = 'int64' }]", dir.path());
+        let message = read_err(source.as_ref());
+        assert!(message.starts_with("facts: ") && message.contains("t.parquet"), "{message}");
+        assert!(message.contains("`a` is Int32 in the file") && message.contains("Int64"), "{message}");
+
+        let source = plan_ok("id = 'facts'\nkind = 'parquet'\npath = 't.parquet'\nschema = [{ name = 'z', type = 'int32' }]", dir.path());
+        let message = read_err(source.as_ref());
+        assert!(message.contains("`z`") && message.contains("missing") && message.contains("a, b"), "{message}");
+
+        let source = plan_ok(
+            "id = 'facts'\nkind = 'parquet'\npath = 't.parquet'\nschema = [{ name = 'a', type = 'int32', nullable = false }]",
+            dir.path(),
+        );
+        let message = read_err(source.as_ref());
+        assert!(message.contains("t.parquet") && message.contains("does not match the source schema"), "{message}");
+    }
+
+    #[test]
+    fn rejects_fields_that_do_not_apply() {
+        let dir = tempdir();
+        write(&dir.path().join("in.csv"), "a\n1\n");
+        let cases = [
+            ("kind = 'csv'\npath = 'in.csv'\nrows = 10", "`rows`"),
+            ("kind = 'csv'\npath = 'in.csv'\nseed = 1", "`seed`"),
+            ("kind = 'parquet'\npath = 'in.csv'\ncolumns = []", "`columns`"),
+            ("kind = 'parquet'\npath = 'in.csv'\ndelimiter = ';'", "`delimiter`"),
+            ("kind = 'jsonl'\npath = 'in.csv'\nhas_header = true", "`has_header`"),
+            ("kind = 'csv'\npath = 'in.csv'\ndelimiter = ';;'", "`delimiter`"),
+            ("kind = 'csv'\npath = 'in.csv'\nbatch_rows = 0", "`batch_rows`"),
+            ("kind = 'csv'", "`path`"),
+            ("kind = 'csv'\npath = 'in.csv'\nschema = [{ name = 'a', type = 'int' }]", "unknown type \"int\""),
+            ("kind = 'csv'\npath = 'in.csv'\nschema = [{ name = 'a', type = 'int8' }, { name = 'a', type = 'int8' }]", "twice"),
+        ];
+        for (body, expected) in cases {
+            let message = plan_err(&format!("id = 'src'\n{body}"), dir.path());
+            assert!(message.starts_with("src: invalid configuration: ") && message.contains(expected), "{body}: {message}");
+        }
+    }
+}

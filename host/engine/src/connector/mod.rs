@@ -1,0 +1,176 @@
+//! Built-in host connectors: file and generator sources, file, console and blackhole sinks.
+//!
+//! A source is planned once (its schema is known before any data flows, so
+//! operators can agree on schemas at `open`) and then opened once per subtask.
+//! A sink subtask writes batches and makes its output visible only in
+//! [`SinkWriter::commit`]; dropping an uncommitted writer removes what it wrote,
+//! so a failed job never leaves a file that looks complete.
+//!
+//! Readers and writers are blocking; the executor runs them on blocking threads.
+
+use std::path::{Path, PathBuf};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use serde::Deserialize;
+
+mod file_sink;
+mod file_source;
+mod generator;
+mod sinks;
+
+pub use generator::GeneratorColumn;
+
+/// A failure of a connector, naming the node and (where there is one) the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("{node}: invalid configuration: {message}")]
+    Config { node: String, message: String },
+    #[error("{node}: {path}: {message}")]
+    File { node: String, path: PathBuf, message: String },
+    #[error("{node}: {message}")]
+    Other { node: String, message: String },
+}
+
+/// The formats and kinds of built-in sources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    Parquet,
+    Csv,
+    Jsonl,
+    Generator,
+}
+
+/// A `[[source]]` table of a job spec. Which fields apply depends on `kind`;
+/// [`plan_source`] rejects fields that do not apply.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSpec {
+    pub id: String,
+    pub kind: SourceKind,
+    /// File, directory or glob (file sources), relative to the job file.
+    pub path: Option<String>,
+    /// Declared schema; inferred from the files when absent (file sources).
+    pub schema: Option<Vec<ColumnSpec>>,
+    /// CSV: whether the first line is a header (default true).
+    pub has_header: Option<bool>,
+    /// CSV: one-character field delimiter (default ",").
+    pub delimiter: Option<String>,
+    /// Rows per emitted batch (default: the job's `batch_rows`).
+    pub batch_rows: Option<usize>,
+    /// Parallel subtasks (default: the job's `parallelism`).
+    pub parallelism: Option<u32>,
+    /// Generator: total rows across all subtasks.
+    pub rows: Option<u64>,
+    /// Generator: seed of the synthetic data (default 0).
+    pub seed: Option<u64>,
+    /// Generator: the columns to generate.
+    pub columns: Option<Vec<GeneratorColumn>>,
+}
+
+/// A declared column: name and Arrow type name (see the job spec reference).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub data_type: String,
+    #[serde(default = "default_true")]
+    pub nullable: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SinkKind {
+    Parquet,
+    Csv,
+    Jsonl,
+    Console,
+    Blackhole,
+}
+
+/// A `[[sink]]` table of a job spec.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSpec {
+    pub id: String,
+    pub kind: SinkKind,
+    /// Upstream node ids, or `{ from, partition, keys }` tables.
+    #[serde(default)]
+    pub inputs: Vec<crate::spec::InputSpec>,
+    /// Output file (parallelism 1) or directory (parallelism > 1), relative to the job file.
+    pub path: Option<String>,
+    /// Console: most rows to print (default 20).
+    pub max_rows: Option<usize>,
+    /// CSV: whether to write a header line (default true).
+    pub has_header: Option<bool>,
+    pub parallelism: Option<u32>,
+}
+
+/// A source, planned: its schema is fixed before any subtask opens.
+pub trait PlannedSource: Send + Sync + std::fmt::Debug {
+    fn schema(&self) -> SchemaRef;
+    /// Opens subtask `subtask` of `parallelism`; subtasks read disjoint parts
+    /// (files, row ranges) whose union is the whole input.
+    fn open(&self, subtask: u32, parallelism: u32) -> Result<Box<dyn SourceReader>, ConnectorError>;
+}
+
+/// One source subtask: yields batches until the input is exhausted.
+pub trait SourceReader: Send {
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>, ConnectorError>;
+}
+
+/// One sink subtask.
+pub trait SinkWriter: Send {
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), ConnectorError>;
+    /// Makes everything written visible (e.g. renames the temporary file into place).
+    /// Dropping a writer without committing removes its partial output.
+    fn commit(self: Box<Self>) -> Result<SinkReport, ConnectorError>;
+}
+
+/// What a committed sink subtask wrote.
+#[derive(Debug, Default, Clone)]
+pub struct SinkReport {
+    pub rows: u64,
+    /// Files made visible by the commit.
+    pub files: Vec<PathBuf>,
+}
+
+/// Plans a source: validates its fields for its kind and fixes its schema
+/// (declared, or inferred from the first file). Relative paths resolve against `base_dir`.
+pub fn plan_source(spec: &SourceSpec, base_dir: &Path, job_batch_rows: usize) -> Result<Box<dyn PlannedSource>, ConnectorError> {
+    match spec.kind {
+        SourceKind::Generator => generator::plan(spec, job_batch_rows),
+        SourceKind::Parquet | SourceKind::Csv | SourceKind::Jsonl => file_source::plan(spec, base_dir, job_batch_rows),
+    }
+}
+
+/// Opens subtask `subtask` of a sink whose input has `schema`.
+pub fn open_sink(
+    spec: &SinkSpec,
+    base_dir: &Path,
+    schema: SchemaRef,
+    subtask: u32,
+    parallelism: u32,
+) -> Result<Box<dyn SinkWriter>, ConnectorError> {
+    match spec.kind {
+        SinkKind::Parquet | SinkKind::Csv | SinkKind::Jsonl => file_sink::open(spec, base_dir, schema, subtask, parallelism),
+        SinkKind::Console => sinks::console(spec, schema),
+        SinkKind::Blackhole => Ok(sinks::blackhole()),
+    }
+}
+
+/// Checks a sink's fields for its kind before the job starts.
+pub fn validate_sink(spec: &SinkSpec) -> Result<(), ConnectorError> {
+    sinks::validate(spec)
+}
+
+/// Parses an Arrow type name of a declared schema (`int64`, `utf8`, `timestamp[ms]`, …).
+pub fn parse_type_name(name: &str) -> Option<arrow_schema::DataType> {
+    file_source::parse_type_name(name)
+}

@@ -1,0 +1,168 @@
+//! Counters of a running job, per node, and the summary printed at its end.
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use flumen_dataflow::NodeKind;
+use flumen_types::NodeId;
+
+/// Counters of one node, shared by its subtasks.
+#[derive(Debug, Default)]
+pub struct NodeMetrics {
+    pub rows_in: AtomicU64,
+    pub rows_out: AtomicU64,
+    pub batches_in: AtomicU64,
+    pub batches_out: AtomicU64,
+    /// Time spent in the node's own work (reading, guest calls, writing).
+    pub busy_ns: AtomicU64,
+    /// Bytes copied into guest memory (input buffers).
+    pub guest_bytes_in: AtomicU64,
+    /// Bytes copied out of guest memory (emitted buffers).
+    pub guest_bytes_out: AtomicU64,
+    /// Failed guest calls (traps, limits, returned errors).
+    pub failures: AtomicU64,
+    /// Fresh instances made to retry a batch.
+    pub retries: AtomicU64,
+    /// Rows sent to a dead-letter sink.
+    pub dead_lettered_rows: AtomicU64,
+}
+
+impl NodeMetrics {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+}
+
+/// Every node's counters.
+#[derive(Debug)]
+pub struct JobMetrics {
+    pub nodes: Vec<(NodeId, NodeKind, Arc<NodeMetrics>)>,
+}
+
+/// A point-in-time view of a node's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSummary {
+    pub id: NodeId,
+    pub kind: NodeKind,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub batches_in: u64,
+    pub batches_out: u64,
+    pub busy: Duration,
+    pub guest_bytes_in: u64,
+    pub guest_bytes_out: u64,
+    pub failures: u64,
+    pub retries: u64,
+    pub dead_lettered_rows: u64,
+}
+
+impl JobMetrics {
+    pub fn snapshot(&self) -> Vec<NodeSummary> {
+        self.nodes
+            .iter()
+            .map(|(id, kind, m)| NodeSummary {
+                id: id.clone(),
+                kind: *kind,
+                rows_in: m.rows_in.load(Relaxed),
+                rows_out: m.rows_out.load(Relaxed),
+                batches_in: m.batches_in.load(Relaxed),
+                batches_out: m.batches_out.load(Relaxed),
+                busy: Duration::from_nanos(m.busy_ns.load(Relaxed)),
+                guest_bytes_in: m.guest_bytes_in.load(Relaxed),
+                guest_bytes_out: m.guest_bytes_out.load(Relaxed),
+                failures: m.failures.load(Relaxed),
+                retries: m.retries.load(Relaxed),
+                dead_lettered_rows: m.dead_lettered_rows.load(Relaxed),
+            })
+            .collect()
+    }
+
+    /// One line for a progress display: rows read by sources and written by sinks.
+    pub fn progress_line(&self, elapsed: Duration) -> String {
+        let snap = self.snapshot();
+        let read: u64 = snap.iter().filter(|n| n.kind == NodeKind::Source).map(|n| n.rows_out).sum();
+        let written: u64 = snap.iter().filter(|n| n.kind == NodeKind::Sink).map(|n| n.rows_in).sum();
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        format!(
+            "{:>6.1} s | read {} rows ({}/s) | written {} rows",
+            elapsed.as_secs_f64(),
+            human(read),
+            human((read as f64 / secs) as u64),
+            human(written)
+        )
+    }
+}
+
+/// What a finished job did.
+#[derive(Debug, Clone)]
+pub struct JobSummary {
+    pub job: String,
+    pub elapsed: Duration,
+    pub nodes: Vec<NodeSummary>,
+    /// Files the sinks made visible.
+    pub files: Vec<std::path::PathBuf>,
+}
+
+impl JobSummary {
+    pub fn node(&self, id: &str) -> Option<&NodeSummary> {
+        self.nodes.iter().find(|n| n.id.as_str() == id)
+    }
+
+    /// A table of every node: rows and batches in and out, busy time,
+    /// throughput, bytes across the guest boundary, failures.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let _ = writeln!(out, "job `{}` finished in {:.3} s", self.job, self.elapsed.as_secs_f64());
+        let _ = writeln!(
+            out,
+            "{:<10} {:<16} {:>12} {:>12} {:>9} {:>9} {:>10} {:>12} {:>10} {:>10} {:>8}",
+            "kind", "node", "rows in", "rows out", "batch in", "batch out", "busy s", "rows/s", "guest in", "guest out", "failed"
+        );
+        for n in &self.nodes {
+            let rows = if n.kind == NodeKind::Source { n.rows_out } else { n.rows_in };
+            let _ = writeln!(
+                out,
+                "{:<10} {:<16} {:>12} {:>12} {:>9} {:>9} {:>10.3} {:>12} {:>10} {:>10} {:>8}",
+                n.kind.to_string(),
+                n.id.as_str(),
+                n.rows_in,
+                n.rows_out,
+                n.batches_in,
+                n.batches_out,
+                n.busy.as_secs_f64(),
+                human((rows as f64 / secs) as u64),
+                bytes(n.guest_bytes_in),
+                bytes(n.guest_bytes_out),
+                n.failures,
+            );
+            if n.retries > 0 || n.dead_lettered_rows > 0 {
+                let _ = writeln!(out, "{:<27} retries: {}, dead-lettered rows: {}", "", n.retries, n.dead_lettered_rows);
+            }
+        }
+        for f in &self.files {
+            let _ = writeln!(out, "wrote {}", f.display());
+        }
+        out
+    }
+}
+
+fn human(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{:.1} K", n as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.2} M", n as f64 / 1e6),
+        _ => format!("{:.2} G", n as f64 / 1e9),
+    }
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", n as f64 / 1_048_576.0),
+        _ => format!("{:.2} GiB", n as f64 / 1_073_741_824.0),
+    }
+}

@@ -1,0 +1,372 @@
+//! Preparing a job: spec → validated graph, plugins loaded and linked,
+//! sources planned, every operator instance opened, and every schema agreed
+//! before a single row flows.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use flumen_dataflow::{Edge, LogicalGraph, NodeKind, NodeSpec};
+use flumen_types::{FailureAction, NodeId, Partitioning};
+use flumen_wasm::{Capabilities, OpenContext, OperatorFactory, OperatorInstance};
+
+use crate::connector::{self, PlannedSource, SinkSpec};
+use crate::spec::{JobSpec, SpecError};
+use crate::{Engine, EngineError};
+
+/// Columns added to a batch sent to a dead-letter sink.
+pub const DEAD_LETTER_OPERATOR_COLUMN: &str = "_flumen_operator";
+pub const DEAD_LETTER_ERROR_COLUMN: &str = "_flumen_error";
+
+/// A job ready to run: every instance open, every schema known.
+#[derive(Debug)]
+pub struct PreparedJob {
+    pub(crate) spec: JobSpec,
+    pub(crate) graph: LogicalGraph,
+    pub(crate) nodes: Vec<PreparedNode>,
+    pub(crate) metrics: Arc<crate::JobMetrics>,
+}
+
+#[derive(Debug)]
+pub(crate) struct PreparedNode {
+    pub(crate) id: NodeId,
+    /// Schema of what the node emits (sources, operators) or accepts (sinks).
+    pub(crate) schema: SchemaRef,
+    pub(crate) role: Role,
+    pub(crate) metrics: Arc<crate::NodeMetrics>,
+}
+
+pub(crate) enum Role {
+    Source(Box<dyn PlannedSource>),
+    Operator { factory: OperatorFactory, instances: Vec<(OpenContext, OperatorInstance)>, policy: flumen_types::FailurePolicy },
+    Sink(SinkSpec),
+}
+
+impl std::fmt::Debug for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Source(_) => "Source",
+            Role::Operator { .. } => "Operator",
+            Role::Sink(_) => "Sink",
+        })
+    }
+}
+
+impl PreparedJob {
+    pub fn name(&self) -> &str {
+        &self.spec.job.name
+    }
+
+    /// The counters the running job will update; poll them for progress.
+    pub fn metrics(&self) -> Arc<crate::JobMetrics> {
+        self.metrics.clone()
+    }
+
+    /// The plan: nodes with parallelism and edges, regions, and each node's schema.
+    pub fn describe(&self) -> String {
+        let mut out = self.graph.describe();
+        for n in &self.nodes {
+            let cols: Vec<String> = n.schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
+            out.push_str(&format!("schema {}: {}\n", n.id, cols.join(", ")));
+        }
+        out
+    }
+}
+
+impl Engine {
+    /// Loads, validates and opens the job at `path`. Every error names the
+    /// file, the line of the node it concerns, and the node.
+    pub async fn prepare(&self, path: &Path) -> Result<PreparedJob, EngineError> {
+        let spec = JobSpec::load(path)?;
+        self.prepare_spec(spec).await
+    }
+
+    pub async fn prepare_spec(&self, spec: JobSpec) -> Result<PreparedJob, EngineError> {
+        let base = spec.base_dir();
+        let graph = build_graph(&spec)?;
+        let n_sources = spec.sources.len();
+        let n_ops = spec.operators.len();
+        let mut schemas: Vec<Option<SchemaRef>> = vec![None; graph.nodes().len()];
+        let mut roles: Vec<Option<Role>> = (0..graph.nodes().len()).map(|_| None).collect();
+
+        for &n in graph.topological_order() {
+            let node = &graph.nodes()[n];
+            let at = |m: String| EngineError::Spec(spec.error_for(node.id.as_str(), m));
+            let input_schemas = || -> Result<Vec<SchemaRef>, EngineError> {
+                graph
+                    .inputs_of(n)
+                    .iter()
+                    .filter(|(_, e)| !e.dead_letter)
+                    .map(|(_, e)| schemas[e.from].clone().ok_or_else(|| EngineError::Internal("schema of an input is unknown".into())))
+                    .collect()
+            };
+            match node.kind {
+                NodeKind::Source => {
+                    let s = &spec.sources[n];
+                    let planned = connector::plan_source(s, &base, spec.job.batch_rows).map_err(|e| at(e.to_string()))?;
+                    schemas[n] = Some(planned.schema());
+                    roles[n] = Some(Role::Source(planned));
+                }
+                NodeKind::Operator => {
+                    let op = &spec.operators[n - n_sources];
+                    let inputs = input_schemas()?;
+                    let (factory, instances) = self.open_operator(&spec, op, node, inputs).await?;
+                    schemas[n] = Some(instances[0].1.output_schema().clone());
+                    roles[n] = Some(Role::Operator { factory, instances, policy: op.on_error.clone() });
+                }
+                NodeKind::Sink => {
+                    let s = &spec.sinks[n - n_sources - n_ops];
+                    connector::validate_sink(s).map_err(|e| at(e.to_string()))?;
+                    let dead_letter_from: Vec<usize> =
+                        graph.inputs_of(n).iter().filter(|(_, e)| e.dead_letter).map(|(_, e)| e.from).collect();
+                    let schema = if dead_letter_from.is_empty() {
+                        let inputs = input_schemas()?;
+                        union_schema(&graph, n, &inputs).map_err(at)?
+                    } else {
+                        dead_letter_schema(&graph, &schemas, n, &dead_letter_from).map_err(at)?
+                    };
+                    schemas[n] = Some(schema);
+                    roles[n] = Some(Role::Sink(s.clone()));
+                }
+            }
+        }
+        // Hash keys must exist in the producer's schema.
+        for e in graph.edges() {
+            if let Partitioning::Hash(keys) = &e.partitioning {
+                let schema = schemas[e.from].as_ref().ok_or_else(|| EngineError::Internal("no schema".into()))?;
+                for k in keys {
+                    if schema.column_with_name(k).is_none() {
+                        let to = &graph.nodes()[e.to].id;
+                        return Err(EngineError::Spec(spec.error_for(
+                            to.as_str(),
+                            format!(
+                                "hash key `{k}` on input `{}` is not a column of its output; columns are: {}",
+                                graph.nodes()[e.from].id,
+                                column_names(schema)
+                            ),
+                        )));
+                    }
+                }
+            }
+        }
+        let mut nodes = Vec::with_capacity(roles.len());
+        for (i, (role, schema)) in roles.into_iter().zip(schemas).enumerate() {
+            let (Some(role), Some(schema)) = (role, schema) else {
+                return Err(EngineError::Internal(format!("node {i} was not planned")));
+            };
+            nodes.push(PreparedNode { id: graph.nodes()[i].id.clone(), schema, role, metrics: Default::default() });
+        }
+        let metrics = Arc::new(crate::JobMetrics {
+            nodes: nodes.iter().zip(graph.nodes()).map(|(p, g)| (p.id.clone(), g.kind, p.metrics.clone())).collect(),
+        });
+        Ok(PreparedJob { spec, graph, nodes, metrics })
+    }
+
+    async fn open_operator(
+        &self,
+        spec: &JobSpec,
+        op: &crate::spec::OperatorSpec,
+        node: &NodeSpec,
+        inputs: Vec<SchemaRef>,
+    ) -> Result<(OperatorFactory, Vec<(OpenContext, OperatorInstance)>), EngineError> {
+        let at = |m: String| EngineError::Spec(spec.error_for(&op.id, m));
+        let path = self.resolve_plugin(spec, op).map_err(at)?;
+        let component = tokio::task::block_in_place(|| self.runtime.load_component(&path))
+            .map_err(|e| at(format!("operator `{}`: {e}", op.id)))?;
+        let capabilities = capabilities(op).map_err(at)?;
+        let factory = OperatorFactory::new(&self.runtime, &component, &op.id, capabilities, op.limits.clone())
+            .map_err(|e| at(format!("{e} ({})", path.display())))?;
+        let config_json = match &op.config {
+            Some(t) => serde_json::to_string(t).map_err(|e| at(format!("operator `{}`: config: {e}", op.id)))?,
+            None => "{}".to_string(),
+        };
+        let mut instances = Vec::with_capacity(node.parallelism as usize);
+        for subtask in 0..node.parallelism {
+            let ctx = OpenContext {
+                operator_id: op.id.clone(),
+                subtask,
+                parallelism: node.parallelism,
+                config_json: config_json.clone(),
+                inputs: inputs.clone(),
+            };
+            let instance = factory.instantiate(&ctx).await.map_err(|e| at(e.to_string()))?;
+            if let Some((_, first)) = instances.first() {
+                let first: &OperatorInstance = first;
+                if first.output_schema() != instance.output_schema() {
+                    return Err(at(format!("operator `{}`: its instances disagree on the output schema", op.id)));
+                }
+            }
+            instances.push((ctx, instance));
+        }
+        Ok((factory, instances))
+    }
+
+    /// A plugin name is looked up in the plugin directories as `<name>.wasm`;
+    /// anything with a `/` or ending in `.wasm` is a path relative to the job file.
+    fn resolve_plugin(&self, spec: &JobSpec, op: &crate::spec::OperatorSpec) -> Result<PathBuf, String> {
+        let p = &op.plugin;
+        if p.contains('/') || p.ends_with(".wasm") {
+            let path = spec.base_dir().join(p);
+            return if path.is_file() {
+                Ok(path)
+            } else {
+                Err(format!("operator `{}`: plugin file {} does not exist", op.id, path.display()))
+            };
+        }
+        for dir in &self.options.plugin_dirs {
+            let path = dir.join(format!("{p}.wasm"));
+            if path.is_file() {
+                return Ok(path);
+            }
+        }
+        let mut available: Vec<String> = self
+            .options
+            .plugin_dirs
+            .iter()
+            .filter_map(|d| std::fs::read_dir(d).ok())
+            .flatten()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".wasm").map(String::from))
+            .collect();
+        available.sort();
+        available.dedup();
+        Err(format!(
+            "operator `{}`: no plugin named `{p}` in the plugin directories ({}); available: {}",
+            op.id,
+            self.options.plugin_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+            if available.is_empty() { "none".to_string() } else { available.join(", ") }
+        ))
+    }
+}
+
+fn capabilities(op: &crate::spec::OperatorSpec) -> Result<Capabilities, String> {
+    let Some(list) = &op.capabilities else { return Ok(Capabilities::default()) };
+    let mut caps = Capabilities { log: false };
+    for c in list {
+        match c.as_str() {
+            "log" => caps.log = true,
+            other => {
+                let known: Vec<&str> = flumen_wasm::CAPABILITIES.iter().map(|(n, _)| *n).collect();
+                return Err(format!("operator `{}`: unknown capability `{other}`; known: {}", op.id, known.join(", ")));
+            }
+        }
+    }
+    Ok(caps)
+}
+
+/// Builds the graph: sources, then operators, then sinks, in spec order; each
+/// `inputs` entry of a node is one input port, in order.
+fn build_graph(spec: &JobSpec) -> Result<LogicalGraph, EngineError> {
+    let mut nodes = Vec::new();
+    for s in &spec.sources {
+        nodes.push(NodeSpec { id: NodeId::new(&s.id), kind: NodeKind::Source, parallelism: spec.parallelism(s.parallelism) });
+    }
+    for o in &spec.operators {
+        nodes.push(NodeSpec { id: NodeId::new(&o.id), kind: NodeKind::Operator, parallelism: spec.parallelism(o.parallelism) });
+    }
+    for s in &spec.sinks {
+        // Console output from several subtasks would interleave.
+        let p = if s.kind == connector::SinkKind::Console { 1 } else { spec.parallelism(s.parallelism) };
+        nodes.push(NodeSpec { id: NodeId::new(&s.id), kind: NodeKind::Sink, parallelism: p });
+    }
+    let index = |id: &str| nodes.iter().position(|n: &NodeSpec| n.id.as_str() == id);
+    let mut edges = Vec::new();
+    let consumers = spec
+        .operators
+        .iter()
+        .map(|o| (o.id.as_str(), &o.inputs))
+        .chain(spec.sinks.iter().map(|s| (s.id.as_str(), &s.inputs)));
+    for (id, inputs) in consumers {
+        let to = index(id).ok_or_else(|| EngineError::Internal(format!("node `{id}` vanished")))?;
+        for (port, input) in inputs.iter().enumerate() {
+            let at = |m: String| EngineError::Spec(spec.error_for(id, m));
+            let from = index(input.from()).ok_or_else(|| {
+                at(format!("{} `{id}` reads from `{}`, which is not a source or operator of this job", nodes[to].kind, input.from()))
+            })?;
+            let partitioning = input.partitioning(nodes[from].parallelism, nodes[to].parallelism).map_err(|m| at(format!("`{id}`: {m}")))?;
+            edges.push(Edge { from, to, port: port as u32, partitioning, dead_letter: false });
+        }
+    }
+    for o in &spec.operators {
+        if o.on_error.then != FailureAction::DeadLetter {
+            continue;
+        }
+        let Some(dl) = &o.on_error.dead_letter else { continue };
+        let at = |m: String| EngineError::Spec(spec.error_for(&o.id, m));
+        let from = index(&o.id).ok_or_else(|| EngineError::Internal("operator vanished".into()))?;
+        let to = index(dl.as_str())
+            .filter(|&i| nodes[i].kind == NodeKind::Sink)
+            .ok_or_else(|| at(format!("operator `{}`: dead-letter sink `{dl}` is not a sink of this job", o.id)))?;
+        if spec.sinks.iter().any(|s| s.id == dl.as_str() && !s.inputs.is_empty()) {
+            return Err(at(format!("sink `{dl}` is a dead-letter sink, so it must not list `inputs`")));
+        }
+        edges.push(Edge { from, to, port: 0, partitioning: Partitioning::RoundRobin, dead_letter: true });
+    }
+    LogicalGraph::new(nodes, edges).map_err(|e| {
+        let id = match &e {
+            flumen_dataflow::PlanError::DuplicateId(id)
+            | flumen_dataflow::PlanError::NoInputs { node: id, .. }
+            | flumen_dataflow::PlanError::Unconsumed { node: id, .. }
+            | flumen_dataflow::PlanError::UnknownInput { node: id, .. }
+            | flumen_dataflow::PlanError::ZeroParallelism { node: id }
+            | flumen_dataflow::PlanError::Cycle(id) => Some(id.clone()),
+            flumen_dataflow::PlanError::ForwardParallelism { to, .. } | flumen_dataflow::PlanError::NoHashKeys { to, .. } => Some(to.clone()),
+        };
+        match id {
+            Some(id) => EngineError::Spec(spec.error_for(id.as_str(), e.to_string())),
+            None => EngineError::Spec(SpecError { path: spec.path.clone(), line: None, message: e.to_string() }),
+        }
+    })
+}
+
+/// A sink reading several inputs writes their union: they must agree on the schema.
+fn union_schema(graph: &LogicalGraph, sink: usize, inputs: &[SchemaRef]) -> Result<SchemaRef, String> {
+    let first = inputs.first().ok_or_else(|| "sink has no inputs".to_string())?;
+    let names: Vec<_> = graph.inputs_of(sink).iter().map(|(_, e)| graph.nodes()[e.from].id.clone()).collect();
+    for (s, name) in inputs.iter().zip(&names).skip(1) {
+        if s.fields() != first.fields() {
+            return Err(format!(
+                "sink `{}` reads `{}` and `{name}`, whose schemas differ: ({}) vs ({})",
+                graph.nodes()[sink].id,
+                names[0],
+                describe_fields(first),
+                describe_fields(s)
+            ));
+        }
+    }
+    Ok(first.clone())
+}
+
+fn dead_letter_schema(graph: &LogicalGraph, schemas: &[Option<SchemaRef>], sink: usize, from: &[usize]) -> Result<SchemaRef, String> {
+    let mut result: Option<SchemaRef> = None;
+    for &op in from {
+        let inputs: Vec<_> = graph.inputs_of(op).iter().filter(|(_, e)| !e.dead_letter).map(|(_, e)| e.from).collect();
+        let [input] = inputs[..] else {
+            return Err(format!("operator `{}` has several inputs, so it cannot dead-letter its batches", graph.nodes()[op].id));
+        };
+        let input_schema = schemas[input].clone().ok_or("schema unknown")?;
+        let mut fields: Vec<Arc<Field>> = input_schema.fields().iter().cloned().collect();
+        fields.push(Arc::new(Field::new(DEAD_LETTER_OPERATOR_COLUMN, DataType::Utf8, false)));
+        fields.push(Arc::new(Field::new(DEAD_LETTER_ERROR_COLUMN, DataType::Utf8, false)));
+        let schema = Arc::new(Schema::new(fields));
+        if let Some(r) = &result
+            && r.fields() != schema.fields()
+        {
+            return Err(format!(
+                "dead-letter sink `{}` receives batches of different schemas: ({}) vs ({})",
+                graph.nodes()[sink].id,
+                describe_fields(r),
+                describe_fields(&schema)
+            ));
+        }
+        result = Some(schema);
+    }
+    result.ok_or_else(|| "no dead-letter input".into())
+}
+
+pub(crate) fn column_names(schema: &Schema) -> String {
+    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+}
+
+fn describe_fields(schema: &Schema) -> String {
+    schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", ")
+}

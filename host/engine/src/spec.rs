@@ -1,0 +1,304 @@
+//! Job spec files (TOML): parsing with line and column in every error, and the
+//! checks that need only the text. `docs/job-spec.md` is the reference.
+
+use std::path::{Path, PathBuf};
+
+use flumen_types::{FailurePolicy, NodeId, OperatorLimits, Partitioning};
+use serde::Deserialize;
+
+use crate::connector::{SinkSpec, SourceSpec};
+
+/// A parsed job spec, with the file it came from.
+#[derive(Debug, Clone)]
+pub struct JobSpec {
+    pub path: PathBuf,
+    pub text: String,
+    pub job: JobSection,
+    pub sources: Vec<SourceSpec>,
+    pub operators: Vec<OperatorSpec>,
+    pub sinks: Vec<SinkSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobFile {
+    job: JobSection,
+    #[serde(default, rename = "source")]
+    sources: Vec<SourceSpec>,
+    #[serde(default, rename = "operator")]
+    operators: Vec<OperatorSpec>,
+    #[serde(default, rename = "sink")]
+    sinks: Vec<SinkSpec>,
+}
+
+/// The `[job]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSection {
+    pub name: String,
+    /// Default parallelism of every node (default 1).
+    #[serde(default = "one")]
+    pub parallelism: u32,
+    /// Rows per source batch (default 8192).
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+    /// Batches a channel holds before its producer waits (default 4).
+    #[serde(default = "default_channel_capacity")]
+    pub channel_capacity: usize,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_batch_rows() -> usize {
+    8192
+}
+fn default_channel_capacity() -> usize {
+    4
+}
+
+/// An `[[operator]]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorSpec {
+    pub id: String,
+    /// A plugin name (looked up in the plugin directories) or a path to a
+    /// `.wasm` component, relative to the job file.
+    pub plugin: String,
+    /// Handed to the operator's `open` as JSON.
+    #[serde(default)]
+    pub config: Option<toml::Table>,
+    pub parallelism: Option<u32>,
+    #[serde(default)]
+    pub inputs: Vec<InputSpec>,
+    #[serde(default)]
+    pub limits: OperatorLimits,
+    #[serde(default)]
+    pub on_error: FailurePolicy,
+    /// Host capabilities granted to the operator (default: `["log"]`).
+    pub capabilities: Option<Vec<String>>,
+}
+
+/// One input of an operator or sink: an upstream id, or a table naming the
+/// partitioning of the edge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum InputSpec {
+    Name(String),
+    Edge(EdgeSpec),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeSpec {
+    pub from: String,
+    /// `forward`, `hash`, `round-robin` or `broadcast`.
+    pub partition: Option<String>,
+    /// Key columns, with `partition = "hash"`.
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+impl InputSpec {
+    pub fn from(&self) -> &str {
+        match self {
+            InputSpec::Name(n) => n,
+            InputSpec::Edge(e) => &e.from,
+        }
+    }
+
+    /// The partitioning of this edge; without one, forward when the
+    /// parallelism matches and round-robin otherwise.
+    pub fn partitioning(&self, from_p: u32, to_p: u32) -> Result<Partitioning, String> {
+        let default = if from_p == to_p { Partitioning::Forward } else { Partitioning::RoundRobin };
+        let InputSpec::Edge(e) = self else { return Ok(default) };
+        let keys_allowed = matches!(e.partition.as_deref(), Some("hash"));
+        if !keys_allowed && !e.keys.is_empty() {
+            return Err(format!("input `{}`: `keys` only applies with partition = \"hash\"", e.from));
+        }
+        Ok(match e.partition.as_deref() {
+            None => default,
+            Some("forward") => Partitioning::Forward,
+            Some("hash") => Partitioning::Hash(e.keys.clone()),
+            Some("round-robin") | Some("rebalance") => Partitioning::RoundRobin,
+            Some("broadcast") => Partitioning::Broadcast,
+            Some(other) => {
+                return Err(format!(
+                    "input `{}`: unknown partition `{other}`; expected forward, hash, round-robin or broadcast",
+                    e.from
+                ));
+            }
+        })
+    }
+}
+
+/// A job spec that cannot be used, located in its file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct SpecError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl JobSpec {
+    /// Reads and parses the job spec at `path`.
+    pub fn load(path: &Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SpecError { path: path.to_path_buf(), line: None, message: format!("cannot read job spec: {e}") })?;
+        Self::parse(path, text)
+    }
+
+    /// Parses `text` as the job spec of file `path`.
+    pub fn parse(path: &Path, text: String) -> Result<Self, SpecError> {
+        let file: JobFile = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|s| line_of_offset(&text, s.start));
+            SpecError { path: path.to_path_buf(), line, message: e.message().trim().to_string() }
+        })?;
+        let spec = Self {
+            path: path.to_path_buf(),
+            text,
+            job: file.job,
+            sources: file.sources,
+            operators: file.operators,
+            sinks: file.sinks,
+        };
+        if spec.job.batch_rows == 0 {
+            return Err(spec.error_at(Some("batch_rows"), "[job] batch_rows must be at least 1"));
+        }
+        if spec.job.channel_capacity == 0 {
+            return Err(spec.error_at(Some("channel_capacity"), "[job] channel_capacity must be at least 1"));
+        }
+        for op in &spec.operators {
+            let l = &op.limits;
+            if l.memory_mb == 0 || l.call_timeout_ms == 0 || l.output_mb_per_call == 0 || l.output_batches_per_call == 0 {
+                return Err(spec.error_for(&op.id, format!("operator `{}`: every limit must be at least 1", op.id)));
+            }
+            if op.on_error.then == flumen_types::FailureAction::DeadLetter && op.on_error.dead_letter.is_none() {
+                return Err(spec.error_for(
+                    &op.id,
+                    format!("operator `{}`: on_error.then = \"dead-letter\" needs `dead_letter = \"<sink id>\"`", op.id),
+                ));
+            }
+        }
+        Ok(spec)
+    }
+
+    /// The directory relative paths in the spec resolve against.
+    pub fn base_dir(&self) -> PathBuf {
+        self.path.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// An error located at the table that defines node `id`.
+    pub fn error_for(&self, id: &str, message: impl Into<String>) -> SpecError {
+        SpecError { path: self.path.clone(), line: self.line_of_id(id), message: message.into() }
+    }
+
+    fn error_at(&self, key: Option<&str>, message: &str) -> SpecError {
+        let line = key.and_then(|k| {
+            self.text.lines().position(|l| l.trim_start().starts_with(k) && l.contains('=')).map(|i| i + 1)
+        });
+        SpecError { path: self.path.clone(), line, message: message.to_string() }
+    }
+
+    /// The line of `id = "<id>"` in the spec text.
+    pub fn line_of_id(&self, id: &str) -> Option<usize> {
+        self.text.lines().position(|l| {
+            let l = l.trim();
+            l.strip_prefix("id").map(str::trim_start).and_then(|r| r.strip_prefix('=')).is_some_and(|r| {
+                let v = r.trim();
+                v == format!("\"{id}\"") || v == format!("'{id}'")
+            })
+        })
+        .map(|i| i + 1)
+    }
+
+    /// The effective parallelism of a node.
+    pub fn parallelism(&self, explicit: Option<u32>) -> u32 {
+        explicit.unwrap_or(self.job.parallelism)
+    }
+
+    pub fn node_id(id: &str) -> NodeId {
+        NodeId::new(id)
+    }
+}
+
+fn line_of_offset(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<JobSpec, SpecError> {
+        JobSpec::parse(Path::new("job.toml"), text.to_string())
+    }
+
+    const OK: &str = r#"
+[job]
+name = "t"
+
+[[source]]
+id = "in"
+kind = "csv"
+path = "x.csv"
+
+[[operator]]
+id = "f"
+plugin = "filter"
+config = { predicate = "a > 1" }
+inputs = ["in"]
+
+[[sink]]
+id = "out"
+kind = "blackhole"
+inputs = [{ from = "f", partition = "hash", keys = ["a"] }]
+"#;
+
+    #[test]
+    fn parses_a_job() {
+        let spec = parse(OK).unwrap();
+        assert_eq!(spec.job.batch_rows, 8192);
+        assert_eq!(spec.operators[0].inputs[0].from(), "in");
+        assert_eq!(spec.line_of_id("f"), Some(11));
+        let p = spec.sinks[0].inputs[0].partitioning(1, 1).unwrap();
+        assert_eq!(p, Partitioning::Hash(vec!["a".into()]));
+    }
+
+    #[test]
+    fn syntax_errors_have_a_line() {
+        let err = parse("[job]\nname = \"t\"\n[[source]\nid = 1\n").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(err.to_string().starts_with("job.toml:3: "), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_a_line() {
+        let text = OK.replace("plugin = \"filter\"", "plugin = \"filter\"\nparalelism = 2");
+        let err = parse(&text).unwrap_err();
+        assert!(err.message.contains("paralelism"), "{err}");
+        assert_eq!(err.line, Some(14), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let err = parse(&OK.replace("path = \"x.csv\"", "path = \"x.csv\"\nparallelism = \"two\"")).unwrap_err();
+        assert_eq!(err.line, Some(9), "{err}");
+        assert!(err.message.contains("invalid type"), "{err}");
+    }
+
+    #[test]
+    fn dead_letter_needs_a_sink() {
+        let text = OK.replace("inputs = [\"in\"]", "inputs = [\"in\"]\non_error = { then = \"dead-letter\" }");
+        let err = parse(&text).unwrap_err();
+        assert!(err.message.contains("dead_letter"), "{err}");
+        assert_eq!(err.line, Some(11));
+    }
+
+    #[test]
+    fn unknown_partition_is_named() {
+        let input = InputSpec::Edge(EdgeSpec { from: "a".into(), partition: Some("shuffle".into()), keys: vec![] });
+        assert!(input.partitioning(1, 2).unwrap_err().contains("unknown partition `shuffle`"));
+    }
+}

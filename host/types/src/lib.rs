@@ -1,0 +1,132 @@
+//! Vocabulary shared by every Flumen host crate: ids, limits and failure policies.
+//!
+//! Nothing here performs I/O or names a heavy dependency, so every other crate
+//! (including the sans-IO `dataflow` core) can depend on it.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The id of a node (source, operator or sink) in a job spec.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct NodeId(pub String);
+
+impl NodeId {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+/// One parallel instance of a node: `(node, subtask index)`.
+#[derive(Clone, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub struct SubtaskId {
+    pub node: NodeId,
+    pub index: u32,
+}
+
+impl fmt::Display for SubtaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.node, self.index)
+    }
+}
+
+/// Per-instance limits of an operator. Every quantity a guest controls is bounded here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperatorLimits {
+    /// Linear memory an instance may grow to, in MiB. Stops a guest's memory
+    /// bomb from taking the host's memory with it.
+    pub memory_mb: u64,
+    /// Wall-clock budget of one `open`/`process`/`finish` call, in milliseconds,
+    /// enforced by epoch interruption. Stops a guest's endless loop from
+    /// holding a worker thread forever.
+    pub call_timeout_ms: u64,
+    /// Bytes a guest may emit during one call, in MiB. Stops a guest from
+    /// flooding the host with output.
+    pub output_mb_per_call: u64,
+    /// Batches a guest may emit during one call. Stops a guest from turning
+    /// one batch into millions of tiny ones.
+    pub output_batches_per_call: u32,
+}
+
+impl Default for OperatorLimits {
+    fn default() -> Self {
+        Self { memory_mb: 256, call_timeout_ms: 10_000, output_mb_per_call: 256, output_batches_per_call: 1024 }
+    }
+}
+
+/// Largest log message a guest may hand to the host, in bytes; longer ones are cut.
+/// Stops a guest from filling the host's log with one call.
+pub const LOG_MESSAGE_BYTES_MAX: usize = 16 * 1024;
+
+/// Largest component file the host agrees to compile, in bytes. Compiling is
+/// super-linear in the worst case and wasmtime treats compile-time DoS as out
+/// of its scope, so the host bounds the input.
+pub const COMPONENT_BYTES_MAX: u64 = 256 * 1024 * 1024;
+
+/// What happens when an operator instance fails on a batch (a trap, a crossed
+/// limit, or an error the guest returned).
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailurePolicy {
+    /// How many times to retry the batch, each time on a fresh instance.
+    #[serde(default)]
+    pub retries: u32,
+    /// What to do once retries are used up.
+    #[serde(default)]
+    pub then: FailureAction,
+    /// The sink that receives dead-lettered batches (with `then = "dead-letter"`).
+    #[serde(default)]
+    pub dead_letter: Option<NodeId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FailureAction {
+    /// Fail the whole job (the default): nothing is lost silently.
+    #[default]
+    Fail,
+    /// Send the failed batch, with the error, to the dead-letter sink and go on.
+    DeadLetter,
+}
+
+/// How a batch on an edge is routed to the consumer's subtasks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Partitioning {
+    /// Subtask i feeds subtask i; needs equal parallelism on both ends.
+    Forward,
+    /// Rows are routed by a hash of the named columns.
+    Hash(Vec<String>),
+    /// Whole batches are dealt to consumer subtasks in turn.
+    RoundRobin,
+    /// Every consumer subtask receives every batch.
+    Broadcast,
+}
+
+impl fmt::Display for Partitioning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Partitioning::Forward => f.write_str("forward"),
+            Partitioning::Hash(cols) => write!(f, "hash({})", cols.join(", ")),
+            Partitioning::RoundRobin => f.write_str("round-robin"),
+            Partitioning::Broadcast => f.write_str("broadcast"),
+        }
+    }
+}

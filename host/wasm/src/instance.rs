@@ -1,0 +1,567 @@
+//! Operator instances: linking a component against the capabilities its job
+//! grants, instantiating it with limits, and calling `open`/`process`/`finish`.
+//!
+//! Each instance has its own `Store` with a memory cap (a `ResourceLimiter`),
+//! a wall-clock deadline per call (epoch interruption: the guest yields to the
+//! async executor at every tick and traps once the deadline has passed), and
+//! caps on the batches and bytes it may emit per call. Any failure of a call
+//! poisons the instance; the engine's failure policy decides what comes next.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+use flumen_batch::{ColumnParts, FlatBatch};
+use flumen_types::OperatorLimits;
+use wasmtime::component::{Component, ComponentExportIndex, Func, InstancePre, Linker, TypedFunc, WasmList};
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, StoreContextMut, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::abi::{self, BatchIn, BatchOut, ColumnOut, WitContext, WitError, WitErrorKind, WitLevel, WitSchema};
+use crate::{CallError, CallErrorKind, LoadedComponent, WasmError, WasmRuntime};
+
+/// The WIT package version this host implements; guests built against any
+/// `0.1.x` link (semver compatible).
+pub const WIT_PACKAGE: &str = "flumen:dataflow";
+pub const WIT_VERSION: &str = "0.1.0";
+
+/// Bytes of stdout and of stderr kept per instance. Rust's std writes panic
+/// messages to stderr, so a trap's error can quote them; a guest that writes
+/// more than this traps, so output cannot grow the host's memory.
+pub const GUEST_STDIO_BYTES_MAX: usize = 64 * 1024;
+
+/// Host capabilities a job can grant an operator. `types` and `output` are
+/// always linked. WASI 0.2 is linked narrowly (language runtimes call it on
+/// start-up): no files, no sockets, no environment; stdout and stderr are
+/// captured in bounded buffers; the insecure random seed is fixed per
+/// operator instance so hash maps behave the same on every run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    pub log: bool,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Self { log: true }
+    }
+}
+
+/// Capability names a job spec may list, with what each links.
+pub const CAPABILITIES: &[(&str, &str)] = &[("log", "structured logging into the host's log")];
+
+/// What an instance learns when it opens.
+#[derive(Debug, Clone)]
+pub struct OpenContext {
+    pub operator_id: String,
+    pub subtask: u32,
+    pub parallelism: u32,
+    /// The operator's config as JSON text.
+    pub config_json: String,
+    pub inputs: Vec<SchemaRef>,
+}
+
+/// A linked, pre-instantiated operator component: instances are cheap to make from it.
+#[derive(Clone)]
+pub struct OperatorFactory {
+    runtime: WasmRuntime,
+    pre: InstancePre<HostState>,
+    exports: Exports,
+    limits: OperatorLimits,
+    operator_id: Arc<str>,
+}
+
+impl std::fmt::Debug for OperatorFactory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorFactory").field("operator", &self.operator_id).finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Exports {
+    open: ComponentExportIndex,
+    process: ComponentExportIndex,
+    finish: ComponentExportIndex,
+}
+
+impl OperatorFactory {
+    /// Checks that `component` is an operator (exports `transform`) and imports
+    /// only what `capabilities` grants, then links and pre-instantiates it.
+    pub fn new(
+        runtime: &WasmRuntime,
+        component: &LoadedComponent,
+        operator_id: &str,
+        capabilities: Capabilities,
+        limits: OperatorLimits,
+    ) -> Result<Self, WasmError> {
+        let engine = runtime.engine();
+        let component = &component.component;
+        let world_err = |message: String| WasmError::World { operator: operator_id.to_string(), message };
+        check_imports(engine, component, capabilities).map_err(world_err)?;
+        let exports = find_exports(engine, component).map_err(world_err)?;
+
+        let mut linker: Linker<HostState> = Linker::new(engine);
+        let prefix = format!("{WIT_PACKAGE}/");
+        let link_err = |e: wasmtime::Error| WasmError::Engine(format!("linking host functions: {e:#}"));
+        let mut output = linker.instance(&format!("{prefix}output@{WIT_VERSION}")).map_err(link_err)?;
+        output.func_wrap("emit", host_emit).map_err(link_err)?;
+        if capabilities.log {
+            let mut log = linker.instance(&format!("{prefix}log@{WIT_VERSION}")).map_err(link_err)?;
+            log.func_wrap("enabled", |_store: StoreContextMut<'_, HostState>, (level,): (WitLevel,)| Ok((level_enabled(level),)))
+                .map_err(link_err)?;
+            log.func_wrap("log", host_log).map_err(link_err)?;
+        }
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
+        // Anything else (a WASI proposal such as wasi:http, say) is not provided:
+        // linking fails here, naming the import, before any data flows.
+        let pre = linker
+            .instantiate_pre(component)
+            .map_err(|e| world_err(format!("cannot be linked: {e:#}; operators get only the `operator` world and WASI 0.2 without I/O")))?;
+        Ok(Self { runtime: runtime.clone(), pre, exports, limits, operator_id: operator_id.into() })
+    }
+
+    pub fn operator_id(&self) -> &str {
+        &self.operator_id
+    }
+
+    /// Makes a fresh instance and opens it. The instance knows its output schema afterwards.
+    pub async fn instantiate(&self, ctx: &OpenContext) -> Result<OperatorInstance, CallError> {
+        let label: Arc<str> = format!("{}[{}]", ctx.operator_id, ctx.subtask).into();
+        let stdout = MemoryOutputPipe::new(GUEST_STDIO_BYTES_MAX);
+        let stderr = MemoryOutputPipe::new(GUEST_STDIO_BYTES_MAX);
+        let memory_bytes = (self.limits.memory_mb.saturating_mul(1 << 20)).min(self.runtime.config().memory_bytes_max as u64);
+        let state = HostState {
+            limits: StoreLimitsBuilder::new()
+                .memory_size(memory_bytes as usize)
+                .instances(16)
+                .tables(16)
+                .memories(4)
+                .table_elements(1_000_000)
+                .trap_on_grow_failure(true)
+                .build(),
+            label: label.clone(),
+            wasi: WasiCtxBuilder::new()
+                .stdout(stdout)
+                .stderr(stderr.clone())
+                .insecure_random_seed(seed_of(&label))
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .build(),
+            table: ResourceTable::new(),
+            stderr,
+            stderr_mark: 0,
+            output_schema: None,
+            outputs: Vec::new(),
+            out_bytes: 0,
+            out_bytes_max: self.limits.output_mb_per_call.saturating_mul(1 << 20),
+            out_batches_max: self.limits.output_batches_per_call,
+            emit_failure: None,
+            deadline: Instant::now(),
+            bytes_in: 0,
+            bytes_out: 0,
+        };
+        let mut store = Store::new(self.runtime.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Err(wasmtime::Error::new(DeadlineExceeded))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        let timeout = Duration::from_millis(self.limits.call_timeout_ms);
+        let fail = |kind: CallErrorKind, message: String| CallError { operator: label.to_string(), kind, message };
+        store.data_mut().deadline = Instant::now() + timeout;
+        store.set_epoch_deadline(1);
+        let instance = self
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| classify(&label, e, "instantiating", &self.limits, store.data()))?;
+        let get = |store: &mut Store<HostState>, idx: &ComponentExportIndex, name: &str| {
+            instance.get_func(&mut *store, idx).ok_or_else(|| fail(CallErrorKind::Trap, format!("export `{name}` vanished")))
+        };
+        let open = get(&mut store, &self.exports.open, "open")?;
+        let process = get(&mut store, &self.exports.process, "process")?;
+        let finish = get(&mut store, &self.exports.finish, "finish")?;
+        // Type-check once; calls below use the checked functions.
+        let typed_open = open
+            .typed::<(WitContext,), (Result<WitSchema, WitError>,)>(&store)
+            .map_err(|e| fail(CallErrorKind::BadOutput, format!("`open` has the wrong signature: {e:#}")))?;
+        process
+            .typed::<(u32, BatchIn<'static>), (Result<(), WitError>,)>(&store)
+            .map_err(|e| fail(CallErrorKind::BadOutput, format!("`process` has the wrong signature: {e:#}")))?;
+        let typed_finish = finish
+            .typed::<(), (Result<(), WitError>,)>(&store)
+            .map_err(|e| fail(CallErrorKind::BadOutput, format!("`finish` has the wrong signature: {e:#}")))?;
+
+        let inputs = ctx
+            .inputs
+            .iter()
+            .map(|s| abi::schema_to_wit(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(CallErrorKind::BadOutput, format!("input schema: {e}")))?;
+        let wit_ctx = WitContext {
+            operator_id: ctx.operator_id.clone(),
+            subtask: ctx.subtask,
+            parallelism: ctx.parallelism,
+            config: ctx.config_json.clone(),
+            inputs,
+        };
+        store.data_mut().deadline = Instant::now() + timeout;
+        store.set_epoch_deadline(1);
+        let (result,) = typed_open
+            .call_async(&mut store, (wit_ctx,))
+            .await
+            .map_err(|e| classify(&label, e, "open", &self.limits, store.data()))?;
+        let schema = result.map_err(|e| guest_error(&label, "open", e))?;
+        let schema = abi::schema_from_wit(schema)
+            .map_err(|e| fail(CallErrorKind::BadOutput, format!("`open` returned a malformed schema: {e}")))?;
+        store.data_mut().output_schema = Some(schema.clone());
+        Ok(OperatorInstance { store, process, finish: typed_finish, schema, timeout, label, limits: self.limits.clone() })
+    }
+}
+
+/// One live operator instance with its own store.
+pub struct OperatorInstance {
+    store: Store<HostState>,
+    process: Func,
+    finish: TypedFunc<(), (Result<(), WitError>,)>,
+    schema: SchemaRef,
+    timeout: Duration,
+    label: Arc<str>,
+    limits: OperatorLimits,
+}
+
+impl std::fmt::Debug for OperatorInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OperatorInstance").field("operator", &self.label).finish_non_exhaustive()
+    }
+}
+
+/// Bytes that crossed the boundary of one instance.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BoundaryBytes {
+    /// Bytes copied into the guest (input buffers).
+    pub bytes_in: u64,
+    /// Bytes copied out of the guest (emitted buffers).
+    pub bytes_out: u64,
+}
+
+impl OperatorInstance {
+    /// The schema of every batch this instance emits.
+    pub fn output_schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    pub fn boundary_bytes(&self) -> BoundaryBytes {
+        let d = self.store.data();
+        BoundaryBytes { bytes_in: d.bytes_in, bytes_out: d.bytes_out }
+    }
+
+    /// Hands `batch` (arriving on input `port`) to the guest; returns what it emitted.
+    pub async fn process(&mut self, port: u32, batch: &RecordBatch) -> Result<Vec<RecordBatch>, CallError> {
+        let flat = FlatBatch::new(batch);
+        let views = flat.views();
+        let columns = abi::columns_in(&views);
+        let arg = BatchIn { num_rows: flat.num_rows() as u64, columns: &columns };
+        self.begin_call();
+        self.store.data_mut().bytes_in += views.iter().map(|v| v.byte_len() as u64).sum::<u64>();
+        #[allow(unsafe_code)]
+        // SAFETY: `OperatorFactory::instantiate` type-checked `process` against
+        // exactly these parameter and result types (with a 'static lifetime,
+        // which does not change the component type); this is how wasmtime's
+        // own bindings call functions with borrowed arguments.
+        let typed = unsafe { TypedFunc::<(u32, BatchIn<'_>), (Result<(), WitError>,)>::new_unchecked(self.process) };
+        let result = typed.call_async(&mut self.store, (port, arg)).await;
+        self.end_call("process", result)
+    }
+
+    /// Tells the guest its inputs ended; returns what it emitted.
+    pub async fn finish(&mut self) -> Result<Vec<RecordBatch>, CallError> {
+        self.begin_call();
+        let result = self.finish.call_async(&mut self.store, ()).await;
+        self.end_call("finish", result)
+    }
+
+    fn begin_call(&mut self) {
+        let data = self.store.data_mut();
+        data.deadline = Instant::now() + self.timeout;
+        data.outputs.clear();
+        data.out_bytes = 0;
+        data.emit_failure = None;
+        data.stderr_mark = data.stderr.contents().len();
+        self.store.set_epoch_deadline(1);
+    }
+
+    fn end_call(
+        &mut self,
+        what: &str,
+        result: wasmtime::Result<(Result<(), WitError>,)>,
+    ) -> Result<Vec<RecordBatch>, CallError> {
+        let (returned,) = result.map_err(|e| classify(&self.label, e, what, &self.limits, self.store.data()))?;
+        let data = self.store.data_mut();
+        // An emit that failed fails the call, even if the guest ignored the error.
+        if let Some((kind, message)) = data.emit_failure.take() {
+            return Err(CallError { operator: self.label.to_string(), kind, message });
+        }
+        returned.map_err(|e| guest_error(&self.label, what, e))?;
+        Ok(std::mem::take(&mut data.outputs))
+    }
+}
+
+pub(crate) struct HostState {
+    limits: StoreLimits,
+    label: Arc<str>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    stderr: MemoryOutputPipe,
+    /// Length of `stderr` when the current call began.
+    stderr_mark: usize,
+    output_schema: Option<SchemaRef>,
+    outputs: Vec<RecordBatch>,
+    out_bytes: u64,
+    out_bytes_max: u64,
+    out_batches_max: u32,
+    emit_failure: Option<(CallErrorKind, String)>,
+    deadline: Instant,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// A fixed seed per instance label: the same operator sees the same hash-map
+/// seed on every run, so replays behave alike.
+fn seed_of(label: &str) -> u128 {
+    let mut h: u128 = 0x6c62272e07bb014262b821756295c58d;
+    for b in label.bytes() {
+        h = (h ^ u128::from(b)).wrapping_mul(0x0000000001000000000000000000013B);
+    }
+    h
+}
+
+#[derive(Debug)]
+struct DeadlineExceeded;
+
+impl std::fmt::Display for DeadlineExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("call deadline exceeded")
+    }
+}
+
+impl std::error::Error for DeadlineExceeded {}
+
+/// What the guest wrote to stderr during the current call, cut to its last
+/// few lines (a Rust panic message, typically).
+fn stderr_tail(state: &HostState) -> Option<String> {
+    let all = state.stderr.contents();
+    let new = all.get(state.stderr_mark..)?;
+    let text = String::from_utf8_lossy(new);
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with("note: run with `RUST_BACKTRACE")).collect();
+    let tail = lines[lines.len().saturating_sub(8)..].join("\n");
+    Some(tail.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect())
+}
+
+fn classify(label: &str, e: wasmtime::Error, what: &str, limits: &OperatorLimits, state: &HostState) -> CallError {
+    let (kind, message) = if e.downcast_ref::<DeadlineExceeded>().is_some() {
+        (CallErrorKind::Timeout, format!("`{what}` ran past its deadline of {} ms and was interrupted", limits.call_timeout_ms))
+    } else {
+        let text = format!("{e:?}");
+        if text.contains("forcing trap when growing memory") {
+            (CallErrorKind::MemoryLimit, format!("`{what}` tried to grow memory past its cap of {} MiB", limits.memory_mb))
+        } else {
+            match stderr_tail(state) {
+                Some(said) => {
+                    let cause = e.root_cause().to_string();
+                    (CallErrorKind::Trap, format!("`{what}` trapped: {said} ({cause})"))
+                }
+                None => (CallErrorKind::Trap, format!("`{what}` trapped: {}", text.trim())),
+            }
+        }
+    };
+    CallError { operator: label.to_string(), kind, message }
+}
+
+fn guest_error(label: &str, what: &str, e: WitError) -> CallError {
+    let kind = match e.kind {
+        WitErrorKind::InvalidConfig => crate::GuestErrorKind::InvalidConfig,
+        WitErrorKind::InvalidInput => crate::GuestErrorKind::InvalidInput,
+        WitErrorKind::Limit => crate::GuestErrorKind::Limit,
+        WitErrorKind::Internal => crate::GuestErrorKind::Internal,
+    };
+    CallError { operator: label.to_string(), kind: CallErrorKind::Guest(kind), message: format!("`{what}` failed: {}", e.message) }
+}
+
+fn level_enabled(level: WitLevel) -> bool {
+    match level {
+        WitLevel::Trace => tracing::enabled!(tracing::Level::TRACE),
+        WitLevel::Debug => tracing::enabled!(tracing::Level::DEBUG),
+        WitLevel::Info => tracing::enabled!(tracing::Level::INFO),
+        WitLevel::Warn => tracing::enabled!(tracing::Level::WARN),
+        WitLevel::Error => tracing::enabled!(tracing::Level::ERROR),
+    }
+}
+
+fn host_log(store: StoreContextMut<'_, HostState>, (level, message): (WitLevel, String)) -> wasmtime::Result<()> {
+    let mut message = message;
+    if message.len() > flumen_types::LOG_MESSAGE_BYTES_MAX {
+        let mut cut = flumen_types::LOG_MESSAGE_BYTES_MAX;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str("… (cut)");
+    }
+    let op = &*store.data().label;
+    match level {
+        WitLevel::Trace => tracing::trace!(operator = op, "{message}"),
+        WitLevel::Debug => tracing::debug!(operator = op, "{message}"),
+        WitLevel::Info => tracing::info!(operator = op, "{message}"),
+        WitLevel::Warn => tracing::warn!(operator = op, "{message}"),
+        WitLevel::Error => tracing::error!(operator = op, "{message}"),
+    }
+    Ok(())
+}
+
+/// `output.emit`: checks the batch's size against the per-call caps before
+/// copying a byte, copies each buffer once into an aligned Arrow buffer, and
+/// validates it against the declared schema.
+fn host_emit(mut store: StoreContextMut<'_, HostState>, (batch,): (BatchOut,)) -> wasmtime::Result<(Result<(), WitError>,)> {
+    let outcome = read_emitted(&mut store, batch);
+    let data = store.data_mut();
+    Ok((match outcome {
+        Ok(rb) => {
+            data.outputs.push(rb);
+            Ok(())
+        }
+        Err((kind, message)) => {
+            let wit_kind = if kind == CallErrorKind::OutputLimit { WitErrorKind::Limit } else { WitErrorKind::InvalidInput };
+            let err = WitError { kind: wit_kind, message: message.clone() };
+            data.emit_failure.get_or_insert((kind, message));
+            Err(err)
+        }
+    },))
+}
+
+fn read_emitted(store: &mut StoreContextMut<'_, HostState>, batch: BatchOut) -> Result<RecordBatch, (CallErrorKind, String)> {
+    let bad = |m: String| (CallErrorKind::BadOutput, format!("emitted a malformed batch: {m}"));
+    let limit = |m: String| (CallErrorKind::OutputLimit, m);
+    let data = store.data();
+    if data.emit_failure.is_some() {
+        return Err(bad("an earlier emit in this call already failed".into()));
+    }
+    if data.outputs.len() as u64 >= u64::from(data.out_batches_max) {
+        return Err(limit(format!("emitted more than {} batches in one call", data.out_batches_max)));
+    }
+    let schema = data.output_schema.clone().ok_or_else(|| bad("emit before `open` returned".into()))?;
+    let fields = flumen_batch::flatten_schema(&schema).map_err(|e| bad(e.to_string()))?;
+    if batch.columns.len() != fields.len() {
+        return Err(bad(format!("{} columns for a schema of {} fields (pre-order)", batch.columns.len(), fields.len())));
+    }
+    let columns: Vec<ColumnOut> = batch
+        .columns
+        .iter(&mut *store)
+        .map_err(|e| bad(e.to_string()))?
+        .collect::<wasmtime::Result<_>>()
+        .map_err(|e| bad(e.to_string()))?;
+    let mut lists: Vec<(u64, u64, Option<(WasmList<u8>, u64)>, Vec<WasmList<u8>>)> = Vec::with_capacity(columns.len());
+    let mut total: u64 = 0;
+    for c in columns {
+        if c.buffers.len() > 8 {
+            // Arrow layouts have at most 3 buffers; view types have data buffers,
+            // but we never produce more than a handful per array here.
+            if c.buffers.len() > 1024 {
+                return Err(bad(format!("{} buffers in one column", c.buffers.len())));
+            }
+        }
+        let buffers: Vec<WasmList<u8>> = c
+            .buffers
+            .iter(&mut *store)
+            .map_err(|e| bad(e.to_string()))?
+            .collect::<wasmtime::Result<_>>()
+            .map_err(|e| bad(e.to_string()))?;
+        total += buffers.iter().map(|b| b.len() as u64).sum::<u64>();
+        total += c.validity.as_ref().map_or(0, |v| v.bits.len() as u64);
+        lists.push((c.len, c.offset, c.validity.map(|v| (v.bits, v.offset)), buffers));
+    }
+    let data = store.data();
+    if data.out_bytes + total > data.out_bytes_max {
+        return Err(limit(format!(
+            "emitted more than {} MiB in one call",
+            data.out_bytes_max >> 20
+        )));
+    }
+    let parts = lists
+        .into_iter()
+        .map(|(len, offset, validity, buffers)| ColumnParts {
+            len,
+            offset,
+            validity: validity.map(|(bits, off)| (arrow_buffer::Buffer::from(bits.as_le_slice(&*store)), off)),
+            buffers: buffers.iter().map(|b| arrow_buffer::Buffer::from(b.as_le_slice(&*store))).collect(),
+        })
+        .collect();
+    let rb = flumen_batch::assemble_batch(&schema, batch.num_rows, parts).map_err(|e| bad(e.to_string()))?;
+    let data = store.data_mut();
+    data.out_bytes += total;
+    data.bytes_out += total;
+    Ok(rb)
+}
+
+fn check_imports(engine: &wasmtime::Engine, component: &Component, caps: Capabilities) -> Result<(), String> {
+    for (name, _) in component.component_type().imports(engine) {
+        if let Some(rest) = name.strip_prefix(&format!("{WIT_PACKAGE}/")) {
+            let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
+            if !version.starts_with("0.1.") {
+                return Err(format!(
+                    "imports `{name}`, but this host implements {WIT_PACKAGE}@{WIT_VERSION}; rebuild the operator against it"
+                ));
+            }
+            match iface {
+                "types" | "output" => {}
+                "log" if caps.log => {}
+                "log" => {
+                    return Err(format!(
+                        "imports capability `log` ({name}) but its job spec does not grant it; add \"log\" to its `capabilities`"
+                    ));
+                }
+                other => return Err(format!("imports `{other}` ({name}), which this host does not provide")),
+            }
+        } else if !name.starts_with("wasi:") {
+            return Err(format!("imports `{name}`, which Flumen does not provide to operators"));
+        }
+    }
+    Ok(())
+}
+
+fn find_exports(engine: &wasmtime::Engine, component: &Component) -> Result<Exports, String> {
+    let prefix = format!("{WIT_PACKAGE}/transform@0.1.");
+    let ty = component.component_type();
+    let names: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
+    let Some(iface) = names.iter().find(|n| n.starts_with(&prefix)) else {
+        return Err(format!(
+            "does not export `{WIT_PACKAGE}/transform@{WIT_VERSION}`, so it is not an operator (is it built for the \
+             `operator` world?); it exports: [{}]",
+            names.join(", ")
+        ));
+    };
+    let (_, parent) = component.get_export(None, iface).ok_or_else(|| format!("export `{iface}` not found"))?;
+    let func = |name: &str| {
+        component
+            .get_export(Some(&parent), name)
+            .map(|(_, idx)| idx)
+            .ok_or_else(|| format!("`{iface}` lacks the function `{name}`"))
+    };
+    Ok(Exports { open: func("open")?, process: func("process")?, finish: func("finish")? })
+}

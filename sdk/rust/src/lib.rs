@@ -1,0 +1,207 @@
+//! Flumen's Rust SDK: implement [`Operator`], call [`export_operator!`], and
+//! your type runs as a sandboxed Flumen operator over arrow-rs record batches.
+//!
+//! ```ignore
+//! use flumen_sdk::{Context, Emitter, Error, Operator, RecordBatch, SchemaRef, export_operator};
+//!
+//! #[derive(serde::Deserialize)]
+//! struct Config { column: String }
+//!
+//! struct PassThrough { schema: SchemaRef }
+//!
+//! impl Operator for PassThrough {
+//!     type Config = Config;
+//!     fn open(ctx: &Context, _config: Config) -> Result<Self, Error> {
+//!         Ok(Self { schema: ctx.input(0)?.clone() })
+//!     }
+//!     fn schema(&self) -> SchemaRef { self.schema.clone() }
+//!     fn process(&mut self, _port: u32, batch: RecordBatch, out: &mut Emitter) -> Result<(), Error> {
+//!         out.emit(&batch)
+//!     }
+//! }
+//!
+//! export_operator!(PassThrough);
+//! ```
+//!
+//! Batches arrive as arrow-rs arrays built over the buffers the host copied
+//! into this instance's memory (one copy, made by the canonical ABI); emitted
+//! batches are read by the host straight from your arrays' buffers (one copy,
+//! made by the host). Nothing is copied row by row.
+
+mod convert;
+mod error;
+pub mod log;
+
+use std::any::Any;
+use std::cell::RefCell;
+
+pub use arrow_array::{self, ArrayRef, RecordBatch};
+pub use arrow_schema::{self, DataType, Field, Schema, SchemaRef};
+pub use arrow_select;
+pub use error::{Error, ErrorKind};
+use serde::de::DeserializeOwned;
+
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "operator",
+        pub_export_macro: true,
+        default_bindings_module: "flumen_sdk::bindings",
+        ownership: Borrowing { duplicate_if_necessary: true },
+    });
+}
+
+/// What an operator instance learns when it opens.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The operator's id in the job spec.
+    pub operator_id: String,
+    /// Which parallel instance this is (0-based) and how many there are.
+    pub subtask: u32,
+    pub parallelism: u32,
+    /// The schema of each input port.
+    pub inputs: Vec<SchemaRef>,
+}
+
+impl Context {
+    /// The schema of input `port`, or an error naming the port.
+    pub fn input(&self, port: usize) -> Result<&SchemaRef, Error> {
+        self.inputs
+            .get(port)
+            .ok_or_else(|| Error::config(format!("operator `{}` needs input port {port}, it has {}", self.operator_id, self.inputs.len())))
+    }
+}
+
+/// An operator: opened once per instance, then fed batches.
+pub trait Operator: Sized + 'static {
+    /// The operator's configuration, parsed from the job spec's `config` table.
+    type Config: DeserializeOwned;
+
+    /// Prepares an instance. Validate the config and input schemas here, so
+    /// that a bad job fails before any data flows.
+    fn open(ctx: &Context, config: Self::Config) -> Result<Self, Error>;
+
+    /// The schema of every batch this operator emits.
+    fn schema(&self) -> SchemaRef;
+
+    /// Handles one batch from input `port`.
+    fn process(&mut self, port: u32, batch: RecordBatch, out: &mut Emitter) -> Result<(), Error>;
+
+    /// All inputs ended: emit what is left.
+    fn finish(&mut self, _out: &mut Emitter) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// Sends batches downstream.
+#[derive(Debug)]
+pub struct Emitter {
+    schema: SchemaRef,
+}
+
+impl Emitter {
+    /// Emits `batch`, which must have the schema returned by [`Operator::schema`].
+    pub fn emit(&mut self, batch: &RecordBatch) -> Result<(), Error> {
+        if batch.schema_ref() != &self.schema && batch.schema_ref().fields() != self.schema.fields() {
+            return Err(Error::internal(format!(
+                "emitted batch has schema {:?}, the operator declared {:?}",
+                batch.schema(),
+                self.schema
+            )));
+        }
+        convert::emit(batch)
+    }
+}
+
+thread_local! {
+    static INSTANCE: RefCell<Option<(Box<dyn Any>, SchemaRef)>> = const { RefCell::new(None) };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+    use bindings::exports::flumen::dataflow::transform as wit;
+
+    pub fn open<T: Operator>(ctx: wit::Context) -> Result<bindings::flumen::dataflow::types::Schema, wit::Error> {
+        let run = || -> Result<_, Error> {
+            let inputs = ctx.inputs.into_iter().map(convert::schema_from_wit).collect::<Result<Vec<_>, _>>()?;
+            __private::INPUTS.with(|i| *i.borrow_mut() = inputs.clone());
+            let context = Context { operator_id: ctx.operator_id, subtask: ctx.subtask, parallelism: ctx.parallelism, inputs };
+            let config: T::Config = serde_json::from_str(&ctx.config)
+                .map_err(|e| Error::config(format!("operator `{}`: config: {e}", context.operator_id)))?;
+            let op = T::open(&context, config)?;
+            let schema = op.schema();
+            let wit_schema = convert::schema_to_wit(&schema)?;
+            INSTANCE.with(|cell| *cell.borrow_mut() = Some((Box::new(op), schema)));
+            Ok(wit_schema)
+        };
+        run().map_err(Into::into)
+    }
+
+    pub fn process<T: Operator>(port: u32, input: bindings::flumen::dataflow::types::BatchResult) -> Result<(), wit::Error> {
+        with_instance::<T>(|op, out| {
+            let schema = op_input_schema(port)?;
+            let batch = convert::batch_from_wit(&schema, input)?;
+            op.process(port, batch, out)
+        })
+    }
+
+    pub fn finish<T: Operator>() -> Result<(), wit::Error> {
+        with_instance::<T>(|op, out| op.finish(out))
+    }
+
+    fn op_input_schema(port: u32) -> Result<SchemaRef, Error> {
+        INPUTS.with(|inputs| {
+            inputs
+                .borrow()
+                .get(port as usize)
+                .cloned()
+                .ok_or_else(|| Error::input(format!("batch arrived on unknown input port {port}")))
+        })
+    }
+
+    thread_local! {
+        pub(crate) static INPUTS: RefCell<Vec<SchemaRef>> = const { RefCell::new(Vec::new()) };
+    }
+
+    fn with_instance<T: Operator>(f: impl FnOnce(&mut T, &mut Emitter) -> Result<(), Error>) -> Result<(), wit::Error> {
+        INSTANCE
+            .with(|cell| {
+                let mut guard = cell.borrow_mut();
+                let (op, schema) = guard.as_mut().ok_or_else(|| Error::internal("operator called before open"))?;
+                let op = op.downcast_mut::<T>().ok_or_else(|| Error::internal("operator type mismatch"))?;
+                let mut out = Emitter { schema: schema.clone() };
+                f(op, &mut out)
+            })
+            .map_err(Into::into)
+    }
+}
+
+/// Exports `$ty` (an [`Operator`]) as this component's operator.
+#[macro_export]
+macro_rules! export_operator {
+    ($ty:ty) => {
+        struct __FlumenOperator;
+        impl $crate::bindings::exports::flumen::dataflow::transform::Guest for __FlumenOperator {
+            fn open(
+                ctx: $crate::bindings::exports::flumen::dataflow::transform::Context,
+            ) -> ::core::result::Result<
+                $crate::bindings::flumen::dataflow::types::Schema,
+                $crate::bindings::flumen::dataflow::types::Error,
+            > {
+                $crate::__private::open::<$ty>(ctx)
+            }
+            fn process(
+                port: u32,
+                input: $crate::bindings::flumen::dataflow::types::BatchResult,
+            ) -> ::core::result::Result<(), $crate::bindings::flumen::dataflow::types::Error> {
+                $crate::__private::process::<$ty>(port, input)
+            }
+            fn finish() -> ::core::result::Result<(), $crate::bindings::flumen::dataflow::types::Error> {
+                $crate::__private::finish::<$ty>()
+            }
+        }
+        $crate::bindings::export!(__FlumenOperator with_types_in $crate::bindings);
+    };
+}

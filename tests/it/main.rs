@@ -1,0 +1,8 @@
+//! Cross-crate scenarios, in one test binary: real jobs over real files with
+//! real guest components built from source (see `host/cli/build.rs`).
+
+mod bad_input;
+mod common;
+mod limits;
+mod pipeline;
+mod policy;

@@ -1,0 +1,66 @@
+//! Failure policies: retry on a fresh instance, dead-letter, or fail the job.
+
+use crate::common::*;
+
+fn poison_job(on_error: &str) -> Job {
+    Job::new(&format!(
+        r#"
+[job]
+name = "t"
+batch_rows = 10
+
+[[source]]
+id = "in"
+kind = "csv"
+path = "input.csv"
+
+[[operator]]
+id = "op"
+plugin = "{{guest:misbehave}}"
+config = {{ mode = "fail-rows", poison = 42 }}
+inputs = ["in"]
+on_error = {on_error}
+
+[[sink]]
+id = "out"
+kind = "jsonl"
+path = "out.jsonl"
+inputs = ["op"]
+
+[[sink]]
+id = "rejects"
+kind = "jsonl"
+path = "rejects.jsonl"
+"#
+    ))
+    .with_ids_csv(100)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_routes_the_failed_batch_with_its_error_and_keeps_going() {
+    let job = poison_job(r#"{ retries = 1, then = "dead-letter", dead_letter = "rejects" }"#);
+    let summary = job.run().await.expect("job completes");
+    let good = read_jsonl_ids(&job.file("out.jsonl"));
+    let bad = read_jsonl_ids(&job.file("rejects.jsonl"));
+    assert_eq!(bad, (40..50).collect::<Vec<_>>(), "the batch holding id 42 is dead-lettered whole");
+    assert_eq!(good.len(), 90);
+    assert!(!good.contains(&42));
+    let line = std::fs::read_to_string(job.file("rejects.jsonl")).unwrap();
+    assert_contains(&line, &["\"_flumen_operator\":\"op[0]\"", "poison id Some(42) seen"]);
+    let op = summary.node("op").unwrap();
+    assert_eq!((op.failures, op.retries, op.dead_lettered_rows), (2, 1, 10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_are_used_then_the_job_fails() {
+    let job = poison_job(r#"{ retries = 2 }"#);
+    let err = job.run_err().await;
+    assert_contains(&err, &["op[0]", "poison id", "after 2 retries on fresh instances"]);
+    assert!(!job.file("out.jsonl").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letter_sink_must_exist() {
+    let job = poison_job(r#"{ then = "dead-letter", dead_letter = "nope" }"#);
+    assert_contains(&job.run_err().await, &["dead-letter sink `nope` is not a sink of this job"]);
+}
