@@ -2,6 +2,7 @@
 //! real guest components built from source (see `host/cli/build.rs`).
 
 mod bad_input;
+mod cli;
 mod common;
 mod limits;
 mod pipeline;

@@ -3,6 +3,11 @@
 use crate::common::*;
 
 fn poison_job(on_error: &str) -> Job {
+    let rejects = if on_error.contains("dead-letter") {
+        "[[sink]]\nid = \"rejects\"\nkind = \"jsonl\"\npath = \"rejects.jsonl\"\n"
+    } else {
+        ""
+    };
     Job::new(&format!(
         r#"
 [job]
@@ -27,11 +32,7 @@ kind = "jsonl"
 path = "out.jsonl"
 inputs = ["op"]
 
-[[sink]]
-id = "rejects"
-kind = "jsonl"
-path = "rejects.jsonl"
-"#
+{rejects}"#
     ))
     .with_ids_csv(100)
 }
@@ -57,6 +58,14 @@ async fn retries_are_used_then_the_job_fails() {
     let err = job.run_err().await;
     assert_contains(&err, &["op[0]", "poison id", "after 2 retries on fresh instances"]);
     assert!(!job.file("out.jsonl").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_sink_is_refused() {
+    let job = poison_job("{ retries = 1 }");
+    let text = std::fs::read_to_string(&job.path).unwrap() + "\n[[sink]]\nid = \"orphan\"\nkind = \"blackhole\"\n";
+    std::fs::write(&job.path, text).unwrap();
+    assert_contains(&job.run_err().await, &["sink `orphan` has no inputs"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

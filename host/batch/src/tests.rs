@@ -15,7 +15,7 @@ fn owned(view: &ColumnView<'_>) -> ColumnParts {
 
 fn round_trip(batch: &RecordBatch) -> Result<RecordBatch, BatchError> {
     let flat = flatten_schema(batch.schema_ref())?;
-    let schema = Arc::new(unflatten_schema(flat, batch.schema().metadata().clone())?);
+    let schema = Arc::new(unflatten_schema(flat, batch.schema().metadata().clone().into())?);
     assert_eq!(&schema, batch.schema_ref());
     let fb = FlatBatch::new(batch);
     let parts = fb.views().iter().map(owned).collect();

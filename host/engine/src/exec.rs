@@ -278,6 +278,8 @@ enum GateEvent {
 /// A subtask's input channels, polled fairly, with end and watermark bookkeeping.
 struct InputGate {
     channels: Vec<(u32, Rx)>,
+    /// Channels that delivered `End` or closed: never polled again.
+    done: Vec<bool>,
     tracker: InputTracker,
     next: usize,
 }
@@ -285,7 +287,7 @@ struct InputGate {
 impl InputGate {
     fn new(channels: Vec<(u32, Rx)>) -> Self {
         let tracker = InputTracker::new(channels.len());
-        Self { channels, tracker, next: 0 }
+        Self { done: vec![false; channels.len()], channels, tracker, next: 0 }
     }
 
     /// The next batch or watermark; `None` once every channel has ended.
@@ -298,15 +300,13 @@ impl InputGate {
                 let n = self.channels.len();
                 for k in 0..n {
                     let i = (self.next + k) % n;
-                    match self.channels[i].1.poll_recv(cx) {
-                        Poll::Ready(Some(ev)) => {
-                            self.next = (i + 1) % n;
-                            return Poll::Ready((i, Some(ev)));
-                        }
-                        // A producer that vanished without `End` failed; the
-                        // driver reports its error. Treat the channel as ended.
-                        Poll::Ready(None) => return Poll::Ready((i, None)),
-                        Poll::Pending => {}
+                    if self.done[i] {
+                        continue;
+                    }
+                    if let Poll::Ready(ev) = self.channels[i].1.poll_recv(cx) {
+                        // Start after this channel next time, so none starves.
+                        self.next = (i + 1) % n;
+                        return Poll::Ready((i, ev));
                     }
                 }
                 Poll::Pending
@@ -320,15 +320,14 @@ impl InputGate {
                     }
                 }
                 Some(Event::Barrier(_)) => {}
+                // `None`: a producer vanished without `End` (it failed; the
+                // driver reports its error). Either way this channel is done.
                 Some(Event::End) | None => {
+                    self.done[channel] = true;
+                    self.channels[channel].1.close();
                     if let InputProgress::Watermark(w) = self.tracker.on_end(channel) {
                         return Some(GateEvent::Watermark(w));
                     }
-                    if self.tracker.is_ended() {
-                        return None;
-                    }
-                    // Keep polling the others; this one delivers nothing more.
-                    self.channels[channel].1.close();
                 }
             }
         }
@@ -446,4 +445,46 @@ fn dead_letter_schema_of(batch: &RecordBatch) -> SchemaRef {
 
 async fn deliver(tx: &Tx, event: Event<RecordBatch>) -> Result<(), EngineError> {
     tx.send(event).await.map_err(|_| EngineError::DownstreamGone)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Int64Array;
+
+    fn batch(v: i64) -> RecordBatch {
+        RecordBatch::try_from_iter([("v", Arc::new(Int64Array::from(vec![v])) as ArrayRef)]).unwrap()
+    }
+
+    /// A channel that ended (and whose sender is gone) must not starve the
+    /// others: this once spun forever on the closed channel.
+    #[tokio::test]
+    async fn an_ended_channel_does_not_starve_the_others() {
+        let (tx0, rx0) = mpsc::channel(4);
+        let (tx1, rx1) = mpsc::channel(4);
+        let mut gate = InputGate::new(vec![(0, rx0), (0, rx1)]);
+        tx0.send(Event::End).await.unwrap();
+        drop(tx0);
+        let late = tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            tx1.send(Event::Data(batch(7))).await.unwrap();
+            tx1.send(Event::End).await.unwrap();
+        });
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), gate.next()).await.expect("gate must not hang");
+        assert!(matches!(got, Some(GateEvent::Batch(0, b)) if b == batch(7)));
+        assert!(gate.next().await.is_none(), "both channels ended");
+        late.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn watermark_is_the_minimum_over_open_channels() {
+        let (tx0, rx0) = mpsc::channel(4);
+        let (tx1, rx1) = mpsc::channel(4);
+        let mut gate = InputGate::new(vec![(0, rx0), (1, rx1)]);
+        tx0.send(Event::Watermark(10)).await.unwrap();
+        tx1.send(Event::Watermark(5)).await.unwrap();
+        assert!(matches!(gate.next().await, Some(GateEvent::Watermark(5))));
+        tx1.send(Event::End).await.unwrap();
+        assert!(matches!(gate.next().await, Some(GateEvent::Watermark(10))));
+    }
 }

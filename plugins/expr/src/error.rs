@@ -40,12 +40,7 @@ pub struct ExprError {
 
 impl ExprError {
     pub(crate) fn new(kind: ExprErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-            sql: None,
-            hint: None,
-        }
+        Self { kind, message: message.into(), sql: None, hint: None }
     }
 
     pub(crate) fn type_error(message: impl Into<String>) -> Self {
@@ -126,9 +121,7 @@ impl std::error::Error for ExprError {}
 impl From<ArrowError> for ExprError {
     fn from(e: ArrowError) -> Self {
         match e {
-            ArrowError::ArithmeticOverflow(m) => {
-                Self::new(ExprErrorKind::Overflow, format!("integer overflow: {m}"))
-            }
+            ArrowError::ArithmeticOverflow(m) => Self::new(ExprErrorKind::Overflow, format!("integer overflow: {m}")),
             ArrowError::CastError(m) => Self::evaluation(format!("cast failed: {m}")),
             ArrowError::DivideByZero => Self::evaluation("division by zero"),
             other => Self::evaluation(other.to_string()),

@@ -8,8 +8,7 @@ use arrow_arith::numeric;
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{
-    Array, ArrayRef, ArrowNativeTypeOp, ArrowPrimitiveType, BooleanArray, Datum, new_empty_array,
-    new_null_array,
+    Array, ArrayRef, ArrowNativeTypeOp, ArrowPrimitiveType, BooleanArray, Datum, new_empty_array, new_null_array,
 };
 use arrow_buffer::BooleanBuffer;
 use arrow_cast::{CastOptions, cast_with_options};
@@ -21,7 +20,7 @@ use arrow_string::like;
 
 use crate::error::ExprError;
 use crate::functions;
-use crate::plan::{ArithOp, CmpOp, Node, Typed};
+use crate::tree::{ArithOp, CmpOp, Node, Typed};
 use crate::types::type_name;
 use arrow_array::RecordBatch;
 
@@ -69,10 +68,7 @@ impl Value {
     }
 
     /// Applies a one-input kernel, keeping scalars scalar.
-    pub(crate) fn map(
-        self,
-        f: impl FnOnce(&dyn Array) -> Result<ArrayRef, ExprError>,
-    ) -> Result<Value, ExprError> {
+    pub(crate) fn map(self, f: impl FnOnce(&dyn Array) -> Result<ArrayRef, ExprError>) -> Result<Value, ExprError> {
         Ok(match self {
             Value::Array(a) => Value::Array(f(a.as_ref())?),
             Value::Scalar(s) => Value::Scalar(f(s.as_ref())?),
@@ -88,17 +84,11 @@ pub(crate) fn is_null_scalar(a: &dyn Array) -> bool {
 
 /// Wraps a kernel result: scalar when every input was.
 pub(crate) fn wrap(array: ArrayRef, scalar: bool) -> Value {
-    if scalar {
-        Value::Scalar(array)
-    } else {
-        Value::Array(array)
-    }
+    if scalar { Value::Scalar(array) } else { Value::Array(array) }
 }
 
 fn boolean(v: &ArrayRef) -> Result<&BooleanArray, ExprError> {
-    v.as_boolean_opt().ok_or_else(|| {
-        ExprError::evaluation(format!("expected a boolean array, got {}", v.data_type()))
-    })
+    v.as_boolean_opt().ok_or_else(|| ExprError::evaluation(format!("expected a boolean array, got {}", v.data_type())))
 }
 
 /// Applies a kernel over two boolean values of a batch with `rows` rows.
@@ -109,11 +99,8 @@ fn boolean_pair(
     f: fn(&BooleanArray, &BooleanArray) -> Result<BooleanArray, ArrowError>,
 ) -> Result<Value, ExprError> {
     let scalar = l.is_scalar() && r.is_scalar();
-    let (l, r) = if scalar {
-        (l.array().clone(), r.array().clone())
-    } else {
-        (l.into_array(rows)?, r.into_array(rows)?)
-    };
+    let (l, r) =
+        if scalar { (l.array().clone(), r.array().clone()) } else { (l.into_array(rows)?, r.into_array(rows)?) };
     Ok(wrap(Arc::new(f(boolean(&l)?, boolean(&r)?)?), scalar))
 }
 
@@ -164,17 +151,9 @@ pub(crate) fn eval(t: &Typed, batch: &RecordBatch) -> Result<Value, ExprError> {
             let kernel = if *negated { is_not_null } else { is_null };
             eval(expr, batch)?.map(|a| Ok(Arc::new(kernel(a)?)))?
         }
-        Node::IsBool {
-            expr,
-            value,
-            negated,
-        } => eval(expr, batch)?.map(|a| {
+        Node::IsBool { expr, value, negated } => eval(expr, batch)?.map(|a| {
             let b = boolean_ref(a)?;
-            let mut bits = if *value {
-                b.values().clone()
-            } else {
-                !b.values()
-            };
+            let mut bits = if *value { b.values().clone() } else { !b.values() };
             if let Some(valid) = b.nulls() {
                 bits = &bits & valid.inner();
             }
@@ -183,12 +162,7 @@ pub(crate) fn eval(t: &Typed, batch: &RecordBatch) -> Result<Value, ExprError> {
             }
             Ok(Arc::new(BooleanArray::new(bits, None)))
         })?,
-        Node::Like {
-            expr,
-            pattern,
-            negated,
-            case_insensitive,
-        } => {
+        Node::Like { expr, pattern, negated, case_insensitive } => {
             let (e, p) = (eval(expr, batch)?, eval(pattern, batch)?);
             let kernel = match (case_insensitive, negated) {
                 (false, false) => like::like,
@@ -198,11 +172,7 @@ pub(crate) fn eval(t: &Typed, batch: &RecordBatch) -> Result<Value, ExprError> {
             };
             wrap(Arc::new(kernel(&e, &p)?), e.is_scalar() && p.is_scalar())
         }
-        Node::InList {
-            expr,
-            list,
-            negated,
-        } => {
+        Node::InList { expr, list, negated } => {
             let e = eval(expr, batch)?;
             let mut found: Option<Value> = None;
             for item in list {
@@ -213,47 +183,21 @@ pub(crate) fn eval(t: &Typed, batch: &RecordBatch) -> Result<Value, ExprError> {
                     Some(acc) => boolean_pair(acc, hit, rows, or_kleene)?,
                 });
             }
-            let found =
-                found.unwrap_or_else(|| Value::Scalar(Arc::new(BooleanArray::from(vec![false]))));
-            if *negated {
-                found.map(|a| Ok(Arc::new(not(boolean_ref(a)?)?)))?
-            } else {
-                found
-            }
+            let found = found.unwrap_or_else(|| Value::Scalar(Arc::new(BooleanArray::from(vec![false]))));
+            if *negated { found.map(|a| Ok(Arc::new(not(boolean_ref(a)?)?)))? } else { found }
         }
-        Node::Between {
-            expr,
-            low,
-            high,
-            negated,
-        } => {
+        Node::Between { expr, low, high, negated } => {
             let (e, lo, hi) = (eval(expr, batch)?, eval(low, batch)?, eval(high, batch)?);
-            let ge = wrap(
-                Arc::new(cmp::gt_eq(&e, &lo)?),
-                e.is_scalar() && lo.is_scalar(),
-            );
-            let le = wrap(
-                Arc::new(cmp::lt_eq(&e, &hi)?),
-                e.is_scalar() && hi.is_scalar(),
-            );
+            let ge = wrap(Arc::new(cmp::gt_eq(&e, &lo)?), e.is_scalar() && lo.is_scalar());
+            let le = wrap(Arc::new(cmp::lt_eq(&e, &hi)?), e.is_scalar() && hi.is_scalar());
             let within = boolean_pair(ge, le, rows, and_kleene)?;
-            if *negated {
-                within.map(|a| Ok(Arc::new(not(boolean_ref(a)?)?)))?
-            } else {
-                within
-            }
+            if *negated { within.map(|a| Ok(Arc::new(not(boolean_ref(a)?)?)))? } else { within }
         }
         Node::Cast { expr, safe } => {
-            let options = CastOptions {
-                safe: *safe,
-                ..Default::default()
-            };
+            let options = CastOptions { safe: *safe, ..Default::default() };
             eval(expr, batch)?.map(|a| Ok(cast_with_options(a, &t.data_type, &options)?))?
         }
-        Node::Case {
-            branches,
-            otherwise,
-        } => {
+        Node::Case { branches, otherwise } => {
             let mut result = match otherwise {
                 Some(o) => eval(o, batch)?,
                 None => Value::Scalar(new_null_array(&t.data_type, 1)),
@@ -284,10 +228,7 @@ pub(crate) fn eval(t: &Typed, batch: &RecordBatch) -> Result<Value, ExprError> {
             wrap(concat_elements_dyn(&l, &r)?, scalar)
         }
         Node::Call { function, args } => {
-            let values = args
-                .iter()
-                .map(|a| eval(a, batch))
-                .collect::<Result<Vec<_>, _>>()?;
+            let values = args.iter().map(|a| eval(a, batch)).collect::<Result<Vec<_>, _>>()?;
             functions::invoke(function, values)?
         }
     })
@@ -300,9 +241,7 @@ fn logic_chain(
     f: fn(&BooleanArray, &BooleanArray) -> Result<BooleanArray, ArrowError>,
 ) -> Result<Value, ExprError> {
     let mut items = items.iter();
-    let first = items
-        .next()
-        .ok_or_else(|| ExprError::evaluation("empty AND / OR chain"))?;
+    let first = items.next().ok_or_else(|| ExprError::evaluation("empty AND / OR chain"))?;
     let mut acc = eval(first, batch)?;
     for item in items {
         acc = boolean_pair(acc, eval(item, batch)?, batch.num_rows(), f)?;
@@ -311,9 +250,7 @@ fn logic_chain(
 }
 
 fn boolean_ref(a: &dyn Array) -> Result<&BooleanArray, ExprError> {
-    a.as_boolean_opt().ok_or_else(|| {
-        ExprError::evaluation(format!("expected a boolean array, got {}", a.data_type()))
-    })
+    a.as_boolean_opt().ok_or_else(|| ExprError::evaluation(format!("expected a boolean array, got {}", a.data_type())))
 }
 
 fn arithmetic_kernel(op: ArithOp) -> fn(&dyn Datum, &dyn Datum) -> Result<ArrayRef, ArrowError> {
@@ -329,11 +266,7 @@ fn arithmetic_kernel(op: ArithOp) -> fn(&dyn Datum, &dyn Datum) -> Result<ArrayR
 /// The type `op` yields for operands of types `l` and `r`, found by running the
 /// kernel on empty arrays (so it always agrees with evaluation); an error when
 /// the kernel does not support the pair.
-pub(crate) fn arithmetic_type(
-    op: ArithOp,
-    l: &DataType,
-    r: &DataType,
-) -> Result<DataType, ArrowError> {
+pub(crate) fn arithmetic_type(op: ArithOp, l: &DataType, r: &DataType) -> Result<DataType, ArrowError> {
     let (l, r) = (new_empty_array(l), new_empty_array(r));
     Ok(arithmetic_kernel(op)(&l, &r)?.data_type().clone())
 }
@@ -358,9 +291,7 @@ fn arithmetic(op: ArithOp, l: &Value, r: &Value, out: &DataType) -> Result<Value
 /// True where a numeric array holds a (non-null) zero.
 pub(crate) fn zero_mask(a: &dyn Array) -> Result<BooleanArray, ExprError> {
     fn mask<T: ArrowPrimitiveType>(a: &dyn Array) -> Result<BooleanArray, ExprError> {
-        let array = a
-            .as_primitive_opt::<T>()
-            .ok_or_else(|| ExprError::evaluation("unexpected array type"))?;
+        let array = a.as_primitive_opt::<T>().ok_or_else(|| ExprError::evaluation("unexpected array type"))?;
         let values = array.values();
         let zeros = BooleanBuffer::collect_bool(values.len(), |i| values[i].is_zero());
         let zeros = match array.nulls() {

@@ -10,7 +10,7 @@ use arrow_select::zip::zip;
 use crate::error::ExprError;
 use crate::eval::{Value, is_null_scalar, wrap};
 use crate::kernels::{self, RegexExtract, string_output_type};
-use crate::plan::{Node, Typed, cast_to, unify};
+use crate::tree::{Node, Typed, cast_to, unify};
 use crate::types::{is_integer, is_string, type_name};
 
 /// A resolved function call; constant arguments are kept here, not evaluated.
@@ -58,10 +58,7 @@ pub(crate) fn hint() -> String {
 }
 
 fn signature(name: &str) -> &str {
-    FUNCTIONS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map_or(name, |(_, s)| s)
+    FUNCTIONS.iter().find(|(n, _)| *n == name).map_or(name, |(_, s)| s)
 }
 
 fn arity(name: &str, args: &[Typed], min: usize, max: usize) -> Result<(), ExprError> {
@@ -73,11 +70,7 @@ fn arity(name: &str, args: &[Typed], min: usize, max: usize) -> Result<(), ExprE
         (a, usize::MAX) => format!("at least {a} argument{}", if a == 1 { "" } else { "s" }),
         (a, b) => format!("{a} or {b} arguments"),
     };
-    Err(ExprError::type_error(format!(
-        "{} takes {wanted}, got {}",
-        signature(name),
-        args.len()
-    )))
+    Err(ExprError::type_error(format!("{} takes {wanted}, got {}", signature(name), args.len())))
 }
 
 /// A string argument (a NULL literal counts as a null string).
@@ -85,24 +78,14 @@ fn string_arg(name: &str, t: Typed, sql: &str) -> Result<Typed, ExprError> {
     match &t.data_type {
         DataType::Null => cast_to(t, &DataType::Utf8),
         d if is_string(d) => Ok(t),
-        d => Err(ExprError::type_error(format!(
-            "{name} needs a string, got `{sql}` ({})",
-            type_name(d)
-        ))),
+        d => Err(ExprError::type_error(format!("{name} needs a string, got `{sql}` ({})", type_name(d)))),
     }
 }
 
 /// An argument that must be a non-null integer constant.
 fn const_int(name: &str, what: &str, t: &Typed, sql: &str) -> Result<i64, ExprError> {
-    let bad = || {
-        ExprError::type_error(format!(
-            "{name}: {what} must be an integer constant, got `{sql}`"
-        ))
-    };
-    let value = t
-        .as_literal()
-        .filter(|v| is_integer(v.data_type()) && !is_null_scalar(v))
-        .ok_or_else(bad)?;
+    let bad = || ExprError::type_error(format!("{name}: {what} must be an integer constant, got `{sql}`"));
+    let value = t.as_literal().filter(|v| is_integer(v.data_type()) && !is_null_scalar(v)).ok_or_else(bad)?;
     let value = cast(value, &DataType::Int64).map_err(|_| bad())?;
     value
         .as_any()
@@ -114,15 +97,8 @@ fn const_int(name: &str, what: &str, t: &Typed, sql: &str) -> Result<i64, ExprEr
 
 /// An argument that must be a non-null string constant.
 fn const_str(name: &str, what: &str, t: &Typed, sql: &str) -> Result<String, ExprError> {
-    let bad = || {
-        ExprError::type_error(format!(
-            "{name}: {what} must be a string constant, got `{sql}`"
-        ))
-    };
-    let value = t
-        .as_literal()
-        .filter(|v| is_string(v.data_type()) && !is_null_scalar(v))
-        .ok_or_else(bad)?;
+    let bad = || ExprError::type_error(format!("{name}: {what} must be a string constant, got `{sql}`"));
+    let value = t.as_literal().filter(|v| is_string(v.data_type()) && !is_null_scalar(v)).ok_or_else(bad)?;
     let value = cast(value, &DataType::Utf8).map_err(|_| bad())?;
     value
         .as_any()
@@ -134,18 +110,10 @@ fn const_str(name: &str, what: &str, t: &Typed, sql: &str) -> Result<String, Exp
 
 /// Checks and types a call of `name` (lower case) with planned `args`; `sql`
 /// holds each argument's text for messages.
-pub(crate) fn plan_call(
-    name: &str,
-    mut args: Vec<Typed>,
-    sql: &[String],
-) -> Result<Typed, ExprError> {
+pub(crate) fn plan_call(name: &str, mut args: Vec<Typed>, sql: &[String]) -> Result<Typed, ExprError> {
     let text = |i: usize| sql.get(i).map_or("", String::as_str);
     let call = |function: Function, args: Vec<Typed>, data_type: DataType, nullable: bool| {
-        Ok(Typed::new(
-            Node::Call { function, args },
-            data_type,
-            nullable,
-        ))
+        Ok(Typed::new(Node::Call { function, args }, data_type, nullable))
     };
     match name {
         "gcd" => {
@@ -160,11 +128,7 @@ pub(crate) fn plan_call(
                 }
             }
             let (args, t) = unify(args, &|a, b| {
-                ExprError::type_error(format!(
-                    "gcd: no common integer type for {} and {}",
-                    type_name(a),
-                    type_name(b)
-                ))
+                ExprError::type_error(format!("gcd: no common integer type for {} and {}", type_name(a), type_name(b)))
             })?;
             let t = match t {
                 DataType::Int8 | DataType::Int16 | DataType::Int32 => DataType::Int32,
@@ -172,10 +136,7 @@ pub(crate) fn plan_call(
                 DataType::UInt64 => DataType::UInt64,
                 _ => DataType::Int64,
             };
-            let args = args
-                .into_iter()
-                .map(|a| cast_to(a, &t))
-                .collect::<Result<Vec<_>, _>>()?;
+            let args = args.into_iter().map(|a| cast_to(a, &t)).collect::<Result<Vec<_>, _>>()?;
             let nullable = args.iter().any(|a| a.nullable);
             call(Function::Gcd, args, t, nullable)
         }
@@ -194,16 +155,8 @@ pub(crate) fn plan_call(
         "length" | "char_length" | "character_length" | "octet_length" => {
             arity(name, &args, 1, 1)?;
             let s = string_arg(name, args.remove(0), text(0))?;
-            let out = if s.data_type == DataType::LargeUtf8 {
-                DataType::Int64
-            } else {
-                DataType::Int32
-            };
-            let function = if name == "octet_length" {
-                Function::OctetLength
-            } else {
-                Function::CharLength
-            };
+            let out = if s.data_type == DataType::LargeUtf8 { DataType::Int64 } else { DataType::Int32 };
+            let function = if name == "octet_length" { Function::OctetLength } else { Function::CharLength };
             let nullable = s.nullable;
             call(function, vec![s], out, nullable)
         }
@@ -215,9 +168,7 @@ pub(crate) fn plan_call(
                 None => None,
             };
             if let Some(l) = len.filter(|&l| l < 0) {
-                return Err(ExprError::type_error(format!(
-                    "{name}: negative substring length {l} is not allowed"
-                )));
+                return Err(ExprError::type_error(format!("{name}: negative substring length {l} is not allowed")));
             }
             let s = string_arg(name, args.remove(0), text(0))?;
             let (out, nullable) = (string_output_type(&s.data_type), s.nullable);
@@ -228,9 +179,7 @@ pub(crate) fn plan_call(
             let delimiter = const_str(name, "delimiter", &args[1], text(1))?;
             let n = const_int(name, "field number", &args[2], text(2))?;
             if n == 0 {
-                return Err(ExprError::type_error(
-                    "split_part: field position must not be zero",
-                ));
+                return Err(ExprError::type_error("split_part: field position must not be zero"));
             }
             let s = string_arg(name, args.remove(0), text(0))?;
             let (out, nullable) = (string_output_type(&s.data_type), s.nullable);
@@ -257,21 +206,17 @@ pub(crate) fn plan_call(
             let nullable = args.iter().all(|a| a.nullable);
             call(Function::Coalesce, args, t, nullable)
         }
-        other => Err(ExprError::new(
-            crate::error::ExprErrorKind::UnknownFunction,
-            format!("unknown function `{other}`"),
-        )
-        .with_hint(hint())),
+        other => {
+            Err(ExprError::new(crate::error::ExprErrorKind::UnknownFunction, format!("unknown function `{other}`"))
+                .with_hint(hint()))
+        }
     }
 }
 
 /// Evaluates a call over its evaluated arguments.
 pub(crate) fn invoke(function: &Function, args: Vec<Value>) -> Result<Value, ExprError> {
     let mut args = args.into_iter();
-    let mut next = || {
-        args.next()
-            .ok_or_else(|| ExprError::evaluation("function argument missing"))
-    };
+    let mut next = || args.next().ok_or_else(|| ExprError::evaluation("function argument missing"));
     match function {
         Function::Gcd => {
             let (a, b) = (next()?, next()?);
@@ -283,18 +228,14 @@ pub(crate) fn invoke(function: &Function, args: Vec<Value>) -> Result<Value, Exp
         Function::CharLength => next()?.map(kernels::char_length),
         Function::OctetLength => next()?.map(kernels::octet_length),
         Function::Substr { start, len } => next()?.map(|a| kernels::substr(a, *start, *len)),
-        Function::SplitPart { delimiter, n } => {
-            next()?.map(|a| kernels::split_part(a, delimiter, *n))
-        }
+        Function::SplitPart { delimiter, n } => next()?.map(|a| kernels::split_part(a, delimiter, *n)),
         Function::RegexpExtract(extract) => next()?.map(|a| extract.apply(a)),
         Function::UrlHost => next()?.map(kernels::url_host),
         Function::UrlPath => next()?.map(kernels::url_path),
         Function::Coalesce => {
             let values: Vec<Value> = args.collect();
             let mut values = values.into_iter().rev();
-            let mut result = values
-                .next()
-                .ok_or_else(|| ExprError::evaluation("coalesce needs an argument"))?;
+            let mut result = values.next().ok_or_else(|| ExprError::evaluation("coalesce needs an argument"))?;
             for v in values {
                 result = match &v {
                     Value::Scalar(s) if is_null_scalar(s) => result,

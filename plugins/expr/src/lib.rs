@@ -61,6 +61,7 @@ mod eval;
 mod functions;
 pub mod kernels;
 mod plan;
+mod tree;
 mod types;
 
 use arrow_array::{ArrayRef, RecordBatch};
@@ -78,7 +79,7 @@ pub use types::type_name;
 #[derive(Debug, Clone)]
 pub struct Expr {
     sql: String,
-    root: plan::Typed,
+    root: tree::Typed,
 }
 
 impl Expr {
@@ -86,13 +87,8 @@ impl Expr {
     /// signatures and types are all checked here.
     pub fn parse(sql: &str, input: &Schema) -> Result<Expr, ExprError> {
         let ast = parse_sql(sql).map_err(|e| e.with_sql(sql))?;
-        let root = plan::Planner::new(input)
-            .plan(&ast)
-            .map_err(|e| e.with_sql(sql))?;
-        Ok(Expr {
-            sql: sql.to_owned(),
-            root,
-        })
+        let root = plan::Planner::new(input).plan(&ast).map_err(|e| e.with_sql(sql))?;
+        Ok(Expr { sql: sql.to_owned(), root })
     }
 
     /// The type of every array [`Expr::evaluate`] returns.
@@ -114,7 +110,7 @@ impl Expr {
     /// (evaluating it then returns that column without copying).
     pub fn column_index(&self) -> Option<usize> {
         match &self.root.node {
-            plan::Node::Column { index, .. } => Some(*index),
+            tree::Node::Column { index, .. } => Some(*index),
             _ => None,
         }
     }
@@ -122,9 +118,7 @@ impl Expr {
     /// Evaluates the expression over `batch`, which must have the schema the
     /// expression was parsed against; the result has `batch.num_rows()` rows.
     pub fn evaluate(&self, batch: &RecordBatch) -> Result<ArrayRef, ExprError> {
-        eval::eval(&self.root, batch)
-            .and_then(|v| v.into_array(batch.num_rows()))
-            .map_err(|e| e.with_sql(&self.sql))
+        eval::eval(&self.root, batch).and_then(|v| v.into_array(batch.num_rows())).map_err(|e| e.with_sql(&self.sql))
     }
 }
 
@@ -149,10 +143,7 @@ fn parse_sql(sql: &str) -> Result<sqlparser::ast::Expr, ExprError> {
     if next.token != Token::EOF {
         return Err(ExprError::new(
             ExprErrorKind::Syntax,
-            format!(
-                "syntax error: unexpected `{}` after the expression",
-                next.token
-            ),
+            format!("syntax error: unexpected `{}` after the expression", next.token),
         ));
     }
     Ok(expr)

@@ -3,303 +3,23 @@
 
 use std::sync::Arc;
 
-use arrow_array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, NullArray, RecordBatch,
-    RecordBatchOptions, StringArray, UInt64Array,
-};
-use arrow_cast::{CastOptions, can_cast_types, cast_with_options};
+use arrow_array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, NullArray, StringArray, UInt64Array};
+use arrow_cast::{can_cast_types, cast_with_options};
 use arrow_schema::{DataType, Schema};
 use sqlparser::ast;
 
 use crate::error::{ExprError, ExprErrorKind};
 use crate::eval;
-use crate::functions::{self, Function};
+use crate::functions;
+use crate::tree::{ArithOp, CmpOp, Node, Typed, adopt, cast_to, fold, strict, unify};
 use crate::types::{
-    arithmetic_operands, common_type, decimal_shape, decimal_type, is_decimal, is_float,
-    is_integer, is_numeric, is_string, sql_type, type_name,
+    arithmetic_operands, decimal_shape, decimal_type, is_decimal, is_float, is_integer, is_numeric, is_string,
+    sql_type, type_name,
 };
 
 /// How deep expressions may nest; deeper ones are rejected rather than risking
 /// the guest's stack.
 const MAX_DEPTH: usize = 128;
-
-/// An expression node with its result type.
-#[derive(Debug, Clone)]
-pub(crate) struct Typed {
-    pub node: Node,
-    pub data_type: DataType,
-    pub nullable: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ArithOp {
-    Add,
-    Sub,
-    Mul,
-    Div,
-    Rem,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CmpOp {
-    Eq,
-    NotEq,
-    Lt,
-    LtEq,
-    Gt,
-    GtEq,
-    Distinct,
-    NotDistinct,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) enum Node {
-    /// Input column `index`; `name` is for messages.
-    Column {
-        index: usize,
-        name: String,
-    },
-    /// A constant: a one-element array.
-    Literal(ArrayRef),
-    Arithmetic {
-        op: ArithOp,
-        left: Box<Typed>,
-        right: Box<Typed>,
-    },
-    Negate(Box<Typed>),
-    Compare {
-        op: CmpOp,
-        left: Box<Typed>,
-        right: Box<Typed>,
-    },
-    /// `a AND b AND ...`: a chain is one node, so long chains do not nest.
-    And(Vec<Typed>),
-    Or(Vec<Typed>),
-    Not(Box<Typed>),
-    IsNull {
-        expr: Box<Typed>,
-        negated: bool,
-    },
-    /// `IS [NOT] TRUE` / `IS [NOT] FALSE`.
-    IsBool {
-        expr: Box<Typed>,
-        value: bool,
-        negated: bool,
-    },
-    Like {
-        expr: Box<Typed>,
-        pattern: Box<Typed>,
-        negated: bool,
-        case_insensitive: bool,
-    },
-    InList {
-        expr: Box<Typed>,
-        list: Vec<Typed>,
-        negated: bool,
-    },
-    Between {
-        expr: Box<Typed>,
-        low: Box<Typed>,
-        high: Box<Typed>,
-        negated: bool,
-    },
-    /// Cast to the node's type; `safe` turns failures into nulls (TRY_CAST).
-    Cast {
-        expr: Box<Typed>,
-        safe: bool,
-    },
-    Case {
-        branches: Vec<(Typed, Typed)>,
-        otherwise: Option<Box<Typed>>,
-    },
-    Concat(Box<Typed>, Box<Typed>),
-    Call {
-        function: Function,
-        args: Vec<Typed>,
-    },
-}
-
-impl Typed {
-    pub(crate) fn new(node: Node, data_type: DataType, nullable: bool) -> Self {
-        Self {
-            node,
-            data_type,
-            nullable,
-        }
-    }
-
-    pub(crate) fn literal(value: ArrayRef) -> Self {
-        let nullable = eval::is_null_scalar(&value);
-        Self {
-            data_type: value.data_type().clone(),
-            node: Node::Literal(value),
-            nullable,
-        }
-    }
-
-    pub(crate) fn as_literal(&self) -> Option<&ArrayRef> {
-        match &self.node {
-            Node::Literal(v) => Some(v),
-            _ => None,
-        }
-    }
-
-    fn children(&self) -> Vec<&Typed> {
-        match &self.node {
-            Node::Column { .. } | Node::Literal(_) => vec![],
-            Node::Arithmetic { left, right, .. } | Node::Compare { left, right, .. } => {
-                vec![left, right]
-            }
-            Node::And(items) | Node::Or(items) => items.iter().collect(),
-            Node::Concat(l, r) => vec![l, r],
-            Node::Negate(e)
-            | Node::Not(e)
-            | Node::IsNull { expr: e, .. }
-            | Node::IsBool { expr: e, .. }
-            | Node::Cast { expr: e, .. } => {
-                vec![e]
-            }
-            Node::Like { expr, pattern, .. } => vec![expr, pattern],
-            Node::InList { expr, list, .. } => std::iter::once(&**expr).chain(list).collect(),
-            Node::Between {
-                expr, low, high, ..
-            } => vec![expr, low, high],
-            Node::Case {
-                branches,
-                otherwise,
-            } => branches
-                .iter()
-                .flat_map(|(w, t)| [w, t])
-                .chain(otherwise.as_deref())
-                .collect(),
-            Node::Call { args, .. } => args.iter().collect(),
-        }
-    }
-}
-
-/// Evaluates a node whose inputs are all constants, making it a literal.
-pub(crate) fn fold(t: Typed) -> Result<Typed, ExprError> {
-    if matches!(t.node, Node::Column { .. } | Node::Literal(_))
-        || !t.children().iter().all(|c| c.as_literal().is_some())
-    {
-        return Ok(t);
-    }
-    let batch = RecordBatch::try_new_with_options(
-        Arc::new(Schema::empty()),
-        vec![],
-        &RecordBatchOptions::new().with_row_count(Some(1)),
-    )?;
-    let value = eval::eval(&t, &batch)?.into_array(1)?;
-    Ok(Typed::literal(value))
-}
-
-/// Casts `t` to `to`, folding constants; an impossible cast is a type error.
-pub(crate) fn cast_to(t: Typed, to: &DataType) -> Result<Typed, ExprError> {
-    if &t.data_type == to {
-        return Ok(t);
-    }
-    if !can_cast_types(&t.data_type, to) {
-        return Err(ExprError::type_error(format!(
-            "cannot cast {} to {}",
-            type_name(&t.data_type),
-            type_name(to)
-        )));
-    }
-    let nullable = t.nullable;
-    fold(Typed::new(
-        Node::Cast {
-            expr: Box::new(t),
-            safe: false,
-        },
-        to.clone(),
-        nullable,
-    ))
-}
-
-fn strict() -> CastOptions<'static> {
-    CastOptions {
-        safe: false,
-        ..Default::default()
-    }
-}
-
-/// A literal takes the other operand's type when that loses nothing:
-/// `int32_col > 5` compares int32s, `ts_col > '2024-01-01'` parses the string as
-/// a timestamp, `NULL` becomes a null of the other type. A float literal never becomes an
-/// integer, and only strings and NULL cross type families.
-fn adopt(t: &Typed, target: &DataType) -> Option<Typed> {
-    let value = t.as_literal()?;
-    let from = value.data_type();
-    if from == target {
-        return Some(t.clone());
-    }
-    let family = |d: &DataType| {
-        if is_numeric(d) {
-            0
-        } else if d.is_temporal() {
-            1
-        } else {
-            2
-        }
-    };
-    let converted = match from {
-        DataType::Null => cast_with_options(value, target, &strict()).ok()?,
-        f if is_string(f) => cast_with_options(value, target, &strict()).ok()?,
-        f if family(f) == 2 || family(f) != family(target) => return None,
-        f if is_float(f) && is_integer(target) => return None,
-        f => {
-            let converted = cast_with_options(value, target, &strict()).ok()?;
-            let back = cast_with_options(&converted, f, &strict()).ok()?;
-            if back.to_data() != value.to_data() {
-                return None;
-            }
-            converted
-        }
-    };
-    Some(Typed::literal(converted))
-}
-
-/// Casts `items` to one common type: non-literals decide it, literals adopt it
-/// where they can (see [`adopt`]) and widen it where they cannot.
-pub(crate) fn unify(
-    items: Vec<Typed>,
-    mismatch: &dyn Fn(&DataType, &DataType) -> ExprError,
-) -> Result<(Vec<Typed>, DataType), ExprError> {
-    let mut anchor: Option<DataType> = None;
-    for item in items.iter().filter(|i| i.as_literal().is_none()) {
-        anchor = Some(match anchor {
-            None => item.data_type.clone(),
-            Some(a) => {
-                common_type(&a, &item.data_type).ok_or_else(|| mismatch(&a, &item.data_type))?
-            }
-        });
-    }
-    let mut adopted = Vec::with_capacity(items.len());
-    for item in items {
-        if item.as_literal().is_some() {
-            match &anchor {
-                Some(a) => {
-                    if let Some(lit) = adopt(&item, a) {
-                        adopted.push(lit);
-                        continue;
-                    }
-                    anchor = Some(
-                        common_type(a, &item.data_type)
-                            .ok_or_else(|| mismatch(a, &item.data_type))?,
-                    );
-                }
-                None => anchor = Some(item.data_type.clone()),
-            }
-        }
-        adopted.push(item);
-    }
-    let anchor = anchor.unwrap_or(DataType::Null);
-    let items = adopted
-        .into_iter()
-        .map(|i| cast_to(i, &anchor))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((items, anchor))
-}
 
 /// Turns AST expressions into typed nodes against one input schema.
 pub(crate) struct Planner<'a> {
@@ -315,9 +35,7 @@ impl<'a> Planner<'a> {
     pub(crate) fn plan(&mut self, e: &ast::Expr) -> Result<Typed, ExprError> {
         self.depth += 1;
         let result = if self.depth > MAX_DEPTH {
-            Err(ExprError::unsupported(format!(
-                "expression nests more than {MAX_DEPTH} levels deep"
-            )))
+            Err(ExprError::unsupported(format!("expression nests more than {MAX_DEPTH} levels deep")))
         } else {
             self.plan_inner(e).and_then(fold)
         };
@@ -334,16 +52,8 @@ impl<'a> Planner<'a> {
             E::CompoundIdentifier(parts) => self.compound(e, parts),
             E::Nested(inner) => self.plan(inner),
             E::Value(v) => literal(&v.value, false),
-            E::UnaryOp {
-                op: ast::UnaryOperator::Minus,
-                expr,
-            } if matches!(
-                &**expr,
-                E::Value(ast::ValueWithSpan {
-                    value: ast::Value::Number(..),
-                    ..
-                })
-            ) =>
+            E::UnaryOp { op: ast::UnaryOperator::Minus, expr }
+                if matches!(&**expr, E::Value(ast::ValueWithSpan { value: ast::Value::Number(..), .. })) =>
             {
                 match &**expr {
                     E::Value(v) => literal(&v.value, true),
@@ -352,81 +62,41 @@ impl<'a> Planner<'a> {
             }
             E::UnaryOp { op, expr } => self.unary(op, expr),
             E::BinaryOp { left, op, right } => self.binary(left, op, right),
-            E::IsNull(inner) | E::IsNotNull(inner) => {
-                self.is_null(inner, matches!(e, E::IsNotNull(_)), false)
-            }
-            E::IsUnknown(inner) | E::IsNotUnknown(inner) => {
-                self.is_null(inner, matches!(e, E::IsNotUnknown(_)), true)
-            }
-            E::IsTrue(inner) | E::IsNotTrue(inner) | E::IsFalse(inner) | E::IsNotFalse(inner) => {
-                self.is_bool(
-                    inner,
-                    matches!(e, E::IsTrue(_) | E::IsNotTrue(_)),
-                    matches!(e, E::IsNotTrue(_) | E::IsNotFalse(_)),
-                )
-            }
+            E::IsNull(inner) | E::IsNotNull(inner) => self.is_null(inner, matches!(e, E::IsNotNull(_)), false),
+            E::IsUnknown(inner) | E::IsNotUnknown(inner) => self.is_null(inner, matches!(e, E::IsNotUnknown(_)), true),
+            E::IsTrue(inner) | E::IsNotTrue(inner) | E::IsFalse(inner) | E::IsNotFalse(inner) => self.is_bool(
+                inner,
+                matches!(e, E::IsTrue(_) | E::IsNotTrue(_)),
+                matches!(e, E::IsNotTrue(_) | E::IsNotFalse(_)),
+            ),
             E::IsDistinctFrom(l, r) => self.compare(CmpOp::Distinct, l, r),
             E::IsNotDistinctFrom(l, r) => self.compare(CmpOp::NotDistinct, l, r),
-            E::Like {
-                negated,
-                any,
-                expr,
-                pattern,
-                escape_char,
-            } => self.like(*negated, *any, expr, pattern, escape_char.as_deref(), false),
-            E::ILike {
-                negated,
-                any,
-                expr,
-                pattern,
-                escape_char,
-            } => self.like(*negated, *any, expr, pattern, escape_char.as_deref(), true),
-            E::InList {
-                expr,
-                list,
-                negated,
-            } => self.in_list(expr, list, *negated),
-            E::Between {
-                expr,
-                negated,
-                low,
-                high,
-            } => self.between(expr, low, high, *negated),
-            E::Cast {
-                kind,
-                expr,
-                data_type,
-                format,
-            } => self.cast(kind, expr, data_type, format.is_some()),
+            E::Like { negated, any, expr, pattern, escape_char } => {
+                self.like(*negated, *any, expr, pattern, escape_char.as_deref(), false)
+            }
+            E::ILike { negated, any, expr, pattern, escape_char } => {
+                self.like(*negated, *any, expr, pattern, escape_char.as_deref(), true)
+            }
+            E::InList { expr, list, negated } => self.in_list(expr, list, *negated),
+            E::Between { expr, negated, low, high } => self.between(expr, low, high, *negated),
+            E::Cast { kind, expr, data_type, format } => self.cast(kind, expr, data_type, format.is_some()),
             E::TypedString(ts) => typed_string(e, ts),
-            E::Case {
-                operand,
-                conditions,
-                else_result,
-                ..
-            } => self.case(operand.as_deref(), conditions, else_result.as_deref()),
-            E::Substring {
-                expr,
-                substring_from,
-                substring_for,
-                ..
-            } => self.substring(expr, substring_from.as_deref(), substring_for.as_deref()),
+            E::Case { operand, conditions, else_result, .. } => {
+                self.case(operand.as_deref(), conditions, else_result.as_deref())
+            }
+            E::Substring { expr, substring_from, substring_for, .. } => {
+                self.substring(expr, substring_from.as_deref(), substring_for.as_deref())
+            }
             E::Function(f) => self.function(f),
             E::InSubquery { .. } | E::Subquery(_) | E::Exists { .. } => {
                 Err(ExprError::unsupported("subqueries are not supported"))
             }
-            other => Err(ExprError::unsupported(format!(
-                "`{other}` is not supported"
-            ))),
+            other => Err(ExprError::unsupported(format!("`{other}` is not supported"))),
         }
     }
 
     fn compound(&self, e: &ast::Expr, parts: &[ast::Ident]) -> Result<Typed, ExprError> {
-        let joined = parts
-            .iter()
-            .map(|p| p.value.as_str())
-            .collect::<Vec<_>>()
-            .join(".");
+        let joined = parts.iter().map(|p| p.value.as_str()).collect::<Vec<_>>().join(".");
         match self.schema.index_of(&joined) {
             Ok(index) => Ok(self.column_at(index)),
             Err(_) => Err(ExprError::unsupported(format!(
@@ -441,80 +111,40 @@ impl<'a> Planner<'a> {
             ast::UnaryOperator::Not => {
                 let inner = boolean_operand(inner, expr, "NOT")?;
                 let nullable = inner.nullable;
-                Ok(Typed::new(
-                    Node::Not(Box::new(inner)),
-                    DataType::Boolean,
-                    nullable,
-                ))
+                Ok(Typed::new(Node::Not(Box::new(inner)), DataType::Boolean, nullable))
             }
             ast::UnaryOperator::Plus if is_numeric(&inner.data_type) => Ok(inner),
-            ast::UnaryOperator::Minus
-                if is_numeric(&inner.data_type) && !inner.data_type.is_unsigned_integer() =>
-            {
+            ast::UnaryOperator::Minus if is_numeric(&inner.data_type) && !inner.data_type.is_unsigned_integer() => {
                 let (dt, nullable) = (inner.data_type.clone(), inner.nullable);
                 Ok(Typed::new(Node::Negate(Box::new(inner)), dt, nullable))
             }
             ast::UnaryOperator::Minus if inner.data_type.is_unsigned_integer() => {
-                let signed = arithmetic_operands(&inner.data_type, &DataType::Int8)
-                    .map(|(t, _)| t)
-                    .unwrap_or(DataType::Int64);
+                let signed =
+                    arithmetic_operands(&inner.data_type, &DataType::Int8).map(|(t, _)| t).unwrap_or(DataType::Int64);
                 let inner = cast_to(inner, &signed)?;
                 let nullable = inner.nullable;
                 Ok(Typed::new(Node::Negate(Box::new(inner)), signed, nullable))
             }
-            ast::UnaryOperator::Plus | ast::UnaryOperator::Minus => {
-                Err(ExprError::type_error(format!(
-                    "unary `{op}` needs a number, got `{expr}` ({})",
-                    type_name(&inner.data_type)
-                )))
-            }
-            other => Err(ExprError::unsupported(format!(
-                "operator `{other}` is not supported"
+            ast::UnaryOperator::Plus | ast::UnaryOperator::Minus => Err(ExprError::type_error(format!(
+                "unary `{op}` needs a number, got `{expr}` ({})",
+                type_name(&inner.data_type)
             ))),
+            other => Err(ExprError::unsupported(format!("operator `{other}` is not supported"))),
         }
     }
 
     /// `IS [NOT] NULL`, or `IS [NOT] UNKNOWN` (`unknown`: boolean operand only).
-    fn is_null(
-        &mut self,
-        inner: &ast::Expr,
-        negated: bool,
-        unknown: bool,
-    ) -> Result<Typed, ExprError> {
+    fn is_null(&mut self, inner: &ast::Expr, negated: bool, unknown: bool) -> Result<Typed, ExprError> {
         let mut expr = self.plan(inner)?;
         if unknown {
             expr = boolean_operand(expr, inner, "IS UNKNOWN")?;
         }
-        Ok(Typed::new(
-            Node::IsNull {
-                expr: Box::new(expr),
-                negated,
-            },
-            DataType::Boolean,
-            false,
-        ))
+        Ok(Typed::new(Node::IsNull { expr: Box::new(expr), negated }, DataType::Boolean, false))
     }
 
-    fn is_bool(
-        &mut self,
-        inner: &ast::Expr,
-        value: bool,
-        negated: bool,
-    ) -> Result<Typed, ExprError> {
-        let expr = Box::new(boolean_operand(
-            self.plan(inner)?,
-            inner,
-            "IS TRUE / IS FALSE",
-        )?);
-        Ok(Typed::new(
-            Node::IsBool {
-                expr,
-                value,
-                negated,
-            },
-            DataType::Boolean,
-            false,
-        ))
+    fn is_bool(&mut self, inner: &ast::Expr, value: bool, negated: bool) -> Result<Typed, ExprError> {
+        let expr = Box::new(boolean_operand(self.plan(inner)?, inner, "IS TRUE / IS FALSE")?);
+        Ok(Typed::new(Node::IsBool { expr, value, negated }, DataType::Boolean, false))
     }
 
     fn like(
@@ -530,7 +160,10 @@ impl<'a> Planner<'a> {
             return Err(ExprError::unsupported("LIKE ANY is not supported"));
         }
         if let Some(escape) = escape {
-            let backslash = matches!(escape, ast::Expr::Value(ast::ValueWithSpan { value: ast::Value::SingleQuotedString(s), .. }) if s == "\\");
+            let backslash = match escape {
+                ast::Expr::Value(v) => matches!(&v.value, ast::Value::SingleQuotedString(s) if s == "\\"),
+                _ => false,
+            };
             if !backslash {
                 return Err(ExprError::unsupported(format!(
                     "ESCAPE {escape} is not supported; LIKE escapes with a backslash"
@@ -539,68 +172,36 @@ impl<'a> Planner<'a> {
         }
         let (value, pat) = (self.plan(expr)?, self.plan(pattern)?);
         let (mut items, t) = unify(vec![value, pat], &|a, b| {
-            ExprError::type_error(format!(
-                "LIKE needs strings, got {} and {}",
-                type_name(a),
-                type_name(b)
-            ))
+            ExprError::type_error(format!("LIKE needs strings, got {} and {}", type_name(a), type_name(b)))
         })?;
         let t = match t {
             DataType::Null => DataType::Utf8,
             t if is_string(&t) => t,
             t => {
-                return Err(ExprError::type_error(format!(
-                    "LIKE needs strings, got `{expr}` ({})",
-                    type_name(&t)
-                )));
+                return Err(ExprError::type_error(format!("LIKE needs strings, got `{expr}` ({})", type_name(&t))));
             }
         };
-        items = items
-            .into_iter()
-            .map(|i| cast_to(i, &t))
-            .collect::<Result<_, _>>()?;
+        items = items.into_iter().map(|i| cast_to(i, &t)).collect::<Result<_, _>>()?;
         let nullable = items.iter().any(|i| i.nullable);
         let (Some(pattern), Some(expr)) = (items.pop(), items.pop()) else {
             return Err(ExprError::evaluation("LIKE: operands lost"));
         };
-        let node = Node::Like {
-            expr: Box::new(expr),
-            pattern: Box::new(pattern),
-            negated,
-            case_insensitive,
-        };
+        let node = Node::Like { expr: Box::new(expr), pattern: Box::new(pattern), negated, case_insensitive };
         Ok(Typed::new(node, DataType::Boolean, nullable))
     }
 
-    fn in_list(
-        &mut self,
-        expr: &ast::Expr,
-        list: &[ast::Expr],
-        negated: bool,
-    ) -> Result<Typed, ExprError> {
+    fn in_list(&mut self, expr: &ast::Expr, list: &[ast::Expr], negated: bool) -> Result<Typed, ExprError> {
         let mut items = Vec::with_capacity(list.len() + 1);
         items.push(self.plan(expr)?);
         for item in list {
             items.push(self.plan(item)?);
         }
         let (mut items, _) = unify(items, &|a, b| {
-            ExprError::type_error(format!(
-                "IN list: cannot compare {} with {}",
-                type_name(a),
-                type_name(b)
-            ))
+            ExprError::type_error(format!("IN list: cannot compare {} with {}", type_name(a), type_name(b)))
         })?;
         let expr = items.remove(0);
         let nullable = expr.nullable || items.iter().any(|i| i.nullable);
-        Ok(Typed::new(
-            Node::InList {
-                expr: Box::new(expr),
-                list: items,
-                negated,
-            },
-            DataType::Boolean,
-            nullable,
-        ))
+        Ok(Typed::new(Node::InList { expr: Box::new(expr), list: items, negated }, DataType::Boolean, nullable))
     }
 
     fn between(
@@ -612,22 +213,12 @@ impl<'a> Planner<'a> {
     ) -> Result<Typed, ExprError> {
         let items = vec![self.plan(expr)?, self.plan(low)?, self.plan(high)?];
         let (items, _) = unify(items, &|a, b| {
-            ExprError::type_error(format!(
-                "BETWEEN: cannot compare {} with {}",
-                type_name(a),
-                type_name(b)
-            ))
+            ExprError::type_error(format!("BETWEEN: cannot compare {} with {}", type_name(a), type_name(b)))
         })?;
         let nullable = items.iter().any(|i| i.nullable);
-        let [expr, low, high]: [Typed; 3] = items
-            .try_into()
-            .map_err(|_| ExprError::evaluation("BETWEEN: operands lost"))?;
-        let node = Node::Between {
-            expr: Box::new(expr),
-            low: Box::new(low),
-            high: Box::new(high),
-            negated,
-        };
+        let [expr, low, high]: [Typed; 3] =
+            items.try_into().map_err(|_| ExprError::evaluation("BETWEEN: operands lost"))?;
+        let node = Node::Between { expr: Box::new(expr), low: Box::new(low), high: Box::new(high), negated };
         Ok(Typed::new(node, DataType::Boolean, nullable))
     }
 
@@ -652,14 +243,7 @@ impl<'a> Planner<'a> {
         }
         let safe = matches!(kind, ast::CastKind::TryCast | ast::CastKind::SafeCast);
         let nullable = inner.nullable || safe;
-        Ok(Typed::new(
-            Node::Cast {
-                expr: Box::new(inner),
-                safe,
-            },
-            to,
-            nullable,
-        ))
+        Ok(Typed::new(Node::Cast { expr: Box::new(inner), safe }, to, nullable))
     }
 
     /// `SUBSTRING(s FROM a FOR b)` and friends, as `substr(s, a, b)`.
@@ -672,9 +256,7 @@ impl<'a> Planner<'a> {
         let mut args = vec![self.plan(expr)?];
         let mut sql = vec![expr.to_string()];
         if from.is_none() && count.is_none() {
-            return Err(ExprError::type_error(
-                "substr(s, start[, len]) takes 2 or 3 arguments, got 1",
-            ));
+            return Err(ExprError::type_error("substr(s, start[, len]) takes 2 or 3 arguments, got 1"));
         }
         let one = ast::Expr::value(ast::Value::Number("1".into(), false));
         for a in [from.or(Some(&one)), count].into_iter().flatten() {
@@ -686,14 +268,7 @@ impl<'a> Planner<'a> {
 
     fn column_at(&self, index: usize) -> Typed {
         let field = self.schema.field(index);
-        Typed::new(
-            Node::Column {
-                index,
-                name: field.name().clone(),
-            },
-            field.data_type().clone(),
-            field.is_nullable(),
-        )
+        Typed::new(Node::Column { index, name: field.name().clone() }, field.data_type().clone(), field.is_nullable())
     }
 
     /// Resolves a column: quoted names match exactly; unquoted ones exactly, or
@@ -724,19 +299,11 @@ impl<'a> Planner<'a> {
                 }
             }
         }
-        Err(ExprError::new(
-            ExprErrorKind::UnknownColumn,
-            format!("unknown column `{name}`"),
-        )
-        .with_hint(columns_hint(self.schema)))
+        Err(ExprError::new(ExprErrorKind::UnknownColumn, format!("unknown column `{name}`"))
+            .with_hint(columns_hint(self.schema)))
     }
 
-    fn binary(
-        &mut self,
-        left: &ast::Expr,
-        op: &ast::BinaryOperator,
-        right: &ast::Expr,
-    ) -> Result<Typed, ExprError> {
+    fn binary(&mut self, left: &ast::Expr, op: &ast::BinaryOperator, right: &ast::Expr) -> Result<Typed, ExprError> {
         use ast::BinaryOperator as B;
         let arith = match op {
             B::Plus => Some(ArithOp::Add),
@@ -765,23 +332,16 @@ impl<'a> Planner<'a> {
             B::And | B::Or => self.logic_chain(left, op, right),
             B::StringConcat => {
                 let (l, r) = (self.plan(left)?, self.plan(right)?);
-                let target =
-                    if l.data_type == DataType::LargeUtf8 || r.data_type == DataType::LargeUtf8 {
-                        DataType::LargeUtf8
-                    } else {
-                        DataType::Utf8
-                    };
+                let target = if l.data_type == DataType::LargeUtf8 || r.data_type == DataType::LargeUtf8 {
+                    DataType::LargeUtf8
+                } else {
+                    DataType::Utf8
+                };
                 let (l, r) = (cast_to(l, &target)?, cast_to(r, &target)?);
                 let nullable = l.nullable || r.nullable;
-                Ok(Typed::new(
-                    Node::Concat(Box::new(l), Box::new(r)),
-                    target,
-                    nullable,
-                ))
+                Ok(Typed::new(Node::Concat(Box::new(l), Box::new(r)), target, nullable))
             }
-            other => Err(ExprError::unsupported(format!(
-                "operator `{other}` is not supported"
-            ))),
+            other => Err(ExprError::unsupported(format!("operator `{other}` is not supported"))),
         }
     }
 
@@ -793,11 +353,7 @@ impl<'a> Planner<'a> {
         op: &ast::BinaryOperator,
         right: &ast::Expr,
     ) -> Result<Typed, ExprError> {
-        let word = if matches!(op, ast::BinaryOperator::And) {
-            "AND"
-        } else {
-            "OR"
-        };
+        let word = if matches!(op, ast::BinaryOperator::And) { "AND" } else { "OR" };
         let mut operands = vec![right];
         let mut rest = left;
         while let ast::Expr::BinaryOp { left, op: o, right } = rest {
@@ -813,20 +369,11 @@ impl<'a> Planner<'a> {
             items.push(boolean_operand(self.plan(e)?, e, word)?);
         }
         let nullable = items.iter().any(|i| i.nullable);
-        let node = if word == "AND" {
-            Node::And(items)
-        } else {
-            Node::Or(items)
-        };
+        let node = if word == "AND" { Node::And(items) } else { Node::Or(items) };
         Ok(Typed::new(node, DataType::Boolean, nullable))
     }
 
-    fn compare(
-        &mut self,
-        op: CmpOp,
-        left: &ast::Expr,
-        right: &ast::Expr,
-    ) -> Result<Typed, ExprError> {
+    fn compare(&mut self, op: CmpOp, left: &ast::Expr, right: &ast::Expr) -> Result<Typed, ExprError> {
         let (l, r) = (self.plan(left)?, self.plan(right)?);
         let (lt, rt) = (l.data_type.clone(), r.data_type.clone());
         let (mut items, _) = unify(vec![l, r], &|_, _| {
@@ -839,17 +386,8 @@ impl<'a> Planner<'a> {
         let (Some(r), Some(l)) = (items.pop(), items.pop()) else {
             return Err(ExprError::evaluation("comparison operands lost"));
         };
-        let nullable =
-            !matches!(op, CmpOp::Distinct | CmpOp::NotDistinct) && (l.nullable || r.nullable);
-        Ok(Typed::new(
-            Node::Compare {
-                op,
-                left: Box::new(l),
-                right: Box::new(r),
-            },
-            DataType::Boolean,
-            nullable,
-        ))
+        let nullable = !matches!(op, CmpOp::Distinct | CmpOp::NotDistinct) && (l.nullable || r.nullable);
+        Ok(Typed::new(Node::Compare { op, left: Box::new(l), right: Box::new(r) }, DataType::Boolean, nullable))
     }
 
     fn arithmetic(
@@ -901,21 +439,10 @@ impl<'a> Planner<'a> {
         };
         let out = eval::arithmetic_type(op, &lt, &rt).map_err(|_| mismatch())?;
         let (l, r) = (cast_to(l, &lt)?, cast_to(r, &rt)?);
-        let nonzero_divisor = r.as_literal().is_some_and(|v| {
-            !eval::is_null_scalar(v) && !eval::zero_mask(v).is_ok_and(|m| m.value(0))
-        });
-        let nullable = l.nullable
-            || r.nullable
-            || (matches!(op, ArithOp::Div | ArithOp::Rem) && !nonzero_divisor);
-        Ok(Typed::new(
-            Node::Arithmetic {
-                op,
-                left: Box::new(l),
-                right: Box::new(r),
-            },
-            out,
-            nullable,
-        ))
+        let nonzero_divisor =
+            r.as_literal().is_some_and(|v| !eval::is_null_scalar(v) && !eval::zero_mask(v).is_ok_and(|m| m.value(0)));
+        let nullable = l.nullable || r.nullable || (matches!(op, ArithOp::Div | ArithOp::Rem) && !nonzero_divisor);
+        Ok(Typed::new(Node::Arithmetic { op, left: Box::new(l), right: Box::new(r) }, out, nullable))
     }
 
     fn case(
@@ -946,61 +473,37 @@ impl<'a> Planner<'a> {
                 type_name(b)
             ))
         })?;
-        let otherwise = if otherwise.is_some() {
-            results.pop().map(Box::new)
-        } else {
-            None
-        };
-        let nullable =
-            otherwise.as_ref().is_none_or(|o| o.nullable) || results.iter().any(|r| r.nullable);
+        let otherwise = if otherwise.is_some() { results.pop().map(Box::new) } else { None };
+        let nullable = otherwise.as_ref().is_none_or(|o| o.nullable) || results.iter().any(|r| r.nullable);
         let branches = whens.into_iter().zip(results).collect();
-        Ok(Typed::new(
-            Node::Case {
-                branches,
-                otherwise,
-            },
-            t,
-            nullable,
-        ))
+        Ok(Typed::new(Node::Case { branches, otherwise }, t, nullable))
     }
 
     fn function(&mut self, f: &ast::Function) -> Result<Typed, ExprError> {
         if f.over.is_some() {
-            return Err(ExprError::unsupported(format!(
-                "window function `{f}` is not supported"
-            )));
+            return Err(ExprError::unsupported(format!("window function `{f}` is not supported")));
         }
         if f.filter.is_some()
             || !f.within_group.is_empty()
             || f.null_treatment.is_some()
             || !matches!(f.parameters, ast::FunctionArguments::None)
         {
-            return Err(ExprError::unsupported(format!(
-                "`{f}`: aggregate clauses are not supported"
-            )));
+            return Err(ExprError::unsupported(format!("`{f}`: aggregate clauses are not supported")));
         }
         let name = match f.name.0.as_slice() {
             [ast::ObjectNamePart::Identifier(id)] => id.value.to_lowercase(),
             _ => {
-                return Err(ExprError::new(
-                    ExprErrorKind::UnknownFunction,
-                    format!("unknown function `{}`", f.name),
-                )
-                .with_hint(functions::hint()));
+                return Err(ExprError::new(ExprErrorKind::UnknownFunction, format!("unknown function `{}`", f.name))
+                    .with_hint(functions::hint()));
             }
         };
         if !functions::exists(&name) {
-            return Err(ExprError::new(
-                ExprErrorKind::UnknownFunction,
-                format!("unknown function `{name}`"),
-            )
-            .with_hint(functions::hint()));
+            return Err(ExprError::new(ExprErrorKind::UnknownFunction, format!("unknown function `{name}`"))
+                .with_hint(functions::hint()));
         }
         let list = match &f.args {
             ast::FunctionArguments::None => {
-                return Err(ExprError::type_error(format!(
-                    "{name} needs parentheses and arguments"
-                )));
+                return Err(ExprError::type_error(format!("{name} needs parentheses and arguments")));
             }
             ast::FunctionArguments::Subquery(_) => {
                 return Err(ExprError::unsupported("subqueries are not supported"));
@@ -1008,9 +511,7 @@ impl<'a> Planner<'a> {
             ast::FunctionArguments::List(list) => list,
         };
         if list.duplicate_treatment.is_some() || !list.clauses.is_empty() {
-            return Err(ExprError::unsupported(format!(
-                "`{f}`: DISTINCT and clauses in arguments are not supported"
-            )));
+            return Err(ExprError::unsupported(format!("`{f}`: DISTINCT and clauses in arguments are not supported")));
         }
         let mut args = Vec::with_capacity(list.args.len());
         let mut sql = Vec::with_capacity(list.args.len());
@@ -1034,17 +535,11 @@ impl<'a> Planner<'a> {
 /// An integer literal as a decimal of scale 0 with as many digits as its value,
 /// in the width class of `like`; `None` for anything else.
 fn decimal_literal(t: &Typed, like: &DataType) -> Result<Option<Typed>, ExprError> {
-    let Some(value) = t
-        .as_literal()
-        .filter(|v| is_integer(v.data_type()) && !eval::is_null_scalar(v))
-    else {
+    let Some(value) = t.as_literal().filter(|v| is_integer(v.data_type()) && !eval::is_null_scalar(v)) else {
         return Ok(None);
     };
     let text = arrow_cast::cast(value, &DataType::Utf8)?;
-    let digits = text
-        .as_any()
-        .downcast_ref::<StringArray>()
-        .map_or(20, |s| s.value(0).trim_start_matches('-').len());
+    let digits = text.as_any().downcast_ref::<StringArray>().map_or(20, |s| s.value(0).trim_start_matches('-').len());
     let class = decimal_shape(like).map_or(2, |(c, _, _)| c);
     let target = decimal_type(class, u8::try_from(digits).unwrap_or(20), 0);
     cast_to(t.clone(), &target).map(Some)
@@ -1053,16 +548,15 @@ fn decimal_literal(t: &Typed, like: &DataType) -> Result<Option<Typed>, ExprErro
 /// `DATE '2024-01-01'` and the like: the string cast to the type, now.
 fn typed_string(e: &ast::Expr, ts: &ast::TypedString) -> Result<Typed, ExprError> {
     let to = sql_type(&ts.data_type)?;
-    let text = ts.value.value.clone().into_string().ok_or_else(|| {
-        ExprError::unsupported(format!("`{e}`: a typed literal needs a quoted string"))
-    })?;
+    let text = ts
+        .value
+        .value
+        .clone()
+        .into_string()
+        .ok_or_else(|| ExprError::unsupported(format!("`{e}`: a typed literal needs a quoted string")))?;
     let value: ArrayRef = Arc::new(StringArray::from(vec![text.clone()]));
     let converted = cast_with_options(&value, &to, &strict()).map_err(|err| {
-        ExprError::type_error(format!(
-            "invalid {} literal '{text}': {}",
-            ts.data_type,
-            ExprError::from(err).message()
-        ))
+        ExprError::type_error(format!("invalid {} literal '{text}': {}", ts.data_type, ExprError::from(err).message()))
     })?;
     Ok(Typed::literal(converted))
 }
@@ -1072,10 +566,9 @@ fn boolean_operand(t: Typed, sql: &ast::Expr, context: &str) -> Result<Typed, Ex
     match t.data_type {
         DataType::Boolean => Ok(t),
         DataType::Null => cast_to(t, &DataType::Boolean),
-        ref other => Err(ExprError::type_error(format!(
-            "{context} needs a boolean, got `{sql}` ({})",
-            type_name(other)
-        ))),
+        ref other => {
+            Err(ExprError::type_error(format!("{context} needs a boolean, got `{sql}` ({})", type_name(other))))
+        }
     }
 }
 
@@ -1095,23 +588,15 @@ fn literal(v: &ast::Value, negative: bool) -> Result<Typed, ExprError> {
     use ast::Value as V;
     let array: ArrayRef = match v {
         V::Number(text, _) => {
-            let signed = if negative {
-                format!("-{text}")
-            } else {
-                text.clone()
-            };
+            let signed = if negative { format!("-{text}") } else { text.clone() };
             if let Ok(i) = signed.parse::<i64>() {
                 Arc::new(Int64Array::from(vec![i]))
             } else if let Ok(u) = signed.parse::<u64>() {
                 Arc::new(UInt64Array::from(vec![u]))
             } else if text.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(ExprError::type_error(format!(
-                    "integer literal {signed} is out of range"
-                )));
+                return Err(ExprError::type_error(format!("integer literal {signed} is out of range")));
             } else {
-                let f = signed
-                    .parse::<f64>()
-                    .map_err(|_| ExprError::type_error(format!("invalid number {signed}")))?;
+                let f = signed.parse::<f64>().map_err(|_| ExprError::type_error(format!("invalid number {signed}")))?;
                 Arc::new(Float64Array::from(vec![f]))
             }
         }
@@ -1125,14 +610,10 @@ fn literal(v: &ast::Value, negative: bool) -> Result<Typed, ExprError> {
         V::Boolean(b) => Arc::new(BooleanArray::from(vec![*b])),
         V::Null => Arc::new(NullArray::new(1)),
         V::Placeholder(p) => {
-            return Err(ExprError::unsupported(format!(
-                "placeholder `{p}` is not supported"
-            )));
+            return Err(ExprError::unsupported(format!("placeholder `{p}` is not supported")));
         }
         other => {
-            return Err(ExprError::unsupported(format!(
-                "literal `{other}` is not supported"
-            )));
+            return Err(ExprError::unsupported(format!("literal `{other}` is not supported")));
         }
     };
     Ok(Typed::literal(array))

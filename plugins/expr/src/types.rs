@@ -60,13 +60,7 @@ pub(crate) fn is_float(t: &DataType) -> bool {
 }
 
 pub(crate) fn is_decimal(t: &DataType) -> bool {
-    matches!(
-        t,
-        DataType::Decimal32(..)
-            | DataType::Decimal64(..)
-            | DataType::Decimal128(..)
-            | DataType::Decimal256(..)
-    )
+    matches!(t, DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) | DataType::Decimal256(..))
 }
 
 pub(crate) fn is_numeric(t: &DataType) -> bool {
@@ -113,11 +107,7 @@ fn common_integer(l: &DataType, r: &DataType) -> Option<DataType> {
         (a, b) if a == b => int_type(a, lb.max(rb)),
         _ => {
             let (sb, ub) = if ls { (lb, rb) } else { (rb, lb) };
-            if sb > ub {
-                int_type(true, sb)
-            } else {
-                int_type(true, (ub * 2).min(64))
-            }
+            if sb > ub { int_type(true, sb) } else { int_type(true, (ub * 2).min(64)) }
         }
     })
 }
@@ -165,11 +155,7 @@ fn as_decimal(t: &DataType, class: u8) -> Option<DataType> {
 
 fn float_of(l: &DataType, r: &DataType) -> DataType {
     let small = |t: &DataType| matches!(t, DataType::Float16 | DataType::Float32);
-    if small(l) && small(r) {
-        DataType::Float32
-    } else {
-        DataType::Float64
-    }
+    if small(l) && small(r) { DataType::Float32 } else { DataType::Float64 }
 }
 
 /// The types both operands of an arithmetic operator are cast to (Arrow's
@@ -223,24 +209,16 @@ pub(crate) fn common_type(l: &DataType, r: &DataType) -> Option<DataType> {
         return common_integer(l, r);
     }
     if is_string(l) && is_string(r) {
-        return Some(if matches!(l, LargeUtf8) || matches!(r, LargeUtf8) {
-            LargeUtf8
-        } else {
-            Utf8View
-        });
+        return Some(if matches!(l, LargeUtf8) || matches!(r, LargeUtf8) { LargeUtf8 } else { Utf8View });
     }
     let binary = |t: &DataType| matches!(t, Binary | LargeBinary | BinaryView);
     if binary(l) && binary(r) {
-        return Some(if matches!(l, LargeBinary) || matches!(r, LargeBinary) {
-            LargeBinary
-        } else {
-            BinaryView
-        });
+        return Some(if matches!(l, LargeBinary) || matches!(r, LargeBinary) { LargeBinary } else { BinaryView });
     }
     match (l, r) {
-        (Timestamp(lu, ltz), Timestamp(ru, rtz)) if ltz.is_some() == rtz.is_some() => Some(
-            Timestamp(finer(lu, ru), ltz.clone().or_else(|| rtz.clone())),
-        ),
+        (Timestamp(lu, ltz), Timestamp(ru, rtz)) if ltz.is_some() == rtz.is_some() => {
+            Some(Timestamp(finer(lu, ru), ltz.clone().or_else(|| rtz.clone())))
+        }
         (Date32, Date64) | (Date64, Date32) => Some(Date64),
         (Date32 | Date64, Timestamp(..)) => Some(r.clone()),
         (Timestamp(..), Date32 | Date64) => Some(l.clone()),
@@ -276,17 +254,13 @@ pub(crate) fn sql_type(t: &ast::DataType) -> Result<DataType, ExprError> {
         S::BigInt(_) | S::Int8(_) | S::Int64 => DataType::Int64,
         S::TinyIntUnsigned(_) | S::UTinyInt | S::UInt8 => DataType::UInt8,
         S::SmallIntUnsigned(_) | S::USmallInt | S::UInt16 | S::Int2Unsigned(_) => DataType::UInt16,
-        S::IntUnsigned(_)
-        | S::IntegerUnsigned(_)
-        | S::Int4Unsigned(_)
-        | S::MediumIntUnsigned(_)
-        | S::UInt32 => DataType::UInt32,
+        S::IntUnsigned(_) | S::IntegerUnsigned(_) | S::Int4Unsigned(_) | S::MediumIntUnsigned(_) | S::UInt32 => {
+            DataType::UInt32
+        }
         S::BigIntUnsigned(_) | S::UBigInt | S::UInt64 | S::Int8Unsigned(_) => DataType::UInt64,
         S::Real | S::Float4 | S::Float32 => DataType::Float32,
         S::Float(ast::ExactNumberInfo::Precision(p)) if *p <= 24 => DataType::Float32,
-        S::Float(_) | S::Double(_) | S::DoublePrecision | S::Float8 | S::Float64 => {
-            DataType::Float64
-        }
+        S::Float(_) | S::Double(_) | S::DoublePrecision | S::Float8 | S::Float64 => DataType::Float64,
         S::Decimal(info) | S::Numeric(info) | S::Dec(info) => {
             let (p, s) = match info {
                 ast::ExactNumberInfo::None => (38, 10),
@@ -294,12 +268,8 @@ pub(crate) fn sql_type(t: &ast::DataType) -> Result<DataType, ExprError> {
                 ast::ExactNumberInfo::PrecisionAndScale(p, s) => (*p, *s),
             };
             match (u8::try_from(p), i8::try_from(s)) {
-                (Ok(p @ 1..=38), Ok(s)) if i16::from(s) <= i16::from(p) => {
-                    DataType::Decimal128(p, s)
-                }
-                (Ok(p @ 39..=76), Ok(s)) if i16::from(s) <= i16::from(p) => {
-                    DataType::Decimal256(p, s)
-                }
+                (Ok(p @ 1..=38), Ok(s)) if i16::from(s) <= i16::from(p) => DataType::Decimal128(p, s),
+                (Ok(p @ 39..=76), Ok(s)) if i16::from(s) <= i16::from(p) => DataType::Decimal256(p, s),
                 _ => {
                     return Err(ExprError::type_error(format!(
                         "type `{t}`: precision must be 1 to 76 and scale at most the precision"
@@ -318,9 +288,7 @@ pub(crate) fn sql_type(t: &ast::DataType) -> Result<DataType, ExprError> {
         S::Date => DataType::Date32,
         S::Time(precision, tz) => {
             if matches!(tz, ast::TimezoneInfo::WithTimeZone | ast::TimezoneInfo::Tz) {
-                return Err(ExprError::unsupported(
-                    "TIME WITH TIME ZONE is not supported",
-                ));
+                return Err(ExprError::unsupported("TIME WITH TIME ZONE is not supported"));
             }
             match time_unit(t, *precision)? {
                 u @ (TimeUnit::Second | TimeUnit::Millisecond) => DataType::Time32(u),
@@ -351,9 +319,7 @@ fn time_unit(t: &ast::DataType, precision: Option<u64>) -> Result<TimeUnit, Expr
         None | Some(6) => TimeUnit::Microsecond,
         Some(9) => TimeUnit::Nanosecond,
         Some(_) => {
-            return Err(ExprError::type_error(format!(
-                "type `{t}`: precision must be 0, 3, 6 or 9"
-            )));
+            return Err(ExprError::type_error(format!("type `{t}`: precision must be 0, 3, 6 or 9")));
         }
     })
 }
@@ -366,29 +332,14 @@ mod tests {
     #[test]
     fn arithmetic_coercion() {
         assert_eq!(arithmetic_operands(&Int32, &Int64), Some((Int64, Int64)));
-        assert_eq!(
-            arithmetic_operands(&Int64, &Float64),
-            Some((Float64, Float64))
-        );
-        assert_eq!(
-            arithmetic_operands(&Float32, &Int8),
-            Some((Float64, Float64))
-        );
-        assert_eq!(
-            arithmetic_operands(&Float32, &Float32),
-            Some((Float32, Float32))
-        );
+        assert_eq!(arithmetic_operands(&Int64, &Float64), Some((Float64, Float64)));
+        assert_eq!(arithmetic_operands(&Float32, &Int8), Some((Float64, Float64)));
+        assert_eq!(arithmetic_operands(&Float32, &Float32), Some((Float32, Float32)));
         assert_eq!(arithmetic_operands(&UInt8, &Int8), Some((Int16, Int16)));
         assert_eq!(arithmetic_operands(&UInt32, &Int64), Some((Int64, Int64)));
         assert_eq!(arithmetic_operands(&UInt64, &Int8), Some((Int64, Int64)));
-        assert_eq!(
-            arithmetic_operands(&Decimal128(10, 2), &Int64),
-            Some((Decimal128(10, 2), Decimal128(19, 0)))
-        );
-        assert_eq!(
-            arithmetic_operands(&Decimal128(10, 2), &Float32),
-            Some((Float64, Float64))
-        );
+        assert_eq!(arithmetic_operands(&Decimal128(10, 2), &Int64), Some((Decimal128(10, 2), Decimal128(19, 0))));
+        assert_eq!(arithmetic_operands(&Decimal128(10, 2), &Float32), Some((Float64, Float64)));
         assert_eq!(arithmetic_operands(&Utf8, &Int64), None);
     }
 
@@ -398,25 +349,13 @@ mod tests {
         assert_eq!(common_type(&Null, &Utf8), Some(Utf8));
         assert_eq!(common_type(&Utf8, &LargeUtf8), Some(LargeUtf8));
         assert_eq!(common_type(&Utf8, &Utf8View), Some(Utf8View));
+        assert_eq!(common_type(&Decimal128(10, 2), &Decimal128(5, 4)), Some(Decimal128(12, 4)));
+        assert_eq!(common_type(&Decimal128(10, 2), &Int32), Some(Decimal128(12, 2)));
         assert_eq!(
-            common_type(&Decimal128(10, 2), &Decimal128(5, 4)),
-            Some(Decimal128(12, 4))
-        );
-        assert_eq!(
-            common_type(&Decimal128(10, 2), &Int32),
-            Some(Decimal128(12, 2))
-        );
-        assert_eq!(
-            common_type(
-                &Timestamp(TimeUnit::Millisecond, None),
-                &Timestamp(TimeUnit::Microsecond, None)
-            ),
+            common_type(&Timestamp(TimeUnit::Millisecond, None), &Timestamp(TimeUnit::Microsecond, None)),
             Some(Timestamp(TimeUnit::Microsecond, None))
         );
-        assert_eq!(
-            common_type(&Date32, &Timestamp(TimeUnit::Second, None)),
-            Some(Timestamp(TimeUnit::Second, None))
-        );
+        assert_eq!(common_type(&Date32, &Timestamp(TimeUnit::Second, None)), Some(Timestamp(TimeUnit::Second, None)));
         assert_eq!(common_type(&Utf8, &Int64), None);
         assert_eq!(common_type(&Boolean, &Int64), None);
     }
@@ -425,9 +364,6 @@ mod tests {
     fn names() {
         assert_eq!(type_name(&Int64), "int64");
         assert_eq!(type_name(&Decimal128(10, 2)), "decimal(10, 2)");
-        assert_eq!(
-            type_name(&Timestamp(TimeUnit::Millisecond, Some("UTC".into()))),
-            "timestamp(ms, UTC)"
-        );
+        assert_eq!(type_name(&Timestamp(TimeUnit::Millisecond, Some("UTC".into()))), "timestamp(ms, UTC)");
     }
 }

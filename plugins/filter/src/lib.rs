@@ -2,9 +2,7 @@
 
 use flumen_expr::{Expr, type_name};
 use flumen_sdk::arrow_array::cast::AsArray;
-use flumen_sdk::{
-    Context, DataType, Emitter, Error, Operator, RecordBatch, SchemaRef, export_operator,
-};
+use flumen_sdk::{Context, DataType, Emitter, Error, Operator, RecordBatch, SchemaRef, export_operator};
 use serde::Deserialize;
 
 /// `config = { predicate = "price > 100" }`
@@ -83,60 +81,25 @@ mod tests {
     use std::sync::Arc;
 
     fn context() -> Context {
-        let schema = Schema::new(vec![
-            Field::new("price", DataType::Int64, true),
-            Field::new("auction", DataType::Utf8, true),
-        ]);
-        Context {
-            operator_id: "f".into(),
-            subtask: 0,
-            parallelism: 1,
-            inputs: vec![Arc::new(schema)],
-        }
+        let schema =
+            Schema::new(vec![Field::new("price", DataType::Int64, true), Field::new("auction", DataType::Utf8, true)]);
+        Context { operator_id: "f".into(), subtask: 0, parallelism: 1, inputs: vec![Arc::new(schema)] }
     }
 
     fn open(predicate: &str) -> Result<Filter, Error> {
-        Filter::open(
-            &context(),
-            Config {
-                predicate: predicate.into(),
-            },
-        )
+        Filter::open(&context(), Config { predicate: predicate.into() })
     }
 
     #[test]
     fn bad_predicates_fail_at_open() {
         let e = open("prce > 3").err().unwrap();
         assert_eq!(e.kind, flumen_sdk::ErrorKind::InvalidConfig);
-        assert_eq!(
-            e.message,
-            "filter: unknown column `prce` in predicate `prce > 3`; columns are: price, auction"
-        );
-        assert_eq!(
-            open("price + 1").err().unwrap().message,
-            "filter: predicate `price + 1` is int64, not boolean"
-        );
-        assert!(
-            open("price >")
-                .err()
-                .unwrap()
-                .message
-                .starts_with("filter: syntax error: ")
-        );
+        assert_eq!(e.message, "filter: unknown column `prce` in predicate `prce > 3`; columns are: price, auction");
+        assert_eq!(open("price + 1").err().unwrap().message, "filter: predicate `price + 1` is int64, not boolean");
+        assert!(open("price >").err().unwrap().message.starts_with("filter: syntax error: "));
         assert!(open("price > 3 AND auction LIKE 'a%'").is_ok());
-        let two = Context {
-            inputs: vec![context().inputs[0].clone(); 2],
-            ..context()
-        };
-        assert!(
-            Filter::open(
-                &two,
-                Config {
-                    predicate: "true".into()
-                }
-            )
-            .is_err()
-        );
+        let two = Context { inputs: vec![context().inputs[0].clone(); 2], ..context() };
+        assert!(Filter::open(&two, Config { predicate: "true".into() }).is_err());
     }
 
     #[test]

@@ -5,9 +5,7 @@ use std::sync::Arc;
 
 use flumen_expr::Expr;
 use flumen_sdk::arrow_array::RecordBatchOptions;
-use flumen_sdk::{
-    Context, Emitter, Error, Field, Operator, RecordBatch, Schema, SchemaRef, export_operator,
-};
+use flumen_sdk::{Context, Emitter, Error, Field, Operator, RecordBatch, Schema, SchemaRef, export_operator};
 use serde::Deserialize;
 
 /// `config = { columns = [{ name = "price", expr = "price * 0.908" }] }`
@@ -52,38 +50,21 @@ impl Operator for Map {
         }
         let input = ctx.input(0)?.clone();
         if config.columns.is_empty() {
-            return Err(Error::config(
-                "map: `columns` is empty; give at least one { name, expr }",
-            ));
+            return Err(Error::config("map: `columns` is empty; give at least one { name, expr }"));
         }
         let mut seen = HashSet::new();
         let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
         let mut computed = Vec::with_capacity(config.columns.len());
         for column in config.columns {
             if column.name.is_empty() {
-                return Err(Error::config(format!(
-                    "map: a column for `{}` has an empty name",
-                    column.expr
-                )));
+                return Err(Error::config(format!("map: a column for `{}` has an empty name", column.expr)));
             }
             if !seen.insert(column.name.clone()) {
-                return Err(Error::config(format!(
-                    "map: column `{}` is computed twice",
-                    column.name
-                )));
+                return Err(Error::config(format!("map: column `{}` is computed twice", column.name)));
             }
-            let expr = Expr::parse(&column.expr, &input).map_err(|e| {
-                Error::config(format!(
-                    "map: column `{}`: {}",
-                    column.name,
-                    e.display_in("expression")
-                ))
-            })?;
-            let field = Field::new(
-                column.name.clone(),
-                expr.data_type().clone(),
-                expr.nullable(),
-            );
+            let expr = Expr::parse(&column.expr, &input)
+                .map_err(|e| Error::config(format!("map: column `{}`: {}", column.name, e.display_in("expression"))))?;
+            let field = Field::new(column.name.clone(), expr.data_type().clone(), expr.nullable());
             let slot = match input.index_of(&column.name) {
                 Ok(i) => {
                     fields[i] = field;
@@ -110,19 +91,14 @@ impl Operator for Map {
         }
         let mut columns = batch.columns().to_vec();
         for (name, expr, slot) in &self.computed {
-            let array = expr.evaluate(&batch).map_err(|e| {
-                Error::input(format!(
-                    "map: column `{name}`: {}",
-                    e.display_in("expression")
-                ))
-            })?;
+            let array = expr
+                .evaluate(&batch)
+                .map_err(|e| Error::input(format!("map: column `{name}`: {}", e.display_in("expression"))))?;
             match slot {
                 Slot::Replace(i) => match columns.get_mut(*i) {
                     Some(c) => *c = array,
                     None => {
-                        return Err(Error::input(format!(
-                            "map: the batch lacks column `{name}`"
-                        )));
+                        return Err(Error::input(format!("map: the batch lacks column `{name}`")));
                     }
                 },
                 Slot::Append => columns.push(array),
@@ -148,30 +124,20 @@ mod tests {
             Field::new("a", DataType::Int64, true),
             Field::new("b", DataType::Int64, true),
         ]);
-        Context {
-            operator_id: "m".into(),
-            subtask: 0,
-            parallelism: 1,
-            inputs: vec![Arc::new(schema)],
-        }
+        Context { operator_id: "m".into(), subtask: 0, parallelism: 1, inputs: vec![Arc::new(schema)] }
     }
 
     fn open(json: &str) -> Result<Map, Error> {
-        Map::open(
-            &context(),
-            serde_json::from_str(json).map_err(|e| Error::config(e.to_string()))?,
-        )
+        Map::open(&context(), serde_json::from_str(json).map_err(|e| Error::config(e.to_string()))?)
     }
 
     #[test]
     fn replaces_in_place_and_appends() {
-        let map = open(r#"{"columns": [{"name": "price", "expr": "price * 0.908"}, {"name": "g", "expr": "gcd(a, b)"}]}"#).unwrap();
-        let names: Vec<_> = map
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable()))
-            .collect();
+        let map =
+            open(r#"{"columns": [{"name": "price", "expr": "price * 0.908"}, {"name": "g", "expr": "gcd(a, b)"}]}"#)
+                .unwrap();
+        let names: Vec<_> =
+            map.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().clone(), f.is_nullable())).collect();
         assert_eq!(
             names,
             vec![
@@ -191,25 +157,18 @@ mod tests {
         )
         .unwrap();
         let price = map.computed[0].1.evaluate(&batch).unwrap();
-        assert_eq!(
-            price.as_primitive::<Float64Type>().values().to_vec(),
-            vec![90.8, 181.6]
-        );
+        assert_eq!(price.as_primitive::<Float64Type>().values().to_vec(), vec![90.8, 181.6]);
     }
 
     #[test]
     fn config_errors_name_the_problem() {
-        let e = open(r#"{"columns": [{"name": "x", "expr": "prce * 2"}]}"#)
-            .err()
-            .unwrap();
+        let e = open(r#"{"columns": [{"name": "x", "expr": "prce * 2"}]}"#).err().unwrap();
         assert_eq!(e.kind, flumen_sdk::ErrorKind::InvalidConfig);
         assert_eq!(
             e.message,
             "map: column `x`: unknown column `prce` in expression `prce * 2`; columns are: price, a, b"
         );
-        let e = open(r#"{"columns": [{"name": "x", "expr": "1"}, {"name": "x", "expr": "2"}]}"#)
-            .err()
-            .unwrap();
+        let e = open(r#"{"columns": [{"name": "x", "expr": "1"}, {"name": "x", "expr": "2"}]}"#).err().unwrap();
         assert_eq!(e.message, "map: column `x` is computed twice");
         assert_eq!(
             open(r#"{"columns": []}"#).err().unwrap().message,
@@ -222,13 +181,7 @@ mod tests {
                 .message
                 .contains("unknown field `typo`")
         );
-        assert!(
-            open(r#"{"columns": [{"name": "x"}]}"#)
-                .err()
-                .unwrap()
-                .message
-                .contains("missing field `expr`")
-        );
+        assert!(open(r#"{"columns": [{"name": "x"}]}"#).err().unwrap().message.contains("missing field `expr`"));
         assert!(open(r#"{"columns": [{"name": "", "expr": "1"}]}"#).is_err());
     }
 }

@@ -6,9 +6,7 @@ use std::sync::Arc;
 
 use flumen_expr::{Expr, columns_hint};
 use flumen_sdk::arrow_array::RecordBatchOptions;
-use flumen_sdk::{
-    Context, Emitter, Error, Field, Operator, RecordBatch, Schema, SchemaRef, export_operator,
-};
+use flumen_sdk::{Context, Emitter, Error, Field, Operator, RecordBatch, Schema, SchemaRef, export_operator};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
@@ -49,8 +47,7 @@ impl<'de> Deserialize<'de> for ColumnSpec {
                 Ok(ColumnSpec::Keep(v.to_owned()))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<ColumnSpec, A::Error> {
-                Computed::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(ColumnSpec::Computed)
+                Computed::deserialize(de::value::MapAccessDeserializer::new(map)).map(ColumnSpec::Computed)
             }
         }
         deserializer.deserialize_any(SpecVisitor)
@@ -86,16 +83,10 @@ impl Operator for Project {
         let input = ctx.input(0)?.clone();
         let specs = match config.columns {
             Some(specs) if specs.is_empty() => {
-                return Err(Error::config(
-                    "project: `columns` is empty; list at least one column",
-                ));
+                return Err(Error::config("project: `columns` is empty; list at least one column"));
             }
             Some(specs) => specs,
-            None => input
-                .fields()
-                .iter()
-                .map(|f| ColumnSpec::Keep(f.name().clone()))
-                .collect(),
+            None => input.fields().iter().map(|f| ColumnSpec::Keep(f.name().clone())).collect(),
         };
         let mut rename = config.rename;
         let mut fields = Vec::with_capacity(specs.len());
@@ -104,10 +95,7 @@ impl Operator for Project {
             match spec {
                 ColumnSpec::Keep(name) => {
                     let index = input.index_of(&name).map_err(|_| {
-                        Error::config(format!(
-                            "project: unknown column `{name}`; {}",
-                            columns_hint(&input)
-                        ))
+                        Error::config(format!("project: unknown column `{name}`; {}", columns_hint(&input)))
                     })?;
                     let new_name = rename.remove(&name).unwrap_or(name);
                     fields.push(input.field(index).clone().with_name(new_name));
@@ -115,10 +103,7 @@ impl Operator for Project {
                 }
                 ColumnSpec::Computed(Computed { name, expr }) => {
                     let parsed = Expr::parse(&expr, &input).map_err(|e| {
-                        Error::config(format!(
-                            "project: column `{name}`: {}",
-                            e.display_in("expression")
-                        ))
+                        Error::config(format!("project: column `{name}`: {}", e.display_in("expression")))
                     })?;
                     match parsed.column_index() {
                         // `{ name = "new", expr = "old" }` is a rename: keep the field's metadata.
@@ -127,11 +112,7 @@ impl Operator for Project {
                             outputs.push(Output::Input(index));
                         }
                         None => {
-                            fields.push(Field::new(
-                                name.clone(),
-                                parsed.data_type().clone(),
-                                parsed.nullable(),
-                            ));
+                            fields.push(Field::new(name.clone(), parsed.data_type().clone(), parsed.nullable()));
                             outputs.push(Output::Computed { name, expr: parsed });
                         }
                     }
@@ -141,25 +122,17 @@ impl Operator for Project {
         if let Some(old) = rename.keys().next() {
             let message = match input.index_of(old) {
                 Ok(_) => format!("project: rename: column `{old}` is not among the kept columns"),
-                Err(_) => format!(
-                    "project: rename: unknown column `{old}`; {}",
-                    columns_hint(&input)
-                ),
+                Err(_) => format!("project: rename: unknown column `{old}`; {}", columns_hint(&input)),
             };
             return Err(Error::config(message));
         }
         let mut seen = HashSet::new();
         for field in &fields {
             if field.name().is_empty() {
-                return Err(Error::config(
-                    "project: output column names must not be empty",
-                ));
+                return Err(Error::config("project: output column names must not be empty"));
             }
             if !seen.insert(field.name().as_str()) {
-                return Err(Error::config(format!(
-                    "project: output column `{}` appears twice",
-                    field.name()
-                )));
+                return Err(Error::config(format!("project: output column `{}` appears twice", field.name())));
             }
         }
         let schema = Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()));
@@ -177,17 +150,14 @@ impl Operator for Project {
         let mut columns = Vec::with_capacity(self.outputs.len());
         for output in &self.outputs {
             columns.push(match output {
-                Output::Input(i) => {
-                    batch.columns().get(*i).cloned().ok_or_else(|| {
-                        Error::input(format!("project: the batch has no column {i}"))
-                    })?
-                }
-                Output::Computed { name, expr } => expr.evaluate(&batch).map_err(|e| {
-                    Error::input(format!(
-                        "project: column `{name}`: {}",
-                        e.display_in("expression")
-                    ))
-                })?,
+                Output::Input(i) => batch
+                    .columns()
+                    .get(*i)
+                    .cloned()
+                    .ok_or_else(|| Error::input(format!("project: the batch has no column {i}")))?,
+                Output::Computed { name, expr } => expr
+                    .evaluate(&batch)
+                    .map_err(|e| Error::input(format!("project: column `{name}`: {}", e.display_in("expression"))))?,
             });
         }
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
@@ -209,27 +179,15 @@ mod tests {
             Field::new("price", DataType::Int64, true),
             Field::new("bidder", DataType::Utf8, true),
         ]);
-        Context {
-            operator_id: "p".into(),
-            subtask: 0,
-            parallelism: 1,
-            inputs: vec![Arc::new(schema)],
-        }
+        Context { operator_id: "p".into(), subtask: 0, parallelism: 1, inputs: vec![Arc::new(schema)] }
     }
 
     fn open(json: &str) -> Result<Project, Error> {
-        Project::open(
-            &context(),
-            serde_json::from_str(json).map_err(|e| Error::config(e.to_string()))?,
-        )
+        Project::open(&context(), serde_json::from_str(json).map_err(|e| Error::config(e.to_string()))?)
     }
 
     fn shape(p: &Project) -> Vec<(String, DataType)> {
-        p.schema()
-            .fields()
-            .iter()
-            .map(|f| (f.name().clone(), f.data_type().clone()))
-            .collect()
+        p.schema().fields().iter().map(|f| (f.name().clone(), f.data_type().clone())).collect()
     }
 
     #[test]
@@ -244,28 +202,18 @@ mod tests {
                 ("id".into(), DataType::Int64)
             ]
         );
-        assert!(
-            matches!(p.outputs[2], Output::Input(2)),
-            "a bare column is shared, not evaluated"
-        );
+        assert!(matches!(p.outputs[2], Output::Input(2)), "a bare column is shared, not evaluated");
         let all = open(r#"{"rename": {"price": "p"}}"#).unwrap();
         assert_eq!(
             shape(&all),
-            vec![
-                ("auction".into(), DataType::Int64),
-                ("p".into(), DataType::Int64),
-                ("bidder".into(), DataType::Utf8)
-            ]
+            vec![("auction".into(), DataType::Int64), ("p".into(), DataType::Int64), ("bidder".into(), DataType::Utf8)]
         );
     }
 
     #[test]
     fn config_errors_name_the_problem() {
         let cases = [
-            (
-                r#"{"columns": ["prce"]}"#,
-                "project: unknown column `prce`; columns are: auction, price, bidder",
-            ),
+            (r#"{"columns": ["prce"]}"#, "project: unknown column `prce`; columns are: auction, price, bidder"),
             (
                 r#"{"columns": [{"name": "x", "expr": "prce + 1"}]}"#,
                 "project: column `x`: unknown column `prce` in expression `prce + 1`; columns are: auction, price, bidder",
@@ -278,22 +226,13 @@ mod tests {
                 r#"{"rename": {"nope": "b"}}"#,
                 "project: rename: unknown column `nope`; columns are: auction, price, bidder",
             ),
-            (
-                r#"{"columns": ["price", "price"]}"#,
-                "project: output column `price` appears twice",
-            ),
+            (r#"{"columns": ["price", "price"]}"#, "project: output column `price` appears twice"),
             (
                 r#"{"columns": ["price", {"name": "price", "expr": "1"}]}"#,
                 "project: output column `price` appears twice",
             ),
-            (
-                r#"{"columns": []}"#,
-                "project: `columns` is empty; list at least one column",
-            ),
-            (
-                r#"{"columns": ["price"], "rename": {"price": ""}}"#,
-                "project: output column names must not be empty",
-            ),
+            (r#"{"columns": []}"#, "project: `columns` is empty; list at least one column"),
+            (r#"{"columns": ["price"], "rename": {"price": ""}}"#, "project: output column names must not be empty"),
         ];
         for (json, want) in cases {
             let e = open(json).err().unwrap();
@@ -301,14 +240,8 @@ mod tests {
             assert_eq!(e.message, want, "{json}");
         }
         for (json, want) in [
-            (
-                r#"{"columns": [{"name": "x", "exp": "1"}]}"#,
-                "unknown field `exp`, expected `name` or `expr`",
-            ),
-            (
-                r#"{"columns": [1]}"#,
-                r#"expected a column name or a table { name = "...", expr = "..." }"#,
-            ),
+            (r#"{"columns": [{"name": "x", "exp": "1"}]}"#, "unknown field `exp`, expected `name` or `expr`"),
+            (r#"{"columns": [1]}"#, r#"expected a column name or a table { name = "...", expr = "..." }"#),
             (r#"{"cols": []}"#, "unknown field `cols`"),
         ] {
             let e = open(json).err().unwrap();

@@ -6,10 +6,7 @@ use std::sync::Arc;
 use flumen_expr::kernels::{self, RegexExtract};
 use flumen_expr::{columns_hint, type_name};
 use flumen_sdk::arrow_array::{ArrayRef, RecordBatchOptions};
-use flumen_sdk::{
-    Context, DataType, Emitter, Error, Field, Operator, RecordBatch, Schema, SchemaRef,
-    export_operator,
-};
+use flumen_sdk::{Context, DataType, Emitter, Error, Field, Operator, RecordBatch, Schema, SchemaRef, export_operator};
 use serde::Deserialize;
 
 /// `config = { column = "url", function = "url-host", output = "host" }`
@@ -72,24 +69,17 @@ impl Prepared {
         let f = config.function;
         let reject = |key: &str, present: bool| {
             if present {
-                Err(Error::config(format!(
-                    "strings: `{key}` does not apply to function `{}`",
-                    f.name()
-                )))
+                Err(Error::config(format!("strings: `{key}` does not apply to function `{}`", f.name())))
             } else {
                 Ok(())
             }
         };
-        let require =
-            |key: &str| Error::config(format!("strings: function `{}` needs `{key}`", f.name()));
+        let require = |key: &str| Error::config(format!("strings: function `{}` needs `{key}`", f.name()));
         match f {
             Function::Split => {
                 reject("pattern", config.pattern.is_some())?;
                 reject("group", config.group.is_some())?;
-                let delimiter = config
-                    .delimiter
-                    .clone()
-                    .ok_or_else(|| require("delimiter"))?;
+                let delimiter = config.delimiter.clone().ok_or_else(|| require("delimiter"))?;
                 let index = config.index.ok_or_else(|| require("index"))?;
                 if index == 0 {
                     return Err(Error::config(
@@ -101,10 +91,7 @@ impl Prepared {
             Function::Extract | Function::Regex => {
                 reject("delimiter", config.delimiter.is_some())?;
                 reject("index", config.index.is_some())?;
-                let pattern = config
-                    .pattern
-                    .as_deref()
-                    .ok_or_else(|| require("pattern"))?;
+                let pattern = config.pattern.as_deref().ok_or_else(|| require("pattern"))?;
                 let default_group = match f {
                     // `extract` takes the first capture group unless told otherwise.
                     Function::Extract => i64::from(RegexExtract::new(pattern, 1).is_ok()),
@@ -134,10 +121,7 @@ impl Prepared {
         }
     }
 
-    fn apply(
-        &self,
-        column: &dyn flumen_sdk::arrow_array::Array,
-    ) -> Result<ArrayRef, flumen_expr::ExprError> {
+    fn apply(&self, column: &dyn flumen_sdk::arrow_array::Array) -> Result<ArrayRef, flumen_expr::ExprError> {
         match self {
             Prepared::Split { delimiter, index } => kernels::split_part(column, delimiter, *index),
             Prepared::Extract(extract) => extract.apply(column),
@@ -176,17 +160,10 @@ impl Operator for Strings {
         }
         let schema = ctx.input(0)?.clone();
         let input = schema.index_of(&config.column).map_err(|_| {
-            Error::config(format!(
-                "strings: unknown column `{}`; {}",
-                config.column,
-                columns_hint(&schema)
-            ))
+            Error::config(format!("strings: unknown column `{}`; {}", config.column, columns_hint(&schema)))
         })?;
         let input_type = schema.field(input).data_type();
-        if !matches!(
-            input_type,
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-        ) {
+        if !matches!(input_type, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
             return Err(Error::config(format!(
                 "strings: column `{}` is {}, not a string",
                 config.column,
@@ -197,11 +174,7 @@ impl Operator for Strings {
             return Err(Error::config("strings: `output` must not be empty"));
         }
         let function = Prepared::new(&config)?;
-        let field = Field::new(
-            config.output.clone(),
-            kernels::string_output_type(input_type),
-            true,
-        );
+        let field = Field::new(config.output.clone(), kernels::string_output_type(input_type), true);
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         let slot = match schema.index_of(&config.output) {
             Ok(i) => {
@@ -213,12 +186,7 @@ impl Operator for Strings {
                 Slot::Append
             }
         };
-        let describe = format!(
-            "{}({}) -> {}",
-            config.function.name(),
-            config.column,
-            config.output
-        );
+        let describe = format!("{}({}) -> {}", config.function.name(), config.column, config.output);
         Ok(Self {
             schema: Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
             input,
@@ -236,12 +204,10 @@ impl Operator for Strings {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let column = batch.columns().get(self.input).ok_or_else(|| {
-            Error::input(format!(
-                "strings: the batch lacks input column {}",
-                self.input
-            ))
-        })?;
+        let column = batch
+            .columns()
+            .get(self.input)
+            .ok_or_else(|| Error::input(format!("strings: the batch lacks input column {}", self.input)))?;
         let result = self
             .function
             .apply(column.as_ref())
@@ -252,11 +218,7 @@ impl Operator for Strings {
             Slot::Append => columns.push(result),
         }
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        out.emit(&RecordBatch::try_new_with_options(
-            self.schema.clone(),
-            columns,
-            &options,
-        )?)
+        out.emit(&RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?)
     }
 }
 
@@ -269,37 +231,20 @@ mod tests {
     use flumen_sdk::arrow_array::cast::AsArray;
 
     fn context() -> Context {
-        let schema = Schema::new(vec![
-            Field::new("url", DataType::Utf8, true),
-            Field::new("n", DataType::Int64, false),
-        ]);
-        Context {
-            operator_id: "s".into(),
-            subtask: 0,
-            parallelism: 1,
-            inputs: vec![Arc::new(schema)],
-        }
+        let schema =
+            Schema::new(vec![Field::new("url", DataType::Utf8, true), Field::new("n", DataType::Int64, false)]);
+        Context { operator_id: "s".into(), subtask: 0, parallelism: 1, inputs: vec![Arc::new(schema)] }
     }
 
     fn open(json: &str) -> Result<Strings, Error> {
-        Strings::open(
-            &context(),
-            serde_json::from_str(json).map_err(|e| Error::config(e.to_string()))?,
-        )
+        Strings::open(&context(), serde_json::from_str(json).map_err(|e| Error::config(e.to_string()))?)
     }
 
     fn run(json: &str) -> Vec<Option<String>> {
         let s = open(json).unwrap();
-        let urls = StringArray::from(vec![
-            Some("https://Example.com/a/b?q=1"),
-            None,
-            Some("not/a/url"),
-        ]);
+        let urls = StringArray::from(vec![Some("https://Example.com/a/b?q=1"), None, Some("not/a/url")]);
         let out = s.function.apply(&urls).unwrap();
-        out.as_string::<i32>()
-            .iter()
-            .map(|v| v.map(str::to_owned))
-            .collect()
+        out.as_string::<i32>().iter().map(|v| v.map(str::to_owned)).collect()
     }
 
     fn some(v: &str) -> Option<String> {
@@ -312,26 +257,17 @@ mod tests {
             run(r#"{"column": "url", "function": "url-host", "output": "host"}"#),
             vec![some("Example.com"), None, None]
         );
+        assert_eq!(run(r#"{"column": "url", "function": "url-path", "output": "p"}"#), vec![some("/a/b"), None, None]);
         assert_eq!(
-            run(r#"{"column": "url", "function": "url-path", "output": "p"}"#),
-            vec![some("/a/b"), None, None]
-        );
-        assert_eq!(
-            run(
-                r#"{"column": "url", "function": "split", "delimiter": "/", "index": 2, "output": "p"}"#
-            ),
+            run(r#"{"column": "url", "function": "split", "delimiter": "/", "index": 2, "output": "p"}"#),
             vec![some(""), None, some("a")]
         );
         assert_eq!(
-            run(
-                r#"{"column": "url", "function": "split", "delimiter": "/", "index": -1, "output": "p"}"#
-            ),
+            run(r#"{"column": "url", "function": "split", "delimiter": "/", "index": -1, "output": "p"}"#),
             vec![some("b?q=1"), None, some("url")]
         );
         assert_eq!(
-            run(
-                r#"{"column": "url", "function": "extract", "pattern": "//([^/]+)", "output": "p"}"#
-            ),
+            run(r#"{"column": "url", "function": "extract", "pattern": "//([^/]+)", "output": "p"}"#),
             vec![some("Example.com"), None, None]
         );
         assert_eq!(
@@ -343,44 +279,23 @@ mod tests {
             vec![some("//Example.com"), None, None]
         );
         assert_eq!(
-            run(
-                r#"{"column": "url", "function": "regex", "pattern": "(\\w+)/(\\w+)", "group": 2, "output": "p"}"#
-            ),
+            run(r#"{"column": "url", "function": "regex", "pattern": "(\\w+)/(\\w+)", "group": 2, "output": "p"}"#),
             vec![some("a"), None, some("a")]
         );
         assert_eq!(
             run(r#"{"column": "url", "function": "lower", "output": "p"}"#)[0],
             some("https://example.com/a/b?q=1")
         );
-        assert_eq!(
-            run(r#"{"column": "url", "function": "upper", "output": "p"}"#)[2],
-            some("NOT/A/URL")
-        );
+        assert_eq!(run(r#"{"column": "url", "function": "upper", "output": "p"}"#)[2], some("NOT/A/URL"));
     }
 
     #[test]
     fn output_schema() {
         let s = open(r#"{"column": "url", "function": "url-host", "output": "host"}"#).unwrap();
-        let fields: Vec<_> = s
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| (f.name().clone(), f.is_nullable()))
-            .collect();
-        assert_eq!(
-            fields,
-            vec![
-                ("url".into(), true),
-                ("n".into(), false),
-                ("host".into(), true)
-            ]
-        );
+        let fields: Vec<_> = s.schema().fields().iter().map(|f| (f.name().clone(), f.is_nullable())).collect();
+        assert_eq!(fields, vec![("url".into(), true), ("n".into(), false), ("host".into(), true)]);
         let s = open(r#"{"column": "url", "function": "lower", "output": "url"}"#).unwrap();
-        assert_eq!(
-            s.schema().fields().len(),
-            2,
-            "an existing output column is replaced in place"
-        );
+        assert_eq!(s.schema().fields().len(), 2, "an existing output column is replaced in place");
     }
 
     #[test]
@@ -390,10 +305,7 @@ mod tests {
                 r#"{"column": "ur", "function": "lower", "output": "x"}"#,
                 "strings: unknown column `ur`; columns are: url, n",
             ),
-            (
-                r#"{"column": "n", "function": "lower", "output": "x"}"#,
-                "strings: column `n` is int64, not a string",
-            ),
+            (r#"{"column": "n", "function": "lower", "output": "x"}"#, "strings: column `n` is int64, not a string"),
             (
                 r#"{"column": "url", "function": "split", "index": 1, "output": "x"}"#,
                 "strings: function `split` needs `delimiter`",
@@ -422,28 +334,16 @@ mod tests {
                 r#"{"column": "url", "function": "lower", "delimiter": "/", "output": "x"}"#,
                 "strings: `delimiter` does not apply to function `lower`",
             ),
-            (
-                r#"{"column": "url", "function": "lower", "output": ""}"#,
-                "strings: `output` must not be empty",
-            ),
+            (r#"{"column": "url", "function": "lower", "output": ""}"#, "strings: `output` must not be empty"),
         ];
         for (json, want) in cases {
             let e = open(json).err().unwrap();
             assert_eq!(e.kind, flumen_sdk::ErrorKind::InvalidConfig, "{json}");
             assert_eq!(e.message, want, "{json}");
         }
-        let e = open(r#"{"column": "url", "function": "regex", "pattern": "(", "output": "x"}"#)
-            .err()
-            .unwrap();
-        assert!(
-            e.message
-                .starts_with("strings: regexp_extract: invalid pattern `(`: "),
-            "{}",
-            e.message
-        );
-        let e = open(r#"{"column": "url", "function": "reverse", "output": "x"}"#)
-            .err()
-            .unwrap();
+        let e = open(r#"{"column": "url", "function": "regex", "pattern": "(", "output": "x"}"#).err().unwrap();
+        assert!(e.message.starts_with("strings: regexp_extract: invalid pattern `(`: "), "{}", e.message);
+        let e = open(r#"{"column": "url", "function": "reverse", "output": "x"}"#).err().unwrap();
         assert!(e.message.contains("unknown variant `reverse`, expected one of `split`, `extract`, `regex`, `url-host`, `url-path`, `lower`, `upper`"), "{}", e.message);
         assert!(
             open(r#"{"column": "url", "function": "lower", "output": "x", "typo": 1}"#)

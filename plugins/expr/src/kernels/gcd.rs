@@ -94,12 +94,7 @@ fn gcd_u64(mut a: u64, mut b: u64) -> u64 {
     }
 }
 
-fn gcd_typed<T: GcdType>(
-    a: &dyn Array,
-    a_scalar: bool,
-    b: &dyn Array,
-    b_scalar: bool,
-) -> Result<ArrayRef, ExprError> {
+fn gcd_typed<T: GcdType>(a: &dyn Array, a_scalar: bool, b: &dyn Array, b_scalar: bool) -> Result<ArrayRef, ExprError> {
     let a = a
         .as_any()
         .downcast_ref::<PrimitiveArray<T>>()
@@ -152,19 +147,14 @@ fn gcd_typed<T: GcdType>(
     if overflow {
         // Only a valid row counts: null slots may hold any value.
         let len = a.len().max(b.len());
-        let at = |array: &PrimitiveArray<T>, scalar: bool, i: usize| {
-            array.value(if scalar { 0 } else { i })
-        };
+        let at = |array: &PrimitiveArray<T>, scalar: bool, i: usize| array.value(if scalar { 0 } else { i });
         for i in 0..len {
             if result.is_valid(i) {
                 let (x, y) = (at(a, a_scalar, i), at(b, b_scalar, i));
                 if gcd_u64(T::magnitude(x), T::magnitude(y)) > T::MAX {
                     return Err(ExprError::new(
                         ExprErrorKind::Overflow,
-                        format!(
-                            "integer overflow: gcd({x:?}, {y:?}) does not fit in {}",
-                            type_name(&T::DATA_TYPE)
-                        ),
+                        format!("integer overflow: gcd({x:?}, {y:?}) does not fit in {}", type_name(&T::DATA_TYPE)),
                     ));
                 }
             }

@@ -32,8 +32,7 @@ macro_rules! with_strings {
     ($array:expr, $what:expr, |$s:ident| $body:expr) => {{
         use arrow_array::cast::AsArray as _;
         let array: &dyn arrow_array::Array = $array;
-        let unexpected =
-            || crate::error::ExprError::evaluation(format!("{}: unexpected array type", $what));
+        let unexpected = || crate::error::ExprError::evaluation(format!("{}: unexpected array type", $what));
         match array.data_type() {
             arrow_schema::DataType::Utf8 => {
                 let $s = array.as_string_opt::<i32>().ok_or_else(unexpected)?;
@@ -80,15 +79,11 @@ pub(crate) fn map_strings<O: OffsetSizeTrait>(
     for i in 0..input.len() {
         let valid = input.is_valid(i) && f(input.value(i), &mut values);
         nulls.append(valid);
-        let end = O::from_usize(values.len()).ok_or_else(|| {
-            ExprError::evaluation("string result is too large for its offset type")
-        })?;
+        let end = O::from_usize(values.len())
+            .ok_or_else(|| ExprError::evaluation("string result is too large for its offset type"))?;
         out_offsets.push(end);
     }
-    let array = GenericStringArray::try_new(
-        OffsetBuffer::new(out_offsets.into()),
-        Buffer::from_vec(values),
-        nulls.finish(),
-    )?;
+    let array =
+        GenericStringArray::try_new(OffsetBuffer::new(out_offsets.into()), Buffer::from_vec(values), nulls.finish())?;
     Ok(array)
 }

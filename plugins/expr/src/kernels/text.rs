@@ -3,9 +3,7 @@
 use std::sync::Arc;
 
 use arrow_array::types::{Int32Type, Int64Type};
-use arrow_array::{
-    Array, ArrayRef, ArrowPrimitiveType, GenericStringArray, OffsetSizeTrait, PrimitiveArray,
-};
+use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, GenericStringArray, OffsetSizeTrait, PrimitiveArray};
 use arrow_buffer::{Buffer, ScalarBuffer};
 use arrow_string::substring::substring_by_char;
 use regex::{Regex, RegexBuilder};
@@ -20,20 +18,12 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// `lower(s)`: Unicode lower case. ASCII-only data is converted in one pass
 /// over the value buffer, reusing the offsets and validity.
 pub fn lower(array: &dyn Array) -> Result<ArrayRef, ExprError> {
-    with_strings!(array, "lower", |s| change_case(
-        s,
-        <[u8]>::to_ascii_lowercase,
-        str::to_lowercase
-    ))
+    with_strings!(array, "lower", |s| change_case(s, <[u8]>::to_ascii_lowercase, str::to_lowercase))
 }
 
 /// `upper(s)`: Unicode upper case; see [`lower`].
 pub fn upper(array: &dyn Array) -> Result<ArrayRef, ExprError> {
-    with_strings!(array, "upper", |s| change_case(
-        s,
-        <[u8]>::to_ascii_uppercase,
-        str::to_uppercase
-    ))
+    with_strings!(array, "upper", |s| change_case(s, <[u8]>::to_ascii_uppercase, str::to_uppercase))
 }
 
 fn change_case<O: OffsetSizeTrait>(
@@ -43,8 +33,7 @@ fn change_case<O: OffsetSizeTrait>(
 ) -> Result<ArrayRef, ExprError> {
     if s.values().is_ascii() {
         let values = Buffer::from_vec(ascii(s.values()));
-        let array =
-            GenericStringArray::<O>::try_new(s.offsets().clone(), values, s.nulls().cloned())?;
+        let array = GenericStringArray::<O>::try_new(s.offsets().clone(), values, s.nulls().cloned())?;
         return Ok(Arc::new(array));
     }
     let array = map_strings(s, |v, out| {
@@ -67,11 +56,7 @@ pub fn char_length(array: &dyn Array) -> Result<ArrayRef, ExprError> {
 
 /// Character counts: bytes that do not continue a UTF-8 sequence.
 fn count_chars<O: OffsetSizeTrait>(s: &GenericStringArray<O>) -> ArrayRef {
-    if O::IS_LARGE {
-        Arc::new(counts::<O, Int64Type>(s))
-    } else {
-        Arc::new(counts::<O, Int32Type>(s))
-    }
+    if O::IS_LARGE { Arc::new(counts::<O, Int64Type>(s)) } else { Arc::new(counts::<O, Int32Type>(s)) }
 }
 
 fn counts<O: OffsetSizeTrait, T: ArrowPrimitiveType>(s: &GenericStringArray<O>) -> PrimitiveArray<T>
@@ -83,9 +68,7 @@ where
         .value_offsets()
         .windows(2)
         .map(|w| {
-            let bytes = values
-                .get(w[0].as_usize()..w[1].as_usize())
-                .unwrap_or_default();
+            let bytes = values.get(w[0].as_usize()..w[1].as_usize()).unwrap_or_default();
             let n = bytes.iter().filter(|&&b| (b as i8) >= -0x40).count();
             T::Native::try_from(n).unwrap_or_default()
         })
@@ -95,9 +78,7 @@ where
 
 /// `octet_length(s)`: the number of bytes, as int32 (int64 for large-utf8).
 pub fn octet_length(array: &dyn Array) -> Result<ArrayRef, ExprError> {
-    with_strings!(array, "octet_length", |s| Ok(arrow_string::length::length(
-        s
-    )?))
+    with_strings!(array, "octet_length", |s| Ok(arrow_string::length::length(s)?))
 }
 
 /// `substr(s, start[, len])` with SQL semantics: `start` counts characters from 1,
@@ -105,17 +86,12 @@ pub fn octet_length(array: &dyn Array) -> Result<ArrayRef, ExprError> {
 /// `'he'`), and a negative `len` is an error.
 pub fn substr(array: &dyn Array, start: i64, len: Option<i64>) -> Result<ArrayRef, ExprError> {
     if let Some(len) = len.filter(|&l| l < 0) {
-        return Err(ExprError::type_error(format!(
-            "substr: negative substring length {len} is not allowed"
-        )));
+        return Err(ExprError::type_error(format!("substr: negative substring length {len} is not allowed")));
     }
     let from = start.max(1);
     let arrow_start = from - 1;
-    let arrow_len =
-        len.map(|l| u64::try_from(start.saturating_add(l).saturating_sub(from)).unwrap_or(0));
-    with_strings!(array, "substr", |s| Ok(
-        Arc::new(substring_by_char(s, arrow_start, arrow_len)?) as ArrayRef
-    ))
+    let arrow_len = len.map(|l| u64::try_from(start.saturating_add(l).saturating_sub(from)).unwrap_or(0));
+    with_strings!(array, "substr", |s| Ok(Arc::new(substring_by_char(s, arrow_start, arrow_len)?) as ArrayRef))
 }
 
 /// `split_part(s, delimiter, n)` as in PostgreSQL: the `n`th field (from 1), or
@@ -123,9 +99,7 @@ pub fn substr(array: &dyn Array, start: i64, len: Option<i64>) -> Result<ArrayRe
 /// `n = 0` is an error.
 pub fn split_part(array: &dyn Array, delimiter: &str, n: i64) -> Result<ArrayRef, ExprError> {
     if n == 0 {
-        return Err(ExprError::type_error(
-            "split_part: field position must not be zero",
-        ));
+        return Err(ExprError::type_error("split_part: field position must not be zero"));
     }
     let mut chars = delimiter.chars();
     let single = match (chars.next(), chars.next()) {
@@ -137,12 +111,7 @@ pub fn split_part(array: &dyn Array, delimiter: &str, n: i64) -> Result<ArrayRef
             let field = match single {
                 Some(c) => nth_field(v, n, |v| v.split(c), |v| v.matches(c).count()),
                 None if delimiter.is_empty() => (n == 1 || n == -1).then_some(v),
-                None => nth_field(
-                    v,
-                    n,
-                    |v| v.split(delimiter),
-                    |v| v.matches(delimiter).count(),
-                ),
+                None => nth_field(v, n, |v| v.split(delimiter), |v| v.matches(delimiter).count()),
             };
             out.extend_from_slice(field.unwrap_or("").as_bytes());
             true
@@ -180,25 +149,16 @@ pub struct RegexExtract {
 impl RegexExtract {
     /// Compiles `pattern` (Rust `regex` syntax) and checks that `group` exists.
     pub fn new(pattern: &str, group: i64) -> Result<Self, ExprError> {
-        let regex = RegexBuilder::new(pattern)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()
-            .map_err(|e| {
-                ExprError::type_error(format!(
-                    "regexp_extract: invalid pattern `{pattern}`: {}",
-                    one_line(&e.to_string())
-                ))
-            })?;
+        let regex = RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).build().map_err(|e| {
+            ExprError::type_error(format!("regexp_extract: invalid pattern `{pattern}`: {}", one_line(&e.to_string())))
+        })?;
         let groups = regex.captures_len() - 1;
-        let group = usize::try_from(group)
-            .ok()
-            .filter(|&g| g <= groups)
-            .ok_or_else(|| {
-                ExprError::type_error(format!(
-                    "regexp_extract: group {group} is out of range: pattern `{pattern}` has {groups} capture group{}",
-                    if groups == 1 { "" } else { "s" }
-                ))
-            })?;
+        let group = usize::try_from(group).ok().filter(|&g| g <= groups).ok_or_else(|| {
+            ExprError::type_error(format!(
+                "regexp_extract: group {group} is out of range: pattern `{pattern}` has {groups} capture group{}",
+                if groups == 1 { "" } else { "s" }
+            ))
+        })?;
         Ok(Self { regex, group })
     }
 
@@ -220,9 +180,7 @@ impl RegexExtract {
                 let span = if self.group == 0 {
                     self.regex.find(v).map(|m| (m.start(), m.end()))
                 } else {
-                    self.regex
-                        .captures_read(&mut locations, v)
-                        .and_then(|_| locations.get(self.group))
+                    self.regex.captures_read(&mut locations, v).and_then(|_| locations.get(self.group))
                 };
                 match span.and_then(|(a, b)| v.get(a..b)) {
                     Some(text) => {
@@ -239,10 +197,5 @@ impl RegexExtract {
 
 /// Regex errors come with a multi-line caret diagram; keep their last line.
 fn one_line(message: &str) -> String {
-    message
-        .lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .unwrap_or(message)
-        .to_owned()
+    message.lines().map(str::trim).rfind(|l| !l.is_empty()).unwrap_or(message).to_owned()
 }

@@ -15,17 +15,13 @@ use crate::error::ExprError;
 
 /// `url_host(s)`: the host of an http(s) URL, or null.
 pub fn url_host(array: &dyn Array) -> Result<ArrayRef, ExprError> {
-    with_strings!(array, "url_host", |s| Ok(
-        Arc::new(map_strings(s, |v, out| push(url_host_of(v), out))?) as ArrayRef
-    ))
+    with_strings!(array, "url_host", |s| Ok(Arc::new(map_strings(s, |v, out| push(url_host_of(v), out))?) as ArrayRef))
 }
 
 /// `url_path(s)`: the path of an http(s) URL (from its first `/` up to `?` or
 /// `#`; `''` when it has none), or null when `s` is not a URL.
 pub fn url_path(array: &dyn Array) -> Result<ArrayRef, ExprError> {
-    with_strings!(array, "url_path", |s| Ok(
-        Arc::new(map_strings(s, |v, out| push(url_path_of(v), out))?) as ArrayRef
-    ))
+    with_strings!(array, "url_path", |s| Ok(Arc::new(map_strings(s, |v, out| push(url_path_of(v), out))?) as ArrayRef))
 }
 
 fn push(part: Option<&str>, out: &mut Vec<u8>) -> bool {
@@ -53,16 +49,9 @@ fn authority_start(b: &[u8]) -> Option<usize> {
 fn split_authority(url: &str) -> Option<(usize, usize, usize, usize)> {
     let b = url.as_bytes();
     let start = authority_start(b)?;
-    let end = b[start..]
-        .iter()
-        .position(|c| matches!(c, b'/' | b'?' | b'#'))
-        .map_or(b.len(), |i| start + i);
+    let end = b[start..].iter().position(|c| matches!(c, b'/' | b'?' | b'#')).map_or(b.len(), |i| start + i);
     let authority = &b[start..end];
-    let host_start = start
-        + authority
-            .iter()
-            .rposition(|&c| c == b'@')
-            .map_or(0, |i| i + 1);
+    let host_start = start + authority.iter().rposition(|&c| c == b'@').map_or(0, |i| i + 1);
     let host = &b[host_start..end];
     let host_len = if host.first() == Some(&b'[') {
         host.iter().position(|&c| c == b']')? + 1
@@ -85,10 +74,7 @@ pub fn url_path_of(url: &str) -> Option<&str> {
     if !rest.starts_with('/') {
         return Some("");
     }
-    let path_end = rest
-        .bytes()
-        .position(|c| c == b'?' || c == b'#')
-        .unwrap_or(rest.len());
+    let path_end = rest.bytes().position(|c| c == b'?' || c == b'#').unwrap_or(rest.len());
     rest.get(..path_end)
 }
 

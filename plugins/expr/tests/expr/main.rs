@@ -9,8 +9,8 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type};
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, Decimal128Array, Float64Array, Int32Array, Int64Array,
-    RecordBatch, StringArray, TimestampMillisecondArray, UInt32Array,
+    Array, ArrayRef, BooleanArray, Decimal128Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray, UInt32Array,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use flumen_expr::{Expr, ExprError};
@@ -29,11 +29,7 @@ pub fn schema() -> SchemaRef {
         Field::new("b", DataType::Int64, true),
         Field::new("a32", DataType::Int32, false),
         Field::new("b32", DataType::Int32, false),
-        Field::new(
-            "ts",
-            DataType::Timestamp(TimeUnit::Millisecond, None),
-            false,
-        ),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Millisecond, None), false),
         Field::new("dec", DataType::Decimal128(10, 2), false),
         Field::new("big", DataType::Int64, false),
         Field::new("u", DataType::UInt32, false),
@@ -42,34 +38,10 @@ pub fn schema() -> SchemaRef {
 
 pub fn batch() -> RecordBatch {
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(Int64Array::from(vec![
-            Some(100),
-            Some(250),
-            None,
-            Some(0),
-            Some(-7),
-        ])),
-        Arc::new(Int32Array::from(vec![
-            Some(1),
-            Some(2),
-            Some(3),
-            None,
-            Some(0),
-        ])),
-        Arc::new(Float64Array::from(vec![
-            Some(0.5),
-            Some(1.5),
-            None,
-            Some(2.0),
-            Some(-0.0),
-        ])),
-        Arc::new(StringArray::from(vec![
-            Some("Apple"),
-            Some("banana"),
-            None,
-            Some("Ünïcødé"),
-            Some(""),
-        ])),
+        Arc::new(Int64Array::from(vec![Some(100), Some(250), None, Some(0), Some(-7)])),
+        Arc::new(Int32Array::from(vec![Some(1), Some(2), Some(3), None, Some(0)])),
+        Arc::new(Float64Array::from(vec![Some(0.5), Some(1.5), None, Some(2.0), Some(-0.0)])),
+        Arc::new(StringArray::from(vec![Some("Apple"), Some("banana"), None, Some("Ünïcødé"), Some("")])),
         Arc::new(StringArray::from(vec![
             Some("https://example.com/a/b?x=1"),
             Some("http://Foo.org:8080"),
@@ -77,28 +49,10 @@ pub fn batch() -> RecordBatch {
             None,
             Some("https://user@h/p#f"),
         ])),
-        Arc::new(BooleanArray::from(vec![
-            Some(true),
-            Some(false),
-            None,
-            Some(true),
-            Some(false),
-        ])),
+        Arc::new(BooleanArray::from(vec![Some(true), Some(false), None, Some(true), Some(false)])),
         Arc::new(Int64Array::from(vec![1, 2, 3, 4, 5])),
-        Arc::new(Int64Array::from(vec![
-            Some(12),
-            Some(0),
-            Some(0),
-            Some(-4),
-            None,
-        ])),
-        Arc::new(Int64Array::from(vec![
-            Some(18),
-            Some(5),
-            Some(0),
-            Some(6),
-            Some(3),
-        ])),
+        Arc::new(Int64Array::from(vec![Some(12), Some(0), Some(0), Some(-4), None])),
+        Arc::new(Int64Array::from(vec![Some(18), Some(5), Some(0), Some(6), Some(3)])),
         Arc::new(Int32Array::from(vec![12, 7, 0, -4, i32::MIN])),
         Arc::new(Int32Array::from(vec![18, 21, 0, 6, 0])),
         Arc::new(TimestampMillisecondArray::from(vec![
@@ -108,11 +62,7 @@ pub fn batch() -> RecordBatch {
             1_672_531_200_000, // 2023-01-01
             1_735_689_600_000, // 2025-01-01
         ])),
-        Arc::new(
-            Decimal128Array::from(vec![1050, 299, 0, -1, 100000])
-                .with_precision_and_scale(10, 2)
-                .unwrap(),
-        ),
+        Arc::new(Decimal128Array::from(vec![1050, 299, 0, -1, 100000]).with_precision_and_scale(10, 2).unwrap()),
         Arc::new(Int64Array::from(vec![i64::MAX, i64::MIN, 1, -1, 0])),
         Arc::new(UInt32Array::from(vec![1, 2, 3, 4, u32::MAX])),
     ];
@@ -125,21 +75,11 @@ pub fn parse(sql: &str) -> Expr {
 
 pub fn eval(sql: &str) -> ArrayRef {
     let expr = parse(sql);
-    let out = expr
-        .evaluate(&batch())
-        .unwrap_or_else(|e| panic!("`{sql}` failed: {e}"));
+    let out = expr.evaluate(&batch()).unwrap_or_else(|e| panic!("`{sql}` failed: {e}"));
     assert_eq!(out.len(), 5, "`{sql}`: wrong length");
-    assert_eq!(
-        out.data_type(),
-        expr.data_type(),
-        "`{sql}`: type differs from the declared one"
-    );
+    assert_eq!(out.data_type(), expr.data_type(), "`{sql}`: type differs from the declared one");
     if !expr.nullable() {
-        assert_eq!(
-            out.logical_null_count(),
-            0,
-            "`{sql}` is declared non-nullable but returned nulls"
-        );
+        assert_eq!(out.logical_null_count(), 0, "`{sql}` is declared non-nullable but returned nulls");
     }
     out
 }
@@ -172,10 +112,7 @@ pub fn floats(sql: &str) -> Vec<Option<f64>> {
 
 pub fn strs(sql: &str) -> Vec<Option<String>> {
     let a = arrow_cast::cast(&eval(sql), &DataType::Utf8).unwrap();
-    a.as_string::<i32>()
-        .iter()
-        .map(|s| s.map(str::to_owned))
-        .collect()
+    a.as_string::<i32>().iter().map(|s| s.map(str::to_owned)).collect()
 }
 
 pub fn bools(sql: &str) -> Vec<Option<bool>> {

@@ -1,0 +1,377 @@
+//! W2: Nexmark q0, q1 and q2 over the Bid stream, as whole `flumen run` processes
+//! against a native single-thread Rust Arrow loop over the same Parquet file.
+//!
+//! 1. Generates `target/nexmark/bids-<N>.parquet` once (N Bid events of the
+//!    `nexmark` crate, fixed base time, 64 K-row row groups, Snappy).
+//! 2. Writes one job spec per query into `target/nexmark/` (parallelism 1,
+//!    64 K-row batches, blackhole sink):
+//!    q0 source → `passthrough` test guest; q1 → `map` `price * 0.908` in place;
+//!    q2 → `filter` `auction % 123 = 0` → `project` `auction, price`.
+//! 3. Runs each job with the built `flumen` binary (`flumen run --quiet`),
+//!    timing the whole process, after one warm-up run that fills the
+//!    compiled-component cache; each timed run is followed by a run of the
+//!    native loop (ParquetRecordBatchReader, the same kernel or filter, the
+//!    result dropped), timed in-process.
+//! 4. Prints a table: median (min–max) of each, the ratio and events/s.
+//!
+//! `W2_EVENTS` (default 10 000 000) sets N, `W2_RUNS` (default 3) the runs.
+//! No timing is asserted; the native loop's row counts are checked against
+//! the sink counts flumen reports.
+
+use std::fs::File;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch};
+use arrow::array::builder::{Int64Builder, StringBuilder};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
+use nexmark::config::NexmarkConfig;
+use nexmark::event::{Event, EventType};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+const BATCH_ROWS: usize = 65536;
+/// 2015-07-15 00:00:00 UTC in ms: a fixed base time, so the file is the same on every machine.
+const BASE_TIME_MS: u64 = 1_436_918_400_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Query {
+    Q0,
+    Q1,
+    Q2,
+}
+
+impl Query {
+    fn name(self) -> &'static str {
+        match self {
+            Query::Q0 => "q0",
+            Query::Q1 => "q1",
+            Query::Q2 => "q2",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Query::Q0 => "pass-through (passthrough guest)",
+            Query::Q1 => "map price * 0.908",
+            Query::Q2 => "filter auction % 123 = 0, project auction, price",
+        }
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        // `cargo test --benches` builds and starts every bench; this one runs
+        // only under `cargo bench`.
+        println!("w2_nexmark: run with `cargo bench --bench w2_nexmark`");
+        return;
+    }
+    let events: u64 = env_or("W2_EVENTS", 10_000_000);
+    let runs: usize = env_or("W2_RUNS", 3);
+    let dir = target_dir().join("nexmark");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+
+    let data = dir.join(format!("bids-{events}.parquet"));
+    if data.is_file() {
+        println!("using {} ({} MB)", data.display(), file_mb(&data));
+    } else {
+        let started = Instant::now();
+        generate(&data, events);
+        println!("generated {} in {:.1} s ({} MB)", data.display(), started.elapsed().as_secs_f64(), file_mb(&data));
+    }
+
+    let cache = dir.join("component-cache");
+    let mut rows = Vec::new();
+    let mut summaries = Vec::new();
+    for query in [Query::Q0, Query::Q1, Query::Q2] {
+        let job = write_job(&dir, query, &data);
+        // Warm-up: fills the compiled-component cache and the page cache.
+        let (_, warm_out) = run_flumen(&job, &cache);
+        let native_rows = run_native(query, &data).1;
+        let sink_rows = sink_rows(&warm_out);
+        assert_eq!(
+            sink_rows,
+            Some(native_rows),
+            "{}: flumen's sink got a different row count than the native loop\n{warm_out}",
+            query.name()
+        );
+        let mut flumen = Vec::with_capacity(runs);
+        let mut native = Vec::with_capacity(runs);
+        let mut last_out = String::new();
+        for _ in 0..runs {
+            let (t, out) = run_flumen(&job, &cache);
+            flumen.push(t.as_secs_f64());
+            last_out = out;
+            native.push(run_native(query, &data).0.as_secs_f64());
+        }
+        let ratios: Vec<f64> = flumen.iter().zip(&native).map(|(f, n)| f / n).collect();
+        println!(
+            "{}: flumen {:.3} s, native {:.3} s ({} runs, {} rows out)",
+            query.name(),
+            median(&flumen),
+            median(&native),
+            runs,
+            native_rows
+        );
+        rows.push((query, flumen, native, ratios, native_rows));
+        summaries.push((query, last_out));
+    }
+
+    println!();
+    println!("W2: Nexmark over {events} Bid events ({}), {runs} runs each after one warm-up; flumen = whole `flumen run` process,", data.file_name().and_then(|n| n.to_str()).unwrap_or("?"));
+    println!("native = single-thread ParquetRecordBatchReader loop in-process; ratio = median of per-run ratios (min–max)");
+    println!();
+    println!("| query | what | flumen median s (min–max) | native median s (min–max) | flumen/native (min–max) | flumen events/s | native events/s | rows out |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    for (query, flumen, native, ratios, rows_out) in &rows {
+        println!(
+            "| {} | {} | {:.3} ({:.3}–{:.3}) | {:.3} ({:.3}–{:.3}) | {:.2}× ({:.2}–{:.2}) | {} | {} | {} |",
+            query.name(),
+            query.what(),
+            median(flumen),
+            min(flumen),
+            max(flumen),
+            median(native),
+            min(native),
+            max(native),
+            median(ratios),
+            min(ratios),
+            max(ratios),
+            rate(events as f64 / median(flumen)),
+            rate(events as f64 / median(native)),
+            rows_out
+        );
+    }
+    println!();
+    println!("Last run's per-node summary from `flumen run` for each query:");
+    for (query, out) in &summaries {
+        println!();
+        println!("{}:", query.name());
+        for line in out.lines() {
+            println!("    {line}");
+        }
+    }
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v.trim().replace('_', "").parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")),
+        Err(_) => default,
+    }
+}
+
+/// The cargo target directory (`CARGO_TARGET_TMPDIR` is `<target>/tmp`).
+fn target_dir() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().map(Path::to_path_buf).unwrap_or_else(|| tmp.to_path_buf())
+}
+
+fn file_mb(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len() >> 20).unwrap_or(0)
+}
+
+fn rate(per_s: f64) -> String {
+    if per_s >= 1e6 { format!("{:.2} M", per_s / 1e6) } else { format!("{:.0} K", per_s / 1e3) }
+}
+
+// ---------------------------------------------------------------------------
+// Data
+
+fn bid_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("auction", DataType::Int64, false),
+        Field::new("bidder", DataType::Int64, false),
+        Field::new("price", DataType::Int64, false),
+        Field::new("channel", DataType::Utf8, false),
+        Field::new("url", DataType::Utf8, false),
+        Field::new("date_time", DataType::Int64, false),
+        Field::new("extra", DataType::Utf8, false),
+    ]))
+}
+
+/// Writes `events` Bid events to `path` (through a temporary file, so an
+/// interrupted run never leaves a file that looks complete).
+fn generate(path: &Path, events: u64) {
+    let config = NexmarkConfig { base_time: BASE_TIME_MS, ..NexmarkConfig::default() };
+    let mut bids = nexmark::EventGenerator::new(config).with_type_filter(EventType::Bid);
+    let schema = bid_schema();
+    let tmp = path.with_extension("parquet.partial");
+    let file = File::create(&tmp).unwrap_or_else(|e| panic!("cannot create {}: {e}", tmp.display()));
+    let props = WriterProperties::builder()
+        .set_max_row_group_row_count(Some(BATCH_ROWS))
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props)).expect("parquet writer");
+    let mut left = events;
+    while left > 0 {
+        let n = left.min(BATCH_ROWS as u64) as usize;
+        let mut auction = Int64Builder::with_capacity(n);
+        let mut bidder = Int64Builder::with_capacity(n);
+        let mut price = Int64Builder::with_capacity(n);
+        let mut channel = StringBuilder::with_capacity(n, n * 8);
+        let mut url = StringBuilder::with_capacity(n, n * 64);
+        let mut date_time = Int64Builder::with_capacity(n);
+        let mut extra = StringBuilder::with_capacity(n, n * 64);
+        for _ in 0..n {
+            let Some(Event::Bid(b)) = bids.next() else { panic!("the Bid filter yielded something else") };
+            auction.append_value(b.auction as i64);
+            bidder.append_value(b.bidder as i64);
+            price.append_value(b.price as i64);
+            channel.append_value(&b.channel);
+            url.append_value(&b.url);
+            date_time.append_value(b.date_time as i64);
+            extra.append_value(&b.extra);
+        }
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(auction.finish()),
+            Arc::new(bidder.finish()),
+            Arc::new(price.finish()),
+            Arc::new(channel.finish()),
+            Arc::new(url.finish()),
+            Arc::new(date_time.finish()),
+            Arc::new(extra.finish()),
+        ];
+        let batch = RecordBatch::try_new(schema.clone(), columns).expect("bid batch");
+        writer.write(&batch).expect("writing Parquet");
+        left -= n as u64;
+    }
+    writer.close().expect("closing Parquet");
+    std::fs::rename(&tmp, path).unwrap_or_else(|e| panic!("cannot rename {} to {}: {e}", tmp.display(), path.display()));
+}
+
+// ---------------------------------------------------------------------------
+// flumen
+
+fn toml_str(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+fn write_job(dir: &Path, query: Query, data: &Path) -> PathBuf {
+    let passthrough = Path::new(env!("FLUMEN_TEST_GUEST_DIR")).join("passthrough.wasm");
+    let data_name = data.file_name().and_then(|n| n.to_str()).expect("data file name");
+    let head = format!(
+        "# Nexmark {q}: {what}. Written by benches/w2_nexmark.rs.\n\
+         [job]\nname = \"nexmark-{q}\"\nparallelism = 1\nbatch_rows = {BATCH_ROWS}\n\n\
+         [[source]]\nid = \"bids\"\nkind = \"parquet\"\npath = {path}\n\n",
+        q = query.name(),
+        what = query.what(),
+        path = toml_str(data_name),
+    );
+    let ops = match query {
+        Query::Q0 => format!(
+            "[[operator]]\nid = \"q0\"\nplugin = {}\ninputs = [\"bids\"]\n\n",
+            toml_str(&passthrough.display().to_string())
+        ),
+        Query::Q1 => "[[operator]]\nid = \"q1\"\nplugin = \"map\"\n\
+                      config = { columns = [{ name = \"price\", expr = \"price * 0.908\" }] }\ninputs = [\"bids\"]\n\n"
+            .to_string(),
+        Query::Q2 => "[[operator]]\nid = \"q2_filter\"\nplugin = \"filter\"\n\
+                      config = { predicate = \"auction % 123 = 0\" }\ninputs = [\"bids\"]\n\n\
+                      [[operator]]\nid = \"q2\"\nplugin = \"project\"\n\
+                      config = { columns = [\"auction\", \"price\"] }\ninputs = [\"q2_filter\"]\n\n"
+            .to_string(),
+    };
+    let sink = format!("[[sink]]\nid = \"out\"\nkind = \"blackhole\"\ninputs = [\"{}\"]\n", query.name());
+    let path = dir.join(format!("{}.toml", query.name()));
+    std::fs::write(&path, format!("{head}{ops}{sink}")).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    path
+}
+
+/// Runs `flumen run --quiet <job>`; returns the wall time of the whole process and its stdout.
+fn run_flumen(job: &Path, cache: &Path) -> (Duration, String) {
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_flumen"))
+        .args(["run", "--quiet"])
+        .arg(job)
+        .env("FLUMEN_CACHE_DIR", cache)
+        .output()
+        .expect("cannot start the flumen binary");
+    let elapsed = started.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "flumen run {} failed ({}):\n{stdout}\n{}",
+        job.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (elapsed, stdout)
+}
+
+/// The `rows in` of the sink line (`sink  out  <rows in> ...`) of a run summary.
+fn sink_rows(summary: &str) -> Option<u64> {
+    summary.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        (words.next() == Some("sink") && words.next() == Some("out")).then(|| words.next()?.replace(',', "").parse().ok()).flatten()
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Native baseline
+
+/// One pass of the native loop; returns its time and the rows it produced.
+fn run_native(query: Query, data: &Path) -> (Duration, u64) {
+    let q1_schema = Arc::new(Schema::new(
+        bid_schema()
+            .fields()
+            .iter()
+            .map(|f| if f.name() == "price" { Field::new("price", DataType::Float64, false) } else { f.as_ref().clone() })
+            .collect::<Vec<_>>(),
+    ));
+    let started = Instant::now();
+    let file = File::open(data).unwrap_or_else(|e| panic!("cannot open {}: {e}", data.display()));
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("Parquet metadata")
+        .with_batch_size(BATCH_ROWS)
+        .build()
+        .expect("Parquet reader");
+    let mut rows = 0u64;
+    for batch in reader {
+        let batch = batch.expect("reading Parquet");
+        let out = match query {
+            Query::Q0 => batch,
+            Query::Q1 => {
+                let price = batch.column(2).as_any().downcast_ref::<Int64Array>().expect("price is int64");
+                let euros: Float64Array = price.unary::<_, Float64Type>(|p| p as f64 * 0.908);
+                let mut columns = batch.columns().to_vec();
+                columns[2] = Arc::new(euros);
+                RecordBatch::try_new(q1_schema.clone(), columns).expect("q1 batch")
+            }
+            Query::Q2 => {
+                let auction = batch.column(0).as_any().downcast_ref::<Int64Array>().expect("auction is int64");
+                let keep = BooleanArray::from_unary(auction, |a| a % 123 == 0);
+                let projected = batch.project(&[0, 2]).expect("project auction, price");
+                filter_record_batch(&projected, &keep).expect("filter")
+            }
+        };
+        rows += out.num_rows() as u64;
+        black_box(out);
+    }
+    (started.elapsed(), rows)
+}
+
+// ---------------------------------------------------------------------------
+
+fn median(s: &[f64]) -> f64 {
+    let mut v = s.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn min(s: &[f64]) -> f64 {
+    s.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn max(s: &[f64]) -> f64 {
+    s.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
