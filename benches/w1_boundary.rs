@@ -24,10 +24,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow_array::builder::StringBuilder;
-use arrow_array::{Array, ArrayRef, Int32Array, RecordBatch, StringArray};
-use arrow::buffer::{Buffer, NullBuffer, NullBufferBuilder, OffsetBuffer, ScalarBuffer};
+use arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow_array::builder::{NullBufferBuilder, StringBuilder};
+use arrow_array::{Array, ArrayRef, Int32Array, RecordBatch, StringArray};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use flumen_batch::{ColumnParts, FlatBatch};
 use flumen_types::OperatorLimits;
@@ -52,8 +52,13 @@ fn main() {
         cases.criterion(&mut c);
         c.final_summary();
     }
+    // `-- --profile-time N` runs criterion's cases for a profiler, nothing else.
+    if std::env::args().any(|a| a == "--profile-time") {
+        return;
+    }
     // Under `cargo test --benches` (no `--bench`) the summary only smoke-tests.
-    let rounds = std::env::var("W1_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(if bench_mode { 15 } else { 1 });
+    let rounds =
+        std::env::var("W1_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(if bench_mode { 15 } else { 1 });
     let sample = if bench_mode { Duration::from_millis(20) } else { Duration::from_micros(200) };
     cases.summary(rounds, sample);
 }
@@ -93,7 +98,8 @@ fn int_batch(rows: usize, seed: u64) -> RecordBatch {
         a.push((rng.below(1 << 22) as i32 + 1) * k);
         b.push((rng.below(1 << 22) as i32 + 1) * k);
     }
-    RecordBatch::try_new(int_schema(), vec![Arc::new(Int32Array::from(a)), Arc::new(Int32Array::from(b))]).expect("int batch")
+    RecordBatch::try_new(int_schema(), vec![Arc::new(Int32Array::from(a)), Arc::new(Int32Array::from(b))])
+        .expect("int batch")
 }
 
 fn url_schema() -> SchemaRef {
@@ -231,7 +237,8 @@ fn native_url_host_expr_style(urls: &StringArray) -> StringArray {
         nulls.append(host.is_some());
         offsets.push(i32::try_from(values.len()).expect("offsets fit i32"));
     }
-    StringArray::try_new(OffsetBuffer::new(offsets.into()), Buffer::from_vec(values), nulls.finish()).expect("valid utf8")
+    StringArray::try_new(OffsetBuffer::new(offsets.into()), Buffer::from_vec(values), nulls.finish())
+        .expect("valid utf8")
 }
 
 /// What the `strings` plugin computes: the input with `host` appended.
@@ -259,6 +266,16 @@ fn host_reassemble(batch: &RecordBatch) -> RecordBatch {
     flumen_batch::assemble_batch(batch.schema_ref(), batch.num_rows() as u64, parts).expect("valid batch")
 }
 
+/// Only the copy of [`host_reassemble`]: every buffer into a fresh aligned Arrow buffer.
+fn host_copy(batch: &RecordBatch) -> Vec<Buffer> {
+    let flat = FlatBatch::new(batch);
+    flat.views()
+        .iter()
+        .flat_map(|v| v.validity.map(|(bits, _)| bits).into_iter().chain(v.buffers.iter().copied()))
+        .map(Buffer::from)
+        .collect()
+}
+
 // ---------------------------------------------------------------------------
 // Wasm side
 
@@ -269,7 +286,8 @@ struct Wasm {
 impl Wasm {
     fn new() -> Self {
         let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
-        let runtime = WasmRuntime::new(RuntimeConfig { cache_dir: Some(cache), ..RuntimeConfig::default() }).expect("wasm runtime");
+        let runtime = WasmRuntime::new(RuntimeConfig { cache_dir: Some(cache), ..RuntimeConfig::default() })
+            .expect("wasm runtime");
         Self { runtime }
     }
 
@@ -398,7 +416,8 @@ impl<'a> Cases<'a> {
         let pass_url_ctx = open_ctx("w1-passthrough", serde_json::json!({}), &url_schema());
 
         let mut cases = Vec::new();
-        let mut push = |group, name: &str, rows, routine| cases.push(Case { group, name: name.to_string(), rows, routine });
+        let mut push =
+            |group, name: &str, rows, routine| cases.push(Case { group, name: name.to_string(), rows, routine });
         for (i, &rows) in SIZES.iter().enumerate() {
             let ints = int_batch(rows, 42 + i as u64);
             let urls = url_batch(rows, 4242 + i as u64);
@@ -409,10 +428,15 @@ impl<'a> Cases<'a> {
             let gcd_schema = got.schema();
             let want = native_map_gcd(&ints, &gcd_schema);
             assert_eq!(got, want, "map gcd(a, b) differs from the native kernel at {rows} rows");
-            push(Some("gcd"), "native", rows, native_routine({
-                let (ints, schema) = (ints.clone(), gcd_schema.clone());
-                move || native_map_gcd(&ints, &schema)
-            }));
+            push(
+                Some("gcd"),
+                "native",
+                rows,
+                native_routine({
+                    let (ints, schema) = (ints.clone(), gcd_schema.clone());
+                    move || native_map_gcd(&ints, &schema)
+                }),
+            );
             push(Some("gcd"), "wasm", rows, wasm_routine(rt, inst, ints.clone()));
 
             // url-host: likewise.
@@ -421,10 +445,15 @@ impl<'a> Cases<'a> {
             let host_schema = got.schema();
             let want = native_strings_host(&urls, &host_schema);
             assert_eq!(got, want, "strings url-host differs from the native kernel at {rows} rows");
-            push(Some("url-host"), "native", rows, native_routine({
-                let (urls, schema) = (urls.clone(), host_schema.clone());
-                move || native_strings_host(&urls, &schema)
-            }));
+            push(
+                Some("url-host"),
+                "native",
+                rows,
+                native_routine({
+                    let (urls, schema) = (urls.clone(), host_schema.clone());
+                    move || native_strings_host(&urls, &schema)
+                }),
+            );
             push(Some("url-host"), "wasm", rows, wasm_routine(rt, inst, urls.clone()));
 
             // Breakdown (summary only): the boundary without compute, the
@@ -433,27 +462,69 @@ impl<'a> Cases<'a> {
             push(None, "passthrough a,b", rows, wasm_routine(rt, inst, ints.clone()));
             let inst = instantiate(rt, &passthrough, &pass_url_ctx);
             push(None, "passthrough url", rows, wasm_routine(rt, inst, urls.clone()));
-            push(None, "host copy+validate a,b,g", rows, native_routine({
-                let batch = want_gcd(&ints, &gcd_schema);
-                move || host_reassemble(&batch)
-            }));
-            push(None, "host copy+validate url,host", rows, native_routine({
-                let batch = want.clone();
-                move || host_reassemble(&batch)
-            }));
-            push(None, "native url-host, expr-style build", rows, native_routine({
-                let urls = urls.clone();
-                move || {
-                    let a = urls.column(0).as_any().downcast_ref::<StringArray>().expect("utf8");
-                    native_url_host_expr_style(a)
-                }
-            }));
+            push(
+                None,
+                "host copy+validate a,b,g",
+                rows,
+                native_routine({
+                    let batch = want_gcd(&ints, &gcd_schema);
+                    move || host_reassemble(&batch)
+                }),
+            );
+            push(
+                None,
+                "host copy+validate url,host",
+                rows,
+                native_routine({
+                    let batch = want.clone();
+                    move || host_reassemble(&batch)
+                }),
+            );
+            push(
+                None,
+                "host copy a,b,g",
+                rows,
+                native_routine({
+                    let batch = want_gcd(&ints, &gcd_schema);
+                    move || host_copy(&batch)
+                }),
+            );
+            push(
+                None,
+                "host copy url,host",
+                rows,
+                native_routine({
+                    let batch = want.clone();
+                    move || host_copy(&batch)
+                }),
+            );
+            push(
+                None,
+                "native url-host, expr-style build",
+                rows,
+                native_routine({
+                    let urls = urls.clone();
+                    move || {
+                        let a = urls.column(0).as_any().downcast_ref::<StringArray>().expect("utf8");
+                        native_url_host_expr_style(a)
+                    }
+                }),
+            );
         }
 
         // Fixed cost per call: one row through the passthrough guest.
         let one = int_batch(1, 7);
         let inst = instantiate(rt, &passthrough, &pass_int_ctx);
-        push(Some("call"), "passthrough-1-row", 1, wasm_routine(rt, inst, one));
+        push(Some("call"), "passthrough-1-row", 1, wasm_routine(rt, inst, one.clone()));
+        // Its parts: a call that emits nothing (a filter dropping the row),
+        // and the host's copy and validation of the emitted batch.
+        let filter = wasm.factory(&plugin("filter"), "w1-filter");
+        let drop_all = open_ctx("w1-filter", serde_json::json!({ "predicate": "a < 0" }), &int_schema());
+        let mut inst = instantiate(rt, &filter, &drop_all);
+        let out = rt.block_on(inst.process(0, &one)).unwrap_or_else(|e| panic!("process: {e}"));
+        assert!(out.is_empty(), "the filter should emit nothing");
+        push(None, "filter-1-row-emits-nothing", 1, wasm_routine(rt, inst, one.clone()));
+        push(None, "host copy+validate 1-row", 1, native_routine(move || host_reassemble(&one)));
         // Instantiation from the pre-instantiated component, `open` included.
         push(Some("instantiate"), "passthrough", 1, instantiate_routine(rt, passthrough.clone(), pass_int_ctx.clone()));
         push(Some("instantiate"), "map-gcd", 1, instantiate_routine(rt, map.clone(), map_ctx.clone()));
@@ -467,7 +538,9 @@ impl<'a> Cases<'a> {
             for case in self.cases.iter_mut().filter(|c| c.group == Some(group_name)) {
                 group.throughput(Throughput::Elements(case.rows as u64));
                 let routine = &mut case.routine;
-                group.bench_function(BenchmarkId::new(case.name.clone(), case.rows), |b| b.iter_custom(|iters| routine(iters)));
+                group.bench_function(BenchmarkId::new(case.name.clone(), case.rows), |b| {
+                    b.iter_custom(|iters| routine(iters))
+                });
             }
             group.finish();
         }
@@ -513,7 +586,9 @@ impl<'a> Cases<'a> {
 
     fn summary(&mut self, rounds: usize, target: Duration) {
         println!();
-        println!("W1 summary: median of {rounds} rounds, each timing the native and the Wasm case back to back (min–max);");
+        println!(
+            "W1 summary: median of {rounds} rounds, each timing the native and the Wasm case back to back (min–max);"
+        );
         println!("the ratio is the median of the per-round ratios.");
         println!();
         println!("| function | rows | native µs/batch | wasm µs/batch | wasm/native (min–max) | wasm ns/row |");
@@ -536,6 +611,8 @@ impl<'a> Cases<'a> {
         let s = self.sample(
             &[
                 (Some("call"), "passthrough-1-row", 1),
+                (None, "filter-1-row-emits-nothing", 1),
+                (None, "host copy+validate 1-row", 1),
                 (Some("instantiate"), "passthrough", 1),
                 (Some("instantiate"), "map-gcd", 1),
                 (None, "drop passthrough instance", 1),
@@ -545,39 +622,60 @@ impl<'a> Cases<'a> {
         );
         println!("| per call / per instance | median | min–max |");
         println!("|---|---:|---:|");
-        println!("| fixed cost per call (1-row batch, passthrough guest) | {:.0} ns | {:.0}–{:.0} ns |", median(&s[0]), min(&s[0]), max(&s[0]));
         for (label, s) in [
-            ("instantiate + open (passthrough)", &s[1]),
-            ("instantiate + open (map, gcd)", &s[2]),
-            ("drop an instance (passthrough)", &s[3]),
+            ("fixed cost per call (1-row batch, passthrough guest)", &s[0]),
+            ("part of it: a call that emits nothing (filter `a < 0`, 1 row)", &s[1]),
+            ("part of it: the host's copy + validation of a 1-row batch (no Wasm)", &s[2]),
+        ] {
+            println!("| {label} | {:.0} ns | {:.0}–{:.0} ns |", median(s), min(s), max(s));
+        }
+        for (label, s) in [
+            ("instantiate + open (passthrough)", &s[3]),
+            ("instantiate + open (map, gcd)", &s[4]),
+            ("drop an instance (passthrough; not in the line above)", &s[5]),
         ] {
             println!("| {label} | {:.1} µs | {:.1}–{:.1} µs |", median(s) / 1e3, min(s) / 1e3, max(s) / 1e3);
         }
 
+        let rounds = rounds.div_ceil(3);
         println!();
-        println!("Where a Wasm call's time goes (µs per batch, medians of {} rounds):", rounds.div_ceil(3));
+        println!("Where a Wasm call's time goes (µs per batch, medians of {rounds} rounds):");
         println!();
-        println!("| function | rows | wasm call | passthrough guest, same input | host copy+validate of the output | native kernel | native, expr-style string build |");
-        println!("|---|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "| function | rows | wasm call | passthrough guest, same input | host: copy the output | \
+             host: copy + validate the output | native kernel | native, expr-style string build |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|");
         for &rows in &SIZES {
             let d = self.sample(
                 &[
                     (Some("gcd"), "wasm", rows),
                     (None, "passthrough a,b", rows),
+                    (None, "host copy a,b,g", rows),
                     (None, "host copy+validate a,b,g", rows),
                     (Some("gcd"), "native", rows),
                     (Some("url-host"), "wasm", rows),
                     (None, "passthrough url", rows),
+                    (None, "host copy url,host", rows),
                     (None, "host copy+validate url,host", rows),
                     (Some("url-host"), "native", rows),
                     (None, "native url-host, expr-style build", rows),
                 ],
-                rounds.div_ceil(3),
+                rounds,
                 target,
             );
             let m = |s: &Vec<f64>| format!("{:.1}", median(s) / 1e3);
-            println!("| gcd | {rows} | {} | {} | {} | {} | – |", m(&d[0]), m(&d[1]), m(&d[2]), m(&d[3]));
-            println!("| url-host | {rows} | {} | {} | {} | {} | {} |", m(&d[4]), m(&d[5]), m(&d[6]), m(&d[7]), m(&d[8]));
+            println!("| gcd | {rows} | {} | {} | {} | {} | {} | – |", m(&d[0]), m(&d[1]), m(&d[2]), m(&d[3]), m(&d[4]));
+            let u = &d[5..];
+            println!(
+                "| url-host | {rows} | {} | {} | {} | {} | {} | {} |",
+                m(&u[0]),
+                m(&u[1]),
+                m(&u[2]),
+                m(&u[3]),
+                m(&u[4]),
+                m(&u[5])
+            );
         }
     }
 }

@@ -25,8 +25,8 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch};
 use arrow::array::builder::{Int64Builder, StringBuilder};
+use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Float64Type, Schema, SchemaRef};
 use nexmark::config::NexmarkConfig;
@@ -124,10 +124,17 @@ fn main() {
     }
 
     println!();
-    println!("W2: Nexmark over {events} Bid events ({}), {runs} runs each after one warm-up; flumen = whole `flumen run` process,", data.file_name().and_then(|n| n.to_str()).unwrap_or("?"));
-    println!("native = single-thread ParquetRecordBatchReader loop in-process; ratio = median of per-run ratios (min–max)");
+    println!(
+        "W2: Nexmark over {events} Bid events ({}), {runs} runs each after one warm-up; flumen = whole `flumen run` process,",
+        data.file_name().and_then(|n| n.to_str()).unwrap_or("?")
+    );
+    println!(
+        "native = single-thread ParquetRecordBatchReader loop in-process; ratio = median of per-run ratios (min–max)"
+    );
     println!();
-    println!("| query | what | flumen median s (min–max) | native median s (min–max) | flumen/native (min–max) | flumen events/s | native events/s | rows out |");
+    println!(
+        "| query | what | flumen median s (min–max) | native median s (min–max) | flumen/native (min–max) | flumen events/s | native events/s | rows out |"
+    );
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for (query, flumen, native, ratios, rows_out) in &rows {
         println!(
@@ -242,7 +249,8 @@ fn generate(path: &Path, events: u64) {
         left -= n as u64;
     }
     writer.close().expect("closing Parquet");
-    std::fs::rename(&tmp, path).unwrap_or_else(|e| panic!("cannot rename {} to {}: {e}", tmp.display(), path.display()));
+    std::fs::rename(&tmp, path)
+        .unwrap_or_else(|e| panic!("cannot rename {} to {}: {e}", tmp.display(), path.display()));
 }
 
 // ---------------------------------------------------------------------------
@@ -279,7 +287,8 @@ fn write_job(dir: &Path, query: Query, data: &Path) -> PathBuf {
     };
     let sink = format!("[[sink]]\nid = \"out\"\nkind = \"blackhole\"\ninputs = [\"{}\"]\n", query.name());
     let path = dir.join(format!("{}.toml", query.name()));
-    std::fs::write(&path, format!("{head}{ops}{sink}")).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    std::fs::write(&path, format!("{head}{ops}{sink}"))
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
     path
 }
 
@@ -308,7 +317,9 @@ fn run_flumen(job: &Path, cache: &Path) -> (Duration, String) {
 fn sink_rows(summary: &str) -> Option<u64> {
     summary.lines().find_map(|l| {
         let mut words = l.split_whitespace();
-        (words.next() == Some("sink") && words.next() == Some("out")).then(|| words.next()?.replace(',', "").parse().ok()).flatten()
+        (words.next() == Some("sink") && words.next() == Some("out"))
+            .then(|| words.next()?.replace(',', "").parse().ok())
+            .flatten()
     })
 }
 
@@ -317,13 +328,16 @@ fn sink_rows(summary: &str) -> Option<u64> {
 
 /// One pass of the native loop; returns its time and the rows it produced.
 fn run_native(query: Query, data: &Path) -> (Duration, u64) {
-    let q1_schema = Arc::new(Schema::new(
-        bid_schema()
-            .fields()
-            .iter()
-            .map(|f| if f.name() == "price" { Field::new("price", DataType::Float64, false) } else { f.as_ref().clone() })
-            .collect::<Vec<_>>(),
-    ));
+    let q1_schema =
+        Arc::new(Schema::new(
+            bid_schema()
+                .fields()
+                .iter()
+                .map(|f| {
+                    if f.name() == "price" { Field::new("price", DataType::Float64, false) } else { f.as_ref().clone() }
+                })
+                .collect::<Vec<_>>(),
+        ));
     let started = Instant::now();
     let file = File::open(data).unwrap_or_else(|e| panic!("cannot open {}: {e}", data.display()));
     let reader = ParquetRecordBatchReaderBuilder::try_new(file)

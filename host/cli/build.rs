@@ -28,7 +28,15 @@ fn main() {
 
     let plugins = members(&root.join("plugins"));
     let test_guests = members(&root.join("tests/guests"));
-    for path in ["plugins/Cargo.toml", "plugins/Cargo.lock", "sdk/rust/Cargo.toml", "sdk/rust/src", "wit", "host/batch/src", "host/batch/Cargo.toml"] {
+    for path in [
+        "plugins/Cargo.toml",
+        "plugins/Cargo.lock",
+        "sdk/rust/Cargo.toml",
+        "sdk/rust/src",
+        "wit",
+        "host/batch/src",
+        "host/batch/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(path).display());
     }
     for dir in plugins.iter().chain(&test_guests) {
@@ -43,7 +51,13 @@ fn main() {
     cmd.args(["build", "--release", "--target", TARGET, "--workspace", "--manifest-path"])
         .arg(root.join("plugins/Cargo.toml"))
         .env("CARGO_TARGET_DIR", &guest_target);
-    for var in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_BUILD_TARGET", "RUSTC_WORKSPACE_WRAPPER", "CARGO_PRIMARY_PACKAGE"] {
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
         cmd.env_remove(var);
     }
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run cargo to build the guest components: {e}"));
@@ -57,9 +71,8 @@ fn main() {
 
 /// Crate directories under `dir` that build a component (`cdylib`).
 fn members(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let mut out: Vec<PathBuf> =
+        fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
     out.retain(|p| fs::read_to_string(p.join("Cargo.toml")).is_ok_and(|t| t.contains("cdylib")));
     out.sort();
     out
@@ -72,7 +85,8 @@ fn copy_components(dirs: &[PathBuf], built: &Path, dest: &Path) {
         let package = package_name(&dir.join("Cargo.toml")).unwrap_or_else(|| name.clone());
         let artifact = built.join(format!("{}.wasm", package.replace('-', "_")));
         let to = dest.join(format!("{name}.wasm"));
-        fs::copy(&artifact, &to).unwrap_or_else(|e| panic!("cannot copy {} to {}: {e}", artifact.display(), to.display()));
+        fs::copy(&artifact, &to)
+            .unwrap_or_else(|e| panic!("cannot copy {} to {}: {e}", artifact.display(), to.display()));
     }
 }
 
@@ -87,7 +101,9 @@ fn package_name(manifest: &Path) -> Option<String> {
 fn ensure_target() {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let libdir = Command::new(&rustc).args(["--print", "target-libdir", "--target", TARGET]).output();
-    let present = libdir.as_ref().is_ok_and(|o| o.status.success() && Path::new(String::from_utf8_lossy(&o.stdout).trim()).exists());
+    let present = libdir
+        .as_ref()
+        .is_ok_and(|o| o.status.success() && Path::new(String::from_utf8_lossy(&o.stdout).trim()).exists());
     if present {
         return;
     }

@@ -60,7 +60,10 @@ async fn truncated_component_is_refused() {
 async fn component_of_another_world_is_refused() {
     let job = one_operator("plugin = \"{guest:wrong-world}\"", 10);
     let err = job.run_err().await;
-    assert_contains(&err, &["operator `op`", "does not export `flumen:dataflow/transform@0.1.0`", "test:wrong/greeter"]);
+    assert_contains(
+        &err,
+        &["operator `op`", "does not export `flumen:dataflow/transform@0.1.0`", "test:wrong/greeter"],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -59,7 +59,8 @@ inputs = ["big"]
     assert_eq!(read_jsonl_ids(&dir.path().join("out.jsonl")), (90..100).collect::<Vec<_>>());
 
     // Running it with a bad config names the operator and the missing column.
-    let job = std::fs::read_to_string(dir.path().join("job.toml")).unwrap().replace("column = \"id\"", "column = \"idx\"");
+    let job =
+        std::fs::read_to_string(dir.path().join("job.toml")).unwrap().replace("column = \"id\"", "column = \"idx\"");
     std::fs::write(dir.path().join("job.toml"), job).unwrap();
     let out = Command::new(flumen).args(["run", "job.toml"]).current_dir(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -73,7 +74,8 @@ fn plugin_new_refuses_bad_names_and_languages() {
     let out = Command::new(flumen).args(["plugin", "new", "Bad Name"]).current_dir(dir.path()).output().unwrap();
     assert!(!out.status.success());
     assert_contains(&String::from_utf8_lossy(&out.stderr), &["must start with a lowercase letter"]);
-    let out = Command::new(flumen).args(["plugin", "new", "x", "--lang", "cobol"]).current_dir(dir.path()).output().unwrap();
+    let out =
+        Command::new(flumen).args(["plugin", "new", "x", "--lang", "cobol"]).current_dir(dir.path()).output().unwrap();
     assert!(!out.status.success());
     assert_contains(&String::from_utf8_lossy(&out.stderr), &["`--lang cobol` is not supported yet"]);
 }

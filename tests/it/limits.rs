@@ -4,7 +4,10 @@
 use crate::common::*;
 
 fn misbehave(mode: &str, limits: &str) -> Job {
-    one_operator(&format!("plugin = \"{{guest:misbehave}}\"\nconfig = {{ mode = \"{mode}\", after = 2 }}\n{limits}"), 1000)
+    one_operator(
+        &format!("plugin = \"{{guest:misbehave}}\"\nconfig = {{ mode = \"{mode}\", after = 2 }}\n{limits}"),
+        1000,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -13,7 +16,8 @@ async fn trap_fails_the_job_and_names_the_operator() {
     let err = job.run_err().await;
     assert_contains(&err, &["operator op[0]", "`process` trapped", "trapping on purpose"]);
     assert!(!job.file("out.jsonl").exists(), "a failed job must not leave its output file");
-    let leftovers: Vec<_> = std::fs::read_dir(job.dir.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    let leftovers: Vec<_> =
+        std::fs::read_dir(job.dir.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
     assert_eq!(leftovers.len(), 2, "only job.toml and input.csv remain, found {leftovers:?}");
 }
 
@@ -45,7 +49,10 @@ async fn flood_of_output_hits_the_per_call_cap() {
     let job = misbehave("huge-output", "limits = { output_mb_per_call = 1 }");
     let err = job.run_err().await;
     assert_contains(&err, &["operator op[0]"]);
-    assert!(err.contains("emitted more than 1 MiB in one call") || err.contains("emitted more than 1024 batches"), "{err}");
+    assert!(
+        err.contains("emitted more than 1 MiB in one call") || err.contains("emitted more than 1024 batches"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

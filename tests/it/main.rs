@@ -1,6 +1,8 @@
 //! Cross-crate scenarios, in one test binary: real jobs over real files with
 //! real guest components built from source (see `host/cli/build.rs`).
 
+#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+
 mod bad_input;
 mod cli;
 mod common;

@@ -79,7 +79,10 @@ fn inspect_prints_the_world() {
     let out = flumen().arg("inspect").arg(guest("passthrough")).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_contains(&text, &["Flumen operator", "flumen:dataflow/transform@0.1.0", "flumen:dataflow/output@0.1.0", "sha256"]);
+    assert_contains(
+        &text,
+        &["Flumen operator", "flumen:dataflow/transform@0.1.0", "flumen:dataflow/output@0.1.0", "sha256"],
+    );
 }
 
 #[test]
@@ -109,7 +112,8 @@ inputs = ["gen"]
     assert!(status.success());
     let waited = wait_timeout(&mut child, std::time::Duration::from_secs(20));
     assert_eq!(waited, Some(130), "flumen must exit with 130 after Ctrl-C");
-    let left: Vec<_> = std::fs::read_dir(job.dir.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    let left: Vec<_> =
+        std::fs::read_dir(job.dir.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
     assert_eq!(left.len(), 1, "only job.toml remains (no output, no temp file): {left:?}");
 }
 

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::{RecordBatch, RecordBatchOptions, make_array};
-use arrow_buffer::{Buffer, NullBuffer, BooleanBuffer};
+use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer};
 use arrow_data::{ArrayData, ArrayDataBuilder};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
 
@@ -52,9 +52,34 @@ fn child_fields(data_type: &DataType) -> Option<Vec<Arc<Field>>> {
     Some(match data_type {
         List(f) | LargeList(f) | FixedSizeList(f, _) | Map(f, _) => vec![f.clone()],
         Struct(fields) => fields.iter().cloned().collect(),
-        Null | Boolean | Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 | Float16 | Float32
-        | Float64 | Utf8 | LargeUtf8 | Utf8View | Binary | LargeBinary | BinaryView | FixedSizeBinary(_) | Date32
-        | Date64 | Time32(_) | Time64(_) | Timestamp(_, _) | Duration(_) | Decimal128(_, _) | Decimal256(_, _) => {
+        Null
+        | Boolean
+        | Int8
+        | Int16
+        | Int32
+        | Int64
+        | UInt8
+        | UInt16
+        | UInt32
+        | UInt64
+        | Float16
+        | Float32
+        | Float64
+        | Utf8
+        | LargeUtf8
+        | Utf8View
+        | Binary
+        | LargeBinary
+        | BinaryView
+        | FixedSizeBinary(_)
+        | Date32
+        | Date64
+        | Time32(_)
+        | Time64(_)
+        | Timestamp(_, _)
+        | Duration(_)
+        | Decimal128(_, _)
+        | Decimal256(_, _) => {
             vec![]
         }
         _ => return None,
@@ -103,23 +128,30 @@ pub fn unflatten_schema(fields: Vec<FlatField>, metadata: HashMap<String, String
 /// host's stack away.
 pub const NESTING_DEPTH_MAX: usize = 64;
 
-fn unflatten_field(flat: FlatField, rest: &mut impl Iterator<Item = FlatField>, depth: usize) -> Result<Field, BatchError> {
+fn unflatten_field(
+    flat: FlatField,
+    rest: &mut impl Iterator<Item = FlatField>,
+    depth: usize,
+) -> Result<Field, BatchError> {
     if depth > NESTING_DEPTH_MAX {
         return Err(BatchError::MalformedSchema(format!("nesting deeper than {NESTING_DEPTH_MAX} levels")));
     }
     let expected = expected_children(&flat.data_type);
-    if let Some(n) = expected {
-        if n != flat.children as usize {
-            return Err(BatchError::MalformedSchema(format!(
-                "field `{}` of type {} must have {n} child field(s), not {}",
-                flat.name, flat.data_type, flat.children
-            )));
-        }
+    if let Some(n) = expected
+        && n != flat.children as usize
+    {
+        return Err(BatchError::MalformedSchema(format!(
+            "field `{}` of type {} must have {n} child field(s), not {}",
+            flat.name, flat.data_type, flat.children
+        )));
     }
     let mut children = Vec::with_capacity(flat.children.min(1024) as usize);
     for _ in 0..flat.children {
         let child = rest.next().ok_or_else(|| {
-            BatchError::MalformedSchema(format!("field `{}` announces {} children, the schema ends first", flat.name, flat.children))
+            BatchError::MalformedSchema(format!(
+                "field `{}` announces {} children, the schema ends first",
+                flat.name, flat.children
+            ))
         })?;
         children.push(Arc::new(unflatten_field(child, rest, depth + 1)?));
     }
@@ -144,7 +176,10 @@ fn unflatten_field(flat: FlatField, rest: &mut impl Iterator<Item = FlatField>, 
         Struct(_) => Struct(Fields::from(children)),
         other => {
             if flat.children != 0 {
-                return Err(BatchError::MalformedSchema(format!("field `{}` of type {other} cannot have children", flat.name)));
+                return Err(BatchError::MalformedSchema(format!(
+                    "field `{}` of type {other} cannot have children",
+                    flat.name
+                )));
             }
             other
         }
@@ -257,14 +292,18 @@ pub fn assemble_batch(schema: &SchemaRef, num_rows: u64, columns: Vec<ColumnPart
         .map_err(|e| BatchError::MalformedBatch(e.to_string()))
 }
 
-fn build_array(field: &Field, parts: &mut impl Iterator<Item = ColumnParts>, depth: usize) -> Result<ArrayData, BatchError> {
+fn build_array(
+    field: &Field,
+    parts: &mut impl Iterator<Item = ColumnParts>,
+    depth: usize,
+) -> Result<ArrayData, BatchError> {
     let invalid = |message: String| BatchError::InvalidColumn { field: field.name().clone(), message };
     if depth > NESTING_DEPTH_MAX {
         return Err(invalid(format!("nesting deeper than {NESTING_DEPTH_MAX} levels")));
     }
-    let part = parts
-        .next()
-        .ok_or_else(|| BatchError::MalformedBatch(format!("no column for field `{}`: too few columns", field.name())))?;
+    let part = parts.next().ok_or_else(|| {
+        BatchError::MalformedBatch(format!("no column for field `{}`: too few columns", field.name()))
+    })?;
     let end = part.offset.checked_add(part.len).filter(|e| *e <= SLOT_INDEX_MAX);
     if end.is_none() {
         return Err(invalid(format!("offset {} + length {} is out of range", part.offset, part.len)));

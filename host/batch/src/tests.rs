@@ -1,8 +1,8 @@
 //! Round trips of flattened schemas and batches, and the malformed inputs they must refuse.
 
 use super::*;
-use arrow_array::builder::{ListBuilder, StringBuilder, Int32Builder};
-use arrow_array::{Array, Int32Array, Int64Array, StringArray, StructArray, Float64Array};
+use arrow_array::builder::{Int32Builder, ListBuilder, StringBuilder};
+use arrow_array::{Array, Float64Array, Int32Array, Int64Array, StringArray, StructArray};
 
 fn owned(view: &ColumnView<'_>) -> ColumnParts {
     ColumnParts {
@@ -32,8 +32,14 @@ fn nested_batch() -> RecordBatch {
     list.append(true);
     let list = list.finish();
     let strukt = StructArray::from(vec![
-        (Arc::new(Field::new("x", DataType::Float64, false)), Arc::new(Float64Array::from(vec![1.5, 2.5, 3.5])) as ArrayRef),
-        (Arc::new(Field::new("s", DataType::Utf8, true)), Arc::new(StringArray::from(vec![Some("a"), None, Some("ccc")])) as ArrayRef),
+        (
+            Arc::new(Field::new("x", DataType::Float64, false)),
+            Arc::new(Float64Array::from(vec![1.5, 2.5, 3.5])) as ArrayRef,
+        ),
+        (
+            Arc::new(Field::new("s", DataType::Utf8, true)),
+            Arc::new(StringArray::from(vec![Some("a"), None, Some("ccc")])) as ArrayRef,
+        ),
     ]);
     let schema = Schema::new(vec![
         Field::new("id", DataType::Int64, false),
@@ -118,7 +124,7 @@ fn huge_lengths_do_not_overflow() {
     let parts = vec![ColumnParts {
         len: 4,
         offset: 0,
-        validity: Some((Buffer::from(vec![0xff]), u64::MAX - 1)),
+        validity: Some((Buffer::from(vec![0xffu8]), u64::MAX - 1)),
         buffers: vec![Buffer::from(vec![0u8; 32])],
     }];
     assert!(assemble_batch(&schema, 4, parts).is_err());
@@ -131,7 +137,7 @@ fn short_validity_bitmap_is_refused() {
     let parts = vec![ColumnParts {
         len: 20,
         offset: 0,
-        validity: Some((Buffer::from(vec![0xff]), 0)),
+        validity: Some((Buffer::from(vec![0xffu8]), 0)),
         buffers: vec![Buffer::from(vec![0u8; 80])],
     }];
     let err = assemble_batch(&schema, 20, parts).unwrap_err();
@@ -144,7 +150,7 @@ fn nulls_in_a_non_nullable_column_are_refused() {
     let parts = vec![ColumnParts {
         len: 2,
         offset: 0,
-        validity: Some((Buffer::from(vec![0b01]), 0)),
+        validity: Some((Buffer::from(vec![0b01u8]), 0)),
         buffers: vec![Buffer::from(vec![0u8; 8])],
     }];
     assert!(assemble_batch(&schema, 2, parts).is_err());
@@ -181,7 +187,13 @@ fn malformed_schemas_are_refused() {
     // A list announcing a child that never comes.
     assert!(unflatten_schema(vec![f("l", list_shell.clone(), 1)], HashMap::new()).is_err());
     // A list with two children.
-    assert!(unflatten_schema(vec![f("l", list_shell, 2), f("a", DataType::Int32, 0), f("b", DataType::Int32, 0)], HashMap::new()).is_err());
+    assert!(
+        unflatten_schema(
+            vec![f("l", list_shell, 2), f("a", DataType::Int32, 0), f("b", DataType::Int32, 0)],
+            HashMap::new()
+        )
+        .is_err()
+    );
     // A primitive with a child.
     assert!(unflatten_schema(vec![f("p", DataType::Int32, 1), f("a", DataType::Int32, 0)], HashMap::new()).is_err());
     // A tower of lists deeper than the limit.

@@ -56,7 +56,9 @@ fn valid_name(name: &str) -> bool {
 
 fn scaffold(name: &str, dir: &Path) -> anyhow::Result<()> {
     if !valid_name(name) {
-        bail!("plugin name `{name}` must start with a lowercase letter and hold only lowercase letters, digits, `-` and `_`");
+        bail!(
+            "plugin name `{name}` must start with a lowercase letter and hold only lowercase letters, digits, `-` and `_`"
+        );
     }
     if dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!("{} already exists and is not empty", dir.display());
@@ -180,7 +182,10 @@ fn build(dir: &Path) -> anyhow::Result<PathBuf> {
     std::fs::copy(&built, &out).with_context(|| format!("copying {}", built.display()))?;
     let info = flumen_engine::inspect_component(&out)?;
     if !info.contains("Flumen operator") {
-        bail!("{} built, but it does not export flumen:dataflow/transform: is `export_operator!` called?", out.display());
+        bail!(
+            "{} built, but it does not export flumen:dataflow/transform: is `export_operator!` called?",
+            out.display()
+        );
     }
     Ok(out)
 }

@@ -309,11 +309,24 @@ mod tests {
     #[test]
     fn rejects_cycles_dangling_outputs_and_missing_inputs() {
         let cyc = LogicalGraph::new(
-            vec![node("s", NodeKind::Source, 1), node("a", NodeKind::Operator, 1), node("b", NodeKind::Operator, 1), node("k", NodeKind::Sink, 1)],
-            vec![edge(0, 1, Partitioning::RoundRobin), edge(1, 2, Partitioning::RoundRobin), edge(2, 1, Partitioning::RoundRobin), edge(2, 3, Partitioning::RoundRobin)],
+            vec![
+                node("s", NodeKind::Source, 1),
+                node("a", NodeKind::Operator, 1),
+                node("b", NodeKind::Operator, 1),
+                node("k", NodeKind::Sink, 1),
+            ],
+            vec![
+                edge(0, 1, Partitioning::RoundRobin),
+                edge(1, 2, Partitioning::RoundRobin),
+                edge(2, 1, Partitioning::RoundRobin),
+                edge(2, 3, Partitioning::RoundRobin),
+            ],
         );
         assert!(matches!(cyc, Err(PlanError::Cycle(_))));
-        let dangling = LogicalGraph::new(vec![node("s", NodeKind::Source, 1), node("a", NodeKind::Operator, 1)], vec![edge(0, 1, Partitioning::RoundRobin)]);
+        let dangling = LogicalGraph::new(
+            vec![node("s", NodeKind::Source, 1), node("a", NodeKind::Operator, 1)],
+            vec![edge(0, 1, Partitioning::RoundRobin)],
+        );
         assert_eq!(dangling.unwrap_err().to_string(), "operator `a`'s output is not read by any operator or sink");
         let orphan = LogicalGraph::new(vec![node("k", NodeKind::Sink, 1)], vec![]);
         assert_eq!(orphan.unwrap_err().to_string(), "sink `k` has no inputs");
@@ -331,7 +344,11 @@ mod tests {
                 node("o2", NodeKind::Operator, 1),
                 node("k2", NodeKind::Sink, 1),
             ],
-            vec![edge(0, 1, Partitioning::RoundRobin), edge(2, 3, Partitioning::RoundRobin), edge(3, 4, Partitioning::RoundRobin)],
+            vec![
+                edge(0, 1, Partitioning::RoundRobin),
+                edge(2, 3, Partitioning::RoundRobin),
+                edge(3, 4, Partitioning::RoundRobin),
+            ],
         )
         .unwrap();
         let regions = g.regions();

@@ -81,7 +81,12 @@ impl PreparedJob {
                         .into_iter()
                         .map(|(e, senders)| {
                             let edge = &graph.edges()[e];
-                            RouteEdge { partitioning: edge.partitioning.clone(), dead_letter: edge.dead_letter, senders, next: subtask as usize }
+                            RouteEdge {
+                                partitioning: edge.partitioning.clone(),
+                                dead_letter: edge.dead_letter,
+                                senders,
+                                next: subtask as usize,
+                            }
                         })
                         .collect(),
                     &node.schema,
@@ -102,7 +107,13 @@ impl PreparedJob {
                         let id = SubtaskId { node: node.id.clone(), index: subtask };
                         let gate = InputGate::new(inputs.remove(&id).unwrap_or_default());
                         let router = router(subtask, &mut outputs)?;
-                        let op = OperatorTask { factory: factory.clone(), ctx, instance, policy: policy.clone(), metrics: node.metrics.clone() };
+                        let op = OperatorTask {
+                            factory: factory.clone(),
+                            ctx,
+                            instance,
+                            policy: policy.clone(),
+                            metrics: node.metrics.clone(),
+                        };
                         tasks.spawn(op.run(gate, router));
                     }
                 }
@@ -111,8 +122,9 @@ impl PreparedJob {
                     for subtask in 0..parallelism {
                         let id = SubtaskId { node: node.id.clone(), index: subtask };
                         let gate = InputGate::new(inputs.remove(&id).unwrap_or_default());
-                        let writer = crate::connector::open_sink(&sink, &base_dir, node.schema.clone(), subtask, parallelism)
-                            .map_err(EngineError::Connector)?;
+                        let writer =
+                            crate::connector::open_sink(&sink, &base_dir, node.schema.clone(), subtask, parallelism)
+                                .map_err(EngineError::Connector)?;
                         tasks.spawn(run_sink(writer, gate, node.metrics.clone()));
                     }
                 }
@@ -155,7 +167,11 @@ impl PreparedJob {
     }
 }
 
-async fn run_source(mut reader: Box<dyn SourceReader>, mut router: Router, metrics: Arc<NodeMetrics>) -> Result<Finished, EngineError> {
+async fn run_source(
+    mut reader: Box<dyn SourceReader>,
+    mut router: Router,
+    metrics: Arc<NodeMetrics>,
+) -> Result<Finished, EngineError> {
     loop {
         let t = Instant::now();
         let next = tokio::task::block_in_place(|| reader.next_batch()).map_err(EngineError::Connector)?;
@@ -169,7 +185,11 @@ async fn run_source(mut reader: Box<dyn SourceReader>, mut router: Router, metri
     Ok(Finished::Done)
 }
 
-async fn run_sink(mut writer: Box<dyn SinkWriter>, mut gate: InputGate, metrics: Arc<NodeMetrics>) -> Result<Finished, EngineError> {
+async fn run_sink(
+    mut writer: Box<dyn SinkWriter>,
+    mut gate: InputGate,
+    metrics: Arc<NodeMetrics>,
+) -> Result<Finished, EngineError> {
     while let Some(event) = gate.next().await {
         let GateEvent::Batch(_, batch) = event else { continue };
         NodeMetrics::add(&metrics.rows_in, batch.num_rows() as u64);
@@ -222,7 +242,12 @@ impl OperatorTask {
 
     /// One batch under the failure policy: `Some(outputs)` on success, `None`
     /// if it was dead-lettered.
-    async fn process(&mut self, port: u32, batch: &RecordBatch, router: &mut Router) -> Result<Option<Vec<RecordBatch>>, EngineError> {
+    async fn process(
+        &mut self,
+        port: u32,
+        batch: &RecordBatch,
+        router: &mut Router,
+    ) -> Result<Option<Vec<RecordBatch>>, EngineError> {
         let mut attempt = 0;
         loop {
             let t = Instant::now();
@@ -419,7 +444,8 @@ impl Router {
             edge.next = edge.next.wrapping_add(1);
             let sender = &edge.senders[target];
             let schema = dead_letter_schema_of(batch);
-            let rb = RecordBatch::try_new(schema, columns.clone()).map_err(|e| EngineError::Internal(format!("dead-letter batch: {e}")))?;
+            let rb = RecordBatch::try_new(schema, columns.clone())
+                .map_err(|e| EngineError::Internal(format!("dead-letter batch: {e}")))?;
             deliver(sender, Event::Data(rb)).await?;
         }
         Ok(())
@@ -470,7 +496,8 @@ mod tests {
             tx1.send(Event::Data(batch(7))).await.unwrap();
             tx1.send(Event::End).await.unwrap();
         });
-        let got = tokio::time::timeout(std::time::Duration::from_secs(5), gate.next()).await.expect("gate must not hang");
+        let got =
+            tokio::time::timeout(std::time::Duration::from_secs(5), gate.next()).await.expect("gate must not hang");
         assert!(matches!(got, Some(GateEvent::Batch(0, b)) if b == batch(7)));
         assert!(gate.next().await.is_none(), "both channels ended");
         late.await.unwrap();

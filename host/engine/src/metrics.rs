@@ -119,7 +119,17 @@ impl JobSummary {
         let _ = writeln!(
             out,
             "{:<10} {:<16} {:>12} {:>12} {:>9} {:>9} {:>10} {:>12} {:>10} {:>10} {:>8}",
-            "kind", "node", "rows in", "rows out", "batch in", "batch out", "busy s", "rows/s", "guest in", "guest out", "failed"
+            "kind",
+            "node",
+            "rows in",
+            "rows out",
+            "batch in",
+            "batch out",
+            "busy s",
+            "rows/s",
+            "guest in",
+            "guest out",
+            "failed"
         );
         for n in &self.nodes {
             let rows = if n.kind == NodeKind::Source { n.rows_out } else { n.rows_in };
@@ -139,7 +149,8 @@ impl JobSummary {
                 n.failures,
             );
             if n.retries > 0 || n.dead_lettered_rows > 0 {
-                let _ = writeln!(out, "{:<27} retries: {}, dead-lettered rows: {}", "", n.retries, n.dead_lettered_rows);
+                let _ =
+                    writeln!(out, "{:<27} retries: {}, dead-lettered rows: {}", "", n.retries, n.dead_lettered_rows);
             }
         }
         for f in &self.files {

@@ -38,7 +38,11 @@ pub(crate) struct PreparedNode {
 
 pub(crate) enum Role {
     Source(Box<dyn PlannedSource>),
-    Operator { factory: OperatorFactory, instances: Vec<(OpenContext, OperatorInstance)>, policy: flumen_types::FailurePolicy },
+    Operator {
+        factory: OperatorFactory,
+        instances: Vec<(OpenContext, OperatorInstance)>,
+        policy: flumen_types::FailurePolicy,
+    },
     Sink(SinkSpec),
 }
 
@@ -66,7 +70,8 @@ impl PreparedJob {
     pub fn describe(&self) -> String {
         let mut out = self.graph.describe();
         for n in &self.nodes {
-            let cols: Vec<String> = n.schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
+            let cols: Vec<String> =
+                n.schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
             out.push_str(&format!("schema {}: {}\n", n.id, cols.join(", ")));
         }
         out
@@ -97,13 +102,18 @@ impl Engine {
                     .inputs_of(n)
                     .iter()
                     .filter(|(_, e)| !e.dead_letter)
-                    .map(|(_, e)| schemas[e.from].clone().ok_or_else(|| EngineError::Internal("schema of an input is unknown".into())))
+                    .map(|(_, e)| {
+                        schemas[e.from]
+                            .clone()
+                            .ok_or_else(|| EngineError::Internal("schema of an input is unknown".into()))
+                    })
                     .collect()
             };
             match node.kind {
                 NodeKind::Source => {
                     let s = &spec.sources[n];
-                    let planned = connector::plan_source(s, &base, spec.job.batch_rows).map_err(|e| at(e.to_string()))?;
+                    let planned =
+                        connector::plan_source(s, &base, spec.job.batch_rows).map_err(|e| at(e.to_string()))?;
                     schemas[n] = Some(planned.schema());
                     roles[n] = Some(Role::Source(planned));
                 }
@@ -258,10 +268,18 @@ fn capabilities(op: &crate::spec::OperatorSpec) -> Result<Capabilities, String> 
 fn build_graph(spec: &JobSpec) -> Result<LogicalGraph, EngineError> {
     let mut nodes = Vec::new();
     for s in &spec.sources {
-        nodes.push(NodeSpec { id: NodeId::new(&s.id), kind: NodeKind::Source, parallelism: spec.parallelism(s.parallelism) });
+        nodes.push(NodeSpec {
+            id: NodeId::new(&s.id),
+            kind: NodeKind::Source,
+            parallelism: spec.parallelism(s.parallelism),
+        });
     }
     for o in &spec.operators {
-        nodes.push(NodeSpec { id: NodeId::new(&o.id), kind: NodeKind::Operator, parallelism: spec.parallelism(o.parallelism) });
+        nodes.push(NodeSpec {
+            id: NodeId::new(&o.id),
+            kind: NodeKind::Operator,
+            parallelism: spec.parallelism(o.parallelism),
+        });
     }
     for s in &spec.sinks {
         // Console output from several subtasks would interleave.
@@ -280,9 +298,15 @@ fn build_graph(spec: &JobSpec) -> Result<LogicalGraph, EngineError> {
         for (port, input) in inputs.iter().enumerate() {
             let at = |m: String| EngineError::Spec(spec.error_for(id, m));
             let from = index(input.from()).ok_or_else(|| {
-                at(format!("{} `{id}` reads from `{}`, which is not a source or operator of this job", nodes[to].kind, input.from()))
+                at(format!(
+                    "{} `{id}` reads from `{}`, which is not a source or operator of this job",
+                    nodes[to].kind,
+                    input.from()
+                ))
             })?;
-            let partitioning = input.partitioning(nodes[from].parallelism, nodes[to].parallelism).map_err(|m| at(format!("`{id}`: {m}")))?;
+            let partitioning = input
+                .partitioning(nodes[from].parallelism, nodes[to].parallelism)
+                .map_err(|m| at(format!("`{id}`: {m}")))?;
             edges.push(Edge { from, to, port: port as u32, partitioning, dead_letter: false });
         }
     }
@@ -309,7 +333,8 @@ fn build_graph(spec: &JobSpec) -> Result<LogicalGraph, EngineError> {
             | flumen_dataflow::PlanError::UnknownInput { node: id, .. }
             | flumen_dataflow::PlanError::ZeroParallelism { node: id }
             | flumen_dataflow::PlanError::Cycle(id) => Some(id.clone()),
-            flumen_dataflow::PlanError::ForwardParallelism { to, .. } | flumen_dataflow::PlanError::NoHashKeys { to, .. } => Some(to.clone()),
+            flumen_dataflow::PlanError::ForwardParallelism { to, .. }
+            | flumen_dataflow::PlanError::NoHashKeys { to, .. } => Some(to.clone()),
         };
         match id {
             Some(id) => EngineError::Spec(spec.error_for(id.as_str(), e.to_string())),
@@ -336,12 +361,20 @@ fn union_schema(graph: &LogicalGraph, sink: usize, inputs: &[SchemaRef]) -> Resu
     Ok(first.clone())
 }
 
-fn dead_letter_schema(graph: &LogicalGraph, schemas: &[Option<SchemaRef>], sink: usize, from: &[usize]) -> Result<SchemaRef, String> {
+fn dead_letter_schema(
+    graph: &LogicalGraph,
+    schemas: &[Option<SchemaRef>],
+    sink: usize,
+    from: &[usize],
+) -> Result<SchemaRef, String> {
     let mut result: Option<SchemaRef> = None;
     for &op in from {
         let inputs: Vec<_> = graph.inputs_of(op).iter().filter(|(_, e)| !e.dead_letter).map(|(_, e)| e.from).collect();
         let [input] = inputs[..] else {
-            return Err(format!("operator `{}` has several inputs, so it cannot dead-letter its batches", graph.nodes()[op].id));
+            return Err(format!(
+                "operator `{}` has several inputs, so it cannot dead-letter its batches",
+                graph.nodes()[op].id
+            ));
         };
         let input_schema = schemas[input].clone().ok_or("schema unknown")?;
         let mut fields: Vec<Arc<Field>> = input_schema.fields().iter().cloned().collect();

@@ -8,7 +8,11 @@ use crate::EngineError;
 
 /// Splits `batch` into one part per target that receives rows, by a stable
 /// hash of the columns at `keys` modulo `targets`.
-pub(crate) fn hash_split(batch: &RecordBatch, keys: &[usize], targets: usize) -> Result<Vec<(usize, RecordBatch)>, EngineError> {
+pub(crate) fn hash_split(
+    batch: &RecordBatch,
+    keys: &[usize],
+    targets: usize,
+) -> Result<Vec<(usize, RecordBatch)>, EngineError> {
     if targets <= 1 {
         return Ok(vec![(0, batch.clone())]);
     }
@@ -32,7 +36,8 @@ pub(crate) fn hash_split(batch: &RecordBatch, keys: &[usize], targets: usize) ->
             .map(|c| arrow_select::take::take(c, &idx, None))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| EngineError::Internal(format!("hash split: {e}")))?;
-        let part = RecordBatch::try_new(batch.schema(), columns).map_err(|e| EngineError::Internal(format!("hash split: {e}")))?;
+        let part = RecordBatch::try_new(batch.schema(), columns)
+            .map_err(|e| EngineError::Internal(format!("hash split: {e}")))?;
         out.push((target, part));
     }
     Ok(out)

@@ -144,8 +144,11 @@ pub struct SpecError {
 impl JobSpec {
     /// Reads and parses the job spec at `path`.
     pub fn load(path: &Path) -> Result<Self, SpecError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| SpecError { path: path.to_path_buf(), line: None, message: format!("cannot read job spec: {e}") })?;
+        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
+            path: path.to_path_buf(),
+            line: None,
+            message: format!("cannot read job spec: {e}"),
+        })?;
         Self::parse(path, text)
     }
 
@@ -171,13 +174,17 @@ impl JobSpec {
         }
         for op in &spec.operators {
             let l = &op.limits;
-            if l.memory_mb == 0 || l.call_timeout_ms == 0 || l.output_mb_per_call == 0 || l.output_batches_per_call == 0 {
+            if l.memory_mb == 0 || l.call_timeout_ms == 0 || l.output_mb_per_call == 0 || l.output_batches_per_call == 0
+            {
                 return Err(spec.error_for(&op.id, format!("operator `{}`: every limit must be at least 1", op.id)));
             }
             if op.on_error.then == flumen_types::FailureAction::DeadLetter && op.on_error.dead_letter.is_none() {
                 return Err(spec.error_for(
                     &op.id,
-                    format!("operator `{}`: on_error.then = \"dead-letter\" needs `dead_letter = \"<sink id>\"`", op.id),
+                    format!(
+                        "operator `{}`: on_error.then = \"dead-letter\" needs `dead_letter = \"<sink id>\"`",
+                        op.id
+                    ),
                 ));
             }
         }
@@ -186,7 +193,11 @@ impl JobSpec {
 
     /// The directory relative paths in the spec resolve against.
     pub fn base_dir(&self) -> PathBuf {
-        self.path.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."))
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."))
     }
 
     /// An error located at the table that defines node `id`.
@@ -203,14 +214,16 @@ impl JobSpec {
 
     /// The line of `id = "<id>"` in the spec text.
     pub fn line_of_id(&self, id: &str) -> Option<usize> {
-        self.text.lines().position(|l| {
-            let l = l.trim();
-            l.strip_prefix("id").map(str::trim_start).and_then(|r| r.strip_prefix('=')).is_some_and(|r| {
-                let v = r.trim();
-                v == format!("\"{id}\"") || v == format!("'{id}'")
+        self.text
+            .lines()
+            .position(|l| {
+                let l = l.trim();
+                l.strip_prefix("id").map(str::trim_start).and_then(|r| r.strip_prefix('=')).is_some_and(|r| {
+                    let v = r.trim();
+                    v == format!("\"{id}\"") || v == format!("'{id}'")
+                })
             })
-        })
-        .map(|i| i + 1)
+            .map(|i| i + 1)
     }
 
     /// The effective parallelism of a node.

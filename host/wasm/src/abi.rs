@@ -369,7 +369,9 @@ fn type_to_wit(t: &DataType, field: &str) -> Result<WitDataType, BatchError> {
         DataType::Date64 => W::Date64,
         DataType::Time32(u) => W::Time32(unit_to(u)),
         DataType::Time64(u) => W::Time64(unit_to(u)),
-        DataType::Timestamp(u, tz) => W::Timestamp(WitTimestampType { unit: unit_to(u), timezone: tz.as_deref().map(String::from) }),
+        DataType::Timestamp(u, tz) => {
+            W::Timestamp(WitTimestampType { unit: unit_to(u), timezone: tz.as_deref().map(String::from) })
+        }
         DataType::Duration(u) => W::Duration(unit_to(u)),
         DataType::Decimal128(p, s) => W::Decimal128(WitDecimalType { precision: *p, scale: *s }),
         DataType::Decimal256(p, s) => W::Decimal256(WitDecimalType { precision: *p, scale: *s }),

@@ -21,7 +21,9 @@ pub fn inspect(path: &Path) -> Result<String, WasmError> {
     let resolve = decoded.resolve();
     let world = match &decoded {
         wit_parser::decoding::DecodedWasm::Component(_, world) => &resolve.worlds[*world],
-        wit_parser::decoding::DecodedWasm::WitPackage(..) => return Err(err("is a WIT package, not a component".into())),
+        wit_parser::decoding::DecodedWasm::WitPackage(..) => {
+            return Err(err("is a WIT package, not a component".into()));
+        }
     };
     let name_of = |key: &wit_parser::WorldKey| resolve.name_world_key(key);
     let imports: Vec<String> = world.imports.keys().map(name_of).collect();
@@ -31,14 +33,22 @@ pub fn inspect(path: &Path) -> Result<String, WasmError> {
     let _ = writeln!(out, "  size    {len} bytes");
     let _ = writeln!(out, "  sha256  {}", hex::encode(Sha256::digest(&bytes)));
     let is_operator = exports.iter().any(|e| e.starts_with("flumen:dataflow/transform@"));
-    let _ = writeln!(out, "  kind    {}", if is_operator { "Flumen operator (world `operator`)" } else { "not a Flumen operator" });
+    let _ = writeln!(
+        out,
+        "  kind    {}",
+        if is_operator { "Flumen operator (world `operator`)" } else { "not a Flumen operator" }
+    );
     let capabilities: Vec<&str> = imports
         .iter()
         .filter_map(|i| i.strip_prefix("flumen:dataflow/"))
         .map(|i| i.split('@').next().unwrap_or(i))
         .filter(|i| !matches!(*i, "types" | "output"))
         .collect();
-    let _ = writeln!(out, "  needs   {}", if capabilities.is_empty() { "no capabilities".to_string() } else { capabilities.join(", ") });
+    let _ = writeln!(
+        out,
+        "  needs   {}",
+        if capabilities.is_empty() { "no capabilities".to_string() } else { capabilities.join(", ") }
+    );
     let wasi = imports.iter().filter(|i| i.starts_with("wasi:")).count();
     if wasi > 0 {
         let _ = writeln!(out, "  wasi    {wasi} WASI imports (linked as traps: operators get no ambient I/O)");

@@ -14,8 +14,8 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use flumen_batch::{ColumnParts, FlatBatch};
 use flumen_types::OperatorLimits;
-use wasmtime::component::{Component, ComponentExportIndex, Func, InstancePre, Linker, TypedFunc, WasmList};
 use wasmtime::component::ResourceTable;
+use wasmtime::component::{Component, ComponentExportIndex, Func, InstancePre, Linker, TypedFunc, WasmList};
 use wasmtime::{Store, StoreContextMut, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -109,16 +109,20 @@ impl OperatorFactory {
         output.func_wrap("emit", host_emit).map_err(link_err)?;
         if capabilities.log {
             let mut log = linker.instance(&format!("{prefix}log@{WIT_VERSION}")).map_err(link_err)?;
-            log.func_wrap("enabled", |_store: StoreContextMut<'_, HostState>, (level,): (WitLevel,)| Ok((level_enabled(level),)))
-                .map_err(link_err)?;
+            log.func_wrap("enabled", |_store: StoreContextMut<'_, HostState>, (level,): (WitLevel,)| {
+                Ok((level_enabled(level),))
+            })
+            .map_err(link_err)?;
             log.func_wrap("log", host_log).map_err(link_err)?;
         }
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
         // Anything else (a WASI proposal such as wasi:http, say) is not provided:
         // linking fails here, naming the import, before any data flows.
-        let pre = linker
-            .instantiate_pre(component)
-            .map_err(|e| world_err(format!("cannot be linked: {e:#}; operators get only the `operator` world and WASI 0.2 without I/O")))?;
+        let pre = linker.instantiate_pre(component).map_err(|e| {
+            world_err(format!(
+                "cannot be linked: {e:#}; operators get only the `operator` world and WASI 0.2 without I/O"
+            ))
+        })?;
         Ok(Self { runtime: runtime.clone(), pre, exports, limits, operator_id: operator_id.into() })
     }
 
@@ -131,7 +135,8 @@ impl OperatorFactory {
         let label: Arc<str> = format!("{}[{}]", ctx.operator_id, ctx.subtask).into();
         let stdout = MemoryOutputPipe::new(GUEST_STDIO_BYTES_MAX);
         let stderr = MemoryOutputPipe::new(GUEST_STDIO_BYTES_MAX);
-        let memory_bytes = (self.limits.memory_mb.saturating_mul(1 << 20)).min(self.runtime.config().memory_bytes_max as u64);
+        let memory_bytes =
+            (self.limits.memory_mb.saturating_mul(1 << 20)).min(self.runtime.config().memory_bytes_max as u64);
         let state = HostState {
             limits: StoreLimitsBuilder::new()
                 .memory_size(memory_bytes as usize)
@@ -182,7 +187,9 @@ impl OperatorFactory {
             .await
             .map_err(|e| classify(&label, e, "instantiating", &self.limits, store.data()))?;
         let get = |store: &mut Store<HostState>, idx: &ComponentExportIndex, name: &str| {
-            instance.get_func(&mut *store, idx).ok_or_else(|| fail(CallErrorKind::Trap, format!("export `{name}` vanished")))
+            instance
+                .get_func(&mut *store, idx)
+                .ok_or_else(|| fail(CallErrorKind::Trap, format!("export `{name}` vanished")))
         };
         let open = get(&mut store, &self.exports.open, "open")?;
         let process = get(&mut store, &self.exports.process, "process")?;
@@ -221,7 +228,15 @@ impl OperatorFactory {
         let schema = abi::schema_from_wit(schema)
             .map_err(|e| fail(CallErrorKind::BadOutput, format!("`open` returned a malformed schema: {e}")))?;
         store.data_mut().output_schema = Some(schema.clone());
-        Ok(OperatorInstance { store, process, finish: typed_finish, schema, timeout, label, limits: self.limits.clone() })
+        Ok(OperatorInstance {
+            store,
+            process,
+            finish: typed_finish,
+            schema,
+            timeout,
+            label,
+            limits: self.limits.clone(),
+        })
     }
 }
 
@@ -376,11 +391,17 @@ fn stderr_tail(state: &HostState) -> Option<String> {
 
 fn classify(label: &str, e: wasmtime::Error, what: &str, limits: &OperatorLimits, state: &HostState) -> CallError {
     let (kind, message) = if e.downcast_ref::<DeadlineExceeded>().is_some() {
-        (CallErrorKind::Timeout, format!("`{what}` ran past its deadline of {} ms and was interrupted", limits.call_timeout_ms))
+        (
+            CallErrorKind::Timeout,
+            format!("`{what}` ran past its deadline of {} ms and was interrupted", limits.call_timeout_ms),
+        )
     } else {
         let text = format!("{e:?}");
         if text.contains("forcing trap when growing memory") {
-            (CallErrorKind::MemoryLimit, format!("`{what}` tried to grow memory past its cap of {} MiB", limits.memory_mb))
+            (
+                CallErrorKind::MemoryLimit,
+                format!("`{what}` tried to grow memory past its cap of {} MiB", limits.memory_mb),
+            )
         } else {
             match stderr_tail(state) {
                 Some(said) => {
@@ -401,7 +422,11 @@ fn guest_error(label: &str, what: &str, e: WitError) -> CallError {
         WitErrorKind::Limit => crate::GuestErrorKind::Limit,
         WitErrorKind::Internal => crate::GuestErrorKind::Internal,
     };
-    CallError { operator: label.to_string(), kind: CallErrorKind::Guest(kind), message: format!("`{what}` failed: {}", e.message) }
+    CallError {
+        operator: label.to_string(),
+        kind: CallErrorKind::Guest(kind),
+        message: format!("`{what}` failed: {}", e.message),
+    }
 }
 
 fn level_enabled(level: WitLevel) -> bool {
@@ -438,7 +463,10 @@ fn host_log(store: StoreContextMut<'_, HostState>, (level, message): (WitLevel, 
 /// `output.emit`: checks the batch's size against the per-call caps before
 /// copying a byte, copies each buffer once into an aligned Arrow buffer, and
 /// validates it against the declared schema.
-fn host_emit(mut store: StoreContextMut<'_, HostState>, (batch,): (BatchOut,)) -> wasmtime::Result<(Result<(), WitError>,)> {
+fn host_emit(
+    mut store: StoreContextMut<'_, HostState>,
+    (batch,): (BatchOut,),
+) -> wasmtime::Result<(Result<(), WitError>,)> {
     let outcome = read_emitted(&mut store, batch);
     let data = store.data_mut();
     Ok((match outcome {
@@ -447,7 +475,8 @@ fn host_emit(mut store: StoreContextMut<'_, HostState>, (batch,): (BatchOut,)) -
             Ok(())
         }
         Err((kind, message)) => {
-            let wit_kind = if kind == CallErrorKind::OutputLimit { WitErrorKind::Limit } else { WitErrorKind::InvalidInput };
+            let wit_kind =
+                if kind == CallErrorKind::OutputLimit { WitErrorKind::Limit } else { WitErrorKind::InvalidInput };
             let err = WitError { kind: wit_kind, message: message.clone() };
             data.emit_failure.get_or_insert((kind, message));
             Err(err)
@@ -455,7 +484,23 @@ fn host_emit(mut store: StoreContextMut<'_, HostState>, (batch,): (BatchOut,)) -
     },))
 }
 
-fn read_emitted(store: &mut StoreContextMut<'_, HostState>, batch: BatchOut) -> Result<RecordBatch, (CallErrorKind, String)> {
+/// Buffers one emitted column may have. Arrow layouts have at most three;
+/// view types add data buffers. Stops a guest from making the host walk
+/// millions of empty lists.
+pub const BUFFERS_PER_COLUMN_MAX: usize = 1024;
+
+/// One emitted column, its lists still in guest memory.
+struct EmittedColumn {
+    len: u64,
+    offset: u64,
+    validity: Option<(WasmList<u8>, u64)>,
+    buffers: Vec<WasmList<u8>>,
+}
+
+fn read_emitted(
+    store: &mut StoreContextMut<'_, HostState>,
+    batch: BatchOut,
+) -> Result<RecordBatch, (CallErrorKind, String)> {
     let bad = |m: String| (CallErrorKind::BadOutput, format!("emitted a malformed batch: {m}"));
     let limit = |m: String| (CallErrorKind::OutputLimit, m);
     let data = store.data();
@@ -468,7 +513,11 @@ fn read_emitted(store: &mut StoreContextMut<'_, HostState>, batch: BatchOut) -> 
     let schema = data.output_schema.clone().ok_or_else(|| bad("emit before `open` returned".into()))?;
     let fields = flumen_batch::flatten_schema(&schema).map_err(|e| bad(e.to_string()))?;
     if batch.columns.len() != fields.len() {
-        return Err(bad(format!("{} columns for a schema of {} fields (pre-order)", batch.columns.len(), fields.len())));
+        return Err(bad(format!(
+            "{} columns for a schema of {} fields (pre-order)",
+            batch.columns.len(),
+            fields.len()
+        )));
     }
     let columns: Vec<ColumnOut> = batch
         .columns
@@ -476,15 +525,11 @@ fn read_emitted(store: &mut StoreContextMut<'_, HostState>, batch: BatchOut) -> 
         .map_err(|e| bad(e.to_string()))?
         .collect::<wasmtime::Result<_>>()
         .map_err(|e| bad(e.to_string()))?;
-    let mut lists: Vec<(u64, u64, Option<(WasmList<u8>, u64)>, Vec<WasmList<u8>>)> = Vec::with_capacity(columns.len());
+    let mut lists: Vec<EmittedColumn> = Vec::with_capacity(columns.len());
     let mut total: u64 = 0;
     for c in columns {
-        if c.buffers.len() > 8 {
-            // Arrow layouts have at most 3 buffers; view types have data buffers,
-            // but we never produce more than a handful per array here.
-            if c.buffers.len() > 1024 {
-                return Err(bad(format!("{} buffers in one column", c.buffers.len())));
-            }
+        if c.buffers.len() > BUFFERS_PER_COLUMN_MAX {
+            return Err(bad(format!("{} buffers in one column (at most {BUFFERS_PER_COLUMN_MAX})", c.buffers.len())));
         }
         let buffers: Vec<WasmList<u8>> = c
             .buffers
@@ -494,22 +539,19 @@ fn read_emitted(store: &mut StoreContextMut<'_, HostState>, batch: BatchOut) -> 
             .map_err(|e| bad(e.to_string()))?;
         total += buffers.iter().map(|b| b.len() as u64).sum::<u64>();
         total += c.validity.as_ref().map_or(0, |v| v.bits.len() as u64);
-        lists.push((c.len, c.offset, c.validity.map(|v| (v.bits, v.offset)), buffers));
+        lists.push(EmittedColumn { len: c.len, offset: c.offset, validity: c.validity.map(|v| (v.bits, v.offset)), buffers });
     }
     let data = store.data();
     if data.out_bytes + total > data.out_bytes_max {
-        return Err(limit(format!(
-            "emitted more than {} MiB in one call",
-            data.out_bytes_max >> 20
-        )));
+        return Err(limit(format!("emitted more than {} MiB in one call", data.out_bytes_max >> 20)));
     }
     let parts = lists
         .into_iter()
-        .map(|(len, offset, validity, buffers)| ColumnParts {
-            len,
-            offset,
-            validity: validity.map(|(bits, off)| (arrow_buffer::Buffer::from(bits.as_le_slice(&*store)), off)),
-            buffers: buffers.iter().map(|b| arrow_buffer::Buffer::from(b.as_le_slice(&*store))).collect(),
+        .map(|c| ColumnParts {
+            len: c.len,
+            offset: c.offset,
+            validity: c.validity.map(|(bits, off)| (arrow_buffer::Buffer::from(bits.as_le_slice(&*store)), off)),
+            buffers: c.buffers.iter().map(|b| arrow_buffer::Buffer::from(b.as_le_slice(&*store))).collect(),
         })
         .collect();
     let rb = flumen_batch::assemble_batch(&schema, batch.num_rows, parts).map_err(|e| bad(e.to_string()))?;

@@ -12,8 +12,11 @@ mod runtime;
 
 use std::path::PathBuf;
 
-pub use instance::{BoundaryBytes, CAPABILITIES, GUEST_STDIO_BYTES_MAX, Capabilities, OpenContext, OperatorFactory, OperatorInstance, WIT_VERSION};
 pub use inspect::inspect;
+pub use instance::{
+    BoundaryBytes, CAPABILITIES, Capabilities, GUEST_STDIO_BYTES_MAX, OpenContext, OperatorFactory, OperatorInstance,
+    WIT_VERSION,
+};
 pub use runtime::{COMPILE_TIMEOUT, EPOCH_TICK, LoadedComponent, RuntimeConfig, WASM_STACK_BYTES_MAX, WasmRuntime};
 
 /// Failures before any call: loading, compiling, linking.

@@ -271,6 +271,9 @@ pub struct LoadedComponent {
 
 impl std::fmt::Debug for LoadedComponent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedComponent").field("digest", &hex::encode(self.digest)).field("cached", &self.cached).finish()
+        f.debug_struct("LoadedComponent")
+            .field("digest", &hex::encode(self.digest))
+            .field("cached", &self.cached)
+            .finish()
     }
 }

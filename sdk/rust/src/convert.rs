@@ -167,7 +167,9 @@ fn type_to_wit(t: &DataType, field: &str) -> Result<wit::DataType, Error> {
         DataType::Date64 => W::Date64,
         DataType::Time32(u) => W::Time32(unit_to_wit(u)),
         DataType::Time64(u) => W::Time64(unit_to_wit(u)),
-        DataType::Timestamp(u, tz) => W::Timestamp(wit::TimestampType { unit: unit_to_wit(u), timezone: tz.as_deref().map(String::from) }),
+        DataType::Timestamp(u, tz) => {
+            W::Timestamp(wit::TimestampType { unit: unit_to_wit(u), timezone: tz.as_deref().map(String::from) })
+        }
         DataType::Duration(u) => W::Duration(unit_to_wit(u)),
         DataType::Decimal128(p, s) => W::Decimal128(wit::DecimalType { precision: *p, scale: *s }),
         DataType::Decimal256(p, s) => W::Decimal256(wit::DecimalType { precision: *p, scale: *s }),

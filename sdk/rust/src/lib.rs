@@ -67,9 +67,13 @@ pub struct Context {
 impl Context {
     /// The schema of input `port`, or an error naming the port.
     pub fn input(&self, port: usize) -> Result<&SchemaRef, Error> {
-        self.inputs
-            .get(port)
-            .ok_or_else(|| Error::config(format!("operator `{}` needs input port {port}, it has {}", self.operator_id, self.inputs.len())))
+        self.inputs.get(port).ok_or_else(|| {
+            Error::config(format!(
+                "operator `{}` needs input port {port}, it has {}",
+                self.operator_id,
+                self.inputs.len()
+            ))
+        })
     }
 }
 
@@ -127,7 +131,8 @@ pub mod __private {
         let run = || -> Result<_, Error> {
             let inputs = ctx.inputs.into_iter().map(convert::schema_from_wit).collect::<Result<Vec<_>, _>>()?;
             __private::INPUTS.with(|i| *i.borrow_mut() = inputs.clone());
-            let context = Context { operator_id: ctx.operator_id, subtask: ctx.subtask, parallelism: ctx.parallelism, inputs };
+            let context =
+                Context { operator_id: ctx.operator_id, subtask: ctx.subtask, parallelism: ctx.parallelism, inputs };
             let config: T::Config = serde_json::from_str(&ctx.config)
                 .map_err(|e| Error::config(format!("operator `{}`: config: {e}", context.operator_id)))?;
             let op = T::open(&context, config)?;
@@ -139,7 +144,10 @@ pub mod __private {
         run().map_err(Into::into)
     }
 
-    pub fn process<T: Operator>(port: u32, input: bindings::flumen::dataflow::types::BatchResult) -> Result<(), wit::Error> {
+    pub fn process<T: Operator>(
+        port: u32,
+        input: bindings::flumen::dataflow::types::BatchResult,
+    ) -> Result<(), wit::Error> {
         with_instance::<T>(|op, out| {
             let schema = op_input_schema(port)?;
             let batch = convert::batch_from_wit(&schema, input)?;

@@ -33,7 +33,10 @@ pub(super) fn open(
     super::sinks::validate(spec)?;
     let node = spec.id.as_str();
     if subtask >= parallelism {
-        return Err(ConnectorError::Other { node: node.to_owned(), message: format!("cannot open subtask {subtask} of {parallelism}") });
+        return Err(ConnectorError::Other {
+            node: node.to_owned(),
+            message: format!("cannot open subtask {subtask} of {parallelism}"),
+        });
     }
     let Some(path) = spec.path.as_deref() else {
         return Err(config(node, "a file sink needs `path`"));
@@ -47,7 +50,10 @@ pub(super) fn open(
     };
     let final_path = if parallelism == 1 {
         if path.is_dir() {
-            return Err(config(node, format!("`path` {} is a directory; with parallelism 1 it names the output file", path.display())));
+            return Err(config(
+                node,
+                format!("`path` {} is a directory; with parallelism 1 it names the output file", path.display()),
+            ));
         }
         path
     } else {
@@ -73,7 +79,8 @@ pub(super) fn open(
     let (temp, file) = TempFile::create(node, &dir, &file_name)?;
     let writer = match spec.kind {
         SinkKind::Parquet => {
-            let properties = WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
+            let properties =
+                WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
             let writer = ArrowWriter::try_new(file, schema.clone(), Some(properties))
                 .map_err(|e| file_error(node, &final_path, format!("cannot write this schema as Parquet: {e}")))?;
             FormatWriter::Parquet(Box::new(writer))
@@ -182,7 +189,9 @@ impl SinkWriter for FileSink {
         let FileSink { node, schema, final_path, dir, rows, wrote_batch, writer, mut temp } = *self;
         let error = |message: String| file_error(&node, &final_path, message);
         let file = match writer {
-            FormatWriter::Parquet(writer) => writer.into_inner().map_err(|e| error(format!("cannot finish the Parquet file: {e}")))?,
+            FormatWriter::Parquet(writer) => {
+                writer.into_inner().map_err(|e| error(format!("cannot finish the Parquet file: {e}")))?
+            }
             FormatWriter::Csv(mut writer) => {
                 if !wrote_batch {
                     // An empty result still gets its header line.
@@ -197,7 +206,8 @@ impl SinkWriter for FileSink {
         };
         file.sync_all().map_err(|e| error(format!("cannot sync to disk: {e}")))?;
         drop(file);
-        fs::rename(&temp.path, &final_path).map_err(|e| error(format!("cannot move the finished file into place: {e}")))?;
+        fs::rename(&temp.path, &final_path)
+            .map_err(|e| error(format!("cannot move the finished file into place: {e}")))?;
         temp.keep = true;
         sync_dir(&dir).map_err(|e| file_error(&node, &dir, format!("cannot sync the directory to disk: {e}")))?;
         Ok(SinkReport { rows, files: vec![final_path] })
@@ -235,8 +245,11 @@ mod tests {
 
     fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
         let names: Vec<Option<String>> = ids.clone().map(|i| (i % 3 != 0).then(|| format!("n{i}"))).collect();
-        RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from_iter_values(ids)), Arc::new(StringArray::from(names))])
-            .unwrap_or_else(|e| panic!("{e}"))
+        RecordBatch::try_new(
+            schema(),
+            vec![Arc::new(Int64Array::from_iter_values(ids)), Arc::new(StringArray::from(names))],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn open_ok(text: &str, base: &Path, subtask: u32, parallelism: u32) -> Box<dyn SinkWriter> {
@@ -284,8 +297,10 @@ mod tests {
         assert_eq!(names_in(&results), ["day.parquet"]);
 
         let file = File::open(results.join("day.parquet")).unwrap_or_else(|e| panic!("{e}"));
-        let reader =
-            ParquetRecordBatchReaderBuilder::try_new(file).unwrap_or_else(|e| panic!("{e}")).build().unwrap_or_else(|e| panic!("{e}"));
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
         let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().unwrap_or_else(|e| panic!("{e}"));
         let read = arrow_select::concat::concat_batches(&schema(), &batches).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(read, batch(0..6));
@@ -364,7 +379,10 @@ mod tests {
             Ok(()) => panic!("write should fail"),
             Err(e) => e.to_string(),
         };
-        assert!(message.starts_with("out: ") && message.contains("a.jsonl") && message.contains("does not match"), "{message}");
+        assert!(
+            message.starts_with("out: ") && message.contains("a.jsonl") && message.contains("does not match"),
+            "{message}"
+        );
     }
 
     #[test]

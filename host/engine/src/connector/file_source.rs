@@ -22,10 +22,16 @@ use super::{ColumnSpec, ConnectorError, PlannedSource, SourceKind, SourceReader,
 const INFER_MAX_RECORDS: usize = 1000;
 
 /// Plans a Parquet, CSV or JSON Lines source.
-pub(super) fn plan(spec: &SourceSpec, base_dir: &Path, job_batch_rows: usize) -> Result<Box<dyn PlannedSource>, ConnectorError> {
+pub(super) fn plan(
+    spec: &SourceSpec,
+    base_dir: &Path,
+    job_batch_rows: usize,
+) -> Result<Box<dyn PlannedSource>, ConnectorError> {
     let node = spec.id.as_str();
     let kind = spec.kind;
-    for (field, set) in [("rows", spec.rows.is_some()), ("seed", spec.seed.is_some()), ("columns", spec.columns.is_some())] {
+    for (field, set) in
+        [("rows", spec.rows.is_some()), ("seed", spec.seed.is_some()), ("columns", spec.columns.is_some())]
+    {
         if set {
             return Err(config(node, format!("`{field}` does not apply to a {} source", kind_name(kind))));
         }
@@ -33,12 +39,18 @@ pub(super) fn plan(spec: &SourceSpec, base_dir: &Path, job_batch_rows: usize) ->
     if kind != SourceKind::Csv {
         for (field, set) in [("has_header", spec.has_header.is_some()), ("delimiter", spec.delimiter.is_some())] {
             if set {
-                return Err(config(node, format!("`{field}` applies only to csv sources, not to a {} source", kind_name(kind))));
+                return Err(config(
+                    node,
+                    format!("`{field}` applies only to csv sources, not to a {} source", kind_name(kind)),
+                ));
             }
         }
     }
     let batch_rows = check_common_fields(spec, job_batch_rows)?;
-    let csv = CsvOptions { has_header: spec.has_header.unwrap_or(true), delimiter: parse_delimiter(node, spec.delimiter.as_deref())? };
+    let csv = CsvOptions {
+        has_header: spec.has_header.unwrap_or(true),
+        delimiter: parse_delimiter(node, spec.delimiter.as_deref())?,
+    };
     let Some(pattern) = spec.path.as_deref() else {
         return Err(config(node, format!("a {} source needs `path` (a file, a directory or a glob)", kind_name(kind))));
     };
@@ -47,7 +59,10 @@ pub(super) fn plan(spec: &SourceSpec, base_dir: &Path, job_batch_rows: usize) ->
         Some(columns) => declared_schema(node, columns)?,
         None => infer_schema(node, kind, &csv, &files[0])?,
     };
-    Ok(Box::new(FileSource { config: Arc::new(ReadConfig { node: node.to_owned(), kind, schema, batch_rows, csv }), files }))
+    Ok(Box::new(FileSource {
+        config: Arc::new(ReadConfig { node: node.to_owned(), kind, schema, batch_rows, csv }),
+        files,
+    }))
 }
 
 /// Checks the fields every kind of source shares and returns the rows per
@@ -98,7 +113,8 @@ pub(super) fn parse_type_name(name: &str) -> Option<DataType> {
                 let (precision, scale) = args.split_once(',')?;
                 let precision: u8 = precision.trim().parse().ok()?;
                 let scale: i8 = scale.trim().parse().ok()?;
-                let valid = (1..=arrow_schema::DECIMAL128_MAX_PRECISION).contains(&precision) && i16::from(scale) <= i16::from(precision);
+                let valid = (1..=arrow_schema::DECIMAL128_MAX_PRECISION).contains(&precision)
+                    && i16::from(scale) <= i16::from(precision);
                 return valid.then_some(DataType::Decimal128(precision, scale));
             }
             return None;
@@ -150,7 +166,10 @@ fn parse_delimiter(node: &str, delimiter: Option<&str>) -> Result<u8, ConnectorE
     let Some(delimiter) = delimiter else { return Ok(b',') };
     match delimiter.as_bytes() {
         [byte] if byte.is_ascii() && !matches!(byte, b'"' | b'\n' | b'\r') => Ok(*byte),
-        _ => Err(config(node, format!("`delimiter` must be one ASCII character other than a quote or a line break, got {delimiter:?}"))),
+        _ => Err(config(
+            node,
+            format!("`delimiter` must be one ASCII character other than a quote or a line break, got {delimiter:?}"),
+        )),
     }
 }
 
@@ -165,10 +184,12 @@ fn resolve_files(node: &str, kind: SourceKind, base_dir: &Path, pattern: &str) -
         vec![resolved.clone()]
     } else if resolved.is_dir() {
         let extensions = extensions(kind);
-        let entries = std::fs::read_dir(&resolved).map_err(|e| file_error(node, &resolved, format!("cannot list the directory: {e}")))?;
+        let entries = std::fs::read_dir(&resolved)
+            .map_err(|e| file_error(node, &resolved, format!("cannot list the directory: {e}")))?;
         let mut files = Vec::new();
         for entry in entries {
-            let path = entry.map_err(|e| file_error(node, &resolved, format!("cannot list the directory: {e}")))?.path();
+            let path =
+                entry.map_err(|e| file_error(node, &resolved, format!("cannot list the directory: {e}")))?.path();
             let matches = path
                 .extension()
                 .and_then(|ext| ext.to_str())
@@ -179,7 +200,10 @@ fn resolve_files(node: &str, kind: SourceKind, base_dir: &Path, pattern: &str) -
         }
         if files.is_empty() {
             let listed = extensions.iter().map(|ext| format!(".{ext}")).collect::<Vec<_>>().join(" or ");
-            return Err(config(node, format!("`path` {pattern:?} is a directory with no {listed} files ({})", resolved.display())));
+            return Err(config(
+                node,
+                format!("`path` {pattern:?} is a directory with no {listed} files ({})", resolved.display()),
+            ));
         }
         files
     } else if pattern.contains(['*', '?', '[']) {
@@ -188,7 +212,10 @@ fn resolve_files(node: &str, kind: SourceKind, base_dir: &Path, pattern: &str) -
         return Err(config(node, format!("`path` {pattern:?} does not exist ({})", resolved.display())));
     };
     if files.is_empty() {
-        return Err(config(node, format!("no files match the glob `path` {pattern:?} (relative to {})", base_dir.display())));
+        return Err(config(
+            node,
+            format!("no files match the glob `path` {pattern:?} (relative to {})", base_dir.display()),
+        ));
     }
     files.sort();
     Ok(files)
@@ -207,9 +234,9 @@ fn glob_files(node: &str, base_dir: &Path, pattern: &str) -> Result<Vec<PathBuf>
     let full = if Path::new(pattern).is_absolute() {
         pattern.to_owned()
     } else {
-        let base = base_dir
-            .to_str()
-            .ok_or_else(|| config(node, format!("cannot use a glob `path` under the non-UTF-8 directory {}", base_dir.display())))?;
+        let base = base_dir.to_str().ok_or_else(|| {
+            config(node, format!("cannot use a glob `path` under the non-UTF-8 directory {}", base_dir.display()))
+        })?;
         if base.is_empty() {
             pattern.to_owned()
         } else {
@@ -219,7 +246,9 @@ fn glob_files(node: &str, base_dir: &Path, pattern: &str) -> Result<Vec<PathBuf>
     let paths = glob::glob(&full).map_err(|e| config(node, format!("`path` {pattern:?} is not a valid glob: {e}")))?;
     let mut files = Vec::new();
     for path in paths {
-        let path = path.map_err(|e| file_error(node, e.path(), format!("cannot read while matching {pattern:?}: {}", e.error())))?;
+        let path = path.map_err(|e| {
+            file_error(node, e.path(), format!("cannot read while matching {pattern:?}: {}", e.error()))
+        })?;
         if path.is_file() {
             files.push(path);
         }
@@ -283,14 +312,19 @@ fn infer_schema(node: &str, kind: SourceKind, csv: &CsvOptions, path: &Path) -> 
             Schema::new(fields)
         }
         SourceKind::Jsonl => {
-            let (schema, _) = arrow_json::reader::infer_json_schema_from_seekable(BufReader::new(file), Some(INFER_MAX_RECORDS))
-                .map_err(|e| file_error(node, path, format!("cannot infer the schema: {e}")))?;
+            let (schema, _) =
+                arrow_json::reader::infer_json_schema_from_seekable(BufReader::new(file), Some(INFER_MAX_RECORDS))
+                    .map_err(|e| file_error(node, path, format!("cannot infer the schema: {e}")))?;
             schema
         }
         SourceKind::Generator => return Err(config(node, "a generator source has no files")),
     };
     if schema.fields().is_empty() {
-        return Err(file_error(node, path, "cannot infer a schema: the file has no columns; declare `schema` or check the file"));
+        return Err(file_error(
+            node,
+            path,
+            "cannot infer a schema: the file has no columns; declare `schema` or check the file",
+        ));
     }
     Ok(Arc::new(schema))
 }
@@ -330,7 +364,13 @@ impl PlannedSource for FileSource {
             });
         }
         let (subtask, parallelism) = (subtask as usize, parallelism as usize);
-        let pending = self.files.iter().enumerate().filter(|(i, _)| i % parallelism == subtask).map(|(_, path)| path.clone()).collect();
+        let pending = self
+            .files
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % parallelism == subtask)
+            .map(|(_, path)| path.clone())
+            .collect();
         Ok(Box::new(FileSourceReader { config: self.config.clone(), pending, current: None }))
     }
 }
@@ -403,7 +443,11 @@ impl ParquetFile {
                 return Err(file_error(
                     node,
                     &path,
-                    format!("column `{}` of the source schema is missing from the file (it has: {})", field.name(), names.join(", ")),
+                    format!(
+                        "column `{}` of the source schema is missing from the file (it has: {})",
+                        field.name(),
+                        names.join(", ")
+                    ),
                 ));
             };
             if found.data_type() != field.data_type() {
@@ -440,10 +484,9 @@ impl FileBatches for ParquetFile {
             .fields()
             .iter()
             .map(|field| {
-                batch
-                    .column_by_name(field.name())
-                    .cloned()
-                    .ok_or_else(|| file_error(&self.node, &self.path, format!("column `{}` is missing from the file", field.name())))
+                batch.column_by_name(field.name()).cloned().ok_or_else(|| {
+                    file_error(&self.node, &self.path, format!("column `{}` is missing from the file", field.name()))
+                })
             })
             .collect::<Result<Vec<ArrayRef>, _>>()?;
         RecordBatch::try_new(self.schema.clone(), columns)
@@ -548,7 +591,10 @@ impl FileBatches for JsonFile {
             if self.consumed == self.line.len() {
                 self.line.clear();
                 self.consumed = 0;
-                let read = self.reader.read_until(b'\n', &mut self.line).map_err(|e| self.error(format!("cannot read: {e}")))?;
+                let read = self
+                    .reader
+                    .read_until(b'\n', &mut self.line)
+                    .map_err(|e| self.error(format!("cannot read: {e}")))?;
                 if read == 0 {
                     self.done = true;
                     return self.flush();
@@ -567,7 +613,10 @@ impl FileBatches for JsonFile {
             if self.consumed < self.line.len() {
                 // The decoder holds a full batch; the rest of the line goes into the next one.
                 if self.decoder.is_empty() {
-                    return Err(self.error(format!("cannot parse JSON at line {}: the decoder made no progress", self.line_number)));
+                    return Err(self.error(format!(
+                        "cannot parse JSON at line {}: the decoder made no progress",
+                        self.line_number
+                    )));
                 }
                 return self.flush();
             }
@@ -608,7 +657,11 @@ mod tests {
         }
     }
 
-    fn read_all(source: &dyn PlannedSource, subtask: u32, parallelism: u32) -> Result<Vec<RecordBatch>, ConnectorError> {
+    fn read_all(
+        source: &dyn PlannedSource,
+        subtask: u32,
+        parallelism: u32,
+    ) -> Result<Vec<RecordBatch>, ConnectorError> {
         let mut reader = source.open(subtask, parallelism)?;
         let mut batches = Vec::new();
         while let Some(batch) = reader.next_batch()? {
@@ -713,7 +766,8 @@ mod tests {
     fn csv_without_header_and_custom_delimiter() {
         let dir = tempdir();
         write(&dir.path().join("in.csv"), "1;a\n2;b\n");
-        let source = plan_ok("id = 'src'\nkind = 'csv'\npath = 'in.csv'\nhas_header = false\ndelimiter = ';'", dir.path());
+        let source =
+            plan_ok("id = 'src'\nkind = 'csv'\npath = 'in.csv'\nhas_header = false\ndelimiter = ';'", dir.path());
         let names: Vec<String> = source.schema().fields().iter().map(|f| f.name().clone()).collect();
         assert_eq!(names, ["column_1", "column_2"]);
         let batches = read_ok(source.as_ref(), 0, 1);
@@ -802,7 +856,10 @@ mod tests {
     #[test]
     fn jsonl_inference_and_declared_projection() {
         let dir = tempdir();
-        write(&dir.path().join("in.jsonl"), "{\"a\": 1, \"b\": \"x\"}\n\n{\"a\": 2, \"b\": \"y\", \"c\": true}\n{\"a\": 3}\n");
+        write(
+            &dir.path().join("in.jsonl"),
+            "{\"a\": 1, \"b\": \"x\"}\n\n{\"a\": 2, \"b\": \"y\", \"c\": true}\n{\"a\": 3}\n",
+        );
         let source = plan_ok("id = 'src'\nkind = 'jsonl'\npath = 'in.jsonl'\nbatch_rows = 2", dir.path());
         let names: Vec<String> = source.schema().fields().iter().map(|f| f.name().clone()).collect();
         assert_eq!(names, ["a", "b", "c"]);
@@ -811,7 +868,10 @@ mod tests {
         assert_eq!(i64_column(&batches, 0), [1, 2, 3]);
         assert!(batches[1].column(1).is_null(0));
 
-        let source = plan_ok("id = 'src'\nkind = 'jsonl'\npath = 'in.jsonl'\nschema = [{ name = 'b', type = 'string' }]", dir.path());
+        let source = plan_ok(
+            "id = 'src'\nkind = 'jsonl'\npath = 'in.jsonl'\nschema = [{ name = 'b', type = 'string' }]",
+            dir.path(),
+        );
         let batches = read_ok(source.as_ref(), 0, 1);
         let values: Vec<Option<&str>> = batches.iter().flat_map(|b| b.column(0).as_string::<i32>().iter()).collect();
         assert_eq!(values, [Some("x"), Some("y"), None]);
@@ -821,7 +881,10 @@ mod tests {
     fn jsonl_errors_name_file_and_line() {
         let dir = tempdir();
         write(&dir.path().join("syntax.jsonl"), "{\"a\": 1}\n{\"a\": 2}\n{\"a\" 3}\n");
-        let source = plan_ok("id = 'src'\nkind = 'jsonl'\npath = 'syntax.jsonl'\nschema = [{ name = 'a', type = 'int64' }]", dir.path());
+        let source = plan_ok(
+            "id = 'src'\nkind = 'jsonl'\npath = 'syntax.jsonl'\nschema = [{ name = 'a', type = 'int64' }]",
+            dir.path(),
+        );
         let message = read_err(source.as_ref());
         assert!(message.contains("syntax.jsonl") && message.contains("line 3"), "{message}");
 
@@ -870,7 +933,8 @@ mod tests {
     #[test]
     fn parquet_declared_schema_mismatch_names_node_file_and_column() {
         let dir = tempdir();
-        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int32, true), Field::new("b", DataType::Utf8, true)]));
+        let schema =
+            Arc::new(Schema::new(vec![Field::new("a", DataType::Int32, true), Field::new("b", DataType::Utf8, true)]));
         let batch = RecordBatch::try_new(
             schema,
             vec![Arc::new(Int32Array::from(vec![Some(1), None])), Arc::new(StringArray::from(vec!["x", "y"]))],
@@ -878,12 +942,18 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         write_parquet(&dir.path().join("t.parquet"), &batch);
 
-        let source = plan_ok("id = 'facts'\nkind = 'parquet'\npath = 't.parquet'\nschema = [{ name = 'a', type = 'int64' }]", dir.path());
+        let source = plan_ok(
+            "id = 'facts'\nkind = 'parquet'\npath = 't.parquet'\nschema = [{ name = 'a', type = 'int64' }]",
+            dir.path(),
+        );
         let message = read_err(source.as_ref());
         assert!(message.starts_with("facts: ") && message.contains("t.parquet"), "{message}");
         assert!(message.contains("`a` is Int32 in the file") && message.contains("Int64"), "{message}");
 
-        let source = plan_ok("id = 'facts'\nkind = 'parquet'\npath = 't.parquet'\nschema = [{ name = 'z', type = 'int32' }]", dir.path());
+        let source = plan_ok(
+            "id = 'facts'\nkind = 'parquet'\npath = 't.parquet'\nschema = [{ name = 'z', type = 'int32' }]",
+            dir.path(),
+        );
         let message = read_err(source.as_ref());
         assert!(message.contains("`z`") && message.contains("missing") && message.contains("a, b"), "{message}");
 
@@ -909,11 +979,17 @@ mod tests {
             ("kind = 'csv'\npath = 'in.csv'\nbatch_rows = 0", "`batch_rows`"),
             ("kind = 'csv'", "`path`"),
             ("kind = 'csv'\npath = 'in.csv'\nschema = [{ name = 'a', type = 'int' }]", "unknown type \"int\""),
-            ("kind = 'csv'\npath = 'in.csv'\nschema = [{ name = 'a', type = 'int8' }, { name = 'a', type = 'int8' }]", "twice"),
+            (
+                "kind = 'csv'\npath = 'in.csv'\nschema = [{ name = 'a', type = 'int8' }, { name = 'a', type = 'int8' }]",
+                "twice",
+            ),
         ];
         for (body, expected) in cases {
             let message = plan_err(&format!("id = 'src'\n{body}"), dir.path());
-            assert!(message.starts_with("src: invalid configuration: ") && message.contains(expected), "{body}: {message}");
+            assert!(
+                message.starts_with("src: invalid configuration: ") && message.contains(expected),
+                "{body}: {message}"
+            );
         }
     }
 }

@@ -152,7 +152,12 @@ pub(super) fn plan(spec: &SourceSpec, job_batch_rows: usize) -> Result<Box<dyn P
         return Err(config(node, format!("`rows` must be at most {}", i64::MAX)));
     }
     let columns = match spec.columns.as_deref() {
-        None | Some([]) => return Err(config(node, "a generator source needs `columns`, e.g. [{ name = \"id\", gen = \"sequence\" }]")),
+        None | Some([]) => {
+            return Err(config(
+                node,
+                "a generator source needs `columns`, e.g. [{ name = \"id\", gen = \"sequence\" }]",
+            ));
+        }
         Some(columns) => columns,
     };
     let mut seen = HashSet::new();
@@ -188,7 +193,12 @@ fn config(node: &str, message: impl Into<String>) -> ConnectorError {
 /// The largest number of string bytes one utf8 array can hold.
 const MAX_UTF8_BYTES: usize = i32::MAX as usize;
 
-fn check_column(node: &str, column: &GeneratorColumn, rows: u64, batch_rows: usize) -> Result<(DataType, Gen), ConnectorError> {
+fn check_column(
+    node: &str,
+    column: &GeneratorColumn,
+    rows: u64,
+    batch_rows: usize,
+) -> Result<(DataType, Gen), ConnectorError> {
     let name = &column.name;
     let kind = column.kind;
     let err = |message: String| config(node, format!("column `{name}`: {message}"));
@@ -208,7 +218,9 @@ fn check_column(node: &str, column: &GeneratorColumn, rows: u64, batch_rows: usi
     let needs = |field: &str| err(format!("a {} column needs `{field}`", kind.name()));
     let bytes_fit = |longest: usize, field: &str| {
         if longest.checked_mul(batch_rows).is_none_or(|bytes| bytes > MAX_UTF8_BYTES) {
-            Err(err(format!("`{field}` times batch_rows ({batch_rows}) exceeds the 2 GiB a utf8 batch can hold; lower one of them")))
+            Err(err(format!(
+                "`{field}` times batch_rows ({batch_rows}) exceeds the 2 GiB a utf8 batch can hold; lower one of them"
+            )))
         } else {
             Ok(())
         }
@@ -342,10 +354,16 @@ impl SourceReader for GeneratorReader {
         let start = self.next_row;
         let end = start.saturating_add(self.batch_rows).min(self.end_row);
         self.next_row = end;
-        let arrays = self.columns.iter().zip(self.keys.iter()).map(|(generator, &key)| generate(generator, key, start, end)).collect();
-        RecordBatch::try_new(self.schema.clone(), arrays)
-            .map(Some)
-            .map_err(|e| ConnectorError::Other { node: self.node.clone(), message: format!("cannot build a batch: {e}") })
+        let arrays = self
+            .columns
+            .iter()
+            .zip(self.keys.iter())
+            .map(|(generator, &key)| generate(generator, key, start, end))
+            .collect();
+        RecordBatch::try_new(self.schema.clone(), arrays).map(Some).map_err(|e| ConnectorError::Other {
+            node: self.node.clone(),
+            message: format!("cannot build a batch: {e}"),
+        })
     }
 }
 
@@ -353,10 +371,12 @@ impl SourceReader for GeneratorReader {
 fn generate(generator: &Gen, key: u64, start: u64, end: u64) -> ArrayRef {
     let rows = start..end;
     match generator {
-        Gen::Sequence { start: first } => Arc::new(Int64Array::from_iter_values(rows.map(|row| first.wrapping_add(row as i64)))),
-        Gen::UniformInt { min, span } => {
-            Arc::new(Int64Array::from_iter_values(rows.map(|row| min.wrapping_add(below_inclusive(row_bits(key, row), *span) as i64))))
+        Gen::Sequence { start: first } => {
+            Arc::new(Int64Array::from_iter_values(rows.map(|row| first.wrapping_add(row as i64))))
         }
+        Gen::UniformInt { min, span } => Arc::new(Int64Array::from_iter_values(
+            rows.map(|row| min.wrapping_add(below_inclusive(row_bits(key, row), *span) as i64)),
+        )),
         Gen::UniformFloat { min, width } => Arc::new(Float64Array::from_iter_values(rows.map(|row| {
             // 53 random bits: a uniform float in [0, 1).
             let unit = (row_bits(key, row) >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
@@ -364,7 +384,9 @@ fn generate(generator: &Gen, key: u64, start: u64, end: u64) -> ArrayRef {
         }))),
         Gen::Choice { values } => {
             let last = values.len().saturating_sub(1) as u64;
-            Arc::new(StringArray::from_iter_values(rows.map(|row| values.value(below_inclusive(row_bits(key, row), last) as usize))))
+            Arc::new(StringArray::from_iter_values(
+                rows.map(|row| values.value(below_inclusive(row_bits(key, row), last) as usize)),
+            ))
         }
         Gen::String { len } => {
             let count = (end - start) as usize;
@@ -440,7 +462,9 @@ columns = [
     }
 
     fn generator(rows: u64, seed: u64, batch_rows: usize) -> Box<dyn PlannedSource> {
-        plan_ok(&format!("id = 'gen'\nkind = 'generator'\nrows = {rows}\nseed = {seed}\nbatch_rows = {batch_rows}\n{COLUMNS}"))
+        plan_ok(&format!(
+            "id = 'gen'\nkind = 'generator'\nrows = {rows}\nseed = {seed}\nbatch_rows = {batch_rows}\n{COLUMNS}"
+        ))
     }
 
     #[test]
@@ -536,7 +560,10 @@ columns = [
             ("rows = 5\npath = 'x.csv'\ncolumns = [{ name = 'x', gen = 'sequence' }]", "`path`"),
             ("rows = 5\nschema = []\ncolumns = [{ name = 'x', gen = 'sequence' }]", "`schema`"),
             ("rows = 5\nhas_header = true\ncolumns = [{ name = 'x', gen = 'sequence' }]", "`has_header`"),
-            ("rows = 5\ncolumns = [{ name = 'x', gen = 'sequence', min = 1 }]", "column `x`: `min` does not apply to a sequence column"),
+            (
+                "rows = 5\ncolumns = [{ name = 'x', gen = 'sequence', min = 1 }]",
+                "column `x`: `min` does not apply to a sequence column",
+            ),
             ("rows = 5\ncolumns = [{ name = 'x', gen = 'uniform-int', min = 1 }]", "needs `min` and `max`"),
             ("rows = 5\ncolumns = [{ name = 'x', gen = 'uniform-int', min = 3, max = 1 }]", "greater than `max`"),
             ("rows = 5\ncolumns = [{ name = 'x', gen = 'uniform-int', min = 0.5, max = 1 }]", "must be integers"),
@@ -548,14 +575,18 @@ columns = [
         ];
         for (body, expected) in cases {
             let message = plan_err(&format!("id = 'gen'\nkind = 'generator'\n{body}"));
-            assert!(message.starts_with("gen: invalid configuration: ") && message.contains(expected), "{body}: {message}");
+            assert!(
+                message.starts_with("gen: invalid configuration: ") && message.contains(expected),
+                "{body}: {message}"
+            );
         }
     }
 
     #[test]
     fn unknown_column_fields_are_rejected_when_parsing() {
-        let result: Result<SourceSpec, _> =
-            toml::from_str("id = 'g'\nkind = 'generator'\nrows = 1\ncolumns = [{ name = 'x', gen = 'sequence', step = 2 }]");
+        let result: Result<SourceSpec, _> = toml::from_str(
+            "id = 'g'\nkind = 'generator'\nrows = 1\ncolumns = [{ name = 'x', gen = 'sequence', step = 2 }]",
+        );
         assert!(result.is_err_and(|e| e.to_string().contains("step")));
         let result: Result<SourceSpec, _> =
             toml::from_str("id = 'g'\nkind = 'generator'\nrows = 1\ncolumns = [{ name = 'x', gen = 'gauss' }]");

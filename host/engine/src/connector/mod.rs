@@ -143,7 +143,11 @@ pub struct SinkReport {
 
 /// Plans a source: validates its fields for its kind and fixes its schema
 /// (declared, or inferred from the first file). Relative paths resolve against `base_dir`.
-pub fn plan_source(spec: &SourceSpec, base_dir: &Path, job_batch_rows: usize) -> Result<Box<dyn PlannedSource>, ConnectorError> {
+pub fn plan_source(
+    spec: &SourceSpec,
+    base_dir: &Path,
+    job_batch_rows: usize,
+) -> Result<Box<dyn PlannedSource>, ConnectorError> {
     match spec.kind {
         SourceKind::Generator => generator::plan(spec, job_batch_rows),
         SourceKind::Parquet | SourceKind::Csv | SourceKind::Jsonl => file_source::plan(spec, base_dir, job_batch_rows),
@@ -159,7 +163,9 @@ pub fn open_sink(
     parallelism: u32,
 ) -> Result<Box<dyn SinkWriter>, ConnectorError> {
     match spec.kind {
-        SinkKind::Parquet | SinkKind::Csv | SinkKind::Jsonl => file_sink::open(spec, base_dir, schema, subtask, parallelism),
+        SinkKind::Parquet | SinkKind::Csv | SinkKind::Jsonl => {
+            file_sink::open(spec, base_dir, schema, subtask, parallelism)
+        }
         SinkKind::Console => sinks::console(spec, schema),
         SinkKind::Blackhole => Ok(sinks::blackhole()),
     }

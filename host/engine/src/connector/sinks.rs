@@ -21,7 +21,10 @@ pub(super) fn validate(spec: &SinkSpec) -> Result<(), ConnectorError> {
         SinkKind::Parquet | SinkKind::Csv | SinkKind::Jsonl => {
             match spec.path.as_deref() {
                 None => {
-                    return Err(config(spec, format!("a {kind} sink needs `path` (the output file, or directory when parallelism > 1)")));
+                    return Err(config(
+                        spec,
+                        format!("a {kind} sink needs `path` (the output file, or directory when parallelism > 1)"),
+                    ));
                 }
                 Some(path) if path.trim().is_empty() => return Err(config(spec, "`path` is empty")),
                 Some(_) => {}
@@ -64,7 +67,11 @@ pub(super) fn console(spec: &SinkSpec, schema: SchemaRef) -> Result<Box<dyn Sink
     console_to(spec, schema, Box::new(std::io::stdout()))
 }
 
-fn console_to(spec: &SinkSpec, schema: SchemaRef, out: Box<dyn Write + Send>) -> Result<Box<dyn SinkWriter>, ConnectorError> {
+fn console_to(
+    spec: &SinkSpec,
+    schema: SchemaRef,
+    out: Box<dyn Write + Send>,
+) -> Result<Box<dyn SinkWriter>, ConnectorError> {
     validate(spec)?;
     Ok(Box::new(ConsoleSink {
         node: spec.id.clone(),
@@ -119,7 +126,9 @@ impl SinkWriter for ConsoleSink {
         let written = self.out.write_all(text.as_bytes()).and_then(|()| self.out.flush());
         match written {
             // A closed pipe (e.g. `| head`) is the reader's choice, not a failure.
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(error(format!("cannot print to stdout: {e}"))),
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(error(format!("cannot print to stdout: {e}")));
+            }
             _ => {}
         }
         Ok(SinkReport { rows: self.rows, files: Vec::new() })
@@ -165,8 +174,11 @@ mod tests {
 
     fn batch(ids: std::ops::Range<i64>) -> RecordBatch {
         let names: Vec<String> = ids.clone().map(|i| format!("n{i}")).collect();
-        RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from_iter_values(ids)), Arc::new(StringArray::from(names))])
-            .unwrap_or_else(|e| panic!("{e}"))
+        RecordBatch::try_new(
+            schema(),
+            vec![Arc::new(Int64Array::from_iter_values(ids)), Arc::new(StringArray::from(names))],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A writer whose bytes the test can read back.
@@ -192,8 +204,9 @@ mod tests {
     fn print(max_rows: Option<usize>, batches: &[RecordBatch]) -> (String, u64) {
         let max = max_rows.map(|n| format!("max_rows = {n}")).unwrap_or_default();
         let out = Captured::default();
-        let mut sink = console_to(&spec(&format!("id = 'show'\nkind = 'console'\n{max}")), schema(), Box::new(out.clone()))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut sink =
+            console_to(&spec(&format!("id = 'show'\nkind = 'console'\n{max}")), schema(), Box::new(out.clone()))
+                .unwrap_or_else(|e| panic!("{e}"));
         for batch in batches {
             sink.write(batch).unwrap_or_else(|e| panic!("{e}"));
         }
@@ -263,7 +276,10 @@ mod tests {
                 Ok(()) => panic!("{body} should be rejected"),
                 Err(e) => e.to_string(),
             };
-            assert!(message.starts_with("out: invalid configuration: ") && message.contains(expected), "{body}: {message}");
+            assert!(
+                message.starts_with("out: invalid configuration: ") && message.contains(expected),
+                "{body}: {message}"
+            );
         }
     }
 }
