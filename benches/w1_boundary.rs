@@ -538,9 +538,7 @@ impl<'a> Cases<'a> {
             for case in self.cases.iter_mut().filter(|c| c.group == Some(group_name)) {
                 group.throughput(Throughput::Elements(case.rows as u64));
                 let routine = &mut case.routine;
-                group.bench_function(BenchmarkId::new(case.name.clone(), case.rows), |b| {
-                    b.iter_custom(|iters| routine(iters))
-                });
+                group.bench_function(BenchmarkId::new(case.name.clone(), case.rows), |b| b.iter_custom(&mut *routine));
             }
             group.finish();
         }
@@ -582,6 +580,15 @@ impl<'a> Cases<'a> {
             }
         }
         out
+    }
+
+    /// Minor page faults of this process per iteration of a case, where `/proc` tells.
+    fn faults_per_iter(&mut self, (group, name, rows): (Option<&str>, &str, usize), iters: u64) -> Option<f64> {
+        let i = self.find(group, name, rows);
+        let before = minor_faults()?;
+        (self.cases[i].routine)(iters);
+        let after = minor_faults()?;
+        Some(after.saturating_sub(before) as f64 / iters as f64)
     }
 
     fn summary(&mut self, rounds: usize, target: Duration) {
@@ -636,6 +643,25 @@ impl<'a> Cases<'a> {
         ] {
             println!("| {label} | {:.1} µs | {:.1}–{:.1} µs |", median(s) / 1e3, min(s) / 1e3, max(s) / 1e3);
         }
+        // Minor page faults (Linux): instantiating from the pooling allocator
+        // touches fresh pages of the slot, which the previous drop decommitted.
+        for (label, key, iters) in [
+            (
+                "minor page faults per call (1-row batch, passthrough guest)",
+                (Some("call"), "passthrough-1-row", 1),
+                20_000,
+            ),
+            (
+                "minor page faults per instantiate + open + drop (passthrough)",
+                (Some("instantiate"), "passthrough", 1),
+                2_000,
+            ),
+            ("minor page faults per instantiate + open + drop (map, gcd)", (Some("instantiate"), "map-gcd", 1), 1_000),
+        ] {
+            if let Some(f) = self.faults_per_iter(key, iters) {
+                println!("| {label} | {f:.1} | – |");
+            }
+        }
 
         let rounds = rounds.div_ceil(3);
         println!();
@@ -683,6 +709,14 @@ impl<'a> Cases<'a> {
 /// The `map` plugin's expected output for `ints` (the input with `g` appended).
 fn want_gcd(ints: &RecordBatch, schema: &SchemaRef) -> RecordBatch {
     native_map_gcd(ints, schema)
+}
+
+/// `minflt` of `/proc/self/stat` (Linux only).
+fn minor_faults() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(7)?.parse().ok()
 }
 
 fn sorted(s: &[f64]) -> Vec<f64> {

@@ -87,7 +87,7 @@ fn main() {
     }
 
     let cache = dir.join("component-cache");
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     let mut summaries = Vec::new();
     for query in [Query::Q0, Query::Q1, Query::Q2] {
         let job = write_job(&dir, query, &data);
@@ -103,12 +103,20 @@ fn main() {
         );
         let mut flumen = Vec::with_capacity(runs);
         let mut native = Vec::with_capacity(runs);
+        let mut job_s = Vec::with_capacity(runs);
+        let mut flumen_cpu = Vec::with_capacity(runs);
+        let mut native_cpu = Vec::with_capacity(runs);
         let mut last_out = String::new();
         for _ in 0..runs {
+            let cpu = cpu_seconds();
             let (t, out) = run_flumen(&job, &cache);
+            flumen_cpu.push(cpu_seconds().zip(cpu).map_or(f64::NAN, |(after, before)| after.1 - before.1));
             flumen.push(t.as_secs_f64());
+            job_s.push(job_seconds(&out).unwrap_or(f64::NAN));
             last_out = out;
+            let cpu = cpu_seconds();
             native.push(run_native(query, &data).0.as_secs_f64());
+            native_cpu.push(cpu_seconds().zip(cpu).map_or(f64::NAN, |(after, before)| after.0 - before.0));
         }
         let ratios: Vec<f64> = flumen.iter().zip(&native).map(|(f, n)| f / n).collect();
         println!(
@@ -119,7 +127,7 @@ fn main() {
             runs,
             native_rows
         );
-        rows.push((query, flumen, native, ratios, native_rows));
+        rows.push(Row { query, flumen, native, ratios, job_s, flumen_cpu, native_cpu, rows_out: native_rows });
         summaries.push((query, last_out));
     }
 
@@ -133,27 +141,47 @@ fn main() {
     );
     println!();
     println!(
-        "| query | what | flumen median s (min–max) | native median s (min–max) | flumen/native (min–max) | flumen events/s | native events/s | rows out |"
+        "| query | what | flumen median s (min–max) | native median s (min–max) | flumen/native (min–max) | \
+         flumen events/s | native events/s | rows out |"
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
-    for (query, flumen, native, ratios, rows_out) in &rows {
+    for r in &rows {
         println!(
             "| {} | {} | {:.3} ({:.3}–{:.3}) | {:.3} ({:.3}–{:.3}) | {:.2}× ({:.2}–{:.2}) | {} | {} | {} |",
-            query.name(),
-            query.what(),
-            median(flumen),
-            min(flumen),
-            max(flumen),
-            median(native),
-            min(native),
-            max(native),
-            median(ratios),
-            min(ratios),
-            max(ratios),
-            rate(events as f64 / median(flumen)),
-            rate(events as f64 / median(native)),
-            rows_out
+            r.query.name(),
+            r.query.what(),
+            median(&r.flumen),
+            min(&r.flumen),
+            max(&r.flumen),
+            median(&r.native),
+            min(&r.native),
+            max(&r.native),
+            median(&r.ratios),
+            min(&r.ratios),
+            max(&r.ratios),
+            rate(events as f64 / median(&r.flumen)),
+            rate(events as f64 / median(&r.native)),
+            r.rows_out
         );
+    }
+    println!();
+    println!(
+        "Where flumen's time goes (medians): the process = start-up and planning + the job's run; CPU s is user + sys"
+    );
+    println!(
+        "time (of the flumen process; of the bench process for the native loop): flumen's pipeline spreads its work"
+    );
+    println!("over both cores, so its CPU time shows the work it does beside the native loop's.");
+    println!();
+    println!(
+        "| query | process s | job run s (engine's own timer) | start-up + plan + exit s | flumen CPU s | native CPU s | \
+         CPU flumen/native |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
+        let (p, j) = (median(&r.flumen), median(&r.job_s));
+        let (fc, nc) = (median(&r.flumen_cpu), median(&r.native_cpu));
+        println!("| {} | {p:.3} | {j:.3} | {:.3} | {fc:.2} | {nc:.2} | {:.2}× |", r.query.name(), p - j, fc / nc);
     }
     println!();
     println!("Last run's per-node summary from `flumen run` for each query:");
@@ -164,6 +192,21 @@ fn main() {
             println!("    {line}");
         }
     }
+}
+
+/// One query's measurements, in seconds per run.
+struct Row {
+    query: Query,
+    flumen: Vec<f64>,
+    native: Vec<f64>,
+    ratios: Vec<f64>,
+    /// The run time the engine reports (`job … finished in N s`).
+    job_s: Vec<f64>,
+    /// User + sys CPU seconds of each flumen process.
+    flumen_cpu: Vec<f64>,
+    /// User + sys CPU seconds of each native loop.
+    native_cpu: Vec<f64>,
+    rows_out: u64,
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -321,6 +364,24 @@ fn sink_rows(summary: &str) -> Option<u64> {
             .then(|| words.next()?.replace(',', "").parse().ok())
             .flatten()
     })
+}
+
+/// `N` of the summary's first line, `job `name` finished in N s`.
+fn job_seconds(summary: &str) -> Option<f64> {
+    let line = summary.lines().find(|l| l.starts_with("job "))?;
+    line.split_whitespace().rev().nth(1)?.parse().ok()
+}
+
+/// User + sys CPU seconds of this process and of its waited-for children,
+/// from `/proc/self/stat` (Linux; 10 ms resolution).
+fn cpu_seconds() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3;
+    // utime, stime, cutime and cstime are fields 14 to 17, in clock ticks of 1/100 s.
+    let fields: Vec<f64> =
+        stat[stat.rfind(')')? + 2..].split_whitespace().map(|f| f.parse().unwrap_or(f64::NAN)).collect();
+    let tick = |i: usize| fields.get(i - 3).copied();
+    Some(((tick(14)? + tick(15)?) / 100.0, (tick(16)? + tick(17)?) / 100.0))
 }
 
 // ---------------------------------------------------------------------------

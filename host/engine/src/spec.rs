@@ -291,7 +291,7 @@ inputs = [{ from = "f", partition = "hash", keys = ["a"] }]
         let text = OK.replace("plugin = \"filter\"", "plugin = \"filter\"\nparalelism = 2");
         let err = parse(&text).unwrap_err();
         assert!(err.message.contains("paralelism"), "{err}");
-        assert_eq!(err.line, Some(14), "{err}");
+        assert_eq!(err.line, Some(13), "{err}");
     }
 
     #[test]

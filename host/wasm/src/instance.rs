@@ -539,7 +539,12 @@ fn read_emitted(
             .map_err(|e| bad(e.to_string()))?;
         total += buffers.iter().map(|b| b.len() as u64).sum::<u64>();
         total += c.validity.as_ref().map_or(0, |v| v.bits.len() as u64);
-        lists.push(EmittedColumn { len: c.len, offset: c.offset, validity: c.validity.map(|v| (v.bits, v.offset)), buffers });
+        lists.push(EmittedColumn {
+            len: c.len,
+            offset: c.offset,
+            validity: c.validity.map(|v| (v.bits, v.offset)),
+            buffers,
+        });
     }
     let data = store.data();
     if data.out_bytes + total > data.out_bytes_max {
