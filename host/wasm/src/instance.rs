@@ -159,6 +159,7 @@ impl OperatorFactory {
             stderr,
             stderr_mark: 0,
             output_schema: None,
+            output_fields: 0,
             outputs: Vec::new(),
             out_bytes: 0,
             out_bytes_max: self.limits.output_mb_per_call.saturating_mul(1 << 20),
@@ -227,7 +228,12 @@ impl OperatorFactory {
         let schema = result.map_err(|e| guest_error(&label, "open", e))?;
         let schema = abi::schema_from_wit(schema)
             .map_err(|e| fail(CallErrorKind::BadOutput, format!("`open` returned a malformed schema: {e}")))?;
-        store.data_mut().output_schema = Some(schema.clone());
+        let fields = flumen_batch::flatten_schema(&schema)
+            .map_err(|e| fail(CallErrorKind::BadOutput, format!("`open` returned an unusable schema: {e}")))?
+            .len();
+        let data = store.data_mut();
+        data.output_schema = Some(schema.clone());
+        data.output_fields = fields;
         Ok(OperatorInstance {
             store,
             process,
@@ -337,6 +343,8 @@ pub(crate) struct HostState {
     /// Length of `stderr` when the current call began.
     stderr_mark: usize,
     output_schema: Option<SchemaRef>,
+    /// Fields of `output_schema` in pre-order: the column count every emitted batch must have.
+    output_fields: usize,
     outputs: Vec<RecordBatch>,
     out_bytes: u64,
     out_bytes_max: u64,
@@ -511,13 +519,9 @@ fn read_emitted(
         return Err(limit(format!("emitted more than {} batches in one call", data.out_batches_max)));
     }
     let schema = data.output_schema.clone().ok_or_else(|| bad("emit before `open` returned".into()))?;
-    let fields = flumen_batch::flatten_schema(&schema).map_err(|e| bad(e.to_string()))?;
-    if batch.columns.len() != fields.len() {
-        return Err(bad(format!(
-            "{} columns for a schema of {} fields (pre-order)",
-            batch.columns.len(),
-            fields.len()
-        )));
+    let fields = data.output_fields;
+    if batch.columns.len() != fields {
+        return Err(bad(format!("{} columns for a schema of {fields} fields (pre-order)", batch.columns.len())));
     }
     let columns: Vec<ColumnOut> = batch
         .columns
