@@ -443,7 +443,7 @@ impl Router {
             let target = edge.next % edge.senders.len();
             edge.next = edge.next.wrapping_add(1);
             let sender = &edge.senders[target];
-            let schema = dead_letter_schema_of(batch);
+            let schema = crate::plan::dead_letter_schema_for(batch.schema_ref());
             let rb = RecordBatch::try_new(schema, columns.clone())
                 .map_err(|e| EngineError::Internal(format!("dead-letter batch: {e}")))?;
             deliver(sender, Event::Data(rb)).await?;
@@ -459,14 +459,6 @@ impl Router {
             }
         }
     }
-}
-
-fn dead_letter_schema_of(batch: &RecordBatch) -> SchemaRef {
-    use arrow_schema::{DataType, Field, Schema};
-    let mut fields: Vec<_> = batch.schema().fields().iter().cloned().collect();
-    fields.push(Arc::new(Field::new(crate::plan::DEAD_LETTER_OPERATOR_COLUMN, DataType::Utf8, false)));
-    fields.push(Arc::new(Field::new(crate::plan::DEAD_LETTER_ERROR_COLUMN, DataType::Utf8, false)));
-    Arc::new(Schema::new(fields))
 }
 
 async fn deliver(tx: &Tx, event: Event<RecordBatch>) -> Result<(), EngineError> {

@@ -377,10 +377,7 @@ fn dead_letter_schema(
             ));
         };
         let input_schema = schemas[input].clone().ok_or("schema unknown")?;
-        let mut fields: Vec<Arc<Field>> = input_schema.fields().iter().cloned().collect();
-        fields.push(Arc::new(Field::new(DEAD_LETTER_OPERATOR_COLUMN, DataType::Utf8, false)));
-        fields.push(Arc::new(Field::new(DEAD_LETTER_ERROR_COLUMN, DataType::Utf8, false)));
-        let schema = Arc::new(Schema::new(fields));
+        let schema = dead_letter_schema_for(&input_schema);
         if let Some(r) = &result
             && r.fields() != schema.fields()
         {
@@ -394,6 +391,15 @@ fn dead_letter_schema(
         result = Some(schema);
     }
     result.ok_or_else(|| "no dead-letter input".into())
+}
+
+/// The schema of dead-lettered batches of an operator whose input is `input`:
+/// the input's columns, then the operator and the error.
+pub(crate) fn dead_letter_schema_for(input: &Schema) -> SchemaRef {
+    let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new(DEAD_LETTER_OPERATOR_COLUMN, DataType::Utf8, false)));
+    fields.push(Arc::new(Field::new(DEAD_LETTER_ERROR_COLUMN, DataType::Utf8, false)));
+    Arc::new(Schema::new(fields))
 }
 
 pub(crate) fn column_names(schema: &Schema) -> String {
