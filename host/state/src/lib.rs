@@ -1,0 +1,1 @@
+//! Operator state kept in fjall, and durable checkpoint storage (manifests and state files).
