@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
 
 mod bad_input;
+mod checkpoint;
 mod cli;
 mod common;
 mod limits;

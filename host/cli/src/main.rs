@@ -30,6 +30,10 @@ enum Command {
         /// Print no progress line.
         #[arg(long)]
         quiet: bool,
+        /// Continue from the job's latest checkpoint (after a crash, a kill or
+        /// a stop with Ctrl-C) instead of starting over.
+        #[arg(long)]
+        resume: bool,
     },
     /// Validate a job and print its plan: nodes, edges, regions and schemas.
     Plan {
@@ -62,6 +66,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Err(e) = flumen_engine::arm_fail_points_from_env() {
+        eprintln!("error: FLUMEN_FAILPOINTS: {e}");
+        return ExitCode::from(2);
+    }
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -73,7 +81,7 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { job, plugins, quiet } => runtime()?.block_on(run(job, plugins, quiet)),
+        Command::Run { job, plugins, quiet, resume } => runtime()?.block_on(run(job, plugins, quiet, resume)),
         Command::Plan { job, plugins } => runtime()?.block_on(async {
             let engine = engine(plugins)?;
             let prepared = match engine.prepare(&job).await {
@@ -123,7 +131,7 @@ fn cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/flumen"))
 }
 
-async fn run(job: PathBuf, plugins: PluginArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+async fn run(job: PathBuf, plugins: PluginArgs, quiet: bool, resume: bool) -> anyhow::Result<ExitCode> {
     let engine = engine(plugins)?;
     let prepared = match engine.prepare(&job).await {
         Ok(p) => p,
@@ -143,12 +151,25 @@ async fn run(job: PathBuf, plugins: PluginArgs, quiet: bool) -> anyhow::Result<E
             let _ = std::io::stderr().flush();
         }
     });
-    let cancel = async {
+    // The first Ctrl-C stops the job (with a final checkpoint when it takes
+    // checkpoints); a second one exits at once.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        let _ = stop_tx.send(());
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ninterrupted again: exiting now");
+            std::process::exit(130);
+        }
+    });
+    let stop = async {
+        if stop_rx.await.is_err() {
             std::future::pending::<()>().await;
         }
     };
-    let result = prepared.run(cancel).await;
+    let result = prepared.run_with(flumen_engine::RunOptions { resume }, stop).await;
     progress.abort();
     if show_progress {
         eprint!("\r\x1b[2K");
@@ -162,13 +183,17 @@ async fn run(job: PathBuf, plugins: PluginArgs, quiet: bool) -> anyhow::Result<E
             eprintln!("cancelled; no output was committed");
             Ok(ExitCode::from(130))
         }
+        Err(EngineError::Stopped { checkpoint }) => {
+            eprintln!("stopped after checkpoint {checkpoint}; its output is committed. Continue with: flumen run --resume {}", job.display());
+            Ok(ExitCode::from(3))
+        }
         Err(e) => Ok(report(e)),
     }
 }
 
 fn report(e: EngineError) -> ExitCode {
     match e {
-        EngineError::Spec(_) => {
+        EngineError::Spec(_) | EngineError::Resume(_) => {
             eprintln!("error: {e}");
             ExitCode::from(2)
         }

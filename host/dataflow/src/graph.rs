@@ -72,6 +72,10 @@ pub struct LogicalGraph {
     topo: Vec<usize>,
 }
 
+/// The longest [`LogicalGraph::region_name`], in bytes: well under the
+/// 255-byte file name limit of common filesystems, with room for suffixes.
+pub const REGION_NAME_BYTES_MAX: usize = 120;
+
 /// A set of nodes connected by pipelined edges: they checkpoint and recover together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Region {
@@ -190,6 +194,45 @@ impl LogicalGraph {
             }
         }
         groups.into_iter().map(|(_, nodes)| Region { nodes }).collect()
+    }
+
+    /// A stable, readable name for `region`, safe as a file or directory
+    /// name (checkpoints of the region are stored under it): the ids of its
+    /// sources, sorted and joined with `+`. Bytes other than ASCII letters,
+    /// digits, `-` and `_` are written `%XX`, so distinct regions never share
+    /// a name and none is `.`, `..` or holds a separator. A name longer than
+    /// [`REGION_NAME_BYTES_MAX`] keeps its head and ends in `~` and a hash of
+    /// the whole name. A region without sources (not one `regions` returns) is
+    /// named after all its nodes.
+    pub fn region_name(&self, region: &Region) -> String {
+        let nodes: Vec<&NodeSpec> = region.nodes.iter().filter_map(|&n| self.nodes.get(n)).collect();
+        let mut ids: Vec<&str> = nodes.iter().filter(|n| n.kind == NodeKind::Source).map(|n| n.id.as_str()).collect();
+        if ids.is_empty() {
+            ids = nodes.iter().map(|n| n.id.as_str()).collect();
+        }
+        ids.sort_unstable();
+        let mut name = String::new();
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                name.push('+');
+            }
+            for b in id.bytes() {
+                if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                    name.push(char::from(b));
+                } else {
+                    let _ = write!(name, "%{b:02X}");
+                }
+            }
+        }
+        if name.len() > REGION_NAME_BYTES_MAX {
+            // FNV-1a: stable across Rust versions, unlike `DefaultHasher`.
+            let hash =
+                name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+            // Every byte of `name` is ASCII, so any cut is a char boundary.
+            name.truncate(REGION_NAME_BYTES_MAX - 17);
+            let _ = write!(name, "~{hash:016x}");
+        }
+        name
     }
 
     /// Expands nodes into subtasks and edges into channels: forward edges
@@ -357,6 +400,44 @@ mod tests {
         let text = g.describe();
         assert!(text.contains("region 0:") && text.contains("region 1:"), "{text}");
         assert!(text.contains("operator o2 ×1 ← s2 (round-robin)"), "{text}");
+    }
+
+    #[test]
+    fn region_names_are_sorted_source_ids_safe_for_file_names() {
+        let g = LogicalGraph::new(
+            vec![
+                node("orders", NodeKind::Source, 1),
+                node("a/b c", NodeKind::Source, 1),
+                node("join", NodeKind::Operator, 2),
+                node("out", NodeKind::Sink, 1),
+                node("..", NodeKind::Source, 1),
+                node("k2", NodeKind::Sink, 1),
+            ],
+            vec![
+                edge(0, 2, Partitioning::RoundRobin),
+                edge(1, 2, Partitioning::RoundRobin),
+                edge(2, 3, Partitioning::RoundRobin),
+                edge(4, 5, Partitioning::RoundRobin),
+            ],
+        )
+        .unwrap();
+        let mut names: Vec<String> = g.regions().iter().map(|r| g.region_name(r)).collect();
+        names.sort();
+        assert_eq!(names, ["%2E%2E", "a%2Fb%20c+orders"]);
+        assert_eq!(g.region_name(&Region { nodes: vec![2, 3] }), "join+out", "no source: every node");
+
+        let many: Vec<NodeSpec> = (0..40).map(|i| node(&format!("source_{i:02}"), NodeKind::Source, 1)).collect();
+        let mut nodes = many.clone();
+        nodes.push(node("k", NodeKind::Sink, 1));
+        let edges = (0..40).map(|i| edge(i, 40, Partitioning::RoundRobin)).collect();
+        let g = LogicalGraph::new(nodes, edges).unwrap();
+        let long = g.region_name(&g.regions()[0]);
+        assert_eq!(long.len(), REGION_NAME_BYTES_MAX, "{long}");
+        assert!(long.starts_with("source_00+source_01+"), "{long}");
+        assert_eq!(long, g.region_name(&g.regions()[0]), "stable");
+        let mut shorter = g.regions()[0].clone();
+        shorter.nodes.retain(|&n| n != 39);
+        assert_ne!(g.region_name(&shorter), long, "the hash tells regions with the same head apart");
     }
 
     #[test]

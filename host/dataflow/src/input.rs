@@ -9,9 +9,12 @@
 //!    only advances, so a consumer never sees time go backwards.
 //! 4. When every channel has ended the subtask's input has ended: an operator
 //!    calls `finish`, a sink commits.
-//!
-//! Checkpoint barriers (the next step of the protocol) are `Event::Barrier` and
-//! will be aligned here, per channel, without changing steps 1–4.
+//! 5. `Barrier(k)` events go to the subtask's [`BarrierAligner`](crate::BarrierAligner),
+//!    used side by side with this tracker (its protocol is in `barrier.rs`);
+//!    `End` goes to both. While the aligner blocks a channel the subtask does
+//!    not read it, so that channel's watermarks wait with its data; steps 1–4
+//!    are unchanged, and the barrier protocol relies on step 2 (an ended
+//!    channel delivers nothing, so it owes no barrier).
 
 /// One message on a channel.
 #[derive(Debug, Clone, PartialEq)]

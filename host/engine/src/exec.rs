@@ -1,65 +1,431 @@
-//! Running a prepared job: one task per subtask, bounded channels between
-//! them, batches shared by reference, control events in band.
+//! Running a prepared job: one supervisor per pipelined region, one task per
+//! subtask, bounded channels between them, batches shared by reference,
+//! control events (watermarks, barriers, end) in band.
 //!
-//! Protocol of a bounded run:
-//! 1. Every channel is a bounded queue of `Event`s; a producer that finds it
-//!    full waits, so a slow operator backpressures everything upstream.
-//! 2. A source subtask reads its part of the input, routes each batch by the
-//!    edge's partitioning (a batch is an `Arc`: forwarding it copies nothing),
-//!    then sends `End` on every outgoing channel.
-//! 3. An operator subtask hands each batch to its guest instance; on failure
-//!    it applies the operator's policy (retry on a fresh instance, dead-letter,
-//!    or fail the job). When all inputs ended it calls `finish`, routes what
-//!    that emits, and sends `End`.
-//! 4. A sink subtask writes each batch; when all inputs ended it hands its
-//!    uncommitted writer back to the driver.
-//! 5. The driver commits every sink only after every subtask succeeded. If any
-//!    subtask fails or the run is cancelled, all tasks are aborted and every
-//!    uncommitted writer is dropped, removing its partial output: a failed job
-//!    never leaves a file that looks complete.
+//! Without `[checkpoint]` a job is all-or-nothing: sinks commit only after
+//! every subtask of every region succeeded, and any failure fails the job.
+//!
+//! With `[checkpoint]` each region checkpoints and recovers on its own (the
+//! protocol, step by step, is in ARCHITECTURE.md, "Checkpoints"):
+//! 1. the region's coordinator injects barrier `n` at its sources on a timer;
+//! 2. subtasks snapshot at the barrier and acknowledge (sinks pre-commit);
+//! 3. when every subtask acknowledged, the manifest is written durably, and
+//!    only then are the sinks' pre-committed transactions published;
+//! 4. when a subtask of the region fails, the region's tasks are stopped and
+//!    restarted from its latest intact checkpoint; other regions keep running.
 
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::SchemaRef;
-use flumen_dataflow::{Event, InputProgress, InputTracker, NodeKind};
-use flumen_types::{FailureAction, Partitioning, SubtaskId};
-use flumen_wasm::{CallError, OpenContext, OperatorFactory, OperatorInstance};
-use tokio::sync::mpsc;
+use flumen_dataflow::{
+    AlignmentMode, CoordAction, Coordinator, CoordinatorConfig, LogicalGraph, PhysicalPlan,
+};
+use flumen_state::{CheckpointStore, Manifest, Participant, StateFile, StateStore};
+use flumen_types::{NodeId, SubtaskId};
+use flumen_wasm::{OpenContext, OperatorFactory, OperatorInstance};
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::connector::{SinkWriter, SourceReader};
-use crate::metrics::NodeMetrics;
+use crate::connector::{PlannedSource, SinkSpec, SinkWriter};
+use crate::gate::{InputGate, Rx};
+use crate::metrics::{NodeMetrics, RegionMetrics};
 use crate::plan::{PreparedJob, Role};
+use crate::router::{RouteEdge, Router, Tx};
+use crate::spec::{CheckpointMode, JobSpec};
+use crate::task::{Finished, OperatorTask, Restore, SinkTask, SourceTask, TaskCkpt, TaskMsg};
 use crate::{EngineError, JobSummary};
 
-type Tx = mpsc::Sender<Event<RecordBatch>>;
-type Rx = mpsc::Receiver<Event<RecordBatch>>;
+/// How to start a run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Continue from the latest intact checkpoint of each region instead of
+    /// starting over (refused without `[checkpoint]`).
+    pub resume: bool,
+}
 
-/// What a finished subtask hands back to the driver.
-enum Finished {
-    Done,
-    Sink(Box<dyn SinkWriter>),
+/// What a payload of an acknowledgement holds.
+type Ack = (Vec<StateFile>, Value);
+
+/// Everything the regions share, read-only.
+struct Shared {
+    spec: JobSpec,
+    graph: LogicalGraph,
+    plan: PhysicalPlan,
+    base_dir: PathBuf,
+    checkpoints: Option<CheckpointStore>,
+    /// Held so the working state store lives as long as the run.
+    _state: Option<StateStore>,
+    mode: AlignmentMode,
+}
+
+/// What a router needs to know of its node.
+struct NodeView {
+    id: NodeId,
+    schema: SchemaRef,
+    metrics: Arc<NodeMetrics>,
+}
+
+struct RunNode {
+    index: usize,
+    id: NodeId,
+    parallelism: u32,
+    schema: SchemaRef,
+    metrics: Arc<NodeMetrics>,
+    role: RunRole,
+}
+
+enum RunRole {
+    Source(Box<dyn PlannedSource>),
+    Operator {
+        factory: OperatorFactory,
+        ctxs: Vec<OpenContext>,
+        /// Instances opened at prepare time, used by the first attempt.
+        opened: Vec<Option<OperatorInstance>>,
+        policy: flumen_types::FailurePolicy,
+    },
+    Sink(SinkSpec),
 }
 
 impl PreparedJob {
     /// Runs the job to completion, or until `cancel` resolves.
     pub async fn run(self, cancel: impl Future<Output = ()>) -> Result<JobSummary, EngineError> {
+        self.run_with(RunOptions::default(), cancel).await
+    }
+
+    /// Runs the job. When `stop` resolves, a job without checkpoints is
+    /// cancelled (nothing committed); a job with checkpoints takes one more
+    /// checkpoint, commits it and ends with [`EngineError::Stopped`], so that
+    /// `resume` continues it later.
+    pub async fn run_with(
+        self,
+        options: RunOptions,
+        stop: impl Future<Output = ()>,
+    ) -> Result<JobSummary, EngineError> {
         let started = Instant::now();
         let PreparedJob { spec, graph, nodes, metrics } = self;
         let plan = graph.physical();
-        let capacity = spec.job.channel_capacity;
+        let base_dir = spec.base_dir();
 
-        // Wire channels: per producer subtask, its senders per edge (ordered by
-        // consumer subtask); per consumer subtask, its receivers with their port.
-        let mut outputs: std::collections::HashMap<SubtaskId, Vec<(usize, Vec<Tx>)>> = Default::default();
-        let mut inputs: std::collections::HashMap<SubtaskId, Vec<(u32, Rx)>> = Default::default();
-        for ch in &plan.channels {
+        let checkpoints = match spec.checkpoint_dir() {
+            None if options.resume => {
+                return Err(EngineError::Resume(format!(
+                    "{}: --resume needs a [checkpoint] table in the job spec",
+                    spec.path.display()
+                )));
+            }
+            None => None,
+            Some(dir) => {
+                let store = CheckpointStore::open(&dir).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+                let earlier = store.has_checkpoints().map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+                if earlier && !options.resume {
+                    return Err(EngineError::Resume(format!(
+                        "{} holds checkpoints of an earlier run of this job; pass --resume to continue it, or \
+                         delete that directory to start over",
+                        dir.display()
+                    )));
+                }
+                Some(store)
+            }
+        };
+        let stateful = nodes.iter().any(|n| matches!(&n.role, Role::Operator { stateful: true, .. }));
+        // The working copy of operator state is scratch: a restart rebuilds
+        // it from checkpoint files. Kept beside the checkpoints when there
+        // are any, so a killed run leaves nothing in the system temp dir.
+        let scratch = match (stateful, spec.checkpoint_dir()) {
+            (false, _) => None,
+            (true, Some(dir)) => {
+                let work = dir.join("working");
+                let _ = std::fs::remove_dir_all(&work);
+                std::fs::create_dir_all(&work)
+                    .map_err(|e| EngineError::Checkpoint(format!("{}: {e}", work.display())))?;
+                Some(Scratch::Dir(work))
+            }
+            (true, None) => Some(Scratch::Temp(
+                tempfile::Builder::new()
+                    .prefix("flumen-state-")
+                    .tempdir()
+                    .map_err(|e| EngineError::Internal(format!("state scratch dir: {e}")))?,
+            )),
+        };
+        let state = match &scratch {
+            None => None,
+            Some(s) => Some(StateStore::open(s.path()).map_err(|e| EngineError::Checkpoint(e.to_string()))?),
+        };
+        let mode = match spec.checkpoint.as_ref().map(|c| (c.mode, c.alignment_timeout_ms)) {
+            None | Some((CheckpointMode::Aligned, _)) => AlignmentMode::Aligned,
+            Some((CheckpointMode::Unaligned, _)) => AlignmentMode::Unaligned,
+            Some((CheckpointMode::AlignedWithTimeout, t)) => AlignmentMode::AlignedWithTimeout { timeout_ms: t },
+        };
+
+        // Operators: give every subtask its state handle.
+        let mut run_nodes: Vec<Option<RunNode>> = Vec::with_capacity(nodes.len());
+        for (index, node) in nodes.into_iter().enumerate() {
+            let g = &graph.nodes()[index];
+            let role = match node.role {
+                Role::Source(p) => RunRole::Source(p),
+                Role::Sink(s) => RunRole::Sink(s),
+                Role::Operator { factory, instances, policy, stateful } => {
+                    let mut ctxs = Vec::new();
+                    let mut opened = Vec::new();
+                    for (mut ctx, mut instance) in instances {
+                        if stateful && let Some(store) = &state {
+                            let op = store
+                                .operator(&ctx.operator_id, ctx.subtask)
+                                .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+                            ctx.state = Some(crate::state::FjallBackend::handle(op));
+                        }
+                        instance.set_state(ctx.state.clone());
+                        ctxs.push(ctx);
+                        opened.push(Some(instance));
+                    }
+                    RunRole::Operator { factory, ctxs, opened, policy }
+                }
+            };
+            run_nodes.push(Some(RunNode {
+                index,
+                id: node.id,
+                parallelism: g.parallelism,
+                schema: node.schema,
+                metrics: node.metrics,
+                role,
+            }));
+        }
+
+        let shared = Arc::new(Shared { spec, graph, plan, base_dir, checkpoints, _state: state, mode });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut regions: JoinSet<Result<RegionOutcome, EngineError>> = JoinSet::new();
+        let mut region_metrics = Vec::new();
+        for region in shared.graph.regions() {
+            let name = shared.graph.region_name(&region);
+            let nodes: Vec<RunNode> = region.nodes.iter().filter_map(|&i| run_nodes[i].take()).collect();
+            let m = Arc::new(RegionMetrics::new(&name));
+            region_metrics.push(m.clone());
+            let supervisor =
+                RegionSupervisor { shared: shared.clone(), name, nodes, metrics: m, resume: options.resume };
+            regions.spawn(supervisor.run(stop_rx.clone()));
+        }
+
+        tokio::pin!(stop);
+        let mut stop_fired = false;
+        let mut writers = Vec::new();
+        let mut stopped: Option<u64> = None;
+        let outcome: Result<(), EngineError> = loop {
+            tokio::select! {
+                joined = regions.join_next() => match joined {
+                    None => break Ok(()),
+                    Some(Ok(Ok(RegionOutcome::Finished(w)))) => writers.extend(w),
+                    Some(Ok(Ok(RegionOutcome::Stopped(n)))) => stopped = Some(stopped.map_or(n, |s| s.max(n))),
+                    Some(Ok(Err(e))) => break Err(e),
+                    Some(Err(e)) if e.is_panic() => break Err(EngineError::Internal(format!("a region panicked: {e}"))),
+                    Some(Err(e)) => break Err(EngineError::Internal(format!("a region was lost: {e}"))),
+                },
+                _ = &mut stop, if !stop_fired => {
+                    stop_fired = true;
+                    if shared.checkpoints.is_none() {
+                        break Err(EngineError::Cancelled);
+                    }
+                    tracing::info!("stopping: taking a final checkpoint");
+                    let _ = stop_tx.send(true);
+                }
+            }
+        };
+        if let Err(e) = outcome {
+            regions.abort_all();
+            while regions.join_next().await.is_some() {}
+            return Err(e);
+        }
+        if let Some(n) = stopped {
+            return Err(EngineError::Stopped { checkpoint: n });
+        }
+        let mut files = Vec::new();
+        for w in writers {
+            let report = tokio::task::block_in_place(|| w.commit()).map_err(EngineError::Connector)?;
+            files.extend(report.files);
+        }
+        drop(scratch);
+        Ok(JobSummary {
+            job: shared.spec.job.name.clone(),
+            elapsed: started.elapsed(),
+            nodes: metrics.snapshot(),
+            files,
+            regions: region_metrics.iter().map(|m| m.snapshot()).collect(),
+        })
+    }
+}
+
+enum Scratch {
+    Dir(PathBuf),
+    Temp(tempfile::TempDir),
+}
+
+impl Scratch {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            Scratch::Dir(p) => p,
+            Scratch::Temp(t) => t.path(),
+        }
+    }
+}
+
+enum RegionOutcome {
+    /// All input processed. Without checkpoints: the sinks' writers, to be
+    /// committed once every region finished.
+    Finished(Vec<Box<dyn SinkWriter>>),
+    /// Stopped on request after checkpoint `n` was committed.
+    Stopped(u64),
+}
+
+struct RegionSupervisor {
+    shared: Arc<Shared>,
+    name: String,
+    nodes: Vec<RunNode>,
+    metrics: Arc<RegionMetrics>,
+    resume: bool,
+}
+
+/// How one attempt of a region ended.
+enum AttemptEnd {
+    Finished(Vec<Box<dyn SinkWriter>>),
+    Stopped(u64),
+}
+
+impl RegionSupervisor {
+    async fn run(mut self, stop: watch::Receiver<bool>) -> Result<RegionOutcome, EngineError> {
+        let attempts = self.shared.spec.restart.attempts;
+        let mut first = true;
+        loop {
+            let restored = if self.shared.checkpoints.is_some() && (self.resume || !first) {
+                self.latest()?
+            } else {
+                None
+            };
+            if first && let Some(m) = &restored {
+                tracing::info!(region = %self.name, checkpoint = m.checkpoint, "resuming from checkpoint");
+            }
+            first = false;
+            if let Some(m) = &restored
+                && m.finished
+            {
+                // Finished in an earlier run: publish its last commit again (idempotent) and stop.
+                self.recover_sinks(Some(m))?;
+                return Ok(RegionOutcome::Finished(Vec::new()));
+            }
+            match self.attempt(restored.as_ref(), stop.clone()).await {
+                Ok(AttemptEnd::Finished(w)) => return Ok(RegionOutcome::Finished(w)),
+                Ok(AttemptEnd::Stopped(n)) => return Ok(RegionOutcome::Stopped(n)),
+                Err(e) => {
+                    let restarts = self.metrics.restarts();
+                    let restartable = self.shared.checkpoints.is_some()
+                        && !matches!(e, EngineError::Cancelled | EngineError::Stopped { .. });
+                    if !restartable || restarts >= u64::from(attempts) {
+                        if restartable && attempts > 0 {
+                            return Err(EngineError::Restarts { region: self.name.clone(), attempts, last: Box::new(e) });
+                        }
+                        return Err(e);
+                    }
+                    self.metrics.add_restart();
+                    tracing::warn!(region = %self.name, restart = restarts + 1, "region failed, restarting from its last checkpoint: {e}");
+                    tokio::time::sleep(Duration::from_millis(self.shared.spec.restart.delay_ms)).await;
+                }
+            }
+        }
+    }
+
+    /// The newest intact checkpoint of this region; broken newer ones are reported.
+    fn latest(&self) -> Result<Option<Manifest>, EngineError> {
+        let Some(store) = &self.shared.checkpoints else { return Ok(None) };
+        let (m, rejected) = store.latest_valid(&self.name).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+        for r in rejected {
+            tracing::warn!(region = %self.name, path = %r.path.display(), "skipping a damaged checkpoint: {}", r.reason);
+            self.metrics.add_rejected();
+        }
+        Ok(m)
+    }
+
+    fn participants(&self) -> Vec<String> {
+        self.nodes.iter().flat_map(|n| (0..n.parallelism).map(move |i| format!("{}[{i}]", n.id))).collect()
+    }
+
+    /// Before tasks open: removes what sinks staged for checkpoints that did
+    /// not complete, and publishes again what the restored checkpoint committed.
+    fn recover_sinks(&self, restored: Option<&Manifest>) -> Result<(), EngineError> {
+        if self.shared.checkpoints.is_none() {
+            return Ok(());
+        }
+        for node in &self.nodes {
+            let RunRole::Sink(spec) = &node.role else { continue };
+            let keep: Vec<Value> = restored
+                .map(|m| {
+                    (0..node.parallelism)
+                        .filter_map(|i| m.participants.get(&format!("{}[{i}]", node.id)))
+                        .filter_map(|p| p.meta.get("pending").cloned())
+                        .filter(|v| !v.is_null())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let base = &self.shared.base_dir;
+            tokio::task::block_in_place(|| {
+                crate::connector::recover_sink(spec, base, restored.map(|m| m.checkpoint), &keep)?;
+                for p in &keep {
+                    crate::connector::commit_pending(spec, base, p)?;
+                }
+                Ok::<_, crate::connector::ConnectorError>(())
+            })
+            .map_err(EngineError::Connector)?;
+        }
+        Ok(())
+    }
+
+    /// Builds channels and tasks for one attempt and drives them, with the
+    /// region's coordinator when the job checkpoints.
+    async fn attempt(
+        &mut self,
+        restored: Option<&Manifest>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<AttemptEnd, EngineError> {
+        let shared = self.shared.clone();
+        let checkpointing = shared.checkpoints.as_ref().zip(shared.spec.checkpoint.as_ref());
+        if let Some(m) = restored {
+            let known = self.participants();
+            if let Some(extra) = m.participants.keys().find(|p| !known.contains(p)) {
+                return Err(EngineError::Resume(format!(
+                    "checkpoint {} of region `{}` holds `{extra}`, which this job does not have (an operator was \
+                     removed or its parallelism changed)",
+                    m.checkpoint, self.name
+                )));
+            }
+        }
+        self.recover_sinks(restored)?;
+        let files_dir = match &shared.checkpoints {
+            Some(store) => Some(store.files_dir(&self.name).map_err(|e| EngineError::Checkpoint(e.to_string()))?),
+            None => None,
+        };
+        let restore_of = |participant: &str| -> Option<Restore> {
+            let m = restored?;
+            let p = m.participants.get(participant)?;
+            Some(Restore { dir: files_dir.clone()?, files: p.files.clone(), meta: p.meta.clone() })
+        };
+        let (to_coord, mut from_tasks) = mpsc::unbounded_channel::<TaskMsg>();
+        let link = |participant: String| -> Option<TaskCkpt> {
+            Some(TaskCkpt { participant, to_coordinator: to_coord.clone(), files_dir: files_dir.clone()? })
+        };
+
+        // Channels of this region.
+        let in_region: Vec<usize> = self.nodes.iter().map(|n| n.index).collect();
+        let capacity = shared.spec.job.channel_capacity;
+        let mut outputs: HashMap<SubtaskId, Vec<(usize, Vec<Tx>)>> = HashMap::new();
+        let mut inputs: HashMap<SubtaskId, Vec<(u32, Rx)>> = HashMap::new();
+        for ch in &shared.plan.channels {
+            let edge = &shared.graph.edges()[ch.edge];
+            if !in_region.contains(&edge.from) {
+                continue;
+            }
             let (tx, rx) = mpsc::channel(capacity);
-            let edge = &graph.edges()[ch.edge];
             let outs = outputs.entry(ch.from.clone()).or_default();
             match outs.iter_mut().find(|(e, _)| *e == ch.edge) {
                 Some((_, v)) => v.push(tx),
@@ -67,443 +433,350 @@ impl PreparedJob {
             }
             inputs.entry(ch.to.clone()).or_default().push((edge.port, rx));
         }
+        let router_for = |node: &NodeView, subtask: u32, outputs: &mut HashMap<SubtaskId, Vec<(usize, Vec<Tx>)>>| {
+            let id = SubtaskId { node: node.id.clone(), index: subtask };
+            let edges = outputs.remove(&id).unwrap_or_default();
+            Router::new(
+                edges
+                    .into_iter()
+                    .map(|(e, senders)| {
+                        let edge = &shared.graph.edges()[e];
+                        RouteEdge {
+                            partitioning: edge.partitioning.clone(),
+                            dead_letter: edge.dead_letter,
+                            senders,
+                            next: subtask as usize,
+                        }
+                    })
+                    .collect(),
+                &node.schema,
+                node.metrics.clone(),
+            )
+        };
 
         let mut tasks: JoinSet<Result<Finished, EngineError>> = JoinSet::new();
-        for (index, node) in nodes.into_iter().enumerate() {
-            let parallelism = graph.nodes()[index].parallelism;
-            let kind = graph.nodes()[index].kind;
-            let base_dir = spec.base_dir();
-            let router = |subtask: u32, outputs: &mut std::collections::HashMap<SubtaskId, Vec<(usize, Vec<Tx>)>>| {
-                let id = SubtaskId { node: node.id.clone(), index: subtask };
-                let edges = outputs.remove(&id).unwrap_or_default();
-                Router::new(
-                    edges
-                        .into_iter()
-                        .map(|(e, senders)| {
-                            let edge = &graph.edges()[e];
-                            RouteEdge {
-                                partitioning: edge.partitioning.clone(),
-                                dead_letter: edge.dead_letter,
-                                senders,
-                                next: subtask as usize,
-                            }
-                        })
-                        .collect(),
-                    &node.schema,
-                    node.metrics.clone(),
-                )
-            };
-            match node.role {
-                Role::Source(planned) => {
-                    for subtask in 0..parallelism {
-                        let reader = planned.open(subtask, parallelism).map_err(EngineError::Connector)?;
-                        let router = router(subtask, &mut outputs)?;
-                        tasks.spawn(run_source(reader, router, node.metrics.clone()));
+        let mut injectors: Vec<mpsc::UnboundedSender<u64>> = Vec::new();
+        let mut sinks: HashMap<String, SinkSpec> = HashMap::new();
+        for node in &mut self.nodes {
+            let view = NodeView { id: node.id.clone(), schema: node.schema.clone(), metrics: node.metrics.clone() };
+            let node_parallelism = node.parallelism;
+            let node_metrics = node.metrics.clone();
+            let node_schema = node.schema.clone();
+            let node_id = node.id.clone();
+            match &mut node.role {
+                RunRole::Source(planned) => {
+                    for subtask in 0..node_parallelism {
+                        let participant = format!("{}[{subtask}]", node_id);
+                        let reader = planned.open(subtask, node_parallelism).map_err(EngineError::Connector)?;
+                        let router = router_for(&view, subtask, &mut outputs)?;
+                        let ckpt = link(participant.clone()).map(|l| {
+                            let (tx, rx) = mpsc::unbounded_channel();
+                            injectors.push(tx);
+                            (l, rx)
+                        });
+                        let task = SourceTask { reader, router, metrics: node_metrics.clone(), ckpt };
+                        tasks.spawn(task.run(restore_of(&participant)));
                     }
                 }
-                Role::Operator { factory, instances, policy } => {
-                    for (ctx, instance) in instances {
+                RunRole::Operator { factory, ctxs, opened, policy } => {
+                    for (i, ctx) in ctxs.iter().enumerate() {
                         let subtask = ctx.subtask;
-                        let id = SubtaskId { node: node.id.clone(), index: subtask };
-                        let gate = InputGate::new(inputs.remove(&id).unwrap_or_default());
-                        let router = router(subtask, &mut outputs)?;
-                        let op = OperatorTask {
+                        let participant = format!("{}[{subtask}]", node_id);
+                        let id = SubtaskId { node: node_id.clone(), index: subtask };
+                        let gate = InputGate::new(inputs.remove(&id).unwrap_or_default(), shared.mode);
+                        let router = router_for(&view, subtask, &mut outputs)?;
+                        let instance = match opened.get_mut(i).and_then(Option::take) {
+                            Some(inst) => inst,
+                            None => factory.instantiate(ctx).await.map_err(EngineError::Operator)?,
+                        };
+                        let task = OperatorTask {
                             factory: factory.clone(),
-                            ctx,
+                            ctx: ctx.clone(),
                             instance,
                             policy: policy.clone(),
-                            metrics: node.metrics.clone(),
+                            metrics: node_metrics.clone(),
+                            ckpt: link(participant.clone()),
+                            chain: Vec::new(),
                         };
-                        tasks.spawn(op.run(gate, router));
+                        tasks.spawn(task.run(gate, router, restore_of(&participant)));
                     }
                 }
-                Role::Sink(sink) => {
-                    debug_assert_eq!(kind, NodeKind::Sink);
-                    for subtask in 0..parallelism {
-                        let id = SubtaskId { node: node.id.clone(), index: subtask };
-                        let gate = InputGate::new(inputs.remove(&id).unwrap_or_default());
-                        let writer =
-                            crate::connector::open_sink(&sink, &base_dir, node.schema.clone(), subtask, parallelism)
-                                .map_err(EngineError::Connector)?;
-                        tasks.spawn(run_sink(writer, gate, node.metrics.clone()));
+                RunRole::Sink(spec) => {
+                    for subtask in 0..node_parallelism {
+                        let participant = format!("{}[{subtask}]", node_id);
+                        let id = SubtaskId { node: node_id.clone(), index: subtask };
+                        let gate = InputGate::new(inputs.remove(&id).unwrap_or_default(), shared.mode);
+                        let base = &shared.base_dir;
+                        let schema = node_schema.clone();
+                        let writer = if checkpointing.is_some() {
+                            crate::connector::open_transactional_sink(spec, base, schema, subtask, node_parallelism)
+                        } else {
+                            crate::connector::open_sink(spec, base, schema, subtask, node_parallelism)
+                        }
+                        .map_err(EngineError::Connector)?;
+                        sinks.insert(participant.clone(), spec.clone());
+                        let task = SinkTask { writer, metrics: node_metrics.clone(), ckpt: link(participant.clone()) };
+                        tasks.spawn(task.run(gate, restore_of(&participant)));
                     }
                 }
             }
         }
+        drop(to_coord);
 
-        let mut writers = Vec::new();
-        let drive = async {
-            // A subtask whose consumer failed reports `DownstreamGone`; keep
-            // waiting for the consumer's own error, which says what happened.
+        let Some((store, config)) = checkpointing else {
+            // No checkpoints: wait for every task; any failure fails the region.
+            let mut writers = Vec::new();
             let mut downstream_gone = None;
             while let Some(joined) = tasks.join_next().await {
-                match joined {
-                    Ok(Ok(Finished::Sink(w))) => writers.push(w),
-                    Ok(Ok(Finished::Done)) => {}
-                    Ok(Err(EngineError::DownstreamGone)) => downstream_gone = Some(EngineError::DownstreamGone),
-                    Ok(Err(e)) => return Err(e),
-                    Err(e) if e.is_panic() => return Err(EngineError::Internal(format!("a subtask panicked: {e}"))),
-                    Err(e) => return Err(EngineError::Internal(format!("a subtask was lost: {e}"))),
+                match flatten(joined) {
+                    Ok(Finished::Sink(w)) => writers.push(w),
+                    Ok(Finished::Done) => {}
+                    Err(EngineError::DownstreamGone) => downstream_gone = Some(EngineError::DownstreamGone),
+                    Err(e) => {
+                        tasks.abort_all();
+                        while tasks.join_next().await.is_some() {}
+                        return Err(e);
+                    }
                 }
             }
-            downstream_gone.map_or(Ok(()), Err)
+            return downstream_gone.map_or(Ok(AttemptEnd::Finished(writers)), Err);
         };
-        let outcome = tokio::select! {
-            r = drive => r,
-            _ = cancel => Err(EngineError::Cancelled),
+
+        let mut coord = CheckpointDriver {
+            coordinator: Coordinator::new(
+                self.participants(),
+                CoordinatorConfig { timeout_ms: config.timeout_ms, max_concurrent: 1 },
+                restored.map_or(0, |m| m.checkpoint),
+            ),
+            store: store.clone(),
+            region: self.name.clone(),
+            job: shared.spec.job.name.clone(),
+            retain: config.retain,
+            base_dir: shared.base_dir.clone(),
+            sinks,
+            done: BTreeMap::new(),
+            started: Instant::now(),
+            triggered: HashMap::new(),
+            metrics: self.metrics.clone(),
+            last_committed: None,
+            finished: false,
         };
-        if let Err(e) = outcome {
-            tasks.abort_all();
-            while tasks.join_next().await.is_some() {}
-            drop(writers);
-            return Err(e);
-        }
-        let mut files = Vec::new();
-        for w in writers {
-            let report = tokio::task::block_in_place(|| w.commit()).map_err(EngineError::Connector)?;
-            files.extend(report.files);
-        }
-        Ok(JobSummary { job: spec.job.name.clone(), elapsed: started.elapsed(), nodes: metrics.snapshot(), files })
-    }
-}
-
-async fn run_source(
-    mut reader: Box<dyn SourceReader>,
-    mut router: Router,
-    metrics: Arc<NodeMetrics>,
-) -> Result<Finished, EngineError> {
-    loop {
-        let t = Instant::now();
-        let next = tokio::task::block_in_place(|| reader.next_batch()).map_err(EngineError::Connector)?;
-        NodeMetrics::add(&metrics.busy_ns, t.elapsed().as_nanos() as u64);
-        match next {
-            Some(batch) => router.send(batch).await?,
-            None => break,
-        }
-    }
-    router.end().await;
-    Ok(Finished::Done)
-}
-
-async fn run_sink(
-    mut writer: Box<dyn SinkWriter>,
-    mut gate: InputGate,
-    metrics: Arc<NodeMetrics>,
-) -> Result<Finished, EngineError> {
-    while let Some(event) = gate.next().await {
-        let GateEvent::Batch(_, batch) = event else { continue };
-        NodeMetrics::add(&metrics.rows_in, batch.num_rows() as u64);
-        NodeMetrics::add(&metrics.batches_in, 1);
-        let t = Instant::now();
-        tokio::task::block_in_place(|| writer.write(&batch)).map_err(EngineError::Connector)?;
-        NodeMetrics::add(&metrics.busy_ns, t.elapsed().as_nanos() as u64);
-    }
-    Ok(Finished::Sink(writer))
-}
-
-struct OperatorTask {
-    factory: OperatorFactory,
-    ctx: OpenContext,
-    instance: OperatorInstance,
-    policy: flumen_types::FailurePolicy,
-    metrics: Arc<NodeMetrics>,
-}
-
-impl OperatorTask {
-    async fn run(mut self, mut gate: InputGate, mut router: Router) -> Result<Finished, EngineError> {
-        while let Some(event) = gate.next().await {
-            match event {
-                GateEvent::Batch(port, batch) => {
-                    NodeMetrics::add(&self.metrics.rows_in, batch.num_rows() as u64);
-                    NodeMetrics::add(&self.metrics.batches_in, 1);
-                    if let Some(out) = self.process(port, &batch, &mut router).await? {
-                        for b in out {
-                            router.send(b).await?;
+        let mut interval = tokio::time::interval(Duration::from_millis(config.interval_ms));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.tick().await;
+        let mut stopping = false;
+        let mut tasks_running = true;
+        let mut downstream_gone = None;
+        let result: Result<AttemptEnd, EngineError> = loop {
+            if stopping && let Some(n) = coord.last_committed {
+                break Ok(AttemptEnd::Stopped(n));
+            }
+            tokio::select! {
+                joined = tasks.join_next(), if tasks_running => match joined {
+                    None => tasks_running = false,
+                    Some(j) => match flatten(j) {
+                        Ok(_) => {}
+                        Err(EngineError::DownstreamGone) => downstream_gone = Some(EngineError::DownstreamGone),
+                        Err(e) => break Err(e),
+                    },
+                },
+                msg = from_tasks.recv() => match msg {
+                    Some(m) => if let Err(e) = coord.on_message(m) { break Err(e) },
+                    None => {
+                        // Every task ended and every message was read.
+                        while let Some(j) = tasks.join_next().await {
+                            match flatten(j) {
+                                Ok(_) => {}
+                                Err(EngineError::DownstreamGone) => downstream_gone = Some(EngineError::DownstreamGone),
+                                Err(e) => return Err(e),
+                            }
                         }
+                        if let Some(e) = downstream_gone.take() {
+                            break Err(e);
+                        }
+                        break coord.finish().map(|()| AttemptEnd::Finished(Vec::new()));
                     }
+                },
+                _ = interval.tick() => {
+                    if let Err(e) = coord.on_tick(&injectors) { break Err(e) }
                 }
-                GateEvent::Watermark(w) => router.watermark(w).await?,
-            }
-        }
-        let t = Instant::now();
-        let before = self.instance.boundary_bytes();
-        let result = self.instance.finish().await;
-        self.account(t, before);
-        let out = result.map_err(|e| {
-            NodeMetrics::add(&self.metrics.failures, 1);
-            EngineError::Operator(e)
-        })?;
-        for b in out {
-            router.send(b).await?;
-        }
-        router.end().await;
-        Ok(Finished::Done)
-    }
-
-    /// One batch under the failure policy: `Some(outputs)` on success, `None`
-    /// if it was dead-lettered.
-    async fn process(
-        &mut self,
-        port: u32,
-        batch: &RecordBatch,
-        router: &mut Router,
-    ) -> Result<Option<Vec<RecordBatch>>, EngineError> {
-        let mut attempt = 0;
-        loop {
-            let t = Instant::now();
-            let before = self.instance.boundary_bytes();
-            let result = self.instance.process(port, batch).await;
-            self.account(t, before);
-            let error = match result {
-                Ok(out) => return Ok(Some(out)),
-                Err(e) => e,
-            };
-            NodeMetrics::add(&self.metrics.failures, 1);
-            tracing::warn!(operator = %error.operator, attempt, "{}", error.message);
-            // The instance is poisoned: replace it before anything else.
-            self.instance = self.factory.instantiate(&self.ctx).await.map_err(EngineError::Operator)?;
-            if attempt < self.policy.retries {
-                attempt += 1;
-                NodeMetrics::add(&self.metrics.retries, 1);
-                continue;
-            }
-            return match self.policy.then {
-                FailureAction::Fail => Err(EngineError::Operator(with_attempts(error, attempt))),
-                FailureAction::DeadLetter => {
-                    NodeMetrics::add(&self.metrics.dead_lettered_rows, batch.num_rows() as u64);
-                    router.dead_letter(batch, &error).await?;
-                    Ok(None)
-                }
-            };
-        }
-    }
-
-    fn account(&self, started: Instant, before: flumen_wasm::BoundaryBytes) {
-        let after = self.instance.boundary_bytes();
-        NodeMetrics::add(&self.metrics.busy_ns, started.elapsed().as_nanos() as u64);
-        NodeMetrics::add(&self.metrics.guest_bytes_in, after.bytes_in.saturating_sub(before.bytes_in));
-        NodeMetrics::add(&self.metrics.guest_bytes_out, after.bytes_out.saturating_sub(before.bytes_out));
-    }
-}
-
-fn with_attempts(mut e: CallError, retries: u32) -> CallError {
-    if retries > 0 {
-        e.message = format!("{} (after {retries} retries on fresh instances)", e.message);
-    }
-    e
-}
-
-// ---- input side ----
-
-enum GateEvent {
-    Batch(u32, RecordBatch),
-    Watermark(i64),
-}
-
-/// A subtask's input channels, polled fairly, with end and watermark bookkeeping.
-struct InputGate {
-    channels: Vec<(u32, Rx)>,
-    /// Channels that delivered `End` or closed: never polled again.
-    done: Vec<bool>,
-    tracker: InputTracker,
-    next: usize,
-}
-
-impl InputGate {
-    fn new(channels: Vec<(u32, Rx)>) -> Self {
-        let tracker = InputTracker::new(channels.len());
-        Self { done: vec![false; channels.len()], channels, tracker, next: 0 }
-    }
-
-    /// The next batch or watermark; `None` once every channel has ended.
-    async fn next(&mut self) -> Option<GateEvent> {
-        loop {
-            if self.tracker.is_ended() {
-                return None;
-            }
-            let (channel, event) = std::future::poll_fn(|cx| {
-                let n = self.channels.len();
-                for k in 0..n {
-                    let i = (self.next + k) % n;
-                    if self.done[i] {
-                        continue;
-                    }
-                    if let Poll::Ready(ev) = self.channels[i].1.poll_recv(cx) {
-                        // Start after this channel next time, so none starves.
-                        self.next = (i + 1) % n;
-                        return Poll::Ready((i, ev));
-                    }
-                }
-                Poll::Pending
-            })
-            .await;
-            match event {
-                Some(Event::Data(batch)) => return Some(GateEvent::Batch(self.channels[channel].0, batch)),
-                Some(Event::Watermark(w)) => {
-                    if let InputProgress::Watermark(w) = self.tracker.on_watermark(channel, w) {
-                        return Some(GateEvent::Watermark(w));
-                    }
-                }
-                Some(Event::Barrier(_)) => {}
-                // `None`: a producer vanished without `End` (it failed; the
-                // driver reports its error). Either way this channel is done.
-                Some(Event::End) | None => {
-                    self.done[channel] = true;
-                    self.channels[channel].1.close();
-                    if let InputProgress::Watermark(w) = self.tracker.on_end(channel) {
-                        return Some(GateEvent::Watermark(w));
+                changed = stop.changed(), if !stopping => {
+                    if changed.is_ok() && *stop.borrow() {
+                        stopping = true;
+                        coord.last_committed = None;
+                        if let Err(e) = coord.on_tick(&injectors) { break Err(e) }
                     }
                 }
             }
-        }
+        };
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        result
     }
 }
 
-// ---- output side ----
-
-struct RouteEdge {
-    partitioning: Partitioning,
-    dead_letter: bool,
-    senders: Vec<Tx>,
-    next: usize,
+fn flatten(
+    joined: Result<Result<Finished, EngineError>, tokio::task::JoinError>,
+) -> Result<Finished, EngineError> {
+    match joined {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => Err(EngineError::Internal(format!("a subtask panicked: {e}"))),
+        Err(e) => Err(EngineError::Internal(format!("a subtask was lost: {e}"))),
+    }
 }
 
-/// Routes a subtask's output batches to its consumers by each edge's partitioning.
-struct Router {
-    edges: Vec<RouteEdge>,
-    /// Column indices of each edge's hash keys in the output schema.
-    hash_columns: Vec<Vec<usize>>,
-    metrics: Arc<NodeMetrics>,
+/// A region's coordinator with the effects it asks for: manifests, commits,
+/// retention.
+struct CheckpointDriver {
+    coordinator: Coordinator<Ack>,
+    store: CheckpointStore,
+    region: String,
+    job: String,
+    retain: usize,
+    base_dir: PathBuf,
+    /// Sink participants and their specs, to publish their transactions.
+    sinks: HashMap<String, SinkSpec>,
+    /// Participants that ended, with what they reported; they acknowledge every later checkpoint with it.
+    done: BTreeMap<String, Ack>,
+    started: Instant,
+    triggered: HashMap<u64, Instant>,
+    metrics: Arc<RegionMetrics>,
+    /// The last checkpoint whose transactions were published (in this attempt).
+    last_committed: Option<u64>,
+    finished: bool,
 }
 
-impl Router {
-    fn new(edges: Vec<RouteEdge>, schema: &SchemaRef, metrics: Arc<NodeMetrics>) -> Result<Self, EngineError> {
-        let hash_columns = edges
-            .iter()
-            .map(|e| match &e.partitioning {
-                Partitioning::Hash(keys) => keys
-                    .iter()
-                    .map(|k| schema.index_of(k).map_err(|_| EngineError::Internal(format!("hash key `{k}` missing"))))
-                    .collect(),
-                _ => Ok(Vec::new()),
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Self { edges, hash_columns, metrics })
+impl CheckpointDriver {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
     }
 
-    async fn send(&mut self, batch: RecordBatch) -> Result<(), EngineError> {
-        if batch.num_rows() == 0 {
-            return Ok(());
-        }
-        NodeMetrics::add(&self.metrics.rows_out, batch.num_rows() as u64);
-        NodeMetrics::add(&self.metrics.batches_out, 1);
-        for (i, edge) in self.edges.iter_mut().enumerate() {
-            if edge.dead_letter {
-                continue;
+    fn on_message(&mut self, msg: TaskMsg) -> Result<(), EngineError> {
+        match msg {
+            TaskMsg::Ack { checkpoint, participant, files, meta } => {
+                let action = self.coordinator.ack(checkpoint, &participant, (files, meta));
+                self.act(action)
             }
-            let n = edge.senders.len();
-            match &edge.partitioning {
-                Partitioning::Forward => deliver(&edge.senders[0], Event::Data(batch.clone())).await?,
-                Partitioning::RoundRobin => {
-                    let target = edge.next % n;
-                    edge.next = edge.next.wrapping_add(1);
-                    deliver(&edge.senders[target], Event::Data(batch.clone())).await?;
+            TaskMsg::Done { participant, files, meta } => {
+                self.done.insert(participant.clone(), (files.clone(), meta.clone()));
+                for n in self.coordinator.pending() {
+                    let action = self.coordinator.ack(n, &participant, (files.clone(), meta.clone()));
+                    self.act(action)?;
                 }
-                Partitioning::Broadcast => {
-                    for s in &edge.senders {
-                        deliver(s, Event::Data(batch.clone())).await?;
-                    }
-                }
-                Partitioning::Hash(_) => {
-                    for (target, part) in crate::route::hash_split(&batch, &self.hash_columns[i], n)? {
-                        deliver(&edge.senders[target], Event::Data(part)).await?;
-                    }
-                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Triggers a checkpoint (if none is running) and times out stale ones.
+    fn on_tick(&mut self, injectors: &[mpsc::UnboundedSender<u64>]) -> Result<(), EngineError> {
+        let now = self.now_ms();
+        for action in self.coordinator.tick(now) {
+            self.act(action)?;
+        }
+        if let Some(n) = self.coordinator.trigger(now) {
+            self.triggered.insert(n, Instant::now());
+            for inject in injectors {
+                // A source that already ended acknowledges through `Done`.
+                let _ = inject.send(n);
+            }
+            let done: Vec<(String, Ack)> = self.done.iter().map(|(p, a)| (p.clone(), a.clone())).collect();
+            for (p, ack) in done {
+                let action = self.coordinator.ack(n, &p, ack);
+                self.act(action)?;
             }
         }
         Ok(())
     }
 
-    async fn watermark(&mut self, w: i64) -> Result<(), EngineError> {
-        for edge in &self.edges {
-            for s in &edge.senders {
-                deliver(s, Event::Watermark(w)).await?;
+    /// Every task ended: the final checkpoint holds what each reported at its end.
+    fn finish(&mut self) -> Result<(), EngineError> {
+        self.finished = true;
+        for _ in 0..3 {
+            let pending = self.coordinator.pending();
+            if !pending.is_empty() {
+                return Err(EngineError::Internal(format!(
+                    "region `{}` ended with checkpoint {pending:?} unacknowledged",
+                    self.region
+                )));
+            }
+            let before = self.coordinator.last_completed();
+            self.on_tick(&[])?;
+            if self.coordinator.last_completed() > before {
+                return Ok(());
             }
         }
+        Err(EngineError::Internal(format!("region `{}` could not take its final checkpoint", self.region)))
+    }
+
+    fn act(&mut self, action: CoordAction<Ack>) -> Result<(), EngineError> {
+        match action {
+            CoordAction::Complete { checkpoint, acks } => self.complete(checkpoint, acks),
+            CoordAction::Aborted { checkpoint, reason } => {
+                tracing::warn!(region = %self.region, checkpoint, "checkpoint aborted: {reason}");
+                self.triggered.remove(&checkpoint);
+                self.metrics.add_aborted();
+                Ok(())
+            }
+            CoordAction::Commit { checkpoint } => {
+                tracing::debug!(region = %self.region, checkpoint, "commit");
+                Ok(())
+            }
+            CoordAction::None | CoordAction::Ignored => Ok(()),
+        }
+    }
+
+    /// Steps 3–5 of the protocol: manifest, then publish, then retention.
+    fn complete(&mut self, checkpoint: u64, acks: Vec<(String, Ack)>) -> Result<(), EngineError> {
+        let finished = self.finished && acks.iter().all(|(p, _)| self.done.contains_key(p));
+        let mut participants = BTreeMap::new();
+        let mut bytes = 0;
+        for (p, (files, meta)) in acks {
+            bytes += files.iter().filter(|f| f.checkpoint == checkpoint).map(|f| f.bytes).sum::<u64>();
+            participants.insert(p, Participant { files, meta });
+        }
+        let manifest = Manifest {
+            format: 1,
+            job: self.job.clone(),
+            region: self.region.clone(),
+            checkpoint,
+            created_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            finished,
+            participants,
+        };
+        fail::fail_point!("checkpoint::before-manifest", |_| std::process::abort());
+        tokio::task::block_in_place(|| self.store.write_manifest(&manifest))
+            .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+        fail::fail_point!("checkpoint::after-manifest", |_| std::process::abort());
+        let commit = self.coordinator.persisted(checkpoint);
+        self.act(commit)?;
+        self.publish(&manifest)?;
+        fail::fail_point!("checkpoint::after-commit", |_| std::process::abort());
+        let took = self.triggered.remove(&checkpoint).map(|t| t.elapsed());
+        self.metrics.add_completed(checkpoint, took, bytes);
+        let freed = tokio::task::block_in_place(|| self.store.retain(&self.region, self.retain))
+            .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+        tracing::debug!(region = %self.region, checkpoint, bytes, freed, "checkpoint complete");
+        self.last_committed = Some(checkpoint);
         Ok(())
     }
 
-    /// Sends `batch` with the operator and error appended to the dead-letter sink.
-    async fn dead_letter(&mut self, batch: &RecordBatch, error: &CallError) -> Result<(), EngineError> {
-        let n = batch.num_rows();
-        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        columns.push(Arc::new(StringArray::from(vec![error.operator.as_str(); n])));
-        columns.push(Arc::new(StringArray::from(vec![error.message.as_str(); n])));
-        for edge in self.edges.iter_mut().filter(|e| e.dead_letter) {
-            let target = edge.next % edge.senders.len();
-            edge.next = edge.next.wrapping_add(1);
-            let sender = &edge.senders[target];
-            let schema = crate::plan::dead_letter_schema_for(batch.schema_ref());
-            let rb = RecordBatch::try_new(schema, columns.clone())
-                .map_err(|e| EngineError::Internal(format!("dead-letter batch: {e}")))?;
-            deliver(sender, Event::Data(rb)).await?;
+    /// Publishes the sinks' transactions of a durable checkpoint. Idempotent,
+    /// so a restart after a crash in the middle simply does it again.
+    fn publish(&self, manifest: &Manifest) -> Result<(), EngineError> {
+        let mut first = true;
+        for (p, part) in &manifest.participants {
+            let Some(spec) = self.sinks.get(p) else { continue };
+            let Some(pending) = part.meta.get("pending").filter(|v| !v.is_null()) else { continue };
+            if !first {
+                fail::fail_point!("checkpoint::during-commit", |_| std::process::abort());
+            }
+            first = false;
+            tokio::task::block_in_place(|| crate::connector::commit_pending(spec, &self.base_dir, pending))
+                .map_err(EngineError::Connector)?;
         }
         Ok(())
-    }
-
-    async fn end(&mut self) {
-        for edge in &self.edges {
-            for s in &edge.senders {
-                // A consumer that is gone has failed; the driver reports that.
-                let _ = s.send(Event::End).await;
-            }
-        }
-    }
-}
-
-async fn deliver(tx: &Tx, event: Event<RecordBatch>) -> Result<(), EngineError> {
-    tx.send(event).await.map_err(|_| EngineError::DownstreamGone)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use arrow_array::Int64Array;
-
-    fn batch(v: i64) -> RecordBatch {
-        RecordBatch::try_from_iter([("v", Arc::new(Int64Array::from(vec![v])) as ArrayRef)]).unwrap()
-    }
-
-    /// A channel that ended (and whose sender is gone) must not starve the
-    /// others: this once spun forever on the closed channel.
-    #[tokio::test]
-    async fn an_ended_channel_does_not_starve_the_others() {
-        let (tx0, rx0) = mpsc::channel(4);
-        let (tx1, rx1) = mpsc::channel(4);
-        let mut gate = InputGate::new(vec![(0, rx0), (0, rx1)]);
-        tx0.send(Event::End).await.unwrap();
-        drop(tx0);
-        let late = tokio::spawn(async move {
-            tokio::task::yield_now().await;
-            tx1.send(Event::Data(batch(7))).await.unwrap();
-            tx1.send(Event::End).await.unwrap();
-        });
-        let got =
-            tokio::time::timeout(std::time::Duration::from_secs(5), gate.next()).await.expect("gate must not hang");
-        assert!(matches!(got, Some(GateEvent::Batch(0, b)) if b == batch(7)));
-        assert!(gate.next().await.is_none(), "both channels ended");
-        late.await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn watermark_is_the_minimum_over_open_channels() {
-        let (tx0, rx0) = mpsc::channel(4);
-        let (tx1, rx1) = mpsc::channel(4);
-        let mut gate = InputGate::new(vec![(0, rx0), (1, rx1)]);
-        tx0.send(Event::Watermark(10)).await.unwrap();
-        tx1.send(Event::Watermark(5)).await.unwrap();
-        assert!(matches!(gate.next().await, Some(GateEvent::Watermark(5))));
-        tx1.send(Event::End).await.unwrap();
-        assert!(matches!(gate.next().await, Some(GateEvent::Watermark(10))));
     }
 }

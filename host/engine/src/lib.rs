@@ -12,23 +12,43 @@
 
 pub mod connector;
 mod exec;
+mod gate;
+mod inflight;
 mod metrics;
 mod plan;
 mod route;
+mod router;
 pub mod spec;
+mod state;
+mod task;
 
 use std::path::PathBuf;
 
 pub use arrow_array::RecordBatch;
 pub use arrow_schema::{Schema, SchemaRef};
 pub use flumen_wasm::{CallError, CallErrorKind, GuestErrorKind};
-pub use metrics::{JobMetrics, JobSummary, NodeMetrics, NodeSummary};
+pub use exec::RunOptions;
+pub use metrics::{JobMetrics, JobSummary, NodeMetrics, NodeSummary, RegionMetrics, RegionSummary};
 pub use plan::{DEAD_LETTER_ERROR_COLUMN, DEAD_LETTER_OPERATOR_COLUMN, PreparedJob};
 pub use spec::{JobSpec, SpecError};
 
 /// Describes a component file: digest, kind, capabilities, imports and exports.
 pub fn inspect_component(path: &std::path::Path) -> Result<String, EngineError> {
     Ok(flumen_wasm::inspect(path)?)
+}
+
+/// Arms the fail points named in `FLUMEN_FAILPOINTS`, e.g.
+/// `checkpoint::after-manifest=return` (the process aborts there) or
+/// `checkpoint::after-manifest=2*off->return` (on the third pass). Used by
+/// fault-injection tests to crash at each step of the commit protocol; the
+/// points are listed in ARCHITECTURE.md.
+pub fn arm_fail_points_from_env() -> Result<(), String> {
+    let Ok(spec) = std::env::var("FLUMEN_FAILPOINTS") else { return Ok(()) };
+    for item in spec.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, actions) = item.split_once('=').ok_or_else(|| format!("`{item}` is not `name=actions`"))?;
+        fail::cfg(name.trim(), actions.trim())?;
+    }
+    Ok(())
 }
 
 /// Settings of an [`Engine`].
@@ -78,6 +98,18 @@ pub enum EngineError {
     DownstreamGone,
     #[error("cancelled")]
     Cancelled,
+    /// Stopped on request after checkpoint `checkpoint` was committed; `--resume` continues.
+    #[error("stopped after checkpoint {checkpoint}; run again with --resume to continue")]
+    Stopped { checkpoint: u64 },
+    /// Writing or reading checkpoints failed, or a checkpoint is damaged.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// A run cannot start or resume as asked.
+    #[error("{0}")]
+    Resume(String),
+    /// A region kept failing after every restart it was allowed.
+    #[error("region `{region}` failed after {attempts} restarts; last failure: {last}")]
+    Restarts { region: String, attempts: u32, last: Box<EngineError> },
     #[error("internal error: {0}")]
     Internal(String),
 }

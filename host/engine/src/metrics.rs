@@ -101,8 +101,75 @@ pub struct JobSummary {
     pub job: String,
     pub elapsed: Duration,
     pub nodes: Vec<NodeSummary>,
-    /// Files the sinks made visible.
+    /// Files the sinks made visible (jobs without checkpoints; with them,
+    /// part files are published at every checkpoint).
     pub files: Vec<std::path::PathBuf>,
+    /// Checkpoints and restarts of each pipelined region.
+    pub regions: Vec<RegionSummary>,
+}
+
+/// Counters of one pipelined region.
+#[derive(Debug, Default)]
+pub struct RegionMetrics {
+    pub name: String,
+    pub restarts: AtomicU64,
+    pub completed: AtomicU64,
+    pub aborted: AtomicU64,
+    /// Damaged checkpoints skipped when restoring.
+    pub rejected: AtomicU64,
+    pub last_checkpoint: AtomicU64,
+    pub last_duration_us: AtomicU64,
+    pub last_bytes: AtomicU64,
+}
+
+impl RegionMetrics {
+    pub(crate) fn new(name: &str) -> Self {
+        Self { name: name.to_string(), ..Default::default() }
+    }
+    pub(crate) fn restarts(&self) -> u64 {
+        self.restarts.load(Relaxed)
+    }
+    pub(crate) fn add_restart(&self) {
+        self.restarts.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn add_rejected(&self) {
+        self.rejected.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn add_aborted(&self) {
+        self.aborted.fetch_add(1, Relaxed);
+    }
+    pub(crate) fn add_completed(&self, checkpoint: u64, took: Option<Duration>, bytes: u64) {
+        self.completed.fetch_add(1, Relaxed);
+        self.last_checkpoint.store(checkpoint, Relaxed);
+        self.last_duration_us.store(took.map_or(0, |d| d.as_micros() as u64), Relaxed);
+        self.last_bytes.store(bytes, Relaxed);
+    }
+    pub fn snapshot(&self) -> RegionSummary {
+        RegionSummary {
+            name: self.name.clone(),
+            restarts: self.restarts.load(Relaxed),
+            checkpoints: self.completed.load(Relaxed),
+            aborted: self.aborted.load(Relaxed),
+            rejected: self.rejected.load(Relaxed),
+            last_checkpoint: self.last_checkpoint.load(Relaxed),
+            last_duration: Duration::from_micros(self.last_duration_us.load(Relaxed)),
+            last_bytes: self.last_bytes.load(Relaxed),
+        }
+    }
+}
+
+/// What a region did: checkpoints completed and aborted, restarts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionSummary {
+    pub name: String,
+    pub restarts: u64,
+    pub checkpoints: u64,
+    pub aborted: u64,
+    pub rejected: u64,
+    pub last_checkpoint: u64,
+    pub last_duration: Duration,
+    /// Bytes written for the last checkpoint (new files only: deltas are incremental).
+    pub last_bytes: u64,
 }
 
 impl JobSummary {
@@ -152,6 +219,22 @@ impl JobSummary {
                 let _ =
                     writeln!(out, "{:<27} retries: {}, dead-lettered rows: {}", "", n.retries, n.dead_lettered_rows);
             }
+        }
+        for r in &self.regions {
+            if r.checkpoints == 0 && r.restarts == 0 {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "region {}: {} checkpoints (last #{}, {:.1} ms, {}), {} aborted, {} restarts",
+                r.name,
+                r.checkpoints,
+                r.last_checkpoint,
+                r.last_duration.as_secs_f64() * 1e3,
+                bytes(r.last_bytes),
+                r.aborted,
+                r.restarts
+            );
         }
         for f in &self.files {
             let _ = writeln!(out, "wrote {}", f.display());

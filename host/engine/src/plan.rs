@@ -42,6 +42,8 @@ pub(crate) enum Role {
         factory: OperatorFactory,
         instances: Vec<(OpenContext, OperatorInstance)>,
         policy: flumen_types::FailurePolicy,
+        /// Granted `state`: gets a state store and takes part in checkpoints with it.
+        stateful: bool,
     },
     Sink(SinkSpec),
 }
@@ -122,7 +124,8 @@ impl Engine {
                     let inputs = input_schemas()?;
                     let (factory, instances) = self.open_operator(&spec, op, node, inputs).await?;
                     schemas[n] = Some(instances[0].1.output_schema().clone());
-                    roles[n] = Some(Role::Operator { factory, instances, policy: op.on_error.clone() });
+                    let stateful = capabilities(op).map_err(at)?.state;
+                    roles[n] = Some(Role::Operator { factory, instances, policy: op.on_error.clone(), stateful });
                 }
                 NodeKind::Sink => {
                     let s = &spec.sinks[n - n_sources - n_ops];
@@ -198,6 +201,7 @@ impl Engine {
                 parallelism: node.parallelism,
                 config_json: config_json.clone(),
                 inputs: inputs.clone(),
+                state: None,
             };
             let instance = factory.instantiate(&ctx).await.map_err(|e| at(e.to_string()))?;
             if let Some((_, first)) = instances.first() {
@@ -250,10 +254,11 @@ impl Engine {
 
 fn capabilities(op: &crate::spec::OperatorSpec) -> Result<Capabilities, String> {
     let Some(list) = &op.capabilities else { return Ok(Capabilities::default()) };
-    let mut caps = Capabilities { log: false };
+    let mut caps = Capabilities { log: false, state: false };
     for c in list {
         match c.as_str() {
             "log" => caps.log = true,
+            "state" => caps.state = true,
             other => {
                 let known: Vec<&str> = flumen_wasm::CAPABILITIES.iter().map(|(n, _)| *n).collect();
                 return Err(format!("operator `{}`: unknown capability `{other}`; known: {}", op.id, known.join(", ")));

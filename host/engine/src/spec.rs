@@ -17,12 +17,18 @@ pub struct JobSpec {
     pub sources: Vec<SourceSpec>,
     pub operators: Vec<OperatorSpec>,
     pub sinks: Vec<SinkSpec>,
+    /// `[checkpoint]`: present when the job takes checkpoints (and is then exactly-once).
+    pub checkpoint: Option<CheckpointSection>,
+    pub restart: RestartSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JobFile {
     job: JobSection,
+    checkpoint: Option<CheckpointSection>,
+    #[serde(default)]
+    restart: RestartSection,
     #[serde(default, rename = "source")]
     sources: Vec<SourceSpec>,
     #[serde(default, rename = "operator")]
@@ -45,6 +51,81 @@ pub struct JobSection {
     /// Batches a channel holds before its producer waits (default 4).
     #[serde(default = "default_channel_capacity")]
     pub channel_capacity: usize,
+}
+
+/// The `[checkpoint]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSection {
+    /// Milliseconds between the starts of two checkpoints (default 10000).
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    /// Where checkpoints are written, relative to the job file (default `checkpoints`).
+    #[serde(default = "default_checkpoint_dir")]
+    pub dir: String,
+    /// Completed checkpoints kept per region (default 3); older ones are deleted.
+    #[serde(default = "default_retain")]
+    pub retain: usize,
+    /// How operators with several inputs align barriers (default `aligned`).
+    #[serde(default)]
+    pub mode: CheckpointMode,
+    /// With `aligned-with-timeout`: alignment time after which a checkpoint
+    /// switches to unaligned (default 1000).
+    #[serde(default = "default_alignment_timeout_ms")]
+    pub alignment_timeout_ms: u64,
+    /// A checkpoint not complete after this long is aborted (default 600000).
+    #[serde(default = "default_checkpoint_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CheckpointMode {
+    #[default]
+    Aligned,
+    Unaligned,
+    AlignedWithTimeout,
+}
+
+/// The `[restart]` table: what happens when a region fails.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartSection {
+    /// Restarts of one region from its last checkpoint before the job fails
+    /// (default 3; only with `[checkpoint]`).
+    #[serde(default = "default_restart_attempts")]
+    pub attempts: u32,
+    /// Pause before a restart, in milliseconds (default 100).
+    #[serde(default = "default_restart_delay_ms")]
+    pub delay_ms: u64,
+}
+
+impl Default for RestartSection {
+    fn default() -> Self {
+        Self { attempts: default_restart_attempts(), delay_ms: default_restart_delay_ms() }
+    }
+}
+
+fn default_interval_ms() -> u64 {
+    10_000
+}
+fn default_checkpoint_dir() -> String {
+    "checkpoints".into()
+}
+fn default_retain() -> usize {
+    3
+}
+fn default_alignment_timeout_ms() -> u64 {
+    1000
+}
+fn default_checkpoint_timeout_ms() -> u64 {
+    600_000
+}
+fn default_restart_attempts() -> u32 {
+    3
+}
+fn default_restart_delay_ms() -> u64 {
+    100
 }
 
 fn one() -> u32 {
@@ -165,7 +246,20 @@ impl JobSpec {
             sources: file.sources,
             operators: file.operators,
             sinks: file.sinks,
+            checkpoint: file.checkpoint,
+            restart: file.restart,
         };
+        if let Some(c) = &spec.checkpoint {
+            if c.interval_ms == 0 {
+                return Err(spec.error_at(Some("interval_ms"), "[checkpoint] interval_ms must be at least 1"));
+            }
+            if c.retain == 0 {
+                return Err(spec.error_at(Some("retain"), "[checkpoint] retain must be at least 1"));
+            }
+            if c.dir.trim().is_empty() {
+                return Err(spec.error_at(Some("dir"), "[checkpoint] dir must not be empty"));
+            }
+        }
         if spec.job.batch_rows == 0 {
             return Err(spec.error_at(Some("batch_rows"), "[job] batch_rows must be at least 1"));
         }
@@ -224,6 +318,11 @@ impl JobSpec {
                 })
             })
             .map(|i| i + 1)
+    }
+
+    /// The checkpoint directory, resolved against the job file.
+    pub fn checkpoint_dir(&self) -> Option<PathBuf> {
+        self.checkpoint.as_ref().map(|c| self.base_dir().join(&c.dir))
     }
 
     /// The effective parallelism of a node.

@@ -21,6 +21,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::abi::{self, BatchIn, BatchOut, ColumnOut, WitContext, WitError, WitErrorKind, WitLevel, WitSchema};
+use crate::state::StateHandle;
 use crate::{CallError, CallErrorKind, LoadedComponent, WasmError, WasmRuntime};
 
 /// The WIT package version this host implements; guests built against any
@@ -41,16 +42,20 @@ pub const GUEST_STDIO_BYTES_MAX: usize = 64 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
     pub log: bool,
+    pub state: bool,
 }
 
 impl Default for Capabilities {
     fn default() -> Self {
-        Self { log: true }
+        Self { log: true, state: false }
     }
 }
 
 /// Capability names a job spec may list, with what each links.
-pub const CAPABILITIES: &[(&str, &str)] = &[("log", "structured logging into the host's log")];
+pub const CAPABILITIES: &[(&str, &str)] = &[
+    ("log", "structured logging into the host's log"),
+    ("state", "keyed and operator-wide state, checkpointed with the job"),
+];
 
 /// What an instance learns when it opens.
 #[derive(Debug, Clone)]
@@ -61,6 +66,8 @@ pub struct OpenContext {
     /// The operator's config as JSON text.
     pub config_json: String,
     pub inputs: Vec<SchemaRef>,
+    /// The subtask's state store, for an operator granted `state`.
+    pub state: Option<StateHandle>,
 }
 
 /// A linked, pre-instantiated operator component: instances are cheap to make from it.
@@ -84,6 +91,8 @@ struct Exports {
     open: ComponentExportIndex,
     process: ComponentExportIndex,
     finish: ComponentExportIndex,
+    /// The optional `snapshot` interface: (`save`, `restore`).
+    snapshot: Option<(ComponentExportIndex, ComponentExportIndex)>,
 }
 
 impl OperatorFactory {
@@ -114,6 +123,10 @@ impl OperatorFactory {
             })
             .map_err(link_err)?;
             log.func_wrap("log", host_log).map_err(link_err)?;
+        }
+        if capabilities.state {
+            let mut state = linker.instance(&format!("{prefix}state@{WIT_VERSION}")).map_err(link_err)?;
+            crate::state::link(&mut state).map_err(link_err)?;
         }
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
         // Anything else (a WASI proposal such as wasi:http, say) is not provided:
@@ -168,6 +181,7 @@ impl OperatorFactory {
             deadline: Instant::now(),
             bytes_in: 0,
             bytes_out: 0,
+            state: ctx.state.clone(),
         };
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -195,6 +209,18 @@ impl OperatorFactory {
         let open = get(&mut store, &self.exports.open, "open")?;
         let process = get(&mut store, &self.exports.process, "process")?;
         let finish = get(&mut store, &self.exports.finish, "finish")?;
+        let snapshot = match &self.exports.snapshot {
+            Some((save, restore)) => {
+                let save = get(&mut store, save, "save")?
+                    .typed::<(), (Result<Vec<u8>, WitError>,)>(&store)
+                    .map_err(|e| fail(CallErrorKind::BadOutput, format!("`save` has the wrong signature: {e:#}")))?;
+                let restore = get(&mut store, restore, "restore")?
+                    .typed::<(Vec<u8>,), (Result<(), WitError>,)>(&store)
+                    .map_err(|e| fail(CallErrorKind::BadOutput, format!("`restore` has the wrong signature: {e:#}")))?;
+                Some((save, restore))
+            }
+            None => None,
+        };
         // Type-check once; calls below use the checked functions.
         let typed_open = open
             .typed::<(WitContext,), (Result<WitSchema, WitError>,)>(&store)
@@ -238,6 +264,7 @@ impl OperatorFactory {
             store,
             process,
             finish: typed_finish,
+            snapshot,
             schema,
             timeout,
             label,
@@ -251,6 +278,7 @@ pub struct OperatorInstance {
     store: Store<HostState>,
     process: Func,
     finish: TypedFunc<(), (Result<(), WitError>,)>,
+    snapshot: Option<SnapshotFuncs>,
     schema: SchemaRef,
     timeout: Duration,
     label: Arc<str>,
@@ -308,6 +336,60 @@ impl OperatorInstance {
         self.end_call("finish", result)
     }
 
+    /// Gives this instance the subtask's state store (instances opened before
+    /// the store existed, at prepare time, get it here).
+    pub fn set_state(&mut self, state: Option<StateHandle>) {
+        self.store.data_mut().state = state;
+    }
+
+    /// Whether the component exports `snapshot` (keeps state in its own memory).
+    pub fn has_snapshot(&self) -> bool {
+        self.snapshot.is_some()
+    }
+
+    /// Asks the guest for the bytes of its in-memory state (at a checkpoint
+    /// barrier). `None` when the component does not export `snapshot`.
+    pub async fn save(&mut self) -> Result<Option<Vec<u8>>, CallError> {
+        let Some((save, _)) = self.snapshot.clone() else { return Ok(None) };
+        self.begin_call();
+        let result = save.call_async(&mut self.store, ()).await;
+        let (returned,) = result.map_err(|e| classify(&self.label, e, "save", &self.limits, self.store.data()))?;
+        self.check_no_output("save")?;
+        returned.map(Some).map_err(|e| guest_error(&self.label, "save", e))
+    }
+
+    /// Gives the guest back the bytes `save` returned (once, after `open`, on resume).
+    pub async fn restore(&mut self, data: &[u8]) -> Result<(), CallError> {
+        let Some((_, restore)) = self.snapshot.clone() else {
+            return Err(CallError {
+                operator: self.label.to_string(),
+                kind: CallErrorKind::BadOutput,
+                message: "the checkpoint holds a snapshot of this operator, but its component does not export \
+                          `snapshot` (was it replaced by a different component?)"
+                    .into(),
+            });
+        };
+        self.begin_call();
+        let result = restore.call_async(&mut self.store, (data.to_vec(),)).await;
+        let (returned,) = result.map_err(|e| classify(&self.label, e, "restore", &self.limits, self.store.data()))?;
+        self.check_no_output("restore")?;
+        returned.map_err(|e| guest_error(&self.label, "restore", e))
+    }
+
+    /// `save` and `restore` must not emit: their output would belong to no batch.
+    fn check_no_output(&mut self, what: &str) -> Result<(), CallError> {
+        let data = self.store.data_mut();
+        if !data.outputs.is_empty() || data.emit_failure.is_some() {
+            data.outputs.clear();
+            return Err(CallError {
+                operator: self.label.to_string(),
+                kind: CallErrorKind::BadOutput,
+                message: format!("`{what}` emitted batches; only `process` and `finish` may emit"),
+            });
+        }
+        Ok(())
+    }
+
     fn begin_call(&mut self) {
         let data = self.store.data_mut();
         data.deadline = Instant::now() + self.timeout;
@@ -353,6 +435,15 @@ pub(crate) struct HostState {
     deadline: Instant,
     bytes_in: u64,
     bytes_out: u64,
+    state: Option<StateHandle>,
+}
+
+type SnapshotFuncs = (TypedFunc<(), (Result<Vec<u8>, WitError>,)>, TypedFunc<(Vec<u8>,), (Result<(), WitError>,)>);
+
+impl HostState {
+    pub(crate) fn state(&self) -> Option<&StateHandle> {
+        self.state.as_ref()
+    }
 }
 
 impl WasiView for HostState {
@@ -582,6 +673,12 @@ fn check_imports(engine: &wasmtime::Engine, component: &Component, caps: Capabil
             match iface {
                 "types" | "output" => {}
                 "log" if caps.log => {}
+                "state" if caps.state => {}
+                "state" => {
+                    return Err(format!(
+                        "imports capability `state` ({name}) but its job spec does not grant it; add \"state\" to its `capabilities`"
+                    ));
+                }
                 "log" => {
                     return Err(format!(
                         "imports capability `log` ({name}) but its job spec does not grant it; add \"log\" to its `capabilities`"
@@ -614,5 +711,20 @@ fn find_exports(engine: &wasmtime::Engine, component: &Component) -> Result<Expo
             .map(|(_, idx)| idx)
             .ok_or_else(|| format!("`{iface}` lacks the function `{name}`"))
     };
-    Ok(Exports { open: func("open")?, process: func("process")?, finish: func("finish")? })
+    // `snapshot` is optional: components built by other tools may leave it out.
+    let snap_prefix = format!("{WIT_PACKAGE}/snapshot@0.1.");
+    let snapshot = match names.iter().find(|n| n.starts_with(&snap_prefix)) {
+        None => None,
+        Some(snap) => {
+            let (_, parent) = component.get_export(None, snap).ok_or_else(|| format!("export `{snap}` not found"))?;
+            let f = |name: &str| {
+                component
+                    .get_export(Some(&parent), name)
+                    .map(|(_, idx)| idx)
+                    .ok_or_else(|| format!("`{snap}` lacks the function `{name}`"))
+            };
+            Some((f("save")?, f("restore")?))
+        }
+    };
+    Ok(Exports { open: func("open")?, process: func("process")?, finish: func("finish")?, snapshot })
 }

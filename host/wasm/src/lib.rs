@@ -9,6 +9,7 @@ mod abi;
 mod inspect;
 mod instance;
 mod runtime;
+mod state;
 
 use std::path::PathBuf;
 
@@ -16,6 +17,9 @@ pub use inspect::inspect;
 pub use instance::{
     BoundaryBytes, CAPABILITIES, Capabilities, GUEST_STDIO_BYTES_MAX, OpenContext, OperatorFactory, OperatorInstance,
     WIT_VERSION,
+};
+pub use state::{
+    STATE_BATCH_MAX, STATE_KEY_BYTES_MAX, STATE_NAME_BYTES_MAX, STATE_VALUE_BYTES_MAX, StateBackend, StateFault, StateHandle,
 };
 pub use runtime::{COMPILE_TIMEOUT, EPOCH_TICK, LoadedComponent, RuntimeConfig, WASM_STACK_BYTES_MAX, WasmRuntime};
 

@@ -27,10 +27,16 @@
 //! into this instance's memory (one copy, made by the canonical ABI); emitted
 //! batches are read by the host straight from your arrays' buffers (one copy,
 //! made by the host). Nothing is copied row by row.
+//!
+//! State that must survive a restart lives either in the host, keyed, through
+//! [`state`] (the job grants the `state` capability), or in the instance's
+//! memory, saved at checkpoints by [`Operator::save`] and given back by
+//! [`Operator::restore`].
 
 mod convert;
 mod error;
 pub mod log;
+pub mod state;
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -96,6 +102,25 @@ pub trait Operator: Sized + 'static {
     fn finish(&mut self, _out: &mut Emitter) -> Result<(), Error> {
         Ok(())
     }
+
+    /// Keeps in-memory state across restarts: returns the bytes to store with
+    /// a checkpoint. The host calls it at each checkpoint barrier, between
+    /// `process` calls, and gives the bytes back to [`Operator::restore`] when
+    /// the job resumes from that checkpoint. The default keeps nothing: an
+    /// operator without in-memory state (or one that keeps it all in
+    /// [`state`]) need not implement it.
+    fn save(&mut self) -> Result<Vec<u8>, Error> {
+        Ok(Vec::new())
+    }
+
+    /// Restores the in-memory state [`Operator::save`] returned at the
+    /// checkpoint the job resumes from. The host calls it at most once per
+    /// instance, right after `open` and before any `process`; an instance that
+    /// starts fresh is never restored. Treat `data` as untrusted: return an
+    /// error rather than panic if it does not parse.
+    fn restore(&mut self, _data: &[u8]) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// Sends batches downstream.
@@ -159,6 +184,14 @@ pub mod __private {
         with_instance::<T>(|op, out| op.finish(out))
     }
 
+    pub fn save<T: Operator>() -> Result<Vec<u8>, wit::Error> {
+        with_operator::<T, _>(|op| op.save())
+    }
+
+    pub fn restore<T: Operator>(data: Vec<u8>) -> Result<(), wit::Error> {
+        with_operator::<T, _>(|op| op.restore(&data))
+    }
+
     fn op_input_schema(port: u32) -> Result<SchemaRef, Error> {
         INPUTS.with(|inputs| {
             inputs
@@ -184,9 +217,23 @@ pub mod __private {
             })
             .map_err(Into::into)
     }
+
+    /// Like `with_instance`, for calls that emit nothing (`save`, `restore`).
+    fn with_operator<T: Operator, R>(f: impl FnOnce(&mut T) -> Result<R, Error>) -> Result<R, wit::Error> {
+        INSTANCE
+            .with(|cell| {
+                let mut guard = cell.borrow_mut();
+                let (op, _) = guard.as_mut().ok_or_else(|| Error::internal("operator called before open"))?;
+                let op = op.downcast_mut::<T>().ok_or_else(|| Error::internal("operator type mismatch"))?;
+                f(op)
+            })
+            .map_err(Into::into)
+    }
 }
 
-/// Exports `$ty` (an [`Operator`]) as this component's operator.
+/// Exports `$ty` (an [`Operator`]) as this component's operator: the
+/// `transform` interface and the `snapshot` interface (backed by
+/// [`Operator::save`] and [`Operator::restore`], whose defaults keep nothing).
 #[macro_export]
 macro_rules! export_operator {
     ($ty:ty) => {
@@ -208,6 +255,19 @@ macro_rules! export_operator {
             }
             fn finish() -> ::core::result::Result<(), $crate::bindings::flumen::dataflow::types::Error> {
                 $crate::__private::finish::<$ty>()
+            }
+        }
+        impl $crate::bindings::exports::flumen::dataflow::snapshot::Guest for __FlumenOperator {
+            fn save() -> ::core::result::Result<
+                ::std::vec::Vec<u8>,
+                $crate::bindings::flumen::dataflow::types::Error,
+            > {
+                $crate::__private::save::<$ty>()
+            }
+            fn restore(
+                data: ::std::vec::Vec<u8>,
+            ) -> ::core::result::Result<(), $crate::bindings::flumen::dataflow::types::Error> {
+                $crate::__private::restore::<$ty>(data)
             }
         }
         $crate::bindings::export!(__FlumenOperator with_types_in $crate::bindings);

@@ -6,6 +6,9 @@
 //! the temporary file, so a failed job never leaves a file that looks complete.
 //! With parallelism 1 `path` is the output file; with more, `path` is a
 //! directory and subtask `i` writes `part-{i:05}.{ext}` in it.
+//!
+//! This is the sink of runs without checkpoints; checkpointed runs use the
+//! two-phase commit of `transactional.rs`, which shares the format writers here.
 
 use std::collections::hash_map::RandomState;
 use std::fs::{self, File, OpenOptions};
@@ -42,12 +45,7 @@ pub(super) fn open(
         return Err(config(node, "a file sink needs `path`"));
     };
     let path = base_dir.join(path);
-    let extension = match spec.kind {
-        SinkKind::Parquet => "parquet",
-        SinkKind::Csv => "csv",
-        SinkKind::Jsonl => "jsonl",
-        SinkKind::Console | SinkKind::Blackhole => return Err(config(node, "not a file sink")),
-    };
+    let Some(extension) = extension(spec.kind) else { return Err(config(node, "not a file sink")) };
     let final_path = if parallelism == 1 {
         if path.is_dir() {
             return Err(config(
@@ -77,45 +75,95 @@ pub(super) fn open(
     };
     fs::create_dir_all(&dir).map_err(|e| file_error(node, &dir, format!("cannot create the output directory: {e}")))?;
     let (temp, file) = TempFile::create(node, &dir, &file_name)?;
-    let writer = match spec.kind {
-        SinkKind::Parquet => {
-            let properties =
-                WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
-            let writer = ArrowWriter::try_new(file, schema.clone(), Some(properties))
-                .map_err(|e| file_error(node, &final_path, format!("cannot write this schema as Parquet: {e}")))?;
-            FormatWriter::Parquet(Box::new(writer))
-        }
-        SinkKind::Csv => {
-            let header = spec.has_header.unwrap_or(true);
-            FormatWriter::Csv(Box::new(arrow_csv::WriterBuilder::new().with_header(header).build(BufWriter::new(file))))
-        }
-        _ => FormatWriter::Jsonl(arrow_json::LineDelimitedWriter::new(BufWriter::new(file))),
-    };
+    let writer = FormatWriter::new(spec, file, schema.clone()).map_err(|e| file_error(node, &final_path, e))?;
     Ok(Box::new(FileSink { node: node.to_owned(), schema, final_path, dir, rows: 0, wrote_batch: false, writer, temp }))
+}
+
+/// The file extension of a file sink kind; `None` for other kinds.
+pub(super) fn extension(kind: SinkKind) -> Option<&'static str> {
+    match kind {
+        SinkKind::Parquet => Some("parquet"),
+        SinkKind::Csv => Some("csv"),
+        SinkKind::Jsonl => Some("jsonl"),
+        SinkKind::Console | SinkKind::Blackhole => None,
+    }
 }
 
 fn config(node: &str, message: impl Into<String>) -> ConnectorError {
     ConnectorError::Config { node: node.to_owned(), message: message.into() }
 }
 
-fn file_error(node: &str, path: &Path, message: impl Into<String>) -> ConnectorError {
+pub(super) fn file_error(node: &str, path: &Path, message: impl Into<String>) -> ConnectorError {
     ConnectorError::File { node: node.to_owned(), path: path.to_owned(), message: message.into() }
 }
 
-enum FormatWriter {
+/// A file being written in the sink's format.
+pub(super) enum FormatWriter {
     Parquet(Box<ArrowWriter<File>>),
     Csv(Box<arrow_csv::Writer<BufWriter<File>>>),
     Jsonl(arrow_json::LineDelimitedWriter<BufWriter<File>>),
 }
 
+impl FormatWriter {
+    /// Starts a file of `spec`'s kind (JSON Lines for any kind but Parquet and CSV).
+    pub(super) fn new(spec: &SinkSpec, file: File, schema: SchemaRef) -> Result<Self, String> {
+        Ok(match spec.kind {
+            SinkKind::Parquet => {
+                let properties =
+                    WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
+                let writer = ArrowWriter::try_new(file, schema, Some(properties))
+                    .map_err(|e| format!("cannot write this schema as Parquet: {e}"))?;
+                FormatWriter::Parquet(Box::new(writer))
+            }
+            SinkKind::Csv => {
+                let header = spec.has_header.unwrap_or(true);
+                FormatWriter::Csv(Box::new(
+                    arrow_csv::WriterBuilder::new().with_header(header).build(BufWriter::new(file)),
+                ))
+            }
+            _ => FormatWriter::Jsonl(arrow_json::LineDelimitedWriter::new(BufWriter::new(file))),
+        })
+    }
+
+    pub(super) fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
+        let written = match self {
+            FormatWriter::Parquet(writer) => writer.write(batch).map_err(|e| e.to_string()),
+            FormatWriter::Csv(writer) => writer.write(batch).map_err(|e| e.to_string()),
+            FormatWriter::Jsonl(writer) => writer.write(batch).map_err(|e| e.to_string()),
+        };
+        written.map_err(|e| format!("cannot write: {e}"))
+    }
+
+    /// Writes the file's footer and flushes it; returns the file, not yet synced.
+    /// A CSV file to which no batch was written still gets its header line.
+    pub(super) fn finish(self, schema: SchemaRef, wrote_batch: bool) -> Result<File, String> {
+        match self {
+            FormatWriter::Parquet(writer) => {
+                writer.into_inner().map_err(|e| format!("cannot finish the Parquet file: {e}"))
+            }
+            FormatWriter::Csv(mut writer) => {
+                if !wrote_batch {
+                    writer.write(&RecordBatch::new_empty(schema)).map_err(|e| format!("cannot write: {e}"))?;
+                }
+                writer.into_inner().into_inner().map_err(|e| format!("cannot write: {}", e.error()))
+            }
+            FormatWriter::Jsonl(mut writer) => {
+                writer.finish().map_err(|e| format!("cannot write: {e}"))?;
+                writer.into_inner().into_inner().map_err(|e| format!("cannot write: {}", e.error()))
+            }
+        }
+    }
+}
+
 /// A temporary file, removed when dropped unless kept.
-struct TempFile {
-    path: PathBuf,
-    keep: bool,
+pub(super) struct TempFile {
+    pub(super) path: PathBuf,
+    pub(super) keep: bool,
 }
 
 impl TempFile {
-    fn create(node: &str, dir: &Path, name: &str) -> Result<(Self, File), ConnectorError> {
+    /// Creates `<dir>/.<name>.inprogress-<16 hex digits>`.
+    pub(super) fn create(node: &str, dir: &Path, name: &str) -> Result<(Self, File), ConnectorError> {
         let mut last_error = None;
         for _ in 0..16 {
             let path = dir.join(format!(".{name}.inprogress-{}", random_suffix()));
@@ -174,36 +222,26 @@ impl SinkWriter for FileSink {
         // Rebuilding the batch checks it against the sink's schema (types and nullability).
         let batch = RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())
             .map_err(|e| self.error(format!("a batch does not match the sink's input schema: {e}")))?;
-        let written = match &mut self.writer {
-            FormatWriter::Parquet(writer) => writer.write(&batch).map_err(|e| e.to_string()),
-            FormatWriter::Csv(writer) => writer.write(&batch).map_err(|e| e.to_string()),
-            FormatWriter::Jsonl(writer) => writer.write(&batch).map_err(|e| e.to_string()),
-        };
-        written.map_err(|e| self.error(format!("cannot write: {e}")))?;
+        self.writer.write(&batch).map_err(|e| self.error(e))?;
         self.rows += batch.num_rows() as u64;
         self.wrote_batch = true;
         Ok(())
     }
 
+    fn pre_commit(&mut self, _checkpoint: u64) -> Result<serde_json::Value, ConnectorError> {
+        Err(ConnectorError::Other {
+            node: self.node.clone(),
+            message: "this sink was opened for a run without checkpoints and cannot pre-commit; \
+                      a checkpointed run opens it with `open_transactional_sink`"
+                .to_owned(),
+        })
+    }
+
     fn commit(self: Box<Self>) -> Result<SinkReport, ConnectorError> {
         let FileSink { node, schema, final_path, dir, rows, wrote_batch, writer, mut temp } = *self;
         let error = |message: String| file_error(&node, &final_path, message);
-        let file = match writer {
-            FormatWriter::Parquet(writer) => {
-                writer.into_inner().map_err(|e| error(format!("cannot finish the Parquet file: {e}")))?
-            }
-            FormatWriter::Csv(mut writer) => {
-                if !wrote_batch {
-                    // An empty result still gets its header line.
-                    writer.write(&RecordBatch::new_empty(schema)).map_err(|e| error(format!("cannot write: {e}")))?;
-                }
-                writer.into_inner().into_inner().map_err(|e| error(format!("cannot write: {}", e.error())))?
-            }
-            FormatWriter::Jsonl(mut writer) => {
-                writer.finish().map_err(|e| error(format!("cannot write: {e}")))?;
-                writer.into_inner().into_inner().map_err(|e| error(format!("cannot write: {}", e.error())))?
-            }
-        };
+        // An empty result still gets its CSV header line.
+        let file = writer.finish(schema, wrote_batch).map_err(error)?;
         file.sync_all().map_err(|e| error(format!("cannot sync to disk: {e}")))?;
         drop(file);
         fs::rename(&temp.path, &final_path)
@@ -214,13 +252,14 @@ impl SinkWriter for FileSink {
     }
 }
 
+/// Fsyncs a directory, so that the renames and removals in it are durable.
 #[cfg(unix)]
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 #[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> std::io::Result<()> {
+pub(super) fn sync_dir(_dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 

@@ -4,8 +4,17 @@
 //! from the first file) and checks the fields of the spec. Subtask `i` of `n`
 //! reads files `i`, `i + n`, `i + 2n`, … in order; every batch it emits has
 //! exactly the planned schema and at most `batch_rows` rows.
+//!
+//! A subtask's position is the index of the file it is reading in its own file
+//! list, that file's path, and how many of its rows were returned; every
+//! earlier file was returned whole. Seeking re-opens that file and skips the
+//! rows: Parquet by skipping whole row groups and then an offset within one
+//! (no rows before it are decoded), CSV by skipping records without parsing
+//! their values, JSON Lines by decoding and dropping them. A seek refuses a
+//! position whose path is not the subtask's file at that index (the files
+//! changed since the checkpoint) or that lies past the end of the file.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -15,6 +24,7 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use serde::Deserialize;
 
 use super::{ColumnSpec, ConnectorError, PlannedSource, SourceKind, SourceReader, SourceSpec};
 
@@ -29,9 +39,12 @@ pub(super) fn plan(
 ) -> Result<Box<dyn PlannedSource>, ConnectorError> {
     let node = spec.id.as_str();
     let kind = spec.kind;
-    for (field, set) in
-        [("rows", spec.rows.is_some()), ("seed", spec.seed.is_some()), ("columns", spec.columns.is_some())]
-    {
+    for (field, set) in [
+        ("rows", spec.rows.is_some()),
+        ("seed", spec.seed.is_some()),
+        ("columns", spec.columns.is_some()),
+        ("rows_per_second", spec.rows_per_second.is_some()),
+    ] {
         if set {
             return Err(config(node, format!("`{field}` does not apply to a {} source", kind_name(kind))));
         }
@@ -364,14 +377,21 @@ impl PlannedSource for FileSource {
             });
         }
         let (subtask, parallelism) = (subtask as usize, parallelism as usize);
-        let pending = self
+        let files = self
             .files
             .iter()
             .enumerate()
             .filter(|(i, _)| i % parallelism == subtask)
             .map(|(_, path)| path.clone())
             .collect();
-        Ok(Box::new(FileSourceReader { config: self.config.clone(), pending, current: None }))
+        Ok(Box::new(FileSourceReader {
+            config: self.config.clone(),
+            files,
+            file: 0,
+            rows: 0,
+            current: None,
+            skipped: None,
+        }))
     }
 }
 
@@ -382,40 +402,173 @@ trait FileBatches: Send {
 
 struct FileSourceReader {
     config: Arc<ReadConfig>,
-    pending: VecDeque<PathBuf>,
+    /// This subtask's files, in reading order.
+    files: Vec<PathBuf>,
+    /// Index in `files` of the file being read (`current`), or of the next to open.
+    file: usize,
+    /// Rows of `files[file]` returned so far (counting rows skipped by a seek).
+    rows: u64,
     current: Option<Box<dyn FileBatches>>,
+    /// The rest of a batch read while seeking, returned first.
+    skipped: Option<RecordBatch>,
+}
+
+/// A file source subtask's position: the first `rows` rows of file `file` (an
+/// index into the subtask's files, whose path is `path`) were returned, and all
+/// files before it. `file` equal to the number of files, with `path` null, is the end.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePosition {
+    file: usize,
+    /// Required, though it may be null (a plain `Option` field could be left out).
+    #[serde(deserialize_with = "Option::deserialize")]
+    path: Option<String>,
+    rows: u64,
 }
 
 impl SourceReader for FileSourceReader {
     fn next_batch(&mut self) -> Result<Option<RecordBatch>, ConnectorError> {
+        if let Some(batch) = self.skipped.take() {
+            self.rows += batch.num_rows() as u64;
+            return Ok(Some(batch));
+        }
         loop {
             if let Some(current) = &mut self.current {
                 match current.next_batch()? {
-                    Some(batch) if batch.num_rows() > 0 => return Ok(Some(batch)),
+                    Some(batch) if batch.num_rows() > 0 => {
+                        self.rows += batch.num_rows() as u64;
+                        return Ok(Some(batch));
+                    }
                     Some(_) => continue,
-                    None => self.current = None,
+                    None => {
+                        self.current = None;
+                        self.file += 1;
+                        self.rows = 0;
+                    }
                 }
             }
-            let Some(path) = self.pending.pop_front() else { return Ok(None) };
-            self.current = Some(open_file(&self.config, path)?);
+            let Some(path) = self.files.get(self.file) else { return Ok(None) };
+            self.current = Some(open_file(&self.config, path.clone())?);
         }
     }
+
+    fn position(&self) -> serde_json::Value {
+        let mut position = serde_json::Map::new();
+        position.insert("file".to_owned(), (self.file as u64).into());
+        let path = self.files.get(self.file).map(|path| path.to_string_lossy().into_owned());
+        position.insert("path".to_owned(), path.into());
+        position.insert("rows".to_owned(), self.rows.into());
+        position.into()
+    }
+
+    fn seek(&mut self, position: &serde_json::Value) -> Result<(), ConnectorError> {
+        let node = self.config.node.as_str();
+        let refuse = |why: String| ConnectorError::Other {
+            node: node.to_owned(),
+            message: format!("cannot resume from position {position}: {why}"),
+        };
+        let parsed = FilePosition::deserialize(position).map_err(|e| refuse(format!("malformed: {e}")))?;
+        if parsed.file > self.files.len() {
+            return Err(refuse(format!(
+                "this subtask reads only {} files; the source's files or parallelism changed since the checkpoint",
+                self.files.len()
+            )));
+        }
+        let now = self.files.get(parsed.file).map(|path| path.to_string_lossy().into_owned());
+        if parsed.path != now {
+            let name = |path: &Option<String>| path.as_deref().map_or("none".to_owned(), |path| format!("{path:?}"));
+            return Err(refuse(format!(
+                "file {} of this subtask was {} at the checkpoint but is {} now; the source's files or parallelism changed since the checkpoint",
+                parsed.file,
+                name(&parsed.path),
+                name(&now)
+            )));
+        }
+        self.current = None;
+        self.skipped = None;
+        self.file = parsed.file;
+        self.rows = 0;
+        match self.files.get(parsed.file) {
+            Some(path) => {
+                let (current, skipped) = open_file_at(&self.config, path.clone(), parsed.rows)?;
+                self.current = Some(current);
+                self.skipped = skipped;
+                self.rows = parsed.rows;
+            }
+            None if parsed.rows != 0 => return Err(refuse("it counts rows past the last file".to_owned())),
+            None => {}
+        }
+        Ok(())
+    }
+}
+
+/// Opens `path` and skips its first `skip` rows; returns the file and, when
+/// skipping ended inside a batch, the rest of that batch. A file with fewer
+/// than `skip` rows is an error.
+fn open_file_at(
+    cfg: &ReadConfig,
+    path: PathBuf,
+    skip: u64,
+) -> Result<(Box<dyn FileBatches>, Option<RecordBatch>), ConnectorError> {
+    if skip == 0 {
+        return Ok((open_file(cfg, path)?, None));
+    }
+    let node = cfg.node.as_str();
+    match cfg.kind {
+        SourceKind::Parquet => {
+            let file = File::open(&path).map_err(|e| file_error(node, &path, format!("cannot open: {e}")))?;
+            Ok((Box::new(ParquetFile::open(cfg, path, file, skip)?), None))
+        }
+        SourceKind::Csv => {
+            // The CSV reader skips records without parsing their values, but
+            // cannot say whether it ran out of them: skip one fewer and drop it.
+            let skip_records = usize::try_from(skip - 1).map_err(|_| past_end(node, &path, skip))?;
+            let mut csv = CsvFile::open(cfg, path, Some(skip_records))?;
+            let rest = skip_rows(&mut csv, 1).map_err(|e| e.unwrap_or_else(|| past_end(node, &csv.path, skip)))?;
+            Ok((Box::new(csv), rest))
+        }
+        SourceKind::Jsonl => {
+            let file = File::open(&path).map_err(|e| file_error(node, &path, format!("cannot open: {e}")))?;
+            let mut json = JsonFile::open(cfg, path, file)?;
+            let rest = skip_rows(&mut json, skip).map_err(|e| e.unwrap_or_else(|| past_end(node, &json.path, skip)))?;
+            Ok((Box::new(json), rest))
+        }
+        SourceKind::Generator => Err(config(node, "a generator source has no files")),
+    }
+}
+
+/// Reads and drops `skip` rows; returns the rest of the batch that held the
+/// last of them. `Err(None)`: the file ended first.
+fn skip_rows(batches: &mut dyn FileBatches, skip: u64) -> Result<Option<RecordBatch>, Option<ConnectorError>> {
+    let mut left = skip;
+    while left > 0 {
+        let Some(batch) = batches.next_batch().map_err(Some)? else { return Err(None) };
+        let rows = batch.num_rows() as u64;
+        if rows > left {
+            let offset = left as usize;
+            return Ok(Some(batch.slice(offset, batch.num_rows() - offset)));
+        }
+        left -= rows;
+    }
+    Ok(None)
+}
+
+fn past_end(node: &str, path: &Path, skip: u64) -> ConnectorError {
+    file_error(
+        node,
+        path,
+        format!("cannot resume after row {skip}: the file has fewer rows; it changed since the checkpoint"),
+    )
 }
 
 fn open_file(cfg: &ReadConfig, path: PathBuf) -> Result<Box<dyn FileBatches>, ConnectorError> {
     let node = cfg.node.as_str();
     let file = File::open(&path).map_err(|e| file_error(node, &path, format!("cannot open: {e}")))?;
     Ok(match cfg.kind {
-        SourceKind::Parquet => Box::new(ParquetFile::open(cfg, path, file)?),
+        SourceKind::Parquet => Box::new(ParquetFile::open(cfg, path, file, 0)?),
         SourceKind::Csv => {
-            let reader = arrow_csv::ReaderBuilder::new(cfg.schema.clone())
-                .with_header(cfg.csv.has_header)
-                .with_header_validation(true)
-                .with_delimiter(cfg.csv.delimiter)
-                .with_batch_size(cfg.batch_rows)
-                .build(file)
-                .map_err(|e| file_error(node, &path, format!("cannot read CSV: {e}")))?;
-            Box::new(CsvFile { node: cfg.node.clone(), path, reader })
+            drop(file);
+            Box::new(CsvFile::open(cfg, path, None)?)
         }
         SourceKind::Jsonl => Box::new(JsonFile::open(cfg, path, file)?),
         SourceKind::Generator => return Err(config(node, "a generator source has no files")),
@@ -430,8 +583,9 @@ struct ParquetFile {
 }
 
 impl ParquetFile {
-    /// Projects the file onto the planned columns (by name), checking their types.
-    fn open(config: &ReadConfig, path: PathBuf, file: File) -> Result<Self, ConnectorError> {
+    /// Projects the file onto the planned columns (by name), checking their
+    /// types, and starts after its first `skip` rows.
+    fn open(config: &ReadConfig, path: PathBuf, file: File, skip: u64) -> Result<Self, ConnectorError> {
         let node = config.node.as_str();
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|e| file_error(node, &path, format!("cannot read the Parquet metadata: {e}")))?;
@@ -465,6 +619,26 @@ impl ParquetFile {
             roots.push(index);
         }
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let builder = if skip == 0 {
+            builder
+        } else {
+            // Skip whole row groups without reading them, then an offset into the next.
+            let mut left = skip;
+            let mut groups = Vec::new();
+            for (index, group) in builder.metadata().row_groups().iter().enumerate() {
+                let rows = u64::try_from(group.num_rows()).unwrap_or(0);
+                if groups.is_empty() && left >= rows {
+                    left -= rows;
+                } else {
+                    groups.push(index);
+                }
+            }
+            if groups.is_empty() && left > 0 {
+                return Err(past_end(node, &path, skip));
+            }
+            let offset = usize::try_from(left).map_err(|_| past_end(node, &path, skip))?;
+            builder.with_row_groups(groups).with_offset(offset)
+        };
         let reader = builder
             .with_projection(mask)
             .with_batch_size(config.batch_rows)
@@ -499,6 +673,26 @@ struct CsvFile {
     node: String,
     path: PathBuf,
     reader: arrow_csv::Reader<File>,
+}
+
+impl CsvFile {
+    /// Opens a CSV file; with `skip`, starts after that many records (not
+    /// counting the header), which are split into fields but not parsed.
+    fn open(cfg: &ReadConfig, path: PathBuf, skip: Option<usize>) -> Result<Self, ConnectorError> {
+        let node = cfg.node.as_str();
+        let file = File::open(&path).map_err(|e| file_error(node, &path, format!("cannot open: {e}")))?;
+        let mut builder = arrow_csv::ReaderBuilder::new(cfg.schema.clone())
+            .with_header(cfg.csv.has_header)
+            .with_header_validation(true)
+            .with_delimiter(cfg.csv.delimiter)
+            .with_batch_size(cfg.batch_rows);
+        if let Some(skip) = skip {
+            // The reader adds the header line to both bounds; leave room for it.
+            builder = builder.with_bounds(skip, usize::MAX - 1);
+        }
+        let reader = builder.build(file).map_err(|e| file_error(node, &path, format!("cannot read CSV: {e}")))?;
+        Ok(Self { node: cfg.node.clone(), path, reader })
+    }
 }
 
 impl FileBatches for CsvFile {
@@ -972,6 +1166,7 @@ mod tests {
         let cases = [
             ("kind = 'csv'\npath = 'in.csv'\nrows = 10", "`rows`"),
             ("kind = 'csv'\npath = 'in.csv'\nseed = 1", "`seed`"),
+            ("kind = 'csv'\npath = 'in.csv'\nrows_per_second = 10", "`rows_per_second`"),
             ("kind = 'parquet'\npath = 'in.csv'\ncolumns = []", "`columns`"),
             ("kind = 'parquet'\npath = 'in.csv'\ndelimiter = ';'", "`delimiter`"),
             ("kind = 'jsonl'\npath = 'in.csv'\nhas_header = true", "`has_header`"),
@@ -991,5 +1186,179 @@ mod tests {
                 "{body}: {message}"
             );
         }
+    }
+
+    /// Rows `ids` as CSV, JSON Lines or Parquet (row groups of 4 rows) at `path`.
+    fn write_rows(kind: &str, path: &Path, ids: std::ops::Range<i64>) {
+        let name = |i: i64| format!("n{i}");
+        match kind {
+            "csv" => write(path, &ids.fold(String::from("id,name\n"), |text, i| text + &format!("{i},{}\n", name(i)))),
+            "jsonl" => write(
+                path,
+                &ids.fold(String::new(), |text, i| text + &format!("{{\"id\": {i}, \"name\": \"{}\"}}\n", name(i))),
+            ),
+            _ => {
+                let schema = Arc::new(Schema::new(vec![
+                    Field::new("id", DataType::Int64, false),
+                    Field::new("name", DataType::Utf8, false),
+                ]));
+                let batch = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        Arc::new(Int64Array::from_iter_values(ids.clone())),
+                        Arc::new(StringArray::from_iter_values(ids.map(name))),
+                    ],
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+                let properties =
+                    parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(4)).build();
+                write(path, "");
+                let file = File::create(path).unwrap_or_else(|e| panic!("{e}"));
+                let mut writer = ArrowWriter::try_new(file, schema, Some(properties)).unwrap_or_else(|e| panic!("{e}"));
+                writer.write(&batch).unwrap_or_else(|e| panic!("{e}"));
+                writer.close().unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+    }
+
+    /// A source over `data/` of `kind`: files of 7, 0, 10, 5 and 1 rows, 3 rows per batch.
+    fn resumable_source(kind: &str, dir: &Path) -> Box<dyn PlannedSource> {
+        let mut first = 0;
+        for (i, rows) in [7, 0, 10, 5, 1].into_iter().enumerate() {
+            write_rows(kind, &dir.join(format!("data/f{i}.{kind}")), first..first + rows);
+            first += rows;
+        }
+        plan_ok(
+            &format!(
+                "id = 'src'\nkind = '{kind}'\npath = 'data'\nbatch_rows = 3\n\
+                 schema = [{{ name = 'id', type = 'int64', nullable = false }}, {{ name = 'name', type = 'utf8' }}]"
+            ),
+            dir,
+        )
+    }
+
+    fn seek_err(source: &dyn PlannedSource, subtask: u32, parallelism: u32, position: serde_json::Value) -> String {
+        let mut reader = source.open(subtask, parallelism).unwrap_or_else(|e| panic!("{e}"));
+        match reader.seek(&position) {
+            Ok(()) => panic!("seek to {position} should fail"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_fresh_reader_resumes_from_any_position() {
+        for kind in ["csv", "jsonl", "parquet"] {
+            let dir = tempdir();
+            let source = resumable_source(kind, dir.path());
+            let schema = source.schema();
+            for (subtask, parallelism) in [(0, 1), (0, 2), (1, 2)] {
+                let whole =
+                    arrow_select::concat::concat_batches(&schema, &read_ok(source.as_ref(), subtask, parallelism))
+                        .unwrap_or_else(|e| panic!("{e}"));
+                assert!(whole.num_rows() > 0, "{kind}");
+                // Stop after every number of batches, including after the end.
+                for stop in 0.. {
+                    let mut first = source.open(subtask, parallelism).unwrap_or_else(|e| panic!("{e}"));
+                    let mut batches = Vec::new();
+                    let mut ended = false;
+                    for _ in 0..stop {
+                        match first.next_batch().unwrap_or_else(|e| panic!("{e}")) {
+                            Some(batch) => batches.push(batch),
+                            None => ended = true,
+                        }
+                    }
+                    // Positions travel through the checkpoint manifest as JSON text.
+                    let text = first.position().to_string();
+                    let position: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+                    let mut second = source.open(subtask, parallelism).unwrap_or_else(|e| panic!("{e}"));
+                    second.seek(&position).unwrap_or_else(|e| panic!("{kind} seek to {text}: {e}"));
+                    while let Some(batch) = second.next_batch().unwrap_or_else(|e| panic!("{kind} after {text}: {e}")) {
+                        batches.push(batch);
+                    }
+                    let resumed =
+                        arrow_select::concat::concat_batches(&schema, &batches).unwrap_or_else(|e| panic!("{e}"));
+                    assert_eq!(
+                        resumed, whole,
+                        "{kind}, subtask {subtask}/{parallelism}, stopped after {stop} batches at {text}"
+                    );
+                    if ended {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn seeking_past_the_rows_read_by_a_position_in_the_middle_of_a_parquet_row_group() {
+        // Row groups hold 4 rows; 3-row batches stop inside them. Position: file 2 (10 rows), 6 rows read.
+        let dir = tempdir();
+        let source = resumable_source("parquet", dir.path());
+        let mut reader = source.open(0, 1).unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("data/f2.parquet").to_string_lossy().into_owned();
+        reader.seek(&serde_json::json!({ "file": 2, "path": path, "rows": 6 })).unwrap_or_else(|e| panic!("{e}"));
+        let batches = std::iter::from_fn(|| reader.next_batch().unwrap_or_else(|e| panic!("{e}"))).collect::<Vec<_>>();
+        assert_eq!(i64_column(&batches, 0), (13..23).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn bad_positions_are_refused_naming_the_node() {
+        for kind in ["csv", "jsonl", "parquet"] {
+            let dir = tempdir();
+            let source = resumable_source(kind, dir.path());
+            let path = |i: usize| dir.path().join(format!("data/f{i}.{kind}")).to_string_lossy().into_owned();
+            let cases = [
+                (serde_json::json!("start"), "malformed"),
+                (serde_json::json!({ "file": 0, "rows": 1 }), "malformed"),
+                (serde_json::json!({ "file": 0, "path": path(0), "rows": 1, "extra": 1 }), "malformed"),
+                (serde_json::json!({ "file": -1, "path": path(0), "rows": 1 }), "malformed"),
+                (serde_json::json!({ "file": 9, "path": null, "rows": 0 }), "reads only 5 files"),
+                (serde_json::json!({ "file": 5, "path": null, "rows": 3 }), "past the last file"),
+                (serde_json::json!({ "file": 1, "path": path(2), "rows": 0 }), "changed since the checkpoint"),
+                (serde_json::json!({ "file": 0, "path": path(0), "rows": 8 }), "fewer rows"),
+                (serde_json::json!({ "file": 1, "path": path(1), "rows": 1 }), "fewer rows"),
+            ];
+            for (position, expected) in cases {
+                let message = seek_err(source.as_ref(), 0, 1, position.clone());
+                assert!(message.starts_with("src: ") && message.contains(expected), "{kind} {position}: {message}");
+            }
+            // A position of subtask 0 does not fit subtask 1, whose first file differs.
+            let reader = source.open(0, 2).unwrap_or_else(|e| panic!("{e}"));
+            let message = seek_err(source.as_ref(), 1, 2, reader.position());
+            assert!(
+                message.contains(&format!("f0.{kind}"))
+                    && message.contains(&format!("f1.{kind}"))
+                    && message.contains("changed"),
+                "{message}"
+            );
+            // Exactly all rows of a file is a valid position: reading goes on with the next file.
+            let mut reader = source.open(0, 1).unwrap_or_else(|e| panic!("{e}"));
+            reader
+                .seek(&serde_json::json!({ "file": 0, "path": path(0), "rows": 7 }))
+                .unwrap_or_else(|e| panic!("{e}"));
+            let batch = reader.next_batch().unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("no batch"));
+            assert_eq!(batch.column(0).as_primitive::<Int64Type>().value(0), 7, "{kind}");
+        }
+    }
+
+    #[test]
+    fn a_file_added_before_the_position_is_refused() {
+        let dir = tempdir();
+        let source = resumable_source("csv", dir.path());
+        let mut reader = source.open(0, 1).unwrap_or_else(|e| panic!("{e}"));
+        for _ in 0..4 {
+            reader.next_batch().unwrap_or_else(|e| panic!("{e}"));
+        }
+        let position = reader.position();
+        write_rows("csv", &dir.path().join("data/f0a.csv"), 100..102);
+        let replanned = plan_ok("id = 'src'\nkind = 'csv'\npath = 'data'\nbatch_rows = 3", dir.path());
+        let message = seek_err(replanned.as_ref(), 0, 1, position);
+        // Index 2 was f2.csv; f0a.csv sorts before it, so it is f1.csv now.
+        assert!(
+            message.contains("f2.csv")
+                && message.contains("f1.csv")
+                && message.contains("changed since the checkpoint"),
+            "{message}"
+        );
     }
 }

@@ -3,6 +3,14 @@
 //! Every value is a function of (seed, column index, global row index) alone, so
 //! the data is the same whatever the parallelism and batch size. Subtask `i` of
 //! `n` generates the contiguous row range `[rows * i / n, rows * (i + 1) / n)`.
+//!
+//! A subtask's position is how many rows of its range it has generated (and
+//! where the range starts, so that a position cannot be applied to another
+//! range). With `rows_per_second`, each subtask sleeps to emit its share of the
+//! rate, in batches small enough that one comes at least every
+//! [`THROTTLED_BATCH_INTERVAL`].
+
+use std::time::{Duration, Instant};
 
 use std::collections::HashSet;
 use std::fmt;
@@ -26,7 +34,12 @@ use super::{ConnectorError, PlannedSource, SourceReader, SourceSpec};
 /// - `uniform-float`: float64, uniform in `[min, max)`;
 /// - `choice`: utf8, one of `values`, uniformly;
 /// - `string`: utf8, `len` random ASCII letters and digits;
-/// - `timestamp`: timestamp[ms], `start_ms` (default 0) plus `step_ms` (default 1000) per row index.
+/// - `timestamp`: timestamp[ms], `start_ms` (default 0) plus `step_ms` (default 1000) per row index;
+/// - `modulo`: int64, the global row index modulo `modulus`;
+/// - `divide`: int64, the global row index divided by `divisor` (rounded down).
+///
+/// `key = { gen = "modulo", modulus = K }` with `seq = { gen = "divide", divisor = K }`
+/// makes every (key, seq) pair unique, and seq increase by one per key.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GeneratorColumn {
@@ -40,6 +53,8 @@ pub struct GeneratorColumn {
     len: Option<usize>,
     start_ms: Option<i64>,
     step_ms: Option<i64>,
+    modulus: Option<u64>,
+    divisor: Option<u64>,
 }
 
 impl GeneratorColumn {
@@ -58,6 +73,8 @@ enum GenKind {
     Choice,
     String,
     Timestamp,
+    Modulo,
+    Divide,
 }
 
 impl GenKind {
@@ -69,6 +86,8 @@ impl GenKind {
             GenKind::Choice => "choice",
             GenKind::String => "string",
             GenKind::Timestamp => "timestamp",
+            GenKind::Modulo => "modulo",
+            GenKind::Divide => "divide",
         }
     }
 
@@ -80,6 +99,8 @@ impl GenKind {
             GenKind::Choice => &["values"],
             GenKind::String => &["len"],
             GenKind::Timestamp => &["start_ms", "step_ms"],
+            GenKind::Modulo => &["modulus"],
+            GenKind::Divide => &["divisor"],
         }
     }
 }
@@ -131,6 +152,8 @@ enum Gen {
     Choice { values: Arc<StringArray> },
     String { len: usize },
     Timestamp { start_ms: i64, step_ms: i64 },
+    Modulo { modulus: u64 },
+    Divide { divisor: u64 },
 }
 
 /// Plans a generator source.
@@ -174,6 +197,9 @@ pub(super) fn plan(spec: &SourceSpec, job_batch_rows: usize) -> Result<Box<dyn P
         fields.push(Field::new(&column.name, data_type, false));
         gens.push(generator);
     }
+    if spec.rows_per_second == Some(0) {
+        return Err(config(node, "`rows_per_second` must be at least 1 (leave it out for no throttling)"));
+    }
     let seed = spec.seed.unwrap_or(0);
     let keys = (0..gens.len()).map(|index| column_key(seed, index)).collect();
     Ok(Box::new(Generator {
@@ -183,8 +209,13 @@ pub(super) fn plan(spec: &SourceSpec, job_batch_rows: usize) -> Result<Box<dyn P
         keys: Arc::new(keys),
         rows,
         batch_rows,
+        rows_per_second: spec.rows_per_second,
     }))
 }
+
+/// The longest a throttled generator subtask goes without emitting a batch
+/// (its batches shrink to fit), so that barriers and watermarks keep flowing.
+const THROTTLED_BATCH_INTERVAL: Duration = Duration::from_millis(100);
 
 fn config(node: &str, message: impl Into<String>) -> ConnectorError {
     ConnectorError::Config { node: node.to_owned(), message: message.into() }
@@ -210,6 +241,8 @@ fn check_column(
         ("len", column.len.is_some()),
         ("start_ms", column.start_ms.is_some()),
         ("step_ms", column.step_ms.is_some()),
+        ("modulus", column.modulus.is_some()),
+        ("divisor", column.divisor.is_some()),
     ];
     if let Some((field, _)) = set.iter().find(|(field, is_set)| *is_set && !kind.fields().contains(field)) {
         return Err(err(format!("`{field}` does not apply to a {} column", kind.name())));
@@ -273,6 +306,20 @@ fn check_column(
             }
             (DataType::Timestamp(TimeUnit::Millisecond, None), Gen::Timestamp { start_ms, step_ms })
         }
+        GenKind::Modulo => {
+            let modulus = column.modulus.ok_or_else(|| needs("modulus"))?;
+            if modulus == 0 {
+                return Err(err("`modulus` must be at least 1".to_owned()));
+            }
+            (DataType::Int64, Gen::Modulo { modulus })
+        }
+        GenKind::Divide => {
+            let divisor = column.divisor.ok_or_else(|| needs("divisor"))?;
+            if divisor == 0 {
+                return Err(err("`divisor` must be at least 1".to_owned()));
+            }
+            (DataType::Int64, Gen::Divide { divisor })
+        }
     })
 }
 
@@ -309,6 +356,7 @@ struct Generator {
     keys: Arc<Vec<u64>>,
     rows: u64,
     batch_rows: usize,
+    rows_per_second: Option<u64>,
 }
 
 impl PlannedSource for Generator {
@@ -324,14 +372,25 @@ impl PlannedSource for Generator {
             });
         }
         let bound = |i: u32| (u128::from(self.rows) * u128::from(i) / u128::from(parallelism)) as u64;
+        let (first_row, end_row) = (bound(subtask), bound(subtask + 1));
+        let mut batch_rows = self.batch_rows as u64;
+        // This subtask's share of the rate, in proportion to its share of the rows.
+        let throttle = self.rows_per_second.filter(|_| end_row > first_row).map(|rate| {
+            let rows_per_second = rate as f64 * (end_row - first_row) as f64 / self.rows as f64;
+            let per_interval = (rows_per_second * THROTTLED_BATCH_INTERVAL.as_secs_f64()).ceil() as u64;
+            batch_rows = batch_rows.min(per_interval.max(1));
+            Throttle { rows_per_second, started: None }
+        });
         Ok(Box::new(GeneratorReader {
             node: self.node.clone(),
             schema: self.schema.clone(),
             columns: self.columns.clone(),
             keys: self.keys.clone(),
-            next_row: bound(subtask),
-            end_row: bound(subtask + 1),
-            batch_rows: self.batch_rows as u64,
+            first_row,
+            next_row: first_row,
+            end_row,
+            batch_rows,
+            throttle,
         }))
     }
 }
@@ -341,9 +400,44 @@ struct GeneratorReader {
     schema: SchemaRef,
     columns: Arc<Vec<Gen>>,
     keys: Arc<Vec<u64>>,
+    first_row: u64,
     next_row: u64,
     end_row: u64,
     batch_rows: u64,
+    throttle: Option<Throttle>,
+}
+
+/// Paces a subtask: the rows emitted since `started` are due at `rows_per_second`.
+struct Throttle {
+    rows_per_second: f64,
+    /// When the paced stretch began (at the first batch, or the first after a seek) and at which row.
+    started: Option<(Instant, u64)>,
+}
+
+impl Throttle {
+    /// Sleeps until emitting rows up to `end` (exclusive) keeps to the rate.
+    fn wait(&mut self, start: u64, end: u64) {
+        let (began, first) = *self.started.get_or_insert_with(|| (Instant::now(), start));
+        let due = Duration::try_from_secs_f64((end - first) as f64 / self.rows_per_second).unwrap_or(Duration::MAX);
+        let wait = due.saturating_sub(began.elapsed());
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    }
+}
+
+/// A generator subtask's position: it has generated rows `[first_row, first_row + rows)`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GeneratorPosition {
+    first_row: u64,
+    rows: u64,
+}
+
+impl GeneratorReader {
+    fn error(&self, message: String) -> ConnectorError {
+        ConnectorError::Other { node: self.node.clone(), message }
+    }
 }
 
 impl SourceReader for GeneratorReader {
@@ -353,6 +447,9 @@ impl SourceReader for GeneratorReader {
         }
         let start = self.next_row;
         let end = start.saturating_add(self.batch_rows).min(self.end_row);
+        if let Some(throttle) = &mut self.throttle {
+            throttle.wait(start, end);
+        }
         self.next_row = end;
         let arrays = self
             .columns
@@ -364,6 +461,36 @@ impl SourceReader for GeneratorReader {
             node: self.node.clone(),
             message: format!("cannot build a batch: {e}"),
         })
+    }
+
+    fn position(&self) -> serde_json::Value {
+        let mut position = serde_json::Map::new();
+        position.insert("first_row".to_owned(), self.first_row.into());
+        position.insert("rows".to_owned(), (self.next_row - self.first_row).into());
+        position.into()
+    }
+
+    fn seek(&mut self, position: &serde_json::Value) -> Result<(), ConnectorError> {
+        let parsed = GeneratorPosition::deserialize(position)
+            .map_err(|e| self.error(format!("cannot resume from the malformed position {position}: {e}")))?;
+        if parsed.first_row != self.first_row {
+            return Err(self.error(format!(
+                "cannot resume from position {position}: it is of a subtask whose rows start at {}, this one's start at {}; \
+                 `rows` or the parallelism changed since the checkpoint",
+                parsed.first_row, self.first_row
+            )));
+        }
+        let available = self.end_row - self.first_row;
+        if parsed.rows > available {
+            return Err(self.error(format!(
+                "cannot resume from position {position}: this subtask generates only {available} rows"
+            )));
+        }
+        self.next_row = self.first_row + parsed.rows;
+        if let Some(throttle) = &mut self.throttle {
+            throttle.started = None;
+        }
+        Ok(())
     }
 }
 
@@ -410,6 +537,9 @@ fn generate(generator: &Gen, key: u64, start: u64, end: u64) -> ArrayRef {
         Gen::Timestamp { start_ms, step_ms } => Arc::new(TimestampMillisecondArray::from_iter_values(
             rows.map(|row| start_ms.wrapping_add((row as i64).wrapping_mul(*step_ms))),
         )),
+        // Rows are below 2^63 (checked at plan), so both fit in i64.
+        Gen::Modulo { modulus } => Arc::new(Int64Array::from_iter_values(rows.map(|row| (row % modulus) as i64))),
+        Gen::Divide { divisor } => Arc::new(Int64Array::from_iter_values(rows.map(|row| (row / divisor) as i64))),
     }
 }
 
@@ -591,5 +721,124 @@ columns = [
         let result: Result<SourceSpec, _> =
             toml::from_str("id = 'g'\nkind = 'generator'\nrows = 1\ncolumns = [{ name = 'x', gen = 'gauss' }]");
         assert!(result.is_err_and(|e| e.to_string().contains("gauss")));
+    }
+
+    #[test]
+    fn a_fresh_reader_resumes_from_any_position() {
+        let source = generator(50, 3, 7);
+        for parallelism in [1, 3] {
+            for subtask in 0..parallelism {
+                let mut whole = Vec::new();
+                let mut reader = source.open(subtask, parallelism).unwrap_or_else(|e| panic!("{e}"));
+                while let Some(batch) = reader.next_batch().unwrap_or_else(|e| panic!("{e}")) {
+                    whole.push(batch);
+                }
+                let whole = concat_batches(&source.schema(), &whole).unwrap_or_else(|e| panic!("{e}"));
+                for stop in 0..=4 {
+                    let mut first = source.open(subtask, parallelism).unwrap_or_else(|e| panic!("{e}"));
+                    let mut batches: Vec<RecordBatch> =
+                        (0..stop).filter_map(|_| first.next_batch().unwrap_or_else(|e| panic!("{e}"))).collect();
+                    let text = first.position().to_string();
+                    let position: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+                    let mut second = source.open(subtask, parallelism).unwrap_or_else(|e| panic!("{e}"));
+                    second.seek(&position).unwrap_or_else(|e| panic!("seek to {text}: {e}"));
+                    while let Some(batch) = second.next_batch().unwrap_or_else(|e| panic!("{e}")) {
+                        batches.push(batch);
+                    }
+                    let resumed = concat_batches(&source.schema(), &batches).unwrap_or_else(|e| panic!("{e}"));
+                    assert_eq!(
+                        resumed, whole,
+                        "subtask {subtask}/{parallelism}, stopped after {stop} batches at {text}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_positions_are_refused_naming_the_node() {
+        let source = generator(50, 3, 7);
+        let seek_err = |subtask: u32, position: serde_json::Value| {
+            let mut reader = source.open(subtask, 2).unwrap_or_else(|e| panic!("{e}"));
+            match reader.seek(&position) {
+                Ok(()) => panic!("seek to {position} should fail"),
+                Err(e) => e.to_string(),
+            }
+        };
+        let cases = [
+            (0, serde_json::json!(7), "malformed"),
+            (0, serde_json::json!({ "rows": 7 }), "malformed"),
+            (0, serde_json::json!({ "first_row": 0, "rows": -1 }), "malformed"),
+            (0, serde_json::json!({ "first_row": 0, "rows": 26 }), "only 25 rows"),
+            (1, serde_json::json!({ "first_row": 0, "rows": 3 }), "parallelism changed"),
+        ];
+        for (subtask, position, expected) in cases {
+            let message = seek_err(subtask, position.clone());
+            assert!(message.starts_with("gen: ") && message.contains(expected), "{position}: {message}");
+        }
+        let mut reader = source.open(1, 2).unwrap_or_else(|e| panic!("{e}"));
+        reader.seek(&serde_json::json!({ "first_row": 25, "rows": 25 })).unwrap_or_else(|e| panic!("{e}"));
+        assert!(reader.next_batch().unwrap_or_else(|e| panic!("{e}")).is_none(), "a position at the end reads nothing");
+    }
+
+    #[test]
+    fn modulo_and_divide_make_unique_keys_with_increasing_sequences() {
+        let source = plan_ok(
+            "id = 'g'\nkind = 'generator'\nrows = 20\nbatch_rows = 6\ncolumns = [\
+             { name = 'key', gen = 'modulo', modulus = 3 }, { name = 'seq', gen = 'divide', divisor = 3 }]",
+        );
+        let (batch, _) = read(source.as_ref(), 3);
+        let key = batch.column(0).as_primitive::<Int64Type>().values().to_vec();
+        let seq = batch.column(1).as_primitive::<Int64Type>().values().to_vec();
+        assert_eq!(key, (0..20).map(|row| row % 3).collect::<Vec<i64>>());
+        assert_eq!(seq, (0..20).map(|row| row / 3).collect::<Vec<i64>>());
+        assert_eq!(&key[..7], [0, 1, 2, 0, 1, 2, 0]);
+        assert_eq!(&seq[..7], [0, 0, 0, 1, 1, 1, 2]);
+
+        for (column, expected) in [
+            ("{ name = 'k', gen = 'modulo', modulus = 0 }", "`modulus` must be at least 1"),
+            ("{ name = 'k', gen = 'modulo' }", "needs `modulus`"),
+            ("{ name = 'k', gen = 'divide', divisor = 0 }", "`divisor` must be at least 1"),
+            ("{ name = 'k', gen = 'modulo', divisor = 2 }", "`divisor` does not apply to a modulo column"),
+        ] {
+            let message = plan_err(&format!("id = 'gen'\nkind = 'generator'\nrows = 5\ncolumns = [{column}]"));
+            assert!(message.contains(expected), "{column}: {message}");
+        }
+    }
+
+    #[test]
+    fn rows_per_second_throttles_each_subtask_to_its_share() {
+        let throttled = |rows: u64, rate: u64| {
+            plan_ok(&format!(
+                "id = 'g'\nkind = 'generator'\nrows = {rows}\nrows_per_second = {rate}\n\
+                 columns = [{{ name = 'x', gen = 'sequence' }}]"
+            ))
+        };
+        // 300 rows at 1000 rows/s: 0.3 s; only a lower bound is asserted (slow machines are slower).
+        let source = throttled(300, 1000);
+        let started = Instant::now();
+        let (batch, sizes) = read(source.as_ref(), 1);
+        let elapsed = started.elapsed();
+        assert_eq!(batch.num_rows(), 300);
+        assert!(elapsed >= Duration::from_millis(150), "took {elapsed:?}");
+        // Batches shrink so that one comes every 100 ms (1024 rows per batch otherwise).
+        assert!(sizes.iter().all(|&n| n <= 100), "{sizes:?}");
+
+        // Two subtasks share the rate: each of 150 rows emits at 500 rows/s.
+        let source = throttled(300, 1000);
+        let started = Instant::now();
+        let mut reader = source.open(1, 2).unwrap_or_else(|e| panic!("{e}"));
+        let mut rows = 0;
+        while let Some(batch) = reader.next_batch().unwrap_or_else(|e| panic!("{e}")) {
+            rows += batch.num_rows();
+        }
+        let elapsed = started.elapsed();
+        assert_eq!(rows, 150);
+        assert!(elapsed >= Duration::from_millis(150), "took {elapsed:?}");
+
+        let message = plan_err(
+            "id = 'gen'\nkind = 'generator'\nrows = 5\nrows_per_second = 0\ncolumns = [{ name = 'x', gen = 'sequence' }]",
+        );
+        assert!(message.contains("`rows_per_second` must be at least 1"), "{message}");
     }
 }

@@ -2,9 +2,19 @@
 //!
 //! A source is planned once (its schema is known before any data flows, so
 //! operators can agree on schemas at `open`) and then opened once per subtask.
-//! A sink subtask writes batches and makes its output visible only in
-//! [`SinkWriter::commit`]; dropping an uncommitted writer removes what it wrote,
-//! so a failed job never leaves a file that looks complete.
+//! A source subtask can say where it stands ([`SourceReader::position`]) and a
+//! fresh one can resume there ([`SourceReader::seek`]), so a checkpointed job
+//! replays exactly the rows after its last checkpoint.
+//!
+//! Sinks work in one of two modes:
+//! - **Without checkpoints** ([`open_sink`]): a subtask writes batches and makes
+//!   its output visible only in [`SinkWriter::commit`]; dropping an uncommitted
+//!   writer removes what it wrote, so a failed job never leaves a file that
+//!   looks complete.
+//! - **Checkpointed, exactly once** ([`recover_sink`], [`open_transactional_sink`],
+//!   [`SinkWriter::pre_commit`], [`commit_pending`]): a two-phase commit of part
+//!   files, one per subtask and checkpoint. The protocol and its correctness
+//!   argument are in `transactional.rs`.
 //!
 //! Readers and writers are blocking; the executor runs them on blocking threads.
 
@@ -18,6 +28,7 @@ mod file_sink;
 mod file_source;
 mod generator;
 mod sinks;
+mod transactional;
 
 pub use generator::GeneratorColumn;
 
@@ -67,6 +78,10 @@ pub struct SourceSpec {
     pub seed: Option<u64>,
     /// Generator: the columns to generate.
     pub columns: Option<Vec<GeneratorColumn>>,
+    /// Generator: throttles the source to about this many rows per second in
+    /// total (each subtask sleeps to emit its share), so that a run lasts long
+    /// enough to checkpoint, fail and recover in. Unthrottled when absent.
+    pub rows_per_second: Option<u64>,
 }
 
 /// A declared column: name and Arrow type name (see the job spec reference).
@@ -123,15 +138,45 @@ pub trait PlannedSource: Send + Sync + std::fmt::Debug {
 /// One source subtask: yields batches until the input is exhausted.
 pub trait SourceReader: Send {
     fn next_batch(&mut self) -> Result<Option<RecordBatch>, ConnectorError>;
+    /// Where this subtask stands, after the batches returned so far: after
+    /// [`seek`](Self::seek) to it on a freshly opened reader of the same subtask
+    /// (same spec, same parallelism), `next_batch` yields exactly the rows not
+    /// yet returned, in the same order (batch boundaries may differ).
+    ///
+    /// The value is opaque to the engine, which stores it in the checkpoint manifest.
+    fn position(&self) -> serde_json::Value;
+    /// Resumes at a position returned by [`position`](Self::position). A
+    /// malformed position, or one that does not fit this subtask's input (files
+    /// changed, parallelism changed, past the end), is an error naming the node.
+    fn seek(&mut self, position: &serde_json::Value) -> Result<(), ConnectorError>;
 }
 
 /// One sink subtask.
 pub trait SinkWriter: Send {
     fn write(&mut self, batch: &RecordBatch) -> Result<(), ConnectorError>;
+    /// Checkpoint barrier `checkpoint`: makes everything written since the
+    /// previous pre-commit durable (fsync) but invisible, and returns what
+    /// [`commit_pending`] needs to publish it; the engine stores that in the
+    /// checkpoint manifest. Nothing written returns `null` ("nothing to publish").
+    ///
+    /// Checkpoint ids must increase from one call to the next. Console and
+    /// blackhole sinks return `null` (console output is at-least-once); a file
+    /// sink opened by [`open_sink`] (not for checkpointing) refuses.
+    fn pre_commit(&mut self, checkpoint: u64) -> Result<serde_json::Value, ConnectorError>;
     /// Makes everything written visible (e.g. renames the temporary file into place).
     /// Dropping a writer without committing removes its partial output.
+    ///
+    /// On a writer from [`open_transactional_sink`] it pre-commits what was
+    /// written since the last pre-commit as checkpoint [`FINAL_CHECKPOINT`] and
+    /// publishes it at once; it publishes no earlier pre-commit. A checkpointed
+    /// job should rather end with `pre_commit` and [`commit_pending`].
     fn commit(self: Box<Self>) -> Result<SinkReport, ConnectorError>;
 }
+
+/// The largest checkpoint id a transactional sink accepts (part file names
+/// hold it in 12 digits so that they sort by it); [`SinkWriter::commit`] on a
+/// transactional writer uses it.
+pub const FINAL_CHECKPOINT: u64 = transactional::CHECKPOINT_MAX;
 
 /// What a committed sink subtask wrote.
 #[derive(Debug, Default, Clone)]
@@ -169,6 +214,59 @@ pub fn open_sink(
         SinkKind::Console => sinks::console(spec, schema),
         SinkKind::Blackhole => Ok(sinks::blackhole()),
     }
+}
+
+/// Opens subtask `subtask` of a sink for a checkpointed (exactly-once) run.
+///
+/// File sinks treat `path` as a directory (whatever the parallelism) and write
+/// `part-<subtask:04>-<checkpoint:012>.<ext>` files in it through `.staging/`;
+/// console and blackhole sinks are the same as from [`open_sink`], except that a
+/// console sink prints rows as they arrive.
+pub fn open_transactional_sink(
+    spec: &SinkSpec,
+    base_dir: &Path,
+    schema: SchemaRef,
+    subtask: u32,
+    parallelism: u32,
+) -> Result<Box<dyn SinkWriter>, ConnectorError> {
+    match spec.kind {
+        SinkKind::Parquet | SinkKind::Csv | SinkKind::Jsonl => {
+            transactional::open(spec, base_dir, schema, subtask, parallelism)
+        }
+        SinkKind::Console => sinks::console_streaming(spec, schema),
+        SinkKind::Blackhole => Ok(sinks::blackhole()),
+    }
+}
+
+/// Publishes a transaction returned by [`SinkWriter::pre_commit`]. Idempotent:
+/// publishing one that is already (fully or partly) published finishes it and
+/// succeeds; a staged file that is missing while its published file exists is
+/// fine; both missing is an error naming the file. `null` publishes nothing.
+pub fn commit_pending(
+    spec: &SinkSpec,
+    base_dir: &Path,
+    pending: &serde_json::Value,
+) -> Result<SinkReport, ConnectorError> {
+    transactional::commit_pending(spec, base_dir, pending)
+}
+
+/// Called once per sink (not per subtask) before the sink's subtasks open for
+/// a checkpointed run. `restored`: the checkpoint the job resumes from (`None`:
+/// fresh start). `keep`: the pending transactions of the restored checkpoint,
+/// which the engine is still to commit, so their staged files stay.
+///
+/// Removes staged and in-progress files not in `keep`, and published parts of
+/// checkpoints newer than `restored` (they exist only if the engine fell back
+/// to an older checkpoint; left there, their rows would appear twice). On a
+/// fresh start removes every published part. Only names of this sink's part
+/// pattern are ever removed, never other files.
+pub fn recover_sink(
+    spec: &SinkSpec,
+    base_dir: &Path,
+    restored: Option<u64>,
+    keep: &[serde_json::Value],
+) -> Result<(), ConnectorError> {
+    transactional::recover(spec, base_dir, restored, keep)
 }
 
 /// Checks a sink's fields for its kind before the job starts.

@@ -64,19 +64,28 @@ fn config(spec: &SinkSpec, message: impl Into<String>) -> ConnectorError {
 
 /// Prints the first `max_rows` rows to stdout as a table when committed.
 pub(super) fn console(spec: &SinkSpec, schema: SchemaRef) -> Result<Box<dyn SinkWriter>, ConnectorError> {
-    console_to(spec, schema, Box::new(std::io::stdout()))
+    console_to(spec, schema, Box::new(std::io::stdout()), false)
+}
+
+/// For checkpointed runs: prints each batch's rows (up to `max_rows` in all) as
+/// they arrive, since a checkpointed run may never call `commit`. Rows replayed
+/// after a recovery are printed again: console output is at-least-once.
+pub(super) fn console_streaming(spec: &SinkSpec, schema: SchemaRef) -> Result<Box<dyn SinkWriter>, ConnectorError> {
+    console_to(spec, schema, Box::new(std::io::stdout()), true)
 }
 
 fn console_to(
     spec: &SinkSpec,
     schema: SchemaRef,
     out: Box<dyn Write + Send>,
+    streaming: bool,
 ) -> Result<Box<dyn SinkWriter>, ConnectorError> {
     validate(spec)?;
     Ok(Box::new(ConsoleSink {
         node: spec.id.clone(),
         schema,
         max_rows: spec.max_rows.unwrap_or(DEFAULT_MAX_ROWS),
+        streaming,
         kept: Vec::new(),
         kept_rows: 0,
         rows: 0,
@@ -88,10 +97,42 @@ struct ConsoleSink {
     node: String,
     schema: SchemaRef,
     max_rows: usize,
+    /// Print at each write (checkpointed runs) rather than all at commit.
+    streaming: bool,
     kept: Vec<RecordBatch>,
     kept_rows: usize,
     rows: u64,
     out: Box<dyn Write + Send>,
+}
+
+impl ConsoleSink {
+    fn error(&self, message: String) -> ConnectorError {
+        ConnectorError::Other { node: self.node.clone(), message }
+    }
+
+    /// Writes `text` in one call, so that the output of parallel subtasks does not interleave.
+    fn print(&mut self, text: &str) -> Result<(), ConnectorError> {
+        let written = self.out.write_all(text.as_bytes()).and_then(|()| self.out.flush());
+        match written {
+            // A closed pipe (e.g. `| head`) is the reader's choice, not a failure.
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                Err(self.error(format!("cannot print to stdout: {e}")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn table(&self, batches: &[RecordBatch]) -> Result<String, ConnectorError> {
+        arrow::util::pretty::pretty_format_batches(batches)
+            .map(|table| format!("{table}\n"))
+            .map_err(|e| self.error(format!("cannot format the rows: {e}")))
+    }
+
+    /// `… N more rows` when rows were counted but not printed.
+    fn hidden_rows_line(&self) -> String {
+        let hidden = self.rows - self.kept_rows as u64;
+        if hidden > 0 { format!("… {hidden} more rows\n") } else { String::new() }
+    }
 }
 
 impl SinkWriter for ConsoleSink {
@@ -99,38 +140,38 @@ impl SinkWriter for ConsoleSink {
         self.rows += batch.num_rows() as u64;
         let take = batch.num_rows().min(self.max_rows - self.kept_rows);
         if take > 0 {
-            self.kept.push(batch.slice(0, take));
             self.kept_rows += take;
+            if self.streaming {
+                let text = self.table(&[batch.slice(0, take)])?;
+                self.print(&text)?;
+            } else {
+                self.kept.push(batch.slice(0, take));
+            }
         }
         Ok(())
     }
 
+    /// Rows are printed as they come (streaming) or at commit: nothing to publish.
+    fn pre_commit(&mut self, _checkpoint: u64) -> Result<serde_json::Value, ConnectorError> {
+        Ok(serde_json::Value::Null)
+    }
+
     fn commit(mut self: Box<Self>) -> Result<SinkReport, ConnectorError> {
-        let node = self.node.clone();
-        let error = |message: String| ConnectorError::Other { node: node.clone(), message };
+        if self.streaming {
+            let text = self.hidden_rows_line();
+            self.print(&text)?;
+            return Ok(SinkReport { rows: self.rows, files: Vec::new() });
+        }
         let mut text = String::new();
         if self.max_rows > 0 {
-            let table = if self.kept.is_empty() {
-                arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(self.schema.clone())])
+            text = if self.kept.is_empty() {
+                self.table(&[RecordBatch::new_empty(self.schema.clone())])?
             } else {
-                arrow::util::pretty::pretty_format_batches(&self.kept)
+                self.table(&self.kept)?
             };
-            let table = table.map_err(|e| error(format!("cannot format the rows: {e}")))?;
-            text = format!("{table}\n");
         }
-        let hidden = self.rows - self.kept_rows as u64;
-        if hidden > 0 {
-            text.push_str(&format!("… {hidden} more rows\n"));
-        }
-        // One write, so that the tables of parallel subtasks do not interleave.
-        let written = self.out.write_all(text.as_bytes()).and_then(|()| self.out.flush());
-        match written {
-            // A closed pipe (e.g. `| head`) is the reader's choice, not a failure.
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-                return Err(error(format!("cannot print to stdout: {e}")));
-            }
-            _ => {}
-        }
+        text.push_str(&self.hidden_rows_line());
+        self.print(&text)?;
         Ok(SinkReport { rows: self.rows, files: Vec::new() })
     }
 }
@@ -148,6 +189,10 @@ impl SinkWriter for Blackhole {
     fn write(&mut self, batch: &RecordBatch) -> Result<(), ConnectorError> {
         self.rows += batch.num_rows() as u64;
         Ok(())
+    }
+
+    fn pre_commit(&mut self, _checkpoint: u64) -> Result<serde_json::Value, ConnectorError> {
+        Ok(serde_json::Value::Null)
     }
 
     fn commit(self: Box<Self>) -> Result<SinkReport, ConnectorError> {
@@ -205,7 +250,7 @@ mod tests {
         let max = max_rows.map(|n| format!("max_rows = {n}")).unwrap_or_default();
         let out = Captured::default();
         let mut sink =
-            console_to(&spec(&format!("id = 'show'\nkind = 'console'\n{max}")), schema(), Box::new(out.clone()))
+            console_to(&spec(&format!("id = 'show'\nkind = 'console'\n{max}")), schema(), Box::new(out.clone()), false)
                 .unwrap_or_else(|e| panic!("{e}"));
         for batch in batches {
             sink.write(batch).unwrap_or_else(|e| panic!("{e}"));
@@ -281,5 +326,22 @@ mod tests {
                 "{body}: {message}"
             );
         }
+    }
+
+    #[test]
+    fn streaming_console_prints_rows_as_they_arrive() {
+        let out = Captured::default();
+        let spec = spec("id = 'show'\nkind = 'console'\nmax_rows = 3");
+        let mut sink = console_to(&spec, schema(), Box::new(out.clone()), true).unwrap_or_else(|e| panic!("{e}"));
+        sink.write(&batch(0..2)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(out.text().contains("| 1  | n1   |"), "{}", out.text());
+        assert_eq!(sink.pre_commit(1).unwrap_or_else(|e| panic!("{e}")), serde_json::Value::Null);
+        sink.write(&batch(2..6)).unwrap_or_else(|e| panic!("{e}"));
+        let text = out.text();
+        assert!(text.contains("| 2  | n2   |") && !text.contains("n3"), "{text}");
+        let report = sink.commit().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(report.rows, 6);
+        assert!(out.text().ends_with("… 3 more rows\n"), "{}", out.text());
+        assert_eq!(blackhole().pre_commit(1).unwrap_or_else(|e| panic!("{e}")), serde_json::Value::Null);
     }
 }

@@ -1,0 +1,498 @@
+//! The subtasks of a running job: sources, operators and sinks, each one
+//! tokio task, and what each does at a checkpoint.
+//!
+//! At a checkpoint (see ARCHITECTURE.md, "Checkpoints"): a source records its
+//! position and forwards the barrier; an operator writes its keyed state
+//! (a delta, or a full snapshot now and then), its guest's own snapshot and,
+//! in unaligned mode, the in-flight batches it processed between the snapshot
+//! and the last barrier; a sink pre-commits. Each then acknowledges to its
+//! region's coordinator. A subtask that ends reports `Done` with what a
+//! restart needs to know about it, and counts as acknowledging every later
+//! checkpoint with that.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow_array::RecordBatch;
+use flumen_state::StateFile;
+use flumen_types::FailureAction;
+use flumen_wasm::{CallError, OpenContext, OperatorFactory, OperatorInstance, StateHandle};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::EngineError;
+use crate::connector::{SinkWriter, SourceReader};
+use crate::gate::{GateEvent, InputGate};
+use crate::metrics::NodeMetrics;
+use crate::router::Router;
+
+/// What a finished subtask hands back to the driver.
+pub(crate) enum Finished {
+    Done,
+    /// A sink of a job without checkpoints: the driver commits it once the whole job succeeded.
+    Sink(Box<dyn SinkWriter>),
+}
+
+/// A subtask's report to its region's coordinator.
+#[derive(Debug)]
+pub(crate) enum TaskMsg {
+    Ack { checkpoint: u64, participant: String, files: Vec<StateFile>, meta: Value },
+    Done { participant: String, files: Vec<StateFile>, meta: Value },
+}
+
+/// A subtask's link to its region's coordinator, when the job checkpoints.
+#[derive(Debug, Clone)]
+pub(crate) struct TaskCkpt {
+    pub(crate) participant: String,
+    pub(crate) to_coordinator: mpsc::UnboundedSender<TaskMsg>,
+    /// Where this region's checkpoint files go.
+    pub(crate) files_dir: PathBuf,
+}
+
+impl TaskCkpt {
+    fn ack(&self, checkpoint: u64, files: Vec<StateFile>, meta: Value) {
+        // A coordinator that is gone has stopped the region; nothing to tell.
+        let _ = self.to_coordinator.send(TaskMsg::Ack { checkpoint, participant: self.participant.clone(), files, meta });
+    }
+
+    fn done(&self, files: Vec<StateFile>, meta: Value) {
+        let _ = self.to_coordinator.send(TaskMsg::Done { participant: self.participant.clone(), files, meta });
+    }
+
+    /// A file name for this participant: ids may hold any character.
+    fn file_name(&self, what: &str, checkpoint: u64, ext: &str) -> String {
+        format!("{what}-{}-{checkpoint:012}.{ext}", safe_name(&self.participant))
+    }
+}
+
+/// `id[3]` → a name safe in every file system, distinct for distinct ids.
+pub(crate) fn safe_name(s: &str) -> String {
+    let clean: String =
+        s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    let changed = clean.chars().zip(s.chars()).filter(|(a, b)| a != b).count() > 0 || clean.len() != s.len();
+    let clean = clean.trim_matches('_').to_string();
+    if changed {
+        use sha2::Digest;
+        let h = sha2::Sha256::digest(s.as_bytes());
+        format!("{clean}-{}", hex::encode(&h[..4]))
+    } else {
+        clean
+    }
+}
+
+/// What a participant's entry in the restored manifest says.
+#[derive(Debug, Clone)]
+pub(crate) struct Restore {
+    pub(crate) dir: PathBuf,
+    pub(crate) files: Vec<StateFile>,
+    pub(crate) meta: Value,
+}
+
+impl Restore {
+    fn finished(&self) -> bool {
+        self.meta.get("finished").and_then(Value::as_bool).unwrap_or(false)
+    }
+
+    fn file(&self, name: &str) -> Result<&StateFile, EngineError> {
+        self.files
+            .iter()
+            .find(|f| f.name == name)
+            .ok_or_else(|| EngineError::Checkpoint(format!("the manifest names `{name}` but does not describe it")))
+    }
+
+    fn names(&self, key: &str) -> Vec<String> {
+        self.meta
+            .get(key)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+            .unwrap_or_default()
+    }
+
+    /// The in-flight batches stored with this participant, per input port.
+    fn inflight(&self) -> Result<Vec<(u32, RecordBatch)>, EngineError> {
+        let mut out = Vec::new();
+        let Some(list) = self.meta.get("inflight").and_then(Value::as_array) else { return Ok(out) };
+        for entry in list {
+            let port = entry.get("port").and_then(Value::as_u64).unwrap_or(0) as u32;
+            let name = entry.get("file").and_then(Value::as_str).unwrap_or_default();
+            let bytes = read_verified(&self.dir, self.file(name)?)?;
+            for b in crate::inflight::decode(&bytes).map_err(|e| EngineError::Checkpoint(format!("{name}: {e}")))? {
+                out.push((port, b));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Reads a checkpoint file after checking its size and digest.
+fn read_verified(dir: &Path, f: &StateFile) -> Result<Vec<u8>, EngineError> {
+    flumen_state::verify_file(dir, f).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+    std::fs::read(dir.join(&f.name)).map_err(|e| EngineError::Checkpoint(format!("{}: {e}", dir.join(&f.name).display())))
+}
+
+/// In-flight batches of an unaligned checkpoint, per port, written as one file per port.
+fn write_inflight(
+    ck: &TaskCkpt,
+    checkpoint: u64,
+    recorded: &mut Vec<(u32, RecordBatch)>,
+) -> Result<(Vec<StateFile>, Vec<Value>), EngineError> {
+    let mut files = Vec::new();
+    let mut entries = Vec::new();
+    let mut ports: Vec<u32> = recorded.iter().map(|(p, _)| *p).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    for port in ports {
+        let batches: Vec<RecordBatch> = recorded.iter().filter(|(p, _)| *p == port).map(|(_, b)| b.clone()).collect();
+        let bytes = crate::inflight::encode(&batches).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+        let name = ck.file_name(&format!("inflight{port}"), checkpoint, "arrow");
+        let file = tokio::task::block_in_place(|| {
+            flumen_state::write_file_durably(&ck.files_dir, &name, &bytes, checkpoint)
+        })
+        .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+        entries.push(json!({ "port": port, "file": file.name }));
+        files.push(file);
+    }
+    recorded.clear();
+    Ok((files, entries))
+}
+
+// ---- sources ----
+
+pub(crate) struct SourceTask {
+    pub(crate) reader: Box<dyn SourceReader>,
+    pub(crate) router: Router,
+    pub(crate) metrics: Arc<NodeMetrics>,
+    /// Barrier injections from the coordinator, with the link back to it.
+    pub(crate) ckpt: Option<(TaskCkpt, mpsc::UnboundedReceiver<u64>)>,
+}
+
+impl SourceTask {
+    pub(crate) async fn run(mut self, restore: Option<Restore>) -> Result<Finished, EngineError> {
+        if let Some(r) = restore
+            && let Some(pos) = r.meta.get("position")
+        {
+            let reader = &mut self.reader;
+            tokio::task::block_in_place(|| reader.seek(pos)).map_err(EngineError::Connector)?;
+        }
+        loop {
+            if let Some((ck, cmds)) = &mut self.ckpt {
+                while let Ok(n) = cmds.try_recv() {
+                    ck.ack(n, Vec::new(), json!({ "position": self.reader.position() }));
+                    self.router.barrier(n).await?;
+                }
+            }
+            let t = Instant::now();
+            let reader = &mut self.reader;
+            let next = tokio::task::block_in_place(|| reader.next_batch()).map_err(EngineError::Connector)?;
+            NodeMetrics::add(&self.metrics.busy_ns, t.elapsed().as_nanos() as u64);
+            match next {
+                Some(batch) => self.router.send(batch).await?,
+                None => break,
+            }
+        }
+        self.router.end().await;
+        if let Some((ck, _)) = &self.ckpt {
+            ck.done(Vec::new(), json!({ "position": self.reader.position(), "finished": true }));
+        }
+        Ok(Finished::Done)
+    }
+}
+
+// ---- sinks ----
+
+pub(crate) struct SinkTask {
+    pub(crate) writer: Box<dyn SinkWriter>,
+    pub(crate) metrics: Arc<NodeMetrics>,
+    pub(crate) ckpt: Option<TaskCkpt>,
+}
+
+impl SinkTask {
+    pub(crate) async fn run(mut self, mut gate: InputGate, restore: Option<Restore>) -> Result<Finished, EngineError> {
+        let mut last_barrier = 0;
+        if let Some(r) = &restore {
+            last_barrier = r.meta.get("checkpoint").and_then(Value::as_u64).unwrap_or(0);
+            if r.finished() {
+                // Everything this subtask wrote is in the restored checkpoint.
+                while let Some(ev) = gate.next().await {
+                    if let GateEvent::Batch { .. } = ev {
+                        return Err(EngineError::Checkpoint(
+                            "a sink restored as finished received data; the checkpoint does not match this job".into(),
+                        ));
+                    }
+                }
+                if let Some(ck) = &self.ckpt {
+                    ck.done(r.files.clone(), r.meta.clone());
+                }
+                return Ok(Finished::Done);
+            }
+            for (_, batch) in r.inflight()? {
+                self.write(&batch)?;
+            }
+        }
+        let mut pending: Option<Value> = None;
+        let mut recorded: Vec<(u32, RecordBatch)> = Vec::new();
+        while let Some(event) = gate.next().await {
+            match event {
+                GateEvent::Batch { port, batch, record } => {
+                    if record.is_some() {
+                        recorded.push((port, batch.clone()));
+                    }
+                    self.write(&batch)?;
+                }
+                GateEvent::Watermark(_) => {}
+                GateEvent::Snapshot { checkpoint } => {
+                    let writer = &mut self.writer;
+                    let p = tokio::task::block_in_place(|| writer.pre_commit(checkpoint))
+                        .map_err(EngineError::Connector)?;
+                    fail::fail_point!("sink::after-pre-commit", |_| std::process::abort());
+                    pending = Some(p);
+                    last_barrier = checkpoint;
+                }
+                GateEvent::Complete { checkpoint } => {
+                    let Some(ck) = &self.ckpt else { continue };
+                    let (files, inflight) = write_inflight(ck, checkpoint, &mut recorded)?;
+                    let meta = json!({ "pending": pending.take().unwrap_or(Value::Null), "inflight": inflight, "checkpoint": checkpoint });
+                    ck.ack(checkpoint, files, meta);
+                }
+            }
+        }
+        match self.ckpt {
+            None => Ok(Finished::Sink(self.writer)),
+            Some(ck) => {
+                // The last transaction is named after the barrier that would
+                // come next; no other transaction of this subtask can have it.
+                let id = last_barrier + 1;
+                let writer = &mut self.writer;
+                let p = tokio::task::block_in_place(|| writer.pre_commit(id)).map_err(EngineError::Connector)?;
+                ck.done(Vec::new(), json!({ "pending": p, "finished": true, "checkpoint": id }));
+                Ok(Finished::Done)
+            }
+        }
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), EngineError> {
+        NodeMetrics::add(&self.metrics.rows_in, batch.num_rows() as u64);
+        NodeMetrics::add(&self.metrics.batches_in, 1);
+        let t = Instant::now();
+        let writer = &mut self.writer;
+        tokio::task::block_in_place(|| writer.write(batch)).map_err(EngineError::Connector)?;
+        NodeMetrics::add(&self.metrics.busy_ns, t.elapsed().as_nanos() as u64);
+        Ok(())
+    }
+}
+
+// ---- operators ----
+
+pub(crate) struct OperatorTask {
+    pub(crate) factory: OperatorFactory,
+    pub(crate) ctx: OpenContext,
+    pub(crate) instance: OperatorInstance,
+    pub(crate) policy: flumen_types::FailurePolicy,
+    pub(crate) metrics: Arc<NodeMetrics>,
+    pub(crate) ckpt: Option<TaskCkpt>,
+    /// The state files a restore would need now: a full snapshot, then deltas.
+    pub(crate) chain: Vec<StateFile>,
+}
+
+impl OperatorTask {
+    fn state(&self) -> Option<&StateHandle> {
+        self.ctx.state.as_ref()
+    }
+
+    /// Brings state, guest memory and in-flight batches back to the restored checkpoint.
+    async fn restore(
+        &mut self,
+        restore: Option<&Restore>,
+        router: &mut Router,
+    ) -> Result<bool, EngineError> {
+        let Some(r) = restore else {
+            if let Some(state) = self.state() {
+                crate::state::with_store(state, |s| s.clear()).map_err(EngineError::Checkpoint)?;
+            }
+            return Ok(false);
+        };
+        if r.finished() {
+            return Ok(true);
+        }
+        let chain: Vec<StateFile> =
+            r.names("state").iter().map(|n| r.file(n).cloned()).collect::<Result<_, _>>()?;
+        if let Some(state) = self.ctx.state.clone() {
+            let dir = r.dir.clone();
+            let c = chain.clone();
+            tokio::task::block_in_place(|| crate::state::with_store(&state, |s| s.restore(&dir, &c)))
+                .map_err(EngineError::Checkpoint)?;
+        } else if !chain.is_empty() {
+            return Err(EngineError::Checkpoint(format!(
+                "{}: the checkpoint holds keyed state, but the operator is no longer granted `state`",
+                self.ctx.operator_id
+            )));
+        }
+        self.chain = chain;
+        if let Some(name) = r.meta.get("guest").and_then(Value::as_str) {
+            let bytes = read_verified(&r.dir, r.file(name)?)?;
+            self.instance.restore(&bytes).await.map_err(EngineError::Operator)?;
+        }
+        for (port, batch) in r.inflight()? {
+            if let Some(out) = self.process(port, &batch, router).await? {
+                for b in out {
+                    router.send(b).await?;
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut gate: InputGate,
+        mut router: Router,
+        restore: Option<Restore>,
+    ) -> Result<Finished, EngineError> {
+        if self.restore(restore.as_ref(), &mut router).await? {
+            // It had finished before the checkpoint: its inputs only end.
+            while gate.next().await.is_some() {}
+            router.end().await;
+            if let (Some(ck), Some(r)) = (&self.ckpt, &restore) {
+                ck.done(Vec::new(), r.meta.clone());
+            }
+            return Ok(Finished::Done);
+        }
+        let mut pending: Option<(Vec<StateFile>, Value)> = None;
+        let mut recorded: Vec<(u32, RecordBatch)> = Vec::new();
+        while let Some(event) = gate.next().await {
+            match event {
+                GateEvent::Batch { port, batch, record } => {
+                    if record.is_some() {
+                        recorded.push((port, batch.clone()));
+                    }
+                    NodeMetrics::add(&self.metrics.rows_in, batch.num_rows() as u64);
+                    NodeMetrics::add(&self.metrics.batches_in, 1);
+                    if let Some(out) = self.process(port, &batch, &mut router).await? {
+                        for b in out {
+                            router.send(b).await?;
+                        }
+                    }
+                }
+                GateEvent::Watermark(w) => router.watermark(w).await?,
+                GateEvent::Snapshot { checkpoint } => {
+                    pending = Some(self.snapshot(checkpoint).await?);
+                    router.barrier(checkpoint).await?;
+                }
+                GateEvent::Complete { checkpoint } => {
+                    let Some(ck) = &self.ckpt else { continue };
+                    let (mut files, mut meta) = pending.take().unwrap_or_default();
+                    let (inflight_files, inflight) = write_inflight(ck, checkpoint, &mut recorded)?;
+                    files.extend(inflight_files);
+                    if let Value::Object(m) = &mut meta {
+                        m.insert("inflight".into(), Value::Array(inflight));
+                    }
+                    ck.ack(checkpoint, files, meta);
+                }
+            }
+        }
+        let t = Instant::now();
+        let before = self.instance.boundary_bytes();
+        let result = self.instance.finish().await;
+        self.account(t, before);
+        let out = result.map_err(|e| {
+            NodeMetrics::add(&self.metrics.failures, 1);
+            EngineError::Operator(e)
+        })?;
+        for b in out {
+            router.send(b).await?;
+        }
+        router.end().await;
+        if let Some(ck) = &self.ckpt {
+            ck.done(Vec::new(), json!({ "finished": true }));
+        }
+        Ok(Finished::Done)
+    }
+
+    /// Writes this subtask's part of checkpoint `checkpoint`: its keyed state
+    /// (a delta, or a full snapshot when the chain has grown long) and the
+    /// guest's own snapshot. Returns the files a restore needs and their roles.
+    async fn snapshot(&mut self, checkpoint: u64) -> Result<(Vec<StateFile>, Value), EngineError> {
+        let Some(ck) = self.ckpt.clone() else { return Ok(Default::default()) };
+        if let Some(state) = self.ctx.state.clone() {
+            let full = flumen_state::should_write_full(&self.chain);
+            let dir = ck.files_dir.clone();
+            let written =
+                tokio::task::block_in_place(|| crate::state::with_store(&state, |s| s.snapshot(&dir, checkpoint, full)))
+                    .map_err(EngineError::Checkpoint)?;
+            if let Some(f) = written {
+                if f.full {
+                    self.chain.clear();
+                }
+                self.chain.push(f);
+            }
+        }
+        let mut files = self.chain.clone();
+        let mut meta = json!({ "state": self.chain.iter().map(|f| f.name.clone()).collect::<Vec<_>>() });
+        if self.instance.has_snapshot() {
+            let bytes = self.instance.save().await.map_err(EngineError::Operator)?.unwrap_or_default();
+            if !bytes.is_empty() {
+                let name = ck.file_name("guest", checkpoint, "bin");
+                let f = tokio::task::block_in_place(|| {
+                    flumen_state::write_file_durably(&ck.files_dir, &name, &bytes, checkpoint)
+                })
+                .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+                meta["guest"] = Value::String(f.name.clone());
+                files.push(f);
+            }
+        }
+        Ok((files, meta))
+    }
+
+    /// One batch under the failure policy: `Some(outputs)` on success, `None`
+    /// if it was dead-lettered.
+    async fn process(
+        &mut self,
+        port: u32,
+        batch: &RecordBatch,
+        router: &mut Router,
+    ) -> Result<Option<Vec<RecordBatch>>, EngineError> {
+        let mut attempt = 0;
+        loop {
+            let t = Instant::now();
+            let before = self.instance.boundary_bytes();
+            let result = self.instance.process(port, batch).await;
+            self.account(t, before);
+            let error = match result {
+                Ok(out) => return Ok(Some(out)),
+                Err(e) => e,
+            };
+            NodeMetrics::add(&self.metrics.failures, 1);
+            tracing::warn!(operator = %error.operator, attempt, "{}", error.message);
+            // The instance is poisoned: replace it before anything else.
+            self.instance = self.factory.instantiate(&self.ctx).await.map_err(EngineError::Operator)?;
+            if attempt < self.policy.retries {
+                attempt += 1;
+                NodeMetrics::add(&self.metrics.retries, 1);
+                continue;
+            }
+            return match self.policy.then {
+                FailureAction::Fail => Err(EngineError::Operator(with_attempts(error, attempt))),
+                FailureAction::DeadLetter => {
+                    NodeMetrics::add(&self.metrics.dead_lettered_rows, batch.num_rows() as u64);
+                    router.dead_letter(batch, &error).await?;
+                    Ok(None)
+                }
+            };
+        }
+    }
+
+    fn account(&self, started: Instant, before: flumen_wasm::BoundaryBytes) {
+        let after = self.instance.boundary_bytes();
+        NodeMetrics::add(&self.metrics.busy_ns, started.elapsed().as_nanos() as u64);
+        NodeMetrics::add(&self.metrics.guest_bytes_in, after.bytes_in.saturating_sub(before.bytes_in));
+        NodeMetrics::add(&self.metrics.guest_bytes_out, after.bytes_out.saturating_sub(before.bytes_out));
+    }
+}
+
+fn with_attempts(mut e: CallError, retries: u32) -> CallError {
+    if retries > 0 {
+        e.message = format!("{} (after {retries} retries on fresh instances)", e.message);
+    }
+    e
+}

@@ -1,0 +1,591 @@
+//! The working copy of keyed state: one fjall keyspace per operator, one key prefix per subtask,
+//! change tracking, and snapshot/restore of a subtask through snapshot files.
+//!
+//! # Key layout
+//!
+//! ```text
+//! fjall key = subtask: u32 BE · kind: u8 · name_len: u16 BE · name · key_len: u16 BE · key · suffix
+//!   kind 'v' value state   suffix = (none)
+//!   kind 'l' list item     suffix = seq: u64 BE   (appends take increasing seqs: list order)
+//!   kind 'm' map entry     suffix = field          (prefix scans return fields in byte order)
+//! ```
+//!
+//! Lengths make the layout prefix-free: the entries of one list or map are exactly the keys that
+//! start with `subtask · kind · name · key`, and no other name or key can share that prefix.
+//! The longest key is 4 + 1 + 2 + 256 + 2 + 16 KiB + 16 KiB, under fjall's 65,535-byte limit.
+//!
+//! # Change tracking
+//!
+//! Each subtask keeps the set of fjall keys it wrote or deleted since its last snapshot. A delta
+//! snapshot reads their current values (absent: a tombstone), so its cost is proportional to the
+//! changes. The set belongs to the subtask, not to the handle: dropping an [`OperatorState`] parks
+//! it in the [`StateStore`] and the next [`StateStore::operator`] call for that subtask takes it
+//! back; two live handles for one subtask are refused, since each would miss the other's changes.
+
+use std::cell::RefCell;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use sha2::{Digest, Sha256};
+
+use crate::durable::{DurableFile, io_error, verify_file};
+use crate::format::{Header, Record, SnapshotReader, SnapshotWriter};
+use crate::{STATE_KEY_BYTES_MAX, STATE_NAME_BYTES_MAX, STATE_VALUE_BYTES_MAX, StateError, StateFile};
+
+const KIND_VALUE: u8 = b'v';
+const KIND_LIST: u8 = b'l';
+const KIND_MAP: u8 = b'm';
+const SUBTASK_BYTES: usize = 4;
+const LIST_SEQ_BYTES: usize = 8;
+/// Longest key without its subtask prefix: what a snapshot record may hold.
+const RELATIVE_KEY_BYTES_MAX: usize = 1 + 2 + STATE_NAME_BYTES_MAX + 2 + 2 * STATE_KEY_BYTES_MAX;
+const _: () =
+    assert!(SUBTASK_BYTES + RELATIVE_KEY_BYTES_MAX <= u16::MAX as usize, "fjall keys are at most 65535 bytes");
+const _: () = assert!(STATE_NAME_BYTES_MAX <= STATE_KEY_BYTES_MAX && STATE_KEY_BYTES_MAX <= u16::MAX as usize);
+/// Writes per fjall batch while clearing or restoring, and bytes: bounds the memory a batch holds.
+const BATCH_ENTRIES_MAX: usize = 4096;
+const BATCH_BYTES_MAX: usize = 8 << 20;
+
+/// The keyed state of one job process: a fjall database holding every operator's state.
+///
+/// A cheap handle (`Clone`, `Send`, `Sync`); each subtask takes its own [`OperatorState`].
+#[derive(Clone)]
+pub struct StateStore {
+    inner: Arc<StoreInner>,
+}
+
+struct StoreInner {
+    db: Database,
+    dir: PathBuf,
+    /// Change tracking of every subtask that has been opened, by (keyspace, subtask).
+    subtasks: Mutex<HashMap<(String, u32), Slot>>,
+}
+
+enum Slot {
+    /// An [`OperatorState`] holds the subtask's tracking.
+    InUse,
+    /// The handle was dropped; its tracking waits for the next one.
+    Parked(Tracking),
+}
+
+/// What a subtask remembers between snapshots.
+#[derive(Default)]
+struct Tracking {
+    /// Full fjall keys written or deleted since the last snapshot.
+    changed: HashSet<Box<[u8]>>,
+    /// The seq of the next list append: above every list item of the subtask.
+    next_list_seq: u64,
+    /// Bytes of every snapshot file this subtask wrote.
+    snapshot_bytes: u64,
+}
+
+impl StateStore {
+    /// Opens (creating) the working fjall database at `dir`.
+    ///
+    /// The working copy is scratch: recovery rebuilds it from checkpoint files, so it is never
+    /// fsynced, and any state a previous process left in `dir` is dropped here. fjall locks the
+    /// directory, so a second process opening the same `dir` fails instead of sharing it.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        std::fs::create_dir_all(dir).map_err(|e| io_error(dir, &e))?;
+        let store_error = |e: fjall::Error| StateError::Store(format!("{}: {e}", dir.display()));
+        let db = Database::builder(dir).manual_journal_persist(true).open().map_err(store_error)?;
+        for name in db.list_keyspace_names() {
+            let keyspace = db.keyspace(&name, keyspace_options).map_err(store_error)?;
+            db.delete_keyspace(keyspace).map_err(store_error)?;
+        }
+        let subtasks = Mutex::new(HashMap::new());
+        Ok(Self { inner: Arc::new(StoreInner { db, dir: dir.to_owned(), subtasks }) })
+    }
+
+    /// State of subtask `subtask` of operator `operator_id`: one fjall keyspace per operator;
+    /// subtasks' entries are separated by a subtask prefix inside it.
+    ///
+    /// At most one handle per subtask lives at a time (a second is [`StateError::Store`]); a
+    /// handle opened after an earlier one was dropped continues its change tracking.
+    pub fn operator(&self, operator_id: &str, subtask: u32) -> Result<OperatorState, StateError> {
+        let keyspace_name = keyspace_name(operator_id);
+        let keyspace = self
+            .inner
+            .db
+            .keyspace(&keyspace_name, keyspace_options)
+            .map_err(|e| StateError::Store(format!("keyspace of operator {operator_id:?}: {e}")))?;
+        let tracking = {
+            let mut subtasks = self.inner.subtasks.lock().unwrap_or_else(PoisonError::into_inner);
+            match subtasks.entry((keyspace_name.clone(), subtask)) {
+                Entry::Vacant(slot) => {
+                    slot.insert(Slot::InUse);
+                    Tracking::default()
+                }
+                Entry::Occupied(mut slot) => match std::mem::replace(slot.get_mut(), Slot::InUse) {
+                    Slot::Parked(tracking) => tracking,
+                    Slot::InUse => {
+                        return Err(StateError::Store(format!(
+                            "state of {operator_id}[{subtask}] is already held by another handle"
+                        )));
+                    }
+                },
+            }
+        };
+        Ok(OperatorState {
+            store: Arc::clone(&self.inner),
+            keyspace,
+            file_stem: format!("{keyspace_name}-s{subtask}"),
+            keyspace_name,
+            operator_id: operator_id.to_owned(),
+            subtask,
+            tracking,
+            scratch: RefCell::new(Vec::new()),
+        })
+    }
+}
+
+impl fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateStore").field("dir", &self.inner.dir).finish_non_exhaustive()
+    }
+}
+
+/// The keyed state of one operator subtask; owned by that subtask's task.
+///
+/// Every write records its key for the next [`Self::snapshot`]. Reads take `&self` and reuse one
+/// key buffer, so the hot path allocates only what fjall and the returned values need.
+pub struct OperatorState {
+    store: Arc<StoreInner>,
+    keyspace: Keyspace,
+    keyspace_name: String,
+    /// `<keyspace name>-s<subtask>`: unique per subtask, safe in file names.
+    file_stem: String,
+    operator_id: String,
+    subtask: u32,
+    tracking: Tracking,
+    /// The encoded key of the current call (reads need it behind `&self`).
+    scratch: RefCell<Vec<u8>>,
+}
+
+impl OperatorState {
+    pub fn value_get(&self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let mut buf = self.scratch.borrow_mut();
+        self.encode(&mut buf, KIND_VALUE, name, key, &[])?;
+        Ok(self.keyspace.get(&buf[..]).map_err(fjall_error)?.map(|v| v.to_vec()))
+    }
+
+    pub fn value_get_many(&self, name: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
+        let mut buf = self.scratch.borrow_mut();
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            self.encode(&mut buf, KIND_VALUE, name, key, &[])?;
+            values.push(self.keyspace.get(&buf[..]).map_err(fjall_error)?.map(|v| v.to_vec()));
+        }
+        Ok(values)
+    }
+
+    pub fn value_set(&mut self, name: &str, key: &[u8], value: &[u8]) -> Result<(), StateError> {
+        check_value(value)?;
+        let buf = self.scratch.get_mut();
+        encode_key(buf, self.subtask, KIND_VALUE, name, key, &[])?;
+        track(&mut self.tracking.changed, buf);
+        self.keyspace.insert(&buf[..], value).map_err(fjall_error)
+    }
+
+    /// Sets every entry in one fjall batch.
+    pub fn value_set_many(&mut self, name: &str, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StateError> {
+        for (_, value) in entries {
+            check_value(value)?;
+        }
+        let buf = self.scratch.get_mut();
+        let mut batch = self.store.db.batch();
+        for (key, value) in entries {
+            encode_key(buf, self.subtask, KIND_VALUE, name, key, &[])?;
+            track(&mut self.tracking.changed, buf);
+            batch.insert(&self.keyspace, &buf[..], &value[..]);
+        }
+        batch.commit().map_err(fjall_error)
+    }
+
+    pub fn value_delete(&mut self, name: &str, key: &[u8]) -> Result<(), StateError> {
+        let buf = self.scratch.get_mut();
+        encode_key(buf, self.subtask, KIND_VALUE, name, key, &[])?;
+        track(&mut self.tracking.changed, buf);
+        self.keyspace.remove(&buf[..]).map_err(fjall_error)
+    }
+
+    /// The items of a list, in append order.
+    pub fn list_get(&self, name: &str, key: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
+        let mut buf = self.scratch.borrow_mut();
+        self.encode(&mut buf, KIND_LIST, name, key, &[])?;
+        let mut items = Vec::new();
+        for guard in self.keyspace.prefix(&buf[..]) {
+            items.push(guard.value().map_err(fjall_error)?.to_vec());
+        }
+        Ok(items)
+    }
+
+    /// Appends an item: one fjall insert under a fresh seq, whatever the list's length.
+    pub fn list_append(&mut self, name: &str, key: &[u8], item: &[u8]) -> Result<(), StateError> {
+        check_value(item)?;
+        let seq = self.tracking.next_list_seq;
+        let buf = self.scratch.get_mut();
+        encode_key(buf, self.subtask, KIND_LIST, name, key, &seq.to_be_bytes())?;
+        self.tracking.next_list_seq =
+            seq.checked_add(1).ok_or_else(|| StateError::Limit("list seqs exhausted".into()))?;
+        track(&mut self.tracking.changed, buf);
+        self.keyspace.insert(&buf[..], item).map_err(fjall_error)
+    }
+
+    pub fn list_clear(&mut self, name: &str, key: &[u8]) -> Result<(), StateError> {
+        // The prefix lives in the scratch buffer, moved out while `remove_prefix` borrows `self`.
+        let mut prefix = std::mem::take(self.scratch.get_mut());
+        let removed = encode_key(&mut prefix, self.subtask, KIND_LIST, name, key, &[])
+            .and_then(|()| self.remove_prefix(&prefix, true));
+        *self.scratch.get_mut() = prefix;
+        removed
+    }
+
+    pub fn map_get(&self, name: &str, key: &[u8], field: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        let mut buf = self.scratch.borrow_mut();
+        self.encode(&mut buf, KIND_MAP, name, key, field)?;
+        Ok(self.keyspace.get(&buf[..]).map_err(fjall_error)?.map(|v| v.to_vec()))
+    }
+
+    pub fn map_put(&mut self, name: &str, key: &[u8], field: &[u8], value: &[u8]) -> Result<(), StateError> {
+        check_value(value)?;
+        let buf = self.scratch.get_mut();
+        encode_key(buf, self.subtask, KIND_MAP, name, key, field)?;
+        track(&mut self.tracking.changed, buf);
+        self.keyspace.insert(&buf[..], value).map_err(fjall_error)
+    }
+
+    pub fn map_remove(&mut self, name: &str, key: &[u8], field: &[u8]) -> Result<(), StateError> {
+        let buf = self.scratch.get_mut();
+        encode_key(buf, self.subtask, KIND_MAP, name, key, field)?;
+        track(&mut self.tracking.changed, buf);
+        self.keyspace.remove(&buf[..]).map_err(fjall_error)
+    }
+
+    /// The entries of a map, ordered by field bytes.
+    #[allow(clippy::type_complexity, reason = "(field, value) pairs read plainly in this signature")]
+    pub fn map_entries(&self, name: &str, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        let mut buf = self.scratch.borrow_mut();
+        self.encode(&mut buf, KIND_MAP, name, key, &[])?;
+        let mut entries = Vec::new();
+        for guard in self.keyspace.prefix(&buf[..]) {
+            let (k, v) = guard.into_inner().map_err(fjall_error)?;
+            let field = k.get(buf.len()..).unwrap_or_default();
+            entries.push((field.to_vec(), v.to_vec()));
+        }
+        Ok(entries)
+    }
+
+    /// Removes every entry of this subtask (before a restore). The removals are tracked, so the
+    /// next delta snapshot records them.
+    pub fn clear(&mut self) -> Result<(), StateError> {
+        self.remove_prefix(&self.subtask.to_be_bytes(), true)
+    }
+
+    /// Writes a snapshot file for checkpoint `checkpoint` into `dir` and fsyncs it (and `dir`).
+    ///
+    /// With `full` = false, a delta: the current value, or a tombstone, of every entry changed
+    /// since the previous snapshot (cost proportional to the changes); `None` when nothing
+    /// changed — no file is written, and the engine leaves this subtask's chain as it is. With
+    /// `full` = true, every entry of the subtask, always written (even when empty).
+    ///
+    /// The change set is cleared once the file is durable: from then on the file must stay in the
+    /// subtask's chain even if checkpoint `checkpoint` never completes (see the crate docs). The
+    /// file is named `c<checkpoint:012>-<operator>-s<subtask>-<delta|full>.state`.
+    pub fn snapshot(&mut self, dir: &Path, checkpoint: u64, full: bool) -> Result<Option<StateFile>, StateError> {
+        if !full && self.tracking.changed.is_empty() {
+            return Ok(None);
+        }
+        let name = crate::checkpoint_file_name(
+            checkpoint,
+            &format!("{}-{}.state", self.file_stem, if full { "full" } else { "delta" }),
+        );
+        let file = DurableFile::create(dir, &name)?;
+        let temp = file.temp_path().to_owned();
+        let io = |e: std::io::Error| io_error(&temp, &e);
+        let mut writer = SnapshotWriter::new(file, Header { full, checkpoint }).map_err(io)?;
+        let mut records = 0usize;
+        if full {
+            for guard in self.keyspace.prefix(self.subtask.to_be_bytes()) {
+                let (k, v) = guard.into_inner().map_err(fjall_error)?;
+                writer.put(relative(&k), &v).map_err(io)?;
+                records += 1;
+            }
+        } else {
+            let mut keys: Vec<&[u8]> = self.tracking.changed.iter().map(|k| &k[..]).collect();
+            keys.sort_unstable();
+            for key in keys {
+                match self.keyspace.get(key).map_err(fjall_error)? {
+                    Some(v) => writer.put(relative(key), &v).map_err(io)?,
+                    None => writer.tombstone(relative(key)).map_err(io)?,
+                }
+                records += 1;
+            }
+        }
+        let (bytes, sha256) = writer.finish().map_err(io)?.commit()?;
+        self.tracking.changed.clear();
+        self.tracking.snapshot_bytes += bytes;
+        tracing::debug!(operator = %self.operator_id, subtask = self.subtask, checkpoint, full, records, bytes, "state snapshot");
+        Ok(Some(StateFile { name, bytes, sha256, full, checkpoint }))
+    }
+
+    /// Clears this subtask's entries and applies `chain` in order (a full snapshot, then deltas).
+    ///
+    /// Every file's size and SHA-256 are verified before anything is cleared; a mismatch, a chain
+    /// not starting with a full snapshot, or a file whose header disagrees with its description
+    /// is [`StateError::Corrupt`] naming the file. The change set is cleared. If applying fails
+    /// part-way the subtask's state is unspecified: restore again (or clear) before using it.
+    pub fn restore(&mut self, dir: &Path, chain: &[StateFile]) -> Result<(), StateError> {
+        for f in chain {
+            verify_file(dir, f)?;
+        }
+        if let Some(first) = chain.first().filter(|f| !f.full) {
+            let message = "a restore chain must start with a full snapshot".to_owned();
+            return Err(StateError::Corrupt { path: dir.join(&first.name), message });
+        }
+        self.remove_prefix(&self.subtask.to_be_bytes(), false)?;
+        for f in chain {
+            self.apply(dir, f)?;
+        }
+        self.tracking.changed.clear();
+        Ok(())
+    }
+
+    /// Entries changed since the last snapshot (for metrics).
+    pub fn pending_changes(&self) -> usize {
+        self.tracking.changed.len()
+    }
+
+    /// Bytes of every snapshot file this subtask has written (for metrics).
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.tracking.snapshot_bytes
+    }
+
+    fn encode(&self, buf: &mut Vec<u8>, kind: u8, name: &str, key: &[u8], suffix: &[u8]) -> Result<(), StateError> {
+        encode_key(buf, self.subtask, kind, name, key, suffix)
+    }
+
+    /// Removes every entry whose fjall key starts with `prefix`, in bounded batches.
+    fn remove_prefix(&mut self, prefix: &[u8], track_removals: bool) -> Result<(), StateError> {
+        let mut batch = self.store.db.batch();
+        for guard in self.keyspace.prefix(prefix) {
+            let key = guard.key().map_err(fjall_error)?;
+            if track_removals {
+                track(&mut self.tracking.changed, &key);
+            }
+            batch.remove(&self.keyspace, key);
+            if batch.len() >= BATCH_ENTRIES_MAX {
+                std::mem::replace(&mut batch, self.store.db.batch()).commit().map_err(fjall_error)?;
+            }
+        }
+        batch.commit().map_err(fjall_error)
+    }
+
+    /// Applies one verified snapshot file on top of the current state.
+    fn apply(&mut self, dir: &Path, f: &StateFile) -> Result<(), StateError> {
+        let path = dir.join(&f.name);
+        let file = File::open(&path).map_err(|e| io_error(&path, &e))?;
+        let input = BufReader::with_capacity(256 * 1024, file);
+        let (mut reader, header) = SnapshotReader::new(input, &path, RELATIVE_KEY_BYTES_MAX)?;
+        let corrupt = |message: String| StateError::Corrupt { path: path.clone(), message };
+        if header != (Header { full: f.full, checkpoint: f.checkpoint }) {
+            return Err(corrupt(format!(
+                "header says full={} checkpoint={}, the manifest says full={} checkpoint={}",
+                header.full, header.checkpoint, f.full, f.checkpoint
+            )));
+        }
+        let mut batch = self.store.db.batch();
+        let mut batch_bytes = 0usize;
+        let mut key = Vec::new();
+        while let Some(record) = reader.next_record()? {
+            let list_seq = parse_relative_key(&reader.key).map_err(|m| corrupt(format!("record key: {m}")))?;
+            if let Some(seq) = list_seq {
+                self.tracking.next_list_seq = self.tracking.next_list_seq.max(seq.saturating_add(1));
+            }
+            key.clear();
+            key.extend_from_slice(&self.subtask.to_be_bytes());
+            key.extend_from_slice(&reader.key);
+            match record {
+                Record::Put => {
+                    batch_bytes += key.len() + reader.value.len();
+                    batch.insert(&self.keyspace, &key[..], &reader.value[..]);
+                }
+                Record::Tombstone if header.full => return Err(corrupt("a tombstone in a full snapshot".to_owned())),
+                Record::Tombstone => {
+                    batch_bytes += key.len();
+                    batch.remove(&self.keyspace, &key[..]);
+                }
+            }
+            if batch.len() >= BATCH_ENTRIES_MAX || batch_bytes >= BATCH_BYTES_MAX {
+                std::mem::replace(&mut batch, self.store.db.batch()).commit().map_err(fjall_error)?;
+                batch_bytes = 0;
+            }
+        }
+        batch.commit().map_err(fjall_error)
+    }
+}
+
+impl Drop for OperatorState {
+    fn drop(&mut self) {
+        let tracking = std::mem::take(&mut self.tracking);
+        let mut subtasks = self.store.subtasks.lock().unwrap_or_else(PoisonError::into_inner);
+        subtasks.insert((std::mem::take(&mut self.keyspace_name), self.subtask), Slot::Parked(tracking));
+    }
+}
+
+impl fmt::Debug for OperatorState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OperatorState")
+            .field("operator", &self.operator_id)
+            .field("subtask", &self.subtask)
+            .field("pending_changes", &self.tracking.changed.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn keyspace_options() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().manual_journal_persist(true)
+}
+
+/// A fjall keyspace name for any operator id: its safe characters (at most 40), for people
+/// reading the directory, then 128 bits of its SHA-256, for uniqueness. Also used in file names.
+fn keyspace_name(operator_id: &str) -> String {
+    let readable: String = operator_id
+        .chars()
+        .take(40)
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' })
+        .collect();
+    let digest = Sha256::digest(operator_id.as_bytes());
+    format!("op-{readable}-{}", hex::encode(&digest[..16]))
+}
+
+/// Encodes a fjall key (see the module docs) into `buf`, checking the limits.
+fn encode_key(
+    buf: &mut Vec<u8>,
+    subtask: u32,
+    kind: u8,
+    name: &str,
+    key: &[u8],
+    suffix: &[u8],
+) -> Result<(), StateError> {
+    if name.len() > STATE_NAME_BYTES_MAX {
+        return Err(StateError::Limit(format!(
+            "state name of {} bytes is longer than {STATE_NAME_BYTES_MAX} bytes",
+            name.len()
+        )));
+    }
+    if key.len() > STATE_KEY_BYTES_MAX {
+        return Err(StateError::Limit(format!(
+            "key of {} bytes is longer than {STATE_KEY_BYTES_MAX} bytes",
+            key.len()
+        )));
+    }
+    if suffix.len() > STATE_KEY_BYTES_MAX {
+        return Err(StateError::Limit(format!(
+            "map field of {} bytes is longer than {STATE_KEY_BYTES_MAX} bytes",
+            suffix.len()
+        )));
+    }
+    buf.clear();
+    buf.extend_from_slice(&subtask.to_be_bytes());
+    buf.push(kind);
+    // Both lengths fit in u16: checked above, and asserted for the limits at compile time.
+    buf.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    buf.extend_from_slice(key);
+    buf.extend_from_slice(suffix);
+    Ok(())
+}
+
+/// Checks a relative key read from a snapshot file; returns the seq of a list item.
+fn parse_relative_key(key: &[u8]) -> Result<Option<u64>, String> {
+    let (&kind, rest) = key.split_first().ok_or("empty")?;
+    let (name, rest) = split_len_prefixed(rest, STATE_NAME_BYTES_MAX).ok_or("bad name")?;
+    std::str::from_utf8(name).map_err(|_| "name is not UTF-8")?;
+    let (_, suffix) = split_len_prefixed(rest, STATE_KEY_BYTES_MAX).ok_or("bad key")?;
+    match kind {
+        KIND_VALUE if suffix.is_empty() => Ok(None),
+        KIND_LIST => match <[u8; LIST_SEQ_BYTES]>::try_from(suffix) {
+            Ok(seq) => Ok(Some(u64::from_be_bytes(seq))),
+            Err(_) => Err("bad list seq".to_owned()),
+        },
+        KIND_MAP if suffix.len() <= STATE_KEY_BYTES_MAX => Ok(None),
+        _ => Err(format!("bad kind {kind:#04x} or suffix")),
+    }
+}
+
+fn split_len_prefixed(bytes: &[u8], max: usize) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = bytes.split_first_chunk::<2>()?;
+    let len = usize::from(u16::from_be_bytes(*len));
+    if len > max {
+        return None;
+    }
+    rest.split_at_checked(len)
+}
+
+fn check_value(value: &[u8]) -> Result<(), StateError> {
+    if value.len() > STATE_VALUE_BYTES_MAX {
+        return Err(StateError::Limit(format!(
+            "value of {} bytes is larger than {STATE_VALUE_BYTES_MAX} bytes",
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Records a changed key; allocates only the first time a key changes between snapshots.
+fn track(changed: &mut HashSet<Box<[u8]>>, key: &[u8]) {
+    if !changed.contains(key) {
+        changed.insert(key.into());
+    }
+}
+
+/// A fjall key without its subtask prefix.
+fn relative(key: &[u8]) -> &[u8] {
+    key.get(SUBTASK_BYTES..).unwrap_or_default()
+}
+
+fn fjall_error(e: fjall::Error) -> StateError {
+    StateError::Store(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyspace_names_are_valid_and_distinct() {
+        let names: Vec<String> = ["count", "count ", "a/b", "ünïcødé", "x".repeat(1000).as_str(), ""]
+            .iter()
+            .map(|id| keyspace_name(id))
+            .collect();
+        for name in &names {
+            assert!(name.len() <= 80, "{name}");
+            assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'), "{name}");
+        }
+        let distinct: HashSet<_> = names.iter().collect();
+        assert_eq!(distinct.len(), names.len());
+        assert!(names[0].starts_with("op-count-"));
+    }
+
+    #[test]
+    fn relative_keys_parse_back() {
+        let mut buf = Vec::new();
+        encode_key(&mut buf, 3, KIND_LIST, "n", b"k", &9u64.to_be_bytes()).unwrap();
+        assert_eq!(parse_relative_key(relative(&buf)), Ok(Some(9)));
+        encode_key(&mut buf, 3, KIND_MAP, "n", b"k", b"field").unwrap();
+        assert_eq!(parse_relative_key(relative(&buf)), Ok(None));
+        encode_key(&mut buf, 3, KIND_VALUE, "n", b"k", &[]).unwrap();
+        assert_eq!(parse_relative_key(relative(&buf)), Ok(None));
+        assert!(parse_relative_key(&relative(&buf)[..4]).is_err());
+        buf.push(0);
+        assert!(parse_relative_key(relative(&buf)).is_err(), "a value key has no suffix");
+    }
+}

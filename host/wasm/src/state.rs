@@ -1,0 +1,253 @@
+//! The `state` capability: host functions that give a guest keyed and
+//! operator-wide state, backed by whatever store the engine plugs in.
+//!
+//! The wasm crate does not know where state lives (the engine backs it with
+//! fjall); it only checks what a guest passes against the limits below before
+//! the backend sees it, and turns every failure into a WIT `error` the guest
+//! can handle, never a trap of the host.
+
+use std::sync::{Arc, Mutex};
+
+use wasmtime::StoreContextMut;
+use wasmtime::component::LinkerInstance;
+
+use crate::abi::{WitError, WitErrorKind};
+use crate::instance::HostState;
+
+/// Longest state name a guest may use.
+pub const STATE_NAME_BYTES_MAX: usize = 256;
+/// Longest key or map field a guest may use.
+pub const STATE_KEY_BYTES_MAX: usize = 64 * 1024;
+/// Largest value or list item a guest may store.
+pub const STATE_VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Most keys or entries in one `*-many` call.
+pub const STATE_BATCH_MAX: usize = 1 << 20;
+
+/// Why a state operation failed, as the guest will see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateFault {
+    /// A limit was crossed (the guest can do something about it); otherwise internal.
+    pub limit: bool,
+    pub message: String,
+}
+
+impl StateFault {
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self { limit: false, message: message.into() }
+    }
+}
+
+/// One subtask's state, as the engine provides it. Every method is called
+/// with arguments already checked against the limits of this module.
+pub trait StateBackend: Send + 'static {
+    /// The backend itself, so its owner can reach its concrete type (to snapshot it).
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
+    fn value_get(&mut self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateFault>;
+    fn value_get_many(&mut self, name: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StateFault>;
+    fn value_set(&mut self, name: &str, key: &[u8], value: &[u8]) -> Result<(), StateFault>;
+    fn value_set_many(&mut self, name: &str, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StateFault>;
+    fn value_delete(&mut self, name: &str, key: &[u8]) -> Result<(), StateFault>;
+    fn list_get(&mut self, name: &str, key: &[u8]) -> Result<Vec<Vec<u8>>, StateFault>;
+    fn list_append(&mut self, name: &str, key: &[u8], item: &[u8]) -> Result<(), StateFault>;
+    fn list_clear(&mut self, name: &str, key: &[u8]) -> Result<(), StateFault>;
+    fn map_get(&mut self, name: &str, key: &[u8], field: &[u8]) -> Result<Option<Vec<u8>>, StateFault>;
+    fn map_put(&mut self, name: &str, key: &[u8], field: &[u8], value: &[u8]) -> Result<(), StateFault>;
+    fn map_remove(&mut self, name: &str, key: &[u8], field: &[u8]) -> Result<(), StateFault>;
+    fn map_entries(&mut self, name: &str, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateFault>;
+}
+
+/// A subtask's state, shared by the engine (which snapshots and restores it
+/// at checkpoints) and the instance that reads and writes it. A replacement
+/// instance (after a retry) gets the same handle.
+#[derive(Clone)]
+pub struct StateHandle(pub Arc<Mutex<Box<dyn StateBackend>>>);
+
+impl StateHandle {
+    pub fn new(backend: Box<dyn StateBackend>) -> Self {
+        Self(Arc::new(Mutex::new(backend)))
+    }
+
+    /// Runs `f` on the backend. A poisoned lock (a panic while holding it)
+    /// is reported as a fault, not propagated.
+    pub fn with<T>(&self, f: impl FnOnce(&mut dyn StateBackend) -> Result<T, StateFault>) -> Result<T, StateFault> {
+        let mut guard = self.0.lock().map_err(|_| StateFault::internal("state store lock poisoned"))?;
+        f(guard.as_mut())
+    }
+}
+
+impl std::fmt::Debug for StateHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StateHandle")
+    }
+}
+
+type Ret<T> = wasmtime::Result<(Result<T, WitError>,)>;
+
+fn to_wit(f: StateFault) -> WitError {
+    WitError { kind: if f.limit { WitErrorKind::Limit } else { WitErrorKind::Internal }, message: f.message }
+}
+
+fn limit(message: String) -> StateFault {
+    StateFault { limit: true, message }
+}
+
+fn check_name(name: &str) -> Result<(), StateFault> {
+    if name.len() > STATE_NAME_BYTES_MAX {
+        return Err(limit(format!("state name of {} bytes (at most {STATE_NAME_BYTES_MAX})", name.len())));
+    }
+    Ok(())
+}
+
+fn check_key(what: &str, key: &[u8]) -> Result<(), StateFault> {
+    if key.len() > STATE_KEY_BYTES_MAX {
+        return Err(limit(format!("state {what} of {} bytes (at most {STATE_KEY_BYTES_MAX})", key.len())));
+    }
+    Ok(())
+}
+
+fn check_value(value: &[u8]) -> Result<(), StateFault> {
+    if value.len() > STATE_VALUE_BYTES_MAX {
+        return Err(limit(format!("state value of {} bytes (at most {STATE_VALUE_BYTES_MAX})", value.len())));
+    }
+    Ok(())
+}
+
+fn check_count(n: usize) -> Result<(), StateFault> {
+    if n > STATE_BATCH_MAX {
+        return Err(limit(format!("{n} entries in one state call (at most {STATE_BATCH_MAX})")));
+    }
+    Ok(())
+}
+
+/// Runs one state call: checks, then the backend; the outcome goes back to the guest.
+fn call<T>(
+    store: &StoreContextMut<'_, HostState>,
+    f: impl FnOnce(&mut dyn StateBackend) -> Result<T, StateFault>,
+) -> Ret<T> {
+    let outcome = match store.data().state() {
+        Some(handle) => handle.with(f),
+        None => Err(StateFault::internal("this instance has no state store (the job runs without one)")),
+    };
+    Ok((outcome.map_err(to_wit),))
+}
+
+/// Links `flumen:dataflow/state` into `instance`.
+pub(crate) fn link(instance: &mut LinkerInstance<'_, HostState>) -> wasmtime::Result<()> {
+    instance.func_wrap("value-get", |store: StoreContextMut<'_, HostState>, (name, key): (String, Vec<u8>)| {
+        call(&store, |s| {
+            check_name(&name)?;
+            check_key("key", &key)?;
+            s.value_get(&name, &key)
+        })
+    })?;
+    instance.func_wrap(
+        "value-get-many",
+        |store: StoreContextMut<'_, HostState>, (name, keys): (String, Vec<Vec<u8>>)| {
+            call(&store, |s| {
+                check_name(&name)?;
+                check_count(keys.len())?;
+                keys.iter().try_for_each(|k| check_key("key", k))?;
+                s.value_get_many(&name, &keys)
+            })
+        },
+    )?;
+    instance.func_wrap(
+        "value-set",
+        |store: StoreContextMut<'_, HostState>, (name, key, value): (String, Vec<u8>, Vec<u8>)| {
+            call(&store, |s| {
+                check_name(&name)?;
+                check_key("key", &key)?;
+                check_value(&value)?;
+                s.value_set(&name, &key, &value)
+            })
+        },
+    )?;
+    instance.func_wrap(
+        "value-set-many",
+        |store: StoreContextMut<'_, HostState>, (name, entries): (String, Vec<(Vec<u8>, Vec<u8>)>)| {
+            call(&store, |s| {
+                check_name(&name)?;
+                check_count(entries.len())?;
+                entries.iter().try_for_each(|(k, v)| {
+                    check_key("key", k)?;
+                    check_value(v)
+                })?;
+                s.value_set_many(&name, &entries)
+            })
+        },
+    )?;
+    instance.func_wrap("value-delete", |store: StoreContextMut<'_, HostState>, (name, key): (String, Vec<u8>)| {
+        call(&store, |s| {
+            check_name(&name)?;
+            check_key("key", &key)?;
+            s.value_delete(&name, &key)
+        })
+    })?;
+    instance.func_wrap("list-get", |store: StoreContextMut<'_, HostState>, (name, key): (String, Vec<u8>)| {
+        call(&store, |s| {
+            check_name(&name)?;
+            check_key("key", &key)?;
+            s.list_get(&name, &key)
+        })
+    })?;
+    instance.func_wrap(
+        "list-append",
+        |store: StoreContextMut<'_, HostState>, (name, key, item): (String, Vec<u8>, Vec<u8>)| {
+            call(&store, |s| {
+                check_name(&name)?;
+                check_key("key", &key)?;
+                check_value(&item)?;
+                s.list_append(&name, &key, &item)
+            })
+        },
+    )?;
+    instance.func_wrap("list-clear", |store: StoreContextMut<'_, HostState>, (name, key): (String, Vec<u8>)| {
+        call(&store, |s| {
+            check_name(&name)?;
+            check_key("key", &key)?;
+            s.list_clear(&name, &key)
+        })
+    })?;
+    instance.func_wrap(
+        "map-get",
+        |store: StoreContextMut<'_, HostState>, (name, key, field): (String, Vec<u8>, Vec<u8>)| {
+            call(&store, |s| {
+                check_name(&name)?;
+                check_key("key", &key)?;
+                check_key("map field", &field)?;
+                s.map_get(&name, &key, &field)
+            })
+        },
+    )?;
+    instance.func_wrap(
+        "map-put",
+        |store: StoreContextMut<'_, HostState>, (name, key, field, value): (String, Vec<u8>, Vec<u8>, Vec<u8>)| {
+            call(&store, |s| {
+                check_name(&name)?;
+                check_key("key", &key)?;
+                check_key("map field", &field)?;
+                check_value(&value)?;
+                s.map_put(&name, &key, &field, &value)
+            })
+        },
+    )?;
+    instance.func_wrap(
+        "map-remove",
+        |store: StoreContextMut<'_, HostState>, (name, key, field): (String, Vec<u8>, Vec<u8>)| {
+            call(&store, |s| {
+                check_name(&name)?;
+                check_key("key", &key)?;
+                check_key("map field", &field)?;
+                s.map_remove(&name, &key, &field)
+            })
+        },
+    )?;
+    instance.func_wrap("map-entries", |store: StoreContextMut<'_, HostState>, (name, key): (String, Vec<u8>)| {
+        call(&store, |s| {
+            check_name(&name)?;
+            check_key("key", &key)?;
+            s.map_entries(&name, &key)
+        })
+    })?;
+    Ok(())
+}

@@ -1,0 +1,485 @@
+//! Exactly-once under faults: SIGKILL at random moments, a crash at each step
+//! of two-phase commit, regional failover, unaligned checkpoints under
+//! backpressure, damaged checkpoint files, and stop-then-resume.
+//!
+//! Every job reads `(key, seq)` rows from a generator (`key = row % K`,
+//! `seq = row / K`), counts rows per key in host state (`keyed-counter`) and
+//! writes JSONL part files that become visible only when their checkpoint
+//! completes. The oracle reads the committed parts and counts `lost`,
+//! `duplicated`, `out_of_order`, `unexpected` and `wrong_count` (a count that
+//! is not `seq + 1` means state was lost or applied twice).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+
+use crate::common::{Job, engine};
+
+const KEYS: u64 = 16;
+
+/// A generator → keyed-counter → JSONL job with checkpoints.
+fn counting_job(rows: u64, rate: u64, extra_checkpoint: &str, counter_config: &str, operator_p: u32) -> Job {
+    Job::new(&format!(
+        r#"
+[job]
+name = "exactly-once"
+batch_rows = 20
+channel_capacity = 4
+
+[checkpoint]
+interval_ms = 80
+dir = "ck"
+retain = 2
+{extra_checkpoint}
+
+[restart]
+attempts = 5
+delay_ms = 20
+
+[[source]]
+id = "gen"
+kind = "generator"
+parallelism = 1
+rows = {rows}
+rows_per_second = {rate}
+columns = [
+  {{ name = "key", gen = "modulo", modulus = {KEYS} }},
+  {{ name = "seq", gen = "divide", divisor = {KEYS} }},
+]
+
+[[operator]]
+id = "count"
+plugin = "{{guest:keyed-counter}}"
+parallelism = {operator_p}
+capabilities = ["log", "state"]
+inputs = [{{ from = "gen", partition = "hash", keys = ["key"] }}]
+config = {{ key = "key" {counter_config} }}
+
+[[sink]]
+id = "out"
+kind = "jsonl"
+path = "out"
+parallelism = {operator_p}
+inputs = ["count"]
+"#
+    ))
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Oracle {
+    rows: u64,
+    lost: u64,
+    duplicated: u64,
+    out_of_order: u64,
+    unexpected: u64,
+    wrong_count: u64,
+    /// Files in the output directory that are not committed part files.
+    uncommitted_visible: u64,
+}
+
+impl Oracle {
+    fn clean(&self) -> bool {
+        self.lost + self.duplicated + self.out_of_order + self.unexpected + self.wrong_count + self.uncommitted_visible
+            == 0
+    }
+}
+
+/// Checks the committed output of `out_dir` against rows `0..rows`.
+/// `ordered`: each key's rows come from one source subtask, so per-key order
+/// and `count == seq + 1` must hold; otherwise only that each key's counts
+/// are exactly `1..=n`.
+fn check(out_dir: &Path, rows: u64, prefix: &str, ordered: bool) -> Oracle {
+    let mut o = Oracle::default();
+    let mut parts: Vec<PathBuf> = Vec::new();
+    for entry in std::fs::read_dir(out_dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with('.') && entry.file_type().unwrap().is_dir() {
+            continue; // staging, invisible to readers by convention
+        }
+        if name.starts_with("part-") && name.ends_with(".jsonl") {
+            parts.push(entry.path());
+        } else {
+            o.uncommitted_visible += 1;
+        }
+    }
+    parts.sort();
+    let mut seen: HashSet<(i64, i64)> = HashSet::new();
+    let mut last: BTreeMap<i64, i64> = BTreeMap::new();
+    let mut counts: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for p in parts {
+        for line in std::fs::read_to_string(&p).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let (key, seq, count) =
+                (v["key"].as_i64().unwrap(), v["seq"].as_i64().unwrap(), v["count"].as_i64().unwrap());
+            o.rows += 1;
+            if (key as u64) >= KEYS || (seq as u64) * KEYS + key as u64 >= rows {
+                o.unexpected += 1;
+                continue;
+            }
+            if !seen.insert((key, seq)) {
+                o.duplicated += 1;
+                continue;
+            }
+            if ordered {
+                if last.get(&key).is_some_and(|&l| seq <= l) {
+                    o.out_of_order += 1;
+                }
+                last.insert(key, seq);
+                if count != seq + 1 {
+                    o.wrong_count += 1;
+                }
+            }
+            counts.entry(key).or_default().push(count);
+        }
+    }
+    if !ordered {
+        for (_, mut c) in counts {
+            c.sort_unstable();
+            o.wrong_count += c.iter().enumerate().filter(|(i, v)| **v != *i as i64 + 1).count() as u64;
+        }
+    }
+    o.lost = rows.saturating_sub(seen.len() as u64);
+    if !o.clean() {
+        eprintln!("{prefix}: oracle {o:?}");
+    }
+    o
+}
+
+fn flumen(job: &Job, resume: bool) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flumen"));
+    cmd.arg("run").arg("--quiet");
+    if resume {
+        cmd.arg("--resume");
+    }
+    cmd.arg(&job.path)
+        .env("FLUMEN_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"))
+        .env_remove("FLUMEN_FAILPOINTS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn finish(child: Child, what: &str) -> (i32, String) {
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), format!("{what}:\n{text}"))
+}
+
+/// Runs with `--resume` until the job completes by itself (bounded).
+fn resume_to_completion(job: &Job) -> String {
+    for _ in 0..5 {
+        let (code, text) = finish(flumen(job, true).spawn().unwrap(), "resume");
+        if code == 0 {
+            return text;
+        }
+        assert_ne!(code, 2, "resume refused: {text}");
+        eprintln!("resume attempt ended with {code}: {text}");
+    }
+    panic!("the job did not complete after 5 resumes");
+}
+
+/// ≥ 20 SIGKILLs at random moments across seeds; after resume and drain the
+/// oracle counts nothing lost, duplicated or out of order.
+#[test]
+fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
+    let seeds: u64 = std::env::var("FLUMEN_KILL_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let rows = 4000;
+    let mut kills = 0;
+    for seed in 0..seeds {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+        let job = counting_job(rows, 2500, "", "", 2);
+        let mut resume = false;
+        let mut completed = false;
+        for _ in 0..8 {
+            let mut child = flumen(&job, resume).spawn().unwrap();
+            let wait = Duration::from_millis(rng.random_range(150..900));
+            let start = Instant::now();
+            while start.elapsed() < wait {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if child.try_wait().unwrap().is_some() {
+                let (code, text) = finish(child, "run");
+                assert_eq!(code, 0, "seed {seed}: {text}");
+                completed = true;
+                break;
+            }
+            child.kill().unwrap(); // SIGKILL
+            let _ = child.wait();
+            kills += 1;
+            resume = true;
+        }
+        if !completed {
+            resume_to_completion(&job);
+        }
+        let o = check(&job.file("out"), rows, &format!("seed {seed}"), true);
+        assert!(o.clean(), "seed {seed} (replay with FLUMEN_KILL_SEEDS): {o:?}");
+        assert_eq!(o.rows, rows, "seed {seed}");
+    }
+    assert!(kills >= 4 * seeds, "only {kills} kills happened: the job ran too fast to be killed");
+}
+
+/// A crash (abort) at each step of two-phase commit, each on the 1st, 2nd
+/// and 3rd checkpoint: after resume nothing is lost or duplicated.
+#[test]
+fn a_crash_at_each_step_of_two_phase_commit_is_recovered() {
+    let points = [
+        "sink::after-pre-commit",
+        "checkpoint::before-manifest",
+        "checkpoint::after-manifest",
+        "checkpoint::during-commit",
+        "checkpoint::after-commit",
+    ];
+    let rows = 2000;
+    for point in points {
+        for pass in 0..3 {
+            let job = counting_job(rows, 4000, "", "", 2);
+            let actions = if pass == 0 { "return".to_string() } else { format!("{pass}*off->return") };
+            let child = flumen(&job, false).env("FLUMEN_FAILPOINTS", format!("{point}={actions}")).spawn().unwrap();
+            let (code, text) = finish(child, point);
+            assert_ne!(code, 0, "{point} pass {pass}: the fail point never fired\n{text}");
+            resume_to_completion(&job);
+            let o = check(&job.file("out"), rows, &format!("{point} pass {pass}"), true);
+            assert!(o.clean() && o.rows == rows, "{point} pass {pass}: {o:?}");
+        }
+    }
+}
+
+/// Three independent regions; a guest trap in one restarts only that region.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_restarts_only_its_own_region() {
+    let mut text = String::from(
+        r#"
+[job]
+name = "regions"
+batch_rows = 20
+
+[checkpoint]
+interval_ms = 50
+dir = "ck"
+
+[restart]
+attempts = 3
+delay_ms = 10
+"#,
+    );
+    for (r, trap) in [("a", ""), ("b", ""), ("c", ", trap_after_rows = 1500")] {
+        text.push_str(&format!(
+            r#"
+[[source]]
+id = "gen_{r}"
+kind = "generator"
+rows = 2000
+rows_per_second = 4000
+columns = [
+  {{ name = "key", gen = "modulo", modulus = {KEYS} }},
+  {{ name = "seq", gen = "divide", divisor = {KEYS} }},
+]
+
+[[operator]]
+id = "count_{r}"
+plugin = "{{guest:keyed-counter}}"
+capabilities = ["log", "state"]
+inputs = ["gen_{r}"]
+config = {{ key = "key"{trap} }}
+
+[[sink]]
+id = "out_{r}"
+kind = "jsonl"
+path = "out_{r}"
+inputs = ["count_{r}"]
+"#
+        ));
+    }
+    let job = Job::new(&text);
+    let summary = job.run().await.expect("the job completes after restarting region c");
+    let restarts: BTreeMap<&str, u64> = summary.regions.iter().map(|r| (r.name.as_str(), r.restarts)).collect();
+    assert_eq!(restarts.len(), 3, "{restarts:?}");
+    for (name, n) in &restarts {
+        if name.contains("gen_c") {
+            assert!(*n >= 1, "region c must have restarted: {restarts:?}");
+        } else {
+            assert_eq!(*n, 0, "region {name} must not restart: {restarts:?}");
+        }
+    }
+    for r in ["a", "b", "c"] {
+        let o = check(&job.file(&format!("out_{r}")), 2000, r, true);
+        assert!(o.clean() && o.rows == 2000, "region {r}: {o:?}");
+    }
+    let plan = engine().prepare(&job.path).await.unwrap().describe();
+    assert_eq!(plan.matches("region").count() >= 3, true, "plan prints the regions:\n{plan}");
+}
+
+/// Unaligned checkpoints with tiny channels and a slow operator with two
+/// input channels per subtask: in-flight batches are stored, and a kill and
+/// resume restores them exactly once.
+#[test]
+fn unaligned_checkpoints_restore_in_flight_batches_exactly_once() {
+    let rows = 1600;
+    let job = Job::new(&format!(
+        r#"
+[job]
+name = "unaligned"
+batch_rows = 10
+channel_capacity = 1
+
+[checkpoint]
+interval_ms = 60
+dir = "ck"
+retain = 1000
+mode = "unaligned"
+
+[[source]]
+id = "gen"
+kind = "generator"
+parallelism = 2
+rows = {rows}
+rows_per_second = 1200
+columns = [
+  {{ name = "key", gen = "modulo", modulus = {KEYS} }},
+  {{ name = "seq", gen = "divide", divisor = {KEYS} }},
+]
+
+[[operator]]
+id = "count"
+plugin = "{{guest:keyed-counter}}"
+parallelism = 2
+capabilities = ["log", "state"]
+inputs = [{{ from = "gen", partition = "hash", keys = ["key"] }}]
+config = {{ key = "key", sleep_ms = 3 }}
+
+[[sink]]
+id = "out"
+kind = "jsonl"
+path = "out"
+parallelism = 2
+inputs = ["count"]
+"#
+    ));
+    let mut child = flumen(&job, false).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    if child.try_wait().unwrap().is_none() {
+        child.kill().unwrap();
+        let _ = child.wait();
+    }
+    resume_to_completion(&job);
+    let o = check(&job.file("out"), rows, "unaligned", false);
+    assert!(o.clean() && o.rows == rows, "{o:?}");
+    let manifests = manifests_text(&job.file("ck"));
+    assert!(manifests.contains("inflight0-") || manifests.contains("inflight1-"), "no checkpoint stored in-flight batches");
+}
+
+fn manifests_text(root: &Path) -> String {
+    let mut text = String::new();
+    for region in std::fs::read_dir(root).unwrap().flatten() {
+        if !region.file_type().unwrap().is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(region.path()).unwrap().flatten() {
+            if f.file_name().to_string_lossy().ends_with(".json") {
+                text.push_str(&std::fs::read_to_string(f.path()).unwrap());
+            }
+        }
+    }
+    text
+}
+
+/// A flipped bit or a truncation in the newest checkpoint's files is
+/// detected; recovery falls back to the previous checkpoint and the output
+/// is still exactly once.
+#[test]
+fn damaged_checkpoint_files_are_detected_and_skipped() {
+    for damage in ["flip", "truncate", "manifest"] {
+        let rows = 3000;
+        let job = counting_job(rows, 2500, "retain = 3", "", 1);
+        let mut child = flumen(&job, false).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        child.kill().unwrap();
+        let _ = child.wait();
+        // The newest manifest and a file it references.
+        let region = std::fs::read_dir(job.file("ck"))
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_type().unwrap().is_dir() && e.file_name() != "working")
+            .expect("a region directory")
+            .path();
+        let mut manifests: Vec<PathBuf> = std::fs::read_dir(&region)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        manifests.sort();
+        assert!(manifests.len() >= 2, "{damage}: need two checkpoints, have {manifests:?}");
+        let newest = manifests.last().unwrap().clone();
+        let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&newest).unwrap()).unwrap();
+        let victim = match damage {
+            "manifest" => newest.clone(),
+            _ => {
+                let name = m["participants"]["count[0]"]["files"][0]["name"].as_str().expect("a state file").to_string();
+                region.join("files").join(name)
+            }
+        };
+        let mut bytes = std::fs::read(&victim).unwrap();
+        match damage {
+            "truncate" => bytes.truncate(bytes.len() / 2),
+            _ => {
+                let i = bytes.len() / 2;
+                bytes[i] ^= 0x10;
+            }
+        }
+        std::fs::write(&victim, bytes).unwrap();
+        let text = resume_to_completion(&job);
+        assert!(text.contains("damaged checkpoint"), "{damage}: the damage was not reported:\n{text}");
+        let o = check(&job.file("out"), rows, damage, true);
+        assert!(o.clean() && o.rows == rows, "{damage}: {o:?}");
+    }
+}
+
+/// Ctrl-C stops a checkpointed job after a final checkpoint (exit 3);
+/// `--resume` finishes it; a plain rerun is refused while checkpoints exist.
+#[test]
+fn stop_then_resume_and_refuse_a_blind_rerun() {
+    let rows = 3000;
+    let job = counting_job(rows, 2500, "", "", 2);
+    let child = flumen(&job, false).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    let pid = child.id().to_string();
+    let status = Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(status.success());
+    let (code, text) = finish(child, "stop");
+    assert_eq!(code, 3, "{text}");
+    assert!(text.contains("--resume"), "{text}");
+    let partial = check(&job.file("out"), rows, "after stop", true);
+    assert!(partial.rows > 0 && partial.rows < rows, "stop should commit a prefix: {partial:?}");
+    assert_eq!(partial.duplicated + partial.out_of_order + partial.wrong_count, 0, "{partial:?}");
+
+    let (code, text) = finish(flumen(&job, false).spawn().unwrap(), "blind rerun");
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("--resume"), "{text}");
+
+    resume_to_completion(&job);
+    let o = check(&job.file("out"), rows, "resumed", true);
+    assert!(o.clean() && o.rows == rows, "{o:?}");
+}
+
+/// Guest-held state (the `snapshot` export) survives a kill: the counter
+/// keeps counts in its own memory and saves them at checkpoints.
+#[test]
+fn guest_snapshots_survive_a_kill() {
+    let rows = 3000;
+    let job = counting_job(rows, 2500, "", r#", mode = "memory""#, 2);
+    let mut child = flumen(&job, false).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    child.kill().unwrap();
+    let _ = child.wait();
+    resume_to_completion(&job);
+    let o = check(&job.file("out"), rows, "memory", true);
+    assert!(o.clean() && o.rows == rows, "{o:?}");
+}
