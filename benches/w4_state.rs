@@ -66,9 +66,8 @@ impl Rmw {
         let store = StateStore::open(&dir.join("rmw-store")).expect("state store");
         let mut state = store.operator("w4", 0).expect("operator state");
         let db = Database::builder(dir.join("rmw-raw")).manual_journal_persist(true).open().expect("raw fjall");
-        let raw = db
-            .keyspace("raw", || KeyspaceCreateOptions::default().manual_journal_persist(true))
-            .expect("raw keyspace");
+        let raw =
+            db.keyspace("raw", || KeyspaceCreateOptions::default().manual_journal_persist(true)).expect("raw keyspace");
         let zero = 0u64.to_le_bytes();
         for k in 0..HOT_KEYS {
             state.value_set(NAME, &k.to_be_bytes(), &zero).expect("preload");

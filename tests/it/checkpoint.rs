@@ -92,6 +92,11 @@ impl Oracle {
 /// and `count == seq + 1` must hold; otherwise only that each key's counts
 /// are exactly `1..=n`.
 fn check(out_dir: &Path, rows: u64, prefix: &str, ordered: bool) -> Oracle {
+    let expected: HashSet<(i64, i64)> = (0..rows).map(|r| ((r % KEYS) as i64, (r / KEYS) as i64)).collect();
+    check_against(out_dir, &expected, prefix, ordered)
+}
+
+fn check_against(out_dir: &Path, expected: &HashSet<(i64, i64)>, prefix: &str, ordered: bool) -> Oracle {
     let mut o = Oracle::default();
     let mut parts: Vec<PathBuf> = Vec::new();
     for entry in std::fs::read_dir(out_dir).unwrap() {
@@ -116,7 +121,7 @@ fn check(out_dir: &Path, rows: u64, prefix: &str, ordered: bool) -> Oracle {
             let (key, seq, count) =
                 (v["key"].as_i64().unwrap(), v["seq"].as_i64().unwrap(), v["count"].as_i64().unwrap());
             o.rows += 1;
-            if (key as u64) >= KEYS || (seq as u64) * KEYS + key as u64 >= rows {
+            if !expected.contains(&(key, seq)) {
                 o.unexpected += 1;
                 continue;
             }
@@ -142,7 +147,7 @@ fn check(out_dir: &Path, rows: u64, prefix: &str, ordered: bool) -> Oracle {
             o.wrong_count += c.iter().enumerate().filter(|(i, v)| **v != *i as i64 + 1).count() as u64;
         }
     }
-    o.lost = rows.saturating_sub(seen.len() as u64);
+    o.lost = (expected.len() as u64).saturating_sub(seen.len() as u64);
     if !o.clean() {
         eprintln!("{prefix}: oracle {o:?}");
     }
@@ -186,17 +191,17 @@ fn resume_to_completion(job: &Job) -> String {
 /// oracle counts nothing lost, duplicated or out of order.
 #[test]
 fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
-    let seeds: u64 = std::env::var("FLUMEN_KILL_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let seeds: u64 = std::env::var("FLUMEN_KILL_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(6);
     let rows = 4000;
     let mut kills = 0;
     for seed in 0..seeds {
         let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
-        let job = counting_job(rows, 2500, "", "", 2);
+        let job = counting_job(rows, 2000, "", "", 2);
         let mut resume = false;
         let mut completed = false;
         for _ in 0..8 {
             let mut child = flumen(&job, resume).spawn().unwrap();
-            let wait = Duration::from_millis(rng.random_range(150..900));
+            let wait = Duration::from_millis(rng.random_range(100..700));
             let start = Instant::now();
             while start.elapsed() < wait {
                 if child.try_wait().unwrap().is_some() {
@@ -222,7 +227,7 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         assert!(o.clean(), "seed {seed} (replay with FLUMEN_KILL_SEEDS): {o:?}");
         assert_eq!(o.rows, rows, "seed {seed}");
     }
-    assert!(kills >= 4 * seeds, "only {kills} kills happened: the job ran too fast to be killed");
+    assert!(kills >= 20.min(4 * seeds), "only {kills} kills happened: the job ran too fast to be killed");
 }
 
 /// A crash (abort) at each step of two-phase commit, each on the 1st, 2nd
@@ -316,63 +321,74 @@ inputs = ["count_{r}"]
     assert_eq!(plan.matches("region").count() >= 3, true, "plan prints the regions:\n{plan}");
 }
 
-/// Unaligned checkpoints with tiny channels and a slow operator with two
-/// input channels per subtask: in-flight batches are stored, and a kill and
-/// resume restores them exactly once.
+/// Unaligned checkpoints under backpressure: a fast source with a full
+/// channel and a slow one with an empty channel feed one slow operator, so
+/// the slow source's barrier arrives first and the fast source's queued
+/// batches become in-flight data of the checkpoint. A kill and resume
+/// restores them exactly once.
 #[test]
 fn unaligned_checkpoints_restore_in_flight_batches_exactly_once() {
-    let rows = 1600;
+    let (fast, slow) = (1600u64, 200u64);
     let job = Job::new(&format!(
         r#"
 [job]
 name = "unaligned"
 batch_rows = 10
-channel_capacity = 1
+channel_capacity = 4
 
 [checkpoint]
-interval_ms = 60
+interval_ms = 100
 dir = "ck"
 retain = 1000
 mode = "unaligned"
 
 [[source]]
-id = "gen"
+id = "fast"
 kind = "generator"
-parallelism = 2
-rows = {rows}
-rows_per_second = 1200
+rows = {fast}
+rows_per_second = 3000
 columns = [
   {{ name = "key", gen = "modulo", modulus = {KEYS} }},
   {{ name = "seq", gen = "divide", divisor = {KEYS} }},
 ]
 
+[[source]]
+id = "slow"
+kind = "generator"
+rows = {slow}
+rows_per_second = 100
+columns = [
+  {{ name = "key", gen = "sequence", start = 1000 }},
+  {{ name = "seq", gen = "divide", divisor = 1000000 }},
+]
+
 [[operator]]
 id = "count"
 plugin = "{{guest:keyed-counter}}"
-parallelism = 2
 capabilities = ["log", "state"]
-inputs = [{{ from = "gen", partition = "hash", keys = ["key"] }}]
-config = {{ key = "key", sleep_ms = 3 }}
+inputs = ["fast", "slow"]
+config = {{ key = "key", sleep_ms = 20 }}
 
 [[sink]]
 id = "out"
 kind = "jsonl"
 path = "out"
-parallelism = 2
 inputs = ["count"]
 "#
     ));
     let mut child = flumen(&job, false).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    std::thread::sleep(Duration::from_millis(1200));
     if child.try_wait().unwrap().is_none() {
         child.kill().unwrap();
         let _ = child.wait();
     }
     resume_to_completion(&job);
-    let o = check(&job.file("out"), rows, "unaligned", false);
-    assert!(o.clean() && o.rows == rows, "{o:?}");
+    let mut expected: HashSet<(i64, i64)> = (0..fast).map(|r| ((r % KEYS) as i64, (r / KEYS) as i64)).collect();
+    expected.extend((0..slow).map(|r| (1000 + r as i64, 0)));
+    let o = check_against(&job.file("out"), &expected, "unaligned", true);
+    assert!(o.clean() && o.rows == fast + slow, "{o:?}");
     let manifests = manifests_text(&job.file("ck"));
-    assert!(manifests.contains("inflight0-") || manifests.contains("inflight1-"), "no checkpoint stored in-flight batches");
+    assert!(manifests.contains("-inflight0-"), "no checkpoint stored in-flight batches");
 }
 
 fn manifests_text(root: &Path) -> String {
@@ -397,7 +413,7 @@ fn manifests_text(root: &Path) -> String {
 fn damaged_checkpoint_files_are_detected_and_skipped() {
     for damage in ["flip", "truncate", "manifest"] {
         let rows = 3000;
-        let job = counting_job(rows, 2500, "retain = 3", "", 1);
+        let job = counting_job(rows, 2500, "", "", 1);
         let mut child = flumen(&job, false).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(700));
         child.kill().unwrap();
@@ -422,8 +438,14 @@ fn damaged_checkpoint_files_are_detected_and_skipped() {
         let victim = match damage {
             "manifest" => newest.clone(),
             _ => {
-                let name = m["participants"]["count[0]"]["files"][0]["name"].as_str().expect("a state file").to_string();
-                region.join("files").join(name)
+                // A file only the newest checkpoint has (its state delta).
+                let m = &m["manifest"];
+                let files = m["participants"]["count[0]"]["files"].as_array().expect("state files");
+                let newest_file = files
+                    .iter()
+                    .find(|f| f["checkpoint"] == m["checkpoint"])
+                    .expect("a file written for the newest checkpoint");
+                region.join("files").join(newest_file["name"].as_str().unwrap())
             }
         };
         let mut bytes = std::fs::read(&victim).unwrap();

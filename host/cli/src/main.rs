@@ -184,7 +184,10 @@ async fn run(job: PathBuf, plugins: PluginArgs, quiet: bool, resume: bool) -> an
             Ok(ExitCode::from(130))
         }
         Err(EngineError::Stopped { checkpoint }) => {
-            eprintln!("stopped after checkpoint {checkpoint}; its output is committed. Continue with: flumen run --resume {}", job.display());
+            eprintln!(
+                "stopped after checkpoint {checkpoint}; its output is committed. Continue with: flumen run --resume {}",
+                job.display()
+            );
             Ok(ExitCode::from(3))
         }
         Err(e) => Ok(report(e)),

@@ -21,9 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_schema::SchemaRef;
-use flumen_dataflow::{
-    AlignmentMode, CoordAction, Coordinator, CoordinatorConfig, LogicalGraph, PhysicalPlan,
-};
+use flumen_dataflow::{AlignmentMode, CoordAction, Coordinator, CoordinatorConfig, LogicalGraph, PhysicalPlan};
 use flumen_state::{CheckpointStore, Manifest, Participant, StateFile, StateStore};
 use flumen_types::{NodeId, SubtaskId};
 use flumen_wasm::{OpenContext, OperatorFactory, OperatorInstance};
@@ -299,11 +297,8 @@ impl RegionSupervisor {
         let attempts = self.shared.spec.restart.attempts;
         let mut first = true;
         loop {
-            let restored = if self.shared.checkpoints.is_some() && (self.resume || !first) {
-                self.latest()?
-            } else {
-                None
-            };
+            let restored =
+                if self.shared.checkpoints.is_some() && (self.resume || !first) { self.latest()? } else { None };
             if first && let Some(m) = &restored {
                 tracing::info!(region = %self.name, checkpoint = m.checkpoint, "resuming from checkpoint");
             }
@@ -324,7 +319,11 @@ impl RegionSupervisor {
                         && !matches!(e, EngineError::Cancelled | EngineError::Stopped { .. });
                     if !restartable || restarts >= u64::from(attempts) {
                         if restartable && attempts > 0 {
-                            return Err(EngineError::Restarts { region: self.name.clone(), attempts, last: Box::new(e) });
+                            return Err(EngineError::Restarts {
+                                region: self.name.clone(),
+                                attempts,
+                                last: Box::new(e),
+                            });
                         }
                         return Err(e);
                     }
@@ -615,9 +614,7 @@ impl RegionSupervisor {
     }
 }
 
-fn flatten(
-    joined: Result<Result<Finished, EngineError>, tokio::task::JoinError>,
-) -> Result<Finished, EngineError> {
+fn flatten(joined: Result<Result<Finished, EngineError>, tokio::task::JoinError>) -> Result<Finished, EngineError> {
     match joined {
         Ok(r) => r,
         Err(e) if e.is_panic() => Err(EngineError::Internal(format!("a subtask panicked: {e}"))),

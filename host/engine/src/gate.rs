@@ -23,12 +23,20 @@ pub(crate) type Rx = mpsc::Receiver<Event<RecordBatch>>;
 pub(crate) enum GateEvent {
     /// A batch from input `port`; `record`: it is in-flight data of that
     /// unaligned checkpoint and must be stored with it as well as processed.
-    Batch { port: u32, batch: RecordBatch, record: Option<u64> },
+    Batch {
+        port: u32,
+        batch: RecordBatch,
+        record: Option<u64>,
+    },
     Watermark(i64),
     /// Snapshot state for `checkpoint` now, then forward its barrier.
-    Snapshot { checkpoint: u64 },
+    Snapshot {
+        checkpoint: u64,
+    },
     /// Every input delivered the barrier of `checkpoint` (or ended).
-    Complete { checkpoint: u64 },
+    Complete {
+        checkpoint: u64,
+    },
 }
 
 pub(crate) struct InputGate {
@@ -202,7 +210,9 @@ mod tests {
         let mut seen = Vec::new();
         for _ in 0..4 {
             seen.push(match gate.next().await.unwrap() {
-                GateEvent::Batch { batch, .. } => format!("b{}", batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0)),
+                GateEvent::Batch { batch, .. } => {
+                    format!("b{}", batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap().value(0))
+                }
                 GateEvent::Snapshot { checkpoint } => format!("s{checkpoint}"),
                 GateEvent::Complete { checkpoint } => format!("c{checkpoint}"),
                 GateEvent::Watermark(w) => format!("w{w}"),

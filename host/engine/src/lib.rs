@@ -26,8 +26,8 @@ use std::path::PathBuf;
 
 pub use arrow_array::RecordBatch;
 pub use arrow_schema::{Schema, SchemaRef};
-pub use flumen_wasm::{CallError, CallErrorKind, GuestErrorKind};
 pub use exec::RunOptions;
+pub use flumen_wasm::{CallError, CallErrorKind, GuestErrorKind};
 pub use metrics::{JobMetrics, JobSummary, NodeMetrics, NodeSummary, RegionMetrics, RegionSummary};
 pub use plan::{DEAD_LETTER_ERROR_COLUMN, DEAD_LETTER_OPERATOR_COLUMN, PreparedJob};
 pub use spec::{JobSpec, SpecError};

@@ -16,7 +16,6 @@ use crate::metrics::NodeMetrics;
 
 pub(crate) type Tx = mpsc::Sender<Event<RecordBatch>>;
 
-
 pub(crate) struct RouteEdge {
     pub(crate) partitioning: Partitioning,
     pub(crate) dead_letter: bool,
@@ -33,7 +32,11 @@ pub(crate) struct Router {
 }
 
 impl Router {
-    pub(crate) fn new(edges: Vec<RouteEdge>, schema: &SchemaRef, metrics: Arc<NodeMetrics>) -> Result<Self, EngineError> {
+    pub(crate) fn new(
+        edges: Vec<RouteEdge>,
+        schema: &SchemaRef,
+        metrics: Arc<NodeMetrics>,
+    ) -> Result<Self, EngineError> {
         let hash_columns = edges
             .iter()
             .map(|e| match &e.partitioning {

@@ -53,7 +53,8 @@ pub(crate) struct TaskCkpt {
 impl TaskCkpt {
     fn ack(&self, checkpoint: u64, files: Vec<StateFile>, meta: Value) {
         // A coordinator that is gone has stopped the region; nothing to tell.
-        let _ = self.to_coordinator.send(TaskMsg::Ack { checkpoint, participant: self.participant.clone(), files, meta });
+        let _ =
+            self.to_coordinator.send(TaskMsg::Ack { checkpoint, participant: self.participant.clone(), files, meta });
     }
 
     fn done(&self, files: Vec<StateFile>, meta: Value) {
@@ -62,7 +63,7 @@ impl TaskCkpt {
 
     /// A file name for this participant: ids may hold any character.
     fn file_name(&self, what: &str, checkpoint: u64, ext: &str) -> String {
-        format!("{what}-{}-{checkpoint:012}.{ext}", safe_name(&self.participant))
+        flumen_state::checkpoint_file_name(checkpoint, &format!("{what}-{}.{ext}", safe_name(&self.participant)))
     }
 }
 
@@ -128,7 +129,8 @@ impl Restore {
 /// Reads a checkpoint file after checking its size and digest.
 fn read_verified(dir: &Path, f: &StateFile) -> Result<Vec<u8>, EngineError> {
     flumen_state::verify_file(dir, f).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
-    std::fs::read(dir.join(&f.name)).map_err(|e| EngineError::Checkpoint(format!("{}: {e}", dir.join(&f.name).display())))
+    std::fs::read(dir.join(&f.name))
+        .map_err(|e| EngineError::Checkpoint(format!("{}: {e}", dir.join(&f.name).display())))
 }
 
 /// In-flight batches of an unaligned checkpoint, per port, written as one file per port.
@@ -146,10 +148,9 @@ fn write_inflight(
         let batches: Vec<RecordBatch> = recorded.iter().filter(|(p, _)| *p == port).map(|(_, b)| b.clone()).collect();
         let bytes = crate::inflight::encode(&batches).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
         let name = ck.file_name(&format!("inflight{port}"), checkpoint, "arrow");
-        let file = tokio::task::block_in_place(|| {
-            flumen_state::write_file_durably(&ck.files_dir, &name, &bytes, checkpoint)
-        })
-        .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+        let file =
+            tokio::task::block_in_place(|| flumen_state::write_file_durably(&ck.files_dir, &name, &bytes, checkpoint))
+                .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
         entries.push(json!({ "port": port, "file": file.name }));
         files.push(file);
     }
@@ -301,11 +302,7 @@ impl OperatorTask {
     }
 
     /// Brings state, guest memory and in-flight batches back to the restored checkpoint.
-    async fn restore(
-        &mut self,
-        restore: Option<&Restore>,
-        router: &mut Router,
-    ) -> Result<bool, EngineError> {
+    async fn restore(&mut self, restore: Option<&Restore>, router: &mut Router) -> Result<bool, EngineError> {
         let Some(r) = restore else {
             if let Some(state) = self.state() {
                 crate::state::with_store(state, |s| s.clear()).map_err(EngineError::Checkpoint)?;
@@ -315,8 +312,7 @@ impl OperatorTask {
         if r.finished() {
             return Ok(true);
         }
-        let chain: Vec<StateFile> =
-            r.names("state").iter().map(|n| r.file(n).cloned()).collect::<Result<_, _>>()?;
+        let chain: Vec<StateFile> = r.names("state").iter().map(|n| r.file(n).cloned()).collect::<Result<_, _>>()?;
         if let Some(state) = self.ctx.state.clone() {
             let dir = r.dir.clone();
             let c = chain.clone();
@@ -417,9 +413,10 @@ impl OperatorTask {
         if let Some(state) = self.ctx.state.clone() {
             let full = flumen_state::should_write_full(&self.chain);
             let dir = ck.files_dir.clone();
-            let written =
-                tokio::task::block_in_place(|| crate::state::with_store(&state, |s| s.snapshot(&dir, checkpoint, full)))
-                    .map_err(EngineError::Checkpoint)?;
+            let written = tokio::task::block_in_place(|| {
+                crate::state::with_store(&state, |s| s.snapshot(&dir, checkpoint, full))
+            })
+            .map_err(EngineError::Checkpoint)?;
             if let Some(f) = written {
                 if f.full {
                     self.chain.clear();

@@ -304,12 +304,12 @@ fn check_region(region: &str) -> Result<(), StateError> {
     let valid = !region.is_empty()
         && region.len() <= REGION_BYTES_MAX
         && !region.starts_with('.')
-        && region.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+        && region.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.+%~".contains(&b));
     if valid {
         Ok(())
     } else {
         Err(StateError::Limit(format!(
-            "region name {region:?} must be 1 to {REGION_BYTES_MAX} characters of [A-Za-z0-9._-], not starting with '.'"
+            "region name {region:?} must be 1 to {REGION_BYTES_MAX} characters of [A-Za-z0-9._+%~-], not starting with '.'"
         )))
     }
 }

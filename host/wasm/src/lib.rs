@@ -18,10 +18,11 @@ pub use instance::{
     BoundaryBytes, CAPABILITIES, Capabilities, GUEST_STDIO_BYTES_MAX, OpenContext, OperatorFactory, OperatorInstance,
     WIT_VERSION,
 };
-pub use state::{
-    STATE_BATCH_MAX, STATE_KEY_BYTES_MAX, STATE_NAME_BYTES_MAX, STATE_VALUE_BYTES_MAX, StateBackend, StateFault, StateHandle,
-};
 pub use runtime::{COMPILE_TIMEOUT, EPOCH_TICK, LoadedComponent, RuntimeConfig, WASM_STACK_BYTES_MAX, WasmRuntime};
+pub use state::{
+    STATE_BATCH_MAX, STATE_KEY_BYTES_MAX, STATE_NAME_BYTES_MAX, STATE_VALUE_BYTES_MAX, StateBackend, StateFault,
+    StateHandle,
+};
 
 /// Failures before any call: loading, compiling, linking.
 #[derive(Debug, thiserror::Error)]

@@ -596,7 +596,7 @@ mod tests {
         ] {
             let message = commit_pending(&spec, base, &pending).map(|_| ()).unwrap_err().to_string();
             assert!(message.starts_with("out: ") && message.contains("malformed"), "{pending}: {message}");
-            let message = recover(&spec, base, Some(1), &[pending.clone()]).unwrap_err().to_string();
+            let message = recover(&spec, base, Some(1), std::slice::from_ref(&pending)).unwrap_err().to_string();
             assert!(message.contains("malformed"), "{pending}: {message}");
         }
         assert!(!base.join("out").exists());
@@ -668,10 +668,13 @@ mod tests {
         let one = checkpoint(&mut first, 0..2, 1);
         let two_first = checkpoint(&mut first, 2..4, 2);
         let two_second = checkpoint(&mut second, 10..12, 2);
-        let three = checkpoint(&mut first, 4..6, 3);
+        let three_first = checkpoint(&mut first, 4..6, 3);
+        let three_second = checkpoint(&mut second, 12..14, 3);
         commit(&spec, base, &one);
-        // Checkpoint 3 was committed, then found corrupted: the engine falls back to 2.
-        commit(&spec, base, &three);
+        // The engine crashed while committing checkpoint 2: one of its parts is published.
+        commit(&spec, base, &two_second);
+        // Checkpoint 3 was committed in part, then found corrupted: the engine falls back to 2.
+        commit(&spec, base, &three_first);
         first.write(&batch(6..8)).unwrap_or_else(|e| panic!("{e}"));
         std::mem::forget(first); // A crash: the in-progress file stays.
         drop(second);
@@ -682,16 +685,18 @@ mod tests {
         fs::write(staging.join("keep-me.txt"), "not ours").unwrap_or_else(|e| panic!("{e}"));
         assert!(names_in(&staging).iter().any(|name| is_in_progress_name(name, "parquet")));
 
-        recover(&spec, base, Some(2), &[two_first.clone(), serde_json::Value::Null]).unwrap_or_else(|e| panic!("{e}"));
+        let keep = [two_first.clone(), two_second.clone(), serde_json::Value::Null];
+        recover(&spec, base, Some(2), &keep).unwrap_or_else(|e| panic!("{e}"));
         let mut expected =
             vec![".staging", "notes.txt", "part-0000-000000000001.csv", "part-0000-000000000001.parquet"];
-        expected.extend(["part-0000-1.parquet", "part-00000.parquet"]);
+        expected.extend(["part-0000-1.parquet", "part-00000.parquet", "part-0001-000000000002.parquet"]);
         assert_eq!(names_in(&out), expected);
         assert_eq!(names_in(&staging), ["keep-me.txt", "part-0000-000000000002.parquet"]);
         commit(&spec, base, &two_first);
-        assert_eq!(committed_ids("parquet", base), [0, 1, 2, 3]);
-        let message = commit_pending(&spec, base, &two_second).map(|_| ()).unwrap_err().to_string();
-        assert!(message.contains("part-0001-000000000002.parquet"), "not kept, so removed: {message}");
+        commit(&spec, base, &two_second);
+        assert_eq!(committed_ids("parquet", base), [0, 1, 2, 3, 10, 11]);
+        let message = commit_pending(&spec, base, &three_second).map(|_| ()).unwrap_err().to_string();
+        assert!(message.contains("part-0001-000000000003.parquet"), "not kept, so removed: {message}");
 
         // A fresh start removes every part of ours, and nothing else.
         recover(&spec, base, None, &[]).unwrap_or_else(|e| panic!("{e}"));
