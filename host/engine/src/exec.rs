@@ -362,8 +362,7 @@ impl RegionSupervisor {
                 .map(|m| {
                     (0..node.parallelism)
                         .filter_map(|i| m.participants.get(&format!("{}[{i}]", node.id)))
-                        .filter_map(|p| p.meta.get("pending").cloned())
-                        .filter(|v| !v.is_null())
+                        .flat_map(|p| pending_of(&p.meta))
                         .collect()
                 })
                 .unwrap_or_default();
@@ -410,8 +409,14 @@ impl RegionSupervisor {
             Some(Restore { dir: files_dir.clone()?, files: p.files.clone(), meta: p.meta.clone() })
         };
         let (to_coord, mut from_tasks) = mpsc::unbounded_channel::<TaskMsg>();
+        let committed = Arc::new(std::sync::atomic::AtomicU64::new(restored.map_or(0, |m| m.checkpoint)));
         let link = |participant: String| -> Option<TaskCkpt> {
-            Some(TaskCkpt { participant, to_coordinator: to_coord.clone(), files_dir: files_dir.clone()? })
+            Some(TaskCkpt {
+                participant,
+                to_coordinator: to_coord.clone(),
+                files_dir: files_dir.clone()?,
+                committed: committed.clone(),
+            })
         };
 
         // Channels of this region.
@@ -559,6 +564,7 @@ impl RegionSupervisor {
             metrics: self.metrics.clone(),
             last_committed: None,
             finished: false,
+            committed: committed.clone(),
         };
         let mut interval = tokio::time::interval(Duration::from_millis(config.interval_ms));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -614,6 +620,15 @@ impl RegionSupervisor {
     }
 }
 
+/// The pre-committed transactions a sink's acknowledgement carries.
+fn pending_of(meta: &Value) -> Vec<Value> {
+    match meta.get("pending") {
+        Some(Value::Array(list)) => list.iter().filter(|v| !v.is_null()).cloned().collect(),
+        Some(v) if !v.is_null() => vec![v.clone()],
+        _ => Vec::new(),
+    }
+}
+
 fn flatten(joined: Result<Result<Finished, EngineError>, tokio::task::JoinError>) -> Result<Finished, EngineError> {
     match joined {
         Ok(r) => r,
@@ -641,6 +656,8 @@ struct CheckpointDriver {
     /// The last checkpoint whose transactions were published (in this attempt).
     last_committed: Option<u64>,
     finished: bool,
+    /// Shared with the sinks, so they stop carrying published transactions.
+    committed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl CheckpointDriver {
@@ -750,6 +767,7 @@ impl CheckpointDriver {
         let commit = self.coordinator.persisted(checkpoint);
         self.act(commit)?;
         self.publish(&manifest)?;
+        self.committed.store(checkpoint, std::sync::atomic::Ordering::Release);
         fail::fail_point!("checkpoint::after-commit", |_| std::process::abort());
         let took = self.triggered.remove(&checkpoint).map(|t| t.elapsed());
         self.metrics.add_completed(checkpoint, took, bytes);
@@ -766,13 +784,14 @@ impl CheckpointDriver {
         let mut first = true;
         for (p, part) in &manifest.participants {
             let Some(spec) = self.sinks.get(p) else { continue };
-            let Some(pending) = part.meta.get("pending").filter(|v| !v.is_null()) else { continue };
-            if !first {
-                fail::fail_point!("checkpoint::during-commit", |_| std::process::abort());
+            for pending in pending_of(&part.meta) {
+                if !first {
+                    fail::fail_point!("checkpoint::during-commit", |_| std::process::abort());
+                }
+                first = false;
+                tokio::task::block_in_place(|| crate::connector::commit_pending(spec, &self.base_dir, &pending))
+                    .map_err(EngineError::Connector)?;
             }
-            first = false;
-            tokio::task::block_in_place(|| crate::connector::commit_pending(spec, &self.base_dir, pending))
-                .map_err(EngineError::Connector)?;
         }
         Ok(())
     }

@@ -48,6 +48,8 @@ pub(crate) struct TaskCkpt {
     pub(crate) to_coordinator: mpsc::UnboundedSender<TaskMsg>,
     /// Where this region's checkpoint files go.
     pub(crate) files_dir: PathBuf,
+    /// The newest checkpoint whose sink transactions the coordinator published.
+    pub(crate) committed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl TaskCkpt {
@@ -231,7 +233,10 @@ impl SinkTask {
                 self.write(&batch)?;
             }
         }
-        let mut pending: Option<Value> = None;
+        // Pre-committed transactions not yet known to be published, oldest
+        // first: each acknowledgement carries them all, so a transaction of a
+        // checkpoint that was aborted is published with the next one.
+        let mut uncommitted: Vec<(u64, Value)> = Vec::new();
         let mut recorded: Vec<(u32, RecordBatch)> = Vec::new();
         while let Some(event) = gate.next().await {
             match event {
@@ -247,13 +252,20 @@ impl SinkTask {
                     let p = tokio::task::block_in_place(|| writer.pre_commit(checkpoint))
                         .map_err(EngineError::Connector)?;
                     fail::fail_point!("sink::after-pre-commit", |_| std::process::abort());
-                    pending = Some(p);
+                    if let Some(ck) = &self.ckpt {
+                        let done = ck.committed.load(std::sync::atomic::Ordering::Acquire);
+                        uncommitted.retain(|(n, _)| *n > done);
+                    }
+                    if !p.is_null() {
+                        uncommitted.push((checkpoint, p));
+                    }
                     last_barrier = checkpoint;
                 }
                 GateEvent::Complete { checkpoint } => {
                     let Some(ck) = &self.ckpt else { continue };
                     let (files, inflight) = write_inflight(ck, checkpoint, &mut recorded)?;
-                    let meta = json!({ "pending": pending.take().unwrap_or(Value::Null), "inflight": inflight, "checkpoint": checkpoint });
+                    let pending: Vec<&Value> = uncommitted.iter().map(|(_, v)| v).collect();
+                    let meta = json!({ "pending": pending, "inflight": inflight, "checkpoint": checkpoint });
                     ck.ack(checkpoint, files, meta);
                 }
             }
@@ -266,7 +278,13 @@ impl SinkTask {
                 let id = last_barrier + 1;
                 let writer = &mut self.writer;
                 let p = tokio::task::block_in_place(|| writer.pre_commit(id)).map_err(EngineError::Connector)?;
-                ck.done(Vec::new(), json!({ "pending": p, "finished": true, "checkpoint": id }));
+                let done = ck.committed.load(std::sync::atomic::Ordering::Acquire);
+                uncommitted.retain(|(n, _)| *n > done);
+                if !p.is_null() {
+                    uncommitted.push((id, p));
+                }
+                let pending: Vec<&Value> = uncommitted.iter().map(|(_, v)| v).collect();
+                ck.done(Vec::new(), json!({ "pending": pending, "finished": true, "checkpoint": id }));
                 Ok(Finished::Done)
             }
         }
