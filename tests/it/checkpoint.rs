@@ -21,7 +21,7 @@ use crate::common::{Job, engine};
 const KEYS: u64 = 16;
 
 /// A generator → keyed-counter → JSONL job with checkpoints.
-fn counting_job(rows: u64, rate: u64, extra_checkpoint: &str, counter_config: &str, operator_p: u32) -> Job {
+pub(crate) fn counting_job(rows: u64, rate: u64, extra_checkpoint: &str, counter_config: &str, operator_p: u32) -> Job {
     Job::new(&format!(
         r#"
 [job]
@@ -69,8 +69,8 @@ inputs = ["count"]
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Oracle {
-    rows: u64,
+pub(crate) struct Oracle {
+    pub(crate) rows: u64,
     lost: u64,
     duplicated: u64,
     out_of_order: u64,
@@ -81,7 +81,7 @@ struct Oracle {
 }
 
 impl Oracle {
-    fn clean(&self) -> bool {
+    pub(crate) fn clean(&self) -> bool {
         self.lost + self.duplicated + self.out_of_order + self.unexpected + self.wrong_count + self.uncommitted_visible
             == 0
     }
@@ -91,7 +91,7 @@ impl Oracle {
 /// `ordered`: each key's rows come from one source subtask, so per-key order
 /// and `count == seq + 1` must hold; otherwise only that each key's counts
 /// are exactly `1..=n`.
-fn check(out_dir: &Path, rows: u64, prefix: &str, ordered: bool) -> Oracle {
+pub(crate) fn check(out_dir: &Path, rows: u64, prefix: &str, ordered: bool) -> Oracle {
     let expected: HashSet<(i64, i64)> = (0..rows).map(|r| ((r % KEYS) as i64, (r / KEYS) as i64)).collect();
     check_against(out_dir, &expected, prefix, ordered)
 }
@@ -154,7 +154,7 @@ fn check_against(out_dir: &Path, expected: &HashSet<(i64, i64)>, prefix: &str, o
     o
 }
 
-fn flumen(job: &Job, resume: bool) -> Command {
+pub(crate) fn flumen(job: &Job, resume: bool) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flumen"));
     cmd.arg("run").arg("--quiet");
     if resume {
@@ -168,14 +168,14 @@ fn flumen(job: &Job, resume: bool) -> Command {
     cmd
 }
 
-fn finish(child: Child, what: &str) -> (i32, String) {
+pub(crate) fn finish(child: Child, what: &str) -> (i32, String) {
     let out = child.wait_with_output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), format!("{what}:\n{text}"))
 }
 
 /// Runs with `--resume` until the job completes by itself (bounded).
-fn resume_to_completion(job: &Job) -> String {
+pub(crate) fn resume_to_completion(job: &Job) -> String {
     for _ in 0..5 {
         let (code, text) = finish(flumen(job, true).spawn().unwrap(), "resume");
         if code == 0 {

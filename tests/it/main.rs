@@ -7,6 +7,8 @@ mod bad_input;
 mod checkpoint;
 mod cli;
 mod common;
+mod event_time;
 mod limits;
+mod object_store;
 mod pipeline;
 mod policy;

@@ -9,8 +9,10 @@
 //! protocol, step by step, is in ARCHITECTURE.md, "Checkpoints"):
 //! 1. the region's coordinator injects barrier `n` at its sources on a timer;
 //! 2. subtasks snapshot at the barrier and acknowledge (sinks pre-commit);
-//! 3. when every subtask acknowledged, the manifest is written durably, and
-//!    only then are the sinks' pre-committed transactions published;
+//! 3. when every subtask acknowledged, the manifest is written durably (and,
+//!    with `[checkpoint] store`, put in the object store after the files it
+//!    references), and only then are the sinks' pre-committed transactions
+//!    published;
 //! 4. when a subtask of the region fails, the region's tasks are stopped and
 //!    restarted from its latest intact checkpoint; other regions keep running.
 
@@ -22,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use arrow_schema::SchemaRef;
 use flumen_dataflow::{AlignmentMode, CoordAction, Coordinator, CoordinatorConfig, LogicalGraph, PhysicalPlan};
-use flumen_state::{CheckpointStore, Manifest, Participant, StateFile, StateStore};
+use flumen_state::{CheckpointStore, Manifest, Participant, RemoteStore, StateFile, StateStore};
 use flumen_types::{NodeId, SubtaskId};
 use flumen_wasm::{OpenContext, OperatorFactory, OperatorInstance};
 use serde_json::Value;
@@ -56,6 +58,8 @@ struct Shared {
     plan: PhysicalPlan,
     base_dir: PathBuf,
     checkpoints: Option<CheckpointStore>,
+    /// `[checkpoint] store`: the durable copy of `checkpoints`, when configured.
+    remote: Option<Arc<RemoteStore>>,
     /// Held so the working state store lives as long as the run.
     _state: Option<StateStore>,
     mode: AlignmentMode,
@@ -130,6 +134,21 @@ impl PreparedJob {
                 Some(store)
             }
         };
+        let remote = match spec.checkpoint_store().map_err(EngineError::Spec)? {
+            None => None,
+            Some(url) => {
+                let remote = RemoteStore::open(&url).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+                if !options.resume
+                    && remote.has_checkpoints().await.map_err(|e| EngineError::Checkpoint(e.to_string()))?
+                {
+                    return Err(EngineError::Resume(format!(
+                        "{url} holds checkpoints of an earlier run of this job; pass --resume to continue it, or \
+                         delete them to start over"
+                    )));
+                }
+                Some(Arc::new(remote))
+            }
+        };
         let stateful = nodes.iter().any(|n| matches!(&n.role, Role::Operator { stateful: true, .. }));
         // The working copy of operator state is scratch: a restart rebuilds
         // it from checkpoint files. Kept beside the checkpoints when there
@@ -194,7 +213,7 @@ impl PreparedJob {
             }));
         }
 
-        let shared = Arc::new(Shared { spec, graph, plan, base_dir, checkpoints, _state: state, mode });
+        let shared = Arc::new(Shared { spec, graph, plan, base_dir, checkpoints, remote, _state: state, mode });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut regions: JoinSet<Result<RegionOutcome, EngineError>> = JoinSet::new();
         let mut region_metrics = Vec::new();
@@ -297,20 +316,9 @@ impl RegionSupervisor {
         let attempts = self.shared.spec.restart.attempts;
         let mut first = true;
         loop {
-            let restored =
-                if self.shared.checkpoints.is_some() && (self.resume || !first) { self.latest()? } else { None };
-            if first && let Some(m) = &restored {
-                tracing::info!(region = %self.name, checkpoint = m.checkpoint, "resuming from checkpoint");
-            }
+            let end = self.start(first, stop.clone()).await;
             first = false;
-            if let Some(m) = &restored
-                && m.finished
-            {
-                // Finished in an earlier run: publish its last commit again (idempotent) and stop.
-                self.recover_sinks(Some(m))?;
-                return Ok(RegionOutcome::Finished(Vec::new()));
-            }
-            match self.attempt(restored.as_ref(), stop.clone()).await {
+            match end {
                 Ok(AttemptEnd::Finished(w)) => return Ok(RegionOutcome::Finished(w)),
                 Ok(AttemptEnd::Stopped(n)) => return Ok(RegionOutcome::Stopped(n)),
                 Err(e) => {
@@ -335,15 +343,26 @@ impl RegionSupervisor {
         }
     }
 
-    /// The newest intact checkpoint of this region; broken newer ones are reported.
-    fn latest(&self) -> Result<Option<Manifest>, EngineError> {
-        let Some(store) = &self.shared.checkpoints else { return Ok(None) };
-        let (m, rejected) = store.latest_valid(&self.name).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
-        for r in rejected {
-            tracing::warn!(region = %self.name, path = %r.path.display(), "skipping a damaged checkpoint: {}", r.reason);
-            self.metrics.add_rejected();
+    /// One attempt: from the latest checkpoint when resuming or restarting, else from scratch.
+    /// A failure to read the checkpoints (an unreachable store, say) fails the attempt, so the
+    /// region retries per `[restart]`.
+    async fn start(&mut self, first: bool, stop: watch::Receiver<bool>) -> Result<AttemptEnd, EngineError> {
+        let restored = if self.shared.checkpoints.is_some() && (self.resume || !first) {
+            latest(&self.shared, &self.name, &self.metrics).await?
+        } else {
+            None
+        };
+        if first && let Some(m) = &restored {
+            tracing::info!(region = %self.name, checkpoint = m.checkpoint, "resuming from checkpoint");
         }
-        Ok(m)
+        if let Some(m) = &restored
+            && m.finished
+        {
+            // Finished in an earlier run: publish its last commit again (idempotent) and stop.
+            self.recover_sinks(Some(m))?;
+            return Ok(AttemptEnd::Finished(Vec::new()));
+        }
+        self.attempt(restored.as_ref(), stop).await
     }
 
     fn participants(&self) -> Vec<String> {
@@ -553,6 +572,7 @@ impl RegionSupervisor {
                 restored.map_or(0, |m| m.checkpoint),
             ),
             store: store.clone(),
+            remote: shared.remote.clone(),
             region: self.name.clone(),
             job: shared.spec.job.name.clone(),
             retain: config.retain,
@@ -586,7 +606,7 @@ impl RegionSupervisor {
                     },
                 },
                 msg = from_tasks.recv() => match msg {
-                    Some(m) => if let Err(e) = coord.on_message(m) { break Err(e) },
+                    Some(m) => if let Err(e) = coord.on_message(m).await { break Err(e) },
                     None => {
                         // Every task ended and every message was read.
                         while let Some(j) = tasks.join_next().await {
@@ -599,17 +619,17 @@ impl RegionSupervisor {
                         if let Some(e) = downstream_gone.take() {
                             break Err(e);
                         }
-                        break coord.finish().map(|()| AttemptEnd::Finished(Vec::new()));
+                        break coord.finish().await.map(|()| AttemptEnd::Finished(Vec::new()));
                     }
                 },
                 _ = interval.tick() => {
-                    if let Err(e) = coord.on_tick(&injectors) { break Err(e) }
+                    if let Err(e) = coord.on_tick(&injectors).await { break Err(e) }
                 }
                 changed = stop.changed(), if !stopping => {
                     if changed.is_ok() && *stop.borrow() {
                         stopping = true;
                         coord.last_committed = None;
-                        if let Err(e) = coord.on_tick(&injectors) { break Err(e) }
+                        if let Err(e) = coord.on_tick(&injectors).await { break Err(e) }
                     }
                 }
             }
@@ -618,6 +638,37 @@ impl RegionSupervisor {
         while tasks.join_next().await.is_some() {}
         result
     }
+}
+
+/// The newest intact checkpoint of region `name`; broken newer ones are
+/// reported. With a remote store, its newest intact checkpoint is first
+/// brought into the local directory. (A free function: the supervisor itself
+/// is not `Sync`, so a borrow of it cannot be held across an await.)
+async fn latest(shared: &Shared, name: &str, metrics: &RegionMetrics) -> Result<Option<Manifest>, EngineError> {
+    let Some(store) = &shared.checkpoints else { return Ok(None) };
+    if let Some(remote) = &shared.remote {
+        let started = Instant::now();
+        let got = remote.download_latest(store, name).await.map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+        for r in &got.rejected {
+            tracing::warn!(region = %name, path = %r.path.display(), "skipping a damaged checkpoint: {}", r.reason);
+            metrics.add_rejected();
+        }
+        tracing::info!(
+            region = %name,
+            store = %remote.url(),
+            checkpoint = ?got.checkpoint,
+            files = got.transfer.files,
+            bytes = got.transfer.bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "checkpoint store read"
+        );
+    }
+    let (m, rejected) = store.latest_valid(name).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+    for r in rejected {
+        tracing::warn!(region = %name, path = %r.path.display(), "skipping a damaged checkpoint: {}", r.reason);
+        metrics.add_rejected();
+    }
+    Ok(m)
 }
 
 /// The pre-committed transactions a sink's acknowledgement carries.
@@ -637,11 +688,12 @@ fn flatten(joined: Result<Result<Finished, EngineError>, tokio::task::JoinError>
     }
 }
 
-/// A region's coordinator with the effects it asks for: manifests, commits,
-/// retention.
+/// A region's coordinator with the effects it asks for: manifests (local, then
+/// remote), commits, retention.
 struct CheckpointDriver {
     coordinator: Coordinator<Ack>,
     store: CheckpointStore,
+    remote: Option<Arc<RemoteStore>>,
     region: String,
     job: String,
     retain: usize,
@@ -665,17 +717,17 @@ impl CheckpointDriver {
         self.started.elapsed().as_millis() as u64
     }
 
-    fn on_message(&mut self, msg: TaskMsg) -> Result<(), EngineError> {
+    async fn on_message(&mut self, msg: TaskMsg) -> Result<(), EngineError> {
         match msg {
             TaskMsg::Ack { checkpoint, participant, files, meta } => {
                 let action = self.coordinator.ack(checkpoint, &participant, (files, meta));
-                self.act(action)
+                self.act(action).await
             }
             TaskMsg::Done { participant, files, meta } => {
                 self.done.insert(participant.clone(), (files.clone(), meta.clone()));
                 for n in self.coordinator.pending() {
                     let action = self.coordinator.ack(n, &participant, (files.clone(), meta.clone()));
-                    self.act(action)?;
+                    self.act(action).await?;
                 }
                 Ok(())
             }
@@ -683,10 +735,10 @@ impl CheckpointDriver {
     }
 
     /// Triggers a checkpoint (if none is running) and times out stale ones.
-    fn on_tick(&mut self, injectors: &[mpsc::UnboundedSender<u64>]) -> Result<(), EngineError> {
+    async fn on_tick(&mut self, injectors: &[mpsc::UnboundedSender<u64>]) -> Result<(), EngineError> {
         let now = self.now_ms();
         for action in self.coordinator.tick(now) {
-            self.act(action)?;
+            self.act(action).await?;
         }
         if let Some(n) = self.coordinator.trigger(now) {
             self.triggered.insert(n, Instant::now());
@@ -697,14 +749,14 @@ impl CheckpointDriver {
             let done: Vec<(String, Ack)> = self.done.iter().map(|(p, a)| (p.clone(), a.clone())).collect();
             for (p, ack) in done {
                 let action = self.coordinator.ack(n, &p, ack);
-                self.act(action)?;
+                self.act(action).await?;
             }
         }
         Ok(())
     }
 
     /// Every task ended: the final checkpoint holds what each reported at its end.
-    fn finish(&mut self) -> Result<(), EngineError> {
+    async fn finish(&mut self) -> Result<(), EngineError> {
         self.finished = true;
         for _ in 0..3 {
             let pending = self.coordinator.pending();
@@ -715,7 +767,7 @@ impl CheckpointDriver {
                 )));
             }
             let before = self.coordinator.last_completed();
-            self.on_tick(&[])?;
+            self.on_tick(&[]).await?;
             if self.coordinator.last_completed() > before {
                 return Ok(());
             }
@@ -723,9 +775,20 @@ impl CheckpointDriver {
         Err(EngineError::Internal(format!("region `{}` could not take its final checkpoint", self.region)))
     }
 
-    fn act(&mut self, action: CoordAction<Ack>) -> Result<(), EngineError> {
+    async fn act(&mut self, action: CoordAction<Ack>) -> Result<(), EngineError> {
         match action {
-            CoordAction::Complete { checkpoint, acks } => self.complete(checkpoint, acks),
+            CoordAction::Complete { checkpoint, acks } => self.complete(checkpoint, acks).await,
+            other => self.note(other),
+        }
+    }
+
+    /// The actions that need no I/O.
+    fn note(&mut self, action: CoordAction<Ack>) -> Result<(), EngineError> {
+        match action {
+            CoordAction::Complete { checkpoint, .. } => Err(EngineError::Internal(format!(
+                "region `{}`: checkpoint {checkpoint} completed while it was being persisted",
+                self.region
+            ))),
             CoordAction::Aborted { checkpoint, reason } => {
                 tracing::warn!(region = %self.region, checkpoint, "checkpoint aborted: {reason}");
                 self.triggered.remove(&checkpoint);
@@ -740,8 +803,9 @@ impl CheckpointDriver {
         }
     }
 
-    /// Steps 3–5 of the protocol: manifest, then publish, then retention.
-    fn complete(&mut self, checkpoint: u64, acks: Vec<(String, Ack)>) -> Result<(), EngineError> {
+    /// Steps 6–8 of the protocol: manifest (local, then in the store when there is
+    /// one), then publish, then retention.
+    async fn complete(&mut self, checkpoint: u64, acks: Vec<(String, Ack)>) -> Result<(), EngineError> {
         let finished = self.finished && acks.iter().all(|(p, _)| self.done.contains_key(p));
         let mut participants = BTreeMap::new();
         let mut bytes = 0;
@@ -764,8 +828,25 @@ impl CheckpointDriver {
         tokio::task::block_in_place(|| self.store.write_manifest(&manifest))
             .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
         fail::fail_point!("checkpoint::after-manifest", |_| std::process::abort());
+        if let Some(remote) = &self.remote {
+            // With a store, the checkpoint is complete only once its manifest is there.
+            let started = Instant::now();
+            let sent = remote
+                .upload_checkpoint(&self.store, &manifest)
+                .await
+                .map_err(|e| EngineError::Checkpoint(format!("checkpoint {checkpoint} not stored: {e}")))?;
+            tracing::info!(
+                region = %self.region,
+                checkpoint,
+                store = %remote.url(),
+                files = sent.files,
+                bytes = sent.bytes,
+                ms = started.elapsed().as_millis() as u64,
+                "checkpoint uploaded"
+            );
+        }
         let commit = self.coordinator.persisted(checkpoint);
-        self.act(commit)?;
+        self.note(commit)?;
         self.publish(&manifest)?;
         self.committed.store(checkpoint, std::sync::atomic::Ordering::Release);
         fail::fail_point!("checkpoint::after-commit", |_| std::process::abort());
@@ -773,6 +854,16 @@ impl CheckpointDriver {
         self.metrics.add_completed(checkpoint, took, bytes);
         let freed = tokio::task::block_in_place(|| self.store.retain(&self.region, self.retain))
             .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+        if let Some(remote) = &self.remote {
+            // Only garbage is left to collect: a failure here loses nothing, and the
+            // next checkpoint's retention tries again.
+            match remote.retain(&self.region, self.retain).await {
+                Ok(gone) => {
+                    tracing::debug!(region = %self.region, objects = gone.files, bytes = gone.bytes, "store retention")
+                }
+                Err(e) => tracing::warn!(region = %self.region, "checkpoint store retention failed: {e}"),
+            }
+        }
         tracing::debug!(region = %self.region, checkpoint, bytes, freed, "checkpoint complete");
         self.last_committed = Some(checkpoint);
         Ok(())

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use flumen_state::StoreUrl;
 use flumen_types::{FailurePolicy, NodeId, OperatorLimits, Partitioning};
 use serde::Deserialize;
 
@@ -76,6 +77,11 @@ pub struct CheckpointSection {
     /// A checkpoint not complete after this long is aborted (default 600000).
     #[serde(default = "default_checkpoint_timeout_ms")]
     pub timeout_ms: u64,
+    /// An object store holding the durable copy of the checkpoints (`s3://bucket/prefix` or
+    /// `file:///absolute/path`); `dir` is then the working area and cache, and a checkpoint is
+    /// complete only once its manifest is in the store.
+    #[serde(default)]
+    pub store: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -259,6 +265,7 @@ impl JobSpec {
             if c.dir.trim().is_empty() {
                 return Err(spec.error_at(Some("dir"), "[checkpoint] dir must not be empty"));
             }
+            spec.checkpoint_store()?;
         }
         if spec.job.batch_rows == 0 {
             return Err(spec.error_at(Some("batch_rows"), "[job] batch_rows must be at least 1"));
@@ -323,6 +330,15 @@ impl JobSpec {
     /// The checkpoint directory, resolved against the job file.
     pub fn checkpoint_dir(&self) -> Option<PathBuf> {
         self.checkpoint.as_ref().map(|c| self.base_dir().join(&c.dir))
+    }
+
+    /// The object store of `[checkpoint] store`, when there is one; a URL that is not one is an
+    /// error at its line.
+    pub fn checkpoint_store(&self) -> Result<Option<StoreUrl>, SpecError> {
+        let Some(text) = self.checkpoint.as_ref().and_then(|c| c.store.as_deref()) else { return Ok(None) };
+        StoreUrl::parse(text)
+            .map(Some)
+            .map_err(|message| self.error_at(Some("store"), &format!("[checkpoint] store: {message}")))
     }
 
     /// The effective parallelism of a node.
@@ -406,6 +422,21 @@ inputs = [{ from = "f", partition = "hash", keys = ["a"] }]
         let err = parse(&text).unwrap_err();
         assert!(err.message.contains("dead_letter"), "{err}");
         assert_eq!(err.line, Some(11));
+    }
+
+    #[test]
+    fn checkpoint_store_urls_are_checked_at_their_line() {
+        let with = |store: &str| parse(&format!("{OK}\n[checkpoint]\ninterval_ms = 100\nstore = \"{store}\"\n"));
+        assert!(with("s3://bucket/jobs/t").unwrap().checkpoint_store().unwrap().is_some());
+        assert!(with("file:///mnt/checkpoints").unwrap().checkpoint_store().unwrap().is_some());
+        for (bad, says) in
+            [("gs://bucket/x", "unsupported scheme `gs:`"), ("not a url", "not a URL"), ("s3:///x", "bucket")]
+        {
+            let err = with(bad).unwrap_err();
+            assert_eq!(err.line, Some(23), "{err}");
+            assert!(err.message.starts_with("[checkpoint] store: ") && err.message.contains(says), "{err}");
+        }
+        assert!(parse(OK).unwrap().checkpoint_store().unwrap().is_none());
     }
 
     #[test]

@@ -9,6 +9,13 @@
 //! region's coordinator. A subtask that ends reports `Done` with what a
 //! restart needs to know about it, and counts as acknowledging every later
 //! checkpoint with that.
+//!
+//! Event time: a source with a `watermark` column emits its watermark after
+//! every batch that advanced it, and records it beside its position. An
+//! operator whose guest exports `event-time` hands each watermark the gate
+//! releases to the guest (`on-watermark`), routes what it emitted, then
+//! forwards the watermark; once every input ended it calls `on-watermark`
+//! with `i64::MAX` before `finish`, so windows still open are released.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -172,16 +179,23 @@ pub(crate) struct SourceTask {
 
 impl SourceTask {
     pub(crate) async fn run(mut self, restore: Option<Restore>) -> Result<Finished, EngineError> {
-        if let Some(r) = restore
-            && let Some(pos) = r.meta.get("position")
-        {
-            let reader = &mut self.reader;
-            tokio::task::block_in_place(|| reader.seek(pos)).map_err(EngineError::Connector)?;
+        if let Some(r) = restore {
+            if let Some(pos) = r.meta.get("position") {
+                let reader = &mut self.reader;
+                tokio::task::block_in_place(|| reader.seek(pos)).map_err(EngineError::Connector)?;
+            }
+            if let Some(w) = r.meta.get("watermark").and_then(Value::as_i64) {
+                self.reader.resume_watermark(w);
+            }
         }
+        // The watermark last sent downstream. A resumed source announces the
+        // one it had reached: its consumers start over without any.
+        let mut sent: Option<i64> = None;
+        self.send_watermark(&mut sent).await?;
         loop {
             if let Some((ck, cmds)) = &mut self.ckpt {
                 while let Ok(n) = cmds.try_recv() {
-                    ck.ack(n, Vec::new(), json!({ "position": self.reader.position() }));
+                    ck.ack(n, Vec::new(), source_meta(self.reader.as_ref(), false));
                     self.router.barrier(n).await?;
                 }
             }
@@ -190,16 +204,43 @@ impl SourceTask {
             let next = tokio::task::block_in_place(|| reader.next_batch()).map_err(EngineError::Connector)?;
             NodeMetrics::add(&self.metrics.busy_ns, t.elapsed().as_nanos() as u64);
             match next {
-                Some(batch) => self.router.send(batch).await?,
+                Some(batch) => {
+                    self.router.send(batch).await?;
+                    self.send_watermark(&mut sent).await?;
+                }
                 None => break,
             }
         }
+        // No final watermark: `End` stops this channel holding time back.
         self.router.end().await;
         if let Some((ck, _)) = &self.ckpt {
-            ck.done(Vec::new(), json!({ "position": self.reader.position(), "finished": true }));
+            ck.done(Vec::new(), source_meta(self.reader.as_ref(), true));
         }
         Ok(Finished::Done)
     }
+
+    /// Sends the reader's watermark downstream if it advanced past `sent`.
+    async fn send_watermark(&mut self, sent: &mut Option<i64>) -> Result<(), EngineError> {
+        if let Some(w) = self.reader.watermark()
+            && sent.is_none_or(|s| w > s)
+        {
+            self.router.watermark(w).await?;
+            *sent = Some(w);
+        }
+        Ok(())
+    }
+}
+
+/// A source's entry in a checkpoint: its position, and its watermark when it has one.
+fn source_meta(reader: &dyn SourceReader, finished: bool) -> Value {
+    let mut meta = json!({ "position": reader.position() });
+    if let Some(w) = reader.watermark() {
+        meta["watermark"] = w.into();
+    }
+    if finished {
+        meta["finished"] = true.into();
+    }
+    meta
 }
 
 // ---- sinks ----
@@ -388,7 +429,10 @@ impl OperatorTask {
                         }
                     }
                 }
-                GateEvent::Watermark(w) => router.watermark(w).await?,
+                GateEvent::Watermark(w) => {
+                    self.on_watermark(w, &mut router).await?;
+                    router.watermark(w).await?;
+                }
                 GateEvent::Snapshot { checkpoint } => {
                     pending = Some(self.snapshot(checkpoint).await?);
                     router.barrier(checkpoint).await?;
@@ -405,6 +449,9 @@ impl OperatorTask {
                 }
             }
         }
+        // Every input ended: event time reached the end of time, so whatever
+        // waits for it (windows) is released before `finish`.
+        self.on_watermark(i64::MAX, &mut router).await?;
         let t = Instant::now();
         let before = self.instance.boundary_bytes();
         let result = self.instance.finish().await;
@@ -421,6 +468,27 @@ impl OperatorTask {
             ck.done(Vec::new(), json!({ "finished": true }));
         }
         Ok(Finished::Done)
+    }
+
+    /// Hands `watermark` to a guest that exports `event-time` and routes what
+    /// it emitted. A failure fails the job, as one of `finish` does: a
+    /// watermark is no batch that could be retried or dead-lettered.
+    async fn on_watermark(&mut self, watermark: i64, router: &mut Router) -> Result<(), EngineError> {
+        if !self.instance.has_event_time() {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let before = self.instance.boundary_bytes();
+        let result = self.instance.on_watermark(watermark).await;
+        self.account(t, before);
+        let out = result.map_err(|e| {
+            NodeMetrics::add(&self.metrics.failures, 1);
+            EngineError::Operator(e)
+        })?;
+        for b in out {
+            router.send(b).await?;
+        }
+        Ok(())
     }
 
     /// Writes this subtask's part of checkpoint `checkpoint`: its keyed state

@@ -35,7 +35,7 @@ pub const REGION_BYTES_MAX: usize = 128;
 
 const MANIFEST_PREFIX: &str = "chk-";
 const MANIFEST_SUFFIX: &str = ".json";
-const FILES_DIR: &str = "files";
+pub(crate) const FILES_DIR: &str = "files";
 
 /// A root directory of checkpoints.
 #[derive(Debug, Clone)]
@@ -224,17 +224,65 @@ impl CheckpointStore {
         check_region(region)?;
         Ok(self.root.join(region))
     }
+
+    /// The exact bytes of `region`'s manifest of `checkpoint`; `None` when there is none. The
+    /// error says why it cannot be read (or is larger than [`MANIFEST_BYTES_MAX`]).
+    pub(crate) fn manifest_bytes(&self, region: &str, checkpoint: u64) -> Result<Option<Vec<u8>>, StateError> {
+        let path = self.region_dir(region)?.join(manifest_name(checkpoint));
+        if !path.exists() {
+            return Ok(None);
+        }
+        read_manifest_bytes(&path).map(Some).map_err(|message| StateError::Io { path, message })
+    }
+
+    /// Makes `bytes` (a manifest already checked by [`parse_manifest`]) durable as `region`'s
+    /// manifest of `checkpoint`, replacing whatever was there.
+    pub(crate) fn install_manifest(&self, region: &str, checkpoint: u64, bytes: &[u8]) -> Result<(), StateError> {
+        let dir = self.region_dir(region)?;
+        create_dir_durably(&dir)?;
+        write_file_durably(&dir, &manifest_name(checkpoint), bytes, checkpoint).map(drop)
+    }
+
+    /// Removes `region`'s manifests of the checkpoints `which` selects (their files stay for
+    /// [`Self::retain`]); returns the checkpoints removed.
+    pub(crate) fn remove_manifests(&self, region: &str, which: impl Fn(u64) -> bool) -> Result<Vec<u64>, StateError> {
+        let dir = self.region_dir(region)?;
+        let mut removed = Vec::new();
+        for (checkpoint, path) in list_manifests(&dir)? {
+            if which(checkpoint) {
+                remove_file(&path)?;
+                removed.push(checkpoint);
+            }
+        }
+        if !removed.is_empty() {
+            crate::durable::sync_dir(&dir)?;
+        }
+        Ok(removed)
+    }
 }
 
 /// Reads and checks one manifest; the error is the reason to reject it.
 fn read_manifest(path: &Path, region: &str, checkpoint: u64) -> Result<Manifest, String> {
+    let bytes = read_manifest_bytes(path)?;
+    parse_manifest(&bytes, region, checkpoint)
+}
+
+/// The bytes of a manifest file, at most [`MANIFEST_BYTES_MAX`]; the error is the reason to
+/// reject it.
+fn read_manifest_bytes(path: &Path) -> Result<Vec<u8>, String> {
     let mut file = fs::File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let mut bytes = Vec::new();
     file.by_ref().take(MANIFEST_BYTES_MAX + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read: {e}"))?;
     if bytes.len() as u64 > MANIFEST_BYTES_MAX {
         return Err(format!("larger than {MANIFEST_BYTES_MAX} bytes"));
     }
-    let envelope: EnvelopeIn<'_> = serde_json::from_slice(&bytes).map_err(|e| format!("not a manifest: {e}"))?;
+    Ok(bytes)
+}
+
+/// Checks the bytes of the manifest stored as `region`'s checkpoint `checkpoint`: its checksum,
+/// format and what it says it is. The error is the reason to reject it.
+pub(crate) fn parse_manifest(bytes: &[u8], region: &str, checkpoint: u64) -> Result<Manifest, String> {
+    let envelope: EnvelopeIn<'_> = serde_json::from_slice(bytes).map_err(|e| format!("not a manifest: {e}"))?;
     let actual = hex::encode(Sha256::digest(envelope.manifest.get().as_bytes()));
     if actual != envelope.sha256 {
         return Err(format!("checksum mismatch: content has sha256 {actual}, recorded {}", envelope.sha256));
@@ -254,7 +302,7 @@ fn read_manifest(path: &Path, region: &str, checkpoint: u64) -> Result<Manifest,
 }
 
 /// Verifies every file a manifest references; the error is the reason to reject the manifest.
-fn verify_files(files: &Path, manifest: &Manifest) -> Result<(), String> {
+pub(crate) fn verify_files(files: &Path, manifest: &Manifest) -> Result<(), String> {
     for (participant, p) in &manifest.participants {
         for f in &p.files {
             if f.checkpoint > manifest.checkpoint {
@@ -272,21 +320,24 @@ fn list_manifests(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StateError> {
         .into_iter()
         .filter_map(|name| {
             let name = name.to_str()?;
-            let checkpoint =
-                name.strip_prefix(MANIFEST_PREFIX)?.strip_suffix(MANIFEST_SUFFIX).and_then(parse_checkpoint)?;
-            Some((checkpoint, dir.join(name)))
+            Some((manifest_checkpoint(name)?, dir.join(name)))
         })
         .collect();
     manifests.sort_unstable_by_key(|m| std::cmp::Reverse(m.0));
     Ok(manifests)
 }
 
-fn manifest_name(checkpoint: u64) -> String {
+pub(crate) fn manifest_name(checkpoint: u64) -> String {
     format!("{MANIFEST_PREFIX}{checkpoint:012}{MANIFEST_SUFFIX}")
 }
 
+/// The checkpoint of a manifest named by [`manifest_name`].
+pub(crate) fn manifest_checkpoint(name: &str) -> Option<u64> {
+    name.strip_prefix(MANIFEST_PREFIX)?.strip_suffix(MANIFEST_SUFFIX).and_then(parse_checkpoint)
+}
+
 /// The checkpoint of a file named by [`checkpoint_file_name`].
-fn file_checkpoint(name: &str) -> Option<u64> {
+pub(crate) fn file_checkpoint(name: &str) -> Option<u64> {
     let (digits, _) = name.strip_prefix('c')?.split_once('-')?;
     parse_checkpoint(digits)
 }
@@ -300,7 +351,7 @@ fn parse_checkpoint(digits: &str) -> Option<u64> {
     (format!("{checkpoint:012}") == digits).then_some(checkpoint)
 }
 
-fn check_region(region: &str) -> Result<(), StateError> {
+pub(crate) fn check_region(region: &str) -> Result<(), StateError> {
     let valid = !region.is_empty()
         && region.len() <= REGION_BYTES_MAX
         && !region.starts_with('.')

@@ -99,6 +99,12 @@ impl DurableFile {
         &self.temp
     }
 
+    /// The bytes written so far and their SHA-256 (hex), before [`Self::commit`] gives them the
+    /// final name: lets a caller refuse bytes that are not what it expected.
+    pub(crate) fn digest(&self) -> (u64, String) {
+        (self.bytes, hex::encode(self.hasher.clone().finalize()))
+    }
+
     /// Flushes and fsyncs the temp file, renames it into place and fsyncs the directory.
     /// Returns the size and the SHA-256 (hex) of what was written.
     pub(crate) fn commit(mut self) -> Result<(u64, String), StateError> {

@@ -9,6 +9,9 @@
 //! - [`checkpoint::CheckpointStore`]: a directory of checkpoint manifests and the files they
 //!   reference, written durably (temp file, fsync, rename, fsync the directory) and verified
 //!   (size and SHA-256 of every file) before they are trusted.
+//! - [`remote::RemoteStore`]: when `[checkpoint] store` is set, the durable copy of that
+//!   directory in an object store (S3, or a `file://` path); the local directory is then the
+//!   working area and cache. This is the only crate that names `object_store`.
 //!
 //! # Checkpoint protocol (as this crate sees it)
 //!
@@ -24,8 +27,10 @@
 //!    (or the next snapshot must be full).
 //! 4. When every participant has written its files, the engine writes the [`checkpoint::Manifest`]
 //!    listing each participant's chain. Only when [`checkpoint::CheckpointStore::write_manifest`]
-//!    returns is checkpoint `n` complete.
-//! 5. Recovery takes [`checkpoint::CheckpointStore::latest_valid`] (the newest manifest whose own
+//!    returns is checkpoint `n` complete — or, with a remote store, only when
+//!    [`remote::RemoteStore::upload_checkpoint`] has put the manifest there too.
+//! 5. Recovery (after [`remote::RemoteStore::download_latest`] with a remote store) takes
+//!    [`checkpoint::CheckpointStore::latest_valid`] (the newest manifest whose own
 //!    checksum and every referenced file verify) and calls [`OperatorState::restore`] with each
 //!    participant's chain. A delta holds final values, so applying full then deltas in order
 //!    reproduces the state exactly.
@@ -36,6 +41,7 @@
 pub mod checkpoint;
 mod durable;
 mod format;
+pub mod remote;
 mod store;
 
 use std::path::PathBuf;
@@ -44,6 +50,7 @@ use serde::{Deserialize, Serialize};
 
 pub use checkpoint::{CheckpointStore, Manifest, Participant, Rejected, checkpoint_file_name};
 pub use durable::{verify_file, write_file_durably};
+pub use remote::{Downloaded, RemoteStore, StoreUrl, Transfer};
 pub use store::{OperatorState, StateStore};
 
 /// Longest state name (the `name` argument of every state call). Stops a guest from inflating
@@ -77,6 +84,9 @@ pub enum StateError {
     /// The fjall working copy failed.
     #[error("state store: {0}")]
     Store(String),
+    /// The object store holding checkpoints (`[checkpoint] store`) failed or cannot be reached.
+    #[error("checkpoint store {url}: {message}")]
+    Remote { url: String, message: String },
 }
 
 /// One file of a checkpoint, as a manifest records it.

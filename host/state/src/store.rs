@@ -4,15 +4,19 @@
 //! # Key layout
 //!
 //! ```text
-//! fjall key = subtask: u32 BE · kind: u8 · name_len: u16 BE · name · key_len: u16 BE · key · suffix
+//! fjall key = subtask: varint · key_len: varint · key · kind: u8 · name_len: varint · name · suffix
 //!   kind 'v' value state   suffix = (none)
 //!   kind 'l' list item     suffix = seq: u64 BE   (appends take increasing seqs: list order)
 //!   kind 'm' map entry     suffix = field          (prefix scans return fields in byte order)
 //! ```
 //!
-//! Lengths make the layout prefix-free: the entries of one list or map are exactly the keys that
-//! start with `subtask · kind · name · key`, and no other name or key can share that prefix.
-//! The longest key is 4 + 1 + 2 + 256 + 2 + 16 KiB + 16 KiB, under fjall's 65,535-byte limit.
+//! Varints are unsigned LEB128, which is prefix-free, so the layout is too: the entries of one
+//! list or map are exactly the keys that start with `subtask · key · kind · name`, and the entries
+//! of one subtask those that start with `subtask`. The user key comes before the name and the
+//! lengths are varints to keep keys short: fjall stores keys of up to 20 bytes inline, and a
+//! 17-byte key (8-byte user key, 5-byte name) compares without chasing a pointer in the memtable,
+//! which is most of a point read's cost (see `benches/w4_state.rs`). The longest key is
+//! 5 + 3 + 16 KiB + 1 + 2 + 256 + 16 KiB, under fjall's 65,535-byte limit.
 //!
 //! # Change tracking
 //!
@@ -41,13 +45,14 @@ use crate::{STATE_KEY_BYTES_MAX, STATE_NAME_BYTES_MAX, STATE_VALUE_BYTES_MAX, St
 const KIND_VALUE: u8 = b'v';
 const KIND_LIST: u8 = b'l';
 const KIND_MAP: u8 = b'm';
-const SUBTASK_BYTES: usize = 4;
+const VARINT_BYTES_MAX: usize = 5;
 const LIST_SEQ_BYTES: usize = 8;
 /// Longest key without its subtask prefix: what a snapshot record may hold.
-const RELATIVE_KEY_BYTES_MAX: usize = 1 + 2 + STATE_NAME_BYTES_MAX + 2 + 2 * STATE_KEY_BYTES_MAX;
+const RELATIVE_KEY_BYTES_MAX: usize = 3 + STATE_KEY_BYTES_MAX + 1 + 2 + STATE_NAME_BYTES_MAX + STATE_KEY_BYTES_MAX;
 const _: () =
-    assert!(SUBTASK_BYTES + RELATIVE_KEY_BYTES_MAX <= u16::MAX as usize, "fjall keys are at most 65535 bytes");
-const _: () = assert!(STATE_NAME_BYTES_MAX <= STATE_KEY_BYTES_MAX && STATE_KEY_BYTES_MAX <= u16::MAX as usize);
+    assert!(VARINT_BYTES_MAX + RELATIVE_KEY_BYTES_MAX <= u16::MAX as usize, "fjall keys are at most 65535 bytes");
+const _: () =
+    assert!(STATE_NAME_BYTES_MAX < 1 << 14 && STATE_KEY_BYTES_MAX < 1 << 21, "their varints fit 2 and 3 bytes");
 /// Writes per fjall batch while clearing or restoring, and bytes: bounds the memory a batch holds.
 const BATCH_ENTRIES_MAX: usize = 4096;
 const BATCH_BYTES_MAX: usize = 8 << 20;
@@ -137,6 +142,7 @@ impl StateStore {
             keyspace,
             file_stem: format!("{keyspace_name}-s{subtask}"),
             keyspace_name,
+            prefix: subtask_prefix(subtask),
             operator_id: operator_id.to_owned(),
             subtask,
             tracking,
@@ -163,6 +169,8 @@ pub struct OperatorState {
     file_stem: String,
     operator_id: String,
     subtask: u32,
+    /// The subtask's key prefix (its varint).
+    prefix: Vec<u8>,
     tracking: Tracking,
     /// The encoded key of the current call (reads need it behind `&self`).
     scratch: RefCell<Vec<u8>>,
@@ -188,7 +196,7 @@ impl OperatorState {
     pub fn value_set(&mut self, name: &str, key: &[u8], value: &[u8]) -> Result<(), StateError> {
         check_value(value)?;
         let buf = self.scratch.get_mut();
-        encode_key(buf, self.subtask, KIND_VALUE, name, key, &[])?;
+        encode_key(buf, &self.prefix, KIND_VALUE, name, key, &[])?;
         track(&mut self.tracking.changed, buf);
         self.keyspace.insert(&buf[..], value).map_err(fjall_error)
     }
@@ -201,7 +209,7 @@ impl OperatorState {
         let buf = self.scratch.get_mut();
         let mut batch = self.store.db.batch();
         for (key, value) in entries {
-            encode_key(buf, self.subtask, KIND_VALUE, name, key, &[])?;
+            encode_key(buf, &self.prefix, KIND_VALUE, name, key, &[])?;
             track(&mut self.tracking.changed, buf);
             batch.insert(&self.keyspace, &buf[..], &value[..]);
         }
@@ -210,7 +218,7 @@ impl OperatorState {
 
     pub fn value_delete(&mut self, name: &str, key: &[u8]) -> Result<(), StateError> {
         let buf = self.scratch.get_mut();
-        encode_key(buf, self.subtask, KIND_VALUE, name, key, &[])?;
+        encode_key(buf, &self.prefix, KIND_VALUE, name, key, &[])?;
         track(&mut self.tracking.changed, buf);
         self.keyspace.remove(&buf[..]).map_err(fjall_error)
     }
@@ -231,7 +239,7 @@ impl OperatorState {
         check_value(item)?;
         let seq = self.tracking.next_list_seq;
         let buf = self.scratch.get_mut();
-        encode_key(buf, self.subtask, KIND_LIST, name, key, &seq.to_be_bytes())?;
+        encode_key(buf, &self.prefix, KIND_LIST, name, key, &seq.to_be_bytes())?;
         self.tracking.next_list_seq =
             seq.checked_add(1).ok_or_else(|| StateError::Limit("list seqs exhausted".into()))?;
         track(&mut self.tracking.changed, buf);
@@ -241,7 +249,7 @@ impl OperatorState {
     pub fn list_clear(&mut self, name: &str, key: &[u8]) -> Result<(), StateError> {
         // The prefix lives in the scratch buffer, moved out while `remove_prefix` borrows `self`.
         let mut prefix = std::mem::take(self.scratch.get_mut());
-        let removed = encode_key(&mut prefix, self.subtask, KIND_LIST, name, key, &[])
+        let removed = encode_key(&mut prefix, &self.prefix, KIND_LIST, name, key, &[])
             .and_then(|()| self.remove_prefix(&prefix, true));
         *self.scratch.get_mut() = prefix;
         removed
@@ -256,14 +264,14 @@ impl OperatorState {
     pub fn map_put(&mut self, name: &str, key: &[u8], field: &[u8], value: &[u8]) -> Result<(), StateError> {
         check_value(value)?;
         let buf = self.scratch.get_mut();
-        encode_key(buf, self.subtask, KIND_MAP, name, key, field)?;
+        encode_key(buf, &self.prefix, KIND_MAP, name, key, field)?;
         track(&mut self.tracking.changed, buf);
         self.keyspace.insert(&buf[..], value).map_err(fjall_error)
     }
 
     pub fn map_remove(&mut self, name: &str, key: &[u8], field: &[u8]) -> Result<(), StateError> {
         let buf = self.scratch.get_mut();
-        encode_key(buf, self.subtask, KIND_MAP, name, key, field)?;
+        encode_key(buf, &self.prefix, KIND_MAP, name, key, field)?;
         track(&mut self.tracking.changed, buf);
         self.keyspace.remove(&buf[..]).map_err(fjall_error)
     }
@@ -285,7 +293,8 @@ impl OperatorState {
     /// Removes every entry of this subtask (before a restore). The removals are tracked, so the
     /// next delta snapshot records them.
     pub fn clear(&mut self) -> Result<(), StateError> {
-        self.remove_prefix(&self.subtask.to_be_bytes(), true)
+        let prefix = self.prefix.clone();
+        self.remove_prefix(&prefix, true)
     }
 
     /// Writes a snapshot file for checkpoint `checkpoint` into `dir` and fsyncs it (and `dir`).
@@ -312,9 +321,9 @@ impl OperatorState {
         let mut writer = SnapshotWriter::new(file, Header { full, checkpoint }).map_err(io)?;
         let mut records = 0usize;
         if full {
-            for guard in self.keyspace.prefix(self.subtask.to_be_bytes()) {
+            for guard in self.keyspace.prefix(&self.prefix) {
                 let (k, v) = guard.into_inner().map_err(fjall_error)?;
-                writer.put(relative(&k), &v).map_err(io)?;
+                writer.put(self.relative(&k), &v).map_err(io)?;
                 records += 1;
             }
         } else {
@@ -322,8 +331,8 @@ impl OperatorState {
             keys.sort_unstable();
             for key in keys {
                 match self.keyspace.get(key).map_err(fjall_error)? {
-                    Some(v) => writer.put(relative(key), &v).map_err(io)?,
-                    None => writer.tombstone(relative(key)).map_err(io)?,
+                    Some(v) => writer.put(self.relative(key), &v).map_err(io)?,
+                    None => writer.tombstone(self.relative(key)).map_err(io)?,
                 }
                 records += 1;
             }
@@ -349,7 +358,8 @@ impl OperatorState {
             let message = "a restore chain must start with a full snapshot".to_owned();
             return Err(StateError::Corrupt { path: dir.join(&first.name), message });
         }
-        self.remove_prefix(&self.subtask.to_be_bytes(), false)?;
+        let prefix = self.prefix.clone();
+        self.remove_prefix(&prefix, false)?;
         for f in chain {
             self.apply(dir, f)?;
         }
@@ -368,7 +378,12 @@ impl OperatorState {
     }
 
     fn encode(&self, buf: &mut Vec<u8>, kind: u8, name: &str, key: &[u8], suffix: &[u8]) -> Result<(), StateError> {
-        encode_key(buf, self.subtask, kind, name, key, suffix)
+        encode_key(buf, &self.prefix, kind, name, key, suffix)
+    }
+
+    /// A fjall key of this subtask without its subtask prefix.
+    fn relative<'k>(&self, key: &'k [u8]) -> &'k [u8] {
+        key.get(self.prefix.len()..).unwrap_or_default()
     }
 
     /// Removes every entry whose fjall key starts with `prefix`, in bounded batches.
@@ -409,7 +424,7 @@ impl OperatorState {
                 self.tracking.next_list_seq = self.tracking.next_list_seq.max(seq.saturating_add(1));
             }
             key.clear();
-            key.extend_from_slice(&self.subtask.to_be_bytes());
+            key.extend_from_slice(&self.prefix);
             key.extend_from_slice(&reader.key);
             match record {
                 Record::Put => {
@@ -468,7 +483,7 @@ fn keyspace_name(operator_id: &str) -> String {
 /// Encodes a fjall key (see the module docs) into `buf`, checking the limits.
 fn encode_key(
     buf: &mut Vec<u8>,
-    subtask: u32,
+    subtask_prefix: &[u8],
     kind: u8,
     name: &str,
     key: &[u8],
@@ -493,23 +508,56 @@ fn encode_key(
         )));
     }
     buf.clear();
-    buf.extend_from_slice(&subtask.to_be_bytes());
-    buf.push(kind);
-    // Both lengths fit in u16: checked above, and asserted for the limits at compile time.
-    buf.extend_from_slice(&(name.len() as u16).to_be_bytes());
-    buf.extend_from_slice(name.as_bytes());
-    buf.extend_from_slice(&(key.len() as u16).to_be_bytes());
+    buf.extend_from_slice(subtask_prefix);
+    push_varint(buf, key.len());
     buf.extend_from_slice(key);
+    buf.push(kind);
+    push_varint(buf, name.len());
+    buf.extend_from_slice(name.as_bytes());
     buf.extend_from_slice(suffix);
     Ok(())
 }
 
-/// Checks a relative key read from a snapshot file; returns the seq of a list item.
+fn subtask_prefix(subtask: u32) -> Vec<u8> {
+    let mut prefix = Vec::with_capacity(VARINT_BYTES_MAX);
+    push_varint(&mut prefix, subtask as usize);
+    prefix
+}
+
+/// Appends `value` as unsigned LEB128: 7 bits a byte, low bits first, high bit set on all but the last.
+fn push_varint(buf: &mut Vec<u8>, mut value: usize) {
+    while value >= 0x80 {
+        buf.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    buf.push(value as u8);
+}
+
+/// Reads a canonical (shortest) LEB128 varint of at most `max`; returns it and the rest.
+fn split_varint(bytes: &[u8], max: usize) -> Option<(usize, &[u8])> {
+    let mut value = 0usize;
+    for (i, &byte) in bytes.iter().enumerate().take(3) {
+        value |= usize::from(byte & 0x7F) << (7 * i);
+        if byte & 0x80 == 0 {
+            let canonical = i == 0 || byte != 0;
+            return (canonical && value <= max).then(|| (value, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
+fn split_len_prefixed(bytes: &[u8], max: usize) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = split_varint(bytes, max)?;
+    rest.split_at_checked(len)
+}
+
+/// Checks a relative key (without its subtask prefix) read from a snapshot file; returns the seq
+/// of a list item.
 fn parse_relative_key(key: &[u8]) -> Result<Option<u64>, String> {
-    let (&kind, rest) = key.split_first().ok_or("empty")?;
-    let (name, rest) = split_len_prefixed(rest, STATE_NAME_BYTES_MAX).ok_or("bad name")?;
+    let (_, rest) = split_len_prefixed(key, STATE_KEY_BYTES_MAX).ok_or("bad key")?;
+    let (&kind, rest) = rest.split_first().ok_or("no kind")?;
+    let (name, suffix) = split_len_prefixed(rest, STATE_NAME_BYTES_MAX).ok_or("bad name")?;
     std::str::from_utf8(name).map_err(|_| "name is not UTF-8")?;
-    let (_, suffix) = split_len_prefixed(rest, STATE_KEY_BYTES_MAX).ok_or("bad key")?;
     match kind {
         KIND_VALUE if suffix.is_empty() => Ok(None),
         KIND_LIST => match <[u8; LIST_SEQ_BYTES]>::try_from(suffix) {
@@ -519,15 +567,6 @@ fn parse_relative_key(key: &[u8]) -> Result<Option<u64>, String> {
         KIND_MAP if suffix.len() <= STATE_KEY_BYTES_MAX => Ok(None),
         _ => Err(format!("bad kind {kind:#04x} or suffix")),
     }
-}
-
-fn split_len_prefixed(bytes: &[u8], max: usize) -> Option<(&[u8], &[u8])> {
-    let (len, rest) = bytes.split_first_chunk::<2>()?;
-    let len = usize::from(u16::from_be_bytes(*len));
-    if len > max {
-        return None;
-    }
-    rest.split_at_checked(len)
 }
 
 fn check_value(value: &[u8]) -> Result<(), StateError> {
@@ -545,11 +584,6 @@ fn track(changed: &mut HashSet<Box<[u8]>>, key: &[u8]) {
     if !changed.contains(key) {
         changed.insert(key.into());
     }
-}
-
-/// A fjall key without its subtask prefix.
-fn relative(key: &[u8]) -> &[u8] {
-    key.get(SUBTASK_BYTES..).unwrap_or_default()
 }
 
 fn fjall_error(e: fjall::Error) -> StateError {
@@ -577,15 +611,39 @@ mod tests {
 
     #[test]
     fn relative_keys_parse_back() {
+        let prefix = subtask_prefix(300);
+        assert_eq!(prefix, [0xAC, 0x02]);
+        let relative = |buf: &[u8]| buf[prefix.len()..].to_vec();
         let mut buf = Vec::new();
-        encode_key(&mut buf, 3, KIND_LIST, "n", b"k", &9u64.to_be_bytes()).unwrap();
-        assert_eq!(parse_relative_key(relative(&buf)), Ok(Some(9)));
-        encode_key(&mut buf, 3, KIND_MAP, "n", b"k", b"field").unwrap();
-        assert_eq!(parse_relative_key(relative(&buf)), Ok(None));
-        encode_key(&mut buf, 3, KIND_VALUE, "n", b"k", &[]).unwrap();
-        assert_eq!(parse_relative_key(relative(&buf)), Ok(None));
+        encode_key(&mut buf, &prefix, KIND_LIST, "n", b"k", &9u64.to_be_bytes()).unwrap();
+        assert_eq!(parse_relative_key(&relative(&buf)), Ok(Some(9)));
+        encode_key(&mut buf, &prefix, KIND_MAP, "n", b"k", b"field").unwrap();
+        assert_eq!(parse_relative_key(&relative(&buf)), Ok(None));
+        encode_key(&mut buf, &prefix, KIND_VALUE, "n", &[7; 200], &[]).unwrap();
+        assert_eq!(parse_relative_key(&relative(&buf)), Ok(None));
         assert!(parse_relative_key(&relative(&buf)[..4]).is_err());
         buf.push(0);
-        assert!(parse_relative_key(relative(&buf)).is_err(), "a value key has no suffix");
+        assert!(parse_relative_key(&relative(&buf)).is_err(), "a value key has no suffix");
+    }
+
+    #[test]
+    fn varints_are_canonical_and_bounded() {
+        for value in [0, 1, 127, 128, 255, 256, 16_383, 16_384, STATE_KEY_BYTES_MAX] {
+            let mut buf = Vec::new();
+            push_varint(&mut buf, value);
+            buf.push(0xEE);
+            assert_eq!(split_varint(&buf, STATE_KEY_BYTES_MAX), Some((value, &[0xEE][..])), "{value}");
+        }
+        assert_eq!(split_varint(&[0x80, 0x00], 1000), None, "not the shortest encoding");
+        assert_eq!(split_varint(&[0x81, 0x01], 128), None, "129 is above the maximum");
+        assert_eq!(split_varint(&[0x80, 0x80, 0x80, 0x01], usize::MAX), None, "longer than 3 bytes");
+        assert_eq!(split_varint(&[0x80], 1000), None, "truncated");
+    }
+
+    #[test]
+    fn short_keys_stay_within_fjalls_inline_size() {
+        let mut buf = Vec::new();
+        encode_key(&mut buf, &subtask_prefix(5), KIND_VALUE, "count", &[0; 8], &[]).unwrap();
+        assert_eq!(buf.len(), 17);
     }
 }

@@ -102,16 +102,19 @@ fn subtasks_and_operators_are_isolated() {
     let (_dir, store) = store();
     let mut s0 = store.operator("count", 0).unwrap();
     let mut s1 = store.operator("count", 1).unwrap();
+    let mut s128 = store.operator("count", 128).unwrap();
     let mut other = store.operator("count ", 0).unwrap();
     let mut slashed = store.operator("a/b:c\u{0}", 0).unwrap();
     s0.value_set("n", b"k", b"zero").unwrap();
     s1.value_set("n", b"k", b"one").unwrap();
+    s128.value_set("n", b"k", b"128").unwrap();
     other.value_set("n", b"k", b"other").unwrap();
     slashed.value_set("n", b"k", b"slashed").unwrap();
     s0.list_append("l", b"k", b"zero").unwrap();
     s1.map_put("m", b"k", b"f", b"one").unwrap();
     assert_eq!(s0.value_get("n", b"k").unwrap(), Some(b("zero")));
     assert_eq!(s1.value_get("n", b"k").unwrap(), Some(b("one")));
+    assert_eq!(s128.value_get("n", b"k").unwrap(), Some(b("128")));
     assert_eq!(other.value_get("n", b"k").unwrap(), Some(b("other")));
     assert_eq!(slashed.value_get("n", b"k").unwrap(), Some(b("slashed")));
     assert!(s1.list_get("l", b"k").unwrap().is_empty());
@@ -121,7 +124,10 @@ fn subtasks_and_operators_are_isolated() {
     assert_eq!(s0.value_get("n", b"k").unwrap(), None);
     assert!(s0.list_get("l", b"k").unwrap().is_empty());
     assert_eq!(s1.value_get("n", b"k").unwrap(), Some(b("one")), "clearing subtask 0 leaves subtask 1");
+    assert_eq!(s128.value_get("n", b"k").unwrap(), Some(b("128")));
     assert_eq!(s1.map_get("m", b"k", b"f").unwrap(), Some(b("one")));
+    s1.clear().unwrap();
+    assert_eq!(s128.value_get("n", b"k").unwrap(), Some(b("128")), "subtask 1's prefix is not a prefix of 128's");
     assert_eq!(other.value_get("n", b"k").unwrap(), Some(b("other")), "and other operators");
 }
 

@@ -1,5 +1,7 @@
 //! Operator instances: linking a component against the capabilities its job
-//! grants, instantiating it with limits, and calling `open`/`process`/`finish`.
+//! grants, instantiating it with limits, and calling `open`/`process`/`finish`
+//! (and the optional exports: `snapshot`'s `save`/`restore`, `event-time`'s
+//! `on-watermark`).
 //!
 //! Each instance has its own `Store` with a memory cap (a `ResourceLimiter`),
 //! a wall-clock deadline per call (epoch interruption: the guest yields to the
@@ -93,6 +95,8 @@ struct Exports {
     finish: ComponentExportIndex,
     /// The optional `snapshot` interface: (`save`, `restore`).
     snapshot: Option<(ComponentExportIndex, ComponentExportIndex)>,
+    /// The optional `event-time` interface: `on-watermark`.
+    on_watermark: Option<ComponentExportIndex>,
 }
 
 impl OperatorFactory {
@@ -221,6 +225,14 @@ impl OperatorFactory {
             }
             None => None,
         };
+        let on_watermark = match &self.exports.on_watermark {
+            Some(idx) => {
+                Some(get(&mut store, idx, "on-watermark")?.typed::<(i64,), (Result<(), WitError>,)>(&store).map_err(
+                    |e| fail(CallErrorKind::BadOutput, format!("`on-watermark` has the wrong signature: {e:#}")),
+                )?)
+            }
+            None => None,
+        };
         // Type-check once; calls below use the checked functions.
         let typed_open = open
             .typed::<(WitContext,), (Result<WitSchema, WitError>,)>(&store)
@@ -265,6 +277,7 @@ impl OperatorFactory {
             process,
             finish: typed_finish,
             snapshot,
+            on_watermark,
             schema,
             timeout,
             label,
@@ -279,6 +292,7 @@ pub struct OperatorInstance {
     process: Func,
     finish: TypedFunc<(), (Result<(), WitError>,)>,
     snapshot: Option<SnapshotFuncs>,
+    on_watermark: Option<TypedFunc<(i64,), (Result<(), WitError>,)>>,
     schema: SchemaRef,
     timeout: Duration,
     label: Arc<str>,
@@ -336,6 +350,22 @@ impl OperatorInstance {
         self.end_call("finish", result)
     }
 
+    /// Whether the component exports `event-time` (acts on watermarks).
+    pub fn has_event_time(&self) -> bool {
+        self.on_watermark.is_some()
+    }
+
+    /// Tells the guest that event time reached `watermark` on every input
+    /// (`i64::MAX` once, at the end of input); returns what it emitted, under
+    /// the same caps and deadline as `process`. Emits nothing and calls
+    /// nothing when the component does not export `event-time`.
+    pub async fn on_watermark(&mut self, watermark: i64) -> Result<Vec<RecordBatch>, CallError> {
+        let Some(on_watermark) = self.on_watermark else { return Ok(Vec::new()) };
+        self.begin_call();
+        let result = on_watermark.call_async(&mut self.store, (watermark,)).await;
+        self.end_call("on-watermark", result)
+    }
+
     /// Gives this instance the subtask's state store (instances opened before
     /// the store existed, at prepare time, get it here).
     pub fn set_state(&mut self, state: Option<StateHandle>) {
@@ -350,7 +380,7 @@ impl OperatorInstance {
     /// Asks the guest for the bytes of its in-memory state (at a checkpoint
     /// barrier). `None` when the component does not export `snapshot`.
     pub async fn save(&mut self) -> Result<Option<Vec<u8>>, CallError> {
-        let Some((save, _)) = self.snapshot.clone() else { return Ok(None) };
+        let Some((save, _)) = self.snapshot else { return Ok(None) };
         self.begin_call();
         let result = save.call_async(&mut self.store, ()).await;
         let (returned,) = result.map_err(|e| classify(&self.label, e, "save", &self.limits, self.store.data()))?;
@@ -360,7 +390,7 @@ impl OperatorInstance {
 
     /// Gives the guest back the bytes `save` returned (once, after `open`, on resume).
     pub async fn restore(&mut self, data: &[u8]) -> Result<(), CallError> {
-        let Some((_, restore)) = self.snapshot.clone() else {
+        let Some((_, restore)) = self.snapshot else {
             return Err(CallError {
                 operator: self.label.to_string(),
                 kind: CallErrorKind::BadOutput,
@@ -384,7 +414,7 @@ impl OperatorInstance {
             return Err(CallError {
                 operator: self.label.to_string(),
                 kind: CallErrorKind::BadOutput,
-                message: format!("`{what}` emitted batches; only `process` and `finish` may emit"),
+                message: format!("`{what}` emitted batches; only `process`, `on-watermark` and `finish` may emit"),
             });
         }
         Ok(())
@@ -726,5 +756,18 @@ fn find_exports(engine: &wasmtime::Engine, component: &Component) -> Result<Expo
             Some((f("save")?, f("restore")?))
         }
     };
-    Ok(Exports { open: func("open")?, process: func("process")?, finish: func("finish")?, snapshot })
+    // `event-time` is optional too: only operators that act on event time need it.
+    let time_prefix = format!("{WIT_PACKAGE}/event-time@0.1.");
+    let on_watermark = match names.iter().find(|n| n.starts_with(&time_prefix)) {
+        None => None,
+        Some(time) => {
+            let (_, parent) = component.get_export(None, time).ok_or_else(|| format!("export `{time}` not found"))?;
+            let idx = component
+                .get_export(Some(&parent), "on-watermark")
+                .map(|(_, idx)| idx)
+                .ok_or_else(|| format!("`{time}` lacks the function `on-watermark`"))?;
+            Some(idx)
+        }
+    };
+    Ok(Exports { open: func("open")?, process: func("process")?, finish: func("finish")?, snapshot, on_watermark })
 }

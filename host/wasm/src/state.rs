@@ -16,8 +16,9 @@ use crate::instance::HostState;
 
 /// Longest state name a guest may use.
 pub const STATE_NAME_BYTES_MAX: usize = 256;
-/// Longest key or map field a guest may use.
-pub const STATE_KEY_BYTES_MAX: usize = 64 * 1024;
+/// Longest key or map field a guest may use (the store keeps a key and a
+/// field together under one fjall key, whose limit is 64 KiB).
+pub const STATE_KEY_BYTES_MAX: usize = 16 * 1024;
 /// Largest value or list item a guest may store.
 pub const STATE_VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;
 /// Most keys or entries in one `*-many` call.
@@ -53,7 +54,7 @@ pub trait StateBackend: Send + 'static {
     fn map_get(&mut self, name: &str, key: &[u8], field: &[u8]) -> Result<Option<Vec<u8>>, StateFault>;
     fn map_put(&mut self, name: &str, key: &[u8], field: &[u8], value: &[u8]) -> Result<(), StateFault>;
     fn map_remove(&mut self, name: &str, key: &[u8], field: &[u8]) -> Result<(), StateFault>;
-    fn map_entries(&mut self, name: &str, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateFault>;
+    fn map_entries(&mut self, name: &str, key: &[u8]) -> Result<Entries, StateFault>;
 }
 
 /// A subtask's state, shared by the engine (which snapshots and restores it
@@ -82,6 +83,9 @@ impl std::fmt::Debug for StateHandle {
 }
 
 type Ret<T> = wasmtime::Result<(Result<T, WitError>,)>;
+
+/// (key or field, value) pairs as they cross the boundary.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
 fn to_wit(f: StateFault) -> WitError {
     WitError { kind: if f.limit { WitErrorKind::Limit } else { WitErrorKind::Internal }, message: f.message }
@@ -164,7 +168,7 @@ pub(crate) fn link(instance: &mut LinkerInstance<'_, HostState>) -> wasmtime::Re
     )?;
     instance.func_wrap(
         "value-set-many",
-        |store: StoreContextMut<'_, HostState>, (name, entries): (String, Vec<(Vec<u8>, Vec<u8>)>)| {
+        |store: StoreContextMut<'_, HostState>, (name, entries): (String, Entries)| {
             call(&store, |s| {
                 check_name(&name)?;
                 check_count(entries.len())?;

@@ -32,11 +32,15 @@
 //! [`state`] (the job grants the `state` capability), or in the instance's
 //! memory, saved at checkpoints by [`Operator::save`] and given back by
 //! [`Operator::restore`].
+//!
+//! Operators that act on event time implement [`Operator::on_watermark`]; the
+//! [`window`] module keeps tumbling, sliding and session windows in host state.
 
 mod convert;
 mod error;
 pub mod log;
 pub mod state;
+pub mod window;
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -100,6 +104,17 @@ pub trait Operator: Sized + 'static {
 
     /// All inputs ended: emit what is left.
     fn finish(&mut self, _out: &mut Emitter) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Event time reached `watermark` (milliseconds since the epoch) on every
+    /// input: no batch that arrives later carries an earlier time (rows that
+    /// do are late; see [`window`]). Called between `process` calls, only
+    /// when the watermark advanced; may emit. When every input has ended the
+    /// host calls it once more with `i64::MAX`, before [`Operator::finish`],
+    /// so whatever waits for event time (windows) is released. The default
+    /// does nothing.
+    fn on_watermark(&mut self, _watermark: i64, _out: &mut Emitter) -> Result<(), Error> {
         Ok(())
     }
 
@@ -184,6 +199,10 @@ pub mod __private {
         with_instance::<T>(|op, out| op.finish(out))
     }
 
+    pub fn on_watermark<T: Operator>(watermark: i64) -> Result<(), wit::Error> {
+        with_instance::<T>(|op, out| op.on_watermark(watermark, out))
+    }
+
     pub fn save<T: Operator>() -> Result<Vec<u8>, wit::Error> {
         with_operator::<T, _>(|op| op.save())
     }
@@ -232,8 +251,10 @@ pub mod __private {
 }
 
 /// Exports `$ty` (an [`Operator`]) as this component's operator: the
-/// `transform` interface and the `snapshot` interface (backed by
-/// [`Operator::save`] and [`Operator::restore`], whose defaults keep nothing).
+/// `transform` interface, the `snapshot` interface (backed by
+/// [`Operator::save`] and [`Operator::restore`], whose defaults keep nothing)
+/// and the `event-time` interface (backed by [`Operator::on_watermark`], whose
+/// default does nothing).
 #[macro_export]
 macro_rules! export_operator {
     ($ty:ty) => {
@@ -268,6 +289,13 @@ macro_rules! export_operator {
                 data: ::std::vec::Vec<u8>,
             ) -> ::core::result::Result<(), $crate::bindings::flumen::dataflow::types::Error> {
                 $crate::__private::restore::<$ty>(data)
+            }
+        }
+        impl $crate::bindings::exports::flumen::dataflow::event_time::Guest for __FlumenOperator {
+            fn on_watermark(
+                watermark: i64,
+            ) -> ::core::result::Result<(), $crate::bindings::flumen::dataflow::types::Error> {
+                $crate::__private::on_watermark::<$ty>(watermark)
             }
         }
         $crate::bindings::export!(__FlumenOperator with_types_in $crate::bindings);

@@ -91,6 +91,41 @@ pub fn keys_of(array: &dyn Array) -> Result<Vec<Vec<u8>>, Error> {
     encode(array, 0..array.len())
 }
 
+/// A key's value, decoded from the bytes [`key_of`] made: what a window or a
+/// timer keyed by those bytes hands back must become a column value again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyValue {
+    Null,
+    Bool(bool),
+    /// Every integer up to `i64::MAX`, whatever its column's type.
+    Int(i64),
+    /// A uint64 above `i64::MAX`.
+    UInt(u64),
+    Utf8(String),
+    Binary(Vec<u8>),
+}
+
+/// Decodes key bytes made by [`key_of`]/[`keys_of`]; anything else (the empty
+/// key, an unknown tag, a wrong length, invalid UTF-8) is an error, never a panic.
+pub fn decode_key(key: &[u8]) -> Result<KeyValue, Error> {
+    let malformed = || Error::internal(format!("malformed state key of {} bytes", key.len()));
+    let (&tag, rest) = key.split_first().ok_or_else(malformed)?;
+    let eight = || -> Result<[u8; 8], Error> { rest.try_into().map_err(|_| malformed()) };
+    Ok(match tag {
+        TAG_NULL if rest.is_empty() => KeyValue::Null,
+        TAG_BOOL => match rest {
+            [0] => KeyValue::Bool(false),
+            [1] => KeyValue::Bool(true),
+            _ => return Err(malformed()),
+        },
+        TAG_INT => KeyValue::Int((u64::from_be_bytes(eight()?) ^ (1 << 63)) as i64),
+        TAG_UINT_ABOVE_I64 => KeyValue::UInt(u64::from_be_bytes(eight()?)),
+        TAG_UTF8 => KeyValue::Utf8(String::from_utf8(rest.to_vec()).map_err(|_| malformed())?),
+        TAG_BINARY => KeyValue::Binary(rest.to_vec()),
+        _ => return Err(malformed()),
+    })
+}
+
 /// Whether a column of `field`'s type can be turned into keys, as a config
 /// error naming the column if not: call it at `open`.
 pub fn check_key_field(field: &Field) -> Result<(), Error> {
@@ -513,6 +548,29 @@ mod tests {
         assert!(check_key_field(&Field::new("x", DataType::Float64, false)).is_err());
         assert!(check_key_field(&Field::new("x", DataType::Utf8, true)).is_ok());
         assert!(key_of(&Int64Array::from(vec![1]), 1).is_err());
+    }
+
+    #[test]
+    fn keys_decode_to_their_values() {
+        let ints = Int64Array::from(vec![Some(i64::MIN), Some(-1), Some(0), Some(i64::MAX), None]);
+        let decoded: Vec<KeyValue> = keys_of(&ints).unwrap().iter().map(|k| decode_key(k).unwrap()).collect();
+        assert_eq!(
+            decoded,
+            [KeyValue::Int(i64::MIN), KeyValue::Int(-1), KeyValue::Int(0), KeyValue::Int(i64::MAX), KeyValue::Null]
+        );
+        assert_eq!(
+            decode_key(&key_of(&UInt64Array::from(vec![u64::MAX]), 0).unwrap()).unwrap(),
+            KeyValue::UInt(u64::MAX)
+        );
+        assert_eq!(
+            decode_key(&key_of(&StringArray::from(vec!["ab"]), 0).unwrap()).unwrap(),
+            KeyValue::Utf8("ab".into())
+        );
+        assert_eq!(decode_key(&[TAG_BINARY, 7]).unwrap(), KeyValue::Binary(vec![7]));
+        assert_eq!(decode_key(&[TAG_BOOL, 1]).unwrap(), KeyValue::Bool(true));
+        for bad in [&[][..], &[TAG_INT, 1, 2], &[TAG_BOOL, 2], &[TAG_UTF8, 0xff], &[0x7f], &[TAG_NULL, 0]] {
+            assert!(decode_key(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

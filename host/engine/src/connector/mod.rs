@@ -4,7 +4,9 @@
 //! operators can agree on schemas at `open`) and then opened once per subtask.
 //! A source subtask can say where it stands ([`SourceReader::position`]) and a
 //! fresh one can resume there ([`SourceReader::seek`]), so a checkpointed job
-//! replays exactly the rows after its last checkpoint.
+//! replays exactly the rows after its last checkpoint. A source with a
+//! `watermark` column also says how far its event time has come
+//! ([`SourceReader::watermark`]; see `watermark.rs`).
 //!
 //! Sinks work in one of two modes:
 //! - **Without checkpoints** ([`open_sink`]): a subtask writes batches and makes
@@ -29,8 +31,10 @@ mod file_source;
 mod generator;
 mod sinks;
 mod transactional;
+mod watermark;
 
 pub use generator::GeneratorColumn;
+pub use watermark::{WatermarkColumn, WatermarkSpec};
 
 /// A failure of a connector, naming the node and (where there is one) the file.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +86,8 @@ pub struct SourceSpec {
     /// total (each subtask sleeps to emit its share), so that a run lasts long
     /// enough to checkpoint, fail and recover in. Unthrottled when absent.
     pub rows_per_second: Option<u64>,
+    /// Emit watermarks from this event-time column (all kinds).
+    pub watermark: Option<WatermarkSpec>,
 }
 
 /// A declared column: name and Arrow type name (see the job spec reference).
@@ -133,6 +139,10 @@ pub trait PlannedSource: Send + Sync + std::fmt::Debug {
     /// Opens subtask `subtask` of `parallelism`; subtasks read disjoint parts
     /// (files, row ranges) whose union is the whole input.
     fn open(&self, subtask: u32, parallelism: u32) -> Result<Box<dyn SourceReader>, ConnectorError>;
+    /// The column its readers take watermarks from, if the spec names one.
+    fn watermark_column(&self) -> Option<WatermarkColumn> {
+        None
+    }
 }
 
 /// One source subtask: yields batches until the input is exhausted.
@@ -149,6 +159,17 @@ pub trait SourceReader: Send {
     /// malformed position, or one that does not fit this subtask's input (files
     /// changed, parallelism changed, past the end), is an error naming the node.
     fn seek(&mut self, position: &serde_json::Value) -> Result<(), ConnectorError>;
+    /// The watermark after the batches returned so far (milliseconds since
+    /// the epoch): the largest event time read less the delay, for a source
+    /// with a `watermark` column; `None` before any time was read, or without one.
+    /// The engine emits it downstream whenever it advances, and records it in
+    /// checkpoints beside the position.
+    fn watermark(&self) -> Option<i64> {
+        None
+    }
+    /// Resumes the watermark a checkpoint recorded (after [`seek`](Self::seek)):
+    /// it never goes below it.
+    fn resume_watermark(&mut self, _watermark: i64) {}
 }
 
 /// One sink subtask.
@@ -193,9 +214,13 @@ pub fn plan_source(
     base_dir: &Path,
     job_batch_rows: usize,
 ) -> Result<Box<dyn PlannedSource>, ConnectorError> {
-    match spec.kind {
-        SourceKind::Generator => generator::plan(spec, job_batch_rows),
-        SourceKind::Parquet | SourceKind::Csv | SourceKind::Jsonl => file_source::plan(spec, base_dir, job_batch_rows),
+    let source = match spec.kind {
+        SourceKind::Generator => generator::plan(spec, job_batch_rows)?,
+        SourceKind::Parquet | SourceKind::Csv | SourceKind::Jsonl => file_source::plan(spec, base_dir, job_batch_rows)?,
+    };
+    match &spec.watermark {
+        Some(watermark) => watermark::wrap(&spec.id, watermark, source),
+        None => Ok(source),
     }
 }
 
