@@ -314,6 +314,7 @@ fn open_ctx(id: &str, config: serde_json::Value, input: &SchemaRef) -> OpenConte
         parallelism: 1,
         config_json: config.to_string(),
         inputs: vec![input.clone()],
+        state: None,
     }
 }
 

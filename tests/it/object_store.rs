@@ -40,6 +40,24 @@ fn file_store_that_goes_away_fails_the_checkpoint_naming_it() {
 }
 
 #[test]
+fn file_store_a_crash_between_the_local_and_the_remote_manifest_is_recovered() {
+    // The process dies after the local manifest of the second checkpoint is durable and before
+    // it is in the store: that checkpoint never completed, and resuming discards it.
+    let store = FileStore::new();
+    let job = counting_job(ROWS, 4000, &format!("store = \"{}\"", store.url()), "", 2);
+    let mut cmd = flumen(&job, false);
+    cmd.env("FLUMEN_FAILPOINTS", "checkpoint::after-manifest=1*off->return");
+    let (code, text) = finish(cmd.spawn().unwrap(), "crash");
+    assert_ne!(code, 0, "the fail point never fired\n{text}");
+    assert_eq!(store.manifests().len(), 1, "{text}");
+
+    let text = resume_to_completion(&store, &job);
+    assert!(text.contains("not intact in the store"), "the local-only checkpoint was not discarded:\n{text}");
+    let o = check(&job.file("out"), ROWS, "crash before upload", true);
+    assert!(o.clean() && o.rows == ROWS, "{o:?}");
+}
+
+#[test]
 fn s3_store_restores_a_lost_disk_detects_damage_and_fails_when_gone() {
     if std::env::var("FLUMEN_S3_TESTS").as_deref() != Ok("1") {
         eprintln!("skipped: set FLUMEN_S3_TESTS=1 with moto_server on PATH");
@@ -94,7 +112,6 @@ fn damaged_object_in_the_store(store: &dyn Store) {
     std::fs::remove_dir_all(job.file("ck")).unwrap();
 
     let text = resume_to_completion(store, &job);
-    eprintln!("DAMAGE TEXT:\n{}", text.lines().filter(|l| l.contains("damaged") || l.contains("resuming") || l.contains("store read")).collect::<Vec<_>>().join("\n"));
     let newest_name = newest.rsplit_once('/').unwrap().1;
     assert!(
         text.contains("damaged checkpoint") && text.contains(newest_name),
@@ -123,7 +140,6 @@ fn store_goes_away(store: &dyn Store, take_away: impl FnOnce()) {
         std::thread::sleep(Duration::from_millis(50));
     }
     let (code, text) = finish(child, &what);
-    eprintln!("GONE TEXT:\n{text}");
     assert_eq!(code, 1, "{what}: {text}");
     assert!(
         text.contains(&format!("checkpoint store {}", store.url())),

@@ -280,7 +280,12 @@ impl LogicalGraph {
         }
         for (i, r) in self.regions().iter().enumerate() {
             let names: Vec<String> = r.nodes.iter().map(|&n| self.nodes[n].id.to_string()).collect();
-            let _ = writeln!(out, "region {i}: {}", names.join(", "));
+            let _ = writeln!(
+                out,
+                "region {i} `{}` (checkpoints and restarts on its own): {}",
+                self.region_name(r),
+                names.join(", ")
+            );
         }
         out
     }
@@ -398,7 +403,7 @@ mod tests {
         assert_eq!(regions.len(), 2);
         assert_eq!(regions[0].nodes.len() + regions[1].nodes.len(), 5);
         let text = g.describe();
-        assert!(text.contains("region 0:") && text.contains("region 1:"), "{text}");
+        assert!(text.contains("region 0 `") && text.contains("region 1 `"), "{text}");
         assert!(text.contains("operator o2 ×1 ← s2 (round-robin)"), "{text}");
     }
 

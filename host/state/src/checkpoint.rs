@@ -55,7 +55,7 @@ pub struct Manifest {
     pub created_unix_ms: u64,
     /// The job ended and this is its final checkpoint.
     pub finished: bool,
-    /// One entry per participating subtask, keyed by e.g. "count[0]".
+    /// One entry per participating subtask, keyed by e.g. `count[0]`.
     pub participants: BTreeMap<String, Participant>,
 }
 

@@ -25,15 +25,18 @@
 //!    `L` are always PUT: after a restart, checkpoint numbers above the restored one are handed
 //!    out again, so an object of that name may hold bytes of an attempt that never completed.
 //!    Every file is checked against the manifest's size and SHA-256 as it is read for upload.
-//! 3. **Download** ([`RemoteStore::download_latest`]), before a region (re)starts: local
-//!    manifests newer than the newest remote one never completed (the process stopped between
-//!    the local write and the remote PUT) and are removed. Then the remote manifests are tried
-//!    newest first: the manifest's checksum must verify; every file it references that is missing
-//!    locally or does not verify is fetched, reading at most its recorded size, and kept only if
-//!    its SHA-256 matches; then the manifest is written locally. The first one that verifies is
-//!    the restore point, found by [`CheckpointStore::latest_valid`] as usual. A damaged one is
-//!    reported and the next older one tried. *Safe:* nothing from the store is trusted before
-//!    its digest matches the manifest, whose own checksum matched.
+//! 3. **Download** ([`RemoteStore::download_latest`]), before a region (re)starts: the remote
+//!    manifests are tried newest first. The manifest's checksum must verify; every file it
+//!    references that is missing locally or does not verify is fetched, reading at most its
+//!    recorded size, and kept only if its SHA-256 matches; then the manifest is written locally.
+//!    The first one that verifies is the restore point `R`, which
+//!    [`CheckpointStore::latest_valid`] then finds as usual; a damaged one is reported and the
+//!    next older one tried. Finally every manifest newer than `R` is removed, locally and in the
+//!    store. *Safe:* nothing from the store is trusted before its digest matches the manifest,
+//!    whose own checksum matched. A local manifest newer than `R` never completed (the process
+//!    stopped between the local write and the remote PUT) or is damaged, and so is a remote one;
+//!    the region hands out the numbers after `R` again, so none of them may be restored later,
+//!    nor count as kept in step 4.
 //! 4. **Retention** ([`RemoteStore::retain`]) mirrors [`CheckpointStore::retain`]: the newest
 //!    `keep` readable remote manifests stay, older ones go, and so do files that no kept manifest
 //!    references and whose checkpoint is at most the newest kept one. *Safe:* for the same
@@ -155,7 +158,8 @@ pub struct Downloaded {
     pub transfer: Transfer,
     /// Newer remote manifests that did not verify, and why (newest first).
     pub rejected: Vec<Rejected>,
-    /// Local manifests removed because they never reached the store.
+    /// Local manifests removed because they are newer than the restored one: they never reached
+    /// the store, or are damaged there.
     pub discarded: Vec<u64>,
 }
 
@@ -263,56 +267,39 @@ impl RemoteStore {
 
     /// Step 3 of the protocol: brings the newest remote checkpoint of `region` that verifies
     /// into `local`, fetching only the files `local` lacks or holds damaged, so that
-    /// [`CheckpointStore::latest_valid`] then finds it.
+    /// [`CheckpointStore::latest_valid`] then finds it; removes every manifest newer than it,
+    /// locally and in the store.
     pub async fn download_latest(&self, local: &CheckpointStore, region: &str) -> Result<Downloaded, StateError> {
         check_region(region)?;
-        let manifests = self.list_manifests(region).await?;
-        let newest = manifests.first().map(|m| m.0);
-        let mut done = Downloaded {
-            discarded: local.remove_manifests(region, |c| newest.is_none_or(|n| c > n))?,
-            ..Downloaded::default()
-        };
-        if !done.discarded.is_empty() {
-            tracing::warn!(store = %self.url, region, checkpoints = ?done.discarded, "discarding local checkpoints that never reached the store");
-        }
         let files_dir = local.files_dir(region)?;
-        for (checkpoint, size) in manifests {
+        let mut done = Downloaded::default();
+        let mut dead = Vec::new();
+        for (checkpoint, size) in self.list_manifests(region).await? {
             let location = self.region_path(region).join(manifest_name(checkpoint));
-            let reject = |reason: String| Rejected { path: PathBuf::from(self.display(&location)), reason };
-            let body = match self.fetch_manifest(&location, size).await? {
-                Ok(body) => body,
-                Err(reason) => {
-                    done.rejected.push(reject(reason));
-                    continue;
-                }
-            };
-            let manifest = match parse_manifest(&body, region, checkpoint) {
-                Ok(m) => m,
-                Err(reason) => {
-                    done.rejected.push(reject(reason));
-                    continue;
-                }
-            };
-            match self.fetch_files(&files_dir, region, &manifest).await? {
-                Ok(transfer) => {
-                    done.transfer.files += transfer.files;
-                    done.transfer.bytes += transfer.bytes;
-                }
-                Err(reason) => {
-                    // A different local manifest of this number is from an attempt that never
-                    // completed: it must not be restored either.
-                    if local.manifest_bytes(region, checkpoint).ok().flatten().is_some_and(|b| b != body) {
-                        done.discarded.extend(local.remove_manifests(region, |c| c == checkpoint)?);
+            let verdict = match self.fetch_manifest(&location, size).await? {
+                Err(reason) => Err(reason),
+                Ok(body) => match parse_manifest(&body, region, checkpoint) {
+                    Err(reason) => Err(reason),
+                    Ok(manifest) => {
+                        let (fetched, verdict) = self.fetch_files(&files_dir, region, &manifest).await?;
+                        done.transfer.files += fetched.files;
+                        done.transfer.bytes += fetched.bytes;
+                        verdict.map(|()| (manifest, body))
                     }
-                    done.rejected.push(reject(reason));
+                },
+            };
+            let (manifest, body) = match verdict {
+                Ok(found) => found,
+                Err(reason) => {
+                    done.rejected.push(Rejected { path: PathBuf::from(self.display(&location)), reason });
+                    dead.push(location);
                     continue;
                 }
-            }
+            };
             if local.manifest_bytes(region, checkpoint).ok().flatten().as_deref() != Some(body.as_slice()) {
-                let bytes = body.clone();
                 let store = local.clone();
                 let owned = region.to_owned();
-                blocking(move || store.install_manifest(&owned, checkpoint, &bytes)).await?;
+                blocking(move || store.install_manifest(&owned, checkpoint, &body)).await?;
             }
             let names = Arc::new(referenced(&manifest).map(|f| f.name.clone()).collect());
             self.view(region, |v| {
@@ -322,8 +309,20 @@ impl RemoteStore {
             done.checkpoint = Some(checkpoint);
             break;
         }
-        for r in &done.rejected {
-            tracing::warn!(path = %r.path.display(), reason = %r.reason, "skipping a damaged checkpoint in the store");
+        // Newer manifests are damaged (in the store) or never completed (only local), and their
+        // checkpoint numbers are handed out again after this restore: none may be restored later.
+        let restored = done.checkpoint;
+        let store = local.clone();
+        let owned = region.to_owned();
+        done.discarded = blocking(move || store.remove_manifests(&owned, |c| restored.is_none_or(|r| c > r))).await?;
+        for location in dead {
+            match self.store.delete(&location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(remote_error(&self.url, &e)),
+            }
+        }
+        if !done.discarded.is_empty() {
+            tracing::warn!(store = %self.url, region, checkpoints = ?done.discarded, "discarding local checkpoints that are not intact in the store");
         }
         Ok(done)
     }
@@ -464,25 +463,24 @@ impl RemoteStore {
     }
 
     /// Makes every file `manifest` references present and intact in `files_dir`, fetching those
-    /// that are not. The inner error is the reason to reject the manifest.
+    /// that are not; returns what was fetched and, as an error, the reason to reject the
+    /// manifest.
     async fn fetch_files(
         &self,
         files_dir: &Path,
         region: &str,
         manifest: &Manifest,
-    ) -> Result<Result<Transfer, String>, StateError> {
+    ) -> Result<(Transfer, Result<(), String>), StateError> {
         let mut seen = HashSet::new();
         let mut files = Vec::new();
         for (participant, p) in &manifest.participants {
             for f in &p.files {
                 if f.checkpoint > manifest.checkpoint {
-                    return Ok(Err(format!(
-                        "{participant}: file {} is of a later checkpoint {}",
-                        f.name, f.checkpoint
-                    )));
+                    let reason = format!("{participant}: file {} is of a later checkpoint {}", f.name, f.checkpoint);
+                    return Ok((Transfer::default(), Err(reason)));
                 }
                 if let Err(message) = check_file_name(&f.name) {
-                    return Ok(Err(format!("{participant}: {message}")));
+                    return Ok((Transfer::default(), Err(format!("{participant}: {message}"))));
                 }
                 if seen.insert(f.name.as_str()) {
                     files.push(f.clone());
@@ -506,7 +504,7 @@ impl RemoteStore {
                 Err(r) => reason = reason.or(Some(r)),
             }
         }
-        Ok(reason.map_or(Ok(transfer), Err))
+        Ok((transfer, reason.map_or(Ok(()), Err)))
     }
 
     /// Fetches `f` unless `files_dir` holds it intact; `Some(bytes)` when it was fetched.
@@ -796,35 +794,36 @@ mod tests {
 
     #[tokio::test]
     async fn a_damaged_remote_file_falls_back_to_the_previous_checkpoint() {
-        let mut fx = fixture();
-        let m1 = checkpoint(&fx.local, 1, &[], b"full one");
-        fx.remote.upload_checkpoint(&fx.local, &m1).await.unwrap();
-        let m2 = checkpoint(&fx.local, 2, &files_of(&m1), b"delta two");
-        fx.remote.upload_checkpoint(&fx.local, &m2).await.unwrap();
-        let victim = fx.remote_file(&checkpoint_file_name(2, "state"));
-        std::fs::write(&victim, b"delta TWO").unwrap(); // same size, other bytes
+        for (damage, says) in [
+            (Some(b"delta TWO".to_vec()), "sha256"),                 // same size, other bytes
+            (Some(vec![7u8; 1 << 20]), "1048576 bytes, expected 9"), // refused before reading it
+            (None, "is missing"),
+        ] {
+            let mut fx = fixture();
+            let m1 = checkpoint(&fx.local, 1, &[], b"full one");
+            fx.remote.upload_checkpoint(&fx.local, &m1).await.unwrap();
+            let m2 = checkpoint(&fx.local, 2, &files_of(&m1), b"delta two");
+            fx.remote.upload_checkpoint(&fx.local, &m2).await.unwrap();
+            let victim = fx.remote_file(&checkpoint_file_name(2, "state"));
+            match &damage {
+                Some(bytes) => std::fs::write(&victim, bytes).unwrap(),
+                None => std::fs::remove_file(&victim).unwrap(),
+            }
 
-        fx.lose_local_disk();
-        let got = fx.remote.download_latest(&fx.local, REGION).await.unwrap();
-        assert_eq!(got.checkpoint, Some(1));
-        assert_eq!(got.rejected.len(), 1, "{got:?}");
-        assert!(got.rejected[0].reason.contains("sha256"), "{got:?}");
-        assert!(got.rejected[0].path.to_string_lossy().contains("chk-000000000002.json"), "{got:?}");
-        assert!(!fx.local.files_dir(REGION).unwrap().join(checkpoint_file_name(2, "state")).exists(), "never kept");
-        assert_eq!(fx.local.latest_valid(REGION).unwrap().0, Some(m1));
-
-        // Longer than recorded: refused without reading past the recorded size.
-        std::fs::write(&victim, vec![7u8; 1 << 20]).unwrap();
-        fx.lose_local_disk();
-        let got = fx.remote.download_latest(&fx.local, REGION).await.unwrap();
-        assert_eq!(got.checkpoint, Some(1));
-        assert!(got.rejected[0].reason.contains("1048576 bytes, expected 9"), "{got:?}");
-
-        std::fs::remove_file(&victim).unwrap();
-        fx.lose_local_disk();
-        let got = fx.remote.download_latest(&fx.local, REGION).await.unwrap();
-        assert_eq!(got.checkpoint, Some(1));
-        assert!(got.rejected[0].reason.contains("is missing"), "{got:?}");
+            fx.lose_local_disk();
+            let got = fx.remote.download_latest(&fx.local, REGION).await.unwrap();
+            assert_eq!(got.checkpoint, Some(1), "{says}");
+            assert_eq!(got.rejected.len(), 1, "{got:?}");
+            assert!(got.rejected[0].reason.contains(says), "{got:?}");
+            assert!(got.rejected[0].path.to_string_lossy().ends_with("/r0/chk-000000000002.json"), "{got:?}");
+            let local_file = fx.local.files_dir(REGION).unwrap().join(checkpoint_file_name(2, "state"));
+            assert!(!local_file.exists(), "{says}: damaged bytes are never kept");
+            assert_eq!(fx.local.latest_valid(REGION).unwrap().0, Some(m1), "{says}");
+            assert!(
+                !fx.remote_root.join(REGION).join(manifest_name(2)).exists(),
+                "{says}: the damaged manifest is retired, its number will be used again"
+            );
+        }
     }
 
     #[tokio::test]

@@ -292,7 +292,7 @@ pub struct OperatorInstance {
     process: Func,
     finish: TypedFunc<(), (Result<(), WitError>,)>,
     snapshot: Option<SnapshotFuncs>,
-    on_watermark: Option<TypedFunc<(i64,), (Result<(), WitError>,)>>,
+    on_watermark: Option<OnWatermarkFunc>,
     schema: SchemaRef,
     timeout: Duration,
     label: Arc<str>,
@@ -469,6 +469,7 @@ pub(crate) struct HostState {
 }
 
 type SnapshotFuncs = (TypedFunc<(), (Result<Vec<u8>, WitError>,)>, TypedFunc<(Vec<u8>,), (Result<(), WitError>,)>);
+type OnWatermarkFunc = TypedFunc<(i64,), (Result<(), WitError>,)>;
 
 impl HostState {
     pub(crate) fn state(&self) -> Option<&StateHandle> {
