@@ -62,9 +62,12 @@ use crate::checkpoint::{
 use crate::durable::{DurableFile, check_file_name, io_error, verify_file};
 use crate::{CheckpointStore, Manifest, Rejected, StateError, StateFile};
 
-/// Requests to the store in flight at once per operation. Bounds the memory of an upload
-/// (up to this many parts of [`UPLOAD_PART_BYTES`]) and the load put on the store.
+/// Files moved to or from the store at once by one operation. Bounds the load put on the store
+/// and, with [`UPLOAD_PARTS_IN_FLIGHT_MAX`] and [`UPLOAD_PART_BYTES`], the memory of an upload.
 pub const STORE_REQUESTS_MAX: usize = 8;
+
+/// Parts of one large file being uploaded at once.
+pub const UPLOAD_PARTS_IN_FLIGHT_MAX: usize = 2;
 
 /// Files up to this size are uploaded with one PUT, larger ones in parts of this size. Bounds
 /// the memory an upload holds per request; S3 wants parts of at least 5 MiB.
@@ -590,7 +593,7 @@ impl RemoteStore {
             if sent > f.bytes {
                 break;
             }
-            writer.wait_for_capacity(STORE_REQUESTS_MAX).await.map_err(|e| remote_error(&self.url, &e))?;
+            writer.wait_for_capacity(UPLOAD_PARTS_IN_FLIGHT_MAX).await.map_err(|e| remote_error(&self.url, &e))?;
             writer.write(&part);
         }
         if let Err(message) = check_digest(&f, sent, &hasher) {

@@ -1,0 +1,799 @@
+//! W3: stateful Nexmark queries over the Bid stream with exactly-once checkpoints, as whole
+//! `flumen run` processes: each query with `[checkpoint]` against the same job without it, and
+//! one run per query that is SIGKILLed half-way and finished with `--resume`.
+//!
+//! 1. Uses `target/nexmark/bids-<N>.parquet` (generated once, as W2 does; see
+//!    `benches/common/nexmark.rs`).
+//! 2. Writes two job specs per query into `target/nexmark/w3/`. The source reads `auction, price,
+//!    date_time` (a declared schema, so Parquet decodes only those columns) with
+//!    `watermark = { column = "date_time", delay_ms = 0 }` (the generator's times never go back);
+//!    parallelism 1. Queries (the `window-agg` test guest, windows in host state):
+//!    q5 "hot items": sliding windows of 10 s every 2 s, count per auction;
+//!    q7 "highest bid": `map` `k = auction * 0` (one constant key), then tumbling 10 s windows,
+//!    max(price) per window.
+//!    `<q>-ckpt.toml` has `[checkpoint] interval_ms = W3_INTERVAL_MS` and an exactly-once JSONL
+//!    sink directory; `<q>-plain.toml` is the same job without `[checkpoint]`, writing one JSONL
+//!    file.
+//! 3. Per query: the native oracle (a single-thread loop over the same Parquet computing the same
+//!    windows in a `HashMap`); one warm-up run (fills the compiled-component cache); `W3_RUNS`
+//!    pairs of runs, without and with checkpoints, alternating; then one checkpointed run that is
+//!    SIGKILLed at half the median time of the runs without checkpoints (or, if no checkpoint is
+//!    complete by then, just after the first one completes) and run again with `--resume`.
+//! 4. Prints tables: time and events/s with and without checkpoints and their ratio; checkpoint
+//!    count, durations and sizes (from the run summary, the engine's debug log and the checkpoint
+//!    directory); and the recovery: which checkpoint it resumed from, how many rows it replayed,
+//!    its time against the time the uninterrupted run needs for that fraction of the input.
+//!
+//! `W3_EVENTS` (default 3 000 000) sets N, `W3_RUNS` (default 3) the pairs of runs,
+//! `W3_INTERVAL_MS` (default 10 000) the checkpoint interval, `W3_BATCH_ROWS` (default 8192) the
+//! source's batch size, `W3_QUERIES` (default `q5,q7`) the queries. Asserted: every run's output,
+//! sorted, equals the oracle's windows (so with = without = killed-and-resumed: nothing lost,
+//! nothing duplicated). Nothing on timing.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, Int64Array};
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+#[path = "common/nexmark.rs"]
+mod nexmark_bids;
+
+/// One window: key, start, end (ms), value.
+type Window = (Option<i64>, i64, i64, i64);
+
+const SIZE_MS: i64 = 10_000;
+const SLIDE_MS: i64 = 2_000;
+/// What the flumen processes log on stderr: checkpoint completions with their bytes, state
+/// snapshots (full or delta, records, bytes) and the checkpoint a resumed run starts from.
+const LOG_FILTER: &str = "warn,flumen_engine::exec=debug,flumen_state::store=debug";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Query {
+    Q5,
+    Q7,
+}
+
+impl Query {
+    fn name(self) -> &'static str {
+        match self {
+            Query::Q5 => "q5",
+            Query::Q7 => "q7",
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Query::Q5 => "hot items: count per auction, sliding 10 s / 2 s",
+            Query::Q7 => "highest bid: max(price), tumbling 10 s, one key",
+        }
+    }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        // `cargo test --benches` builds and starts every bench; this one runs
+        // only under `cargo bench`.
+        println!("w3_nexmark_state: run with `cargo bench --bench w3_nexmark_state`");
+        return;
+    }
+    let events: u64 = env_or("W3_EVENTS", 3_000_000);
+    let runs: usize = env_or("W3_RUNS", 3);
+    let interval_ms: u64 = env_or("W3_INTERVAL_MS", 10_000);
+    let batch_rows: usize = env_or("W3_BATCH_ROWS", 8192);
+    let queries: Vec<Query> = std::env::var("W3_QUERIES")
+        .unwrap_or_else(|_| "q5,q7".into())
+        .split(',')
+        .map(|q| match q.trim() {
+            "q5" => Query::Q5,
+            "q7" => Query::Q7,
+            other => panic!("W3_QUERIES: unknown query `{other}` (q5, q7)"),
+        })
+        .collect();
+    assert!(runs > 0, "W3_RUNS must be at least 1");
+
+    let nexmark_dir = target_dir().join("nexmark");
+    let dir = nexmark_dir.join("w3");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    let data = nexmark_bids::bids_file(&nexmark_dir, events);
+    let cache = nexmark_dir.join("component-cache");
+    let setup = Setup { dir: dir.clone(), data: data.clone(), cache, interval_ms, batch_rows };
+
+    let mut results = Vec::new();
+    for query in queries {
+        let (native_t, oracle) = native(query, &data);
+        println!("{}: native oracle {:.3} s, {} windows", query.name(), native_t.as_secs_f64(), oracle.len());
+        let plain = setup.write_job(query, false);
+        let ckpt = setup.write_job(query, true);
+
+        // Warm-up: fills the compiled-component cache and the page cache.
+        let warm = setup.run(query, &plain, false, false);
+        check(query, "warm-up", &warm.windows, &oracle);
+
+        let mut r = QueryResult {
+            query,
+            native_s: native_t.as_secs_f64(),
+            windows: oracle.len(),
+            plain: Vec::new(),
+            ckpt: Vec::new(),
+            ratios: Vec::new(),
+            recovery: None,
+        };
+        for i in 0..runs {
+            let p = setup.run(query, &plain, false, false);
+            check(query, "without checkpoints", &p.windows, &oracle);
+            let c = setup.run(query, &ckpt, true, false);
+            check(query, "with checkpoints", &c.windows, &oracle);
+            println!(
+                "{} run {}: without {:.3} s, with {:.3} s ({} checkpoints, dir {:.1} KiB)",
+                query.name(),
+                i + 1,
+                p.wall_s,
+                c.wall_s,
+                c.region.as_ref().map_or(0, |g| g.count),
+                c.ckpt_dir_bytes as f64 / 1024.0
+            );
+            r.ratios.push(c.wall_s / p.wall_s);
+            r.plain.push(p);
+            r.ckpt.push(c);
+        }
+        let plain_s = median(&r.plain.iter().map(|p| p.wall_s).collect::<Vec<_>>());
+        r.recovery = Some(setup.kill_and_resume(query, &ckpt, plain_s, &oracle));
+        results.push(r);
+    }
+    report(&results, events, runs, interval_ms, batch_rows, &data);
+}
+
+// ---------------------------------------------------------------------------
+// Running flumen
+
+struct Setup {
+    dir: PathBuf,
+    data: PathBuf,
+    cache: PathBuf,
+    interval_ms: u64,
+    batch_rows: usize,
+}
+
+/// One finished `flumen run` process.
+#[derive(Default)]
+struct Run {
+    wall_s: f64,
+    /// The engine's own `job … finished in N s`.
+    job_s: f64,
+    /// User + sys CPU seconds of the process.
+    cpu_s: f64,
+    /// Rows the source emitted (after a resume: the rows it replayed).
+    source_rows: u64,
+    region: Option<RegionLine>,
+    /// `bytes` of every `checkpoint complete` debug line, in order.
+    checkpoint_bytes: Vec<u64>,
+    /// Every `state snapshot` debug line: (checkpoint, full, records, bytes).
+    snapshots: Vec<(u64, bool, u64, u64)>,
+    /// The checkpoint a `--resume` run started from.
+    resumed_from: Option<u64>,
+    /// Bytes of every file under the checkpoint directory once the process ended.
+    ckpt_dir_bytes: u64,
+    windows: Vec<Window>,
+}
+
+/// `region …: N checkpoints (last #n, X ms, Y KiB), …` of a run summary.
+#[derive(Clone)]
+struct RegionLine {
+    count: u64,
+    last: u64,
+    last_ms: f64,
+    last_size: String,
+}
+
+impl Setup {
+    fn paths(&self, query: Query, checkpointed: bool) -> (PathBuf, PathBuf) {
+        let q = query.name();
+        if checkpointed {
+            (self.dir.join(format!("{q}-ckpt-state")), self.dir.join(format!("{q}-ckpt-out")))
+        } else {
+            (self.dir.join(format!("{q}-plain-state")), self.dir.join(format!("{q}-plain.jsonl")))
+        }
+    }
+
+    fn write_job(&self, query: Query, checkpointed: bool) -> PathBuf {
+        let (state, out) = self.paths(query, checkpointed);
+        let name = |p: &Path| p.file_name().and_then(|n| n.to_str()).expect("a file name").to_string();
+        let window_agg = Path::new(env!("FLUMEN_TEST_GUEST_DIR")).join("window-agg.wasm");
+        let checkpoint = if checkpointed {
+            format!("[checkpoint]\ninterval_ms = {}\ndir = {}\n\n", self.interval_ms, toml_str(&name(&state)))
+        } else {
+            String::new()
+        };
+        let (key_op, win_input, window) = match query {
+            Query::Q5 => (
+                String::new(),
+                "bids",
+                format!(
+                    "key = \"auction\", time = \"date_time\", kind = \"sliding\", size_ms = {SIZE_MS}, \
+                     slide_ms = {SLIDE_MS}, agg = \"count\""
+                ),
+            ),
+            Query::Q7 => (
+                "[[operator]]\nid = \"key\"\nplugin = \"map\"\n\
+                 config = { columns = [{ name = \"k\", expr = \"auction * 0\" }] }\ninputs = [\"bids\"]\n\n"
+                    .to_string(),
+                "key",
+                format!(
+                    "key = \"k\", time = \"date_time\", kind = \"tumbling\", size_ms = {SIZE_MS}, agg = \"max\", \
+                     value = \"price\""
+                ),
+            ),
+        };
+        let spec = format!(
+            "# Nexmark {q}-like: {what}{with}. Written by benches/w3_nexmark_state.rs.\n\
+             [job]\nname = \"w3-{q}\"\nparallelism = 1\nbatch_rows = {batch}\n\n\
+             {checkpoint}\
+             [[source]]\nid = \"bids\"\nkind = \"parquet\"\npath = {data}\n\
+             schema = [{{ name = \"auction\", type = \"int64\", nullable = false }}, \
+             {{ name = \"price\", type = \"int64\", nullable = false }}, \
+             {{ name = \"date_time\", type = \"int64\", nullable = false }}]\n\
+             watermark = {{ column = \"date_time\", delay_ms = 0 }}\n\n\
+             {key_op}\
+             [[operator]]\nid = \"win\"\nplugin = {plugin}\ncapabilities = [\"log\", \"state\"]\n\
+             inputs = [\"{win_input}\"]\nconfig = {{ {window} }}\n\n\
+             [[sink]]\nid = \"out\"\nkind = \"jsonl\"\npath = {out}\ninputs = [\"win\"]\n",
+            q = query.name(),
+            what = query.what(),
+            with = if checkpointed { ", with checkpoints" } else { ", without checkpoints" },
+            batch = self.batch_rows,
+            data = toml_str(&self.data.display().to_string()),
+            plugin = toml_str(&window_agg.display().to_string()),
+            out = toml_str(&name(&out)),
+        );
+        let path = self.dir.join(format!("{}-{}.toml", query.name(), if checkpointed { "ckpt" } else { "plain" }));
+        std::fs::write(&path, spec).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        path
+    }
+
+    /// Removes what an earlier run left: the checkpoints and the output.
+    fn clean(&self, query: Query, checkpointed: bool) {
+        let (state, out) = self.paths(query, checkpointed);
+        for p in [state, out] {
+            let r = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+            if let Err(e) = r
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                panic!("cannot remove {}: {e}", p.display());
+            }
+        }
+    }
+
+    fn command(&self, job: &Path, resume: bool, log: &Path) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flumen"));
+        cmd.args(["run", "--quiet"]);
+        if resume {
+            cmd.arg("--resume");
+        }
+        cmd.arg(job)
+            .env("FLUMEN_CACHE_DIR", &self.cache)
+            .env("FLUMEN_LOG", LOG_FILTER)
+            .env("NO_COLOR", "1")
+            .env_remove("FLUMEN_FAILPOINTS")
+            .stdout(Stdio::piped())
+            .stderr(File::create(log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display())));
+        cmd
+    }
+
+    /// Runs `job` to completion (from scratch unless `resume`) and reads what it wrote.
+    fn run(&self, query: Query, job: &Path, checkpointed: bool, resume: bool) -> Run {
+        if !resume {
+            self.clean(query, checkpointed);
+        }
+        let log = job.with_extension(if resume { "resume.log" } else { "log" });
+        let cpu = children_cpu_seconds();
+        let started = Instant::now();
+        let out = self.command(job, resume, &log).output().expect("cannot start the flumen binary");
+        let wall_s = started.elapsed().as_secs_f64();
+        let cpu_s = children_cpu_seconds() - cpu;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(
+            out.status.success(),
+            "flumen run {} failed ({}):\n{stdout}\n{stderr}",
+            job.display(),
+            out.status
+        );
+        let (state, output) = self.paths(query, checkpointed);
+        let mut run = parse_log(&stderr);
+        run.wall_s = wall_s;
+        run.cpu_s = cpu_s;
+        run.job_s = job_seconds(&stdout).unwrap_or(f64::NAN);
+        run.source_rows = node_rows(&stdout, "source", "bids", 3).unwrap_or(0);
+        run.region = region_line(&stdout);
+        run.ckpt_dir_bytes = dir_bytes(&state);
+        run.windows = read_windows(&output);
+        run
+    }
+
+    /// Starts the checkpointed job, SIGKILLs it half-way, resumes it and checks the output.
+    fn kill_and_resume(&self, query: Query, job: &Path, plain_s: f64, oracle: &[Window]) -> Recovery {
+        self.clean(query, true);
+        let (state, output) = self.paths(query, true);
+        let log = job.with_extension("killed.log");
+        let target = Duration::from_secs_f64(plain_s / 2.0);
+        let started = Instant::now();
+        let mut child = self.command(job, false, &log).stdout(Stdio::null()).spawn().expect("cannot start flumen");
+        let mut waited_for_checkpoint = false;
+        loop {
+            if let Some(status) = child.try_wait().expect("waiting for flumen") {
+                panic!(
+                    "{}: the checkpointed job ended ({status}) after {:.1} s before it could be killed with a \
+                     checkpoint complete; raise W3_EVENTS or lower W3_INTERVAL_MS",
+                    query.name(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            if started.elapsed() >= target {
+                if latest_manifest(&state).is_some() {
+                    break;
+                }
+                waited_for_checkpoint = true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.kill().expect("SIGKILL"); // SIGKILL on Unix
+        let killed_at = started.elapsed().as_secs_f64();
+        let _ = child.wait();
+        let committed = latest_manifest(&state).unwrap_or(0);
+        let windows_at_kill = read_windows(&output).len();
+        let dir_at_kill = dir_bytes(&state);
+        println!(
+            "{}: killed at {killed_at:.2} s with checkpoint #{committed} committed ({windows_at_kill} windows \
+             published)",
+            query.name()
+        );
+        let resumed = self.run(query, job, true, true);
+        check(query, "killed and resumed", &resumed.windows, oracle);
+        Recovery {
+            target_s: target.as_secs_f64(),
+            killed_at,
+            waited_for_checkpoint,
+            committed,
+            windows_at_kill,
+            dir_at_kill,
+            resumed,
+        }
+    }
+}
+
+struct Recovery {
+    target_s: f64,
+    killed_at: f64,
+    /// No checkpoint was complete at `target_s`: the kill waited for the first one.
+    waited_for_checkpoint: bool,
+    committed: u64,
+    windows_at_kill: usize,
+    dir_at_kill: u64,
+    resumed: Run,
+}
+
+struct QueryResult {
+    query: Query,
+    native_s: f64,
+    windows: usize,
+    plain: Vec<Run>,
+    ckpt: Vec<Run>,
+    ratios: Vec<f64>,
+    recovery: Option<Recovery>,
+}
+
+fn check(query: Query, what: &str, got: &[Window], oracle: &[Window]) {
+    if got == oracle {
+        return;
+    }
+    let first_diff = got.iter().zip(oracle).position(|(a, b)| a != b).unwrap_or(got.len().min(oracle.len()));
+    panic!(
+        "{} {what}: {} windows, the oracle has {}; first difference at {first_diff}: got {:?}, expected {:?}",
+        query.name(),
+        got.len(),
+        oracle.len(),
+        got.get(first_diff),
+        oracle.get(first_diff)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Reading what a run left
+
+/// The fields of the engine's debug log lines (see [`LOG_FILTER`]).
+fn parse_log(stderr: &str) -> Run {
+    let mut run = Run::default();
+    for line in stderr.lines() {
+        let line = strip_ansi(line);
+        let field = |name: &str| {
+            line.split_whitespace().find_map(|w| w.strip_prefix(name)?.strip_prefix('=')).map(|v| v.to_string())
+        };
+        let num = |name: &str| field(name).and_then(|v| v.parse::<u64>().ok());
+        if line.contains("flumen_engine::exec") && line.contains("checkpoint complete") {
+            if let Some(b) = num("bytes") {
+                run.checkpoint_bytes.push(b);
+            }
+        } else if line.contains("state snapshot") {
+            if let (Some(c), Some(full), Some(records), Some(bytes)) =
+                (num("checkpoint"), field("full"), num("records"), num("bytes"))
+            {
+                run.snapshots.push((c, full == "true", records, bytes));
+            }
+        } else if line.contains("resuming from checkpoint") {
+            run.resumed_from = num("checkpoint");
+        }
+    }
+    run
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Word `index` of the summary line of node `id` of `kind` (0 = kind, 1 = id, 2 = rows in, 3 = rows out).
+fn node_rows(summary: &str, kind: &str, id: &str, index: usize) -> Option<u64> {
+    summary.lines().find_map(|l| {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        (words.first() == Some(&kind) && words.get(1) == Some(&id))
+            .then(|| words.get(index)?.replace(',', "").parse().ok())
+            .flatten()
+    })
+}
+
+/// `N` of the summary's first line, `job `name` finished in N s`.
+fn job_seconds(summary: &str) -> Option<f64> {
+    let line = summary.lines().find(|l| l.starts_with("job "))?;
+    line.split_whitespace().rev().nth(1)?.parse().ok()
+}
+
+fn region_line(summary: &str) -> Option<RegionLine> {
+    let line = summary.lines().find(|l| l.starts_with("region ") && l.contains(" checkpoints ("))?;
+    let (_, rest) = line.split_once(": ")?;
+    let (count, rest) = rest.split_once(" checkpoints (last #")?;
+    let (last, rest) = rest.split_once(", ")?;
+    let (ms, rest) = rest.split_once(" ms, ")?;
+    let (size, _) = rest.split_once(')')?;
+    Some(RegionLine {
+        count: count.trim().parse().ok()?,
+        last: last.trim().parse().ok()?,
+        last_ms: ms.trim().parse().ok()?,
+        last_size: size.trim().to_string(),
+    })
+}
+
+/// The newest complete checkpoint in a checkpoint directory (`<dir>/<region>/chk-<n>.json`).
+fn latest_manifest(dir: &Path) -> Option<u64> {
+    let regions = std::fs::read_dir(dir).ok()?;
+    regions
+        .filter_map(|r| r.ok())
+        .filter_map(|r| std::fs::read_dir(r.path()).ok())
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_prefix("chk-")?.strip_suffix(".json")?.parse().ok()
+        })
+        .max()
+}
+
+/// Total bytes of the files under `dir` (0 when it does not exist).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(_) => e.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Every window written to `path` (one JSONL file, or the committed part files of a directory), sorted.
+fn read_windows(path: &Path) -> Vec<Window> {
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut parts: Vec<PathBuf> = std::fs::read_dir(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("part-")))
+            .collect();
+        parts.sort();
+        parts
+    } else if path.is_file() {
+        vec![path.to_path_buf()]
+    } else {
+        Vec::new()
+    };
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value =
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: {e}: {line}", f.display()));
+            let int = |name: &str| v[name].as_i64().unwrap_or_else(|| panic!("{}: no int64 `{name}`: {line}", f.display()));
+            out.push((v["key"].as_i64(), int("window_start"), int("window_end"), int("value")));
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Native oracle
+
+/// The query's windows computed by a single-thread loop over the same file; and its time.
+fn native(query: Query, data: &Path) -> (Duration, Vec<Window>) {
+    let started = Instant::now();
+    let file = File::open(data).unwrap_or_else(|e| panic!("cannot open {}: {e}", data.display()));
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).expect("Parquet metadata");
+    let schema = builder.schema().clone();
+    let index = |name: &str| schema.index_of(name).unwrap_or_else(|_| panic!("no column {name}"));
+    let (auction, price, time) = (index("auction"), index("price"), index("date_time"));
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [auction, price, time]);
+    let reader = builder.with_projection(mask).with_batch_size(65536).build().expect("Parquet reader");
+    let mut windows: HashMap<(i64, i64), i64> = HashMap::new();
+    for batch in reader {
+        let batch = batch.expect("reading Parquet");
+        let col = |name: &str| {
+            let i = batch.schema().index_of(name).expect("projected column");
+            batch.column(i).as_any().downcast_ref::<Int64Array>().expect("int64").clone()
+        };
+        let (auctions, prices, times) = (col("auction"), col("price"), col("date_time"));
+        for row in 0..batch.num_rows() {
+            let t = times.value(row);
+            match query {
+                Query::Q5 => {
+                    let a = auctions.value(row);
+                    let mut start = t - t.rem_euclid(SLIDE_MS);
+                    while start + SIZE_MS > t {
+                        *windows.entry((a, start)).or_default() += 1;
+                        start -= SLIDE_MS;
+                    }
+                }
+                Query::Q7 => {
+                    let p = prices.value(row);
+                    let start = t - t.rem_euclid(SIZE_MS);
+                    windows.entry((0, start)).and_modify(|m| *m = (*m).max(p)).or_insert(p);
+                }
+            }
+        }
+    }
+    let mut out: Vec<Window> = windows.into_iter().map(|((k, s), v)| (Some(k), s, s + SIZE_MS, v)).collect();
+    out.sort_unstable();
+    (started.elapsed(), out)
+}
+
+// ---------------------------------------------------------------------------
+// Report
+
+fn report(results: &[QueryResult], events: u64, runs: usize, interval_ms: u64, batch_rows: usize, data: &Path) {
+    println!();
+    println!(
+        "W3: Nexmark over {events} Bid events ({}), {runs} pairs of runs per query after one warm-up, \
+         checkpoint interval {interval_ms} ms, {batch_rows}-row batches, parallelism 1;",
+        data.file_name().and_then(|n| n.to_str()).unwrap_or("?")
+    );
+    println!("whole `flumen run` processes; ratio = median of per-pair ratios (min–max)");
+    println!();
+    println!(
+        "| query | what | without checkpoints s (min–max) | with checkpoints s (min–max) | with/without (min–max) | \
+         events/s without | events/s with | CPU s without / with | windows out | native oracle s |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in results {
+        let q = r.query;
+        let plain: Vec<f64> = r.plain.iter().map(|p| p.wall_s).collect();
+        let ckpt: Vec<f64> = r.ckpt.iter().map(|p| p.wall_s).collect();
+        let plain_cpu: Vec<f64> = r.plain.iter().map(|p| p.cpu_s).collect();
+        let ckpt_cpu: Vec<f64> = r.ckpt.iter().map(|p| p.cpu_s).collect();
+        println!(
+            "| {} | {} | {:.3} ({:.3}–{:.3}) | {:.3} ({:.3}–{:.3}) | {:.3}× ({:.3}–{:.3}) | {} | {} | {:.2} / {:.2} | {} | {:.3} |",
+            q.name(),
+            q.what(),
+            median(&plain),
+            min(&plain),
+            max(&plain),
+            median(&ckpt),
+            min(&ckpt),
+            max(&ckpt),
+            median(&r.ratios),
+            min(&r.ratios),
+            max(&r.ratios),
+            rate(events as f64 / median(&plain)),
+            rate(events as f64 / median(&ckpt)),
+            median(&plain_cpu),
+            median(&ckpt_cpu),
+            r.windows,
+            r.native_s
+        );
+    }
+
+    println!();
+    println!(
+        "Checkpoints of the checkpointed runs. \"written\" = bytes of the files a checkpoint added (its state delta or \
+         full snapshot and its manifest's files), from the engine's `checkpoint complete` log; the summary's \"last\" is \
+         the final checkpoint taken at the end of the input; dir = every file under the checkpoint directory after the \
+         run (3 checkpoints retained)."
+    );
+    println!();
+    println!(
+        "| query | checkpoints per run | written per checkpoint, KiB median (min–max), all runs | last: # / ms / size \
+         (median ms, min–max) | largest full state snapshot: records / KiB | dir after the run KiB |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for r in results {
+        let q = r.query;
+        let counts: Vec<String> = r.ckpt.iter().map(|c| c.region.as_ref().map_or(0, |g| g.count).to_string()).collect();
+        let written: Vec<f64> = r.ckpt.iter().flat_map(|c| c.checkpoint_bytes.iter().map(|&b| b as f64 / 1024.0)).collect();
+        let last_ms: Vec<f64> = r.ckpt.iter().filter_map(|c| c.region.as_ref().map(|g| g.last_ms)).collect();
+        let last = r.ckpt.last().and_then(|c| c.region.clone());
+        let full = r.ckpt.iter().flat_map(|c| c.snapshots.iter()).filter(|s| s.1).max_by_key(|s| s.3);
+        let dirs: Vec<f64> = r.ckpt.iter().map(|c| c.ckpt_dir_bytes as f64 / 1024.0).collect();
+        println!(
+            "| {} | {} | {} | #{} / {:.1} ms ({:.1}–{:.1}) / {} | {} | {:.1} |",
+            q.name(),
+            counts.join(", "),
+            if written.is_empty() {
+                "–".to_string()
+            } else {
+                format!("{:.1} ({:.1}–{:.1})", median(&written), min(&written), max(&written))
+            },
+            last.as_ref().map_or(0, |g| g.last),
+            median(&last_ms),
+            min(&last_ms),
+            max(&last_ms),
+            last.as_ref().map_or("–".to_string(), |g| g.last_size.clone()),
+            full.map_or("–".to_string(), |s| format!("{} / {:.1}", s.2, s.3 as f64 / 1024.0)),
+            median(&dirs)
+        );
+    }
+
+    println!();
+    println!(
+        "Recovery: the checkpointed job SIGKILLed at half the median time without checkpoints, then `flumen run \
+         --resume`; \"expected\" = the median time without checkpoints × the fraction of the input the resumed run \
+         replayed (its source's rows out / N); extra = resumed − expected. The resumed output equals the \
+         uninterrupted run's (and the oracle's): asserted."
+    );
+    println!();
+    println!(
+        "| query | killed at s (target) | checkpoint committed at kill | windows published at kill | checkpoint dir at \
+         kill KiB | resumed from | rows replayed (fraction) | resumed process s | expected s | extra s | output |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for r in results {
+        let q = r.query;
+        let Some(rec) = &r.recovery else { continue };
+        let plain = median(&r.plain.iter().map(|p| p.wall_s).collect::<Vec<_>>());
+        let fraction = rec.resumed.source_rows as f64 / events as f64;
+        let expected = plain * fraction;
+        println!(
+            "| {} | {:.2} ({:.2}{}) | #{} | {} | {:.1} | #{} | {} ({:.1}%) | {:.3} | {:.3} | {:+.3} | equal |",
+            q.name(),
+            rec.killed_at,
+            rec.target_s,
+            if rec.waited_for_checkpoint { ", waited for the first checkpoint" } else { "" },
+            rec.committed,
+            rec.windows_at_kill,
+            rec.dir_at_kill as f64 / 1024.0,
+            rec.resumed.resumed_from.map_or("?".to_string(), |c| c.to_string()),
+            rec.resumed.source_rows,
+            fraction * 100.0,
+            rec.resumed.wall_s,
+            expected,
+            rec.resumed.wall_s - expected
+        );
+    }
+
+    println!();
+    println!("Per run (process s / engine job s / CPU s / checkpoints / written KiB per checkpoint):");
+    for r in results {
+        let q = r.query;
+        for (i, (p, c)) in r.plain.iter().zip(&r.ckpt).enumerate() {
+            let written: Vec<String> = c.checkpoint_bytes.iter().map(|b| format!("{:.1}", *b as f64 / 1024.0)).collect();
+            let snaps: Vec<String> = c
+                .snapshots
+                .iter()
+                .map(|s| format!("#{} {} {} rec {:.1} KiB", s.0, if s.1 { "full" } else { "delta" }, s.2, s.3 as f64 / 1024.0))
+                .collect();
+            println!(
+                "  {} {}: without {:.3} / {:.3} / {:.2}; with {:.3} / {:.3} / {:.2} / {} / [{}]; snapshots [{}]",
+                q.name(),
+                i + 1,
+                p.wall_s,
+                p.job_s,
+                p.cpu_s,
+                c.wall_s,
+                c.job_s,
+                c.cpu_s,
+                c.region.as_ref().map_or(0, |g| g.count),
+                written.join(", "),
+                snaps.join("; ")
+            );
+        }
+        if let Some(rec) = &r.recovery {
+            println!(
+                "  {} resumed: {:.3} / {:.3} / {:.2}; checkpoints {}; snapshots {}",
+                q.name(),
+                rec.resumed.wall_s,
+                rec.resumed.job_s,
+                rec.resumed.cpu_s,
+                rec.resumed.region.as_ref().map_or(0, |g| g.count),
+                rec.resumed.snapshots.len()
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers (as in w2_nexmark)
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v.trim().replace('_', "").parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")),
+        Err(_) => default,
+    }
+}
+
+/// The cargo target directory (`CARGO_TARGET_TMPDIR` is `<target>/tmp`).
+fn target_dir() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().map(Path::to_path_buf).unwrap_or_else(|| tmp.to_path_buf())
+}
+
+fn toml_str(s: &str) -> String {
+    serde_json::Value::String(s.to_string()).to_string()
+}
+
+fn rate(per_s: f64) -> String {
+    if per_s >= 1e6 { format!("{:.2} M", per_s / 1e6) } else { format!("{:.0} K", per_s / 1e3) }
+}
+
+/// User + sys CPU seconds of this process's waited-for children, from `/proc/self/stat`
+/// (Linux; 10 ms resolution; NaN elsewhere).
+fn children_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return f64::NAN };
+    let Some(end) = stat.rfind(')') else { return f64::NAN };
+    // Fields after the command name start at field 3; cutime and cstime are fields 16 and 17.
+    let fields: Vec<f64> = stat[end + 2..].split_whitespace().map(|f| f.parse().unwrap_or(f64::NAN)).collect();
+    match (fields.get(16 - 3), fields.get(17 - 3)) {
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
+fn median(s: &[f64]) -> f64 {
+    let mut v = s.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn min(s: &[f64]) -> f64 {
+    s.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn max(s: &[f64]) -> f64 {
+    s.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
