@@ -330,6 +330,18 @@ inputs = ["count_{r}"]
 /// restores them exactly once.
 #[test]
 fn unaligned_checkpoints_restore_in_flight_batches_exactly_once() {
+    unaligned_case(r#"mode = "unaligned""#);
+}
+
+/// Aligned with a short timeout: the slow source's barrier waits for the fast
+/// one's behind its queued batches, alignment times out, and the checkpoint
+/// switches to unaligned, storing those batches.
+#[test]
+fn aligned_with_timeout_switches_to_unaligned_under_backpressure() {
+    unaligned_case("mode = \"aligned-with-timeout\"\nalignment_timeout_ms = 10");
+}
+
+fn unaligned_case(mode: &str) {
     let (fast, slow) = (1600u64, 200u64);
     let job = Job::new(&format!(
         r#"
@@ -342,7 +354,7 @@ channel_capacity = 4
 interval_ms = 100
 dir = "ck"
 retain = 1000
-mode = "unaligned"
+{mode}
 
 [[source]]
 id = "fast"
@@ -387,10 +399,10 @@ inputs = ["count"]
     resume_to_completion(&job);
     let mut expected: HashSet<(i64, i64)> = (0..fast).map(|r| ((r % KEYS) as i64, (r / KEYS) as i64)).collect();
     expected.extend((0..slow).map(|r| (1000 + r as i64, 0)));
-    let o = check_against(&job.file("out"), &expected, "unaligned", true);
+    let o = check_against(&job.file("out"), &expected, mode, true);
     assert!(o.clean() && o.rows == fast + slow, "{o:?}");
     let manifests = manifests_text(&job.file("ck"));
-    assert!(manifests.contains("-inflight0-"), "no checkpoint stored in-flight batches");
+    assert!(manifests.contains("-inflight0-"), "{mode}: no checkpoint stored in-flight batches");
 }
 
 fn manifests_text(root: &Path) -> String {

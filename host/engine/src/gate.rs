@@ -89,6 +89,19 @@ impl InputGate {
                 return None;
             }
             let deadline = self.aligner.deadline();
+            // A deadline that passed while the subtask was busy counts before
+            // any further input: a channel that always has data ready must not
+            // keep alignment from timing out.
+            if let Some(at) = deadline
+                && self.now_ms() >= at
+            {
+                let now = self.now_ms();
+                let actions = self.aligner.on_time(now);
+                if !actions.is_empty() || self.aligner.deadline() != Some(at) {
+                    self.push_actions(actions);
+                    continue;
+                }
+            }
             let polled = {
                 let recv = std::future::poll_fn(|cx| {
                     let n = self.channels.len();
