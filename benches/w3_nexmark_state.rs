@@ -141,7 +141,7 @@ fn main() {
             r.plain.push(p);
             r.ckpt.push(c);
         }
-        let plain_s = median(&r.plain.iter().map(|p| p.wall_s).collect::<Vec<_>>());
+        let plain_s = median(&walls(&r.plain));
         r.recovery = Some(setup.kill_and_resume(query, &ckpt, plain_s, &oracle));
         results.push(r);
     }
@@ -170,14 +170,21 @@ struct Run {
     /// Rows the source emitted (after a resume: the rows it replayed).
     source_rows: u64,
     region: Option<RegionLine>,
-    /// `bytes` of every `checkpoint complete` debug line, in order.
-    checkpoint_bytes: Vec<u64>,
+    /// (checkpoint, bytes) of every `checkpoint complete` debug line, in order.
+    checkpoint_bytes: Vec<(u64, u64)>,
     /// Every `state snapshot` debug line: (checkpoint, full, records, bytes).
     snapshots: Vec<(u64, bool, u64, u64)>,
+    /// Per checkpoint with a state snapshot: ms from the snapshot file being durable (its log
+    /// line) to the checkpoint being complete (manifest durable, sinks committed).
+    snapshot_to_complete_ms: Vec<f64>,
     /// The checkpoint a `--resume` run started from.
     resumed_from: Option<u64>,
-    /// Bytes of every file under the checkpoint directory once the process ended.
+    /// Bytes of the checkpoints once the process ended: manifests and the files they reference
+    /// (the checkpoint directory less `working/`).
     ckpt_dir_bytes: u64,
+    /// Disk blocks in use by the state's working copy (`working/`, the fjall database; its journal
+    /// file is preallocated, so its length says little).
+    working_bytes: u64,
     windows: Vec<Window>,
 }
 
@@ -297,12 +304,7 @@ impl Setup {
         let cpu_s = children_cpu_seconds() - cpu;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = std::fs::read_to_string(&log).unwrap_or_default();
-        assert!(
-            out.status.success(),
-            "flumen run {} failed ({}):\n{stdout}\n{stderr}",
-            job.display(),
-            out.status
-        );
+        assert!(out.status.success(), "flumen run {} failed ({}):\n{stdout}\n{stderr}", job.display(), out.status);
         let (state, output) = self.paths(query, checkpointed);
         let mut run = parse_log(&stderr);
         run.wall_s = wall_s;
@@ -310,31 +312,41 @@ impl Setup {
         run.job_s = job_seconds(&stdout).unwrap_or(f64::NAN);
         run.source_rows = node_rows(&stdout, "source", "bids", 3).unwrap_or(0);
         run.region = region_line(&stdout);
-        run.ckpt_dir_bytes = dir_bytes(&state);
+        run.ckpt_dir_bytes = checkpoint_bytes(&state);
+        run.working_bytes = allocated_bytes(&state.join("working"));
         run.windows = read_windows(&output);
         run
     }
 
-    /// Starts the checkpointed job, SIGKILLs it half-way, resumes it and checks the output.
+    /// Starts the checkpointed job, SIGKILLs it half-way (once a checkpoint taken while it runs
+    /// is complete), resumes it and checks the output.
     fn kill_and_resume(&self, query: Query, job: &Path, plain_s: f64, oracle: &[Window]) -> Recovery {
         self.clean(query, true);
         let (state, output) = self.paths(query, true);
         let log = job.with_extension("killed.log");
-        let target = Duration::from_secs_f64(plain_s / 2.0);
+        let target_s = plain_s / 2.0;
         let started = Instant::now();
         let mut child = self.command(job, false, &log).stdout(Stdio::null()).spawn().expect("cannot start flumen");
         let mut waited_for_checkpoint = false;
         loop {
             if let Some(status) = child.try_wait().expect("waiting for flumen") {
-                panic!(
-                    "{}: the checkpointed job ended ({status}) after {:.1} s before it could be killed with a \
-                     checkpoint complete; raise W3_EVENTS or lower W3_INTERVAL_MS",
+                let ended_s = started.elapsed().as_secs_f64();
+                assert!(
+                    status.success(),
+                    "{}: the checkpointed job failed ({status}):\n{}",
                     query.name(),
-                    started.elapsed().as_secs_f64()
+                    std::fs::read_to_string(&log).unwrap_or_default()
                 );
+                check(query, "not killed", &read_windows(&output), oracle);
+                println!(
+                    "{}: the job ended after {ended_s:.2} s, before a checkpoint taken while it ran was complete: \
+                     not killed (raise W3_EVENTS or lower W3_INTERVAL_MS)",
+                    query.name()
+                );
+                return Recovery::NotKilled { ended_s, target_s };
             }
-            if started.elapsed() >= target {
-                if latest_manifest(&state).is_some() {
+            if started.elapsed().as_secs_f64() >= target_s {
+                if latest_periodic_checkpoint(&state).is_some() {
                     break;
                 }
                 waited_for_checkpoint = true;
@@ -344,9 +356,9 @@ impl Setup {
         child.kill().expect("SIGKILL"); // SIGKILL on Unix
         let killed_at = started.elapsed().as_secs_f64();
         let _ = child.wait();
-        let committed = latest_manifest(&state).unwrap_or(0);
+        let committed = latest_periodic_checkpoint(&state).unwrap_or(0);
         let windows_at_kill = read_windows(&output).len();
-        let dir_at_kill = dir_bytes(&state);
+        let dir_at_kill = checkpoint_bytes(&state);
         println!(
             "{}: killed at {killed_at:.2} s with checkpoint #{committed} committed ({windows_at_kill} windows \
              published)",
@@ -354,25 +366,35 @@ impl Setup {
         );
         let resumed = self.run(query, job, true, true);
         check(query, "killed and resumed", &resumed.windows, oracle);
-        Recovery {
-            target_s: target.as_secs_f64(),
+        Recovery::Killed(Box::new(Killed {
+            target_s,
             killed_at,
             waited_for_checkpoint,
             committed,
             windows_at_kill,
             dir_at_kill,
             resumed,
-        }
+        }))
     }
 }
 
-struct Recovery {
+enum Recovery {
+    /// The job ended before a checkpoint taken while it ran was complete: nothing to kill.
+    NotKilled {
+        ended_s: f64,
+        target_s: f64,
+    },
+    Killed(Box<Killed>),
+}
+
+struct Killed {
     target_s: f64,
     killed_at: f64,
     /// No checkpoint was complete at `target_s`: the kill waited for the first one.
     waited_for_checkpoint: bool,
     committed: u64,
     windows_at_kill: usize,
+    /// [`checkpoint_bytes`] at the kill.
     dir_at_kill: u64,
     resumed: Run,
 }
@@ -408,6 +430,7 @@ fn check(query: Query, what: &str, got: &[Window], oracle: &[Window]) {
 /// The fields of the engine's debug log lines (see [`LOG_FILTER`]).
 fn parse_log(stderr: &str) -> Run {
     let mut run = Run::default();
+    let mut snapshot_at: HashMap<u64, f64> = HashMap::new();
     for line in stderr.lines() {
         let line = strip_ansi(line);
         let field = |name: &str| {
@@ -415,20 +438,39 @@ fn parse_log(stderr: &str) -> Run {
         };
         let num = |name: &str| field(name).and_then(|v| v.parse::<u64>().ok());
         if line.contains("flumen_engine::exec") && line.contains("checkpoint complete") {
-            if let Some(b) = num("bytes") {
-                run.checkpoint_bytes.push(b);
+            if let (Some(c), Some(b)) = (num("checkpoint"), num("bytes")) {
+                run.checkpoint_bytes.push((c, b));
+            }
+            if let (Some(c), Some(at)) = (num("checkpoint"), seconds_of_day(&line))
+                && let Some(snap) = snapshot_at.remove(&c)
+            {
+                run.snapshot_to_complete_ms.push((at - snap).rem_euclid(86_400.0) * 1e3);
             }
         } else if line.contains("state snapshot") {
             if let (Some(c), Some(full), Some(records), Some(bytes)) =
                 (num("checkpoint"), field("full"), num("records"), num("bytes"))
             {
                 run.snapshots.push((c, full == "true", records, bytes));
+                if let Some(at) = seconds_of_day(&line) {
+                    snapshot_at.insert(c, at);
+                }
             }
         } else if line.contains("resuming from checkpoint") {
             run.resumed_from = num("checkpoint");
         }
     }
     run
+}
+
+/// The time of day, in seconds, of a log line's leading `2026-11-22T00:58:21.855076Z`.
+fn seconds_of_day(line: &str) -> Option<f64> {
+    let stamp = line.split_whitespace().next()?;
+    let (_, time) = stamp.split_once('T')?;
+    let mut parts = time.trim_end_matches('Z').split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let s: f64 = parts.next()?.parse().ok()?;
+    Some(h * 3600.0 + m * 60.0 + s)
 }
 
 fn strip_ansi(line: &str) -> String {
@@ -479,8 +521,9 @@ fn region_line(summary: &str) -> Option<RegionLine> {
     })
 }
 
-/// The newest complete checkpoint in a checkpoint directory (`<dir>/<region>/chk-<n>.json`).
-fn latest_manifest(dir: &Path) -> Option<u64> {
+/// The newest complete checkpoint in a checkpoint directory (`<dir>/<region>/chk-<n>.json`)
+/// taken while the job ran, not the final one taken at the end of its input.
+fn latest_periodic_checkpoint(dir: &Path) -> Option<u64> {
     let regions = std::fs::read_dir(dir).ok()?;
     regions
         .filter_map(|r| r.ok())
@@ -489,19 +532,41 @@ fn latest_manifest(dir: &Path) -> Option<u64> {
         .filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            name.strip_prefix("chk-")?.strip_suffix(".json")?.parse().ok()
+            let n: u64 = name.strip_prefix("chk-")?.strip_suffix(".json")?.parse().ok()?;
+            let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok()?;
+            (manifest["manifest"]["finished"] == serde_json::Value::Bool(false)).then_some(n)
         })
         .max()
 }
 
-/// Total bytes of the files under `dir` (0 when it does not exist).
-fn dir_bytes(dir: &Path) -> u64 {
+/// Bytes of the checkpoints under a checkpoint directory: every file but the working copy's.
+fn checkpoint_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() != "working")
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => file_bytes(&e.path(), |m| m.len()),
+            Ok(_) => e.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Disk space in use by the files under `dir`.
+fn allocated_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    file_bytes(dir, |m| m.blocks() * 512)
+}
+
+/// `size` summed over the files under `dir` (0 when it does not exist).
+fn file_bytes(dir: &Path, size: fn(&std::fs::Metadata) -> u64) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     entries
         .filter_map(|e| e.ok())
         .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            Ok(_) => e.metadata().map_or(0, |m| m.len()),
+            Ok(t) if t.is_dir() => file_bytes(&e.path(), size),
+            Ok(_) => e.metadata().map_or(0, |m| size(&m)),
             Err(_) => 0,
         })
         .sum()
@@ -528,7 +593,8 @@ fn read_windows(path: &Path) -> Vec<Window> {
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             let v: serde_json::Value =
                 serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: {e}: {line}", f.display()));
-            let int = |name: &str| v[name].as_i64().unwrap_or_else(|| panic!("{}: no int64 `{name}`: {line}", f.display()));
+            let int =
+                |name: &str| v[name].as_i64().unwrap_or_else(|| panic!("{}: no int64 `{name}`: {line}", f.display()));
             out.push((v["key"].as_i64(), int("window_start"), int("window_end"), int("value")));
         }
     }
@@ -599,24 +665,17 @@ fn report(results: &[QueryResult], events: u64, runs: usize, interval_ms: u64, b
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in results {
-        let q = r.query;
-        let plain: Vec<f64> = r.plain.iter().map(|p| p.wall_s).collect();
-        let ckpt: Vec<f64> = r.ckpt.iter().map(|p| p.wall_s).collect();
+        let plain = walls(&r.plain);
+        let ckpt = walls(&r.ckpt);
         let plain_cpu: Vec<f64> = r.plain.iter().map(|p| p.cpu_s).collect();
         let ckpt_cpu: Vec<f64> = r.ckpt.iter().map(|p| p.cpu_s).collect();
         println!(
-            "| {} | {} | {:.3} ({:.3}–{:.3}) | {:.3} ({:.3}–{:.3}) | {:.3}× ({:.3}–{:.3}) | {} | {} | {:.2} / {:.2} | {} | {:.3} |",
-            q.name(),
-            q.what(),
-            median(&plain),
-            min(&plain),
-            max(&plain),
-            median(&ckpt),
-            min(&ckpt),
-            max(&ckpt),
-            median(&r.ratios),
-            min(&r.ratios),
-            max(&r.ratios),
+            "| {} | {} | {} | {} | {} | {} | {} | {:.2} / {:.2} | {} | {:.3} |",
+            r.query.name(),
+            r.query.what(),
+            spread(&plain, 3, ""),
+            spread(&ckpt, 3, ""),
+            spread(&r.ratios, 3, "×"),
             rate(events as f64 / median(&plain)),
             rate(events as f64 / median(&ckpt)),
             median(&plain_cpu),
@@ -628,95 +687,128 @@ fn report(results: &[QueryResult], events: u64, runs: usize, interval_ms: u64, b
 
     println!();
     println!(
-        "Checkpoints of the checkpointed runs. \"written\" = bytes of the files a checkpoint added (its state delta or \
-         full snapshot and its manifest's files), from the engine's `checkpoint complete` log; the summary's \"last\" is \
-         the final checkpoint taken at the end of the input; dir = every file under the checkpoint directory after the \
-         run (3 checkpoints retained)."
+        "Checkpoints of the checkpointed runs (all runs together). Periodic = taken while the job ran; the final one \
+         is taken at the end of the input, after every window fired, and is the summary's \"last\". written = bytes \
+         of the files a checkpoint added (state snapshots), from the engine's `checkpoint complete` log. snapshot → \
+         complete = from the state snapshot file being durable to the checkpoint being complete (manifest fsynced, \
+         sinks committed), from log timestamps. On disk after the run: the retained checkpoints (manifests and \
+         files) and, apart, the blocks of the state's fjall working copy."
     );
     println!();
     println!(
-        "| query | checkpoints per run | written per checkpoint, KiB median (min–max), all runs | last: # / ms / size \
-         (median ms, min–max) | largest full state snapshot: records / KiB | dir after the run KiB |"
+        "| query | checkpoints per run (periodic + final) | written per periodic checkpoint KiB (min–max) | \
+         state snapshots: count × kind: median records / KiB | snapshot → complete ms (min–max) | final checkpoint ms (min–max) / size | \
+         checkpoints on disk KiB | working copy on disk KiB |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---|---:|---:|---:|---:|");
     for r in results {
-        let q = r.query;
-        let counts: Vec<String> = r.ckpt.iter().map(|c| c.region.as_ref().map_or(0, |g| g.count).to_string()).collect();
-        let written: Vec<f64> = r.ckpt.iter().flat_map(|c| c.checkpoint_bytes.iter().map(|&b| b as f64 / 1024.0)).collect();
-        let last_ms: Vec<f64> = r.ckpt.iter().filter_map(|c| c.region.as_ref().map(|g| g.last_ms)).collect();
-        let last = r.ckpt.last().and_then(|c| c.region.clone());
-        let full = r.ckpt.iter().flat_map(|c| c.snapshots.iter()).filter(|s| s.1).max_by_key(|s| s.3);
-        let dirs: Vec<f64> = r.ckpt.iter().map(|c| c.ckpt_dir_bytes as f64 / 1024.0).collect();
+        let counts: Vec<String> = r
+            .ckpt
+            .iter()
+            .map(|c| c.region.as_ref().map_or("?".to_string(), |g| format!("{} + 1", g.count.saturating_sub(1))))
+            .collect();
+        let periodic: Vec<f64> = r
+            .ckpt
+            .iter()
+            .flat_map(|c| {
+                let last = c.region.as_ref().map_or(u64::MAX, |g| g.last);
+                c.checkpoint_bytes.iter().filter(move |(n, _)| *n < last).map(|(_, b)| *b as f64 / 1024.0)
+            })
+            .collect();
+        let snapshots: Vec<String> = [true, false]
+            .into_iter()
+            .filter_map(|full| {
+                let of: Vec<&(u64, bool, u64, u64)> =
+                    r.ckpt.iter().flat_map(|c| c.snapshots.iter()).filter(|s| s.1 == full).collect();
+                let records: Vec<f64> = of.iter().map(|s| s.2 as f64).collect();
+                let kib: Vec<f64> = of.iter().map(|s| s.3 as f64 / 1024.0).collect();
+                (!of.is_empty()).then(|| {
+                    format!(
+                        "{} × {}: {:.0} / {:.0}",
+                        of.len(),
+                        if full { "full" } else { "delta" },
+                        median(&records),
+                        median(&kib)
+                    )
+                })
+            })
+            .collect();
+        let to_complete: Vec<f64> = r.ckpt.iter().flat_map(|c| c.snapshot_to_complete_ms.iter().copied()).collect();
+        let final_ms: Vec<f64> = r.ckpt.iter().filter_map(|c| c.region.as_ref().map(|g| g.last_ms)).collect();
+        let final_size = r.ckpt.last().and_then(|c| c.region.as_ref()).map_or("?".to_string(), |g| g.last_size.clone());
+        let on_disk: Vec<f64> = r.ckpt.iter().map(|c| c.ckpt_dir_bytes as f64 / 1024.0).collect();
+        let working: Vec<f64> = r.ckpt.iter().map(|c| c.working_bytes as f64 / 1024.0).collect();
         println!(
-            "| {} | {} | {} | #{} / {:.1} ms ({:.1}–{:.1}) / {} | {} | {:.1} |",
-            q.name(),
+            "| {} | {} | {} | {} | {} | {} / {final_size} | {:.1} | {:.0} |",
+            r.query.name(),
             counts.join(", "),
-            if written.is_empty() {
-                "–".to_string()
-            } else {
-                format!("{:.1} ({:.1}–{:.1})", median(&written), min(&written), max(&written))
-            },
-            last.as_ref().map_or(0, |g| g.last),
-            median(&last_ms),
-            min(&last_ms),
-            max(&last_ms),
-            last.as_ref().map_or("–".to_string(), |g| g.last_size.clone()),
-            full.map_or("–".to_string(), |s| format!("{} / {:.1}", s.2, s.3 as f64 / 1024.0)),
-            median(&dirs)
+            spread(&periodic, 1, ""),
+            if snapshots.is_empty() { "none".to_string() } else { snapshots.join("; ") },
+            spread(&to_complete, 1, ""),
+            spread(&final_ms, 1, ""),
+            median(&on_disk),
+            median(&working)
         );
     }
 
     println!();
     println!(
-        "Recovery: the checkpointed job SIGKILLed at half the median time without checkpoints, then `flumen run \
-         --resume`; \"expected\" = the median time without checkpoints × the fraction of the input the resumed run \
-         replayed (its source's rows out / N); extra = resumed − expected. The resumed output equals the \
-         uninterrupted run's (and the oracle's): asserted."
+        "Recovery: the checkpointed job SIGKILLed at half the median time without checkpoints (later if no \
+         checkpoint taken while it ran was complete by then), then `flumen run --resume`, which takes checkpoints \
+         too. expected = the median time of a whole run without / with checkpoints × the fraction of the input the \
+         resumed run replayed (its source's rows out / N); extra = resumed − expected. The resumed output, \
+         sorted, equals the uninterrupted runs' and the oracle's (asserted)."
     );
     println!();
     println!(
-        "| query | killed at s (target) | checkpoint committed at kill | windows published at kill | checkpoint dir at \
-         kill KiB | resumed from | rows replayed (fraction) | resumed process s | expected s | extra s | output |"
+        "| query | killed at s (target) | committed at kill | windows published at kill | checkpoints on disk at \
+         kill KiB | resumed from | rows replayed (fraction) | resumed process s | expected s without / with \
+         checkpoints | extra s without / with | output |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in results {
-        let q = r.query;
-        let Some(rec) = &r.recovery else { continue };
-        let plain = median(&r.plain.iter().map(|p| p.wall_s).collect::<Vec<_>>());
-        let fraction = rec.resumed.source_rows as f64 / events as f64;
-        let expected = plain * fraction;
-        println!(
-            "| {} | {:.2} ({:.2}{}) | #{} | {} | {:.1} | #{} | {} ({:.1}%) | {:.3} | {:.3} | {:+.3} | equal |",
-            q.name(),
-            rec.killed_at,
-            rec.target_s,
-            if rec.waited_for_checkpoint { ", waited for the first checkpoint" } else { "" },
-            rec.committed,
-            rec.windows_at_kill,
-            rec.dir_at_kill as f64 / 1024.0,
-            rec.resumed.resumed_from.map_or("?".to_string(), |c| c.to_string()),
-            rec.resumed.source_rows,
-            fraction * 100.0,
-            rec.resumed.wall_s,
-            expected,
-            rec.resumed.wall_s - expected
-        );
+        let plain = median(&walls(&r.plain));
+        let ckpt = median(&walls(&r.ckpt));
+        match &r.recovery {
+            None => {}
+            Some(Recovery::NotKilled { ended_s, target_s }) => println!(
+                "| {} | not killed: ended after {ended_s:.2} s ({target_s:.2}) before a periodic checkpoint | – | – \
+                 | – | – | – | – | – | – | equal |",
+                r.query.name()
+            ),
+            Some(Recovery::Killed(k)) => {
+                let fraction = k.resumed.source_rows as f64 / events as f64;
+                let (expected, expected_ckpt) = (plain * fraction, ckpt * fraction);
+                println!(
+                    "| {} | {:.2} ({:.2}{}) | #{} | {} | {:.1} | #{} | {} ({:.1}%) | {:.3} | {:.3} / {:.3} | {:+.3} / \
+                     {:+.3} | equal |",
+                    r.query.name(),
+                    k.killed_at,
+                    k.target_s,
+                    if k.waited_for_checkpoint { ", waited for the first checkpoint" } else { "" },
+                    k.committed,
+                    k.windows_at_kill,
+                    k.dir_at_kill as f64 / 1024.0,
+                    k.resumed.resumed_from.map_or("?".to_string(), |c| c.to_string()),
+                    k.resumed.source_rows,
+                    fraction * 100.0,
+                    k.resumed.wall_s,
+                    expected,
+                    expected_ckpt,
+                    k.resumed.wall_s - expected,
+                    k.resumed.wall_s - expected_ckpt
+                );
+            }
+        }
     }
 
     println!();
-    println!("Per run (process s / engine job s / CPU s / checkpoints / written KiB per checkpoint):");
+    println!("Per run: process s / engine job s / CPU s; with checkpoints also checkpoints and the state snapshots");
     for r in results {
-        let q = r.query;
+        let q = r.query.name();
         for (i, (p, c)) in r.plain.iter().zip(&r.ckpt).enumerate() {
-            let written: Vec<String> = c.checkpoint_bytes.iter().map(|b| format!("{:.1}", *b as f64 / 1024.0)).collect();
-            let snaps: Vec<String> = c
-                .snapshots
-                .iter()
-                .map(|s| format!("#{} {} {} rec {:.1} KiB", s.0, if s.1 { "full" } else { "delta" }, s.2, s.3 as f64 / 1024.0))
-                .collect();
             println!(
-                "  {} {}: without {:.3} / {:.3} / {:.2}; with {:.3} / {:.3} / {:.2} / {} / [{}]; snapshots [{}]",
-                q.name(),
+                "  {q} {}: without {:.3} / {:.3} / {:.2}; with {:.3} / {:.3} / {:.2}, {} checkpoints, [{}]",
                 i + 1,
                 p.wall_s,
                 p.job_s,
@@ -725,22 +817,43 @@ fn report(results: &[QueryResult], events: u64, runs: usize, interval_ms: u64, b
                 c.job_s,
                 c.cpu_s,
                 c.region.as_ref().map_or(0, |g| g.count),
-                written.join(", "),
-                snaps.join("; ")
+                snapshot_list(c)
             );
         }
-        if let Some(rec) = &r.recovery {
+        if let Some(Recovery::Killed(k)) = &r.recovery {
             println!(
-                "  {} resumed: {:.3} / {:.3} / {:.2}; checkpoints {}; snapshots {}",
-                q.name(),
-                rec.resumed.wall_s,
-                rec.resumed.job_s,
-                rec.resumed.cpu_s,
-                rec.resumed.region.as_ref().map_or(0, |g| g.count),
-                rec.resumed.snapshots.len()
+                "  {q} resumed: {:.3} / {:.3} / {:.2}, {} checkpoints, [{}]",
+                k.resumed.wall_s,
+                k.resumed.job_s,
+                k.resumed.cpu_s,
+                k.resumed.region.as_ref().map_or(0, |g| g.count),
+                snapshot_list(&k.resumed)
             );
         }
     }
+}
+
+fn walls(runs: &[Run]) -> Vec<f64> {
+    runs.iter().map(|r| r.wall_s).collect()
+}
+
+fn snapshot_list(run: &Run) -> String {
+    let snaps: Vec<String> = run
+        .snapshots
+        .iter()
+        .map(|s| {
+            format!("#{} {} {} records {:.1} KiB", s.0, if s.1 { "full" } else { "delta" }, s.2, s.3 as f64 / 1024.0)
+        })
+        .collect();
+    snaps.join("; ")
+}
+
+/// `median (min–max)` with `digits` decimals, or `–` for no values.
+fn spread(values: &[f64], digits: usize, unit: &str) -> String {
+    if values.is_empty() {
+        return "–".to_string();
+    }
+    format!("{:.digits$}{unit} ({:.digits$}–{:.digits$})", median(values), min(values), max(values))
 }
 
 // ---------------------------------------------------------------------------
