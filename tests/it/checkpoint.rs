@@ -341,7 +341,16 @@ fn aligned_with_timeout_switches_to_unaligned_under_backpressure() {
     unaligned_case("mode = \"aligned-with-timeout\"\nalignment_timeout_ms = 10");
 }
 
+/// Whether a checkpoint switches to unaligned depends on timing; under heavy
+/// load a run may align in time. Exactly once is asserted on every run; that
+/// in-flight batches were stored, on at least one of three.
 fn unaligned_case(mode: &str) {
+    let stored = (0..3).any(|_| unaligned_attempt(mode));
+    assert!(stored, "{mode}: no checkpoint stored in-flight batches in three runs");
+}
+
+/// One run: exactly once is asserted; returns whether a checkpoint stored in-flight batches.
+fn unaligned_attempt(mode: &str) -> bool {
     let (fast, slow) = (1600u64, 200u64);
     let job = Job::new(&format!(
         r#"
@@ -402,7 +411,7 @@ inputs = ["count"]
     let o = check_against(&job.file("out"), &expected, mode, true);
     assert!(o.clean() && o.rows == fast + slow, "{o:?}");
     let manifests = manifests_text(&job.file("ck"));
-    assert!(manifests.contains("-inflight0-"), "{mode}: no checkpoint stored in-flight batches");
+    manifests.contains("-inflight0-")
 }
 
 fn manifests_text(root: &Path) -> String {
