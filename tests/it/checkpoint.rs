@@ -333,12 +333,15 @@ fn unaligned_checkpoints_restore_in_flight_batches_exactly_once() {
     unaligned_case(r#"mode = "unaligned""#);
 }
 
-/// Aligned with a short timeout: the slow source's barrier waits for the fast
-/// one's behind its queued batches, alignment times out, and the checkpoint
-/// switches to unaligned, storing those batches.
+/// Aligned with a short timeout under the same backpressure: exactly once
+/// across a kill. Whether a given checkpoint switches to unaligned depends on
+/// which barrier arrives first (a throttled source notices an injected
+/// barrier only between its batches), so the switch itself is asserted
+/// deterministically by the aligner's unit tests and the protocol simulation
+/// in `flumen-dataflow`, not here.
 #[test]
-fn aligned_with_timeout_switches_to_unaligned_under_backpressure() {
-    unaligned_case("mode = \"aligned-with-timeout\"\nalignment_timeout_ms = 10");
+fn aligned_with_timeout_is_exactly_once_under_backpressure() {
+    unaligned_attempt("mode = \"aligned-with-timeout\"\nalignment_timeout_ms = 10");
 }
 
 /// Whether a checkpoint switches to unaligned depends on timing; under heavy
