@@ -30,6 +30,10 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Float64Type, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+#[path = "common/stats.rs"]
+mod stats;
+use stats::{max, median, min};
+
 #[path = "common/nexmark.rs"]
 mod nexmark_bids;
 use nexmark_bids::bid_schema;
@@ -351,21 +355,3 @@ fn run_native(query: Query, data: &Path) -> (Duration, u64) {
 }
 
 // ---------------------------------------------------------------------------
-
-fn median(s: &[f64]) -> f64 {
-    let mut v = s.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-fn min(s: &[f64]) -> f64 {
-    s.iter().copied().fold(f64::INFINITY, f64::min)
-}
-
-fn max(s: &[f64]) -> f64 {
-    s.iter().copied().fold(f64::NEG_INFINITY, f64::max)
-}

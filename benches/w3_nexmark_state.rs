@@ -40,6 +40,10 @@ use arrow::array::{Array, Int64Array};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+#[path = "common/stats.rs"]
+mod stats;
+use stats::{max, median, min};
+
 #[path = "common/nexmark.rs"]
 mod nexmark_bids;
 
@@ -891,22 +895,4 @@ fn children_cpu_seconds() -> f64 {
         (Some(u), Some(s)) => (u + s) / 100.0,
         _ => f64::NAN,
     }
-}
-
-fn median(s: &[f64]) -> f64 {
-    let mut v = s.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-fn min(s: &[f64]) -> f64 {
-    s.iter().copied().fold(f64::INFINITY, f64::min)
-}
-
-fn max(s: &[f64]) -> f64 {
-    s.iter().copied().fold(f64::NEG_INFINITY, f64::max)
 }

@@ -455,14 +455,7 @@ impl OperatorTask {
         let t = Instant::now();
         let before = self.instance.boundary_bytes();
         let result = self.instance.finish().await;
-        self.account(t, before);
-        let out = result.map_err(|e| {
-            NodeMetrics::add(&self.metrics.failures, 1);
-            EngineError::Operator(e)
-        })?;
-        for b in out {
-            router.send(b).await?;
-        }
+        self.route_unretried(t, before, result, &mut router).await?;
         router.end().await;
         if let Some(ck) = &self.ckpt {
             ck.done(Vec::new(), json!({ "finished": true }));
@@ -480,7 +473,19 @@ impl OperatorTask {
         let t = Instant::now();
         let before = self.instance.boundary_bytes();
         let result = self.instance.on_watermark(watermark).await;
-        self.account(t, before);
+        self.route_unretried(t, before, result, router).await
+    }
+
+    /// Accounts a call that is never retried (`finish`, `on-watermark`) and
+    /// routes what it emitted; its failure fails the task.
+    async fn route_unretried(
+        &mut self,
+        started: Instant,
+        before: flumen_wasm::BoundaryBytes,
+        result: Result<Vec<RecordBatch>, CallError>,
+        router: &mut Router,
+    ) -> Result<(), EngineError> {
+        self.account(started, before);
         let out = result.map_err(|e| {
             NodeMetrics::add(&self.metrics.failures, 1);
             EngineError::Operator(e)
