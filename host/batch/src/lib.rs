@@ -13,6 +13,8 @@
 //! Both the host and the Rust guest SDK use this crate, so the two ends of the
 //! boundary agree by construction.
 
+pub mod media;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

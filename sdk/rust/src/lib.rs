@@ -36,9 +36,11 @@
 //! Operators that act on event time implement [`Operator::on_watermark`]; the
 //! [`window`] module keeps tumbling, sliding and session windows in host state.
 
+pub mod blob;
 mod convert;
 mod error;
 pub mod log;
+pub mod media;
 pub mod state;
 pub mod window;
 
