@@ -246,11 +246,8 @@ impl BlobColumnBuilder {
 
     /// The column, as the storage array of a blob-reference field.
     pub fn finish(&mut self) -> StructArray {
-        let nulls = if self.valid.iter().all(|v| *v) {
-            None
-        } else {
-            Some(NullBuffer::from(std::mem::take(&mut self.valid)))
-        };
+        let nulls =
+            if self.valid.iter().all(|v| *v) { None } else { Some(NullBuffer::from(std::mem::take(&mut self.valid))) };
         self.valid.clear();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.digests.finish()),
