@@ -4,11 +4,17 @@
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
 
 mod bad_input;
+mod blobs;
 mod checkpoint;
 mod cli;
 mod common;
+mod dedupe;
 mod event_time;
 mod limits;
+mod media_audio;
+mod media_image;
+mod media_text;
+mod media_video;
 mod object_store;
 mod pipeline;
 mod policy;

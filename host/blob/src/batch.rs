@@ -85,6 +85,55 @@ impl BlobStore {
     }
 }
 
+/// `to`, a batch the host derived from `from` (rows taken, filtered or
+/// reordered by an Arrow kernel, which copies buffers and so drops their
+/// pins), with each blob column's new digest buffer keeping `from`'s pinned
+/// one alive: the blobs of `from` live at least as long as `to`.
+pub fn carry_pins(from: &RecordBatch, to: RecordBatch) -> RecordBatch {
+    let cols = blob_columns(to.schema_ref());
+    if cols.is_empty() || from.schema_ref().fields() != to.schema_ref().fields() {
+        return to;
+    }
+    let mut columns: Vec<ArrayRef> = to.columns().to_vec();
+    for i in cols {
+        let (Some(old), Some(new)) = (
+            from.column(i).as_any().downcast_ref::<StructArray>(),
+            to.column(i).as_any().downcast_ref::<StructArray>(),
+        ) else {
+            continue;
+        };
+        let Some(keep) = old.column(0).to_data().buffers().first().cloned() else { continue };
+        let Some(digests) = new.column(0).as_any().downcast_ref::<FixedSizeBinaryArray>() else { continue };
+        let mut data = Vec::with_capacity(digests.len() * media::DIGEST_BYTES);
+        for r in 0..digests.len() {
+            data.extend_from_slice(digests.value(r));
+        }
+        let buffer = Buffer::from(Bytes::from_owner(CarriedDigests { data, _keep: keep }));
+        let Ok(carried) = FixedSizeBinaryArray::try_new(media::DIGEST_BYTES as i32, buffer, digests.nulls().cloned())
+        else {
+            continue;
+        };
+        let mut children: Vec<ArrayRef> = new.columns().to_vec();
+        children[0] = Arc::new(carried);
+        if let Ok(a) = StructArray::try_new(new.fields().clone(), children, new.nulls().cloned()) {
+            columns[i] = Arc::new(a);
+        }
+    }
+    RecordBatch::try_new(to.schema(), columns.clone()).unwrap_or(to)
+}
+
+/// New digest bytes that keep an older, pinned digest buffer alive.
+struct CarriedDigests {
+    data: Vec<u8>,
+    _keep: Buffer,
+}
+
+impl AsRef<[u8]> for CarriedDigests {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
 /// The same blob column over a digest buffer owned by `pin`.
 fn repin_column(array: &dyn Array, view: &BlobColumn, pin: Pin) -> ArrayRef {
     let Some(s) = array.as_any().downcast_ref::<StructArray>() else { return arrow_array::make_array(array.to_data()) };

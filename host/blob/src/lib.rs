@@ -39,7 +39,7 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-pub use batch::{RowError, blob_columns, materialize_batch, materialized_schema};
+pub use batch::{RowError, blob_columns, carry_pins, materialize_batch, materialized_schema};
 pub use fetch::{EXTERNAL_OBJECT_BYTES_MAX, fetch_uri, local_path};
 
 /// A blob's content digest.
@@ -110,8 +110,8 @@ struct Entry {
     location: Location,
     /// Live pins: batches, retains, blobs being made.
     refs: u64,
-    /// Checkpoints that need this blob after a restart.
-    checkpoints: BTreeSet<u64>,
+    /// Checkpoints (region, id) that need this blob after a restart.
+    checkpoints: BTreeSet<(String, u64)>,
     last_use: u64,
 }
 
@@ -526,8 +526,13 @@ impl BlobStore {
 
     /// Writes every blob in `digests` durably (a copy in the durable
     /// directory, or nothing for a user's file read in place) and pins it for
-    /// checkpoint `checkpoint`; returns what the checkpoint must record.
-    pub fn pin_checkpoint(&self, checkpoint: u64, digests: &[Digest]) -> Result<Vec<PinnedBlob>, BlobError> {
+    /// checkpoint `checkpoint` of `region`; returns what the checkpoint must record.
+    pub fn pin_checkpoint(
+        &self,
+        region: &str,
+        checkpoint: u64,
+        digests: &[Digest],
+    ) -> Result<Vec<PinnedBlob>, BlobError> {
         let Some(dir) = self.inner.config.durable_dir.clone() else {
             return Err(BlobError::Io("checkpoint pins need a durable directory".into()));
         };
@@ -563,29 +568,30 @@ impl BlobStore {
                 }
             }
             if let Some(entry) = e.map.get_mut(d) {
-                entry.checkpoints.insert(checkpoint);
+                entry.checkpoints.insert((region.to_string(), checkpoint));
             }
             out.push(PinnedBlob { digest: hex::encode(d), size, media_type, source, file });
         }
         Ok(out)
     }
 
-    /// Drops the pins of every checkpoint not in `keep` and not newer than
-    /// `latest` (newer ones may still complete); removes what nothing needs.
-    pub fn release_checkpoints_except(&self, keep: &[u64], latest: u64) {
+    /// Drops the pins of every checkpoint of `region` not in `keep` and not
+    /// newer than `latest` (newer ones may still complete); removes what nothing needs.
+    pub fn release_checkpoints_except(&self, region: &str, keep: &[u64], latest: u64) {
         let mut e = self.inner.lock();
         let digests: Vec<Digest> = e.map.keys().copied().collect();
         for d in digests {
             if let Some(entry) = e.map.get_mut(&d) {
-                entry.checkpoints.retain(|c| *c > latest || keep.contains(c));
+                entry.checkpoints.retain(|(r, c)| r != region || *c > latest || keep.contains(c));
             }
             self.inner.collect(&mut e, &d);
         }
     }
 
-    /// Registers the blobs a restored checkpoint pinned (from its durable
-    /// directory or the user's files), pinned for `checkpoint`.
-    pub fn restore_pins(&self, checkpoint: u64, pinned: &[PinnedBlob]) -> Result<(), BlobError> {
+    /// Registers the blobs a restored checkpoint of `region` pinned (from its
+    /// durable directory or the user's files), pinned for `checkpoint`.
+    pub fn restore_pins(&self, region: &str, checkpoint: u64, pinned: &[PinnedBlob]) -> Result<(), BlobError> {
+        let key = (region.to_string(), checkpoint);
         let dir = self.inner.config.durable_dir.clone();
         let mut e = self.inner.lock();
         for p in pinned {
@@ -593,7 +599,7 @@ impl BlobStore {
                 BlobError::Io(format!("checkpoint {checkpoint} pins a malformed digest `{}`", p.digest))
             })?;
             if let Some(entry) = e.map.get_mut(&d) {
-                entry.checkpoints.insert(checkpoint);
+                entry.checkpoints.insert(key.clone());
                 continue;
             }
             let location = match (&p.file, &dir) {
@@ -630,7 +636,7 @@ impl BlobStore {
                     source: p.source.clone(),
                     location,
                     refs: 0,
-                    checkpoints: BTreeSet::from([checkpoint]),
+                    checkpoints: BTreeSet::from([key.clone()]),
                     last_use: 0,
                 },
             );

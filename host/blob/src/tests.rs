@@ -114,16 +114,18 @@ fn checkpoint_pins_survive_a_new_store_with_the_same_directory() {
     let s = store(dir.path(), 1 << 20, true);
     let (kept, pk) = s.put(Bytes::from_static(b"kept by checkpoint 3"), "text/plain", Some("made".into())).unwrap();
     let (gone, pg) = s.put(Bytes::from_static(b"not pinned"), "text/plain", None).unwrap();
-    let pinned = s.pin_checkpoint(3, &[kept.digest]).unwrap();
+    let pinned = s.pin_checkpoint("r", 3, &[kept.digest]).unwrap();
     drop((pk, pg));
     assert!(s.contains(&kept.digest) && !s.contains(&gone.digest));
     s.close();
     // A restarted job: same durable directory, so the same key.
     let t = store(dir.path(), 1 << 20, true);
-    t.restore_pins(3, &pinned).unwrap();
+    t.restore_pins("r", 3, &pinned).unwrap();
     assert_eq!(&t.read_all(&kept).unwrap()[..], b"kept by checkpoint 3", "the old reference still checks");
     assert_eq!(t.stat(&kept).unwrap().source.as_deref(), Some("made"));
-    t.release_checkpoints_except(&[4], 4);
+    t.release_checkpoints_except("other", &[], 9);
+    assert!(t.contains(&kept.digest), "another region's retention does not touch it");
+    t.release_checkpoints_except("r", &[4], 4);
     assert!(!t.contains(&kept.digest));
     t.close();
     let left: Vec<_> =
@@ -136,10 +138,10 @@ fn damaged_durable_blob_is_detected_on_restore() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(dir.path(), 1 << 20, true);
     let (r, _p) = s.put(Bytes::from_static(b"precious"), OCTET_STREAM, None).unwrap();
-    let pinned = s.pin_checkpoint(1, &[r.digest]).unwrap();
+    let pinned = s.pin_checkpoint("r", 1, &[r.digest]).unwrap();
     std::fs::write(dir.path().join("durable").join(hex::encode(r.digest)), b"precioux").unwrap();
     let t = store(dir.path(), 1 << 20, true);
-    let err = t.restore_pins(1, &pinned).unwrap_err().to_string();
+    let err = t.restore_pins("r", 1, &pinned).unwrap_err().to_string();
     assert!(err.contains("damaged"), "{err}");
 }
 
@@ -169,4 +171,27 @@ fn materialized_batches_hold_the_bytes() {
     let col = out.column(1).as_any().downcast_ref::<arrow_array::LargeBinaryArray>().unwrap();
     assert_eq!(col.value(1), b"alpha");
     assert_eq!(out.schema().as_ref(), &materialized_schema(&batch_of(&[]).schema()));
+}
+
+#[test]
+fn a_batch_derived_by_a_kernel_carries_the_pins_of_its_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path(), 1 << 20, false);
+    let (a, pa) = s.put(Bytes::from_static(b"a"), OCTET_STREAM, None).unwrap();
+    let (b, pb) = s.put(Bytes::from_static(b"b"), OCTET_STREAM, None).unwrap();
+    let batch = s.pin_batch(batch_of(&[&a, &b]), true).unwrap();
+    drop((pa, pb));
+    let idx = arrow_array::UInt32Array::from(vec![1u32]);
+    let cols = batch.columns().iter().map(|c| arrow_select_take(c, &idx)).collect();
+    let taken = carry_pins(&batch, RecordBatch::try_new(batch.schema(), cols).unwrap());
+    drop(batch);
+    assert_eq!(s.stats().blobs, 2, "the taken part keeps its origin's blobs");
+    assert_eq!(&s.read_all(&b).unwrap()[..], b"b");
+    drop(taken);
+    assert_eq!(s.stats().blobs, 0);
+}
+
+/// A copy of the rows at `idx`, as the engine's hash partitioning makes it (new buffers).
+fn arrow_select_take(c: &arrow_array::ArrayRef, idx: &arrow_array::UInt32Array) -> arrow_array::ArrayRef {
+    arrow_select::take::take(c, idx, None).unwrap()
 }

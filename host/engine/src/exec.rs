@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow_schema::SchemaRef;
+use flumen_blob::BlobStore;
 use flumen_dataflow::{AlignmentMode, CoordAction, Coordinator, CoordinatorConfig, LogicalGraph, PhysicalPlan};
 use flumen_state::{CheckpointStore, Manifest, Participant, RemoteStore, StateFile, StateStore};
 use flumen_types::{NodeId, SubtaskId};
@@ -63,6 +64,16 @@ struct Shared {
     /// Held so the working state store lives as long as the run.
     _state: Option<StateStore>,
     mode: AlignmentMode,
+    blobs: BlobStore,
+}
+
+/// Closes the job's blob store when the run ends (see [`BlobStore::close`]).
+struct CloseBlobs(BlobStore);
+
+impl Drop for CloseBlobs {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// What a router needs to know of its node.
@@ -109,7 +120,9 @@ impl PreparedJob {
         stop: impl Future<Output = ()>,
     ) -> Result<JobSummary, EngineError> {
         let started = Instant::now();
-        let PreparedJob { spec, graph, nodes, metrics } = self;
+        let PreparedJob { spec, graph, nodes, metrics, blobs } = self;
+        // Whatever way the run ends, the store keeps only what retained checkpoints pin.
+        let _close_blobs = CloseBlobs(blobs.clone());
         let plan = graph.physical();
         let base_dir = spec.base_dir();
 
@@ -213,7 +226,7 @@ impl PreparedJob {
             }));
         }
 
-        let shared = Arc::new(Shared { spec, graph, plan, base_dir, checkpoints, remote, _state: state, mode });
+        let shared = Arc::new(Shared { spec, graph, plan, base_dir, checkpoints, remote, _state: state, mode, blobs });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut regions: JoinSet<Result<RegionOutcome, EngineError>> = JoinSet::new();
         let mut region_metrics = Vec::new();
@@ -271,6 +284,7 @@ impl PreparedJob {
             nodes: metrics.snapshot(),
             files,
             regions: region_metrics.iter().map(|m| m.snapshot()).collect(),
+            blobs: shared.blobs.stats(),
         })
     }
 }
@@ -425,7 +439,13 @@ impl RegionSupervisor {
         let restore_of = |participant: &str| -> Option<Restore> {
             let m = restored?;
             let p = m.participants.get(participant)?;
-            Some(Restore { dir: files_dir.clone()?, files: p.files.clone(), meta: p.meta.clone() })
+            Some(Restore {
+                dir: files_dir.clone()?,
+                files: p.files.clone(),
+                meta: p.meta.clone(),
+                checkpoint: m.checkpoint,
+                region: self.name.clone(),
+            })
         };
         let (to_coord, mut from_tasks) = mpsc::unbounded_channel::<TaskMsg>();
         let committed = Arc::new(std::sync::atomic::AtomicU64::new(restored.map_or(0, |m| m.checkpoint)));
@@ -435,6 +455,8 @@ impl RegionSupervisor {
                 to_coordinator: to_coord.clone(),
                 files_dir: files_dir.clone()?,
                 committed: committed.clone(),
+                region: self.name.clone(),
+                blobs: shared.blobs.clone(),
             })
         };
 
@@ -530,7 +552,12 @@ impl RegionSupervisor {
                         let id = SubtaskId { node: node_id.clone(), index: subtask };
                         let gate = InputGate::new(inputs.remove(&id).unwrap_or_default(), shared.mode);
                         let base = &shared.base_dir;
-                        let schema = node_schema.clone();
+                        let inline_blobs = spec.inlines_blobs();
+                        let schema = if inline_blobs {
+                            Arc::new(flumen_blob::materialized_schema(&node_schema))
+                        } else {
+                            node_schema.clone()
+                        };
                         let writer = if checkpointing.is_some() {
                             crate::connector::open_transactional_sink(spec, base, schema, subtask, node_parallelism)
                         } else {
@@ -538,7 +565,13 @@ impl RegionSupervisor {
                         }
                         .map_err(EngineError::Connector)?;
                         sinks.insert(participant.clone(), spec.clone());
-                        let task = SinkTask { writer, metrics: node_metrics.clone(), ckpt: link(participant.clone()) };
+                        let task = SinkTask {
+                            writer,
+                            metrics: node_metrics.clone(),
+                            ckpt: link(participant.clone()),
+                            blobs: shared.blobs.clone(),
+                            inline_blobs,
+                        };
                         tasks.spawn(task.run(gate, restore_of(&participant)));
                     }
                 }
@@ -585,6 +618,8 @@ impl RegionSupervisor {
             last_committed: None,
             finished: false,
             committed: committed.clone(),
+            blobs: shared.blobs.clone(),
+            kept: restored.map(|m| m.checkpoint).into_iter().collect(),
         };
         let mut interval = tokio::time::interval(Duration::from_millis(config.interval_ms));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -710,6 +745,9 @@ struct CheckpointDriver {
     finished: bool,
     /// Shared with the sinks, so they stop carrying published transactions.
     committed: Arc<std::sync::atomic::AtomicU64>,
+    blobs: BlobStore,
+    /// The checkpoints retention keeps, oldest first: their blobs stay pinned.
+    kept: std::collections::VecDeque<u64>,
 }
 
 impl CheckpointDriver {
@@ -864,6 +902,12 @@ impl CheckpointDriver {
                 Err(e) => tracing::warn!(region = %self.region, "checkpoint store retention failed: {e}"),
             }
         }
+        self.kept.push_back(checkpoint);
+        while self.kept.len() > self.retain {
+            self.kept.pop_front();
+        }
+        let kept: Vec<u64> = self.kept.iter().copied().collect();
+        self.blobs.release_checkpoints_except(&self.region, &kept, checkpoint);
         tracing::debug!(region = %self.region, checkpoint, bytes, freed, "checkpoint complete");
         self.last_committed = Some(checkpoint);
         Ok(())

@@ -21,6 +21,10 @@ pub struct NodeMetrics {
     pub guest_bytes_in: AtomicU64,
     /// Bytes copied out of guest memory (emitted buffers).
     pub guest_bytes_out: AtomicU64,
+    /// Blob bytes copied into guest memory (`blobs` reads).
+    pub blob_bytes_read: AtomicU64,
+    /// Blob bytes copied out of guest memory (blobs the guest made).
+    pub blob_bytes_created: AtomicU64,
     /// Failed guest calls (traps, limits, returned errors).
     pub failures: AtomicU64,
     /// Fresh instances made to retry a batch.
@@ -53,6 +57,8 @@ pub struct NodeSummary {
     pub busy: Duration,
     pub guest_bytes_in: u64,
     pub guest_bytes_out: u64,
+    pub blob_bytes_read: u64,
+    pub blob_bytes_created: u64,
     pub failures: u64,
     pub retries: u64,
     pub dead_lettered_rows: u64,
@@ -72,6 +78,8 @@ impl JobMetrics {
                 busy: Duration::from_nanos(m.busy_ns.load(Relaxed)),
                 guest_bytes_in: m.guest_bytes_in.load(Relaxed),
                 guest_bytes_out: m.guest_bytes_out.load(Relaxed),
+                blob_bytes_read: m.blob_bytes_read.load(Relaxed),
+                blob_bytes_created: m.blob_bytes_created.load(Relaxed),
                 failures: m.failures.load(Relaxed),
                 retries: m.retries.load(Relaxed),
                 dead_lettered_rows: m.dead_lettered_rows.load(Relaxed),
@@ -106,6 +114,8 @@ pub struct JobSummary {
     pub files: Vec<std::path::PathBuf>,
     /// Checkpoints and restarts of each pipelined region.
     pub regions: Vec<RegionSummary>,
+    /// The blob store at the end of the run (before it released what no checkpoint needs).
+    pub blobs: flumen_blob::BlobStats,
 }
 
 /// Counters of one pipelined region.
@@ -215,6 +225,15 @@ impl JobSummary {
                 bytes(n.guest_bytes_out),
                 n.failures,
             );
+            if n.blob_bytes_read > 0 || n.blob_bytes_created > 0 {
+                let _ = writeln!(
+                    out,
+                    "{:<27} blob bytes read into the guest: {}, made by it: {}",
+                    "",
+                    bytes(n.blob_bytes_read),
+                    bytes(n.blob_bytes_created)
+                );
+            }
             if n.retries > 0 || n.dead_lettered_rows > 0 {
                 let _ =
                     writeln!(out, "{:<27} retries: {}, dead-lettered rows: {}", "", n.retries, n.dead_lettered_rows);
@@ -234,6 +253,20 @@ impl JobSummary {
                 bytes(r.last_bytes),
                 r.aborted,
                 r.restarts
+            );
+        }
+        let b = &self.blobs;
+        if b.created > 0 {
+            let _ = writeln!(
+                out,
+                "blobs: {} ({}) referenced, {} read by guests and sinks, peak {} in memory of a {} budget, {} spilled ({})",
+                b.created,
+                bytes(b.bytes_created),
+                bytes(b.bytes_read),
+                bytes(b.peak_memory_bytes),
+                bytes(b.memory_budget),
+                b.spilled,
+                bytes(b.bytes_spilled)
             );
         }
         for f in &self.files {

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use flumen_blob::{BlobConfig, BlobStore};
 use flumen_dataflow::{Edge, LogicalGraph, NodeKind, NodeSpec};
 use flumen_types::{FailureAction, NodeId, Partitioning};
-use flumen_wasm::{Capabilities, OpenContext, OperatorFactory, OperatorInstance};
+use flumen_wasm::{BlobScope, Capabilities, OpenContext, OperatorFactory, OperatorInstance};
 
 use crate::connector::{self, PlannedSource, SinkSpec};
 use crate::spec::{JobSpec, SpecError};
@@ -25,6 +26,7 @@ pub struct PreparedJob {
     pub(crate) graph: LogicalGraph,
     pub(crate) nodes: Vec<PreparedNode>,
     pub(crate) metrics: Arc<crate::JobMetrics>,
+    pub(crate) blobs: BlobStore,
 }
 
 #[derive(Debug)]
@@ -91,6 +93,7 @@ impl Engine {
     pub async fn prepare_spec(&self, spec: JobSpec) -> Result<PreparedJob, EngineError> {
         let base = spec.base_dir();
         let graph = build_graph(&spec)?;
+        let blobs = open_blob_store(&spec)?;
         let n_sources = spec.sources.len();
         let n_ops = spec.operators.len();
         let mut schemas: Vec<Option<SchemaRef>> = vec![None; graph.nodes().len()];
@@ -115,14 +118,14 @@ impl Engine {
                 NodeKind::Source => {
                     let s = &spec.sources[n];
                     let planned =
-                        connector::plan_source(s, &base, spec.job.batch_rows).map_err(|e| at(e.to_string()))?;
+                        connector::plan_source(s, &base, spec.job.batch_rows, &blobs).map_err(|e| at(e.to_string()))?;
                     schemas[n] = Some(planned.schema());
                     roles[n] = Some(Role::Source(planned));
                 }
                 NodeKind::Operator => {
                     let op = &spec.operators[n - n_sources];
                     let inputs = input_schemas()?;
-                    let (factory, instances) = self.open_operator(&spec, op, node, inputs).await?;
+                    let (factory, instances) = self.open_operator(&spec, op, node, inputs, &blobs).await?;
                     schemas[n] = Some(instances[0].1.output_schema().clone());
                     let stateful = capabilities(op).map_err(at)?.state;
                     roles[n] = Some(Role::Operator { factory, instances, policy: op.on_error.clone(), stateful });
@@ -172,7 +175,7 @@ impl Engine {
         let metrics = Arc::new(crate::JobMetrics {
             nodes: nodes.iter().zip(graph.nodes()).map(|(p, g)| (p.id.clone(), g.kind, p.metrics.clone())).collect(),
         });
-        Ok(PreparedJob { spec, graph, nodes, metrics })
+        Ok(PreparedJob { spec, graph, nodes, metrics, blobs })
     }
 
     async fn open_operator(
@@ -181,6 +184,7 @@ impl Engine {
         op: &crate::spec::OperatorSpec,
         node: &NodeSpec,
         inputs: Vec<SchemaRef>,
+        blobs: &BlobStore,
     ) -> Result<(OperatorFactory, Vec<(OpenContext, OperatorInstance)>), EngineError> {
         let at = |m: String| EngineError::Spec(spec.error_for(&op.id, m));
         let path = self.resolve_plugin(spec, op).map_err(at)?;
@@ -202,6 +206,7 @@ impl Engine {
                 config_json: config_json.clone(),
                 inputs: inputs.clone(),
                 state: None,
+                blobs: Some(BlobScope::new(blobs.clone())),
             };
             let instance = factory.instantiate(&ctx).await.map_err(|e| at(e.to_string()))?;
             if let Some((_, first)) = instances.first() {
@@ -252,13 +257,33 @@ impl Engine {
     }
 }
 
+/// The job's blob store: checkpointed jobs keep its key and the blobs their
+/// checkpoints pin in `<checkpoint dir>/blobs`, so references survive a restart.
+fn open_blob_store(spec: &JobSpec) -> Result<BlobStore, EngineError> {
+    let durable_dir = spec.checkpoint_dir().map(|d| d.join("blobs"));
+    let spill_dir = match (&spec.blobs.spill_dir, spec.checkpoint_dir()) {
+        (Some(d), _) => spec.base_dir().join(d),
+        (None, Some(d)) => d.join("blobs-spill"),
+        (None, None) => {
+            let mut nonce = [0u8; 8];
+            let _ = getrandom::fill(&mut nonce);
+            std::env::temp_dir().join(format!("flumen-blobs-{}-{}", std::process::id(), hex::encode(nonce)))
+        }
+    };
+    let config = BlobConfig { memory_budget: spec.blobs.memory_mb.saturating_mul(1 << 20), spill_dir, durable_dir };
+    BlobStore::new(config).map_err(|e| {
+        EngineError::Spec(SpecError { path: spec.path.clone(), line: None, message: format!("[blobs]: {e}") })
+    })
+}
+
 fn capabilities(op: &crate::spec::OperatorSpec) -> Result<Capabilities, String> {
     let Some(list) = &op.capabilities else { return Ok(Capabilities::default()) };
-    let mut caps = Capabilities { log: false, state: false };
+    let mut caps = Capabilities { log: false, state: false, blobs: false };
     for c in list {
         match c.as_str() {
             "log" => caps.log = true,
             "state" => caps.state = true,
+            "blobs" => caps.blobs = true,
             other => {
                 let known: Vec<&str> = flumen_wasm::CAPABILITIES.iter().map(|(n, _)| *n).collect();
                 return Err(format!("operator `{}`: unknown capability `{other}`; known: {}", op.id, known.join(", ")));

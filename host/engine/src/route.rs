@@ -38,7 +38,8 @@ pub(crate) fn hash_split(
             .map_err(|e| EngineError::Internal(format!("hash split: {e}")))?;
         let part = RecordBatch::try_new(batch.schema(), columns)
             .map_err(|e| EngineError::Internal(format!("hash split: {e}")))?;
-        out.push((target, part));
+        // `take` copied the blob columns: keep the blobs they refer to alive.
+        out.push((target, flumen_blob::carry_pins(batch, part)));
     }
     Ok(out)
 }

@@ -21,6 +21,8 @@ pub struct JobSpec {
     /// `[checkpoint]`: present when the job takes checkpoints (and is then exactly-once).
     pub checkpoint: Option<CheckpointSection>,
     pub restart: RestartSection,
+    /// `[blobs]`: the job's blob store.
+    pub blobs: BlobsSection,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -30,6 +32,8 @@ struct JobFile {
     checkpoint: Option<CheckpointSection>,
     #[serde(default)]
     restart: RestartSection,
+    #[serde(default)]
+    blobs: BlobsSection,
     #[serde(default, rename = "source")]
     sources: Vec<SourceSpec>,
     #[serde(default, rename = "operator")]
@@ -91,6 +95,28 @@ pub enum CheckpointMode {
     Aligned,
     Unaligned,
     AlignedWithTimeout,
+}
+
+/// The `[blobs]` table: the job's blob store (large objects by reference).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobsSection {
+    /// Blob bytes kept in memory, in MiB (default 512); more are spilled to disk.
+    #[serde(default = "default_blob_memory_mb")]
+    pub memory_mb: u64,
+    /// Where spilled blobs go, relative to the job file (default: beside the
+    /// checkpoints, else a temporary directory); removed at the end of the run.
+    pub spill_dir: Option<String>,
+}
+
+impl Default for BlobsSection {
+    fn default() -> Self {
+        Self { memory_mb: default_blob_memory_mb(), spill_dir: None }
+    }
+}
+
+fn default_blob_memory_mb() -> u64 {
+    512
 }
 
 /// The `[restart]` table: what happens when a region fails.
@@ -254,6 +280,7 @@ impl JobSpec {
             sinks: file.sinks,
             checkpoint: file.checkpoint,
             restart: file.restart,
+            blobs: file.blobs,
         };
         if let Some(c) = &spec.checkpoint {
             if c.interval_ms == 0 {

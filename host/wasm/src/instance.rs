@@ -23,8 +23,10 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::abi::{self, BatchIn, BatchOut, ColumnOut, WitContext, WitError, WitErrorKind, WitLevel, WitSchema};
+use crate::blobs::BlobScope;
 use crate::state::StateHandle;
 use crate::{CallError, CallErrorKind, LoadedComponent, WasmError, WasmRuntime};
+use flumen_blob::Pin;
 
 /// The WIT package version this host implements; guests built against any
 /// `0.1.x` link (semver compatible).
@@ -45,11 +47,12 @@ pub const GUEST_STDIO_BYTES_MAX: usize = 64 * 1024;
 pub struct Capabilities {
     pub log: bool,
     pub state: bool,
+    pub blobs: bool,
 }
 
 impl Default for Capabilities {
     fn default() -> Self {
-        Self { log: true, state: false }
+        Self { log: true, state: false, blobs: false }
     }
 }
 
@@ -57,6 +60,7 @@ impl Default for Capabilities {
 pub const CAPABILITIES: &[(&str, &str)] = &[
     ("log", "structured logging into the host's log"),
     ("state", "keyed and operator-wide state, checkpointed with the job"),
+    ("blobs", "read, make and retain large objects by reference"),
 ];
 
 /// What an instance learns when it opens.
@@ -70,6 +74,9 @@ pub struct OpenContext {
     pub inputs: Vec<SchemaRef>,
     /// The subtask's state store, for an operator granted `state`.
     pub state: Option<StateHandle>,
+    /// The job's blob store as this subtask sees it: checks the references
+    /// every instance emits, and serves the `blobs` capability.
+    pub blobs: Option<BlobScope>,
 }
 
 /// A linked, pre-instantiated operator component: instances are cheap to make from it.
@@ -132,6 +139,10 @@ impl OperatorFactory {
             let mut state = linker.instance(&format!("{prefix}state@{WIT_VERSION}")).map_err(link_err)?;
             crate::state::link(&mut state).map_err(link_err)?;
         }
+        if capabilities.blobs {
+            let mut blobs = linker.instance(&format!("{prefix}blobs@{WIT_VERSION}")).map_err(link_err)?;
+            crate::blobs::link(&mut blobs).map_err(link_err)?;
+        }
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
         // Anything else (a WASI proposal such as wasi:http, say) is not provided:
         // linking fails here, naming the import, before any data flows.
@@ -186,6 +197,10 @@ impl OperatorFactory {
             bytes_in: 0,
             bytes_out: 0,
             state: ctx.state.clone(),
+            blobs: ctx.blobs.clone(),
+            call_pins: Vec::new(),
+            blob_bytes_read: 0,
+            blob_bytes_created: 0,
         };
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -312,6 +327,10 @@ pub struct BoundaryBytes {
     pub bytes_in: u64,
     /// Bytes copied out of the guest (emitted buffers).
     pub bytes_out: u64,
+    /// Blob bytes copied into the guest (`blobs` reads).
+    pub blob_bytes_read: u64,
+    /// Blob bytes copied out of the guest (`blobs` create and writes).
+    pub blob_bytes_created: u64,
 }
 
 impl OperatorInstance {
@@ -322,7 +341,12 @@ impl OperatorInstance {
 
     pub fn boundary_bytes(&self) -> BoundaryBytes {
         let d = self.store.data();
-        BoundaryBytes { bytes_in: d.bytes_in, bytes_out: d.bytes_out }
+        BoundaryBytes {
+            bytes_in: d.bytes_in,
+            bytes_out: d.bytes_out,
+            blob_bytes_read: d.blob_bytes_read,
+            blob_bytes_created: d.blob_bytes_created,
+        }
     }
 
     /// Hands `batch` (arriving on input `port`) to the guest; returns what it emitted.
@@ -370,6 +394,11 @@ impl OperatorInstance {
     /// the store existed, at prepare time, get it here).
     pub fn set_state(&mut self, state: Option<StateHandle>) {
         self.store.data_mut().state = state;
+    }
+
+    /// Gives this instance the subtask's blob scope (as [`Self::set_state`]).
+    pub fn set_blobs(&mut self, blobs: Option<BlobScope>) {
+        self.store.data_mut().blobs = blobs;
     }
 
     /// Whether the component exports `snapshot` (keeps state in its own memory).
@@ -426,6 +455,7 @@ impl OperatorInstance {
         data.outputs.clear();
         data.out_bytes = 0;
         data.emit_failure = None;
+        data.call_pins.clear();
         data.stderr_mark = data.stderr.contents().len();
         self.store.set_epoch_deadline(1);
     }
@@ -435,6 +465,9 @@ impl OperatorInstance {
         what: &str,
         result: wasmtime::Result<(Result<(), WitError>,)>,
     ) -> Result<Vec<RecordBatch>, CallError> {
+        // Blobs made during the call were pinned by the batches that carry
+        // them (at emit); those that no batch carries are released now.
+        let _made = std::mem::take(&mut self.store.data_mut().call_pins);
         let (returned,) = result.map_err(|e| classify(&self.label, e, what, &self.limits, self.store.data()))?;
         let data = self.store.data_mut();
         // An emit that failed fails the call, even if the guest ignored the error.
@@ -466,6 +499,11 @@ pub(crate) struct HostState {
     bytes_in: u64,
     bytes_out: u64,
     state: Option<StateHandle>,
+    blobs: Option<BlobScope>,
+    /// Blobs the guest made during the current call, alive until it returns.
+    call_pins: Vec<Pin>,
+    pub(crate) blob_bytes_read: u64,
+    pub(crate) blob_bytes_created: u64,
 }
 
 type SnapshotFuncs = (TypedFunc<(), (Result<Vec<u8>, WitError>,)>, TypedFunc<(Vec<u8>,), (Result<(), WitError>,)>);
@@ -474,6 +512,18 @@ type OnWatermarkFunc = TypedFunc<(i64,), (Result<(), WitError>,)>;
 impl HostState {
     pub(crate) fn state(&self) -> Option<&StateHandle> {
         self.state.as_ref()
+    }
+
+    pub(crate) fn blobs(&self) -> Option<&BlobScope> {
+        self.blobs.as_ref()
+    }
+
+    pub(crate) fn hold_for_call(&mut self, pin: Pin) {
+        self.call_pins.push(pin);
+    }
+
+    pub(crate) fn table_mut(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 }
 
@@ -686,6 +736,18 @@ fn read_emitted(
         })
         .collect();
     let rb = flumen_batch::assemble_batch(&schema, batch.num_rows, parts).map_err(|e| bad(e.to_string()))?;
+    // References in blob columns must be this job's, and are pinned for as long as the batch lives.
+    let rb = if flumen_blob::blob_columns(&schema).is_empty() {
+        rb
+    } else {
+        let Some(scope) = store.data().blobs.as_ref() else {
+            return Err(bad("emits blob references but this job has no blob store".into()));
+        };
+        scope
+            .store()
+            .pin_batch(rb, true)
+            .map_err(|e| (CallErrorKind::BadOutput, format!("emitted a blob reference the host cannot accept: {e}")))?
+    };
     let data = store.data_mut();
     data.out_bytes += total;
     data.bytes_out += total;
@@ -705,6 +767,12 @@ fn check_imports(engine: &wasmtime::Engine, component: &Component, caps: Capabil
                 "types" | "output" => {}
                 "log" if caps.log => {}
                 "state" if caps.state => {}
+                "blobs" if caps.blobs => {}
+                "blobs" => {
+                    return Err(format!(
+                        "imports capability `blobs` ({name}) but its job spec does not grant it; add \"blobs\" to its `capabilities`"
+                    ));
+                }
                 "state" => {
                     return Err(format!(
                         "imports capability `state` ({name}) but its job spec does not grant it; add \"state\" to its `capabilities`"

@@ -6,6 +6,7 @@
 //! grants; an [`OperatorInstance`] runs calls under the operator's limits.
 
 mod abi;
+mod blobs;
 mod inspect;
 mod instance;
 mod runtime;
@@ -13,6 +14,7 @@ mod state;
 
 use std::path::PathBuf;
 
+pub use blobs::{BLOB_CALL_BYTES_MAX, BLOB_WRITER_BYTES_MAX, BlobScope};
 pub use inspect::inspect;
 pub use instance::{
     BoundaryBytes, CAPABILITIES, Capabilities, GUEST_STDIO_BYTES_MAX, OpenContext, OperatorFactory, OperatorInstance,

@@ -164,6 +164,7 @@ fn kind_name(kind: SourceKind) -> &'static str {
         SourceKind::Csv => "csv",
         SourceKind::Jsonl => "jsonl",
         SourceKind::Generator => "generator",
+        SourceKind::Blobs => "blobs",
     }
 }
 
@@ -186,8 +187,15 @@ fn parse_delimiter(node: &str, delimiter: Option<&str>) -> Result<u8, ConnectorE
     }
 }
 
+/// Every file a blobs source path names: the file itself, the files of a
+/// directory (not hidden ones, not recursively) or the regular files a glob matches; sorted.
+pub(super) fn resolve_all_files(node: &str, base_dir: &Path, pattern: &str) -> Result<Vec<PathBuf>, ConnectorError> {
+    resolve_files(node, SourceKind::Blobs, base_dir, pattern)
+}
+
 /// The files a source path names: the file itself, the matching files of a
-/// directory, or the regular files a glob matches; sorted.
+/// directory (any file that is not hidden, for a blobs source), or the regular
+/// files a glob matches; sorted.
 fn resolve_files(node: &str, kind: SourceKind, base_dir: &Path, pattern: &str) -> Result<Vec<PathBuf>, ConnectorError> {
     if pattern.trim().is_empty() {
         return Err(config(node, "`path` is empty"));
@@ -203,10 +211,14 @@ fn resolve_files(node: &str, kind: SourceKind, base_dir: &Path, pattern: &str) -
         for entry in entries {
             let path =
                 entry.map_err(|e| file_error(node, &resolved, format!("cannot list the directory: {e}")))?.path();
-            let matches = path
-                .extension()
-                .and_then(|ext| ext.to_str())
-                .is_some_and(|ext| extensions.iter().any(|wanted| ext.eq_ignore_ascii_case(wanted)));
+            let hidden = path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
+            let matches = if kind == SourceKind::Blobs {
+                !hidden
+            } else {
+                path.extension()
+                    .and_then(|ext| ext.to_str())
+                    .is_some_and(|ext| extensions.iter().any(|wanted| ext.eq_ignore_ascii_case(wanted)))
+            };
             if matches && path.is_file() {
                 files.push(path);
             }
@@ -239,7 +251,7 @@ fn extensions(kind: SourceKind) -> &'static [&'static str] {
         SourceKind::Parquet => &["parquet"],
         SourceKind::Csv => &["csv"],
         SourceKind::Jsonl => &["jsonl", "json"],
-        SourceKind::Generator => &[],
+        SourceKind::Generator | SourceKind::Blobs => &[],
     }
 }
 
@@ -330,7 +342,9 @@ fn infer_schema(node: &str, kind: SourceKind, csv: &CsvOptions, path: &Path) -> 
                     .map_err(|e| file_error(node, path, format!("cannot infer the schema: {e}")))?;
             schema
         }
-        SourceKind::Generator => return Err(config(node, "a generator source has no files")),
+        SourceKind::Generator | SourceKind::Blobs => {
+            return Err(config(node, "a generator or blobs source has no schema to infer"));
+        }
     };
     if schema.fields().is_empty() {
         return Err(file_error(
@@ -533,7 +547,7 @@ fn open_file_at(
             let rest = skip_rows(&mut json, skip).map_err(|e| e.unwrap_or_else(|| past_end(node, &json.path, skip)))?;
             Ok((Box::new(json), rest))
         }
-        SourceKind::Generator => Err(config(node, "a generator source has no files")),
+        SourceKind::Generator | SourceKind::Blobs => Err(config(node, "a generator or blobs source has no files")),
     }
 }
 
@@ -571,7 +585,9 @@ fn open_file(cfg: &ReadConfig, path: PathBuf) -> Result<Box<dyn FileBatches>, Co
             Box::new(CsvFile::open(cfg, path, None)?)
         }
         SourceKind::Jsonl => Box::new(JsonFile::open(cfg, path, file)?),
-        SourceKind::Generator => return Err(config(node, "a generator source has no files")),
+        SourceKind::Generator | SourceKind::Blobs => {
+            return Err(config(node, "a generator or blobs source has no files"));
+        }
     })
 }
 

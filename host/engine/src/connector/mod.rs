@@ -1,4 +1,4 @@
-//! Built-in host connectors: file and generator sources, file, console and blackhole sinks.
+//! Built-in host connectors: file, blob and generator sources, file, console and blackhole sinks.
 //!
 //! A source is planned once (its schema is known before any data flows, so
 //! operators can agree on schemas at `open`) and then opened once per subtask.
@@ -26,6 +26,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use serde::Deserialize;
 
+mod blob_source;
 mod file_sink;
 mod file_source;
 mod generator;
@@ -33,6 +34,7 @@ mod sinks;
 mod transactional;
 mod watermark;
 
+pub use blob_source::BlobColumnType;
 pub use generator::GeneratorColumn;
 pub use watermark::{WatermarkColumn, WatermarkSpec};
 
@@ -55,6 +57,8 @@ pub enum SourceKind {
     Csv,
     Jsonl,
     Generator,
+    /// One row per file or URI with a reference to its bytes.
+    Blobs,
 }
 
 /// A `[[source]]` table of a job spec. Which fields apply depends on `kind`;
@@ -88,6 +92,12 @@ pub struct SourceSpec {
     pub rows_per_second: Option<u64>,
     /// Emit watermarks from this event-time column (all kinds).
     pub watermark: Option<WatermarkSpec>,
+    /// Blobs: objects named by URI (`file://`, `http(s)://`, `s3://`) instead of `path`.
+    pub uris: Option<Vec<String>>,
+    /// Blobs: the name of the reference column (default `blob`).
+    pub column: Option<String>,
+    /// Blobs: the reference column's type (default `blob`).
+    pub column_type: Option<BlobColumnType>,
 }
 
 /// A declared column: name and Arrow type name (see the job spec reference).
@@ -131,6 +141,27 @@ pub struct SinkSpec {
     /// CSV: whether to write a header line (default true).
     pub has_header: Option<bool>,
     pub parallelism: Option<u32>,
+    /// File sinks: how blob reference columns are written (default `inline`).
+    pub blobs: Option<SinkBlobs>,
+}
+
+/// How a file sink writes a column of blob references.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SinkBlobs {
+    /// The bytes themselves, as a `large_binary` column of the same name.
+    #[default]
+    Inline,
+    /// The reference struct (digest, size, media type, token), as it flows.
+    Reference,
+}
+
+impl SinkSpec {
+    /// Whether this sink writes blob columns as their bytes.
+    pub fn inlines_blobs(&self) -> bool {
+        matches!(self.kind, SinkKind::Parquet | SinkKind::Csv | SinkKind::Jsonl)
+            && self.blobs.unwrap_or_default() == SinkBlobs::Inline
+    }
 }
 
 /// A source, planned: its schema is fixed before any subtask opens.
@@ -213,8 +244,24 @@ pub fn plan_source(
     spec: &SourceSpec,
     base_dir: &Path,
     job_batch_rows: usize,
+    blobs: &flumen_blob::BlobStore,
 ) -> Result<Box<dyn PlannedSource>, ConnectorError> {
+    if spec.kind != SourceKind::Blobs {
+        for (field, set) in [
+            ("uris", spec.uris.is_some()),
+            ("column", spec.column.is_some()),
+            ("column_type", spec.column_type.is_some()),
+        ] {
+            if set {
+                return Err(ConnectorError::Config {
+                    node: spec.id.clone(),
+                    message: format!("`{field}` applies only to blobs sources"),
+                });
+            }
+        }
+    }
     let source = match spec.kind {
+        SourceKind::Blobs => blob_source::plan(spec, base_dir, job_batch_rows, blobs)?,
         SourceKind::Generator => generator::plan(spec, job_batch_rows)?,
         SourceKind::Parquet | SourceKind::Csv | SourceKind::Jsonl => file_source::plan(spec, base_dir, job_batch_rows)?,
     };

@@ -1,0 +1,434 @@
+//! Large objects by reference: bytes never copied into guests that do not read
+//! them, reference counting and release, forged and foreign references,
+//! spilling under a memory budget, blobs retained across a kill.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use arrow_array::{Array, LargeBinaryArray, StringArray, UInt64Array};
+use rand::{Rng, SeedableRng};
+
+use crate::checkpoint::{flumen, resume_to_completion};
+use crate::common::{Job, assert_contains};
+
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random()).collect()
+}
+
+/// Every row of the Parquet files under `path` (a file or a directory).
+fn read_parquet(path: &Path) -> Vec<arrow_array::RecordBatch> {
+    let files: Vec<std::path::PathBuf> = if path.is_dir() {
+        let mut v: Vec<_> = std::fs::read_dir(path)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut out = Vec::new();
+    for f in files {
+        let file = std::fs::File::open(&f).unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        out.extend(reader.map(|b| b.unwrap()));
+    }
+    out
+}
+
+/// (path → bytes) of a sink that wrote blob columns inline.
+fn inline_blobs(path: &Path, column: &str) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    for b in read_parquet(path) {
+        let paths = b.column_by_name("path").unwrap().as_any().downcast_ref::<StringArray>().unwrap().clone();
+        let bytes = b.column_by_name(column).unwrap().as_any().downcast_ref::<LargeBinaryArray>().unwrap().clone();
+        for i in 0..b.num_rows() {
+            out.insert(paths.value(i).to_string(), bytes.value(i).to_vec());
+        }
+    }
+    out
+}
+
+/// The acceptance case: a 10 MB object through five operators that never
+/// read it. The counters show none of its bytes entered a guest, and the sink
+/// still writes exactly its bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_object_crosses_five_operators_without_entering_a_guest() {
+    let mut text = String::from(
+        r#"
+[job]
+name = "by-reference"
+
+[[source]]
+id = "files"
+kind = "blobs"
+path = "data"
+"#,
+    );
+    let mut prev = "files".to_string();
+    for i in 1..=5 {
+        text.push_str(&format!(
+            "\n[[operator]]\nid = \"op{i}\"\nplugin = \"{{guest:passthrough}}\"\ninputs = [\"{prev}\"]\n"
+        ));
+        prev = format!("op{i}");
+    }
+    text.push_str(&format!(
+        "\n[[sink]]\nid = \"out\"\nkind = \"parquet\"\npath = \"out.parquet\"\ninputs = [\"{prev}\"]\n"
+    ));
+    let job = Job::new(&text);
+    std::fs::create_dir_all(job.file("data")).unwrap();
+    let big = random_bytes(10 * 1000 * 1000, 1);
+    std::fs::write(job.file("data/big.bin"), &big).unwrap();
+    std::fs::write(job.file("data/small.txt"), b"a small one").unwrap();
+
+    let summary = job.run().await.unwrap();
+    for i in 1..=5 {
+        let n = summary.node(&format!("op{i}")).unwrap();
+        assert_eq!(n.rows_in, 2);
+        assert_eq!(n.blob_bytes_read, 0, "op{i} read blob bytes");
+        // Only the reference rows cross: paths, sizes, digests, media types, tokens.
+        assert!(n.guest_bytes_in < 4096, "op{i}: {} bytes copied in", n.guest_bytes_in);
+        assert!(n.guest_bytes_out < 4096, "op{i}: {} bytes copied out", n.guest_bytes_out);
+    }
+    assert_eq!(summary.blobs.memory_bytes + summary.blobs.peak_memory_bytes, 0, "files are served in place");
+    assert_eq!(summary.blobs.bytes_read, big.len() as u64 + 11, "the sink read each blob once");
+    let written = inline_blobs(&job.file("out.parquet"), "blob");
+    assert_eq!(written.len(), 2);
+    assert!(written["data/big.bin"] == big, "the sink resolved the reference to different bytes");
+    assert_eq!(written["data/small.txt"], b"a small one");
+    assert_eq!(summary.blobs.blobs, 0, "nothing is held once the job is done: {:?}", summary.blobs);
+    assert!(summary.render().contains("blobs: 2"), "{}", summary.render());
+}
+
+/// A guest that reads blobs sees exactly their bytes, through a streaming
+/// reader, and its reads are counted; without the grant it cannot link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reading_guest_gets_the_bytes_and_is_counted() {
+    let job_text = |caps: &str| {
+        format!(
+            r#"
+[job]
+name = "read"
+batch_rows = 2
+
+[[source]]
+id = "files"
+kind = "blobs"
+path = "data/*.bin"
+
+[[operator]]
+id = "probe"
+plugin = "{{guest:blob-probe}}"
+capabilities = {caps}
+config = {{ mode = "read" }}
+inputs = [{{ from = "files", partition = "hash", keys = ["blob"] }}]
+parallelism = 2
+
+[[sink]]
+id = "out"
+kind = "jsonl"
+path = "out.jsonl"
+inputs = ["probe"]
+"#
+        )
+    };
+    let job = Job::new(&job_text(r#"["blobs"]"#));
+    std::fs::create_dir_all(job.file("data")).unwrap();
+    let mut expected = BTreeMap::new();
+    let mut total = 0;
+    for i in 0..5u64 {
+        let bytes = random_bytes(300_000 + i as usize * 70_001, i);
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in &bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+        total += bytes.len() as u64;
+        expected.insert(format!("data/f{i}.bin"), (bytes.len() as u64, h));
+        std::fs::write(job.file(&format!("data/f{i}.bin")), &bytes).unwrap();
+    }
+    std::fs::write(job.file("data/ignored.txt"), b"not matched by the glob").unwrap();
+    let summary = job.run().await.unwrap();
+    let text = std::fs::read_to_string(job.file("out.jsonl")).unwrap();
+    let mut got = BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        got.insert(
+            v["path"].as_str().unwrap().to_string(),
+            (v["read_len"].as_u64().unwrap(), v["checksum"].as_u64().unwrap()),
+        );
+    }
+    assert_eq!(got, expected, "bytes read through the reader differ");
+    assert_eq!(summary.node("probe").unwrap().blob_bytes_read, total);
+
+    let denied = Job::new(&job_text(r#"["log"]"#));
+    std::fs::create_dir_all(denied.file("data")).unwrap();
+    std::fs::write(denied.file("data/a.bin"), b"x").unwrap();
+    let err = denied.run_err().await;
+    assert_contains(&err, &["probe", "capability `blobs`", "does not grant it"]);
+}
+
+/// A guest cannot forge a reference, nor use one from another job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_and_foreign_references_are_refused() {
+    let job = |mode: &str, caps: &str| {
+        let j = Job::new(&format!(
+            r#"
+[job]
+name = "forge"
+
+[[source]]
+id = "files"
+kind = "blobs"
+path = "data"
+
+[[operator]]
+id = "forger"
+plugin = "{{guest:blob-probe}}"
+capabilities = {caps}
+config = {{ mode = "{mode}" }}
+inputs = ["files"]
+
+[[sink]]
+id = "out"
+kind = "parquet"
+path = "out.parquet"
+blobs = "reference"
+inputs = ["forger"]
+"#
+        ));
+        std::fs::create_dir_all(j.file("data")).unwrap();
+        std::fs::write(j.file("data/a.txt"), b"secret bytes").unwrap();
+        j
+    };
+    let err = job("forge", r#"["blobs"]"#).run_err().await;
+    assert_contains(&err, &["forger[0]", "blob reference", "forged or belongs to another job", "column `blob`, row 0"]);
+    let err = job("read-forged", r#"["blobs"]"#).run_err().await;
+    assert_contains(&err, &["forger[0]", "forged or belongs to another job"]);
+
+    // A reference written by one job (as a reference) is refused by another.
+    let writer = Job::new(
+        r#"
+[job]
+name = "writes-references"
+
+[[source]]
+id = "files"
+kind = "blobs"
+path = "data"
+
+[[sink]]
+id = "out"
+kind = "parquet"
+path = "refs.parquet"
+blobs = "reference"
+inputs = ["files"]
+"#,
+    );
+    std::fs::create_dir_all(writer.file("data")).unwrap();
+    std::fs::write(writer.file("data/a.txt"), b"secret bytes").unwrap();
+    writer.run().await.unwrap();
+    let reader = Job::new(&format!(
+        r#"
+[job]
+name = "reads-them"
+
+[[source]]
+id = "refs"
+kind = "parquet"
+path = "{}"
+
+[[operator]]
+id = "reader"
+plugin = "{{guest:blob-probe}}"
+capabilities = ["blobs"]
+config = {{ mode = "read" }}
+inputs = ["refs"]
+
+[[sink]]
+id = "out"
+kind = "jsonl"
+path = "out.jsonl"
+inputs = ["reader"]
+"#,
+        writer.file("refs.parquet").display()
+    ));
+    let err = reader.run_err().await;
+    assert_contains(&err, &["reader[0]", "forged or belongs to another job"]);
+}
+
+/// More blob bytes than twice the memory budget, all alive at once (the
+/// guest retains every copy it makes): the store spills, stays within its
+/// budget, and every byte comes out right. Afterwards nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_over_twice_the_memory_budget_completes_by_spilling() {
+    let job = Job::new(
+        r#"
+[job]
+name = "spill"
+batch_rows = 3
+
+[blobs]
+memory_mb = 4
+spill_dir = "spill"
+
+[[source]]
+id = "files"
+kind = "blobs"
+path = "data"
+
+[[operator]]
+id = "copy"
+plugin = "{guest:blob-probe}"
+capabilities = ["blobs"]
+config = { mode = "copy-retain" }
+inputs = ["files"]
+
+[[sink]]
+id = "out"
+kind = "parquet"
+path = "out.parquet"
+inputs = ["copy"]
+"#,
+    );
+    std::fs::create_dir_all(job.file("data")).unwrap();
+    let mut originals = BTreeMap::new();
+    for i in 0..12u64 {
+        let bytes = random_bytes(1 << 20, 100 + i);
+        std::fs::write(job.file(&format!("data/{i:02}.bin")), &bytes).unwrap();
+        originals.insert(format!("data/{i:02}.bin"), bytes);
+    }
+    let summary = job.run().await.unwrap();
+    let b = summary.blobs;
+    assert!(b.bytes_created >= 24 << 20, "{b:?}");
+    assert!(b.spilled >= 4, "expected spills: {b:?}");
+    assert!(b.peak_memory_bytes <= 4 << 20, "memory went past the budget: {b:?}");
+    let written = inline_blobs(&job.file("out.parquet"), "blob");
+    assert_eq!(written.len(), 12);
+    for (path, bytes) in originals {
+        let mut reversed = bytes.clone();
+        reversed.reverse();
+        assert!(written[&path] == reversed, "{path}: wrong bytes after spilling");
+    }
+    assert!(!job.file("spill").exists(), "the spill directory is removed at the end");
+}
+
+/// Blobs a guest made and retained are pinned by checkpoints: after a kill,
+/// the resumed job reads back every one it kept, including those made before
+/// the kill. Afterwards the checkpoint directory holds only what the retained
+/// checkpoints pin.
+#[test]
+fn retained_blobs_survive_a_kill_through_checkpoints() {
+    let rows = 2400;
+    let job = Job::new(&format!(
+        r#"
+[job]
+name = "retained"
+batch_rows = 20
+
+[checkpoint]
+interval_ms = 100
+dir = "ck"
+retain = 2
+
+[[source]]
+id = "gen"
+kind = "generator"
+rows = {rows}
+rows_per_second = 2000
+columns = [{{ name = "id", gen = "sequence" }}]
+
+[[operator]]
+id = "keep"
+plugin = "{{guest:blob-probe}}"
+capabilities = ["blobs"]
+config = {{ mode = "make-retain", column = "id" }}
+inputs = ["gen"]
+
+[[sink]]
+id = "out"
+kind = "jsonl"
+path = "out"
+inputs = ["keep"]
+"#
+    ));
+    let mut child = flumen(&job, false).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    child.kill().unwrap();
+    let _ = child.wait();
+    let durable = job.file("ck/blobs");
+    let pinned_before = std::fs::read_dir(&durable).map(|d| d.count()).unwrap_or(0);
+    assert!(pinned_before > 1, "the killed run pinned blobs for its checkpoints ({})", durable.display());
+    let text = resume_to_completion(&job);
+    let mut seen = BTreeMap::new();
+    for entry in std::fs::read_dir(job.file("out")).unwrap().flatten() {
+        if entry.path().extension().is_none_or(|e| e != "jsonl") {
+            continue;
+        }
+        for line in std::fs::read_to_string(entry.path()).unwrap().lines() {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let id = v["path"].as_str().unwrap().to_string();
+            assert_eq!(v["content"].as_str().unwrap(), format!("made-{id}"), "{text}");
+            *seen.entry(id.parse::<u64>().unwrap()).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(seen.len() as u64, rows, "every id's blob was read back: {text}");
+    assert!(seen.values().all(|n| *n == 1), "each exactly once");
+    // The guest released everything at the end: the last checkpoints pin nothing.
+    let left: Vec<String> =
+        std::fs::read_dir(&durable).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
+    assert_eq!(left, vec!["key".to_string()], "blobs left behind in {}", durable.display());
+}
+
+/// Sinks write references or bytes, as asked; the reference struct keeps its
+/// extension type in the Parquet schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sinks_write_bytes_or_references() {
+    let job = Job::new(
+        r#"
+[job]
+name = "sinks"
+
+[[source]]
+id = "files"
+kind = "blobs"
+path = "data"
+column = "image"
+column_type = "image"
+
+[[sink]]
+id = "bytes"
+kind = "parquet"
+path = "bytes.parquet"
+inputs = ["files"]
+
+[[sink]]
+id = "refs"
+kind = "parquet"
+path = "refs.parquet"
+blobs = "reference"
+inputs = ["files"]
+"#,
+    );
+    std::fs::create_dir_all(job.file("data")).unwrap();
+    std::fs::write(job.file("data/a.png"), b"png bytes").unwrap();
+    std::fs::write(job.file("data/.hidden"), b"skipped").unwrap();
+    job.run().await.unwrap();
+    assert_eq!(inline_blobs(&job.file("bytes.parquet"), "image")["data/a.png"], b"png bytes");
+    let refs = read_parquet(&job.file("refs.parquet"));
+    let field = refs[0].schema().field_with_name("image").unwrap().clone();
+    assert_eq!(field.metadata().get("ARROW:extension:name").map(String::as_str), Some("flumen.image"));
+    let sizes = refs[0].column_by_name("size").unwrap().as_any().downcast_ref::<UInt64Array>().unwrap().clone();
+    assert_eq!(sizes.value(0), 9);
+    let col = flumen_batch::media::BlobColumn::new(refs[0].column_by_name("image").unwrap().as_ref()).unwrap();
+    let r = col.get(0).unwrap();
+    assert_eq!(r.media_type, "image/png");
+    assert_eq!(r.size, 9);
+    assert_eq!(refs[0].num_rows(), 1, "hidden files are not listed");
+    assert!(col.len() == 1 && !col.digests().is_null(0));
+}
