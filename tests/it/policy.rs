@@ -38,18 +38,19 @@ inputs = ["op"]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_letter_routes_the_failed_batch_with_its_error_and_keeps_going() {
+async fn dead_letter_routes_the_failing_row_with_its_error_and_keeps_going() {
     let job = poison_job(r#"{ retries = 1, then = "dead-letter", dead_letter = "rejects" }"#);
     let summary = job.run().await.expect("job completes");
     let good = read_jsonl_ids(&job.file("out.jsonl"));
     let bad = read_jsonl_ids(&job.file("rejects.jsonl"));
-    assert_eq!(bad, (40..50).collect::<Vec<_>>(), "the batch holding id 42 is dead-lettered whole");
-    assert_eq!(good.len(), 90);
-    assert!(!good.contains(&42));
+    assert_eq!(bad, vec![42], "only the failing row is dead-lettered; its batch's other rows go on");
+    assert_eq!(good, (0..100).filter(|i| *i != 42).collect::<Vec<_>>());
     let line = std::fs::read_to_string(job.file("rejects.jsonl")).unwrap();
     assert_contains(&line, &["\"_flumen_operator\":\"op[0]\"", "poison id Some(42) seen"]);
     let op = summary.node("op").unwrap();
-    assert_eq!((op.failures, op.retries, op.dead_lettered_rows), (2, 1, 10));
+    // The batch 40..50 fails twice (first try, one retry), then halving finds
+    // row 42: 40..45 fails, 40..42 passes, 42..45 fails, 42 fails, 43..45 and 45..50 pass.
+    assert_eq!((op.failures, op.retries, op.dead_lettered_rows), (5, 1, 1));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
