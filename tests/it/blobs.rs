@@ -432,3 +432,136 @@ inputs = ["files"]
     assert_eq!(refs[0].num_rows(), 1, "hidden files are not listed");
     assert!(col.len() == 1 && !col.digests().is_null(0));
 }
+
+/// FNV-1a, as the `blob-probe` guest computes it over what it read.
+fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// (path → (length, checksum)) from the `blob-probe` read mode's JSONL output.
+fn probe_output(path: &Path) -> BTreeMap<String, (u64, u64)> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["path"].as_str().unwrap().to_string(),
+                (v["read_len"].as_u64().unwrap(), v["checksum"].as_u64().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// A job reading `uris` twice over (two operators on one source).
+fn two_readers_of(uris: &[String]) -> Job {
+    let list = uris.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ");
+    Job::new(&format!(
+        r#"
+[job]
+name = "uris"
+
+[[source]]
+id = "remote"
+kind = "blobs"
+uris = [{list}]
+
+[[operator]]
+id = "first"
+plugin = "{{guest:blob-probe}}"
+capabilities = ["blobs"]
+config = {{ mode = "read" }}
+inputs = ["remote"]
+
+[[operator]]
+id = "second"
+plugin = "{{guest:blob-probe}}"
+capabilities = ["blobs"]
+config = {{ mode = "read" }}
+inputs = ["remote"]
+
+[[sink]]
+id = "out1"
+kind = "jsonl"
+path = "first.jsonl"
+inputs = ["first"]
+
+[[sink]]
+id = "out2"
+kind = "jsonl"
+path = "second.jsonl"
+inputs = ["second"]
+"#
+    ))
+}
+
+/// Objects named by `http://` URIs are fetched once, when the source reaches
+/// them, and every reader after that is served by the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_objects_are_fetched_once_and_read_by_reference() {
+    let served = tempfile::tempdir().unwrap();
+    let a = random_bytes(300_000, 7);
+    std::fs::write(served.path().join("a.bin"), &a).unwrap();
+    std::fs::write(served.path().join("b.txt"), b"hello over http").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = std::process::Command::new("python3")
+        .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", &port.to_string(), "--directory"])
+        .arg(served.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 serves the test files over HTTP");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the HTTP server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let base = format!("http://127.0.0.1:{port}");
+    let job = two_readers_of(&[format!("{base}/a.bin"), format!("{base}/b.txt")]);
+    let result = job.run().await;
+    let _ = server.kill();
+    let out = server.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).to_string();
+    let summary = result.unwrap();
+    let expected: BTreeMap<String, (u64, u64)> = [
+        (format!("{base}/a.bin"), (a.len() as u64, fnv(&a))),
+        (format!("{base}/b.txt"), (15, fnv(b"hello over http"))),
+    ]
+    .into();
+    assert_eq!(probe_output(&job.file("first.jsonl")), expected);
+    assert_eq!(probe_output(&job.file("second.jsonl")), expected);
+    for path in ["/a.bin", "/b.txt"] {
+        let gets = log.lines().filter(|l| l.contains(&format!("\"GET {path} "))).count();
+        assert_eq!(gets, 1, "{path} fetched {gets} times:\n{log}");
+    }
+    assert_eq!(summary.blobs.created, 2);
+    let missing = two_readers_of(&[format!("{base}/nope.bin")]);
+    let err = missing.run_err().await;
+    assert_contains(&err, &["remote", "nope.bin", "cannot fetch"]);
+}
+
+/// The same from a real S3 server (moto's), when `FLUMEN_S3_TESTS=1`.
+#[test]
+fn s3_objects_are_read_by_reference() {
+    use crate::object_store::{Moto, Store};
+    if std::env::var("FLUMEN_S3_TESTS").as_deref() != Ok("1") {
+        eprintln!("skipped: set FLUMEN_S3_TESTS=1 with moto_server on PATH");
+        return;
+    }
+    let moto = Moto::start();
+    moto.request("PUT", "/flumen", b"").expect_status(200, "create the bucket");
+    let bytes = random_bytes(200_000, 9);
+    moto.request("PUT", "/flumen/media/a.bin", &bytes).expect_status(200, "put the object");
+    let uri = "s3://flumen/media/a.bin".to_string();
+    let job = two_readers_of(std::slice::from_ref(&uri));
+    let s3 = moto.store("unused");
+    let (code, text) = crate::checkpoint::finish(s3.env(flumen(&job, false)).spawn().unwrap(), "run");
+    assert_eq!(code, 0, "{text}");
+    let expected: BTreeMap<String, (u64, u64)> = [(uri, (bytes.len() as u64, fnv(&bytes)))].into();
+    assert_eq!(probe_output(&job.file("first.jsonl")), expected);
+    assert_eq!(probe_output(&job.file("second.jsonl")), expected);
+}

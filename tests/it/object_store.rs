@@ -183,7 +183,7 @@ fn resume_to_completion(store: &dyn Store, job: &Job) -> String {
 
 /// What the scenarios need of a store: its URL, the environment to reach it, and direct access
 /// to its objects (keys relative to the URL).
-trait Store {
+pub(crate) trait Store {
     fn url(&self) -> String;
     fn env(&self, cmd: Command) -> Command;
     /// The keys of every manifest, oldest first.
@@ -248,19 +248,19 @@ impl Store for FileStore {
 }
 
 /// A moto S3 server, a child process killed when this is dropped (a failed test included).
-struct Moto {
+pub(crate) struct Moto {
     child: Option<Child>,
     port: u16,
 }
 
 /// A prefix of moto's bucket `flumen`.
-struct S3Store {
+pub(crate) struct S3Store {
     port: u16,
     prefix: String,
 }
 
 impl Moto {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -283,11 +283,11 @@ impl Moto {
         }
     }
 
-    fn store(&self, prefix: &str) -> S3Store {
+    pub(crate) fn store(&self, prefix: &str) -> S3Store {
         S3Store { port: self.port, prefix: format!("jobs/{prefix}") }
     }
 
-    fn request(&self, method: &str, path: &str, body: &[u8]) -> Reply {
+    pub(crate) fn request(&self, method: &str, path: &str, body: &[u8]) -> Reply {
         http(self.port, method, path, body).unwrap_or_else(|| panic!("moto did not answer {method} {path}"))
     }
 
@@ -353,14 +353,14 @@ impl Store for S3Store {
 }
 
 #[derive(Debug)]
-struct Reply {
+pub(crate) struct Reply {
     status: u16,
     body: Vec<u8>,
 }
 
 impl Reply {
     #[track_caller]
-    fn expect_status(self, status: u16, what: &str) -> Self {
+    pub(crate) fn expect_status(self, status: u16, what: &str) -> Self {
         assert_eq!(self.status, status, "{what}: {}", String::from_utf8_lossy(&self.body));
         self
     }

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use object_store::aws::AmazonS3Builder;
 use object_store::http::HttpBuilder;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt};
 
 /// Most bytes one external object may have.
 pub const EXTERNAL_OBJECT_BYTES_MAX: u64 = 4 << 30;
@@ -31,7 +31,9 @@ pub async fn fetch_uri(uri: &str) -> Result<Bytes, String> {
         }
         "http" | "https" => {
             let origin = url.origin().ascii_serialization();
-            let store = HttpBuilder::new().with_url(origin).build().map_err(|e| e.to_string())?;
+            let options = ClientOptions::new().with_allow_http(url.scheme() == "http");
+            let store =
+                HttpBuilder::new().with_url(origin).with_client_options(options).build().map_err(|e| e.to_string())?;
             let key = url.path().trim_start_matches('/');
             (Box::new(store), ObjectPath::parse(key).map_err(|e| e.to_string())?)
         }
