@@ -315,6 +315,7 @@ fn open_ctx(id: &str, config: serde_json::Value, input: &SchemaRef) -> OpenConte
         config_json: config.to_string(),
         inputs: vec![input.clone()],
         state: None,
+        blobs: None,
     }
 }
 

@@ -361,7 +361,7 @@ inputs = ["keep"]
     std::thread::sleep(Duration::from_millis(700));
     child.kill().unwrap();
     let _ = child.wait();
-    let durable = job.file("ck/blobs");
+    let durable = job.file("ck/.blobs");
     let pinned_before = std::fs::read_dir(&durable).map(|d| d.count()).unwrap_or(0);
     assert!(pinned_before > 1, "the killed run pinned blobs for its checkpoints ({})", durable.display());
     let text = resume_to_completion(&job);

@@ -448,7 +448,7 @@ fn damaged_checkpoint_files_are_detected_and_skipped() {
         let region = std::fs::read_dir(job.file("ck"))
             .unwrap()
             .flatten()
-            .find(|e| e.file_type().unwrap().is_dir() && e.file_name() != "working")
+            .find(|e| e.file_type().unwrap().is_dir() && !e.file_name().to_string_lossy().starts_with('.'))
             .expect("a region directory")
             .path();
         let mut manifests: Vec<PathBuf> = std::fs::read_dir(&region)

@@ -169,7 +169,7 @@ impl PreparedJob {
         let scratch = match (stateful, spec.checkpoint_dir()) {
             (false, _) => None,
             (true, Some(dir)) => {
-                let work = dir.join("working");
+                let work = dir.join(".working");
                 let _ = std::fs::remove_dir_all(&work);
                 std::fs::create_dir_all(&work)
                     .map_err(|e| EngineError::Checkpoint(format!("{}: {e}", work.display())))?;

@@ -258,12 +258,13 @@ impl Engine {
 }
 
 /// The job's blob store: checkpointed jobs keep its key and the blobs their
-/// checkpoints pin in `<checkpoint dir>/blobs`, so references survive a restart.
+/// checkpoints pin in `<checkpoint dir>/.blobs` (a name no region can have:
+/// region names escape dots), so references survive a restart.
 fn open_blob_store(spec: &JobSpec) -> Result<BlobStore, EngineError> {
-    let durable_dir = spec.checkpoint_dir().map(|d| d.join("blobs"));
+    let durable_dir = spec.checkpoint_dir().map(|d| d.join(".blobs"));
     let spill_dir = match (&spec.blobs.spill_dir, spec.checkpoint_dir()) {
         (Some(d), _) => spec.base_dir().join(d),
-        (None, Some(d)) => d.join("blobs-spill"),
+        (None, Some(d)) => d.join(".blobs-spill"),
         (None, None) => {
             let mut nonce = [0u8; 8];
             let _ = getrandom::fill(&mut nonce);

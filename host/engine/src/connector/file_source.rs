@@ -854,14 +854,14 @@ mod tests {
     }
 
     fn plan_ok(toml_text: &str, base: &Path) -> Box<dyn PlannedSource> {
-        match plan_source(&spec(toml_text), base, 1024) {
+        match plan_source(&spec(toml_text), base, 1024, &crate::connector::test_blobs()) {
             Ok(source) => source,
             Err(e) => panic!("plan failed: {e}"),
         }
     }
 
     fn plan_err(toml_text: &str, base: &Path) -> String {
-        match plan_source(&spec(toml_text), base, 1024) {
+        match plan_source(&spec(toml_text), base, 1024, &crate::connector::test_blobs()) {
             Ok(source) => panic!("plan should fail, got {source:?}"),
             Err(e) => e.to_string(),
         }

@@ -568,11 +568,12 @@ columns = [
     }
 
     fn plan_ok(text: &str) -> Box<dyn PlannedSource> {
-        plan_source(&spec(text), std::path::Path::new("."), 1024).unwrap_or_else(|e| panic!("plan failed: {e}"))
+        plan_source(&spec(text), std::path::Path::new("."), 1024, &crate::connector::test_blobs())
+            .unwrap_or_else(|e| panic!("plan failed: {e}"))
     }
 
     fn plan_err(text: &str) -> String {
-        match plan_source(&spec(text), std::path::Path::new("."), 1024) {
+        match plan_source(&spec(text), std::path::Path::new("."), 1024, &crate::connector::test_blobs()) {
             Ok(source) => panic!("plan should fail, got {source:?}"),
             Err(e) => e.to_string(),
         }

@@ -350,3 +350,16 @@ pub fn validate_sink(spec: &SinkSpec) -> Result<(), ConnectorError> {
 pub fn parse_type_name(name: &str) -> Option<arrow_schema::DataType> {
     file_source::parse_type_name(name)
 }
+
+/// A blob store for connector unit tests (a fresh key; spill files under the system temp dir).
+#[cfg(test)]
+pub(crate) fn test_blobs() -> flumen_blob::BlobStore {
+    flumen_blob::BlobStore::with_key(
+        flumen_blob::BlobConfig {
+            memory_budget: 1 << 20,
+            spill_dir: std::env::temp_dir().join(format!("flumen-test-blobs-{}", std::process::id())),
+            durable_dir: None,
+        },
+        [7; flumen_blob::KEY_BYTES],
+    )
+}

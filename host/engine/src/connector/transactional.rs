@@ -506,6 +506,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}")),
             base,
             1024,
+            &crate::connector::test_blobs(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let mut reader = source.open(0, 1).unwrap_or_else(|e| panic!("{e}"));

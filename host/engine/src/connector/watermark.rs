@@ -176,7 +176,7 @@ mod tests {
 
     fn plan(text: &str) -> Result<Box<dyn PlannedSource>, ConnectorError> {
         let spec: SourceSpec = toml::from_str(text).unwrap_or_else(|e| panic!("bad test spec: {e}"));
-        plan_source(&spec, std::path::Path::new("."), 1024)
+        plan_source(&spec, std::path::Path::new("."), 1024, &crate::connector::test_blobs())
     }
 
     const GEN: &str = r#"
