@@ -1,5 +1,7 @@
 //! Hash partitioning: splits a batch by a hash of its key columns so that rows
-//! with equal keys always reach the same consumer subtask.
+//! with equal keys always reach the same consumer subtask. A blob reference
+//! key is hashed by its digest alone: equal bytes go to the same subtask
+//! whatever their media type.
 
 use arrow_array::{RecordBatch, UInt32Array};
 use arrow_row::{RowConverter, SortField};
@@ -16,7 +18,17 @@ pub(crate) fn hash_split(
     if targets <= 1 {
         return Ok(vec![(0, batch.clone())]);
     }
-    let columns: Vec<_> = keys.iter().map(|&k| batch.column(k).clone()).collect();
+    let schema = batch.schema();
+    let columns: Vec<_> = keys
+        .iter()
+        .map(|&k| {
+            let column = batch.column(k);
+            match column.as_any().downcast_ref::<arrow_array::StructArray>() {
+                Some(refs) if flumen_batch::media::is_blob_ref(schema.field(k)) => refs.column(0).clone(),
+                _ => column.clone(),
+            }
+        })
+        .collect();
     let converter = RowConverter::new(columns.iter().map(|c| SortField::new(c.data_type().clone())).collect())
         .map_err(|e| EngineError::Internal(format!("hash keys: {e}")))?;
     let rows = converter.convert_columns(&columns).map_err(|e| EngineError::Internal(format!("hash keys: {e}")))?;
