@@ -9,7 +9,7 @@
 //! no grant and never sees the bytes. One that reads or makes blobs is granted
 //! `capabilities = ["blobs"]` in the job spec:
 //!
-//! ```ignore
+//! ```text
 //! use flumen_sdk::blob::{self, BlobColumn};
 //!
 //! let refs = BlobColumn::new(batch.column(self.image))?;

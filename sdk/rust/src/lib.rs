@@ -1,7 +1,7 @@
 //! Flumen's Rust SDK: implement [`Operator`], call [`export_operator!`], and
 //! your type runs as a sandboxed Flumen operator over arrow-rs record batches.
 //!
-//! ```ignore
+//! ```text
 //! use flumen_sdk::{Context, Emitter, Error, Operator, RecordBatch, SchemaRef, export_operator};
 //!
 //! #[derive(serde::Deserialize)]

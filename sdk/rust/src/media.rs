@@ -16,7 +16,7 @@
 //! | `flumen.embedding`              | [`EmbeddingBuilder`]         | [`EmbeddingColumn`]         |
 //! | `flumen.blob` / `image` / `video` | [`BlobColumnBuilder`]      | [`BlobColumn`]              |
 //!
-//! ```ignore
+//! ```text
 //! use flumen_sdk::media::{DecodedImageBuilder, FixedShapeTensorBuilder};
 //! use flumen_sdk::arrow_array::types::Float32Type;
 //!

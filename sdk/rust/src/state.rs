@@ -20,7 +20,7 @@
 //! batch's keys with one call ([`ValueState::get_many`], [`ValueState::set_many`]),
 //! never one call per row.
 //!
-//! ```ignore
+//! ```text
 //! let counts = ValueState::new("counts");
 //! let keys = state::keys_of(batch.column(self.key).as_ref())?;
 //! let before = counts.get_many_i64(&keys)?;

@@ -2,7 +2,7 @@
 //! windows per key, an `i64` aggregate per window, and a timer per window end
 //! that fires when the watermark passes it.
 //!
-//! ```ignore
+//! ```text
 //! use flumen_sdk::window::{self, Assigner, WindowAgg, WindowState};
 //!
 //! // open:
