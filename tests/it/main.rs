@@ -12,6 +12,7 @@ mod dedupe;
 mod event_time;
 mod limits;
 mod media_audio;
+mod media_image;
 mod media_text;
 mod media_video;
 mod object_store;

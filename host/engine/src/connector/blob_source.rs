@@ -24,6 +24,9 @@ use serde::Deserialize;
 
 use super::{ConnectorError, PlannedSource, SourceReader, SourceSpec};
 
+/// Rows per batch of a blobs source without its own `batch_rows` (at most the job's).
+pub const BLOB_BATCH_ROWS_DEFAULT: usize = 32;
+
 /// What the reference column is typed as.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -84,7 +87,9 @@ pub(super) fn plan(
             return Err(config(node, format!("`{field}` does not apply to a blobs source")));
         }
     }
-    let batch_rows = super::file_source::check_common_fields(spec, job_batch_rows)?;
+    // A row is a whole object, which an operator may turn into megabytes of
+    // tensors: batches are small unless the source asks otherwise.
+    let batch_rows = super::file_source::check_common_fields(spec, job_batch_rows.min(BLOB_BATCH_ROWS_DEFAULT))?;
     let entries: Vec<Entry> = match (&spec.path, &spec.uris) {
         (Some(_), Some(_)) => return Err(config(node, "give either `path` or `uris`, not both")),
         (None, None) => {
