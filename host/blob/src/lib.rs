@@ -684,24 +684,15 @@ impl BlobStore {
 
     /// The end of a job: forgets every blob no retained checkpoint pins and
     /// removes the spill directory. Blobs pinned by checkpoints stay in the
-    /// durable directory, which also loses every file no checkpoint pins.
+    /// durable directory (a durable file is deleted only when the store
+    /// itself releases its last pin: files it never learnt of, pinned by
+    /// older checkpoints of an earlier run, are left alone).
     pub fn close(&self) {
         let mut e = self.inner.lock();
         e.map.retain(|_, en| !en.checkpoints.is_empty());
         e.memory = 0;
-        let keep: BTreeSet<String> = e.map.keys().map(hex::encode).collect();
         drop(e);
         let _ = std::fs::remove_dir_all(&self.inner.config.spill_dir);
-        if let Some(dir) = &self.inner.config.durable_dir
-            && let Ok(read) = std::fs::read_dir(dir)
-        {
-            for f in read.flatten() {
-                let name = f.file_name().to_string_lossy().to_string();
-                if name.len() == 2 * DIGEST_BYTES && !keep.contains(&name) {
-                    let _ = std::fs::remove_file(f.path());
-                }
-            }
-        }
     }
 }
 

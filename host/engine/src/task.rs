@@ -447,6 +447,10 @@ impl OperatorTask {
             if let Some(state) = self.state() {
                 crate::state::with_store(state, |s| s.clear()).map_err(EngineError::Checkpoint)?;
             }
+            // A start from scratch: nothing an earlier attempt retained is kept.
+            if let Some(scope) = &self.ctx.blobs {
+                scope.restore_retained(&[]).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+            }
             return Ok(false);
         };
         if r.finished() {
