@@ -21,7 +21,6 @@
 use std::fs::File;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,8 +29,11 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Float64Type, Schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+#[path = "common/process.rs"]
+mod process;
 #[path = "common/stats.rs"]
 mod stats;
+use process::run_flumen;
 use stats::{max, median, min};
 
 #[path = "common/nexmark.rs"]
@@ -256,27 +258,6 @@ fn write_job(dir: &Path, query: Query, data: &Path) -> PathBuf {
     std::fs::write(&path, format!("{head}{ops}{sink}"))
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
     path
-}
-
-/// Runs `flumen run --quiet <job>`; returns the wall time of the whole process and its stdout.
-fn run_flumen(job: &Path, cache: &Path) -> (Duration, String) {
-    let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_flumen"))
-        .args(["run", "--quiet"])
-        .arg(job)
-        .env("FLUMEN_CACHE_DIR", cache)
-        .output()
-        .expect("cannot start the flumen binary");
-    let elapsed = started.elapsed();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "flumen run {} failed ({}):\n{stdout}\n{}",
-        job.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (elapsed, stdout)
 }
 
 /// The `rows in` of the sink line (`sink  out  <rows in> ...`) of a run summary.

@@ -27,11 +27,13 @@
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+#[path = "common/process.rs"]
+mod process;
 #[path = "common/stats.rs"]
 mod stats;
+use process::run_flumen;
 use stats::{max, median, min};
 
 #[allow(dead_code, reason = "only the picture generator is used, not the example's `main`")]
@@ -185,27 +187,6 @@ fn native(files: &[PathBuf], scalar: bool) -> Duration {
         black_box(pipeline.tensor(&bytes).unwrap_or_else(|e| panic!("{}: {e}", f.display())));
     }
     started.elapsed()
-}
-
-/// Runs `flumen run --quiet <job>`; returns the wall time of the whole process and its stdout.
-fn run_flumen(job: &Path, cache: &Path) -> (Duration, String) {
-    let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_flumen"))
-        .args(["run", "--quiet"])
-        .arg(job)
-        .env("FLUMEN_CACHE_DIR", cache)
-        .output()
-        .expect("cannot start the flumen binary");
-    let elapsed = started.elapsed();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "flumen run {} failed ({}):\n{stdout}\n{}",
-        job.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (elapsed, stdout)
 }
 
 /// The engine's byte counters for the `image` node, from one in-process run.
