@@ -33,7 +33,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 mod process;
 #[path = "common/stats.rs"]
 mod stats;
-use process::run_flumen;
+use process::{env_or, job_seconds, run_flumen, sink_rows, target_dir};
 use stats::{max, median, min};
 
 #[path = "common/nexmark.rs"]
@@ -204,19 +204,6 @@ struct Row {
     rows_out: u64,
 }
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v.trim().replace('_', "").parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")),
-        Err(_) => default,
-    }
-}
-
-/// The cargo target directory (`CARGO_TARGET_TMPDIR` is `<target>/tmp`).
-fn target_dir() -> PathBuf {
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    tmp.parent().map(Path::to_path_buf).unwrap_or_else(|| tmp.to_path_buf())
-}
-
 fn rate(per_s: f64) -> String {
     if per_s >= 1e6 { format!("{:.2} M", per_s / 1e6) } else { format!("{:.0} K", per_s / 1e3) }
 }
@@ -258,22 +245,6 @@ fn write_job(dir: &Path, query: Query, data: &Path) -> PathBuf {
     std::fs::write(&path, format!("{head}{ops}{sink}"))
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
     path
-}
-
-/// The `rows in` of the sink line (`sink  out  <rows in> ...`) of a run summary.
-fn sink_rows(summary: &str) -> Option<u64> {
-    summary.lines().find_map(|l| {
-        let mut words = l.split_whitespace();
-        (words.next() == Some("sink") && words.next() == Some("out"))
-            .then(|| words.next()?.replace(',', "").parse().ok())
-            .flatten()
-    })
-}
-
-/// `N` of the summary's first line, `job `name` finished in N s`.
-fn job_seconds(summary: &str) -> Option<f64> {
-    let line = summary.lines().find(|l| l.starts_with("job "))?;
-    line.split_whitespace().rev().nth(1)?.parse().ok()
 }
 
 /// User + sys CPU seconds of this process and of its waited-for children,

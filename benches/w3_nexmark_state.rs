@@ -40,6 +40,10 @@ use arrow::array::{Array, Int64Array};
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
+#[path = "common/process.rs"]
+#[allow(dead_code, reason = "W3 times its processes itself; it shares only the helpers it calls")]
+mod process;
+use process::{env_or, job_seconds, target_dir};
 #[path = "common/stats.rs"]
 mod stats;
 use stats::{max, median, min};
@@ -504,12 +508,6 @@ fn node_rows(summary: &str, kind: &str, id: &str, index: usize) -> Option<u64> {
     })
 }
 
-/// `N` of the summary's first line, `job `name` finished in N s`.
-fn job_seconds(summary: &str) -> Option<f64> {
-    let line = summary.lines().find(|l| l.starts_with("job "))?;
-    line.split_whitespace().rev().nth(1)?.parse().ok()
-}
-
 fn region_line(summary: &str) -> Option<RegionLine> {
     let line = summary.lines().find(|l| l.starts_with("region ") && l.contains(" checkpoints ("))?;
     let (_, rest) = line.split_once(": ")?;
@@ -858,22 +856,6 @@ fn spread(values: &[f64], digits: usize, unit: &str) -> String {
         return "–".to_string();
     }
     format!("{:.digits$}{unit} ({:.digits$}–{:.digits$})", median(values), min(values), max(values))
-}
-
-// ---------------------------------------------------------------------------
-// Helpers (as in w2_nexmark)
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v.trim().replace('_', "").parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")),
-        Err(_) => default,
-    }
-}
-
-/// The cargo target directory (`CARGO_TARGET_TMPDIR` is `<target>/tmp`).
-fn target_dir() -> PathBuf {
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    tmp.parent().map(Path::to_path_buf).unwrap_or_else(|| tmp.to_path_buf())
 }
 
 fn toml_str(s: &str) -> String {

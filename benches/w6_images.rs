@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 mod process;
 #[path = "common/stats.rs"]
 mod stats;
-use process::run_flumen;
+use process::{env_or, job_seconds, run_flumen, sink_rows, target_dir};
 use stats::{max, median, min};
 
 #[allow(dead_code, reason = "only the picture generator is used, not the example's `main`")]
@@ -211,33 +211,4 @@ fn counters(job: &Path) -> Result<Vec<(&'static str, u64)>, String> {
             ("`pass`: batch bytes into the guest (paths, sizes, references)", pass.guest_bytes_in),
         ])
     })
-}
-
-/// The `rows in` of the sink line (`sink  out  <rows in> ...`) of a run summary.
-fn sink_rows(summary: &str) -> Option<u64> {
-    summary.lines().find_map(|l| {
-        let mut words = l.split_whitespace();
-        (words.next() == Some("sink") && words.next() == Some("out"))
-            .then(|| words.next()?.replace(',', "").parse().ok())
-            .flatten()
-    })
-}
-
-/// `N` of the summary's first line, `job `name` finished in N s`.
-fn job_seconds(summary: &str) -> Option<f64> {
-    let line = summary.lines().find(|l| l.starts_with("job "))?;
-    line.split_whitespace().rev().nth(1)?.parse().ok()
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v.trim().replace('_', "").parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")),
-        Err(_) => default,
-    }
-}
-
-/// The cargo target directory (`CARGO_TARGET_TMPDIR` is `<target>/tmp`).
-fn target_dir() -> PathBuf {
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    tmp.parent().map(Path::to_path_buf).unwrap_or_else(|| tmp.to_path_buf())
 }

@@ -1,6 +1,7 @@
-//! Running the `flumen` binary as a whole process, shared by the process-level benches.
+//! Running the `flumen` binary as a whole process and reading its summary,
+//! shared by the process-level benches.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -23,4 +24,33 @@ pub fn run_flumen(job: &Path, cache: &Path) -> (Duration, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (elapsed, stdout)
+}
+
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v.trim().replace('_', "").parse().unwrap_or_else(|_| panic!("{name}={v} is not a number")),
+        Err(_) => default,
+    }
+}
+
+/// The cargo target directory (`CARGO_TARGET_TMPDIR` is `<target>/tmp`).
+pub fn target_dir() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().map(Path::to_path_buf).unwrap_or_else(|| tmp.to_path_buf())
+}
+
+/// The `rows in` of the sink line (`sink  out  <rows in> ...`) of a run summary.
+pub fn sink_rows(summary: &str) -> Option<u64> {
+    summary.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        (words.next() == Some("sink") && words.next() == Some("out"))
+            .then(|| words.next()?.replace(',', "").parse().ok())
+            .flatten()
+    })
+}
+
+/// `N` of the summary's first line, `job `name` finished in N s`.
+pub fn job_seconds(summary: &str) -> Option<f64> {
+    let line = summary.lines().find(|l| l.starts_with("job "))?;
+    line.split_whitespace().rev().nth(1)?.parse().ok()
 }
