@@ -71,7 +71,8 @@ pub enum BlobError {
     Io(String),
 }
 
-fn short(d: &Digest) -> String {
+/// The first 8 bytes of a digest in hex: how errors and logs name a blob.
+pub fn short(d: &Digest) -> String {
     hex::encode(&d[..8])
 }
 

@@ -92,7 +92,7 @@ impl BlobScope {
         let mut map = self.retained.lock().unwrap_or_else(|p| p.into_inner());
         map.clear();
         for d in digests {
-            let r = self.store.reference_of(d).ok_or_else(|| BlobError::Released { digest: hex_short(d) })?;
+            let r = self.store.reference_of(d).ok_or_else(|| BlobError::Released { digest: flumen_blob::short(d) })?;
             let pin = self.store.pin(&r)?;
             map.entry(*d).or_default().push(pin);
         }
@@ -110,7 +110,7 @@ impl BlobScope {
         let mut map = self.retained.lock().unwrap_or_else(|p| p.into_inner());
         let Some(pins) = map.get_mut(&r.digest) else {
             return Err(BlobError::Read {
-                digest: hex_short(&r.digest),
+                digest: flumen_blob::short(&r.digest),
                 message: "released but never retained".into(),
             });
         };
@@ -120,10 +120,6 @@ impl BlobScope {
         }
         Ok(())
     }
-}
-
-fn hex_short(d: &Digest) -> String {
-    d[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 type Ret<T> = wasmtime::Result<(Result<T, WitError>,)>;
