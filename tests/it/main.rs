@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod blobs;
+mod boundary;
 mod checkpoint;
 mod cli;
 mod common;

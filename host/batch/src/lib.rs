@@ -34,6 +34,10 @@ pub enum BatchError {
     MalformedBatch(String),
     #[error("column `{field}`: {message}")]
     InvalidColumn { field: String, message: String },
+    /// More rows (or, for an array whose slots cost no bytes, more slots) than
+    /// the caller allows. `field` is `None` for the batch's row count.
+    #[error("{} holds {slots} rows, over the limit of {max}", field.as_ref().map_or_else(|| "the batch".to_string(), |f| format!("column `{f}`")))]
+    TooManyRows { field: Option<String>, slots: u64, max: u64 },
 }
 
 /// One field of a flattened schema. For nested types `data_type` is a shell:
@@ -186,7 +190,62 @@ fn unflatten_field(
             other
         }
     };
+    check_type(&flat.name, &data_type)?;
     Ok(Field::new(flat.name, data_type, flat.nullable).with_metadata(flat.metadata))
+}
+
+/// Checks every field of `schema`, nested ones included, for what Arrow and
+/// the sinks can handle: time units that fit the type, non-negative widths,
+/// decimal precision and scale in range, time zones Arrow can parse (with the
+/// `tz-names` feature, on by default: offsets and tz database names).
+/// [`unflatten_schema`] runs it on every field it rebuilds.
+pub fn validate_schema(schema: &Schema) -> Result<(), BatchError> {
+    fn walk(field: &Field, depth: usize) -> Result<(), BatchError> {
+        if depth > NESTING_DEPTH_MAX {
+            return Err(BatchError::MalformedSchema(format!("nesting deeper than {NESTING_DEPTH_MAX} levels")));
+        }
+        check_type(field.name(), field.data_type())?;
+        for child in child_fields(field.data_type()).unwrap_or_default() {
+            walk(&child, depth + 1)?;
+        }
+        Ok(())
+    }
+    for field in schema.fields() {
+        walk(field, 0)?;
+    }
+    Ok(())
+}
+
+/// Refuses a type (its own parameters, not its children's) that Arrow cannot
+/// build arrays of (`make_array` has no Time32 of micro- or nanoseconds),
+/// that would make Arrow's layout code panic (negative widths), or that only
+/// a sink would reject later (decimals out of range, unknown time zones).
+fn check_type(name: &str, data_type: &DataType) -> Result<(), BatchError> {
+    use arrow_array::types::{Decimal128Type, Decimal256Type};
+    use arrow_schema::TimeUnit;
+    let bad = |why: String| BatchError::MalformedSchema(format!("field `{name}` of type {data_type}: {why}"));
+    match data_type {
+        DataType::Time32(TimeUnit::Microsecond | TimeUnit::Nanosecond) => {
+            Err(bad("time32 holds only seconds or milliseconds (use time64)".into()))
+        }
+        DataType::Time64(TimeUnit::Second | TimeUnit::Millisecond) => {
+            Err(bad("time64 holds only microseconds or nanoseconds (use time32)".into()))
+        }
+        DataType::FixedSizeBinary(n) if *n < 0 => Err(bad(format!("byte width {n} is negative"))),
+        DataType::FixedSizeList(_, n) if *n < 0 => Err(bad(format!("list size {n} is negative"))),
+        DataType::Decimal128(p, s) => arrow_array::types::validate_decimal_precision_and_scale::<Decimal128Type>(*p, *s)
+            .map_err(|e| bad(e.to_string())),
+        DataType::Decimal256(p, s) => arrow_array::types::validate_decimal_precision_and_scale::<Decimal256Type>(*p, *s)
+            .map_err(|e| bad(e.to_string())),
+        // Without the tz database (in a guest) only fixed offsets would parse:
+        // names are left to the host, which has it.
+        #[cfg(feature = "tz-names")]
+        DataType::Timestamp(_, Some(tz)) => tz
+            .parse::<arrow_array::timezone::Tz>()
+            .map(|_| ())
+            .map_err(|e| bad(format!("time zone `{tz}`: {e}"))),
+        _ => Ok(()),
+    }
 }
 
 /// Children a field of this (shell) type must have; `None` for a struct (any number).
@@ -275,14 +334,31 @@ pub const SLOT_INDEX_MAX: u64 = 1 << 40;
 /// buffer sizes, offsets, UTF-8, child lengths, nullability and the row count.
 /// Buffers misaligned for their type are copied into aligned ones; others are used as they are.
 pub fn assemble_batch(schema: &SchemaRef, num_rows: u64, columns: Vec<ColumnParts>) -> Result<RecordBatch, BatchError> {
+    assemble_batch_bounded(schema, num_rows, columns, SLOT_INDEX_MAX)
+}
+
+/// Like [`assemble_batch`], with at most `rows_max` rows, and at most
+/// `rows_max` slots in every array whose slots cost no bytes: Null, struct,
+/// fixed-size list and zero-width fixed-size binary arrays. (The slots of
+/// every other array are bounded by its buffers, and those by the caller's
+/// byte limits.) Without this, a batch of 2^40 rows of a Null column, or of
+/// no column at all, is valid Arrow, and all the work downstream is per row.
+pub fn assemble_batch_bounded(
+    schema: &SchemaRef,
+    num_rows: u64,
+    columns: Vec<ColumnParts>,
+    rows_max: u64,
+) -> Result<RecordBatch, BatchError> {
+    let rows_max = rows_max.min(SLOT_INDEX_MAX);
+    if num_rows > rows_max {
+        return Err(BatchError::TooManyRows { field: None, slots: num_rows, max: rows_max });
+    }
     let num_rows = usize::try_from(num_rows)
-        .ok()
-        .filter(|n| (*n as u64) <= SLOT_INDEX_MAX)
-        .ok_or_else(|| BatchError::MalformedBatch(format!("row count {num_rows} is out of range")))?;
+        .map_err(|_| BatchError::MalformedBatch(format!("row count {num_rows} is out of range")))?;
     let mut parts = columns.into_iter();
     let mut arrays = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
-        let data = build_array(field, &mut parts, 0)?;
+        let data = build_array(field, &mut parts, 0, rows_max)?;
         arrays.push(make_array(data));
     }
     let extra = parts.count();
@@ -298,6 +374,7 @@ fn build_array(
     field: &Field,
     parts: &mut impl Iterator<Item = ColumnParts>,
     depth: usize,
+    rows_max: u64,
 ) -> Result<ArrayData, BatchError> {
     let invalid = |message: String| BatchError::InvalidColumn { field: field.name().clone(), message };
     if depth > NESTING_DEPTH_MAX {
@@ -310,6 +387,26 @@ fn build_array(
     if end.is_none() {
         return Err(invalid(format!("offset {} + length {} is out of range", part.offset, part.len)));
     }
+    // Slots that cost no bytes are bounded by count; and the multiplications
+    // Arrow makes for fixed-size types must stay far from overflow (it panics).
+    let free_slots = match field.data_type() {
+        DataType::Null | DataType::Struct(_) | DataType::FixedSizeList(_, _) => true,
+        DataType::FixedSizeBinary(width) => *width == 0,
+        _ => false,
+    };
+    if free_slots && part.len > rows_max {
+        return Err(BatchError::TooManyRows { field: Some(field.name().clone()), slots: part.len, max: rows_max });
+    }
+    if let DataType::FixedSizeList(_, width) | DataType::FixedSizeBinary(width) = field.data_type() {
+        let width = u64::try_from(*width).map_err(|_| invalid(format!("width {width} is negative")))?;
+        let slots = (part.offset + part.len).checked_mul(width).filter(|s| *s <= SLOT_INDEX_MAX);
+        if slots.is_none() {
+            return Err(invalid(format!(
+                "offset {} + length {} times width {width} is out of range",
+                part.offset, part.len
+            )));
+        }
+    }
     let (len, offset) = (part.len as usize, part.offset as usize);
     let child_fields = child_fields(field.data_type()).ok_or_else(|| BatchError::UnsupportedType {
         field: field.name().clone(),
@@ -317,7 +414,7 @@ fn build_array(
     })?;
     let mut children = Vec::with_capacity(child_fields.len());
     for child in &child_fields {
-        children.push(build_array(child, parts, depth + 1)?);
+        children.push(build_array(child, parts, depth + 1, rows_max)?);
     }
     let nulls = match part.validity {
         None => None,

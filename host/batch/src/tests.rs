@@ -223,3 +223,95 @@ fn strings_round_trip() {
     let batch = RecordBatch::try_from_iter([("s", Arc::new(b.finish()) as ArrayRef)]).unwrap();
     assert_eq!(round_trip(&batch).unwrap(), batch);
 }
+
+fn flat(name: &str, data_type: DataType) -> FlatField {
+    FlatField { name: name.into(), data_type, nullable: true, children: 0, metadata: HashMap::new() }
+}
+
+#[test]
+fn schemas_arrow_or_the_sinks_cannot_handle_are_refused() {
+    use arrow_schema::TimeUnit::*;
+    let item = || Arc::new(Field::new("item", DataType::Int8, true));
+    for (data_type, needle) in [
+        (DataType::Time32(Microsecond), "time32 holds only"),
+        (DataType::Time32(Nanosecond), "time32 holds only"),
+        (DataType::Time64(Second), "time64 holds only"),
+        (DataType::Time64(Millisecond), "time64 holds only"),
+        (DataType::FixedSizeBinary(-5), "byte width -5 is negative"),
+        (DataType::Decimal128(0, 100), "precision cannot be 0"),
+        (DataType::Decimal128(39, 0), "precision 39 is greater than max 38"),
+        (DataType::Decimal128(10, 20), "scale 20 is greater than precision 10"),
+        (DataType::Decimal256(90, -100), "precision 90 is greater than max 76"),
+        (DataType::Timestamp(Second, Some("Mars/Olympus".into())), "time zone `Mars/Olympus`"),
+    ] {
+        let err = unflatten_schema(vec![flat("x", data_type.clone())], HashMap::new()).unwrap_err().to_string();
+        assert!(err.contains("field `x`") && err.contains(needle), "{data_type}: {err}");
+        let err = validate_schema(&Schema::new(vec![Field::new("x", data_type.clone(), true)])).unwrap_err();
+        assert!(err.to_string().contains(needle), "{data_type}: {err}");
+    }
+    // A negative list size, and a bad type nested in a struct.
+    let mut list = flat("l", DataType::FixedSizeList(item(), -1));
+    list.children = 1;
+    let err = unflatten_schema(vec![list, flat("item", DataType::Int8)], HashMap::new()).unwrap_err();
+    assert!(err.to_string().contains("list size -1 is negative"), "{err}");
+    let nested = Schema::new(vec![Field::new_struct("s", vec![Field::new("t", DataType::Time32(Nanosecond), true)], true)]);
+    assert!(validate_schema(&nested).unwrap_err().to_string().contains("field `t`"));
+    // What Arrow handles is accepted.
+    for data_type in [
+        DataType::Time32(Millisecond),
+        DataType::Time64(Nanosecond),
+        DataType::FixedSizeBinary(0),
+        DataType::Decimal128(38, -5),
+        DataType::Decimal256(76, 76),
+        DataType::Timestamp(Nanosecond, Some("+05:30".into())),
+        DataType::Timestamp(Nanosecond, Some("UTC".into())),
+        DataType::Timestamp(Millisecond, Some("Europe/Paris".into())),
+        DataType::Timestamp(Nanosecond, None),
+    ] {
+        unflatten_schema(vec![flat("x", data_type.clone())], HashMap::new()).unwrap_or_else(|e| panic!("{data_type}: {e}"));
+    }
+}
+
+#[test]
+fn rows_that_cost_no_bytes_are_bounded() {
+    let nulls = Arc::new(Schema::new(vec![Field::new("n", DataType::Null, true)]));
+    let col = |len| ColumnParts { len, offset: 0, validity: None, buffers: vec![] };
+    // 2^40 rows of a Null column and of no column at all.
+    let err = assemble_batch_bounded(&nulls, 1 << 40, vec![col(1 << 40)], 1000).unwrap_err();
+    assert_eq!(err, BatchError::TooManyRows { field: None, slots: 1 << 40, max: 1000 });
+    let empty = Arc::new(Schema::empty());
+    assert!(matches!(assemble_batch_bounded(&empty, 1 << 40, vec![], 1000), Err(BatchError::TooManyRows { .. })));
+    assert_eq!(assemble_batch_bounded(&empty, 1000, vec![], 1000).unwrap().num_rows(), 1000);
+    assert_eq!(assemble_batch_bounded(&nulls, 1000, vec![col(1000)], 1000).unwrap().num_rows(), 1000);
+    // A Null child of a list: one row, 2^31 - 1 slots, no bytes.
+    let list = Arc::new(Schema::new(vec![Field::new(
+        "l",
+        DataType::List(Arc::new(Field::new("item", DataType::Null, true))),
+        true,
+    )]));
+    let offsets: Vec<u8> = [0i32, i32::MAX].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let parts = vec![
+        ColumnParts { len: 1, offset: 0, validity: None, buffers: vec![Buffer::from(offsets)] },
+        col(i32::MAX as u64),
+    ];
+    let err = assemble_batch_bounded(&list, 1, parts, 1000).unwrap_err();
+    assert_eq!(err, BatchError::TooManyRows { field: Some("item".into()), slots: i32::MAX as u64, max: 1000 });
+}
+
+#[test]
+fn fixed_size_widths_times_rows_cannot_overflow() {
+    let fsl = Arc::new(Schema::new(vec![Field::new(
+        "f",
+        DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Int8, true)), i32::MAX),
+        true,
+    )]));
+    let parts = vec![
+        ColumnParts { len: 1 << 40, offset: 0, validity: None, buffers: vec![] },
+        ColumnParts { len: 0, offset: 0, validity: None, buffers: vec![Buffer::from(Vec::<u8>::new())] },
+    ];
+    let err = assemble_batch(&fsl, 1 << 40, parts).unwrap_err();
+    assert!(err.to_string().contains("column `f`") && err.to_string().contains("out of range"), "{err}");
+    let fsb = Arc::new(Schema::new(vec![Field::new("b", DataType::FixedSizeBinary(i32::MAX), true)]));
+    let parts = vec![ColumnParts { len: 1 << 30, offset: 0, validity: None, buffers: vec![Buffer::from(vec![0u8; 8])] }];
+    assert!(assemble_batch(&fsb, 1 << 30, parts).unwrap_err().to_string().contains("out of range"));
+}

@@ -18,6 +18,14 @@ pub(crate) fn hash_split(
     if targets <= 1 {
         return Ok(vec![(0, batch.clone())]);
     }
+    // Row indices are u32 below; operators' batches are far smaller (`output_rows_per_call`).
+    if u32::try_from(batch.num_rows()).is_err() {
+        return Err(EngineError::Internal(format!(
+            "hash partitioning: a batch of {} rows is over {} rows",
+            batch.num_rows(),
+            u32::MAX
+        )));
+    }
     let schema = batch.schema();
     let columns: Vec<_> = keys
         .iter()

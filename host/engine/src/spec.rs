@@ -302,9 +302,25 @@ impl JobSpec {
         }
         for op in &spec.operators {
             let l = &op.limits;
-            if l.memory_mb == 0 || l.call_timeout_ms == 0 || l.output_mb_per_call == 0 || l.output_batches_per_call == 0
+            if l.memory_mb == 0
+                || l.call_timeout_ms == 0
+                || l.output_mb_per_call == 0
+                || l.output_batches_per_call == 0
+                || l.output_rows_per_call == 0
             {
                 return Err(spec.error_for(&op.id, format!("operator `{}`: every limit must be at least 1", op.id)));
+            }
+            if l.memory_mb > flumen_types::MEMORY_MB_MAX {
+                return Err(spec.error_for(
+                    &op.id,
+                    format!(
+                        "operator `{}`: `limits.memory_mb = {}` is over the limit of {} MiB (`MEMORY_MB_MAX`: a 32-bit \
+                         linear memory addresses at most 4 GiB)",
+                        op.id,
+                        l.memory_mb,
+                        flumen_types::MEMORY_MB_MAX
+                    ),
+                ));
             }
             if op.on_error.then == flumen_types::FailureAction::DeadLetter && op.on_error.dead_letter.is_none() {
                 return Err(spec.error_for(
@@ -315,6 +331,19 @@ impl JobSpec {
                     ),
                 ));
             }
+        }
+        let instances: u64 = spec.operators.iter().map(|op| u64::from(spec.parallelism(op.parallelism))).sum();
+        if instances > u64::from(flumen_types::OPERATOR_INSTANCES_MAX) {
+            let id = spec.operators.iter().max_by_key(|op| spec.parallelism(op.parallelism)).map(|op| op.id.clone());
+            let message = format!(
+                "the operators' parallelism adds up to {instances} instances, over the limit of {} operator \
+                 instances per process (`OPERATOR_INSTANCES_MAX`); lower `parallelism`",
+                flumen_types::OPERATOR_INSTANCES_MAX
+            );
+            return Err(match id {
+                Some(id) => spec.error_for(&id, message),
+                None => spec.error_at(None, &message),
+            });
         }
         Ok(spec)
     }

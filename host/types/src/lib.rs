@@ -50,8 +50,9 @@ impl fmt::Display for SubtaskId {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OperatorLimits {
-    /// Linear memory an instance may grow to, in MiB. Stops a guest's memory
-    /// bomb from taking the host's memory with it.
+    /// Linear memory an instance may grow to, in MiB, at most
+    /// [`MEMORY_MB_MAX`] (a 32-bit linear memory's 4 GiB). Stops a guest's
+    /// memory bomb from taking the host's memory with it.
     pub memory_mb: u64,
     /// Wall-clock budget of one `open`/`process`/`finish` call, in milliseconds,
     /// enforced by epoch interruption. Stops a guest's endless loop from
@@ -63,13 +64,38 @@ pub struct OperatorLimits {
     /// Batches a guest may emit during one call. Stops a guest from turning
     /// one batch into millions of tiny ones.
     pub output_batches_per_call: u32,
+    /// Rows a guest may emit during one call, all batches together; also the
+    /// most slots any one array of an emitted batch (a nested child included)
+    /// may hold. Bytes alone do not bound a batch: a Null-typed column, a
+    /// batch without columns or a fixed-size list of width 0 has rows that
+    /// cost no bytes, yet every row costs work downstream (hashing, sinks).
+    pub output_rows_per_call: u64,
 }
 
 impl Default for OperatorLimits {
     fn default() -> Self {
-        Self { memory_mb: 256, call_timeout_ms: 10_000, output_mb_per_call: 256, output_batches_per_call: 1024 }
+        Self {
+            memory_mb: 256,
+            call_timeout_ms: 10_000,
+            output_mb_per_call: 256,
+            output_batches_per_call: 1024,
+            output_rows_per_call: 16 << 20,
+        }
     }
 }
+
+/// Largest `memory_mb` an operator may have: the 4 GiB a 32-bit linear memory
+/// can address. A larger figure is refused when the job is planned.
+pub const MEMORY_MB_MAX: u64 = 4096;
+
+/// Operator instances one process may hold at once (the sum of every
+/// operator's parallelism); a job asking for more is refused when it is
+/// planned. The wasm engine keeps [`INSTANCE_SLOTS_SPARE`] slots beyond it for
+/// fresh instances that replace failed ones.
+pub const OPERATOR_INSTANCES_MAX: u32 = 256;
+
+/// Instance slots beyond [`OPERATOR_INSTANCES_MAX`] for replacing failed instances.
+pub const INSTANCE_SLOTS_SPARE: u32 = 32;
 
 /// Largest log message a guest may hand to the host, in bytes; longer ones are cut.
 /// Stops a guest from filling the host's log with one call.

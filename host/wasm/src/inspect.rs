@@ -17,6 +17,13 @@ pub fn inspect(path: &Path) -> Result<String, WasmError> {
     }
     let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}")))?;
     crate::runtime::check_header(&bytes).map_err(err)?;
+    // wit-parser decodes from a reader and preallocates each section by the
+    // length the file claims (a forged 0xFFFFFFFF asks for 4 GiB). Validating
+    // the bytes in memory first refuses any length past the end of the file,
+    // so every allocation the decoder makes is bounded by the file's size.
+    wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+        .validate_all(&bytes)
+        .map_err(|e| err(format!("not a valid component: {e}")))?;
     let decoded = wit_parser::decoding::decode(&bytes).map_err(|e| err(format!("cannot decode: {e:#}")))?;
     let resolve = decoded.resolve();
     let world = match &decoded {

@@ -119,6 +119,16 @@ impl OperatorFactory {
         let engine = runtime.engine();
         let component = &component.component;
         let world_err = |message: String| WasmError::World { operator: operator_id.to_string(), message };
+        let memory_mb_max = runtime.config().memory_bytes_max as u64 >> 20;
+        if limits.memory_mb > memory_mb_max {
+            return Err(WasmError::Limit {
+                operator: operator_id.to_string(),
+                message: format!(
+                    "`limits.memory_mb = {}` is over the most an instance can have, {memory_mb_max} MiB",
+                    limits.memory_mb
+                ),
+            });
+        }
         check_imports(engine, component, capabilities).map_err(world_err)?;
         let exports = find_exports(engine, component).map_err(world_err)?;
 
@@ -163,11 +173,11 @@ impl OperatorFactory {
         let label: Arc<str> = format!("{}[{}]", ctx.operator_id, ctx.subtask).into();
         let stdout = MemoryOutputPipe::new(GUEST_STDIO_BYTES_MAX);
         let stderr = MemoryOutputPipe::new(GUEST_STDIO_BYTES_MAX);
-        let memory_bytes =
-            (self.limits.memory_mb.saturating_mul(1 << 20)).min(self.runtime.config().memory_bytes_max as u64);
+        // Checked against the runtime's maximum in `new`: never silently lower than configured.
+        let memory_bytes = usize::try_from(self.limits.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let state = HostState {
             limits: StoreLimitsBuilder::new()
-                .memory_size(memory_bytes as usize)
+                .memory_size(memory_bytes)
                 .instances(16)
                 .tables(16)
                 .memories(4)
@@ -192,6 +202,8 @@ impl OperatorFactory {
             out_bytes: 0,
             out_bytes_max: self.limits.output_mb_per_call.saturating_mul(1 << 20),
             out_batches_max: self.limits.output_batches_per_call,
+            out_rows: 0,
+            out_rows_max: self.limits.output_rows_per_call,
             emit_failure: None,
             deadline: Instant::now(),
             bytes_in: 0,
@@ -204,6 +216,7 @@ impl OperatorFactory {
         };
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.limits);
+        store.set_hostcall_fuel(hostcall_fuel(&self.limits));
         store.epoch_deadline_callback(|ctx| {
             if Instant::now() >= ctx.data().deadline {
                 Err(wasmtime::Error::new(DeadlineExceeded))
@@ -454,6 +467,7 @@ impl OperatorInstance {
         data.deadline = Instant::now() + self.timeout;
         data.outputs.clear();
         data.out_bytes = 0;
+        data.out_rows = 0;
         data.emit_failure = None;
         data.call_pins.clear();
         data.stderr_mark = data.stderr.contents().len();
@@ -494,6 +508,9 @@ pub(crate) struct HostState {
     out_bytes: u64,
     out_bytes_max: u64,
     out_batches_max: u32,
+    /// Rows emitted during the current call, and the most allowed.
+    out_rows: u64,
+    out_rows_max: u64,
     emit_failure: Option<(CallErrorKind, String)>,
     deadline: Instant,
     bytes_in: u64,
@@ -569,18 +586,65 @@ fn stderr_tail(state: &HostState) -> Option<String> {
     Some(tail.chars().rev().take(2000).collect::<Vec<_>>().into_iter().rev().collect())
 }
 
+/// Hostcall fuel: the bytes (as wasmtime counts them) a guest may hand the
+/// host in one host call before wasmtime refuses to lift them. It must let
+/// through everything the limits allow (an emitted batch of up to
+/// `output_mb_per_call`, and the column and buffer lists around it), and
+/// never fall below wasmtime's own default, which the state and blob host
+/// calls, with their own smaller limits, rely on.
+pub const HOSTCALL_FUEL_MIN: usize = 128 << 20;
+
+/// Fuel beyond `output_mb_per_call` for the lists that describe a batch
+/// (wasmtime counts each lazily lifted list at the host's size of an element).
+const HOSTCALL_FUEL_SLACK: u64 = 16 << 20;
+
+fn hostcall_fuel(limits: &OperatorLimits) -> usize {
+    let wanted = limits.output_mb_per_call.saturating_mul(1 << 20).saturating_add(HOSTCALL_FUEL_SLACK);
+    usize::try_from(wanted).unwrap_or(usize::MAX).max(HOSTCALL_FUEL_MIN)
+}
+
+/// Whether `e` is wasmtime refusing to lift more than the hostcall fuel allows
+/// (its error type is private; its message is stable).
+fn is_fuel_exhausted(e: &wasmtime::Error) -> bool {
+    e.chain().any(|c| c.to_string().contains("fuel allocated for hostcalls has been exhausted"))
+}
+
+/// The message for a guest that handed the host more than the hostcall fuel in one call.
+fn fuel_message(what: &str, limits: &OperatorLimits) -> String {
+    format!(
+        "`{what}` handed the host more than {} MiB in one host call (limit `output_mb_per_call` = {} MiB)",
+        hostcall_fuel(limits) >> 20,
+        limits.output_mb_per_call
+    )
+}
+
 fn classify(label: &str, e: wasmtime::Error, what: &str, limits: &OperatorLimits, state: &HostState) -> CallError {
     let (kind, message) = if e.downcast_ref::<DeadlineExceeded>().is_some() {
         (
             CallErrorKind::Timeout,
-            format!("`{what}` ran past its deadline of {} ms and was interrupted", limits.call_timeout_ms),
+            format!(
+                "`{what}` ran past its deadline of {} ms and was interrupted (limit `call_timeout_ms`)",
+                limits.call_timeout_ms
+            ),
         )
+    } else if let Some(pool) = e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+        (
+            CallErrorKind::Trap,
+            format!(
+                "cannot make another operator instance: {pool}; a process holds at most {} operator instances \
+                 (`OPERATOR_INSTANCES_MAX`, plus {} spare slots for replacing failed ones)",
+                flumen_types::OPERATOR_INSTANCES_MAX,
+                flumen_types::INSTANCE_SLOTS_SPARE
+            ),
+        )
+    } else if is_fuel_exhausted(&e) {
+        (CallErrorKind::OutputLimit, fuel_message(what, limits))
     } else {
         let text = format!("{e:?}");
         if text.contains("forcing trap when growing memory") {
             (
                 CallErrorKind::MemoryLimit,
-                format!("`{what}` tried to grow memory past its cap of {} MiB", limits.memory_mb),
+                format!("`{what}` tried to grow memory past its cap of {} MiB (limit `memory_mb`)", limits.memory_mb),
             )
         } else {
             match stderr_tail(state) {
@@ -688,31 +752,46 @@ fn read_emitted(
         return Err(bad("an earlier emit in this call already failed".into()));
     }
     if data.outputs.len() as u64 >= u64::from(data.out_batches_max) {
-        return Err(limit(format!("emitted more than {} batches in one call", data.out_batches_max)));
+        return Err(limit(format!(
+            "emitted more than {} batches in one call (limit `output_batches_per_call`)",
+            data.out_batches_max
+        )));
+    }
+    if batch.num_rows > data.out_rows_max.saturating_sub(data.out_rows) {
+        return Err(limit(format!(
+            "emitted more than {} rows in one call (limit `output_rows_per_call`): a batch of {} rows after {}",
+            data.out_rows_max, batch.num_rows, data.out_rows
+        )));
     }
     let schema = data.output_schema.clone().ok_or_else(|| bad("emit before `open` returned".into()))?;
     let fields = data.output_fields;
     if batch.columns.len() != fields {
         return Err(bad(format!("{} columns for a schema of {fields} fields (pre-order)", batch.columns.len())));
     }
-    let columns: Vec<ColumnOut> = batch
-        .columns
-        .iter(&mut *store)
-        .map_err(|e| bad(e.to_string()))?
-        .collect::<wasmtime::Result<_>>()
-        .map_err(|e| bad(e.to_string()))?;
+    let out_limit = |e: wasmtime::Error, data: &HostState| {
+        if is_fuel_exhausted(&e) {
+            limit(format!(
+                "emitted more than {} MiB in one call (limit `output_mb_per_call`)",
+                data.out_bytes_max >> 20
+            ))
+        } else {
+            bad(e.to_string())
+        }
+    };
+    let columns: Vec<ColumnOut> = match batch.columns.iter(&mut *store).and_then(|c| c.collect()) {
+        Ok(c) => c,
+        Err(e) => return Err(out_limit(e, store.data())),
+    };
     let mut lists: Vec<EmittedColumn> = Vec::with_capacity(columns.len());
     let mut total: u64 = 0;
     for c in columns {
         if c.buffers.len() > BUFFERS_PER_COLUMN_MAX {
             return Err(bad(format!("{} buffers in one column (at most {BUFFERS_PER_COLUMN_MAX})", c.buffers.len())));
         }
-        let buffers: Vec<WasmList<u8>> = c
-            .buffers
-            .iter(&mut *store)
-            .map_err(|e| bad(e.to_string()))?
-            .collect::<wasmtime::Result<_>>()
-            .map_err(|e| bad(e.to_string()))?;
+        let buffers: Vec<WasmList<u8>> = match c.buffers.iter(&mut *store).and_then(|b| b.collect()) {
+            Ok(b) => b,
+            Err(e) => return Err(out_limit(e, store.data())),
+        };
         total += buffers.iter().map(|b| b.len() as u64).sum::<u64>();
         total += c.validity.as_ref().map_or(0, |v| v.bits.len() as u64);
         lists.push(EmittedColumn {
@@ -724,8 +803,12 @@ fn read_emitted(
     }
     let data = store.data();
     if data.out_bytes + total > data.out_bytes_max {
-        return Err(limit(format!("emitted more than {} MiB in one call", data.out_bytes_max >> 20)));
+        return Err(limit(format!(
+            "emitted more than {} MiB in one call (limit `output_mb_per_call`)",
+            data.out_bytes_max >> 20
+        )));
     }
+    let rows_max = data.out_rows_max;
     let parts = lists
         .into_iter()
         .map(|c| ColumnParts {
@@ -735,7 +818,10 @@ fn read_emitted(
             buffers: c.buffers.iter().map(|b| arrow_buffer::Buffer::from(b.as_le_slice(&*store))).collect(),
         })
         .collect();
-    let rb = flumen_batch::assemble_batch(&schema, batch.num_rows, parts).map_err(|e| bad(e.to_string()))?;
+    let rb = flumen_batch::assemble_batch_bounded(&schema, batch.num_rows, parts, rows_max).map_err(|e| match e {
+        flumen_batch::BatchError::TooManyRows { .. } => limit(format!("{e} (limit `output_rows_per_call`)")),
+        other => bad(other.to_string()),
+    })?;
     // References in blob columns must be this job's, and are pinned for as long as the batch lives.
     let rb = if flumen_blob::blob_columns(&schema).is_empty() {
         rb
@@ -750,6 +836,7 @@ fn read_emitted(
     };
     let data = store.data_mut();
     data.out_bytes += total;
+    data.out_rows += batch.num_rows;
     data.bytes_out += total;
     Ok(rb)
 }

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 pub use blobs::{BLOB_CALL_BYTES_MAX, BLOB_WRITER_BYTES_MAX, BlobScope};
 pub use inspect::inspect;
 pub use instance::{
-    BoundaryBytes, CAPABILITIES, Capabilities, GUEST_STDIO_BYTES_MAX, OpenContext, OperatorFactory, OperatorInstance,
+    BoundaryBytes, CAPABILITIES, Capabilities, GUEST_STDIO_BYTES_MAX, HOSTCALL_FUEL_MIN, OpenContext, OperatorFactory, OperatorInstance,
     WIT_VERSION,
 };
 pub use runtime::{COMPILE_TIMEOUT, EPOCH_TICK, LoadedComponent, RuntimeConfig, WASM_STACK_BYTES_MAX, WasmRuntime};
@@ -35,6 +35,9 @@ pub enum WasmError {
     Component { path: PathBuf, message: String },
     #[error("operator `{operator}`: component {message}")]
     World { operator: String, message: String },
+    /// A limit in the job spec that this host cannot honour.
+    #[error("operator `{operator}`: {message}")]
+    Limit { operator: String, message: String },
 }
 
 /// A failed call into an operator instance. The instance is poisoned: it is

@@ -33,8 +33,10 @@ pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
 pub struct RuntimeConfig {
     /// Where compiled components are cached; `None` keeps them in memory only.
     pub cache_dir: Option<PathBuf>,
-    /// Largest linear memory any instance may have, in bytes (per-operator
-    /// caps are set below it). Sizes the pooling allocator's slots.
+    /// Largest linear memory any instance may have, in bytes: an operator
+    /// whose `memory_mb` is above it is refused, never silently capped.
+    /// Sizes the pooling allocator's slots (each slot reserves 4 GiB of
+    /// address space, not memory, whatever this is).
     pub memory_bytes_max: usize,
     /// Instances that can live at once (pooling allocator slots).
     pub instances_max: u32,
@@ -42,7 +44,11 @@ pub struct RuntimeConfig {
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        Self { cache_dir: None, memory_bytes_max: 1 << 30, instances_max: 256 }
+        Self {
+            cache_dir: None,
+            memory_bytes_max: usize::try_from(flumen_types::MEMORY_MB_MAX << 20).unwrap_or(usize::MAX),
+            instances_max: flumen_types::OPERATOR_INSTANCES_MAX + flumen_types::INSTANCE_SLOTS_SPARE,
+        }
     }
 }
 

@@ -1,9 +1,14 @@
 //! Test guest: passes batches through, or misbehaves in the way its config's
 //! `mode` names, so the host's limits and checks can be tested against a real
 //! component. `after` delays the misbehaviour until that many batches passed.
+//! Some modes declare an output schema of their own at `open`: `null-rows`
+//! (one Null column), `no-columns`, `fixed-size-list-rows`, and `schema`,
+//! whose field type `shape` names (one a guest must not be able to declare).
 
 use flumen_sdk::bindings::flumen::dataflow::{output, types as wit};
-use flumen_sdk::{Context, Emitter, Error, Operator, RecordBatch, SchemaRef, export_operator};
+use std::sync::Arc;
+
+use flumen_sdk::{Context, DataType, Emitter, Error, Field, Operator, RecordBatch, Schema, SchemaRef, export_operator};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -15,6 +20,15 @@ struct Config {
     /// With `mode = "fail-rows"`: fail any batch containing this value in column `id`.
     #[serde(default)]
     poison: Option<i64>,
+    /// With `null-rows`, `no-columns`, `fixed-size-list-rows`: the row count to emit (default 2^40).
+    #[serde(default)]
+    rows: Option<u64>,
+    /// With `schema`: the type of the one field `open` declares (see `shape_type`).
+    #[serde(default)]
+    shape: Option<String>,
+    /// With `grow-to`: the MiB of linear memory to grow to (untouched pages, so cheap).
+    #[serde(default)]
+    mb: u64,
 }
 
 struct Misbehave {
@@ -24,6 +38,47 @@ struct Misbehave {
     seen: u64,
     poison: Option<i64>,
     hoard: Vec<Vec<u8>>,
+    rows: u64,
+    mb: u64,
+}
+
+/// The field type of a `schema` mode's `shape`: each one Arrow or a sink cannot handle.
+fn shape_type(shape: &str) -> Result<DataType, Error> {
+    use flumen_sdk::arrow_schema::TimeUnit;
+    Ok(match shape {
+        "time32-ns" => DataType::Time32(TimeUnit::Nanosecond),
+        "time32-us" => DataType::Time32(TimeUnit::Microsecond),
+        "time64-s" => DataType::Time64(TimeUnit::Second),
+        "time64-ms" => DataType::Time64(TimeUnit::Millisecond),
+        "fixed-size-binary-neg" => DataType::FixedSizeBinary(-5),
+        "fixed-size-list-neg" => DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Int8, true)), -1),
+        "decimal128-0-100" => DataType::Decimal128(0, 100),
+        "decimal128-10-20" => DataType::Decimal128(10, 20),
+        "decimal256-90-neg100" => DataType::Decimal256(90, -100),
+        "bad-tz" => DataType::Timestamp(TimeUnit::Millisecond, Some("Not/AZone".into())),
+        "nested-time32-ns" => DataType::List(Arc::new(Field::new(
+            "item",
+            DataType::Struct(vec![Field::new("t", DataType::Time32(TimeUnit::Nanosecond), true)].into()),
+            true,
+        ))),
+        // A valid one, for contrast.
+        "time32-ms" => DataType::Time32(TimeUnit::Millisecond),
+        other => return Err(Error::config(format!("misbehave: unknown shape `{other}`"))),
+    })
+}
+
+/// The output schema a mode declares, if it declares its own.
+fn own_schema(config: &Config) -> Result<Option<SchemaRef>, Error> {
+    let field = |t: DataType| Some(Arc::new(Schema::new(vec![Field::new("x", t, true)])));
+    Ok(match config.mode.as_str() {
+        "null-rows" => field(DataType::Null),
+        "no-columns" => Some(Arc::new(Schema::empty())),
+        "fixed-size-list-rows" => {
+            field(DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Int8, true)), i32::MAX))
+        }
+        "schema" => field(shape_type(config.shape.as_deref().unwrap_or(""))?),
+        _ => None,
+    })
 }
 
 impl Operator for Misbehave {
@@ -36,13 +91,19 @@ impl Operator for Misbehave {
         if config.mode == "trap-open" {
             panic!("misbehave: trapping in open");
         }
+        let schema = match own_schema(&config)? {
+            Some(schema) => schema,
+            None => ctx.input(0)?.clone(),
+        };
         Ok(Self {
-            schema: ctx.input(0)?.clone(),
+            schema,
             mode: config.mode,
             after: config.after,
             seen: 0,
             poison: config.poison,
             hoard: Vec::new(),
+            rows: config.rows.unwrap_or(1 << 40),
+            mb: config.mb,
         })
     }
 
@@ -86,6 +147,32 @@ impl Operator for Misbehave {
                 let _ = deep(0);
                 Ok(())
             }
+            "grow-to" => {
+                let page = 64 * 1024;
+                let want = (self.mb as usize * (1 << 20)).div_ceil(page);
+                let have = core::arch::wasm32::memory_size(0);
+                if want > have && core::arch::wasm32::memory_grow(0, want - have) == usize::MAX {
+                    return Err(Error::new(flumen_sdk::ErrorKind::Limit, format!("misbehave: cannot grow to {} MiB", self.mb)));
+                }
+                out.emit(&batch)
+            }
+            // Rows that cost no bytes: a Null column, or no column at all.
+            "null-rows" => {
+                let none: [&[u8]; 0] = [];
+                let columns = [wit::ColumnParam { len: self.rows, offset: 0, validity: None, buffers: &none }];
+                output::emit(wit::BatchParam { num_rows: self.rows, columns: &columns }).map_err(Into::into)
+            }
+            "no-columns" => output::emit(wit::BatchParam { num_rows: self.rows, columns: &[] }).map_err(Into::into),
+            // A list of i32::MAX int8s per row, and an empty child: its length must be checked without overflow.
+            "fixed-size-list-rows" => {
+                let none: [&[u8]; 0] = [];
+                let empty: [&[u8]; 1] = [&[]];
+                let columns = [
+                    wit::ColumnParam { len: self.rows, offset: 0, validity: None, buffers: &none },
+                    wit::ColumnParam { len: 0, offset: 0, validity: None, buffers: &empty },
+                ];
+                output::emit(wit::BatchParam { num_rows: self.rows, columns: &columns }).map_err(Into::into)
+            }
             "grow" => loop {
                 self.hoard.push(vec![1u8; 16 << 20]);
             },
@@ -107,7 +194,7 @@ impl Operator for Misbehave {
             "wrong-schema" => {
                 let other = RecordBatch::try_from_iter([(
                     "unexpected",
-                    std::sync::Arc::new(flumen_sdk::arrow_array::Float64Array::from(vec![1.0])) as flumen_sdk::ArrayRef,
+                    Arc::new(flumen_sdk::arrow_array::Float64Array::from(vec![1.0])) as flumen_sdk::ArrayRef,
                 )])?;
                 out.emit(&other)
             }
