@@ -80,12 +80,14 @@ async fn rows_within_the_row_limit_still_flow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lower_row_limit_is_named_in_the_error() {
     let job = emitting_job("null-rows", ", rows = 1000", "csv");
-    let text = std::fs::read_to_string(&job.path).unwrap().replace(
-        "inputs = [\"in\"]\nconfig",
-        "inputs = [\"in\"]\nlimits = { output_rows_per_call = 999 }\nconfig",
-    );
+    let text = std::fs::read_to_string(&job.path)
+        .unwrap()
+        .replace("inputs = [\"in\"]\nconfig", "inputs = [\"in\"]\nlimits = { output_rows_per_call = 999 }\nconfig");
     std::fs::write(&job.path, text).unwrap();
-    assert_contains(&job.run_err().await, &["operator op[0]", "more than 999 rows in one call", "output_rows_per_call"]);
+    assert_contains(
+        &job.run_err().await,
+        &["operator op[0]", "more than 999 rows in one call", "output_rows_per_call"],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,9 +97,10 @@ async fn fixed_size_list_lengths_are_checked_without_overflow() {
     assert_contains(&err, &["operator op[0]", "`output_rows_per_call`"]);
     // …and with the cap raised to 2^40, rows × width overflows: refused, not a panic.
     let job = emitting_job("fixed-size-list-rows", "", "jsonl");
-    let text = std::fs::read_to_string(&job.path)
-        .unwrap()
-        .replace("inputs = [\"in\"]\nconfig", "inputs = [\"in\"]\nlimits = { output_rows_per_call = 1099511627776 }\nconfig");
+    let text = std::fs::read_to_string(&job.path).unwrap().replace(
+        "inputs = [\"in\"]\nconfig",
+        "inputs = [\"in\"]\nlimits = { output_rows_per_call = 1099511627776 }\nconfig",
+    );
     std::fs::write(&job.path, text).unwrap();
     let err = job.run_err().await;
     assert_contains(&err, &["operator op[0]", "malformed batch", "column `x`", "out of range"]);
@@ -118,7 +121,10 @@ const BAD_SHAPES: &[(&str, &str)] = &[
 ];
 
 fn schema_job(shape: &str) -> Job {
-    one_operator(&format!("plugin = \"{{guest:misbehave}}\"\nconfig = {{ mode = \"schema\", shape = \"{shape}\" }}"), 10)
+    one_operator(
+        &format!("plugin = \"{{guest:misbehave}}\"\nconfig = {{ mode = \"schema\", shape = \"{shape}\" }}"),
+        10,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,33 +148,39 @@ fn flumen_plan_refuses_a_bad_guest_schema() {
     assert_contains(&String::from_utf8_lossy(&out.stderr), &["op[0]", "field `x`", "time32 holds only"]);
 }
 
-/// generator (one row of a `mb` MiB utf8 value) → passthrough → blackhole.
+/// csv → `make` (misbehave: one row of a `mb` MiB binary value per batch) →
+/// `pass` (a pass-through operator) → blackhole. Both operators emit the big column.
 fn big_value_job(mb: u64, limits: &str) -> Job {
     Job::new(&format!(
         r#"
 [job]
 name = "big"
-batch_rows = 1
 
 [[source]]
-id = "gen"
-kind = "generator"
-rows = 1
-columns = [{{ name = "s", gen = "string", len = {} }}]
+id = "in"
+kind = "csv"
+path = "input.csv"
+
+[[operator]]
+id = "make"
+plugin = "{{guest:misbehave}}"
+inputs = ["in"]
+config = {{ mode = "big-value", mb = {mb} }}
+limits = {{ memory_mb = 640 }}
 
 [[operator]]
 id = "pass"
 plugin = "{{guest:passthrough}}"
-inputs = ["gen"]
+inputs = ["make"]
 limits = {{ memory_mb = 640 {limits} }}
 
 [[sink]]
 id = "out"
 kind = "blackhole"
 inputs = ["pass"]
-"#,
-        mb << 20
+"#
     ))
+    .with_ids_csv(1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,7 +241,11 @@ fn inspect_refuses_a_forged_section_length_without_allocating_it() {
             .unwrap()
     };
     let ok = inspect(&guest("passthrough"));
-    assert!(ok.status.success(), "a valid component inspects within the limit: {}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "a valid component inspects within the limit: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let out = inspect(&path);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");

@@ -233,17 +233,20 @@ fn check_type(name: &str, data_type: &DataType) -> Result<(), BatchError> {
         }
         DataType::FixedSizeBinary(n) if *n < 0 => Err(bad(format!("byte width {n} is negative"))),
         DataType::FixedSizeList(_, n) if *n < 0 => Err(bad(format!("list size {n} is negative"))),
-        DataType::Decimal128(p, s) => arrow_array::types::validate_decimal_precision_and_scale::<Decimal128Type>(*p, *s)
-            .map_err(|e| bad(e.to_string())),
-        DataType::Decimal256(p, s) => arrow_array::types::validate_decimal_precision_and_scale::<Decimal256Type>(*p, *s)
-            .map_err(|e| bad(e.to_string())),
+        DataType::Decimal128(p, s) => {
+            arrow_array::types::validate_decimal_precision_and_scale::<Decimal128Type>(*p, *s)
+                .map_err(|e| bad(e.to_string()))
+        }
+        DataType::Decimal256(p, s) => {
+            arrow_array::types::validate_decimal_precision_and_scale::<Decimal256Type>(*p, *s)
+                .map_err(|e| bad(e.to_string()))
+        }
         // Without the tz database (in a guest) only fixed offsets would parse:
         // names are left to the host, which has it.
         #[cfg(feature = "tz-names")]
-        DataType::Timestamp(_, Some(tz)) => tz
-            .parse::<arrow_array::timezone::Tz>()
-            .map(|_| ())
-            .map_err(|e| bad(format!("time zone `{tz}`: {e}"))),
+        DataType::Timestamp(_, Some(tz)) => {
+            tz.parse::<arrow_array::timezone::Tz>().map(|_| ()).map_err(|e| bad(format!("time zone `{tz}`: {e}")))
+        }
         _ => Ok(()),
     }
 }

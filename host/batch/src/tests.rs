@@ -254,7 +254,8 @@ fn schemas_arrow_or_the_sinks_cannot_handle_are_refused() {
     list.children = 1;
     let err = unflatten_schema(vec![list, flat("item", DataType::Int8)], HashMap::new()).unwrap_err();
     assert!(err.to_string().contains("list size -1 is negative"), "{err}");
-    let nested = Schema::new(vec![Field::new_struct("s", vec![Field::new("t", DataType::Time32(Nanosecond), true)], true)]);
+    let nested =
+        Schema::new(vec![Field::new_struct("s", vec![Field::new("t", DataType::Time32(Nanosecond), true)], true)]);
     assert!(validate_schema(&nested).unwrap_err().to_string().contains("field `t`"));
     // What Arrow handles is accepted.
     for data_type in [
@@ -268,7 +269,8 @@ fn schemas_arrow_or_the_sinks_cannot_handle_are_refused() {
         DataType::Timestamp(Millisecond, Some("Europe/Paris".into())),
         DataType::Timestamp(Nanosecond, None),
     ] {
-        unflatten_schema(vec![flat("x", data_type.clone())], HashMap::new()).unwrap_or_else(|e| panic!("{data_type}: {e}"));
+        unflatten_schema(vec![flat("x", data_type.clone())], HashMap::new())
+            .unwrap_or_else(|e| panic!("{data_type}: {e}"));
     }
 }
 
@@ -312,6 +314,7 @@ fn fixed_size_widths_times_rows_cannot_overflow() {
     let err = assemble_batch(&fsl, 1 << 40, parts).unwrap_err();
     assert!(err.to_string().contains("column `f`") && err.to_string().contains("out of range"), "{err}");
     let fsb = Arc::new(Schema::new(vec![Field::new("b", DataType::FixedSizeBinary(i32::MAX), true)]));
-    let parts = vec![ColumnParts { len: 1 << 30, offset: 0, validity: None, buffers: vec![Buffer::from(vec![0u8; 8])] }];
+    let parts =
+        vec![ColumnParts { len: 1 << 30, offset: 0, validity: None, buffers: vec![Buffer::from(vec![0u8; 8])] }];
     assert!(assemble_batch(&fsb, 1 << 30, parts).unwrap_err().to_string().contains("out of range"));
 }

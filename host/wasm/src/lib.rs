@@ -17,8 +17,8 @@ use std::path::PathBuf;
 pub use blobs::{BLOB_CALL_BYTES_MAX, BLOB_WRITER_BYTES_MAX, BlobScope};
 pub use inspect::inspect;
 pub use instance::{
-    BoundaryBytes, CAPABILITIES, Capabilities, GUEST_STDIO_BYTES_MAX, HOSTCALL_FUEL_MIN, OpenContext, OperatorFactory, OperatorInstance,
-    WIT_VERSION,
+    BoundaryBytes, CAPABILITIES, Capabilities, GUEST_STDIO_BYTES_MAX, HOSTCALL_FUEL_MIN, OpenContext, OperatorFactory,
+    OperatorInstance, WIT_VERSION,
 };
 pub use runtime::{COMPILE_TIMEOUT, EPOCH_TICK, LoadedComponent, RuntimeConfig, WASM_STACK_BYTES_MAX, WasmRuntime};
 pub use state::{

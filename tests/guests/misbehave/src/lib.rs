@@ -2,7 +2,8 @@
 //! `mode` names, so the host's limits and checks can be tested against a real
 //! component. `after` delays the misbehaviour until that many batches passed.
 //! Some modes declare an output schema of their own at `open`: `null-rows`
-//! (one Null column), `no-columns`, `fixed-size-list-rows`, and `schema`,
+//! (one Null column), `no-columns`, `fixed-size-list-rows`, `big-value` (one
+//! binary column), and `schema`,
 //! whose field type `shape` names (one a guest must not be able to declare).
 
 use flumen_sdk::bindings::flumen::dataflow::{output, types as wit};
@@ -26,7 +27,8 @@ struct Config {
     /// With `schema`: the type of the one field `open` declares (see `shape_type`).
     #[serde(default)]
     shape: Option<String>,
-    /// With `grow-to`: the MiB of linear memory to grow to (untouched pages, so cheap).
+    /// With `grow-to`: the MiB of linear memory to grow to (untouched pages, so cheap);
+    /// with `big-value`: the size of the value.
     #[serde(default)]
     mb: u64,
 }
@@ -77,6 +79,7 @@ fn own_schema(config: &Config) -> Result<Option<SchemaRef>, Error> {
             field(DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Int8, true)), i32::MAX))
         }
         "schema" => field(shape_type(config.shape.as_deref().unwrap_or(""))?),
+        "big-value" => field(DataType::Binary),
         _ => None,
     })
 }
@@ -152,9 +155,20 @@ impl Operator for Misbehave {
                 let want = (self.mb as usize * (1 << 20)).div_ceil(page);
                 let have = core::arch::wasm32::memory_size(0);
                 if want > have && core::arch::wasm32::memory_grow(0, want - have) == usize::MAX {
-                    return Err(Error::new(flumen_sdk::ErrorKind::Limit, format!("misbehave: cannot grow to {} MiB", self.mb)));
+                    return Err(Error::new(
+                        flumen_sdk::ErrorKind::Limit,
+                        format!("misbehave: cannot grow to {} MiB", self.mb),
+                    ));
                 }
                 out.emit(&batch)
+            }
+            // One row whose one binary value is `mb` MiB: a legitimate big column.
+            "big-value" => {
+                let len = self.mb as usize * (1 << 20);
+                let value = vec![b'x'; len];
+                let buffers: [&[u8]; 2] = [&offsets(&[0, len as i32]), &value];
+                let columns = [wit::ColumnParam { len: 1, offset: 0, validity: None, buffers: &buffers }];
+                output::emit(wit::BatchParam { num_rows: 1, columns: &columns }).map_err(Into::into)
             }
             // Rows that cost no bytes: a Null column, or no column at all.
             "null-rows" => {
