@@ -824,6 +824,28 @@ mod tests {
         assert_eq!(again.checkpoint, Some(2));
     }
 
+    /// A machine that lost its directory still continues ids above every id the store listed,
+    /// damaged ones included; a start from scratch deletes the store's manifests.
+    #[tokio::test]
+    async fn ids_the_store_listed_are_not_handed_out_again() {
+        let mut fx = fixture();
+        let m1 = checkpoint(&fx.local, 1, &[], b"one");
+        fx.remote.upload_checkpoint(&fx.local, &m1).await.unwrap();
+        let m2 = checkpoint(&fx.local, 2, &files_of(&m1), b"two");
+        fx.remote.upload_checkpoint(&fx.local, &m2).await.unwrap();
+        std::fs::write(fx.remote_file(&checkpoint_file_name(2, "state")), b"TWO").unwrap();
+
+        fx.lose_local_disk();
+        let fresh = RemoteStore::open(fx.remote.url()).unwrap();
+        let got = fresh.download_latest(&fx.local, REGION).await.unwrap();
+        assert_eq!(got.checkpoint, Some(1));
+        assert_eq!(got.newest_seen, 2, "{got:?}");
+        assert_eq!(fx.local.reserve_ids(REGION, got.newest_seen).unwrap(), 2);
+
+        assert_eq!(fresh.discard_all(REGION).await.unwrap(), [1]);
+        assert!(!fresh.has_checkpoints().await.unwrap());
+    }
+
     #[tokio::test]
     async fn a_damaged_remote_file_falls_back_to_the_previous_checkpoint() {
         for (damage, says) in [
