@@ -1,6 +1,7 @@
 //! Exactly-once under faults: SIGKILL at random moments, a crash at each step
 //! of two-phase commit, regional failover, unaligned checkpoints under
-//! backpressure, damaged checkpoint files, and stop-then-resume.
+//! backpressure, damaged checkpoint files (shared files, damaged manifests
+//! with the highest ids, nothing intact left), and stop-then-resume.
 //!
 //! Every job reads `(key, seq)` rows from a generator (`key = row % K`,
 //! `seq = row / K`), counts rows per key in host state (`keyed-counter`) and
@@ -22,7 +23,25 @@ const KEYS: u64 = 16;
 
 /// A generator → keyed-counter → JSONL job with checkpoints.
 pub(crate) fn counting_job(rows: u64, rate: u64, extra_checkpoint: &str, counter_config: &str, operator_p: u32) -> Job {
-    Job::new(&format!(
+    Job::new(&counting_job_text(
+        rows,
+        rate,
+        &format!("retain = 2\n{extra_checkpoint}"),
+        counter_config,
+        operator_p,
+        KEYS,
+    ))
+}
+
+fn counting_job_text(
+    rows: u64,
+    rate: u64,
+    extra_checkpoint: &str,
+    counter_config: &str,
+    operator_p: u32,
+    keys: u64,
+) -> String {
+    format!(
         r#"
 [job]
 name = "exactly-once"
@@ -32,7 +51,6 @@ channel_capacity = 4
 [checkpoint]
 interval_ms = 80
 dir = "ck"
-retain = 2
 {extra_checkpoint}
 
 [restart]
@@ -46,8 +64,8 @@ parallelism = 1
 rows = {rows}
 rows_per_second = {rate}
 columns = [
-  {{ name = "key", gen = "modulo", modulus = {KEYS} }},
-  {{ name = "seq", gen = "divide", divisor = {KEYS} }},
+  {{ name = "key", gen = "modulo", modulus = {keys} }},
+  {{ name = "seq", gen = "divide", divisor = {keys} }},
 ]
 
 [[operator]]
@@ -65,7 +83,7 @@ path = "out"
 parallelism = {operator_p}
 inputs = ["count"]
 "#
-    ))
+    )
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -530,4 +548,272 @@ fn guest_snapshots_survive_a_kill() {
     resume_to_completion(&job);
     let o = check(&job.file("out"), rows, "memory", true);
     assert!(o.clean() && o.rows == rows, "{o:?}");
+}
+
+/// The region directory of a single-region job's checkpoints, once there is one.
+fn find_region(job: &Job) -> Option<PathBuf> {
+    std::fs::read_dir(job.file("ck"))
+        .ok()?
+        .flatten()
+        .find(|e| e.file_type().is_ok_and(|t| t.is_dir()) && !e.file_name().to_string_lossy().starts_with('.'))
+        .map(|e| e.path())
+}
+
+fn region_dir(job: &Job) -> PathBuf {
+    find_region(job).expect("a region directory")
+}
+
+/// The manifests in a region directory (not quarantined ones): checkpoint id and path, oldest first.
+fn manifests_of(region: &Path) -> Vec<(u64, PathBuf)> {
+    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(region)
+        .map(|d| d.flatten().collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let id = name.strip_prefix("chk-")?.strip_suffix(".json")?.parse().ok()?;
+            Some((id, e.path()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// The manifest's content (inside its checksum envelope).
+fn manifest_json(path: &Path) -> serde_json::Value {
+    let envelope: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    envelope["manifest"].clone()
+}
+
+/// Every file a manifest references: (name, checkpoint it was written for).
+fn referenced_files(manifest: &serde_json::Value) -> Vec<(String, u64)> {
+    let mut files = Vec::new();
+    for p in manifest["participants"].as_object().unwrap().values() {
+        for f in p["files"].as_array().unwrap() {
+            files.push((f["name"].as_str().unwrap().to_owned(), f["checkpoint"].as_u64().unwrap()));
+        }
+    }
+    files
+}
+
+/// The committed part files of a sink directory, name → bytes.
+fn published_parts(out: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(out)
+        .map(|d| d.flatten().collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("part-"))
+        .map(|e| (e.file_name().to_string_lossy().to_string(), std::fs::read(e.path()).unwrap()))
+        .collect()
+}
+
+/// The checkpoint id in a part file name, `part-<subtask>-<checkpoint>.jsonl`.
+fn part_checkpoint(name: &str) -> u64 {
+    name.trim_end_matches(".jsonl").rsplit('-').next().unwrap().parse().unwrap()
+}
+
+/// Polls until `ready` holds or the child ends (bounded), then SIGKILLs it if it still runs.
+/// Returns whether `ready` held.
+fn kill_once(mut child: Child, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut held = false;
+    while Instant::now() < deadline {
+        if ready() {
+            held = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if child.try_wait().unwrap().is_none() {
+        child.kill().unwrap();
+    }
+    let _ = child.wait();
+    held
+}
+
+/// `flumen run --resume --from-scratch job.toml`.
+fn flumen_from_scratch(job: &Job) -> Command {
+    let mut cmd = flumen(job, true);
+    cmd.arg("--from-scratch");
+    cmd
+}
+
+/// Issue item 6: a state file shared by two checkpoints (a chain's delta or base) is damaged.
+/// Both checkpoints are quarantined, the one before them restored, and the ids of the damaged
+/// ones are never handed out again — so no rewritten file can make an old manifest verify
+/// again, and a later kill and resume neither wedges nor loses or duplicates output.
+#[test]
+fn a_damaged_shared_file_never_lets_checkpoint_ids_be_reused() {
+    // Many keys: each checkpoint changes a few of them, so state chains are several deltas long
+    // and a file is shared by the checkpoints of its chain.
+    let (rows, keys) = (60_000u64, 4096u64);
+    let job = Job::new(&counting_job_text(rows, 8000, "retain = 1000", "", 1, keys));
+    // Kill once the newest checkpoint shares a file with the one before it, and an older
+    // checkpoint that does not share it exists.
+    let shared_file = |region: &Path| -> Option<(String, u64, u64)> {
+        let (newest, path) = manifests_of(region).last().cloned()?;
+        let m = manifest_json(&path);
+        let (name, written) = referenced_files(&m).into_iter().filter(|(_, c)| *c < newest).max_by_key(|f| f.1)?;
+        (written >= 2).then_some((name, written, newest))
+    };
+    let mut resume = false;
+    let mut found = None;
+    for _ in 0..5 {
+        kill_once(flumen(&job, resume).spawn().unwrap(), || {
+            find_region(&job).is_some_and(|r| shared_file(&r).is_some())
+        });
+        resume = true;
+        // A checkpoint may have completed between the check and the kill: look again.
+        found = shared_file(&region_dir(&job));
+        if found.is_some() {
+            break;
+        }
+    }
+    let (victim, first_damaged, newest) = found.expect("a file shared by two checkpoints");
+    let region = region_dir(&job);
+    let path = region.join("files").join(&victim);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let i = bytes.len() / 2;
+    bytes[i] ^= 0x10;
+    std::fs::write(&path, bytes).unwrap();
+    let damaged: Vec<u64> = (first_damaged..=newest).collect();
+
+    // Resume; kill once it wrote a checkpoint of its own.
+    let started = std::time::SystemTime::now();
+    let wrote_one = kill_once(flumen(&job, true).spawn().unwrap(), || {
+        manifests_of(&region)
+            .iter()
+            .any(|(_, p)| std::fs::metadata(p).and_then(|m| m.modified()).is_ok_and(|t| t > started))
+    });
+    let after: Vec<u64> = manifests_of(&region).iter().map(|m| m.0).collect();
+    assert!(wrote_one || after.iter().any(|&c| c > newest), "the resumed run wrote no checkpoint: {after:?}");
+    let reused: Vec<u64> = after.iter().copied().filter(|c| damaged.contains(c)).collect();
+    assert!(reused.is_empty(), "checkpoint ids {reused:?} of damaged checkpoints were used again: {after:?}");
+    for c in &damaged {
+        let quarantined = region.join(".quarantine").join(format!("chk-{c:012}.json"));
+        assert!(quarantined.is_file(), "damaged checkpoint {c} is not in quarantine");
+    }
+    assert!(after.contains(&(first_damaged - 1)), "the checkpoint before the damage is restored and kept: {after:?}");
+    let parts = published_parts(&job.file("out"));
+    let reused_parts: Vec<&String> = parts.keys().filter(|n| damaged.contains(&part_checkpoint(n))).collect();
+    assert!(reused_parts.is_empty(), "part files carry ids of damaged checkpoints: {reused_parts:?}");
+
+    let text = resume_to_completion(&job);
+    assert!(!text.contains("is lost"), "{text}");
+    let expected: HashSet<(i64, i64)> = (0..rows).map(|r| ((r % keys) as i64, (r / keys) as i64)).collect();
+    let o = check_against(&job.file("out"), &expected, "shared file", true);
+    assert!(o.clean() && o.rows == rows, "{o:?}");
+}
+
+/// Issue item 7: damaged manifests that still parse hold the highest ids. They are quarantined
+/// on resume, new checkpoints get higher ids and are kept by retention, and a later kill resumes
+/// from one of them — not from the beginning.
+#[test]
+fn damaged_manifests_with_the_highest_ids_do_not_displace_new_checkpoints() {
+    let rows = 12_000;
+    let job = counting_job(rows, 4000, "", "", 1);
+    let ck = job.file("ck");
+    let started = kill_once(flumen(&job, false).spawn().unwrap(), || {
+        find_region(&job).is_some_and(|r| manifests_of(&r).len() >= 2)
+    });
+    assert!(started, "no two checkpoints before the job ended");
+    let region = region_dir(&job);
+    let (newest, path) = manifests_of(&region).last().cloned().unwrap();
+    // Two manifests far above it, checksums right, referencing a file that is not there.
+    let mut crafted: flumen_state::Manifest = serde_json::from_value(manifest_json(&path)).unwrap();
+    let store = flumen_state::CheckpointStore::open(&ck).unwrap();
+    let highest = newest + 101;
+    for id in [newest + 100, highest] {
+        crafted.checkpoint = id;
+        for p in crafted.participants.values_mut() {
+            for f in &mut p.files {
+                f.name = format!("c{id:012}-gone");
+                f.checkpoint = id;
+            }
+        }
+        store.write_manifest(&crafted).unwrap();
+    }
+
+    // Resume; kill once output was committed after the resume.
+    let before = published_parts(&job.file("out")).len();
+    kill_once(flumen(&job, true).spawn().unwrap(), || published_parts(&job.file("out")).len() > before + 1);
+    let kept: Vec<u64> = manifests_of(&region).iter().map(|m| m.0).collect();
+    assert!(
+        kept.iter().any(|&c| c > highest),
+        "no checkpoint newer than the damaged ones was kept (retention deleted them?): {kept:?}"
+    );
+    assert!(!kept.contains(&highest) && !kept.contains(&(newest + 100)), "damaged manifests still in place: {kept:?}");
+    let committed = published_parts(&job.file("out"));
+
+    let text = resume_to_completion(&job);
+    assert!(!text.contains("starting over"), "{text}");
+    let after = published_parts(&job.file("out"));
+    for (name, bytes) in &committed {
+        assert_eq!(after.get(name), Some(bytes), "{name}, committed before the kill, was removed or rewritten");
+    }
+    let o = check(&job.file("out"), rows, "highest ids damaged", true);
+    assert!(o.clean() && o.rows == rows, "{o:?}");
+}
+
+/// Issue item 8: every kept checkpoint is damaged. `--resume` refuses with exit 2, naming the
+/// checkpoint directory, each refused manifest and why, and the `--from-scratch` flag; the
+/// committed output is untouched (also on a second try, once the manifests are quarantined).
+/// With `--from-scratch` it starts over, says what it removed, and the output is exactly once.
+#[test]
+fn resume_with_nothing_intact_refuses_and_from_scratch_starts_over() {
+    let rows = 3000;
+    let job = counting_job(rows, 2500, "", "", 2);
+    let ck = job.file("ck");
+    let started = kill_once(flumen(&job, false).spawn().unwrap(), || {
+        find_region(&job).is_some_and(|r| manifests_of(&r).len() >= 2)
+    });
+    assert!(started, "no two checkpoints before the job ended");
+    let region = region_dir(&job);
+    let manifests = manifests_of(&region);
+    for (_, path) in &manifests {
+        let mut bytes = std::fs::read(path).unwrap();
+        let i = bytes.len() / 2;
+        bytes[i] ^= 0x10;
+        std::fs::write(path, bytes).unwrap();
+    }
+    let committed = published_parts(&job.file("out"));
+    assert!(!committed.is_empty(), "nothing was committed before the kill");
+
+    for attempt in ["first", "second"] {
+        let (code, text) = finish(flumen(&job, true).spawn().unwrap(), "resume");
+        assert_eq!(code, 2, "{attempt} resume: {text}");
+        assert!(text.contains("no intact checkpoint"), "{attempt}: {text}");
+        assert!(text.contains(&ck.display().to_string()), "{attempt}: the checkpoint directory is not named: {text}");
+        assert!(text.contains("--resume --from-scratch"), "{attempt}: {text}");
+        for (_, path) in &manifests {
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            assert!(text.contains(&name), "{attempt}: {name} is not named: {text}");
+        }
+        assert_eq!(published_parts(&job.file("out")), committed, "{attempt}: committed output was changed");
+    }
+    assert!(text_of_first_reason(&region).contains("checksum") || text_of_first_reason(&region).contains("manifest"));
+
+    let (code, text) = finish(flumen_from_scratch(&job).spawn().unwrap(), "from scratch");
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("from scratch") && text.contains("removed"), "it did not say what it removed: {text}");
+    let o = check(&job.file("out"), rows, "from scratch", true);
+    assert!(o.clean() && o.rows == rows, "{o:?}");
+    // The new checkpoints are numbered above the damaged ones.
+    let newest_damaged = manifests.last().unwrap().0;
+    assert!(manifests_of(&region).iter().all(|m| m.0 > newest_damaged), "{:?}", manifests_of(&region));
+}
+
+/// The reason recorded beside the first quarantined manifest.
+fn text_of_first_reason(region: &Path) -> String {
+    let mut reasons: Vec<PathBuf> = std::fs::read_dir(region.join(".quarantine"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".reason"))
+        .collect();
+    reasons.sort();
+    std::fs::read_to_string(reasons.first().expect("a quarantine reason")).unwrap()
 }

@@ -31,9 +31,18 @@ enum Command {
         #[arg(long)]
         quiet: bool,
         /// Continue from the job's latest checkpoint (after a crash, a kill or
-        /// a stop with Ctrl-C) instead of starting over.
+        /// a stop with Ctrl-C) instead of starting over. Damaged checkpoints are
+        /// moved into `<checkpoint dir>/<region>/.quarantine/`; when a region has
+        /// none intact left, it refuses (exit 2) rather than delete committed
+        /// output, unless --from-scratch is given too.
         #[arg(long)]
         resume: bool,
+        /// Allow starting over: deletes the job's checkpoints and the committed
+        /// part files of its exactly-once sinks, and says what it removed. Alone,
+        /// every region starts over; with --resume, only regions that have no
+        /// intact checkpoint do.
+        #[arg(long)]
+        from_scratch: bool,
     },
     /// Validate a job and print its plan: nodes, edges, regions and schemas.
     Plan {
@@ -81,7 +90,9 @@ fn main() -> ExitCode {
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { job, plugins, quiet, resume } => runtime()?.block_on(run(job, plugins, quiet, resume)),
+        Command::Run { job, plugins, quiet, resume, from_scratch } => {
+            runtime()?.block_on(run(job, plugins, quiet, flumen_engine::RunOptions { resume, from_scratch }))
+        }
         Command::Plan { job, plugins } => runtime()?.block_on(async {
             let engine = engine(plugins)?;
             let prepared = match engine.prepare(&job).await {
@@ -131,7 +142,12 @@ fn cache_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/flumen"))
 }
 
-async fn run(job: PathBuf, plugins: PluginArgs, quiet: bool, resume: bool) -> anyhow::Result<ExitCode> {
+async fn run(
+    job: PathBuf,
+    plugins: PluginArgs,
+    quiet: bool,
+    options: flumen_engine::RunOptions,
+) -> anyhow::Result<ExitCode> {
     let engine = engine(plugins)?;
     let prepared = match engine.prepare(&job).await {
         Ok(p) => p,
@@ -169,7 +185,7 @@ async fn run(job: PathBuf, plugins: PluginArgs, quiet: bool, resume: bool) -> an
             std::future::pending::<()>().await;
         }
     };
-    let result = prepared.run_with(flumen_engine::RunOptions { resume }, stop).await;
+    let result = prepared.run_with(options, stop).await;
     progress.abort();
     if show_progress {
         eprint!("\r\x1b[2K");

@@ -47,6 +47,13 @@ pub struct RunOptions {
     /// Continue from the latest intact checkpoint of each region instead of
     /// starting over (refused without `[checkpoint]`).
     pub resume: bool,
+    /// Starting a region over may delete what an earlier run left: its
+    /// checkpoints and the committed part files of its exactly-once sinks.
+    /// Without `resume`, every region starts over; with it, only a region
+    /// with no intact checkpoint does. Without this flag, a start from
+    /// nothing that would delete committed output or damaged checkpoints is
+    /// refused ([`EngineError::Resume`]), naming what is in the way.
+    pub from_scratch: bool,
 }
 
 /// What a payload of an acknowledgement holds.
@@ -127,20 +134,21 @@ impl PreparedJob {
         let base_dir = spec.base_dir();
 
         let checkpoints = match spec.checkpoint_dir() {
-            None if options.resume => {
+            None if options.resume || options.from_scratch => {
                 return Err(EngineError::Resume(format!(
-                    "{}: --resume needs a [checkpoint] table in the job spec",
-                    spec.path.display()
+                    "{}: --{} needs a [checkpoint] table in the job spec",
+                    spec.path.display(),
+                    if options.resume { "resume" } else { "from-scratch" }
                 )));
             }
             None => None,
             Some(dir) => {
                 let store = CheckpointStore::open(&dir).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
                 let earlier = store.has_checkpoints().map_err(|e| EngineError::Checkpoint(e.to_string()))?;
-                if earlier && !options.resume {
+                if earlier && !options.resume && !options.from_scratch {
                     return Err(EngineError::Resume(format!(
                         "{} holds checkpoints of an earlier run of this job; pass --resume to continue it, or \
-                         delete that directory to start over",
+                         --from-scratch to start over (this deletes its checkpoints and committed output)",
                         dir.display()
                     )));
                 }
@@ -152,11 +160,12 @@ impl PreparedJob {
             Some(url) => {
                 let remote = RemoteStore::open(&url).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
                 if !options.resume
+                    && !options.from_scratch
                     && remote.has_checkpoints().await.map_err(|e| EngineError::Checkpoint(e.to_string()))?
                 {
                     return Err(EngineError::Resume(format!(
                         "{url} holds checkpoints of an earlier run of this job; pass --resume to continue it, or \
-                         delete them to start over"
+                         --from-scratch to start over (this deletes its checkpoints and committed output)"
                     )));
                 }
                 Some(Arc::new(remote))
@@ -235,8 +244,14 @@ impl PreparedJob {
             let nodes: Vec<RunNode> = region.nodes.iter().filter_map(|&i| run_nodes[i].take()).collect();
             let m = Arc::new(RegionMetrics::new(&name));
             region_metrics.push(m.clone());
-            let supervisor =
-                RegionSupervisor { shared: shared.clone(), name, nodes, metrics: m, resume: options.resume };
+            let supervisor = RegionSupervisor {
+                shared: shared.clone(),
+                name,
+                nodes,
+                metrics: m,
+                resume: options.resume,
+                from_scratch: options.from_scratch,
+            };
             regions.spawn(supervisor.run(stop_rx.clone()));
         }
 
@@ -317,6 +332,7 @@ struct RegionSupervisor {
     nodes: Vec<RunNode>,
     metrics: Arc<RegionMetrics>,
     resume: bool,
+    from_scratch: bool,
 }
 
 /// How one attempt of a region ended.
@@ -337,8 +353,9 @@ impl RegionSupervisor {
                 Ok(AttemptEnd::Stopped(n)) => return Ok(RegionOutcome::Stopped(n)),
                 Err(e) => {
                     let restarts = self.metrics.restarts();
+                    // A refusal to resume or start over says the same on every attempt.
                     let restartable = self.shared.checkpoints.is_some()
-                        && !matches!(e, EngineError::Cancelled | EngineError::Stopped { .. });
+                        && !matches!(e, EngineError::Cancelled | EngineError::Stopped { .. } | EngineError::Resume(_));
                     if !restartable || restarts >= u64::from(attempts) {
                         if restartable && attempts > 0 {
                             return Err(EngineError::Restarts {
@@ -359,15 +376,37 @@ impl RegionSupervisor {
 
     /// One attempt: from the latest checkpoint when resuming or restarting, else from scratch.
     /// A failure to read the checkpoints (an unreachable store, say) fails the attempt, so the
-    /// region retries per `[restart]`.
+    /// region retries per `[restart]`. Checkpoint ids continue above every id the region ever
+    /// used, whatever the attempt restores.
     async fn start(&mut self, first: bool, stop: watch::Receiver<bool>) -> Result<AttemptEnd, EngineError> {
-        let restored = if self.shared.checkpoints.is_some() && (self.resume || !first) {
-            latest(&self.shared, &self.name, &self.metrics).await?
+        let Some(store) = self.shared.checkpoints.clone() else { return self.attempt(None, 0, stop).await };
+        let ck = |e: flumen_state::StateError| EngineError::Checkpoint(e.to_string());
+        let mut discarded = Vec::new();
+        let mut seen = 0;
+        let (restored, rejected) = if first && self.from_scratch && !self.resume {
+            // Every region starts over, as asked: its checkpoints go (their ids stay used).
+            if let Some(remote) = &self.shared.remote {
+                let gone = remote.discard_all(&self.name).await.map_err(ck)?;
+                seen = gone.iter().copied().max().unwrap_or(0);
+                discarded.extend(
+                    gone.iter().map(|c| PathBuf::from(format!("{}/{}/chk-{c:012}.json", remote.url(), self.name))),
+                );
+            }
+            discarded.extend(tokio::task::block_in_place(|| store.discard_all(&self.name)).map_err(ck)?);
+            (None, Vec::new())
+        } else if self.resume || !first {
+            let (restored, rejected, remote_seen) = latest(&self.shared, &self.name, &self.metrics).await?;
+            seen = remote_seen;
+            (restored, rejected)
         } else {
-            None
+            (None, Vec::new())
         };
+        let used = tokio::task::block_in_place(|| store.reserve_ids(&self.name, seen)).map_err(ck)?;
         if first && let Some(m) = &restored {
-            tracing::info!(region = %self.name, checkpoint = m.checkpoint, "resuming from checkpoint");
+            tracing::info!(region = %self.name, checkpoint = m.checkpoint, next = used + 1, "resuming from checkpoint");
+        }
+        if restored.is_none() {
+            self.may_start_over(first, &store, &rejected, discarded)?;
         }
         if let Some(m) = &restored
             && m.finished
@@ -376,7 +415,76 @@ impl RegionSupervisor {
             self.recover_sinks(Some(m))?;
             return Ok(AttemptEnd::Finished(Vec::new()));
         }
-        self.attempt(restored.as_ref(), stop).await
+        self.attempt(restored.as_ref(), used, stop).await
+    }
+
+    /// Before a region with checkpoints starts from nothing: refuses when that would lose
+    /// something an earlier run left — a checkpoint refused just now or quarantined before, or
+    /// committed part files of its sinks (a start from nothing removes them) — unless this is
+    /// the first attempt of a run with `--from-scratch`; then removes them and says what went.
+    fn may_start_over(
+        &self,
+        first: bool,
+        store: &CheckpointStore,
+        rejected: &[flumen_state::Rejected],
+        discarded: Vec<PathBuf>,
+    ) -> Result<(), EngineError> {
+        let ck = |e: flumen_state::StateError| EngineError::Checkpoint(e.to_string());
+        let refused: Vec<PathBuf> =
+            rejected.iter().map(|r| r.quarantined.clone().unwrap_or_else(|| r.path.clone())).collect();
+        let quarantined: Vec<PathBuf> =
+            store.quarantined(&self.name).map_err(ck)?.into_iter().filter(|q| !refused.contains(q)).collect();
+        let mut parts = Vec::new();
+        for node in &self.nodes {
+            if let RunRole::Sink(spec) = &node.role {
+                parts.extend(
+                    crate::connector::published_parts(spec, &self.shared.base_dir).map_err(EngineError::Connector)?,
+                );
+            }
+        }
+        if rejected.is_empty() && quarantined.is_empty() && parts.is_empty() && discarded.is_empty() {
+            return Ok(());
+        }
+        if !(first && self.from_scratch) {
+            let mut why = String::new();
+            for r in rejected {
+                why.push_str(&format!("\n  - {r}"));
+            }
+            for q in &quarantined {
+                why.push_str(&format!("\n  - {} (quarantined earlier as damaged)", q.display()));
+            }
+            if !parts.is_empty() {
+                why.push_str(&format!(
+                    "\n  - committed output that starting over would delete: {}",
+                    list_paths(&parts)
+                ));
+            }
+            let what = if first { "cannot start" } else { "failed and cannot restart" };
+            return Err(EngineError::Resume(format!(
+                "region `{}` {what}: its checkpoint directory {} has no intact checkpoint to continue from, and \
+                 starting over would lose what an earlier run left:{why}\nNo output was deleted (damaged \
+                 manifests are kept in .quarantine). To start over, deleting that output and those checkpoints, \
+                 run: flumen run --resume --from-scratch {}",
+                self.name,
+                store.root().display(),
+                self.shared.spec.path.display()
+            )));
+        }
+        let mut gone = discarded;
+        gone.extend(tokio::task::block_in_place(|| store.discard_all(&self.name)).map_err(ck)?);
+        let removed = self.recover_sinks(None)?;
+        tracing::warn!(
+            region = %self.name,
+            "starting over from scratch (--from-scratch): removed {} committed part file(s){}{} and {} checkpoint \
+             manifest(s){}{}",
+            removed.len(),
+            if removed.is_empty() { "" } else { ": " },
+            list_paths(&removed),
+            gone.len(),
+            if gone.is_empty() { "" } else { ": " },
+            list_paths(&gone),
+        );
+        Ok(())
     }
 
     fn participants(&self) -> Vec<String> {
@@ -385,9 +493,12 @@ impl RegionSupervisor {
 
     /// Before tasks open: removes what sinks staged for checkpoints that did
     /// not complete, and publishes again what the restored checkpoint committed.
-    fn recover_sinks(&self, restored: Option<&Manifest>) -> Result<(), EngineError> {
+    /// Returns the published parts removed (of checkpoints after the restored
+    /// one; all of them when starting from nothing).
+    fn recover_sinks(&self, restored: Option<&Manifest>) -> Result<Vec<PathBuf>, EngineError> {
+        let mut removed = Vec::new();
         if self.shared.checkpoints.is_none() {
-            return Ok(());
+            return Ok(removed);
         }
         for node in &self.nodes {
             let RunRole::Sink(spec) = &node.role else { continue };
@@ -400,16 +511,28 @@ impl RegionSupervisor {
                 })
                 .unwrap_or_default();
             let base = &self.shared.base_dir;
-            tokio::task::block_in_place(|| {
-                crate::connector::recover_sink(spec, base, restored.map(|m| m.checkpoint), &keep)?;
+            let gone = tokio::task::block_in_place(|| {
+                let gone = crate::connector::recover_sink(spec, base, restored.map(|m| m.checkpoint), &keep)?;
                 for p in &keep {
                     crate::connector::commit_pending(spec, base, p)?;
                 }
-                Ok::<_, crate::connector::ConnectorError>(())
+                Ok::<_, crate::connector::ConnectorError>(gone)
             })
             .map_err(EngineError::Connector)?;
+            if let (Some(m), false) = (restored, gone.is_empty()) {
+                tracing::warn!(
+                    region = %self.name,
+                    sink = %node.id,
+                    "removed {} part file(s) of checkpoints after the restored checkpoint {} (their rows are produced \
+                     again): {}",
+                    gone.len(),
+                    m.checkpoint,
+                    list_paths(&gone)
+                );
+            }
+            removed.extend(gone);
         }
-        Ok(())
+        Ok(removed)
     }
 
     /// Builds channels and tasks for one attempt and drives them, with the
@@ -417,6 +540,7 @@ impl RegionSupervisor {
     async fn attempt(
         &mut self,
         restored: Option<&Manifest>,
+        used: u64,
         mut stop: watch::Receiver<bool>,
     ) -> Result<AttemptEnd, EngineError> {
         let shared = self.shared.clone();
@@ -602,7 +726,8 @@ impl RegionSupervisor {
             coordinator: Coordinator::new(
                 self.participants(),
                 CoordinatorConfig { timeout_ms: config.timeout_ms, max_concurrent: 1 },
-                restored.map_or(0, |m| m.checkpoint),
+                // Ids continue above every id used, not only above the restored one.
+                used.max(restored.map_or(0, |m| m.checkpoint)),
             ),
             store: store.clone(),
             remote: shared.remote.clone(),
@@ -675,12 +800,19 @@ impl RegionSupervisor {
     }
 }
 
-/// The newest intact checkpoint of region `name`; broken newer ones are
-/// reported. With a remote store, its newest intact checkpoint is first
-/// brought into the local directory. (A free function: the supervisor itself
-/// is not `Sync`, so a borrow of it cannot be held across an await.)
-async fn latest(shared: &Shared, name: &str, metrics: &RegionMetrics) -> Result<Option<Manifest>, EngineError> {
-    let Some(store) = &shared.checkpoints else { return Ok(None) };
+/// The newest intact checkpoint of region `name`, the damaged newer ones
+/// (quarantined) and the highest id an object store listed. With a remote
+/// store, its newest intact checkpoint is first brought into the local
+/// directory. (A free function: the supervisor itself is not `Sync`, so a
+/// borrow of it cannot be held across an await.)
+async fn latest(
+    shared: &Shared,
+    name: &str,
+    metrics: &RegionMetrics,
+) -> Result<(Option<Manifest>, Vec<flumen_state::Rejected>, u64), EngineError> {
+    let Some(store) = &shared.checkpoints else { return Ok((None, Vec::new(), 0)) };
+    let mut rejected = Vec::new();
+    let mut seen = 0;
     if let Some(remote) = &shared.remote {
         let started = Instant::now();
         let got = remote.download_latest(store, name).await.map_err(|e| EngineError::Checkpoint(e.to_string()))?;
@@ -697,13 +829,27 @@ async fn latest(shared: &Shared, name: &str, metrics: &RegionMetrics) -> Result<
             ms = started.elapsed().as_millis() as u64,
             "checkpoint store read"
         );
+        seen = got.newest_seen;
+        rejected.extend(got.rejected);
     }
-    let (m, rejected) = store.latest_valid(name).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
-    for r in rejected {
+    let (m, local) =
+        tokio::task::block_in_place(|| store.latest_valid(name)).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+    for r in &local {
         tracing::warn!(region = %name, path = %r.path.display(), "skipping a damaged checkpoint: {}", r.reason);
         metrics.add_rejected();
     }
-    Ok(m)
+    rejected.extend(local);
+    Ok((m, rejected, seen))
+}
+
+/// Up to ten paths, then how many more.
+fn list_paths(paths: &[PathBuf]) -> String {
+    const SHOWN: usize = 10;
+    let mut text: Vec<String> = paths.iter().take(SHOWN).map(|p| p.display().to_string()).collect();
+    if paths.len() > SHOWN {
+        text.push(format!("and {} more", paths.len() - SHOWN));
+    }
+    text.join(", ")
 }
 
 /// The pre-committed transactions a sink's acknowledgement carries.
@@ -891,7 +1037,8 @@ impl CheckpointDriver {
         let took = self.triggered.remove(&checkpoint).map(|t| t.elapsed());
         self.metrics.add_completed(checkpoint, took, bytes);
         let freed = tokio::task::block_in_place(|| self.store.retain(&self.region, self.retain))
-            .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+            .map_err(|e| EngineError::Checkpoint(e.to_string()))?
+            .freed;
         if let Some(remote) = &self.remote {
             // Only garbage is left to collect: a failure here loses nothing, and the
             // next checkpoint's retention tries again.

@@ -4,17 +4,43 @@
 //! ```text
 //! <root>/<region>/chk-<checkpoint:012>.json     one manifest per completed checkpoint
 //! <root>/<region>/files/c<checkpoint:012>-...   state snapshots, guest snapshots, in-flight data
+//! <root>/<region>/.last-checkpoint-<n:012>      the highest checkpoint id ever used (empty file)
+//! <root>/<region>/.quarantine/chk-<n:012>.json  a manifest found damaged, moved aside
+//! <root>/<region>/.quarantine/chk-<n:012>.json.reason   why (text)
 //! ```
 //!
 //! A manifest file is `{"sha256": "<hex>", "manifest": {...}}`: the checksum covers the exact
 //! bytes of the `manifest` value, so a torn or altered manifest is detected before it is parsed.
 //! Files in `files/` are named with their checkpoint first ([`checkpoint_file_name`]); that is how
 //! [`CheckpointStore::retain`] tells files of old checkpoints from those of one in progress.
+//!
+//! # Checkpoint ids and quarantine
+//!
+//! 1. **Ids are never reused.** [`CheckpointStore::reserve_ids`] returns the highest id the region
+//!    ever used — the largest of the high-water mark, every manifest name, every quarantined
+//!    manifest name and every file name in `files/` — and makes it the durable high-water mark;
+//!    a run, a resumed run and a restarted region hand out ids only above it.
+//!    [`CheckpointStore::write_manifest`] raises the mark *before* the manifest appears and
+//!    refuses a manifest whose name is taken. So no file or manifest of an older attempt — intact,
+//!    damaged, quarantined or deleted — can ever be mistaken for one of a newer checkpoint, and a
+//!    damaged file is never rewritten under its old name to make an old manifest verify again.
+//! 2. **Damaged manifests are quarantined.** A manifest whose own checksum, format or name does
+//!    not check, or that references a file that is missing or has another size or SHA-256, is
+//!    moved into `.quarantine/` (with a `.reason` file beside it) and logged with both paths and
+//!    the reason: it is never a candidate again. A file shared by several manifests (the base or
+//!    a delta of a state chain) makes every manifest referencing it damaged. A manifest that
+//!    cannot be *read* (an I/O error other than "missing") is an error, not damage: recovery
+//!    stops rather than fall back past a checkpoint that may be intact.
+//! 3. **Retention counts only intact checkpoints** ([`CheckpointStore::retain`]): a manifest is
+//!    intact once this process wrote it or verified it and all its files; a damaged one is
+//!    quarantined and never displaces an intact one. The newest intact checkpoint is the one just
+//!    written (ids only grow), so it is never deleted by the retention that follows it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -36,11 +62,19 @@ pub const REGION_BYTES_MAX: usize = 128;
 const MANIFEST_PREFIX: &str = "chk-";
 const MANIFEST_SUFFIX: &str = ".json";
 pub(crate) const FILES_DIR: &str = "files";
+/// Where damaged manifests of a region are moved (a dot-dir: never a region, never listed).
+pub const QUARANTINE_DIR: &str = ".quarantine";
+const QUARANTINE_REASON_SUFFIX: &str = ".reason";
+/// Prefix of the empty file whose name holds a region's highest checkpoint id ever used.
+const MARK_PREFIX: &str = ".last-checkpoint-";
 
 /// A root directory of checkpoints.
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
     root: PathBuf,
+    /// Per region, the manifests this process wrote or verified (with every file): retention
+    /// counts them as intact without hashing their files again.
+    intact: Arc<Mutex<HashMap<String, BTreeSet<u64>>>>,
 }
 
 /// What a completed checkpoint of one region consists of.
@@ -72,8 +106,40 @@ pub struct Participant {
 /// A manifest that [`CheckpointStore::latest_valid`] refused, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
+    /// Where the manifest was found.
     pub path: PathBuf,
     pub reason: String,
+    /// Where it was moved ([`QUARANTINE_DIR`]); `None` for a manifest in an object store, which
+    /// is deleted there instead.
+    pub quarantined: Option<PathBuf>,
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)?;
+        if let Some(q) = &self.quarantined {
+            write!(f, " (moved to {})", q.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// What [`CheckpointStore::retain`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retained {
+    /// The intact checkpoints kept, newest first.
+    pub kept: Vec<u64>,
+    /// Bytes of manifests and files deleted.
+    pub freed: u64,
+    /// Damaged manifests found and quarantined.
+    pub quarantined: Vec<Rejected>,
+}
+
+/// Why a manifest cannot be used: damaged (quarantine it) or unreadable (stop).
+enum Refusal {
+    Damaged(String),
+    Unreadable(StateError),
+    Gone,
 }
 
 /// The name of a file of checkpoint `checkpoint` in a `files` directory: `c<checkpoint:012>-<stem>`.
@@ -100,7 +166,11 @@ impl CheckpointStore {
     /// Opens the checkpoint directory `root`, creating it.
     pub fn open(root: &Path) -> Result<Self, StateError> {
         create_dir_durably(root)?;
-        Ok(Self { root: root.to_owned() })
+        Ok(Self { root: root.to_owned(), intact: Arc::default() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// The directory where participants of `region` write their files for any checkpoint
@@ -124,7 +194,19 @@ impl CheckpointStore {
         let mut bytes = serde_json::to_vec(&EnvelopeOut { sha256, manifest: &raw })
             .map_err(|e| StateError::Limit(format!("manifest of checkpoint {}: {e}", manifest.checkpoint)))?;
         bytes.push(b'\n');
-        write_file_durably(&dir, &manifest_name(manifest.checkpoint), &bytes, manifest.checkpoint)?;
+        let name = manifest_name(manifest.checkpoint);
+        if dir.join(&name).exists() || self.is_quarantined(&manifest.region, manifest.checkpoint)? {
+            return Err(StateError::Limit(format!(
+                "checkpoint id {} of region {:?} was used before (its manifest exists in {}); ids are never reused",
+                manifest.checkpoint,
+                manifest.region,
+                dir.display()
+            )));
+        }
+        // The mark first: once the manifest exists, the mark covers its id.
+        self.raise_mark(&manifest.region, manifest.checkpoint)?;
+        write_file_durably(&dir, &name, &bytes, manifest.checkpoint)?;
+        self.note_intact(&manifest.region, manifest.checkpoint);
         tracing::info!(region = %manifest.region, checkpoint = manifest.checkpoint, "checkpoint complete");
         Ok(())
     }
@@ -132,22 +214,172 @@ impl CheckpointStore {
     /// The newest manifest of `region` that is intact: its own checksum matches and every file it
     /// references exists in the files directory with the recorded size and SHA-256.
     ///
-    /// Newer broken manifests are skipped and listed (file and reason) in the second element;
-    /// `(None, rejected)` when none is intact.
+    /// Newer damaged manifests are quarantined (moved into [`QUARANTINE_DIR`]) and listed (file,
+    /// reason, new place) in the second element; `(None, rejected)` when none is intact. A
+    /// manifest or file that cannot be read for another reason than damage (permissions, an I/O
+    /// error) is an error: falling back past it could throw away an intact checkpoint.
     pub fn latest_valid(&self, region: &str) -> Result<(Option<Manifest>, Vec<Rejected>), StateError> {
         let dir = self.region_dir(region)?;
         let files = dir.join(FILES_DIR);
         let mut rejected = Vec::new();
         for (checkpoint, path) in list_manifests(&dir)? {
-            match read_manifest(&path, region, checkpoint).and_then(|m| verify_files(&files, &m).map(|()| m)) {
-                Ok(manifest) => return Ok((Some(manifest), rejected)),
-                Err(reason) => {
-                    tracing::warn!(path = %path.display(), %reason, "skipping a broken checkpoint manifest");
-                    rejected.push(Rejected { path, reason });
+            match check_manifest(&path, &files, region, checkpoint) {
+                Ok(manifest) => {
+                    self.note_intact(region, checkpoint);
+                    return Ok((Some(manifest), rejected));
                 }
+                Err(Refusal::Gone) => {}
+                Err(Refusal::Unreadable(e)) => return Err(e),
+                Err(Refusal::Damaged(reason)) => rejected.push(self.quarantine(region, checkpoint, &path, reason)?),
             }
         }
         Ok((None, rejected))
+    }
+
+    /// Moves `region`'s damaged manifest `path` of `checkpoint` into [`QUARANTINE_DIR`] with a
+    /// `.reason` file beside it, durably, and logs both places and the reason.
+    fn quarantine(&self, region: &str, checkpoint: u64, path: &Path, reason: String) -> Result<Rejected, StateError> {
+        let dir = self.region_dir(region)?;
+        let quarantine = dir.join(QUARANTINE_DIR);
+        create_dir_durably(&quarantine)?;
+        let base = manifest_name(checkpoint);
+        let mut target = quarantine.join(&base);
+        let mut n = 1;
+        while target.exists() {
+            target = quarantine.join(format!("{base}.{n}"));
+            n += 1;
+        }
+        let target_name = target.file_name().and_then(|n| n.to_str()).unwrap_or(&base).to_owned();
+        let note = format!("{}: {reason}\n", path.display());
+        write_file_durably(
+            &quarantine,
+            &format!("{target_name}{QUARANTINE_REASON_SUFFIX}"),
+            note.as_bytes(),
+            checkpoint,
+        )?;
+        fs::rename(path, &target).map_err(|e| io_error(path, &e))?;
+        crate::durable::sync_dir(&quarantine)?;
+        crate::durable::sync_dir(&dir)?;
+        self.forget_intact(region, checkpoint);
+        tracing::warn!(
+            path = %path.display(),
+            moved_to = %target.display(),
+            %reason,
+            "damaged checkpoint manifest quarantined"
+        );
+        Ok(Rejected { path: path.to_owned(), reason, quarantined: Some(target) })
+    }
+
+    /// The manifests of `region` in [`QUARANTINE_DIR`], oldest first.
+    pub fn quarantined(&self, region: &str) -> Result<Vec<PathBuf>, StateError> {
+        let quarantine = self.region_dir(region)?.join(QUARANTINE_DIR);
+        let mut found: Vec<(u64, PathBuf)> = read_dir(&quarantine)?
+            .into_iter()
+            .filter_map(|name| {
+                let name = name.to_str()?;
+                if name.ends_with(QUARANTINE_REASON_SUFFIX) {
+                    return None;
+                }
+                Some((quarantined_checkpoint(name)?, quarantine.join(name)))
+            })
+            .collect();
+        found.sort();
+        Ok(found.into_iter().map(|(_, p)| p).collect())
+    }
+
+    fn is_quarantined(&self, region: &str, checkpoint: u64) -> Result<bool, StateError> {
+        let quarantine = self.region_dir(region)?.join(QUARANTINE_DIR);
+        Ok(read_dir(&quarantine)?.iter().any(|n| {
+            n.to_str().is_some_and(|n| {
+                !n.ends_with(QUARANTINE_REASON_SUFFIX) && quarantined_checkpoint(n) == Some(checkpoint)
+            })
+        }))
+    }
+
+    /// Step 1 of the id rules (module docs): the highest checkpoint id `region` ever used, or
+    /// `at_least` if higher (ids an object store has seen), made the durable high-water mark.
+    /// The caller hands out ids above it only.
+    pub fn reserve_ids(&self, region: &str, at_least: u64) -> Result<u64, StateError> {
+        let dir = self.region_dir(region)?;
+        let mut highest = at_least.max(read_mark(&dir)?);
+        highest = highest.max(list_manifests(&dir)?.first().map_or(0, |m| m.0));
+        for name in read_dir(&dir.join(QUARANTINE_DIR))? {
+            if let Some(c) = name.to_str().and_then(quarantined_checkpoint) {
+                highest = highest.max(c);
+            }
+        }
+        for name in read_dir(&dir.join(FILES_DIR))? {
+            let Some(name) = name.to_str() else { continue };
+            let base = name.strip_suffix(TEMP_SUFFIX).unwrap_or(name);
+            if let Some(c) = file_checkpoint(base) {
+                highest = highest.max(c);
+            }
+        }
+        if highest > 0 {
+            self.raise_mark(region, highest)?;
+        }
+        Ok(highest)
+    }
+
+    /// Makes `checkpoint` the region's durable high-water mark unless it already is higher.
+    fn raise_mark(&self, region: &str, checkpoint: u64) -> Result<(), StateError> {
+        let dir = self.region_dir(region)?;
+        create_dir_durably(&dir)?;
+        let marks = list_marks(&dir)?;
+        if marks.iter().any(|(c, _)| *c >= checkpoint) {
+            return Ok(());
+        }
+        write_file_durably(&dir, &format!("{MARK_PREFIX}{checkpoint:012}"), b"", checkpoint)?;
+        // Older marks are only clutter once the new one is durable; the highest always wins.
+        for (_, name) in marks {
+            remove_file(&dir.join(name))?;
+        }
+        Ok(())
+    }
+
+    /// Removes every manifest of `region`, intact or quarantined (for a start from scratch the
+    /// user asked for), after raising the high-water mark over them. Their files stay for
+    /// [`Self::retain`]. Returns the manifests removed.
+    pub fn discard_all(&self, region: &str) -> Result<Vec<PathBuf>, StateError> {
+        self.reserve_ids(region, 0)?;
+        let dir = self.region_dir(region)?;
+        let mut removed = Vec::new();
+        for (_, path) in list_manifests(&dir)? {
+            remove_file(&path)?;
+            removed.push(path);
+        }
+        let quarantine = dir.join(QUARANTINE_DIR);
+        for name in read_dir(&quarantine)? {
+            let path = quarantine.join(&name);
+            if !name.to_str().is_some_and(|n| n.ends_with(QUARANTINE_REASON_SUFFIX)) {
+                removed.push(path.clone());
+            }
+            remove_file(&path)?;
+        }
+        if !removed.is_empty() {
+            crate::durable::sync_dir(&dir)?;
+        }
+        self.intact.lock().unwrap_or_else(PoisonError::into_inner).remove(region);
+        Ok(removed)
+    }
+
+    fn note_intact(&self, region: &str, checkpoint: u64) {
+        self.intact
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(region.to_owned())
+            .or_default()
+            .insert(checkpoint);
+    }
+
+    fn forget_intact(&self, region: &str, checkpoint: u64) {
+        if let Some(set) = self.intact.lock().unwrap_or_else(PoisonError::into_inner).get_mut(region) {
+            set.remove(&checkpoint);
+        }
+    }
+
+    fn known_intact(&self, region: &str, checkpoint: u64) -> bool {
+        self.intact.lock().unwrap_or_else(PoisonError::into_inner).get(region).is_some_and(|s| s.contains(&checkpoint))
     }
 
     /// Whether any manifest (valid or not) exists for any region.
@@ -160,42 +392,58 @@ impl CheckpointStore {
         Ok(false)
     }
 
-    /// Keeps the newest `keep` (at least 1) readable manifests of `region` and deletes the
+    /// Keeps the newest `keep` (at least 1) *intact* manifests of `region` and deletes the
     /// manifests older than them, plus every file in the files directory that no kept manifest
     /// references and whose checkpoint (from its name) is at most the newest kept checkpoint.
-    /// Returns the bytes freed.
     ///
-    /// Files of a checkpoint in progress are numbered above every complete checkpoint, so they
-    /// survive; so do old files that a kept manifest still references (the base of a chain).
-    /// Files whose names carry no checkpoint are never deleted. Broken manifests newer than the
-    /// oldest kept one are left for [`Self::latest_valid`] to report.
-    pub fn retain(&self, region: &str, keep: usize) -> Result<u64, StateError> {
+    /// A manifest counts as intact when this process wrote or verified it, or when it and every
+    /// file it references verify now (then it is remembered); a damaged one met on the way is
+    /// quarantined and never counts, so it cannot displace an intact one. Files of a checkpoint
+    /// in progress are numbered above every complete checkpoint, so they survive; so do old
+    /// files that a kept manifest still references (the base of a chain). Files whose names carry
+    /// no checkpoint are never deleted.
+    pub fn retain(&self, region: &str, keep: usize) -> Result<Retained, StateError> {
         if keep == 0 {
             return Err(StateError::Limit("retain must keep at least one checkpoint".to_owned()));
         }
         let dir = self.region_dir(region)?;
+        let files = dir.join(FILES_DIR);
         let manifests = list_manifests(&dir)?;
-        let mut kept = Vec::new();
+        let mut done = Retained::default();
+        let mut kept: Vec<Manifest> = Vec::new();
         let mut oldest_kept = None;
         for (index, (checkpoint, path)) in manifests.iter().enumerate() {
-            if let Ok(manifest) = read_manifest(path, region, *checkpoint) {
-                kept.push(manifest);
-                if kept.len() == keep {
-                    oldest_kept = Some(index);
-                    break;
+            let checked = if self.known_intact(region, *checkpoint) {
+                read_manifest(path, region, *checkpoint)
+            } else {
+                check_manifest(path, &files, region, *checkpoint)
+            };
+            match checked {
+                Ok(manifest) => {
+                    self.note_intact(region, *checkpoint);
+                    kept.push(manifest);
+                    if kept.len() == keep {
+                        oldest_kept = Some(index);
+                        break;
+                    }
                 }
+                Err(Refusal::Damaged(reason)) => {
+                    done.quarantined.push(self.quarantine(region, *checkpoint, path, reason)?);
+                }
+                // Unreadable now: neither kept nor deleted; recovery will say why.
+                Err(Refusal::Unreadable(_) | Refusal::Gone) => {}
             }
         }
-        let Some(newest_kept) = kept.first().map(|m| m.checkpoint) else { return Ok(0) };
-        let mut freed = 0u64;
+        done.kept = kept.iter().map(|m| m.checkpoint).collect();
+        let Some(&newest_kept) = done.kept.first() else { return Ok(done) };
         if let Some(oldest) = oldest_kept {
-            for (_, path) in &manifests[oldest + 1..] {
-                freed += remove_file(path)?;
+            for (checkpoint, path) in &manifests[oldest + 1..] {
+                done.freed += remove_file(path)?;
+                self.forget_intact(region, *checkpoint);
             }
         }
         let referenced: HashSet<&str> =
             kept.iter().flat_map(|m| m.participants.values()).flat_map(|p| &p.files).map(|f| f.name.as_str()).collect();
-        let files = dir.join(FILES_DIR);
         for entry in read_dir(&files)? {
             let Some(name) = entry.to_str() else { continue };
             if referenced.contains(name) {
@@ -203,10 +451,10 @@ impl CheckpointStore {
             }
             let base = name.strip_suffix(TEMP_SUFFIX).unwrap_or(name);
             if file_checkpoint(base).is_some_and(|c| c <= newest_kept) {
-                freed += remove_file(&files.join(name))?;
+                done.freed += remove_file(&files.join(name))?;
             }
         }
-        Ok(freed)
+        Ok(done)
     }
 
     /// The regions that have a directory here, sorted.
@@ -261,10 +509,51 @@ impl CheckpointStore {
     }
 }
 
-/// Reads and checks one manifest; the error is the reason to reject it.
-fn read_manifest(path: &Path, region: &str, checkpoint: u64) -> Result<Manifest, String> {
-    let bytes = read_manifest_bytes(path)?;
-    parse_manifest(&bytes, region, checkpoint)
+/// Reads and checks one manifest and every file it references.
+fn check_manifest(path: &Path, files: &Path, region: &str, checkpoint: u64) -> Result<Manifest, Refusal> {
+    let manifest = read_manifest(path, region, checkpoint)?;
+    verify_files_of(files, &manifest)?;
+    Ok(manifest)
+}
+
+/// Reads and checks one manifest (not its files).
+fn read_manifest(path: &Path, region: &str, checkpoint: u64) -> Result<Manifest, Refusal> {
+    let mut file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Refusal::Gone),
+        Err(e) => return Err(Refusal::Unreadable(io_error(path, &e))),
+    };
+    let mut bytes = Vec::new();
+    file.by_ref()
+        .take(MANIFEST_BYTES_MAX + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Refusal::Unreadable(io_error(path, &e)))?;
+    if bytes.len() as u64 > MANIFEST_BYTES_MAX {
+        return Err(Refusal::Damaged(format!("larger than {MANIFEST_BYTES_MAX} bytes")));
+    }
+    parse_manifest(&bytes, region, checkpoint).map_err(Refusal::Damaged)
+}
+
+/// Verifies every file a manifest references, telling damage from a file that cannot be read.
+fn verify_files_of(files: &Path, manifest: &Manifest) -> Result<(), Refusal> {
+    for (participant, p) in &manifest.participants {
+        for f in &p.files {
+            if f.checkpoint > manifest.checkpoint {
+                return Err(Refusal::Damaged(format!(
+                    "{participant}: file {} is of a later checkpoint {}",
+                    f.name, f.checkpoint
+                )));
+            }
+            match verify_file(files, f) {
+                Ok(()) => {}
+                Err(StateError::Corrupt { path, message }) => {
+                    return Err(Refusal::Damaged(format!("{participant}: {}: {message}", path.display())));
+                }
+                Err(e) => return Err(Refusal::Unreadable(e)),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The bytes of a manifest file, at most [`MANIFEST_BYTES_MAX`]; the error is the reason to
@@ -301,19 +590,6 @@ pub(crate) fn parse_manifest(bytes: &[u8], region: &str, checkpoint: u64) -> Res
     Ok(manifest)
 }
 
-/// Verifies every file a manifest references; the error is the reason to reject the manifest.
-pub(crate) fn verify_files(files: &Path, manifest: &Manifest) -> Result<(), String> {
-    for (participant, p) in &manifest.participants {
-        for f in &p.files {
-            if f.checkpoint > manifest.checkpoint {
-                return Err(format!("{participant}: file {} is of a later checkpoint {}", f.name, f.checkpoint));
-            }
-            verify_file(files, f).map_err(|e| format!("{participant}: {e}"))?;
-        }
-    }
-    Ok(())
-}
-
 /// The manifests in a region directory, newest first; none when the directory does not exist.
 fn list_manifests(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StateError> {
     let mut manifests: Vec<(u64, PathBuf)> = read_dir(dir)?
@@ -334,6 +610,30 @@ pub(crate) fn manifest_name(checkpoint: u64) -> String {
 /// The checkpoint of a manifest named by [`manifest_name`].
 pub(crate) fn manifest_checkpoint(name: &str) -> Option<u64> {
     name.strip_prefix(MANIFEST_PREFIX)?.strip_suffix(MANIFEST_SUFFIX).and_then(parse_checkpoint)
+}
+
+/// The checkpoint of a manifest in [`QUARANTINE_DIR`]: `chk-<n:012>.json`, maybe with a
+/// `.<k>` suffix.
+fn quarantined_checkpoint(name: &str) -> Option<u64> {
+    let rest = name.strip_prefix(MANIFEST_PREFIX)?;
+    let (digits, _) = rest.split_once(MANIFEST_SUFFIX)?;
+    parse_checkpoint(digits)
+}
+
+/// The high-water marks in a region directory: (checkpoint, file name).
+fn list_marks(dir: &Path) -> Result<Vec<(u64, std::ffi::OsString)>, StateError> {
+    Ok(read_dir(dir)?
+        .into_iter()
+        .filter_map(|name| {
+            let c = name.to_str()?.strip_prefix(MARK_PREFIX).and_then(parse_checkpoint)?;
+            Some((c, name))
+        })
+        .collect())
+}
+
+/// The highest high-water mark of a region directory, 0 when there is none.
+fn read_mark(dir: &Path) -> Result<u64, StateError> {
+    Ok(list_marks(dir)?.into_iter().map(|(c, _)| c).max().unwrap_or(0))
 }
 
 /// The checkpoint of a file named by [`checkpoint_file_name`].

@@ -31,9 +31,10 @@
 //!    [`remote::RemoteStore::upload_checkpoint`] has put the manifest there too.
 //! 5. Recovery (after [`remote::RemoteStore::download_latest`] with a remote store) takes
 //!    [`checkpoint::CheckpointStore::latest_valid`] (the newest manifest whose own
-//!    checksum and every referenced file verify) and calls [`OperatorState::restore`] with each
-//!    participant's chain. A delta holds final values, so applying full then deltas in order
-//!    reproduces the state exactly.
+//!    checksum and every referenced file verify; damaged newer ones are quarantined) and calls
+//!    [`OperatorState::restore`] with each participant's chain. A delta holds final values, so
+//!    applying full then deltas in order reproduces the state exactly. Checkpoint ids continue
+//!    above [`checkpoint::CheckpointStore::reserve_ids`]: no id is ever used twice.
 //! 6. [`checkpoint::CheckpointStore::retain`] deletes only files whose checkpoint is at most the
 //!    newest kept one and that no kept manifest references, so files of a checkpoint in progress
 //!    (always numbered higher) and old bases of kept chains survive.
@@ -48,7 +49,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub use checkpoint::{CheckpointStore, Manifest, Participant, Rejected, checkpoint_file_name};
+pub use checkpoint::{CheckpointStore, Manifest, Participant, Rejected, Retained, checkpoint_file_name};
 pub use durable::{verify_file, write_file_durably};
 pub use remote::{Downloaded, RemoteStore, StoreUrl, Transfer};
 pub use store::{OperatorState, StateStore};

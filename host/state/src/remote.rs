@@ -22,8 +22,9 @@
 //!    the store lists it with the recorded size. *Safe:* a manifest references such a file only
 //!    through a chain that manifest `L` references too, and `L`'s upload (or an earlier one) put
 //!    it; the size check catches an object that went missing since. Files of checkpoints after
-//!    `L` are always PUT: after a restart, checkpoint numbers above the restored one are handed
-//!    out again, so an object of that name may hold bytes of an attempt that never completed.
+//!    `L` are always PUT: an object of that name may hold bytes of an attempt that never
+//!    completed (ids are never handed out twice by one checkpoint directory, but a machine that
+//!    lost its directory knows only the ids the store lists).
 //!    Every file is checked against the manifest's size and SHA-256 as it is read for upload.
 //! 3. **Download** ([`RemoteStore::download_latest`]), before a region (re)starts: the remote
 //!    manifests are tried newest first. The manifest's checksum must verify; every file it
@@ -34,9 +35,10 @@
 //!    next older one tried. Finally every manifest newer than `R` is removed, locally and in the
 //!    store. *Safe:* nothing from the store is trusted before its digest matches the manifest,
 //!    whose own checksum matched. A local manifest newer than `R` never completed (the process
-//!    stopped between the local write and the remote PUT) or is damaged, and so is a remote one;
-//!    the region hands out the numbers after `R` again, so none of them may be restored later,
-//!    nor count as kept in step 4.
+//!    stopped between the local write and the remote PUT) or is damaged, and so is a remote one:
+//!    none of them may be restored later, nor count as kept in step 4. Their ids are not handed
+//!    out again: the region continues above [`Downloaded::newest_seen`] and above every id its
+//!    local directory used ([`CheckpointStore::reserve_ids`]).
 //! 4. **Retention** ([`RemoteStore::retain`]) mirrors [`CheckpointStore::retain`]: the newest
 //!    `keep` readable remote manifests stay, older ones go, and so do files that no kept manifest
 //!    references and whose checkpoint is at most the newest kept one. *Safe:* for the same
@@ -164,6 +166,9 @@ pub struct Downloaded {
     /// Local manifests removed because they are newer than the restored one: they never reached
     /// the store, or are damaged there.
     pub discarded: Vec<u64>,
+    /// The highest checkpoint id the store listed (intact or not): the region's ids continue
+    /// above it, so none of them is handed out again.
+    pub newest_seen: u64,
 }
 
 /// A region's checkpoints in an object store; see the module docs for the protocol.
@@ -277,7 +282,9 @@ impl RemoteStore {
         let files_dir = local.files_dir(region)?;
         let mut done = Downloaded::default();
         let mut dead = Vec::new();
-        for (checkpoint, size) in self.list_manifests(region).await? {
+        let listed = self.list_manifests(region).await?;
+        done.newest_seen = listed.first().map_or(0, |m| m.0);
+        for (checkpoint, size) in listed {
             let location = self.region_path(region).join(manifest_name(checkpoint));
             let verdict = match self.fetch_manifest(&location, size).await? {
                 Err(reason) => Err(reason),
@@ -294,7 +301,11 @@ impl RemoteStore {
             let (manifest, body) = match verdict {
                 Ok(found) => found,
                 Err(reason) => {
-                    done.rejected.push(Rejected { path: PathBuf::from(self.display(&location)), reason });
+                    done.rejected.push(Rejected {
+                        path: PathBuf::from(self.display(&location)),
+                        reason,
+                        quarantined: None,
+                    });
                     dead.push(location);
                     continue;
                 }
@@ -378,6 +389,24 @@ impl RemoteStore {
         }
         self.view(region, |v| v.references.retain(|c, _| kept.iter().any(|(k, _)| k == c)));
         Ok(freed)
+    }
+
+    /// Deletes every manifest of `region` in the store (a start from scratch the user asked
+    /// for); their files go with the next retention. Returns the checkpoints deleted.
+    pub async fn discard_all(&self, region: &str) -> Result<Vec<u64>, StateError> {
+        check_region(region)?;
+        let mut removed = Vec::new();
+        for (checkpoint, _) in self.list_manifests(region).await? {
+            match self.store.delete(&self.region_path(region).join(manifest_name(checkpoint))).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => removed.push(checkpoint),
+                Err(e) => return Err(remote_error(&self.url, &e)),
+            }
+        }
+        self.view(region, |v| {
+            v.complete = 0;
+            v.references.clear();
+        });
+        Ok(removed)
     }
 
     /// Whether the store holds any manifest of any region (valid or not).
@@ -793,6 +822,28 @@ mod tests {
         let again = fresh.download_latest(&fx.local, REGION).await.unwrap();
         assert_eq!(again.transfer, Transfer::default(), "intact local files are not fetched again");
         assert_eq!(again.checkpoint, Some(2));
+    }
+
+    /// A machine that lost its directory still continues ids above every id the store listed,
+    /// damaged ones included; a start from scratch deletes the store's manifests.
+    #[tokio::test]
+    async fn ids_the_store_listed_are_not_handed_out_again() {
+        let mut fx = fixture();
+        let m1 = checkpoint(&fx.local, 1, &[], b"one");
+        fx.remote.upload_checkpoint(&fx.local, &m1).await.unwrap();
+        let m2 = checkpoint(&fx.local, 2, &files_of(&m1), b"two");
+        fx.remote.upload_checkpoint(&fx.local, &m2).await.unwrap();
+        std::fs::write(fx.remote_file(&checkpoint_file_name(2, "state")), b"TWO").unwrap();
+
+        fx.lose_local_disk();
+        let fresh = RemoteStore::open(fx.remote.url()).unwrap();
+        let got = fresh.download_latest(&fx.local, REGION).await.unwrap();
+        assert_eq!(got.checkpoint, Some(1));
+        assert_eq!(got.newest_seen, 2, "{got:?}");
+        assert_eq!(fx.local.reserve_ids(REGION, got.newest_seen).unwrap(), 2);
+
+        assert_eq!(fresh.discard_all(REGION).await.unwrap(), [1]);
+        assert!(!fresh.has_checkpoints().await.unwrap());
     }
 
     #[tokio::test]

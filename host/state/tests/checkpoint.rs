@@ -1,4 +1,5 @@
-//! Checkpoint storage through the public API: manifests, validation of what they reference, retention.
+//! Checkpoint storage through the public API: manifests, validation of what they reference,
+//! retention, checkpoint ids that are never reused, and quarantine of damaged manifests.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -45,6 +46,10 @@ fn store_with_checkpoints(count: u64) -> (TempDir, CheckpointStore, PathBuf) {
 
 fn manifest_path(store_dir: &TempDir, checkpoint: u64) -> PathBuf {
     store_dir.path().join("checkpoints").join(REGION).join(format!("chk-{checkpoint:012}.json"))
+}
+
+fn quarantine_path(store_dir: &TempDir, checkpoint: u64) -> PathBuf {
+    store_dir.path().join("checkpoints").join(REGION).join(".quarantine").join(format!("chk-{checkpoint:012}.json"))
 }
 
 #[test]
@@ -147,8 +152,9 @@ fn retain_deletes_old_manifests_and_unreferenced_files_only() {
         + 4; // temp file
 
     assert!(matches!(store.retain(REGION, 0), Err(StateError::Limit(_))));
-    let freed = store.retain(REGION, 2).unwrap();
-    assert_eq!(freed, expected_freed);
+    let retained = store.retain(REGION, 2).unwrap();
+    assert_eq!(retained.freed, expected_freed);
+    assert_eq!(retained.kept, [5, 4]);
 
     for c in 1..=3 {
         assert!(!manifest_path(&dir, c).exists(), "manifest {c} deleted");
@@ -171,12 +177,173 @@ fn retain_deletes_old_manifests_and_unreferenced_files_only() {
     assert_eq!(latest.map(|m| m.checkpoint), Some(4));
     assert_eq!(rejected.len(), 1);
 
-    // A broken newest manifest does not count as kept: keep=1 keeps checkpoint 4 and its files.
-    assert_eq!(store.retain(REGION, 1).unwrap(), 0);
-    assert!(manifest_path(&dir, 5).exists(), "a broken newer manifest is left for latest_valid to report");
+    // The broken newest manifest was quarantined and does not count as kept: keep=1 keeps
+    // checkpoint 4 and its files.
+    assert_eq!(rejected[0].quarantined, Some(quarantine_path(&dir, 5)));
+    assert_eq!(store.retain(REGION, 1).unwrap().freed, 0);
+    assert!(!manifest_path(&dir, 5).exists(), "a broken manifest is moved aside");
     assert!(files.join(&guest_files[3].name).exists());
     let (latest, _) = store.latest_valid(REGION).unwrap();
     assert_eq!(latest.map(|m| m.checkpoint), Some(4));
+}
+
+/// Ids are reserved above every id the region ever used: manifests, quarantined manifests,
+/// files, and the durable mark — even once the newest manifests are damaged or deleted.
+#[test]
+fn checkpoint_ids_are_never_reused() {
+    let (dir, store, files) = store_with_checkpoints(3);
+    assert_eq!(store.reserve_ids(REGION, 0).unwrap(), 3);
+    assert_eq!(store.reserve_ids("fresh", 0).unwrap(), 0, "a region without history starts at 1");
+    // A file of checkpoint 4 that never got its manifest (a crash in between).
+    write_file_durably(&files, &checkpoint_file_name(4, "guest[0]"), b"orphan", 4).unwrap();
+    assert_eq!(store.reserve_ids(REGION, 0).unwrap(), 4);
+    // An object store listed higher ids.
+    assert_eq!(store.reserve_ids(REGION, 9).unwrap(), 9);
+
+    // The newest manifest damaged (quarantined), then everything deleted by hand: the durable
+    // mark still knows 9, and a fresh handle on the directory reads it back.
+    flip(&manifest_path(&dir, 3));
+    let (latest, _) = store.latest_valid(REGION).unwrap();
+    assert_eq!(latest.map(|m| m.checkpoint), Some(2));
+    for c in 1..=2 {
+        remove(&manifest_path(&dir, c));
+    }
+    fs::remove_dir_all(&files).unwrap();
+    let reopened = CheckpointStore::open(&dir.path().join("checkpoints")).unwrap();
+    assert_eq!(reopened.reserve_ids(REGION, 0).unwrap(), 9);
+
+    // Without the mark, a quarantined manifest alone still holds its id.
+    let (dir, store, _files) = store_with_checkpoints(2);
+    truncate(&manifest_path(&dir, 2));
+    store.latest_valid(REGION).unwrap();
+    for entry in fs::read_dir(dir.path().join("checkpoints").join(REGION)).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name().to_string_lossy().starts_with(".last-checkpoint-") {
+            fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    remove(&manifest_path(&dir, 1));
+    fs::remove_dir_all(store.files_dir(REGION).unwrap()).unwrap();
+    assert_eq!(store.reserve_ids(REGION, 0).unwrap(), 2);
+
+    // A manifest under a used id is refused, even when the earlier one is quarantined.
+    let f = write_file_durably(&store.files_dir(REGION).unwrap(), &checkpoint_file_name(2, "again"), b"x", 2).unwrap();
+    let err = store.write_manifest(&manifest(2, &[("guest[0]", vec![f])])).unwrap_err();
+    assert!(err.to_string().contains("never reused"), "{err}");
+}
+
+/// A damaged manifest is moved into `.quarantine/` with its reason, and is never a candidate
+/// again — not even when the damaged file is later rewritten with its original bytes.
+#[test]
+fn damaged_manifests_are_quarantined_for_good() {
+    let (dir, store, files) = store_with_checkpoints(3);
+    let victim = files.join(checkpoint_file_name(3, "guest[0]"));
+    let original = fs::read(&victim).unwrap();
+    flip(&victim);
+    let (latest, rejected) = store.latest_valid(REGION).unwrap();
+    assert_eq!(latest.map(|m| m.checkpoint), Some(2));
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].path, manifest_path(&dir, 3));
+    assert_eq!(rejected[0].quarantined, Some(quarantine_path(&dir, 3)));
+    assert!(rejected[0].reason.contains("sha256"), "{}", rejected[0].reason);
+    assert!(!manifest_path(&dir, 3).exists());
+    assert!(quarantine_path(&dir, 3).is_file());
+    let reason = fs::read_to_string(quarantine_path(&dir, 3).with_extension("json.reason")).unwrap();
+    assert!(reason.contains("sha256") && reason.contains("chk-000000000003.json"), "{reason}");
+    assert_eq!(store.quarantined(REGION).unwrap(), [quarantine_path(&dir, 3)]);
+    assert!(store.has_checkpoints().unwrap());
+
+    // The file comes back byte for byte: checkpoint 3 stays out.
+    fs::write(&victim, original).unwrap();
+    let (latest, rejected) = store.latest_valid(REGION).unwrap();
+    assert_eq!(latest.map(|m| m.checkpoint), Some(2));
+    assert!(rejected.is_empty(), "{rejected:?}");
+    assert!(store.reserve_ids(REGION, 0).unwrap() >= 3);
+
+    // A file shared by two manifests (a chain's base) makes both damaged.
+    let (dir, store, files) = store_with_checkpoints(1);
+    let base = write_file_durably(&files, &checkpoint_file_name(2, "base"), b"base", 2).unwrap();
+    for c in 2..=3 {
+        let own = write_file_durably(&files, &checkpoint_file_name(c, "delta"), b"delta", c).unwrap();
+        store.write_manifest(&manifest(c, &[("count[0]", vec![base.clone(), own])])).unwrap();
+    }
+    truncate(&files.join(&base.name));
+    let (latest, rejected) = store.latest_valid(REGION).unwrap();
+    assert_eq!(latest.map(|m| m.checkpoint), Some(1));
+    let refused: Vec<PathBuf> = rejected.iter().map(|r| r.path.clone()).collect();
+    assert_eq!(refused, [manifest_path(&dir, 3), manifest_path(&dir, 2)]);
+    assert!(rejected.iter().all(|r| r.reason.contains(&base.name)), "{rejected:?}");
+
+    // A manifest that cannot be read (not damaged) is an error, not a reason to fall back.
+    #[cfg(unix)]
+    if !running_as_root() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, store, _files) = store_with_checkpoints(2);
+        fs::set_permissions(manifest_path(&dir, 2), fs::Permissions::from_mode(0o000)).unwrap();
+        assert!(matches!(store.latest_valid(REGION), Err(StateError::Io { .. })));
+        assert!(manifest_path(&dir, 2).exists(), "an unreadable manifest is not quarantined");
+    }
+}
+
+#[cfg(unix)]
+fn running_as_root() -> bool {
+    // Root reads files whatever their mode.
+    fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+}
+
+/// Retention counts intact checkpoints only: damaged manifests with the highest ids never make
+/// it delete a checkpoint just written.
+#[test]
+fn retention_counts_only_intact_checkpoints() {
+    let (dir, store, files) = store_with_checkpoints(2);
+    // Damaged manifests that still parse hold ids 50 and 51: they reference a missing file.
+    let missing = StateFile {
+        name: checkpoint_file_name(50, "gone"),
+        bytes: 4,
+        sha256: "0".repeat(64),
+        full: true,
+        checkpoint: 50,
+    };
+    let handle = CheckpointStore::open(&dir.path().join("checkpoints")).unwrap();
+    for c in [50, 51] {
+        handle.write_manifest(&manifest(c, &[("guest[0]", vec![missing.clone()])])).unwrap();
+    }
+    // This process writes checkpoint 52 (ids continue above them) and keeps 2.
+    assert_eq!(store.reserve_ids(REGION, 0).unwrap(), 51);
+    let f = write_file_durably(&files, &checkpoint_file_name(52, "guest[0]"), b"snapshot 52", 52).unwrap();
+    store.write_manifest(&manifest(52, &[("guest[0]", vec![f])])).unwrap();
+    let retained = store.retain(REGION, 2).unwrap();
+    assert_eq!(retained.kept, [52, 2], "the new checkpoint and the newest intact one before it");
+    assert_eq!(retained.quarantined.len(), 2, "{retained:?}");
+    assert!(manifest_path(&dir, 52).is_file(), "a checkpoint just written is never deleted");
+    assert!(manifest_path(&dir, 2).is_file());
+    assert!(!manifest_path(&dir, 1).exists(), "older than the kept ones");
+    assert!(quarantine_path(&dir, 50).is_file() && quarantine_path(&dir, 51).is_file());
+    let (latest, rejected) = store.latest_valid(REGION).unwrap();
+    assert_eq!(latest.map(|m| m.checkpoint), Some(52));
+    assert!(rejected.is_empty());
+
+    // Retention never deletes the last intact checkpoint to make room for damaged ones.
+    let (dir, _store, files) = store_with_checkpoints(1);
+    flip(&files.join(checkpoint_file_name(1, "guest[0]")));
+    // Another process: it has not seen checkpoint 1 intact, so it verifies it.
+    let other = CheckpointStore::open(&dir.path().join("checkpoints")).unwrap();
+    let retained = other.retain(REGION, 1).unwrap();
+    assert!(retained.kept.is_empty() && retained.freed == 0, "{retained:?}");
+    assert!(quarantine_path(&dir, 1).is_file());
+}
+
+/// `discard_all` (a start from scratch) removes manifests and quarantine but keeps ids used.
+#[test]
+fn discarding_keeps_the_ids_used() {
+    let (dir, store, _files) = store_with_checkpoints(3);
+    flip(&manifest_path(&dir, 3));
+    store.latest_valid(REGION).unwrap();
+    let removed = store.discard_all(REGION).unwrap();
+    assert_eq!(removed.len(), 3, "{removed:?}");
+    assert!(!store.has_checkpoints().unwrap());
+    assert!(store.quarantined(REGION).unwrap().is_empty());
+    assert_eq!(store.reserve_ids(REGION, 0).unwrap(), 3);
 }
 
 fn flip(path: &Path) {

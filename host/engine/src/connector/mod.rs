@@ -330,15 +330,23 @@ pub fn commit_pending(
 /// Removes staged and in-progress files not in `keep`, and published parts of
 /// checkpoints newer than `restored` (they exist only if the engine fell back
 /// to an older checkpoint; left there, their rows would appear twice). On a
-/// fresh start removes every published part. Only names of this sink's part
-/// pattern are ever removed, never other files.
+/// fresh start removes every published part: the engine gets there only when
+/// there are none, or the user asked (`--from-scratch`). Only names of this
+/// sink's part pattern are ever removed, never other files. Returns the
+/// published parts removed.
 pub fn recover_sink(
     spec: &SinkSpec,
     base_dir: &Path,
     restored: Option<u64>,
     keep: &[serde_json::Value],
-) -> Result<(), ConnectorError> {
+) -> Result<Vec<std::path::PathBuf>, ConnectorError> {
     transactional::recover(spec, base_dir, restored, keep)
+}
+
+/// The published part files of a checkpointed file sink (none for other sinks): the committed
+/// output a start from nothing would remove.
+pub fn published_parts(spec: &SinkSpec, base_dir: &Path) -> Result<Vec<std::path::PathBuf>, ConnectorError> {
+    transactional::published(spec, base_dir)
 }
 
 /// Checks a sink's fields for its kind before the job starts.

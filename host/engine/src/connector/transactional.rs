@@ -160,14 +160,15 @@ fn publish(node: &str, dir: &Path, extension: &str, pending: &serde_json::Value)
 }
 
 /// Clears what a resumed or fresh checkpointed run must not see (see the module docs, step 1).
+/// Returns the published parts it removed.
 pub(super) fn recover(
     spec: &SinkSpec,
     base_dir: &Path,
     restored: Option<u64>,
     keep: &[serde_json::Value],
-) -> Result<(), ConnectorError> {
+) -> Result<Vec<PathBuf>, ConnectorError> {
     if extension(spec.kind).is_none() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let node = spec.id.as_str();
     let (dir, extension) = sink_dir(spec, base_dir)?;
@@ -178,7 +179,7 @@ pub(super) fn recover(
         }
     }
     if !dir.exists() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     if !dir.is_dir() {
         return Err(config(
@@ -191,7 +192,7 @@ pub(super) fn recover(
         let removed = remove_matching(node, &staging, |name| {
             is_in_progress_name(name, extension) || (parse_part_name(name, extension).is_some() && !kept.contains(name))
         })?;
-        if removed {
+        if !removed.is_empty() {
             sync_dir(&staging)
                 .map_err(|e| file_error(node, &staging, format!("cannot sync the directory to disk: {e}")))?;
         }
@@ -201,10 +202,33 @@ pub(super) fn recover(
         (Some(_), None) => true,
         (Some((_, checkpoint)), Some(restored)) => checkpoint > restored,
     })?;
-    if removed {
+    if !removed.is_empty() {
         sync_dir(&dir).map_err(|e| file_error(node, &dir, format!("cannot sync the directory to disk: {e}")))?;
     }
-    Ok(())
+    Ok(removed)
+}
+
+/// The published parts of a checkpointed file sink: what a start from nothing would remove.
+pub(super) fn published(spec: &SinkSpec, base_dir: &Path) -> Result<Vec<PathBuf>, ConnectorError> {
+    if extension(spec.kind).is_none() {
+        return Ok(Vec::new());
+    }
+    let node = spec.id.as_str();
+    let (dir, extension) = sink_dir(spec, base_dir)?;
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let list_error = |e: std::io::Error| file_error(node, &dir, format!("cannot list the directory: {e}"));
+    let mut parts = Vec::new();
+    for entry in fs::read_dir(&dir).map_err(list_error)? {
+        let entry = entry.map_err(list_error)?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        if parse_part_name(&name, extension).is_some() && entry.file_type().map_err(list_error)?.is_file() {
+            parts.push(entry.path());
+        }
+    }
+    parts.sort();
+    Ok(parts)
 }
 
 /// The sink's directory and file extension.
@@ -217,10 +241,10 @@ fn sink_dir(spec: &SinkSpec, base_dir: &Path) -> Result<(PathBuf, &'static str),
     }
 }
 
-/// Removes the regular files of `dir` whose names `remove` selects; returns whether it removed any.
-fn remove_matching(node: &str, dir: &Path, remove: impl Fn(&str) -> bool) -> Result<bool, ConnectorError> {
+/// Removes the regular files of `dir` whose names `remove` selects; returns those it removed.
+fn remove_matching(node: &str, dir: &Path, remove: impl Fn(&str) -> bool) -> Result<Vec<PathBuf>, ConnectorError> {
     let list_error = |e: std::io::Error| file_error(node, dir, format!("cannot list the directory: {e}"));
-    let mut removed = false;
+    let mut removed = Vec::new();
     for entry in fs::read_dir(dir).map_err(list_error)? {
         let entry = entry.map_err(list_error)?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
@@ -228,7 +252,7 @@ fn remove_matching(node: &str, dir: &Path, remove: impl Fn(&str) -> bool) -> Res
             continue;
         }
         match fs::remove_file(entry.path()) {
-            Ok(()) => removed = true,
+            Ok(()) => removed.push(entry.path()),
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(file_error(node, &entry.path(), format!("cannot remove a stale part file: {e}"))),
         }
