@@ -13,6 +13,8 @@
 //! Both the host and the Rust guest SDK use this crate, so the two ends of the
 //! boundary agree by construction.
 
+#[cfg(feature = "ipc")]
+pub mod ipc;
 pub mod media;
 
 use std::collections::HashMap;

@@ -302,7 +302,11 @@ impl JobSpec {
         }
         for op in &spec.operators {
             let l = &op.limits;
-            if l.memory_mb == 0 || l.call_timeout_ms == 0 || l.output_mb_per_call == 0 || l.output_batches_per_call == 0
+            if l.memory_mb == 0
+                || l.call_timeout_ms == 0
+                || l.output_mb_per_call == 0
+                || l.output_batches_per_call == 0
+                || l.host_memory_mb == 0
             {
                 return Err(spec.error_for(&op.id, format!("operator `{}`: every limit must be at least 1", op.id)));
             }

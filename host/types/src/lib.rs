@@ -5,6 +5,9 @@
 
 use std::fmt;
 
+mod host_memory;
+
+pub use host_memory::{HostMemoryBudget, HostMemoryCharge, HostMemoryExceeded};
 use serde::{Deserialize, Serialize};
 
 /// The id of a node (source, operator or sink) in a job spec.
@@ -63,11 +66,17 @@ pub struct OperatorLimits {
     /// Batches a guest may emit during one call. Stops a guest from turning
     /// one batch into millions of tiny ones.
     pub output_batches_per_call: u32,
+    /// Host memory an instance may hold on its guest's behalf at a time, in
+    /// MiB: state values being read for it (`value-get-many`, `list-get`,
+    /// `map-entries`, …), open blob `writer`s' buffers, blob reads. Charged
+    /// before the host allocates; past it the call fails with a `limit`
+    /// error. Stops a guest from claiming host memory outside `memory_mb`.
+    pub host_memory_mb: u64,
 }
 
 impl Default for OperatorLimits {
     fn default() -> Self {
-        Self { memory_mb: 256, call_timeout_ms: 10_000, output_mb_per_call: 256, output_batches_per_call: 1024 }
+        Self { memory_mb: 256, call_timeout_ms: 10_000, output_mb_per_call: 256, output_batches_per_call: 1024, host_memory_mb: 512 }
     }
 }
 
