@@ -217,7 +217,8 @@ impl OperatorState {
         let mut values = Vec::with_capacity(keys.len());
         for key in keys {
             self.encode(&mut buf, KIND_VALUE, name, key, &[])?;
-            values.push(self.keyspace.get(&buf[..]).map_err(fjall_error)?.map(|v| copy_admitted(&v, admit)).transpose()?);
+            values
+                .push(self.keyspace.get(&buf[..]).map_err(fjall_error)?.map(|v| copy_admitted(&v, admit)).transpose()?);
         }
         Ok(values)
     }

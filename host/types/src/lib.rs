@@ -76,7 +76,13 @@ pub struct OperatorLimits {
 
 impl Default for OperatorLimits {
     fn default() -> Self {
-        Self { memory_mb: 256, call_timeout_ms: 10_000, output_mb_per_call: 256, output_batches_per_call: 1024, host_memory_mb: 512 }
+        Self {
+            memory_mb: 256,
+            call_timeout_ms: 10_000,
+            output_mb_per_call: 256,
+            output_batches_per_call: 1024,
+            host_memory_mb: 512,
+        }
     }
 }
 

@@ -291,12 +291,15 @@ pub(crate) fn link(instance: &mut LinkerInstance<'_, HostState>) -> wasmtime::Re
             })
         },
     )?;
-    instance.func_wrap("map-entries", |mut store: StoreContextMut<'_, HostState>, (name, key): (String, Vec<u8>)| {
-        call_reading(&mut store, "state map-entries", |s, mem| {
-            check_name(&name)?;
-            check_key("key", &key)?;
-            s.map_entries(&name, &key, mem)
-        })
-    })?;
+    instance.func_wrap(
+        "map-entries",
+        |mut store: StoreContextMut<'_, HostState>, (name, key): (String, Vec<u8>)| {
+            call_reading(&mut store, "state map-entries", |s, mem| {
+                check_name(&name)?;
+                check_key("key", &key)?;
+                s.map_entries(&name, &key, mem)
+            })
+        },
+    )?;
     Ok(())
 }
