@@ -53,7 +53,13 @@ pub struct FlatField {
 /// or `None` if the type cannot cross the boundary.
 fn child_fields(data_type: &DataType) -> Option<Vec<Arc<Field>>> {
     use DataType::*;
+    use arrow_schema::TimeUnit;
     Some(match data_type {
+        // Arrow panics on these (negative widths; time units its arrays do not implement).
+        FixedSizeBinary(n) | FixedSizeList(_, n) if *n < 0 => return None,
+        Time32(TimeUnit::Microsecond | TimeUnit::Nanosecond) | Time64(TimeUnit::Second | TimeUnit::Millisecond) => {
+            return None;
+        }
         List(f) | LargeList(f) | FixedSizeList(f, _) | Map(f, _) => vec![f.clone()],
         Struct(fields) => fields.iter().cloned().collect(),
         Null
