@@ -323,6 +323,13 @@ fn build_array(
         field: field.name().clone(),
         data_type: field.data_type().to_string(),
     })?;
+    // Arrow reads a views buffer as whole 16-byte views and panics on a partial one.
+    if matches!(field.data_type(), DataType::Utf8View | DataType::BinaryView)
+        && let Some(views) = part.buffers.first()
+        && views.len() % 16 != 0
+    {
+        return Err(invalid(format!("views buffer of {} bytes is not a whole number of 16-byte views", views.len())));
+    }
     let mut children = Vec::with_capacity(child_fields.len());
     for child in &child_fields {
         children.push(build_array(child, parts, depth + 1)?);

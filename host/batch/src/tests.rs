@@ -251,3 +251,15 @@ fn schemas_arrow_cannot_build_are_refused_not_panicked_on() {
         assert!(assemble_batch(&schema, 1, parts).is_err(), "{data_type}: an error, not a panic");
     }
 }
+
+/// Found by the `batch_assembly` fuzz target: a binary-view column whose
+/// views buffer is one byte long made arrow's validation panic.
+#[test]
+fn a_partial_views_buffer_is_an_error_not_a_panic() {
+    for data_type in [DataType::BinaryView, DataType::Utf8View] {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", data_type, false)]));
+        let column = ColumnParts { len: 0, offset: 0, validity: None, buffers: vec![Buffer::from(vec![0u8])] };
+        let err = assemble_batch(&schema, 96, vec![column]).expect_err("a malformed views buffer");
+        assert!(err.to_string().contains("16-byte views"), "{err}");
+    }
+}
