@@ -11,6 +11,7 @@ mod cli;
 mod common;
 mod dedupe;
 mod event_time;
+mod host_memory;
 mod limits;
 mod media_audio;
 mod media_image;

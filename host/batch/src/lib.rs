@@ -13,6 +13,8 @@
 //! Both the host and the Rust guest SDK use this crate, so the two ends of the
 //! boundary agree by construction.
 
+#[cfg(feature = "ipc")]
+pub mod ipc;
 pub mod media;
 
 use std::collections::HashMap;
@@ -55,7 +57,13 @@ pub struct FlatField {
 /// or `None` if the type cannot cross the boundary.
 fn child_fields(data_type: &DataType) -> Option<Vec<Arc<Field>>> {
     use DataType::*;
+    use arrow_schema::TimeUnit;
     Some(match data_type {
+        // Arrow panics on these (negative widths; time units its arrays do not implement).
+        FixedSizeBinary(n) | FixedSizeList(_, n) if *n < 0 => return None,
+        Time32(TimeUnit::Microsecond | TimeUnit::Nanosecond) | Time64(TimeUnit::Second | TimeUnit::Millisecond) => {
+            return None;
+        }
         List(f) | LargeList(f) | FixedSizeList(f, _) | Map(f, _) => vec![f.clone()],
         Struct(fields) => fields.iter().cloned().collect(),
         Null
@@ -415,6 +423,13 @@ fn build_array(
         field: field.name().clone(),
         data_type: field.data_type().to_string(),
     })?;
+    // Arrow reads a views buffer as whole 16-byte views and panics on a partial one.
+    if matches!(field.data_type(), DataType::Utf8View | DataType::BinaryView)
+        && let Some(views) = part.buffers.first()
+        && views.len() % 16 != 0
+    {
+        return Err(invalid(format!("views buffer of {} bytes is not a whole number of 16-byte views", views.len())));
+    }
     let mut children = Vec::with_capacity(child_fields.len());
     for child in &child_fields {
         children.push(build_array(child, parts, depth + 1, rows_max)?);

@@ -317,4 +317,42 @@ fn fixed_size_widths_times_rows_cannot_overflow() {
     let parts =
         vec![ColumnParts { len: 1 << 30, offset: 0, validity: None, buffers: vec![Buffer::from(vec![0u8; 8])] }];
     assert!(assemble_batch(&fsb, 1 << 30, parts).unwrap_err().to_string().contains("out of range"));
+/// Found by the `batch_assembly` and `guest_schema` fuzz targets: a guest
+/// declaring `fixed-size-binary(-1)` made `assemble_batch` (and an empty batch
+/// of the schema) panic inside arrow; so would the time units arrow's arrays
+/// do not implement. They are refused as types that cannot cross.
+#[test]
+fn schemas_arrow_cannot_build_are_refused_not_panicked_on() {
+    use arrow_schema::TimeUnit;
+    for data_type in [
+        DataType::FixedSizeBinary(-1_074_005_127),
+        DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Int32, true)), -5),
+        DataType::Time32(TimeUnit::Nanosecond),
+        DataType::Time32(TimeUnit::Microsecond),
+        DataType::Time64(TimeUnit::Second),
+        DataType::Time64(TimeUnit::Millisecond),
+    ] {
+        let schema = Arc::new(Schema::new(vec![Field::new("f", data_type.clone(), true)]));
+        assert!(
+            matches!(flatten_schema(&schema), Err(BatchError::UnsupportedType { .. })),
+            "{data_type} must not cross the boundary"
+        );
+        let column = ColumnParts { len: 1, offset: 0, validity: None, buffers: vec![Buffer::from(vec![0u8; 64])] };
+        let children =
+            if matches!(data_type, DataType::FixedSizeList(..)) { vec![ColumnParts::default()] } else { vec![] };
+        let parts = std::iter::once(column).chain(children).collect();
+        assert!(assemble_batch(&schema, 1, parts).is_err(), "{data_type}: an error, not a panic");
+    }
+}
+
+/// Found by the `batch_assembly` fuzz target: a binary-view column whose
+/// views buffer is one byte long made arrow's validation panic.
+#[test]
+fn a_partial_views_buffer_is_an_error_not_a_panic() {
+    for data_type in [DataType::BinaryView, DataType::Utf8View] {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", data_type, false)]));
+        let column = ColumnParts { len: 0, offset: 0, validity: None, buffers: vec![Buffer::from(vec![0u8])] };
+        let err = assemble_batch(&schema, 96, vec![column]).expect_err("a malformed views buffer");
+        assert!(err.to_string().contains("16-byte views"), "{err}");
+    }
 }

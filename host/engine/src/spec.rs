@@ -307,6 +307,7 @@ impl JobSpec {
                 || l.output_mb_per_call == 0
                 || l.output_batches_per_call == 0
                 || l.output_rows_per_call == 0
+                || l.host_memory_mb == 0
             {
                 return Err(spec.error_for(&op.id, format!("operator `{}`: every limit must be at least 1", op.id)));
             }

@@ -39,10 +39,17 @@
 //!    newest kept one and that no kept manifest references, so files of a checkpoint in progress
 //!    (always numbered higher) and old bases of kept chains survive.
 
+// Without `stores`, the snapshot writer and some helpers have no user (only the fuzz build does that).
+#![cfg_attr(not(feature = "stores"), allow(dead_code))]
+
 pub mod checkpoint;
 mod durable;
 mod format;
+#[doc(hidden)]
+pub mod fuzzing;
+#[cfg(feature = "stores")]
 pub mod remote;
+#[cfg(feature = "stores")]
 mod store;
 
 use std::path::PathBuf;
@@ -51,8 +58,10 @@ use serde::{Deserialize, Serialize};
 
 pub use checkpoint::{CheckpointStore, Manifest, Participant, Rejected, Retained, checkpoint_file_name};
 pub use durable::{verify_file, write_file_durably};
+#[cfg(feature = "stores")]
 pub use remote::{Downloaded, RemoteStore, StoreUrl, Transfer};
-pub use store::{OperatorState, StateStore};
+#[cfg(feature = "stores")]
+pub use store::{Admit, OperatorState, StateStore};
 
 /// Longest state name (the `name` argument of every state call). Stops a guest from inflating
 /// every stored key with a huge name.

@@ -151,6 +151,19 @@ impl StateStore {
     }
 }
 
+/// Asked with the length of each value (or map entry) a read is about to copy out of the store,
+/// before it copies it; an error (typically [`StateError::Limit`]) stops the read there.
+pub type Admit<'a> = &'a mut dyn FnMut(usize) -> Result<(), StateError>;
+
+fn admit_all(_: usize) -> Result<(), StateError> {
+    Ok(())
+}
+
+fn copy_admitted(value: &[u8], admit: Admit<'_>) -> Result<Vec<u8>, StateError> {
+    admit(value.len())?;
+    Ok(value.to_vec())
+}
+
 impl fmt::Debug for StateStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StateStore").field("dir", &self.inner.dir).finish_non_exhaustive()
@@ -178,17 +191,34 @@ pub struct OperatorState {
 
 impl OperatorState {
     pub fn value_get(&self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.value_get_admitted(name, key, &mut admit_all)
+    }
+
+    /// As [`Self::value_get`], asking `admit` before copying the value out of the store.
+    pub fn value_get_admitted(&self, name: &str, key: &[u8], admit: Admit<'_>) -> Result<Option<Vec<u8>>, StateError> {
         let mut buf = self.scratch.borrow_mut();
         self.encode(&mut buf, KIND_VALUE, name, key, &[])?;
-        Ok(self.keyspace.get(&buf[..]).map_err(fjall_error)?.map(|v| v.to_vec()))
+        self.keyspace.get(&buf[..]).map_err(fjall_error)?.map(|v| copy_admitted(&v, admit)).transpose()
     }
 
     pub fn value_get_many(&self, name: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
+        self.value_get_many_admitted(name, keys, &mut admit_all)
+    }
+
+    /// As [`Self::value_get_many`], asking `admit` before copying each value: a caller that
+    /// refuses stops the read before the values it would not take are copied.
+    pub fn value_get_many_admitted(
+        &self,
+        name: &str,
+        keys: &[Vec<u8>],
+        admit: Admit<'_>,
+    ) -> Result<Vec<Option<Vec<u8>>>, StateError> {
         let mut buf = self.scratch.borrow_mut();
         let mut values = Vec::with_capacity(keys.len());
         for key in keys {
             self.encode(&mut buf, KIND_VALUE, name, key, &[])?;
-            values.push(self.keyspace.get(&buf[..]).map_err(fjall_error)?.map(|v| v.to_vec()));
+            values
+                .push(self.keyspace.get(&buf[..]).map_err(fjall_error)?.map(|v| copy_admitted(&v, admit)).transpose()?);
         }
         Ok(values)
     }
@@ -225,11 +255,16 @@ impl OperatorState {
 
     /// The items of a list, in append order.
     pub fn list_get(&self, name: &str, key: &[u8]) -> Result<Vec<Vec<u8>>, StateError> {
+        self.list_get_admitted(name, key, &mut admit_all)
+    }
+
+    /// As [`Self::list_get`], asking `admit` before copying each item.
+    pub fn list_get_admitted(&self, name: &str, key: &[u8], admit: Admit<'_>) -> Result<Vec<Vec<u8>>, StateError> {
         let mut buf = self.scratch.borrow_mut();
         self.encode(&mut buf, KIND_LIST, name, key, &[])?;
         let mut items = Vec::new();
         for guard in self.keyspace.prefix(&buf[..]) {
-            items.push(guard.value().map_err(fjall_error)?.to_vec());
+            items.push(copy_admitted(&guard.value().map_err(fjall_error)?, admit)?);
         }
         Ok(items)
     }
@@ -256,9 +291,20 @@ impl OperatorState {
     }
 
     pub fn map_get(&self, name: &str, key: &[u8], field: &[u8]) -> Result<Option<Vec<u8>>, StateError> {
+        self.map_get_admitted(name, key, field, &mut admit_all)
+    }
+
+    /// As [`Self::map_get`], asking `admit` before copying the value.
+    pub fn map_get_admitted(
+        &self,
+        name: &str,
+        key: &[u8],
+        field: &[u8],
+        admit: Admit<'_>,
+    ) -> Result<Option<Vec<u8>>, StateError> {
         let mut buf = self.scratch.borrow_mut();
         self.encode(&mut buf, KIND_MAP, name, key, field)?;
-        Ok(self.keyspace.get(&buf[..]).map_err(fjall_error)?.map(|v| v.to_vec()))
+        self.keyspace.get(&buf[..]).map_err(fjall_error)?.map(|v| copy_admitted(&v, admit)).transpose()
     }
 
     pub fn map_put(&mut self, name: &str, key: &[u8], field: &[u8], value: &[u8]) -> Result<(), StateError> {
@@ -279,12 +325,24 @@ impl OperatorState {
     /// The entries of a map, ordered by field bytes.
     #[allow(clippy::type_complexity, reason = "(field, value) pairs read plainly in this signature")]
     pub fn map_entries(&self, name: &str, key: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        self.map_entries_admitted(name, key, &mut admit_all)
+    }
+
+    /// As [`Self::map_entries`], asking `admit` before copying each entry (field and value).
+    #[allow(clippy::type_complexity, reason = "(field, value) pairs read plainly in this signature")]
+    pub fn map_entries_admitted(
+        &self,
+        name: &str,
+        key: &[u8],
+        admit: Admit<'_>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
         let mut buf = self.scratch.borrow_mut();
         self.encode(&mut buf, KIND_MAP, name, key, &[])?;
         let mut entries = Vec::new();
         for guard in self.keyspace.prefix(&buf[..]) {
             let (k, v) = guard.into_inner().map_err(fjall_error)?;
             let field = k.get(buf.len()..).unwrap_or_default();
+            admit(field.len() + v.len())?;
             entries.push((field.to_vec(), v.to_vec()));
         }
         Ok(entries)

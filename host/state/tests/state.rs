@@ -361,3 +361,48 @@ fn restore_detects_a_flipped_bit_and_a_truncated_file() {
     let err = s.restore(&files, &lying).unwrap_err();
     assert!(matches!(&err, StateError::Corrupt { message, .. } if message.contains("header")), "{err}");
 }
+
+/// Reads that return many values ask before copying each one, and stop at
+/// the first refusal: a caller with a budget never holds more than it allowed.
+#[test]
+fn admitted_reads_ask_before_each_copy_and_stop_at_a_refusal() {
+    let (_dir, store) = store();
+    let mut s = store.operator("big", 0).unwrap();
+    let value = vec![7u8; 1000];
+    s.value_set("v", b"k", &value).unwrap();
+    for i in 0..10u8 {
+        s.list_append("l", b"k", &value).unwrap();
+        s.map_put("m", b"k", &[i], &value).unwrap();
+    }
+    // A budget of 3,500 bytes: three values fit, the fourth is refused.
+    fn budget(asked: &mut Vec<usize>) -> impl FnMut(usize) -> Result<(), StateError> + '_ {
+        let mut left = 3500usize;
+        move |n: usize| {
+            asked.push(n);
+            left = left.checked_sub(n).ok_or_else(|| StateError::Limit("over budget".into()))?;
+            Ok(())
+        }
+    }
+    let keys = vec![b("k"); 100];
+    let mut asked = Vec::new();
+    let err = s.value_get_many_admitted("v", &keys, &mut budget(&mut asked)).unwrap_err();
+    assert!(matches!(err, StateError::Limit(_)), "{err}");
+    assert_eq!(asked, vec![1000; 4], "stops at the first refusal, not after reading all 100");
+
+    let mut asked = Vec::new();
+    assert!(s.list_get_admitted("l", b"k", &mut budget(&mut asked)).is_err());
+    assert_eq!(asked, vec![1000; 4]);
+
+    let mut asked = Vec::new();
+    assert!(s.map_entries_admitted("m", b"k", &mut budget(&mut asked)).is_err());
+    assert_eq!(asked, vec![1001; 4], "an entry counts its field and its value");
+
+    let mut asked = Vec::new();
+    assert_eq!(s.value_get_admitted("v", b"k", &mut budget(&mut asked)).unwrap(), Some(value.clone()));
+    assert_eq!(s.map_get_admitted("m", b"k", &[1], &mut budget(&mut asked)).unwrap(), Some(value.clone()));
+    assert_eq!(asked, vec![1000, 1000]);
+    // Within the budget, the admitted reads return what the plain ones do.
+    let mut all = |_: usize| -> Result<(), StateError> { Ok(()) };
+    assert_eq!(s.list_get_admitted("l", b"k", &mut all).unwrap(), s.list_get("l", b"k").unwrap());
+    assert_eq!(s.map_entries_admitted("m", b"k", &mut all).unwrap(), s.map_entries("m", b"k").unwrap());
+}

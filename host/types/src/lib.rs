@@ -5,6 +5,9 @@
 
 use std::fmt;
 
+mod host_memory;
+
+pub use host_memory::{HostMemoryBudget, HostMemoryCharge, HostMemoryExceeded};
 use serde::{Deserialize, Serialize};
 
 /// The id of a node (source, operator or sink) in a job spec.
@@ -70,6 +73,12 @@ pub struct OperatorLimits {
     /// batch without columns or a fixed-size list of width 0 has rows that
     /// cost no bytes, yet every row costs work downstream (hashing, sinks).
     pub output_rows_per_call: u64,
+    /// Host memory an instance may hold on its guest's behalf at a time, in
+    /// MiB: state values being read for it (`value-get-many`, `list-get`,
+    /// `map-entries`, …), open blob `writer`s' buffers, blob reads. Charged
+    /// before the host allocates; past it the call fails with a `limit`
+    /// error. Stops a guest from claiming host memory outside `memory_mb`.
+    pub host_memory_mb: u64,
 }
 
 impl Default for OperatorLimits {
@@ -80,6 +89,7 @@ impl Default for OperatorLimits {
             output_mb_per_call: 256,
             output_batches_per_call: 1024,
             output_rows_per_call: 16 << 20,
+            host_memory_mb: 512,
         }
     }
 }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use flumen_blob::{BlobError, BlobRef, BlobStore, Digest, Pin};
+use flumen_types::{HostMemoryCharge, HostMemoryExceeded};
 use wasmtime::StoreContextMut;
 use wasmtime::component::{ComponentType, Lift, LinkerInstance, Lower, Resource, ResourceType};
 
@@ -19,7 +20,9 @@ use crate::instance::HostState;
 
 /// Most bytes one `read`, `create` or `write` call moves.
 pub const BLOB_CALL_BYTES_MAX: u64 = 64 << 20;
-/// Most bytes a `writer` may gather (it holds them in host memory until `finish`).
+/// Most bytes a `writer` may gather (it holds them in host memory until
+/// `finish`, charged to the instance's `host_memory_mb`, so the smaller of
+/// the two bounds it).
 pub const BLOB_WRITER_BYTES_MAX: u64 = 1 << 30;
 
 /// A reference as it crosses the boundary.
@@ -42,15 +45,58 @@ pub(crate) struct WitBlobInfo {
     source: Option<String>,
 }
 
-/// An open `reader` resource.
+/// An open `reader` resource; what it holds (its reference, with the
+/// guest-sized media type) is charged to the instance's host memory budget
+/// until the guest drops it.
 pub(crate) struct ReaderRes {
     blob: BlobRef,
     pos: u64,
+    _mem: HostMemoryCharge,
 }
 
-/// An open `writer` resource.
+/// An open `writer` resource. Its buffer's capacity is charged to the
+/// instance's host memory budget while it is open; the charge goes with the
+/// buffer (at `finish`, to the blob store, which accounts for its own memory)
+/// or when the guest drops the writer.
 pub(crate) struct WriterRes {
     data: Option<Vec<u8>>,
+    mem: HostMemoryCharge,
+    /// The budget could not take even the writer itself.
+    refused: bool,
+}
+
+impl WriterRes {
+    /// Appends `data`, growing the buffer (and its charge) first: by half
+    /// again, for amortised appends, or, if the budget cannot take that, by
+    /// exactly what is needed.
+    fn append(&mut self, data: &[u8]) -> Result<(), WitError> {
+        let Some(buf) = self.data.as_mut() else {
+            return Err(err(WitErrorKind::InvalidInput, "write after finish"));
+        };
+        if self.refused {
+            // Charge what it should have held, to get the budget's own refusal.
+            self.mem.grow(std::mem::size_of::<WriterRes>() as u64).map_err(over_budget)?;
+            self.refused = false;
+        }
+        let needed = buf.len() as u64 + data.len() as u64;
+        if needed > BLOB_WRITER_BYTES_MAX {
+            return Err(err(WitErrorKind::Limit, format!("a blob of more than {BLOB_WRITER_BYTES_MAX} bytes")));
+        }
+        let cap = buf.capacity() as u64;
+        if needed > cap {
+            let roomy = needed.max(cap + cap / 2).min(BLOB_WRITER_BYTES_MAX);
+            let new_cap = if self.mem.grow(roomy - cap).is_ok() {
+                roomy
+            } else {
+                self.mem.grow(needed - cap).map_err(over_budget)?;
+                needed
+            };
+            buf.reserve_exact((new_cap - buf.len() as u64) as usize);
+            // The allocator may round up; what the budget holds is what was asked.
+        }
+        buf.extend_from_slice(data);
+        Ok(())
+    }
 }
 
 /// One subtask's view of the job's blob store: the store, and the blobs the
@@ -136,6 +182,11 @@ fn blob_err(e: BlobError) -> WitError {
     err(kind, e.to_string())
 }
 
+/// A refused host memory charge, as the guest sees it: a `limit` error.
+fn over_budget(e: HostMemoryExceeded) -> WitError {
+    err(WitErrorKind::Limit, e.to_string())
+}
+
 fn from_wit(r: WitBlobRef) -> Result<BlobRef, WitError> {
     let bad = || err(WitErrorKind::InvalidInput, "malformed blob reference (digest must be 32 bytes, token 16)");
     Ok(BlobRef {
@@ -180,6 +231,12 @@ fn read(mut store: StoreContextMut<'_, HostState>, r: WitBlobRef, offset: u64, l
     let len = len.min(r.size.saturating_sub(offset));
     check_len("read", len)?;
     let s = scope(&store)?;
+    // The store's buffer and the copy handed to the guest, charged before
+    // either is made and held until the guest has the bytes.
+    let data = store.data_mut();
+    data.release_returned();
+    let mem = data.host_memory().charge("a blob read", len.saturating_mul(2)).map_err(over_budget)?;
+    data.hold_returned(mem);
     let bytes = s.store().read(&r, offset, len).map_err(blob_err)?;
     store.data_mut().blob_bytes_read += bytes.len() as u64;
     Ok(bytes.to_vec())
@@ -215,10 +272,12 @@ pub(crate) fn link(linker: &mut LinkerInstance<'_, HostState>) -> wasmtime::Resu
     linker.func_wrap("open", |mut store, (r,): (WitBlobRef,)| -> Ret<Resource<ReaderRes>> {
         let opened = from_wit(r).and_then(|r| {
             scope(&store)?.store().check(&r).map_err(blob_err)?;
-            Ok(r)
+            let held = std::mem::size_of::<ReaderRes>() + r.media_type.len();
+            let mem = store.data().host_memory().charge("an open blob reader", held as u64).map_err(over_budget)?;
+            Ok((r, mem))
         });
         Ok((match opened {
-            Ok(blob) => Ok(store.data_mut().table_mut().push(ReaderRes { blob, pos: 0 })?),
+            Ok((blob, mem)) => Ok(store.data_mut().table_mut().push(ReaderRes { blob, pos: 0, _mem: mem })?),
             Err(e) => Err(e),
         },))
     })?;
@@ -247,22 +306,19 @@ pub(crate) fn link(linker: &mut LinkerInstance<'_, HostState>) -> wasmtime::Resu
         store.data_mut().table_mut().delete(Resource::<WriterRes>::new_own(rep))?;
         Ok(())
     })?;
+    // The constructor cannot return an error: a writer the budget cannot
+    // take is opened holding nothing, and its first `write` is refused.
     linker.func_wrap("[constructor]writer", |mut store, (): ()| -> wasmtime::Result<(Resource<WriterRes>,)> {
-        Ok((store.data_mut().table_mut().push(WriterRes { data: Some(Vec::new()) })?,))
+        let mut mem = store.data().host_memory().empty("an open blob writer");
+        let refused = mem.grow(std::mem::size_of::<WriterRes>() as u64).is_err();
+        Ok((store.data_mut().table_mut().push(WriterRes { data: Some(Vec::new()), mem, refused })?,))
     })?;
     linker.func_wrap("[method]writer.write", |mut store, (this, data): (Resource<WriterRes>, Vec<u8>)| -> Ret<()> {
         if let Err(e) = check_len("write", data.len() as u64) {
             return Ok((Err(e),));
         }
         let w = store.data_mut().table_mut().get_mut(&this)?;
-        let Some(buf) = w.data.as_mut() else {
-            return Ok((Err(err(WitErrorKind::InvalidInput, "write after finish")),));
-        };
-        if (buf.len() + data.len()) as u64 > BLOB_WRITER_BYTES_MAX {
-            return Ok((Err(err(WitErrorKind::Limit, format!("a blob of more than {BLOB_WRITER_BYTES_MAX} bytes"))),));
-        }
-        buf.extend_from_slice(&data);
-        Ok((Ok(()),))
+        Ok((w.append(&data),))
     })?;
     linker.func_wrap(
         "[method]writer.finish",
@@ -271,6 +327,8 @@ pub(crate) fn link(linker: &mut LinkerInstance<'_, HostState>) -> wasmtime::Resu
             let Some(data) = w.data.take() else {
                 return Ok((Err(err(WitErrorKind::InvalidInput, "finish called twice")),));
             };
+            // The buffer goes to the blob store, which accounts for it from here.
+            w.mem.release();
             Ok((create(store.as_context_mut(), data, &media),))
         },
     )?;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use flumen_batch::{ColumnParts, FlatBatch};
-use flumen_types::OperatorLimits;
+use flumen_types::{HostMemoryBudget, HostMemoryCharge, OperatorLimits};
 use wasmtime::component::ResourceTable;
 use wasmtime::component::{Component, ComponentExportIndex, Func, InstancePre, Linker, TypedFunc, WasmList};
 use wasmtime::{Store, StoreContextMut, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
@@ -213,6 +213,8 @@ impl OperatorFactory {
             call_pins: Vec::new(),
             blob_bytes_read: 0,
             blob_bytes_created: 0,
+            host_memory: HostMemoryBudget::new(label.to_string(), self.limits.host_memory_mb.saturating_mul(1 << 20)),
+            returned: None,
         };
         let mut store = Store::new(self.runtime.engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -470,6 +472,7 @@ impl OperatorInstance {
         data.out_rows = 0;
         data.emit_failure = None;
         data.call_pins.clear();
+        data.returned = None;
         data.stderr_mark = data.stderr.contents().len();
         self.store.set_epoch_deadline(1);
     }
@@ -482,6 +485,7 @@ impl OperatorInstance {
         // Blobs made during the call were pinned by the batches that carry
         // them (at emit); those that no batch carries are released now.
         let _made = std::mem::take(&mut self.store.data_mut().call_pins);
+        self.store.data_mut().returned = None;
         let (returned,) = result.map_err(|e| classify(&self.label, e, what, &self.limits, self.store.data()))?;
         let data = self.store.data_mut();
         // An emit that failed fails the call, even if the guest ignored the error.
@@ -521,6 +525,12 @@ pub(crate) struct HostState {
     call_pins: Vec<Pin>,
     pub(crate) blob_bytes_read: u64,
     pub(crate) blob_bytes_created: u64,
+    /// Host memory held on the guest's behalf (`limits.host_memory_mb`).
+    host_memory: HostMemoryBudget,
+    /// The charge for what the last host call returned, held until the guest
+    /// has it (released at the next host call that returns bytes, or when
+    /// the guest call ends).
+    returned: Option<HostMemoryCharge>,
 }
 
 type SnapshotFuncs = (TypedFunc<(), (Result<Vec<u8>, WitError>,)>, TypedFunc<(Vec<u8>,), (Result<(), WitError>,)>);
@@ -533,6 +543,20 @@ impl HostState {
 
     pub(crate) fn blobs(&self) -> Option<&BlobScope> {
         self.blobs.as_ref()
+    }
+
+    pub(crate) fn host_memory(&self) -> &HostMemoryBudget {
+        &self.host_memory
+    }
+
+    /// Keeps `charge` until the guest has what the current host call returns.
+    pub(crate) fn hold_returned(&mut self, charge: HostMemoryCharge) {
+        self.returned = Some(charge);
+    }
+
+    /// Releases the charge of what an earlier host call returned (the guest has it by now).
+    pub(crate) fn release_returned(&mut self) {
+        self.returned = None;
     }
 
     pub(crate) fn hold_for_call(&mut self, pin: Pin) {

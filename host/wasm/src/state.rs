@@ -8,6 +8,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use flumen_types::{HostMemoryCharge, HostMemoryExceeded};
 use wasmtime::StoreContextMut;
 use wasmtime::component::LinkerInstance;
 
@@ -40,21 +41,38 @@ impl StateFault {
 
 /// One subtask's state, as the engine provides it. Every method is called
 /// with arguments already checked against the limits of this module.
+///
+/// Methods that return values get `mem`, the instance's host memory charge
+/// for this call: they must [`HostMemoryCharge::grow`] it by each value's
+/// length *before* copying the value out of the store, and stop at the first
+/// refusal (a [`StateFault`] with `limit`), so a guest asking for more than
+/// its `host_memory_mb` never makes the host hold it.
 pub trait StateBackend: Send + 'static {
     /// The backend itself, so its owner can reach its concrete type (to snapshot it).
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
-    fn value_get(&mut self, name: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StateFault>;
-    fn value_get_many(&mut self, name: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StateFault>;
+    fn value_get(&mut self, name: &str, key: &[u8], mem: &mut HostMemoryCharge) -> Result<Option<Vec<u8>>, StateFault>;
+    fn value_get_many(
+        &mut self,
+        name: &str,
+        keys: &[Vec<u8>],
+        mem: &mut HostMemoryCharge,
+    ) -> Result<Vec<Option<Vec<u8>>>, StateFault>;
     fn value_set(&mut self, name: &str, key: &[u8], value: &[u8]) -> Result<(), StateFault>;
     fn value_set_many(&mut self, name: &str, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StateFault>;
     fn value_delete(&mut self, name: &str, key: &[u8]) -> Result<(), StateFault>;
-    fn list_get(&mut self, name: &str, key: &[u8]) -> Result<Vec<Vec<u8>>, StateFault>;
+    fn list_get(&mut self, name: &str, key: &[u8], mem: &mut HostMemoryCharge) -> Result<Vec<Vec<u8>>, StateFault>;
     fn list_append(&mut self, name: &str, key: &[u8], item: &[u8]) -> Result<(), StateFault>;
     fn list_clear(&mut self, name: &str, key: &[u8]) -> Result<(), StateFault>;
-    fn map_get(&mut self, name: &str, key: &[u8], field: &[u8]) -> Result<Option<Vec<u8>>, StateFault>;
+    fn map_get(
+        &mut self,
+        name: &str,
+        key: &[u8],
+        field: &[u8],
+        mem: &mut HostMemoryCharge,
+    ) -> Result<Option<Vec<u8>>, StateFault>;
     fn map_put(&mut self, name: &str, key: &[u8], field: &[u8], value: &[u8]) -> Result<(), StateFault>;
     fn map_remove(&mut self, name: &str, key: &[u8], field: &[u8]) -> Result<(), StateFault>;
-    fn map_entries(&mut self, name: &str, key: &[u8]) -> Result<Entries, StateFault>;
+    fn map_entries(&mut self, name: &str, key: &[u8], mem: &mut HostMemoryCharge) -> Result<Entries, StateFault>;
 }
 
 /// A subtask's state, shared by the engine (which snapshots and restores it
@@ -93,6 +111,11 @@ fn to_wit(f: StateFault) -> WitError {
 
 fn limit(message: String) -> StateFault {
     StateFault { limit: true, message }
+}
+
+/// A refused host memory charge, as the guest sees it: a `limit` error.
+fn over_budget(e: HostMemoryExceeded) -> StateFault {
+    limit(e.to_string())
 }
 
 fn check_name(name: &str) -> Result<(), StateFault> {
@@ -135,23 +158,45 @@ fn call<T>(
     Ok((outcome.map_err(to_wit),))
 }
 
+/// Runs one state call that returns values (`what`, for messages): the
+/// backend charges each copy to the instance's host memory budget before it
+/// makes it, and the charge is held until the values have been handed to the
+/// guest (released at the next host call or at the end of the guest call).
+fn call_reading<T>(
+    store: &mut StoreContextMut<'_, HostState>,
+    what: &'static str,
+    f: impl FnOnce(&mut dyn StateBackend, &mut HostMemoryCharge) -> Result<T, StateFault>,
+) -> Ret<T> {
+    let data = store.data_mut();
+    data.release_returned();
+    let mut mem = data.host_memory().empty(what);
+    let outcome = match data.state() {
+        Some(handle) => handle.with(|s| f(s, &mut mem)),
+        None => Err(StateFault::internal("this instance has no state store (the job runs without one)")),
+    };
+    data.hold_returned(mem);
+    Ok((outcome.map_err(to_wit),))
+}
+
 /// Links `flumen:dataflow/state` into `instance`.
 pub(crate) fn link(instance: &mut LinkerInstance<'_, HostState>) -> wasmtime::Result<()> {
-    instance.func_wrap("value-get", |store: StoreContextMut<'_, HostState>, (name, key): (String, Vec<u8>)| {
-        call(&store, |s| {
+    instance.func_wrap("value-get", |mut store: StoreContextMut<'_, HostState>, (name, key): (String, Vec<u8>)| {
+        call_reading(&mut store, "state value-get", |s, mem| {
             check_name(&name)?;
             check_key("key", &key)?;
-            s.value_get(&name, &key)
+            s.value_get(&name, &key, mem)
         })
     })?;
     instance.func_wrap(
         "value-get-many",
-        |store: StoreContextMut<'_, HostState>, (name, keys): (String, Vec<Vec<u8>>)| {
-            call(&store, |s| {
+        |mut store: StoreContextMut<'_, HostState>, (name, keys): (String, Vec<Vec<u8>>)| {
+            call_reading(&mut store, "state value-get-many", |s, mem| {
                 check_name(&name)?;
                 check_count(keys.len())?;
                 keys.iter().try_for_each(|k| check_key("key", k))?;
-                s.value_get_many(&name, &keys)
+                // The result's slots, before any value.
+                mem.grow((keys.len() * std::mem::size_of::<Option<Vec<u8>>>()) as u64).map_err(over_budget)?;
+                s.value_get_many(&name, &keys, mem)
             })
         },
     )?;
@@ -187,11 +232,11 @@ pub(crate) fn link(instance: &mut LinkerInstance<'_, HostState>) -> wasmtime::Re
             s.value_delete(&name, &key)
         })
     })?;
-    instance.func_wrap("list-get", |store: StoreContextMut<'_, HostState>, (name, key): (String, Vec<u8>)| {
-        call(&store, |s| {
+    instance.func_wrap("list-get", |mut store: StoreContextMut<'_, HostState>, (name, key): (String, Vec<u8>)| {
+        call_reading(&mut store, "state list-get", |s, mem| {
             check_name(&name)?;
             check_key("key", &key)?;
-            s.list_get(&name, &key)
+            s.list_get(&name, &key, mem)
         })
     })?;
     instance.func_wrap(
@@ -214,12 +259,12 @@ pub(crate) fn link(instance: &mut LinkerInstance<'_, HostState>) -> wasmtime::Re
     })?;
     instance.func_wrap(
         "map-get",
-        |store: StoreContextMut<'_, HostState>, (name, key, field): (String, Vec<u8>, Vec<u8>)| {
-            call(&store, |s| {
+        |mut store: StoreContextMut<'_, HostState>, (name, key, field): (String, Vec<u8>, Vec<u8>)| {
+            call_reading(&mut store, "state map-get", |s, mem| {
                 check_name(&name)?;
                 check_key("key", &key)?;
                 check_key("map field", &field)?;
-                s.map_get(&name, &key, &field)
+                s.map_get(&name, &key, &field, mem)
             })
         },
     )?;
@@ -246,12 +291,15 @@ pub(crate) fn link(instance: &mut LinkerInstance<'_, HostState>) -> wasmtime::Re
             })
         },
     )?;
-    instance.func_wrap("map-entries", |store: StoreContextMut<'_, HostState>, (name, key): (String, Vec<u8>)| {
-        call(&store, |s| {
-            check_name(&name)?;
-            check_key("key", &key)?;
-            s.map_entries(&name, &key)
-        })
-    })?;
+    instance.func_wrap(
+        "map-entries",
+        |mut store: StoreContextMut<'_, HostState>, (name, key): (String, Vec<u8>)| {
+            call_reading(&mut store, "state map-entries", |s, mem| {
+                check_name(&name)?;
+                check_key("key", &key)?;
+                s.map_entries(&name, &key, mem)
+            })
+        },
+    )?;
     Ok(())
 }

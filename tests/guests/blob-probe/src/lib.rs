@@ -10,7 +10,11 @@
 //!   `snapshot`); at `finish` reads every kept blob back and emits `path`
 //!   (the id), `content`;
 //! - `copy-retain`: copies every blob (its bytes, reversed) into a new one,
-//!   retained until `finish`, and emits the batch with the copies' references.
+//!   retained until `finish`, and emits the batch with the copies' references;
+//! - `writers`: on every batch opens `config.writers` blob writers, writes
+//!   `config.write_mb` MiB into each while all stay open, finishes them,
+//!   checks their sizes and passes the batch on (the host must charge the
+//!   open writers' buffers to `limits.host_memory_mb`). Needs no blob column.
 use std::io::Read;
 use std::sync::Arc;
 
@@ -24,6 +28,10 @@ struct Config {
     mode: String,
     #[serde(default = "default_column")]
     column: String,
+    #[serde(default)]
+    writers: u32,
+    #[serde(default)]
+    write_mb: u32,
 }
 
 fn default_column() -> String {
@@ -36,6 +44,8 @@ struct Probe {
     input: SchemaRef,
     schema: SchemaRef,
     kept: Vec<(String, BlobRef)>,
+    /// `writers` mode: (writers, MiB each).
+    writers: (u32, u32),
 }
 
 fn fnv(bytes: &[u8], mut h: u64) -> u64 {
@@ -50,7 +60,11 @@ impl Operator for Probe {
     type Config = Config;
     fn open(ctx: &Context, config: Config) -> Result<Self, Error> {
         let input = ctx.input(0)?.clone();
-        let column = input.index_of(&config.column).map_err(|e| Error::config(e.to_string()))?;
+        let column = match input.index_of(&config.column) {
+            Ok(i) => i,
+            Err(_) if config.mode == "writers" => 0,
+            Err(e) => return Err(Error::config(e.to_string())),
+        };
         let schema = match config.mode.as_str() {
             "read" => Arc::new(Schema::new(vec![
                 Field::new("path", DataType::Utf8, true),
@@ -61,10 +75,11 @@ impl Operator for Probe {
                 Field::new("path", DataType::Utf8, true),
                 Field::new("content", DataType::Utf8, false),
             ])),
-            "forge" | "read-forged" | "copy-retain" => input.clone(),
+            "forge" | "read-forged" | "copy-retain" | "writers" => input.clone(),
             other => return Err(Error::config(format!("unknown mode `{other}`"))),
         };
-        Ok(Self { mode: config.mode, column, input, schema, kept: Vec::new() })
+        let writers = (config.writers, config.write_mb);
+        Ok(Self { mode: config.mode, column, input, schema, kept: Vec::new(), writers })
     }
 
     fn schema(&self) -> SchemaRef {
@@ -72,6 +87,10 @@ impl Operator for Probe {
     }
 
     fn process(&mut self, _port: u32, batch: RecordBatch, out: &mut Emitter) -> Result<(), Error> {
+        if self.mode == "writers" {
+            many_writers(self.writers.0, self.writers.1)?;
+            return out.emit(&batch);
+        }
         if self.mode == "make-retain" {
             let ids = batch
                 .column(self.column)
@@ -204,6 +223,26 @@ impl Operator for Probe {
             .collect::<Result<_, Error>>()?;
         Ok(())
     }
+}
+
+/// Opens `n` writers, writes `mb` MiB into each while all are open, then
+/// finishes them. Calls the WIT functions directly, so a refusal keeps its kind.
+fn many_writers(n: u32, mb: u32) -> Result<(), Error> {
+    use flumen_sdk::bindings::flumen::dataflow::blobs as wit_blobs;
+    let chunk = vec![0xa5_u8; 1 << 20];
+    let writers: Vec<wit_blobs::Writer> = (0..n).map(|_| wit_blobs::Writer::new()).collect();
+    for _ in 0..mb {
+        for w in &writers {
+            w.write(&chunk)?;
+        }
+    }
+    for w in writers {
+        let made = w.finish("application/octet-stream")?;
+        if made.size != u64::from(mb) << 20 {
+            return Err(Error::internal(format!("blob-probe: a writer made {} bytes, not {mb} MiB", made.size)));
+        }
+    }
+    Ok(())
 }
 
 fn hex(b: &[u8]) -> String {

@@ -20,6 +20,11 @@
 //!   *instance* has received past this number, before counting or emitting
 //!   any of it. The tally lives in the instance, not in state: every fresh
 //!   instance (after a retry or a restore) may take this many rows again.
+//! - `big_reads = { values, value_kib, keys }`: on this instance's first
+//!   batch, before counting, sets `values` values of `value_kib` KiB each in
+//!   the state `big`, then reads `keys` keys cycling over them with one
+//!   `value-get-many` and checks every length; the host must charge what it
+//!   copies to `limits.host_memory_mb` (a read over it fails the batch).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,6 +49,16 @@ struct Config {
     sleep_ms: u64,
     #[serde(default)]
     trap_after_rows: Option<u64>,
+    #[serde(default)]
+    big_reads: Option<BigReads>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+struct BigReads {
+    values: u32,
+    value_kib: u32,
+    keys: u32,
 }
 
 fn default_key() -> String {
@@ -72,6 +87,8 @@ struct KeyedCounter {
     trap_after_rows: Option<u64>,
     /// Rows this instance has received, across all its batches.
     rows_received: u64,
+    /// `big_reads` still to do (on the first batch).
+    big_reads: Option<BigReads>,
 }
 
 impl Operator for KeyedCounter {
@@ -100,6 +117,7 @@ impl Operator for KeyedCounter {
             sleep: Duration::from_millis(config.sleep_ms),
             trap_after_rows: config.trap_after_rows,
             rows_received: 0,
+            big_reads: config.big_reads,
         })
     }
 
@@ -119,6 +137,9 @@ impl Operator for KeyedCounter {
         }
         if !self.sleep.is_zero() {
             std::thread::sleep(self.sleep);
+        }
+        if let Some(big) = self.big_reads.take() {
+            big_reads(big)?;
         }
         if batch.num_rows() == 0 {
             return Ok(());
@@ -199,6 +220,24 @@ fn count_in_state(state: &ValueState, keys: &[Vec<u8>]) -> Result<Vec<i64>, Erro
     let updates: Vec<(&[u8], i64)> = distinct.into_iter().zip(running).collect();
     state.set_many_i64(&updates)?;
     Ok(counts)
+}
+
+/// Sets a few large values, then reads many keys over them at once.
+fn big_reads(big: BigReads) -> Result<(), Error> {
+    let state = ValueState::new("big");
+    let len = big.value_kib as usize * 1024;
+    let value = vec![0x5a_u8; len];
+    let names: Vec<Vec<u8>> = (0..big.values.max(1)).map(|i| format!("big-{i}").into_bytes()).collect();
+    for name in &names {
+        state.set(name, &value)?;
+    }
+    drop(value);
+    let keys: Vec<&[u8]> = (0..big.keys as usize).map(|i| names[i % names.len()].as_slice()).collect();
+    let got = state.get_many(&keys)?;
+    if got.len() != keys.len() || got.iter().any(|v| v.as_ref().map(Vec::len) != Some(len)) {
+        return Err(Error::internal("keyed-counter: value-get-many returned the wrong values"));
+    }
+    Ok(())
 }
 
 /// Parses what `save` wrote; the bytes come from the host, so nothing is trusted.
