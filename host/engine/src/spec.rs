@@ -343,20 +343,28 @@ impl JobSpec {
         let span = config.span();
         let start = span.start.min(self.text.len());
         let end = span.end.clamp(start, self.text.len());
-        let text = &self.text[start..end];
-        // A key the message names, written as `key =` inside the config.
-        let named = message.split('`').skip(1).step_by(2).find_map(|key| {
-            let key = key.trim();
-            if key.is_empty() || !key.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-') {
-                return None;
-            }
-            text.match_indices(key).find_map(|(i, _)| {
-                let before = text[..i].chars().next_back();
-                let after = text[i + key.len()..].trim_start();
-                let boundary = before.is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '-'));
-                (boundary && after.starts_with('=')).then_some(i)
+        // An `[operator.config]` table's keys follow its header, up to the next header.
+        let table_end = self.text[start..]
+            .match_indices("\n[")
+            .map(|(i, _)| start + i)
+            .find(|&i| i >= end)
+            .unwrap_or(self.text.len());
+        let key_at = |text: &str| {
+            // A key the message names, written as `key =`.
+            message.split('`').skip(1).step_by(2).find_map(|key| {
+                let key = key.trim();
+                if key.is_empty() || !key.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-') {
+                    return None;
+                }
+                text.match_indices(key).find_map(|(i, _)| {
+                    let before = text[..i].chars().next_back();
+                    let after = text[i + key.len()..].trim_start();
+                    let boundary = before.is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '-'));
+                    (boundary && after.starts_with('=')).then_some(i)
+                })
             })
-        });
+        };
+        let named = key_at(&self.text[start..end]).or_else(|| key_at(&self.text[start..table_end.max(end)]));
         let line = line_of_offset(&self.text, start + named.unwrap_or(0));
         SpecError { path: self.path.clone(), line: Some(line), message }
     }
