@@ -36,7 +36,13 @@ use tokio::runtime::Runtime;
 
 const SIZES: [usize; 3] = [1024, 8192, 65536];
 
+// Builds the plugins and test guests this benchmark uses (the build script
+// builds only the core plugins).
+#[path = "../host/cli/src/guests.rs"]
+mod guests;
+
 fn main() {
+    guests::ensure_all();
     let bench_mode = std::env::args().any(|a| a == "--bench");
     let summary_only = std::env::var_os("W1_SUMMARY_ONLY").is_some_and(|v| v != "0");
     let rt = tokio::runtime::Builder::new_current_thread().build().expect("tokio runtime");

@@ -82,7 +82,13 @@ impl Query {
     }
 }
 
+// Builds the plugins and test guests this benchmark uses (the build script
+// builds only the core plugins).
+#[path = "../host/cli/src/guests.rs"]
+mod guests;
+
 fn main() {
+    guests::ensure_all();
     if !std::env::args().any(|a| a == "--bench") {
         // `cargo test --benches` builds and starts every bench; this one runs
         // only under `cargo bench`.

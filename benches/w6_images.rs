@@ -50,7 +50,13 @@ const WIDTH: u32 = 512;
 const HEIGHT: u32 = 384;
 const TARGET: u32 = 224;
 
+// Builds the plugins and test guests this benchmark uses (the build script
+// builds only the core plugins).
+#[path = "../host/cli/src/guests.rs"]
+mod guests;
+
 fn main() {
+    guests::ensure_all();
     if !std::env::args().any(|a| a == "--bench") {
         // `cargo test --benches` builds and starts every bench; this one runs only under `cargo bench`.
         println!("w6_images: run with `cargo bench --bench w6_images`");

@@ -2,7 +2,7 @@
 //! sizes and shapes as PNG, JPEG and WebP files.
 //!
 //! ```sh
-//! cargo run --release --example make-images -- examples/images/data
+//! cargo run --example make-images -- examples/images/data
 //! ```
 //!
 //! The same functions make the images of the integration tests and the W6

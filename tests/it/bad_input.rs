@@ -84,7 +84,7 @@ async fn unknown_capability_is_named() {
 async fn operator_refusing_its_config_fails_at_open() {
     let job = one_operator("plugin = \"filter\"\nconfig = { predicate = \"prce > 3\" }", 10);
     let err = job.run_err().await;
-    assert_contains(&err, &["job.toml:12:", "op[0]", "prce"]);
+    assert_contains(&err, &["job.toml:15:", "op[0]", "prce"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,4 +161,104 @@ inputs = ["in"]
     std::fs::write(job.file("input.csv"), "id,name\n1,a\nnot-a-number,b\n").unwrap();
     let err = job.run_err().await;
     assert_contains(&err, &["input.csv"]);
+}
+
+/// An operator without `inputs` is reported at its own table, not at the
+/// source it leaves unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_without_inputs_is_reported_at_its_line() {
+    let job = Job::new(
+        r#"[job]
+name = "t"
+
+[[source]]
+id = "in"
+kind = "csv"
+path = "input.csv"
+
+[[operator]]
+id = "lonely"
+plugin = "filter"
+config = { predicate = "id > 1" }
+
+[[sink]]
+id = "out"
+kind = "blackhole"
+inputs = ["lonely"]
+"#,
+    )
+    .with_ids_csv(5);
+    let err = job.run_err().await;
+    assert_contains(&err, &["job.toml:10:", "operator `lonely` has no inputs"]);
+    assert!(!err.contains("`in`"), "{err}");
+}
+
+/// A cycle that cuts a source off is reported as the cycle, at its first
+/// node, not as a source nothing reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cycle_cutting_off_a_source_is_reported_at_the_cycle() {
+    let job = Job::new(
+        r#"[job]
+name = "t"
+
+[[source]]
+id = "in"
+kind = "csv"
+path = "input.csv"
+
+[[operator]]
+id = "a"
+plugin = "filter"
+config = { predicate = "id > 1" }
+inputs = ["b"]
+
+[[operator]]
+id = "b"
+plugin = "filter"
+config = { predicate = "id > 2" }
+inputs = ["a"]
+
+[[sink]]
+id = "out"
+kind = "blackhole"
+inputs = ["b"]
+"#,
+    )
+    .with_ids_csv(5);
+    let err = job.run_err().await;
+    assert_contains(&err, &["job.toml:10:", "`a` is on a cycle: `a` → `b` → `a`"]);
+}
+
+/// An operator's complaint about its config points at the TOML line of the
+/// key it names, without the position in the JSON it was handed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_error_points_at_the_toml_line() {
+    let job = Job::new(
+        r#"[job]
+name = "t"
+
+[[source]]
+id = "in"
+kind = "csv"
+path = "input.csv"
+
+[[operator]]
+id = "keep"
+plugin = "filter"
+inputs = ["in"]
+
+[operator.config]
+predicate = "id > 1"
+predicat = "id > 2"
+
+[[sink]]
+id = "out"
+kind = "blackhole"
+inputs = ["keep"]
+"#,
+    )
+    .with_ids_csv(5);
+    let err = job.run_err().await;
+    assert_contains(&err, &["job.toml:16:", "unknown field `predicat`"]);
+    assert!(!err.contains("column"), "a JSON position leaked: {err}");
 }

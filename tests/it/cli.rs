@@ -7,7 +7,7 @@ use crate::common::*;
 #[test]
 fn plugin_new_then_build_gives_a_working_operator() {
     let dir = tempfile::tempdir().unwrap();
-    let flumen = env!("CARGO_BIN_EXE_flumen");
+    let flumen = flumen_bin();
     let out = Command::new(flumen).args(["plugin", "new", "at-least"]).current_dir(dir.path()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(dir.path().join("at-least/src/lib.rs").is_file());
@@ -64,13 +64,13 @@ inputs = ["big"]
     std::fs::write(dir.path().join("job.toml"), job).unwrap();
     let out = Command::new(flumen).args(["run", "job.toml"]).current_dir(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert_contains(&String::from_utf8_lossy(&out.stderr), &["job.toml:11:", "big[0]", "no column `idx`"]);
+    assert_contains(&String::from_utf8_lossy(&out.stderr), &["job.toml:13:", "big[0]", "no column `idx`"]);
 }
 
 #[test]
 fn plugin_new_refuses_bad_names_and_languages() {
     let dir = tempfile::tempdir().unwrap();
-    let flumen = env!("CARGO_BIN_EXE_flumen");
+    let flumen = flumen_bin();
     let out = Command::new(flumen).args(["plugin", "new", "Bad Name"]).current_dir(dir.path()).output().unwrap();
     assert!(!out.status.success());
     assert_contains(&String::from_utf8_lossy(&out.stderr), &["must start with a lowercase letter"]);
@@ -105,4 +105,125 @@ fn compiled_components_are_cached_and_damaged_cache_entries_are_ignored() {
     assert_eq!(damaged, 1);
     let after = flumen_wasm::WasmRuntime::new(config()).unwrap().load_component(&guest("passthrough")).unwrap();
     assert!(!after.cached, "a damaged artifact is recompiled, never deserialized");
+}
+
+/// A crate scaffolded inside the checkout names the SDK by a relative path,
+/// so the repository can move; outside it, the absolute path comes with a note.
+#[test]
+fn plugin_new_inside_the_checkout_uses_a_relative_sdk_path() {
+    let scratch = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/scaffold-tests");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let dir = tempfile::tempdir_in(&scratch).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flumen"))
+        .args(["plugin", "new", "rel-op"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manifest = std::fs::read_to_string(dir.path().join("rel-op/Cargo.toml")).unwrap();
+    let line = manifest.lines().find(|l| l.starts_with("flumen-sdk")).unwrap();
+    let path = line.split('"').nth(1).unwrap();
+    assert!(path.starts_with("../") && path.ends_with("sdk/rust"), "{line}");
+    let sdk = std::fs::read_to_string(dir.path().join("rel-op").join(path).join("Cargo.toml")).unwrap();
+    assert!(sdk.contains("name = \"flumen-sdk\""), "{path} is not the SDK");
+
+    let outside = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_flumen"))
+        .args(["plugin", "new", "abs-op"])
+        .current_dir(outside.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manifest = std::fs::read_to_string(outside.path().join("abs-op/Cargo.toml")).unwrap();
+    assert_contains(&manifest, &["change the path", "sdk/rust\" }"]);
+}
+
+#[test]
+fn run_help_describes_arguments_exit_codes_and_environment() {
+    let out = Command::new(env!("CARGO_BIN_EXE_flumen")).args(["run", "--help"]).output().unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert_contains(
+        &help,
+        &[
+            "<JOB>",
+            "The job spec (TOML)",
+            "--plugin-dir",
+            "--resume",
+            "--quiet",
+            "Exit codes:",
+            "130",
+            "FLUMEN_LOG",
+            "FLUMEN_CACHE_DIR",
+            "FLUMEN_PLUGIN_PATH",
+            "FLUMEN_PLUGIN_DIR",
+        ],
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_flumen")).arg("--help").output().unwrap();
+    assert_contains(&String::from_utf8_lossy(&out.stdout), &["Exit codes:", "FLUMEN_LOG", "FLUMEN_CACHE_DIR"]);
+}
+
+/// Logs to a pipe carry no ANSI colour codes, and a component compiled (not
+/// taken from the cache) is announced once, as a plain line, at the default
+/// log level; the second run is served from the cache and says nothing.
+#[test]
+fn logs_to_a_pipe_are_plain_and_a_first_compile_is_announced() {
+    let job = one_operator("plugin = \"filter\"\nconfig = { predicate = \"id > 1\" }", 10);
+    let (cache, fresh_cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let run = |cache: &std::path::Path, log: Option<&str>| {
+        let mut cmd = Command::new(flumen_bin());
+        cmd.args(["run", "--quiet"]).arg(&job.path).env("FLUMEN_CACHE_DIR", cache).env_remove("FLUMEN_LOG");
+        if let Some(log) = log {
+            cmd.env("FLUMEN_LOG", log);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let first = run(cache.path(), None);
+    assert_eq!(first.trim(), "compiling plugin `filter` (first run, cached afterwards)…", "{first}");
+    let second = run(cache.path(), None);
+    assert!(!second.contains("compiling"), "served from the cache: {second}");
+    // `compiled component` is flumen-wasm's debug event after a compile.
+    let logged = run(fresh_cache.path(), Some("flumen_wasm=debug"));
+    assert!(logged.contains("DEBUG") && logged.contains("compiled component"), "{logged}");
+    assert!(!logged.contains('\x1b'), "ANSI escape codes in logs to a pipe: {logged:?}");
+}
+
+/// A plugin of the source checkout that is not built yet is built the first
+/// time a job names it, with a line saying so; without cargo, the error says
+/// what is missing and how to get it.
+#[test]
+fn a_plugin_not_built_yet_is_built_on_first_use() {
+    let job = one_operator("plugin = \"project\"\nconfig = { columns = [\"id\"] }", 10);
+    let (plugins, cache) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let run = |plugin_dir: &std::path::Path, cargo: Option<&str>| {
+        let mut cmd = Command::new(flumen_bin());
+        cmd.args(["run", "--quiet"])
+            .arg(&job.path)
+            .env("FLUMEN_PLUGIN_DIR", plugin_dir)
+            .env("FLUMEN_CACHE_DIR", cache.path());
+        if let Some(cargo) = cargo {
+            cmd.env("CARGO", cargo);
+        }
+        cmd.output().unwrap()
+    };
+    let out = run(plugins.path(), None);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_contains(&stderr, &["building plugin `project` from source (first use"]);
+    assert!(plugins.path().join("project.wasm").is_file());
+    assert_eq!(read_jsonl_ids(&job.file("out.jsonl")), (0..10).collect::<Vec<_>>());
+
+    let again = run(plugins.path(), None);
+    assert!(again.status.success());
+    assert!(!String::from_utf8_lossy(&again.stderr).contains("building plugin"), "built only once");
+
+    let empty = tempfile::tempdir().unwrap();
+    let out = run(empty.path(), Some("/nonexistent/cargo"));
+    assert_eq!(out.status.code(), Some(2));
+    assert_contains(
+        &String::from_utf8_lossy(&out.stderr),
+        &["plugin `project` is not built yet", "cannot run `/nonexistent/cargo`", "rustup"],
+    );
 }

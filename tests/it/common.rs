@@ -4,13 +4,31 @@ use std::path::{Path, PathBuf};
 
 use flumen_engine::{Engine, EngineError, EngineOptions, JobSummary};
 
+#[path = "../../host/cli/src/guests.rs"]
+mod guests;
+
+/// Builds every plugin and test guest once per test process (a quick
+/// up-to-date check after the first time); the build script builds only the
+/// core plugins. Call before using a component or running the binary.
+pub fn ensure_guests() {
+    guests::ensure_all();
+}
+
 pub fn guest(name: &str) -> PathBuf {
+    ensure_guests();
     let p = Path::new(env!("FLUMEN_TEST_GUEST_DIR")).join(format!("{name}.wasm"));
-    assert!(p.is_file(), "test guest {} is missing: the build script builds it", p.display());
+    assert!(p.is_file(), "test guest {} is missing although the guests were built", p.display());
     p
 }
 
+/// The `flumen` binary, with every guest component built.
+pub fn flumen_bin() -> &'static str {
+    ensure_guests();
+    env!("CARGO_BIN_EXE_flumen")
+}
+
 pub fn engine() -> Engine {
+    ensure_guests();
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
     Engine::new(EngineOptions { plugin_dirs: vec![PathBuf::from(env!("FLUMEN_PLUGIN_DIR"))], cache_dir: Some(cache) })
         .expect("engine starts")

@@ -9,7 +9,7 @@ use arrow::datatypes::{Float64Type, Int64Type};
 use crate::common::*;
 
 fn flumen() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_flumen"));
+    let mut c = Command::new(flumen_bin());
     c.env("FLUMEN_CACHE_DIR", std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"));
     c
 }

@@ -22,6 +22,9 @@ pub fn local_path(uri: &str) -> Option<std::path::PathBuf> {
 /// endpoint from the usual `AWS_*` variables, or `http(s)://…`).
 pub async fn fetch_uri(uri: &str) -> Result<Bytes, String> {
     let url = url::Url::parse(uri).map_err(|e| format!("not a URI: {e}"))?;
+    // TLS is rustls on `ring`, which must be installed as the process's provider
+    // before a client is built (once; a second install is refused, harmlessly).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let (store, path): (Box<dyn ObjectStore>, ObjectPath) = match url.scheme() {
         "s3" => {
             let bucket = url.host_str().ok_or("an s3:// URI needs a bucket")?;

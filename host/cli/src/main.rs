@@ -9,11 +9,38 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flumen_engine::{Engine, EngineError, EngineOptions};
 
+mod guests;
 mod plugin;
+
+/// Exit codes and environment variables, shown by `--help`.
+const EXIT_AND_ENV: &str = "\
+Exit codes:
+  0    the command succeeded (the job finished and its output is committed)
+  1    the job failed while running (an operator, a source or a sink)
+  2    the job spec or the command line is invalid; or checkpoints of an
+       earlier run exist and --resume was not given; or a region has no
+       intact checkpoint left (or committed output exists) and starting over
+       would lose output: add --from-scratch to allow it
+  3    stopped by Ctrl-C after a final checkpoint; continue with --resume
+  130  cancelled (Ctrl-C with no checkpoint): nothing was committed
+
+Environment variables:
+  FLUMEN_LOG          log filter for stderr (`tracing` syntax: warn, info,
+                      flumen_engine=debug, ...); default: warn
+  FLUMEN_CACHE_DIR    where compiled components are cached; default:
+                      $XDG_CACHE_HOME/flumen, else ~/.cache/flumen
+  FLUMEN_PLUGIN_PATH  extra plugin directories (`:`-separated), searched
+                      after --plugin-dir and before the built-in plugins
+  FLUMEN_PLUGIN_DIR   the built-in plugins' directory; default: target/plugins
+                      of the source checkout this binary was built from, whose
+                      plugins not built yet are built into it on first use
+  AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL,
+  AWS_ALLOW_HTTP      credentials and endpoint for s3:// checkpoint stores
+                      and blob sources";
 
 /// Flumen: dataflow pipelines of sandboxed WebAssembly operators over Arrow.
 #[derive(Parser, Debug)]
-#[command(name = "flumen", version, about)]
+#[command(name = "flumen", version, about, after_help = EXIT_AND_ENV)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,8 +49,13 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a job to completion on this machine.
+    ///
+    /// Prints a live progress line on a terminal, then a per-node summary on
+    /// stdout. Plugins of this source checkout that are not built yet are
+    /// built first; each component is compiled once and cached.
+    #[command(after_help = EXIT_AND_ENV)]
     Run {
-        /// The job spec (TOML).
+        /// The job spec (TOML); relative paths in it are relative to its directory.
         job: PathBuf,
         #[command(flatten)]
         plugins: PluginArgs,
@@ -45,13 +77,23 @@ enum Command {
         from_scratch: bool,
     },
     /// Validate a job and print its plan: nodes, edges, regions and schemas.
+    ///
+    /// Opens every operator (so its config is checked) but reads no data.
+    #[command(after_help = EXIT_AND_ENV)]
     Plan {
+        /// The job spec (TOML).
         job: PathBuf,
         #[command(flatten)]
         plugins: PluginArgs,
     },
     /// Print a component's world: what it imports and exports.
-    Inspect { component: PathBuf },
+    ///
+    /// Also its digest, whether it is a Flumen operator and the capabilities
+    /// it needs. Exit code 0, or 2 when the file is not a valid component.
+    Inspect {
+        /// The component file (`.wasm`).
+        component: PathBuf,
+    },
     /// Scaffold and build operator plugins.
     Plugin {
         #[command(subcommand)]
@@ -67,13 +109,7 @@ struct PluginArgs {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FLUMEN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     let cli = Cli::parse();
     if let Err(e) = flumen_engine::arm_fail_points_from_env() {
         eprintln!("error: FLUMEN_FAILPOINTS: {e}");
@@ -88,13 +124,47 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs (`FLUMEN_LOG`, default `warn`) to stderr, coloured only on a
+/// terminal; and notices for the user (target `flumen::notice`, such as "compiling
+/// plugin …") as plain lines whatever the filter, unless it names that target.
+fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer, filter::Targets, fmt};
+
+    let (filter, notices) = match std::env::var("FLUMEN_LOG") {
+        Ok(spec) if spec.contains("flumen::notice") => (EnvFilter::new(spec), Targets::new()),
+        Ok(spec) => (
+            EnvFilter::new(format!("{spec},flumen::notice=off")),
+            Targets::new().with_target("flumen::notice", tracing::Level::INFO),
+        ),
+        Err(_) => (
+            EnvFilter::new("warn,flumen::notice=off"),
+            Targets::new().with_target("flumen::notice", tracing::Level::INFO),
+        ),
+    };
+    let ansi = std::io::stderr().is_terminal();
+    tracing_subscriber::registry()
+        .with(fmt::layer().with_writer(std::io::stderr).with_ansi(ansi).with_filter(filter))
+        .with(
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .without_time()
+                .with_level(false)
+                .with_target(false)
+                .with_filter(notices),
+        )
+        .init();
+}
+
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { job, plugins, quiet, resume, from_scratch } => {
             runtime()?.block_on(run(job, plugins, quiet, flumen_engine::RunOptions { resume, from_scratch }))
         }
         Command::Plan { job, plugins } => runtime()?.block_on(async {
-            let engine = engine(plugins)?;
+            let engine = engine(plugins, &job)?;
             let prepared = match engine.prepare(&job).await {
                 Ok(p) => p,
                 Err(e) => return Ok(report(e)),
@@ -122,13 +192,55 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the runtime")
 }
 
-fn engine(plugins: PluginArgs) -> anyhow::Result<Engine> {
+fn plugin_dirs(plugins: PluginArgs) -> Vec<PathBuf> {
     let mut plugin_dirs = plugins.plugin_dirs;
     if let Some(path) = std::env::var_os("FLUMEN_PLUGIN_PATH") {
         plugin_dirs.extend(std::env::split_paths(&path));
     }
-    plugin_dirs.push(PathBuf::from(env!("FLUMEN_PLUGIN_DIR")));
+    plugin_dirs.push(builtin_plugin_dir());
+    plugin_dirs
+}
+
+/// `$FLUMEN_PLUGIN_DIR`, else the checkout's `target/plugins` (set by the build script).
+fn builtin_plugin_dir() -> PathBuf {
+    std::env::var_os("FLUMEN_PLUGIN_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("FLUMEN_PLUGIN_DIR")))
+}
+
+/// An engine over `job`'s plugins, building those it needs from source first.
+fn engine(plugins: PluginArgs, job: &Path) -> anyhow::Result<Engine> {
+    let plugin_dirs = plugin_dirs(plugins);
+    build_missing_plugins(job, &plugin_dirs)?;
     Ok(Engine::new(EngineOptions { plugin_dirs, cache_dir: cache_dir() })?)
+}
+
+/// Builds the plugins `job` names by bare name that are in no plugin
+/// directory but are in the source checkout this binary was built from (the
+/// media plugins are built on first use, not with the CLI), into the default
+/// plugin directory. A job that does not load is left to `prepare` to report.
+fn build_missing_plugins(job: &Path, plugin_dirs: &[PathBuf]) -> anyhow::Result<()> {
+    let Ok(spec) = flumen_engine::JobSpec::load(job) else { return Ok(()) };
+    let source = Path::new(env!("FLUMEN_SOURCE_DIR"));
+    let dest = builtin_plugin_dir();
+    let mut missing: Vec<(guests::Guest, PathBuf)> = Vec::new();
+    for op in &spec.operators {
+        let name = op.plugin.as_str();
+        if name.contains('/') || name.ends_with(".wasm") || missing.iter().any(|(g, _)| g.name == name) {
+            continue;
+        }
+        if plugin_dirs.iter().any(|d| d.join(format!("{name}.wasm")).is_file()) {
+            continue;
+        }
+        if let Some(g) = guests::plugin_source(source, name) {
+            missing.push((g, dest.clone()));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names = missing.iter().map(|(g, _)| format!("`{}`", g.name)).collect::<Vec<_>>().join(", ");
+    eprintln!("building plugin {names} from source (first use; later runs reuse it)…");
+    guests::build(source, Path::new(env!("FLUMEN_GUEST_TARGET_DIR")), &missing, guests::Progress::Stderr)
+        .map_err(|e| anyhow::anyhow!("plugin {names} is not built yet: {e}"))
 }
 
 /// `$FLUMEN_CACHE_DIR`, else `$XDG_CACHE_HOME/flumen`, else `~/.cache/flumen`.
@@ -148,7 +260,7 @@ async fn run(
     quiet: bool,
     options: flumen_engine::RunOptions,
 ) -> anyhow::Result<ExitCode> {
-    let engine = engine(plugins)?;
+    let engine = engine(plugins, &job)?;
     let prepared = match engine.prepare(&job).await {
         Ok(p) => p,
         Err(e) => return Ok(report(e)),

@@ -13,15 +13,18 @@ const TARGET: &str = "wasm32-wasip2";
 pub enum PluginCommand {
     /// Create a new operator plugin crate in `<dir>` (default: `./<name>`).
     New {
+        /// The plugin's name: lowercase letters, digits, `-` and `_`.
         name: String,
         /// Guest language; `rust` today (Python, JavaScript and C follow).
         #[arg(long, default_value = "rust")]
         lang: String,
+        /// Where to create the crate (default: `./<name>`).
         #[arg(long)]
         dir: Option<PathBuf>,
     },
     /// Build the plugin crate in `<dir>` (default: `.`) into `<dir>/<name>.wasm`.
     Build {
+        /// The plugin crate's directory.
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
@@ -64,7 +67,7 @@ fn scaffold(name: &str, dir: &Path) -> anyhow::Result<()> {
         bail!("{} already exists and is not empty", dir.display());
     }
     std::fs::create_dir_all(dir.join("src")).with_context(|| format!("creating {}", dir.display()))?;
-    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("sdk/rust");
+    let sdk = sdk_dependency(dir);
     let manifest = format!(
         r#"[package]
 name = "{name}"
@@ -76,7 +79,7 @@ publish = false
 crate-type = ["cdylib"]
 
 [dependencies]
-flumen-sdk = {{ path = "{sdk}" }}
+{sdk}
 serde = {{ version = "1", features = ["derive"] }}
 
 [profile.release]
@@ -89,7 +92,6 @@ strip = true
 # A plugin is its own workspace.
 [workspace]
 "#,
-        sdk = sdk.display()
     );
     let type_name: String = name
         .split(['-', '_'])
@@ -155,6 +157,29 @@ export_operator!({type_name});
     std::fs::write(dir.join("src/lib.rs"), lib)?;
     std::fs::write(dir.join(".gitignore"), "/target\n*.wasm\n")?;
     Ok(())
+}
+
+/// The `flumen-sdk` dependency line of a new crate in `dir`: a path relative
+/// to the crate when it is inside the Flumen checkout (the repository stays
+/// movable), else the checkout's absolute path, with a note on what to change.
+fn sdk_dependency(dir: &Path) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let sdk = root.join("sdk/rust");
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    match dir.strip_prefix(&root) {
+        Ok(inside) => {
+            let up = "../".repeat(inside.components().count());
+            format!("flumen-sdk = {{ path = \"{up}sdk/rust\" }}")
+        }
+        Err(_) => format!(
+            "# The SDK of the Flumen checkout that made this crate: change the path\n\
+             # when the checkout moves (a crate inside the checkout gets a relative one).\n\
+             flumen-sdk = {{ path = {} }}",
+            // A JSON string is a valid TOML basic string.
+            serde_json::Value::String(sdk.display().to_string())
+        ),
+    }
 }
 
 /// Builds the crate in `dir` for `wasm32-wasip2` and copies the component next to its manifest.

@@ -52,8 +52,9 @@ pub enum PlanError {
     NoInputs { kind: NodeKind, node: NodeId },
     #[error("{kind} `{node}`'s output is not read by any operator or sink")]
     Unconsumed { kind: NodeKind, node: NodeId },
-    #[error("the job graph has a cycle through `{0}`")]
-    Cycle(NodeId),
+    /// `node` is the first of the cycle in spec order; `path` the cycle itself.
+    #[error("`{node}` is on a cycle: {}", path.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(" → "))]
+    Cycle { node: NodeId, path: Vec<NodeId> },
     #[error("{node}: parallelism must be at least 1")]
     ZeroParallelism { node: NodeId },
     #[error(
@@ -131,17 +132,19 @@ impl LogicalGraph {
                 _ => {}
             }
         }
+        // The cause before its effects: a node with no inputs, then a cycle,
+        // and only then a node nothing reads (which either may have cut off).
         for (i, n) in nodes.iter().enumerate() {
-            let has_in = edges.iter().any(|e| e.to == i);
-            let has_out = edges.iter().any(|e| e.from == i && !e.dead_letter);
-            if n.kind != NodeKind::Source && !has_in {
+            if n.kind != NodeKind::Source && !edges.iter().any(|e| e.to == i) {
                 return Err(PlanError::NoInputs { kind: n.kind, node: n.id.clone() });
-            }
-            if n.kind != NodeKind::Sink && !has_out {
-                return Err(PlanError::Unconsumed { kind: n.kind, node: n.id.clone() });
             }
         }
         let topo = topological_order(&nodes, &edges)?;
+        for (i, n) in nodes.iter().enumerate() {
+            if n.kind != NodeKind::Sink && !edges.iter().any(|e| e.from == i && !e.dead_letter) {
+                return Err(PlanError::Unconsumed { kind: n.kind, node: n.id.clone() });
+            }
+        }
         Ok(Self { nodes, edges, topo })
     }
 
@@ -291,6 +294,37 @@ impl LogicalGraph {
     }
 }
 
+/// The cycle left after a topological sort stopped: every node still waiting
+/// has an input from another waiting node, so walking inputs backwards from
+/// one must come round to a node already seen, and what lies between is a
+/// cycle. It is reported from its first node in spec order.
+fn cycle_error(nodes: &[NodeSpec], edges: &[Edge], indegree: &[usize]) -> PlanError {
+    let waiting = |i: usize| indegree[i] > 0;
+    let Some(start) = (0..nodes.len()).find(|&i| waiting(i)) else {
+        return PlanError::Cycle { node: nodes[0].id.clone(), path: vec![] };
+    };
+    let mut walk = vec![start];
+    let mut at = start;
+    let cycle = loop {
+        let Some(prev) = edges.iter().find(|e| e.to == at && waiting(e.from)).map(|e| e.from) else {
+            break vec![start];
+        };
+        if let Some(pos) = walk.iter().position(|&n| n == prev) {
+            // walk[pos..] runs against the edges: reverse it into data-flow order.
+            let mut c: Vec<usize> = walk[pos..].to_vec();
+            c.reverse();
+            break c;
+        }
+        walk.push(prev);
+        at = prev;
+    };
+    let first = cycle.iter().enumerate().min_by_key(|(_, n)| **n).map(|(i, _)| i).unwrap_or(0);
+    let mut path: Vec<NodeId> = cycle[first..].iter().chain(&cycle[..first]).map(|&n| nodes[n].id.clone()).collect();
+    let node = path.first().cloned().unwrap_or_else(|| nodes[start].id.clone());
+    path.push(node.clone());
+    PlanError::Cycle { node, path }
+}
+
 fn topological_order(nodes: &[NodeSpec], edges: &[Edge]) -> Result<Vec<usize>, PlanError> {
     let mut indegree = vec![0usize; nodes.len()];
     for e in edges {
@@ -308,8 +342,7 @@ fn topological_order(nodes: &[NodeSpec], edges: &[Edge]) -> Result<Vec<usize>, P
         }
     }
     if order.len() != nodes.len() {
-        let stuck = (0..nodes.len()).find(|i| indegree[*i] > 0).unwrap_or(0);
-        return Err(PlanError::Cycle(nodes[stuck].id.clone()));
+        return Err(cycle_error(nodes, edges, &indegree));
     }
     Ok(order)
 }
@@ -370,7 +403,31 @@ mod tests {
                 edge(2, 3, Partitioning::RoundRobin),
             ],
         );
-        assert!(matches!(cyc, Err(PlanError::Cycle(_))));
+        assert_eq!(cyc.unwrap_err().to_string(), "`a` is on a cycle: `a` → `b` → `a`");
+        // A cycle that cuts off the source: the cycle is the error, reported
+        // at a node on it, not the source nothing reads.
+        let cut_off = LogicalGraph::new(
+            vec![
+                node("s", NodeKind::Source, 1),
+                node("a", NodeKind::Operator, 1),
+                node("b", NodeKind::Operator, 1),
+                node("c", NodeKind::Operator, 1),
+                node("k", NodeKind::Sink, 1),
+            ],
+            vec![
+                edge(3, 1, Partitioning::RoundRobin),
+                edge(1, 2, Partitioning::RoundRobin),
+                edge(2, 3, Partitioning::RoundRobin),
+                edge(3, 4, Partitioning::RoundRobin),
+            ],
+        );
+        assert_eq!(cut_off.unwrap_err().to_string(), "`a` is on a cycle: `a` → `b` → `c` → `a`");
+        // An operator with no inputs is the error, not the source it leaves unread.
+        let no_inputs = LogicalGraph::new(
+            vec![node("s", NodeKind::Source, 1), node("a", NodeKind::Operator, 1), node("k", NodeKind::Sink, 1)],
+            vec![edge(1, 2, Partitioning::RoundRobin)],
+        );
+        assert_eq!(no_inputs.unwrap_err().to_string(), "operator `a` has no inputs");
         let dangling = LogicalGraph::new(
             vec![node("s", NodeKind::Source, 1), node("a", NodeKind::Operator, 1)],
             vec![edge(0, 1, Partitioning::RoundRobin)],

@@ -194,7 +194,9 @@ impl Engine {
         let factory = OperatorFactory::new(&self.runtime, &component, &op.id, capabilities, op.limits.clone())
             .map_err(|e| at(format!("{e} ({})", path.display())))?;
         let config_json = match &op.config {
-            Some(t) => serde_json::to_string(t).map_err(|e| at(format!("operator `{}`: config: {e}", op.id)))?,
+            Some(t) => {
+                serde_json::to_string(t.get_ref()).map_err(|e| at(format!("operator `{}`: config: {e}", op.id)))?
+            }
             None => "{}".to_string(),
         };
         let mut instances = Vec::with_capacity(node.parallelism as usize);
@@ -208,7 +210,13 @@ impl Engine {
                 state: None,
                 blobs: Some(BlobScope::new(blobs.clone())),
             };
-            let instance = factory.instantiate(&ctx).await.map_err(|e| at(e.to_string()))?;
+            let instance = factory.instantiate(&ctx).await.map_err(|e| {
+                if e.kind == flumen_wasm::CallErrorKind::Guest(flumen_wasm::GuestErrorKind::InvalidConfig) {
+                    EngineError::Spec(spec.config_error(op, &e.to_string()))
+                } else {
+                    at(e.to_string())
+                }
+            })?;
             if let Some((_, first)) = instances.first() {
                 let first: &OperatorInstance = first;
                 if first.output_schema() != instance.output_schema() {
@@ -363,7 +371,7 @@ fn build_graph(spec: &JobSpec) -> Result<LogicalGraph, EngineError> {
             | flumen_dataflow::PlanError::Unconsumed { node: id, .. }
             | flumen_dataflow::PlanError::UnknownInput { node: id, .. }
             | flumen_dataflow::PlanError::ZeroParallelism { node: id }
-            | flumen_dataflow::PlanError::Cycle(id) => Some(id.clone()),
+            | flumen_dataflow::PlanError::Cycle { node: id, .. } => Some(id.clone()),
             flumen_dataflow::PlanError::ForwardParallelism { to, .. }
             | flumen_dataflow::PlanError::NoHashKeys { to, .. } => Some(to.clone()),
         };

@@ -178,9 +178,9 @@ pub struct OperatorSpec {
     /// A plugin name (looked up in the plugin directories) or a path to a
     /// `.wasm` component, relative to the job file.
     pub plugin: String,
-    /// Handed to the operator's `open` as JSON.
+    /// Handed to the operator's `open` as JSON; the span locates its errors.
     #[serde(default)]
-    pub config: Option<toml::Table>,
+    pub config: Option<toml::Spanned<toml::Table>>,
     pub parallelism: Option<u32>,
     #[serde(default)]
     pub inputs: Vec<InputSpec>,
@@ -363,6 +363,42 @@ impl JobSpec {
         SpecError { path: self.path.clone(), line: self.line_of_id(id), message: message.into() }
     }
 
+    /// An error in operator `op`'s `config`, reported by the operator itself:
+    /// located at the line of the config key the message names (`` `key` ``),
+    /// else at the line where `config` starts, never at a position in the
+    /// JSON the operator was handed (which the user never wrote).
+    pub fn config_error(&self, op: &OperatorSpec, message: &str) -> SpecError {
+        let message = strip_json_position(message);
+        let Some(config) = &op.config else { return self.error_for(&op.id, message) };
+        let span = config.span();
+        let start = span.start.min(self.text.len());
+        let end = span.end.clamp(start, self.text.len());
+        // An `[operator.config]` table's keys follow its header, up to the next header.
+        let table_end = self.text[start..]
+            .match_indices("\n[")
+            .map(|(i, _)| start + i)
+            .find(|&i| i >= end)
+            .unwrap_or(self.text.len());
+        let key_at = |text: &str| {
+            // A key the message names, written as `key =`.
+            message.split('`').skip(1).step_by(2).find_map(|key| {
+                let key = key.trim();
+                if key.is_empty() || !key.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-') {
+                    return None;
+                }
+                text.match_indices(key).find_map(|(i, _)| {
+                    let before = text[..i].chars().next_back();
+                    let after = text[i + key.len()..].trim_start();
+                    let boundary = before.is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '-'));
+                    (boundary && after.starts_with('=')).then_some(i)
+                })
+            })
+        };
+        let named = key_at(&self.text[start..end]).or_else(|| key_at(&self.text[start..table_end.max(end)]));
+        let line = line_of_offset(&self.text, start + named.unwrap_or(0));
+        SpecError { path: self.path.clone(), line: Some(line), message }
+    }
+
     fn error_at(&self, key: Option<&str>, message: &str) -> SpecError {
         let line = key.and_then(|k| {
             self.text.lines().position(|l| l.trim_start().starts_with(k) && l.contains('=')).map(|i| i + 1)
@@ -406,6 +442,23 @@ impl JobSpec {
     pub fn node_id(id: &str) -> NodeId {
         NodeId::new(id)
     }
+}
+
+/// `message` without serde_json's trailing ` at line L column C`.
+fn strip_json_position(message: &str) -> String {
+    if let Some(i) = message.rfind(" at line ") {
+        let rest = &message[i + " at line ".len()..];
+        let mut words = rest.split(' ');
+        let is_number = |w: Option<&str>| w.is_some_and(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()));
+        if is_number(words.next())
+            && words.next() == Some("column")
+            && is_number(words.next())
+            && words.next().is_none()
+        {
+            return message[..i].to_string();
+        }
+    }
+    message.to_string()
 }
 
 fn line_of_offset(text: &str, offset: usize) -> usize {
@@ -494,6 +547,32 @@ inputs = [{ from = "f", partition = "hash", keys = ["a"] }]
             assert!(err.message.starts_with("[checkpoint] store: ") && err.message.contains(says), "{err}");
         }
         assert!(parse(OK).unwrap().checkpoint_store().unwrap().is_none());
+    }
+
+    #[test]
+    fn config_errors_point_at_the_toml_not_the_json() {
+        let spec = parse(OK).unwrap();
+        let err = spec.config_error(
+            &spec.operators[0],
+            "config: invalid type: integer `3`, expected a string at line 1 column 9",
+        );
+        assert_eq!(
+            (err.line, err.message.as_str()),
+            (Some(13), "config: invalid type: integer `3`, expected a string")
+        );
+        let sub = OK
+            .replace("config = { predicate = \"a > 1\" }\n", "")
+            .replace("[[sink]]", "[operator.config]\npredicate = \"a > 1\"\nlimit = 3\n\n[[sink]]");
+        let spec = parse(&sub).unwrap();
+        let op = &spec.operators[0];
+        let err = spec
+            .config_error(op, "operator `f`: config: unknown field `limit`, expected `predicate` at line 1 column 30");
+        assert_eq!(
+            (err.line, err.message.as_str()),
+            (Some(17), "operator `f`: config: unknown field `limit`, expected `predicate`")
+        );
+        let err = spec.config_error(op, "config: bad `predicate`: no column `x`");
+        assert_eq!(err.line, Some(16), "{err}");
     }
 
     #[test]

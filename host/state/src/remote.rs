@@ -201,6 +201,9 @@ impl RemoteStore {
     /// `AWS_SESSION_TOKEN`, `AWS_REGION` (or `AWS_DEFAULT_REGION`), `AWS_ENDPOINT_URL` and
     /// `AWS_ALLOW_HTTP`; a `file://` store's directory is created.
     pub fn open(url: &StoreUrl) -> Result<Self, StateError> {
+        // TLS is rustls on `ring`, which must be installed as the process's provider
+        // before a client is built (once; a second install is refused, harmlessly).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let (store, prefix): (Arc<dyn ObjectStore>, ObjectPath) = match &url.target {
             Target::S3 { bucket, prefix } => {
                 let retry = RetryConfig {

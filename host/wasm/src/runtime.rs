@@ -143,7 +143,8 @@ impl WasmRuntime {
             )));
         }
         let bytes = fs::read(path).map_err(|e| file_err(format!("cannot read: {e}")))?;
-        self.load_component_bytes(&bytes).map_err(|e| match e {
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        self.load_named(&bytes, &name).map_err(|e| match e {
             WasmError::Component { message, .. } => file_err(message),
             other => other,
         })
@@ -151,6 +152,10 @@ impl WasmRuntime {
 
     /// Like [`Self::load_component`], for bytes in memory.
     pub fn load_component_bytes(&self, bytes: &[u8]) -> Result<LoadedComponent, WasmError> {
+        self.load_named(bytes, "a component")
+    }
+
+    fn load_named(&self, bytes: &[u8], name: &str) -> Result<LoadedComponent, WasmError> {
         let err = |message: String| WasmError::Component { path: PathBuf::from("<memory>"), message };
         check_header(bytes).map_err(err)?;
         let digest: [u8; 32] = Sha256::digest(bytes).into();
@@ -160,6 +165,10 @@ impl WasmRuntime {
         let (component, cached) = match self.read_cached(&digest) {
             Some(c) => (c, true),
             None => {
+                // Seconds of silence otherwise: the CLI prints this target as a plain line.
+                let after =
+                    if self.inner.config.cache_dir.is_some() { "cached afterwards" } else { "no cache directory" };
+                tracing::info!(target: "flumen::notice", "compiling plugin `{name}` (first run, {after})…");
                 let started = Instant::now();
                 let serialized = self.compile_bounded(bytes).map_err(err)?;
                 tracing::debug!(digest = %hex::encode(digest), ms = started.elapsed().as_millis() as u64, "compiled component");

@@ -97,6 +97,35 @@ pub(super) fn file_error(node: &str, path: &Path, message: impl Into<String>) ->
     ConnectorError::File { node: node.to_owned(), path: path.to_owned(), message: message.into() }
 }
 
+/// The Arrow schema a Parquet file stores: `arrow.fixed_shape_tensor` columns
+/// get a nullable child, the storage type Arrow C++ (pyarrow) builds for the
+/// extension and compares against when it reads Parquet: with a non-nullable
+/// child it drops the extension and returns a bare fixed-size list. The
+/// values written are the same (a tensor never holds a null).
+fn parquet_schema(schema: &SchemaRef) -> SchemaRef {
+    use arrow_schema::{DataType, Field, Schema};
+    let is_tensor = |f: &Field| {
+        f.metadata().get("ARROW:extension:name").is_some_and(|n| n == flumen_batch::media::FIXED_SHAPE_TENSOR)
+    };
+    if !schema.fields().iter().any(|f| is_tensor(f)) {
+        return schema.clone();
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::FixedSizeList(item, n) if is_tensor(f) && !item.is_nullable() => {
+                f.as_ref().clone().with_data_type(DataType::FixedSizeList(
+                    std::sync::Arc::new(item.as_ref().clone().with_nullable(true)),
+                    *n,
+                ))
+            }
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    std::sync::Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
 /// A file being written in the sink's format.
 pub(super) enum FormatWriter {
     Parquet(Box<ArrowWriter<File>>),
@@ -111,7 +140,7 @@ impl FormatWriter {
             SinkKind::Parquet => {
                 let properties =
                     WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
-                let writer = ArrowWriter::try_new(file, schema, Some(properties))
+                let writer = ArrowWriter::try_new(file, parquet_schema(&schema), Some(properties))
                     .map_err(|e| format!("cannot write this schema as Parquet: {e}"))?;
                 FormatWriter::Parquet(Box::new(writer))
             }
