@@ -140,10 +140,13 @@ impl FormatWriter {
 
     pub(super) fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
         let written = match self {
-            FormatWriter::Parquet(writer) => writer.write(batch).and_then(|()| {
-                // A row group is buffered in memory until flushed: bound it by bytes, not only rows.
-                if writer.in_progress_size() >= PARQUET_ROW_GROUP_BYTES { writer.flush() } else { Ok(()) }
-            }),
+            FormatWriter::Parquet(writer) => writer
+                .write(batch)
+                .and_then(|()| {
+                    // A row group is buffered in memory until flushed: bound it by bytes, not only rows.
+                    if writer.in_progress_size() >= PARQUET_ROW_GROUP_BYTES { writer.flush() } else { Ok(()) }
+                })
+                .map_err(|e| e.to_string()),
             FormatWriter::Csv(writer) => writer.write(batch).map_err(|e| e.to_string()),
             FormatWriter::Jsonl(writer) => writer.write(batch).map_err(|e| e.to_string()),
         };
