@@ -383,11 +383,7 @@ inputs = ["keep"]
     // The guest released everything at the end: the last checkpoints pin nothing.
     let left: Vec<String> =
         std::fs::read_dir(&durable).unwrap().flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect();
-    assert!(
-        left.len() == 1 && left[0].starts_with("key-"),
-        "blobs left behind in {}: {left:?}",
-        durable.display()
-    );
+    assert!(left.len() == 1 && left[0].starts_with("key-"), "blobs left behind in {}: {left:?}", durable.display());
 }
 
 /// Sinks write references or bytes, as asked; the reference struct keeps its
@@ -703,8 +699,11 @@ inputs = ["ticks"]
     let _ = child.wait();
     assert!(left.iter().all(|d| d.exists()), "a killed run cannot clean up");
     // The next run (the quick job) reclaims it.
-    std::fs::write(&job.path, SPILLING_JOB.replace("{guest:blob-probe}", &crate::common::guest("blob-probe").display().to_string()))
-        .unwrap();
+    std::fs::write(
+        &job.path,
+        SPILLING_JOB.replace("{guest:blob-probe}", &crate::common::guest("blob-probe").display().to_string()),
+    )
+    .unwrap();
     let (code, text) = crate::checkpoint::finish(flumen(&job, false).spawn().unwrap(), "second run");
     assert_eq!(code, 0, "{text}");
     assert!(left.iter().all(|d| !d.exists()), "the killed run's spill directory is reclaimed: {left:?}");

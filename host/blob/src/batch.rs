@@ -247,9 +247,11 @@ pub fn materialize_in_chunks<E>(
             for row in start..end {
                 match view.get(row) {
                     None => values.push(None),
-                    Some(r) => values.push(Some(store.read_all(&r).map_err(|error| {
-                        ChunkError::Row(RowError { column: name.clone(), row, error })
-                    })?)),
+                    Some(r) => values.push(Some(
+                        store
+                            .read_all(&r)
+                            .map_err(|error| ChunkError::Row(RowError { column: name.clone(), row, error }))?,
+                    )),
                 }
             }
             columns[*i] = binary_column(values);

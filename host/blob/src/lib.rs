@@ -46,8 +46,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 pub use batch::{
-    ChunkError, RowError, blob_columns, carry_pins, digest_batch, digest_schema, materialize_batch, materialize_in_chunks,
-    materialized_schema,
+    ChunkError, RowError, blob_columns, carry_pins, digest_batch, digest_schema, materialize_batch,
+    materialize_in_chunks, materialized_schema,
 };
 pub use fetch::{EXTERNAL_OBJECT_BYTES_MAX, fetch_uri, fetch_uri_into, local_path};
 pub use file::FileStamp;

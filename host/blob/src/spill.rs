@@ -130,8 +130,7 @@ pub fn reclaim_dead_spill_dirs(parent: &Path) -> usize {
             continue;
         }
         let dir = entry.path();
-        let Some(owner) = std::fs::read_to_string(dir.join(SPILL_MARKER)).ok().as_deref().and_then(Owner::parse)
-        else {
+        let Some(owner) = std::fs::read_to_string(dir.join(SPILL_MARKER)).ok().as_deref().and_then(Owner::parse) else {
             continue;
         };
         if !owner.is_gone() {
@@ -142,7 +141,9 @@ pub fn reclaim_dead_spill_dirs(parent: &Path) -> usize {
                 reclaimed += 1;
                 tracing::info!(path = %dir.display(), pid = owner.pid, "removed the spill directory of a run that is gone");
             }
-            Err(e) => tracing::warn!(path = %dir.display(), "cannot remove the spill directory of a run that is gone: {e}"),
+            Err(e) => {
+                tracing::warn!(path = %dir.display(), "cannot remove the spill directory of a run that is gone: {e}")
+            }
         }
     }
     reclaimed

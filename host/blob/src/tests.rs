@@ -260,7 +260,11 @@ fn an_unsettled_file_is_checked_against_its_digest() {
     drop(p);
     std::fs::write(&path, b"9876543210").unwrap();
     let t = BlobStore::with_key(
-        BlobConfig { memory_budget: 1 << 20, spill_dir: dir.path().join("spill"), durable_dir: Some(dir.path().join("d")) },
+        BlobConfig {
+            memory_budget: 1 << 20,
+            spill_dir: dir.path().join("spill"),
+            durable_dir: Some(dir.path().join("d")),
+        },
         [0; KEY_BYTES],
     );
     t.restore_pins("r", 1, &pinned).unwrap();

@@ -352,7 +352,9 @@ fn build_graph(spec: &JobSpec) -> Result<LogicalGraph, EngineError> {
         }
         let at = |m: String| EngineError::Spec(spec.error_for(id, m));
         let Some(dl) = &policy.dead_letter else {
-            return Err(at(format!("{what} `{id}`: on_error.then = \"dead-letter\" needs `dead_letter = \"<sink id>\"`")));
+            return Err(at(format!(
+                "{what} `{id}`: on_error.then = \"dead-letter\" needs `dead_letter = \"<sink id>\"`"
+            )));
         };
         let from = index(id).ok_or_else(|| EngineError::Internal(format!("{what} vanished")))?;
         let to = index(dl.as_str())

@@ -374,11 +374,7 @@ pub fn parse_type_name(name: &str) -> Option<arrow_schema::DataType> {
 #[cfg(test)]
 pub(crate) fn test_blobs() -> flumen_blob::BlobStore {
     flumen_blob::BlobStore::with_key(
-        flumen_blob::BlobConfig {
-            memory_budget: 1 << 20,
-            spill_dir: std::env::temp_dir(),
-            durable_dir: None,
-        },
+        flumen_blob::BlobConfig { memory_budget: 1 << 20, spill_dir: std::env::temp_dir(), durable_dir: None },
         [7; flumen_blob::KEY_BYTES],
     )
 }
