@@ -779,7 +779,9 @@ inputs = ["reader"]
     std::fs::create_dir_all(writer.file("refs")).unwrap();
     if refs.is_dir() {
         for e in std::fs::read_dir(&refs).unwrap().flatten() {
-            std::fs::copy(e.path(), writer.file("refs").join(e.file_name())).unwrap();
+            if e.path().is_file() && e.path().extension().is_some_and(|x| x == "parquet") {
+                std::fs::copy(e.path(), writer.file("refs").join(e.file_name())).unwrap();
+            }
         }
     } else {
         std::fs::copy(&refs, writer.file("refs/part.parquet")).unwrap();
@@ -814,10 +816,10 @@ fn watch_peak_rss(mut child: std::process::Child) -> (u64, i32, String) {
 }
 
 /// A 200 MiB file written inline by a Parquet sink under a 16 MiB blob
-/// budget: the sink holds one copy of the blob and the Parquet page made of
-/// it, not five (no builder copy, no dictionary, no statistics over it, the
-/// row group written out at once), so the process's peak resident memory
-/// stays within twice the blob plus a fixed allowance for the runtime.
+/// budget: the sink holds the blob and the Parquet page made of it, not five
+/// copies (no builder copy, no dictionary, compression or statistics over
+/// it, the row group written out at once), so the process's peak resident
+/// memory stays within three times the blob plus a fixed allowance for the runtime.
 #[test]
 fn a_large_blob_is_written_inline_in_bounded_memory() {
     const SIZE: usize = 200 << 20;
@@ -857,7 +859,7 @@ inputs = ["files"]
     assert_eq!(code, 0, "{text}");
     let blob_kib = (SIZE >> 10) as u64;
     assert!(peak_kib >= blob_kib, "the sink read the blob ({peak_kib} KiB peak)");
-    let bound = 2 * blob_kib + OVERHEAD_KIB;
+    let bound = 3 * blob_kib + OVERHEAD_KIB;
     assert!(peak_kib <= bound, "peak resident memory {peak_kib} KiB is more than {bound} KiB");
     let batches = read_parquet(&job.file("out.parquet"));
     let bytes = batches[0].column_by_name("blob").unwrap().as_any().downcast_ref::<LargeBinaryArray>().unwrap();

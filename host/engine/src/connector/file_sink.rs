@@ -115,12 +115,14 @@ impl FormatWriter {
             SinkKind::Parquet => {
                 let mut properties =
                     WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default()));
-                // Whole objects (blob bytes): no dictionary (it would copy each
-                // value once more) and no statistics over them.
+                // Whole objects (blob bytes, usually compressed media already):
+                // no dictionary, no compression (each copies the value once
+                // more) and no statistics over them.
                 for field in schema.fields().iter().filter(|f| f.data_type() == &DataType::LargeBinary) {
                     let column = ColumnPath::from(field.name().as_str());
                     properties = properties
                         .set_column_dictionary_enabled(column.clone(), false)
+                        .set_column_compression(column.clone(), Compression::UNCOMPRESSED)
                         .set_column_statistics_enabled(column, EnabledStatistics::None);
                 }
                 let properties = properties.build();
