@@ -424,7 +424,7 @@ inputs = ["image"]
     );
     let mut b = BlobColumnBuilder::new();
     b.append(Some(&BlobRef { digest: [7; 32], size: 0, media_type: "image/png".into(), token: [0; 16] }));
-    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![image_field("image", true)]));
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![image_field("blob", true)]));
     let batch = RecordBatch::try_new(schema.clone(), vec![std::sync::Arc::new(b.finish())]).unwrap();
     let file = std::fs::File::create(job.file("refs.parquet")).unwrap();
     let mut w = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
