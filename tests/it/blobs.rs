@@ -788,6 +788,7 @@ inputs = ["reader"]
     }
     let engine = crate::common::engine();
     let job = engine.prepare(&reader_path).await.unwrap();
+    #[allow(clippy::needless_update, reason = "run options may grow more fields")]
     let options = flumen_engine::RunOptions { resume: true, ..Default::default() };
     let err = job.run_with(options, std::future::pending()).await.unwrap_err().to_string();
     assert_contains(&err, &["reader[0]", "forged or belongs to another job"]);
