@@ -332,3 +332,122 @@ async fn bad_configs_and_a_missing_grant_fail_before_data_flows() {
     std::fs::write(&job.path, text.replace(r#"column = "path""#, "")).unwrap();
     assert_contains(&job.run_err().await, &["blobs"]);
 }
+
+/// A JPEG cut short is an error, not a tensor padded with grey; a file that
+/// vanished before the source reached it, and the rows the operator failed,
+/// go to the dead-letter sink by name, recorded by digest (the sink reads no
+/// blob, so a bad file cannot fail it); the good images come out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_and_vanished_files_are_dead_lettered_and_the_rest_comes_out() {
+    let job = Job::new(
+        r#"
+[job]
+name = "images"
+batch_rows = 4
+
+[[source]]
+id = "files"
+kind = "blobs"
+path = "pictures"
+column_type = "image"
+on_error = { then = "dead-letter", dead_letter = "bad" }
+
+[[operator]]
+id = "image"
+plugin = "image"
+capabilities = ["blobs"]
+config = { drop_input = true, resize = { width = 16, height = 16 } }
+inputs = ["files"]
+on_error = { then = "dead-letter", dead_letter = "bad" }
+
+[[sink]]
+id = "out"
+kind = "parquet"
+path = "out.parquet"
+inputs = ["image"]
+
+[[sink]]
+id = "bad"
+kind = "jsonl"
+path = "bad.jsonl"
+"#,
+    );
+    std::fs::create_dir(job.file("pictures")).unwrap();
+    write_picture(&job, "good.jpg", 1, (48, 40), Format::Jpeg);
+    write_picture(&job, "good.png", 2, (30, 20), Format::Png);
+    let jpeg = encode(&picture(3, 64, 48), Format::Jpeg);
+    let cut = &jpeg[..jpeg.len() * 3 / 4];
+    std::fs::write(job.file("pictures/cut.jpg"), cut).unwrap();
+    write_picture(&job, "vanished.png", 4, (8, 8), Format::Png);
+    // Listed when the job is planned, gone when the source reaches it.
+    let prepared = engine().prepare(&job.path).await.unwrap();
+    std::fs::remove_file(job.file("pictures/vanished.png")).unwrap();
+    let summary = prepared.run(std::future::pending()).await.expect("the job completes");
+
+    let mut out: Vec<String> = read_parquet(&job.file("out.parquet")).iter().flat_map(names).collect();
+    out.sort();
+    assert_eq!(out, ["good.jpg", "good.png"]);
+    let text = std::fs::read_to_string(job.file("bad.jsonl")).unwrap();
+    let rows: BTreeMap<String, serde_json::Value> = text
+        .lines()
+        .map(|l| {
+            let r: serde_json::Value = serde_json::from_str(l).unwrap();
+            (Path::new(r["path"].as_str().unwrap()).file_name().unwrap().to_string_lossy().into_owned(), r)
+        })
+        .collect();
+    assert_eq!(rows.keys().collect::<Vec<_>>(), ["cut.jpg", "vanished.png"], "{text}");
+    let cut_row = &rows["cut.jpg"];
+    assert_contains(cut_row["_flumen_error"].as_str().unwrap(), &["cut.jpg", "truncated JPEG"]);
+    let digest: String = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(cut).iter().map(|b| format!("{b:02x}")).collect()
+    };
+    assert_eq!(cut_row["blob"].as_str(), Some(digest.as_str()), "the digest, not the bytes: {cut_row}");
+    let gone = &rows["vanished.png"];
+    assert_contains(gone["_flumen_error"].as_str().unwrap(), &["files", "vanished.png"]);
+    assert_eq!(gone["_flumen_operator"].as_str(), Some("files[0]"));
+    assert!(gone["blob"].is_null(), "{gone}");
+    assert_eq!(summary.node("image").unwrap().dead_lettered_rows, 1);
+    assert_eq!(summary.node("files").unwrap().dead_lettered_rows, 1);
+}
+
+/// A forged reference of size 0 is refused as forged, not decoded as an empty file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_empty_reference_is_reported_as_forged() {
+    use flumen_batch::media::{BlobColumnBuilder, BlobRef, image_field};
+    let job = Job::new(
+        r#"
+[job]
+name = "forged-empty"
+
+[[source]]
+id = "refs"
+kind = "parquet"
+path = "refs.parquet"
+
+[[operator]]
+id = "image"
+plugin = "image"
+capabilities = ["blobs"]
+config = { drop_input = true }
+inputs = ["refs"]
+
+[[sink]]
+id = "out"
+kind = "parquet"
+path = "out.parquet"
+inputs = ["image"]
+"#,
+    );
+    let mut b = BlobColumnBuilder::new();
+    b.append(Some(&BlobRef { digest: [7; 32], size: 0, media_type: "image/png".into(), token: [0; 16] }));
+    let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![image_field("blob", true)]));
+    let batch = RecordBatch::try_new(schema.clone(), vec![std::sync::Arc::new(b.finish())]).unwrap();
+    let file = std::fs::File::create(job.file("refs.parquet")).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let err = job.run_err().await;
+    assert_contains(&err, &["image[0]", "forged or belongs to another job"]);
+    assert!(!err.contains("cannot decode"), "{err}");
+}

@@ -20,18 +20,24 @@
 //!
 //! A blob nothing keeps is removed at once (its memory freed, its spill file
 //! deleted). Blobs read from local files are not copied: the store remembers
-//! the path, size and modification time, and refuses to serve the file if it
-//! changed since.
+//! the file's identity and change time ([`FileStamp`]), refuses to serve it if
+//! they differ, and checks the digest of every whole read (see `file.rs`).
+//!
+//! Spill files go to a directory the store makes and owns inside the
+//! configured one (`spill.rs`); the job key is bound to one job's
+//! checkpoint lineage (`key.rs`).
 
 mod batch;
 mod fetch;
+mod file;
+mod key;
+mod spill;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::SystemTime;
 
 use bytes::Bytes;
 pub use flumen_batch::media::{BlobRef, DIGEST_BYTES, OCTET_STREAM, TOKEN_BYTES};
@@ -39,8 +45,14 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-pub use batch::{RowError, blob_columns, carry_pins, materialize_batch, materialized_schema};
-pub use fetch::{EXTERNAL_OBJECT_BYTES_MAX, fetch_uri, local_path};
+pub use batch::{
+    ChunkError, RowError, blob_columns, carry_pins, digest_batch, digest_schema, materialize_batch,
+    materialize_in_chunks, materialized_schema,
+};
+pub use fetch::{EXTERNAL_OBJECT_BYTES_MAX, fetch_uri, fetch_uri_into, local_path};
+pub use file::FileStamp;
+pub use key::{LineageKey, key_path};
+pub use spill::{SPILL_DIR_PREFIX, SPILL_MARKER, reclaim_dead_spill_dirs};
 
 /// A blob's content digest.
 pub type Digest = [u8; DIGEST_BYTES];
@@ -81,7 +93,9 @@ pub fn short(d: &Digest) -> String {
 pub struct BlobConfig {
     /// Bytes of blob data kept in memory; more is spilled to `spill_dir`.
     pub memory_budget: u64,
-    /// Where spilled blobs go (created on demand, removed by [`BlobStore::close`]).
+    /// The directory in which the store makes its own spill directory
+    /// (`flumen-spill-<pid>-<random>`, on first spill; removed by
+    /// [`BlobStore::close`]). This directory itself is never removed.
     pub spill_dir: PathBuf,
     /// Where blobs pinned by checkpoints are written durably, with the job's
     /// key: a checkpointed job's `<checkpoint dir>/blobs`. `None`: no checkpoints.
@@ -99,7 +113,10 @@ enum Location {
     /// A user's file, read in place; served only while unchanged.
     File {
         path: PathBuf,
-        modified: Option<SystemTime>,
+        stamp: FileStamp,
+        /// Whether the stamp was seen old enough that any later change to the
+        /// file must change it (until then every read checks the digest).
+        settled: bool,
     },
 }
 
@@ -121,6 +138,8 @@ struct Entries {
     map: HashMap<Digest, Entry>,
     memory: u64,
     clock: u64,
+    /// Whether the store's own spill directory exists (made on first spill).
+    spill_made: bool,
 }
 
 /// Counters of a store, for the run summary and tests.
@@ -184,8 +203,11 @@ impl std::fmt::Debug for BlobStore {
 }
 
 struct Inner {
-    key: [u8; KEY_BYTES],
+    /// The job key: random, until [`BlobStore::bind_lineage`] binds a checkpointed job's.
+    key: std::sync::RwLock<[u8; KEY_BYTES]>,
     config: BlobConfig,
+    /// The spill directory this store owns (inside `config.spill_dir`).
+    spill: PathBuf,
     entries: Mutex<Entries>,
     counters: Counters,
 }
@@ -257,8 +279,9 @@ impl Inner {
     }
 
     fn mac(&self, digest: &Digest, size: u64, media_type: &str) -> Hmac<Sha256> {
+        let key = *self.key.read().unwrap_or_else(|p| p.into_inner());
         // A key of any length is accepted by HMAC.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable!());
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap_or_else(|_| unreachable!());
         mac.update(digest);
         mac.update(&size.to_le_bytes());
         mac.update(media_type.as_bytes());
@@ -275,6 +298,7 @@ impl Inner {
                 .min_by_key(|(_, en)| en.last_use)
                 .map(|(d, _)| *d);
             let Some(d) = victim else { break };
+            self.ensure_spill_dir(e)?;
             let path = self.spill_path(&d);
             let Some(entry) = e.map.get_mut(&d) else { break };
             if let Location::Memory(bytes) = &entry.location {
@@ -289,7 +313,16 @@ impl Inner {
     }
 
     fn spill_path(&self, d: &Digest) -> PathBuf {
-        self.config.spill_dir.join(hex::encode(d))
+        self.spill.join(hex::encode(d))
+    }
+
+    /// Makes the store's own spill directory, with its marker, on first use.
+    fn ensure_spill_dir(&self, e: &mut Entries) -> Result<(), BlobError> {
+        if !e.spill_made {
+            spill::make_own_dir(&self.spill)?;
+            e.spill_made = true;
+        }
+        Ok(())
     }
 
     fn note_memory(&self, e: &Entries) {
@@ -297,7 +330,7 @@ impl Inner {
     }
 }
 
-fn write_file(path: &Path, bytes: &[u8], durable: bool) -> Result<(), BlobError> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8], durable: bool) -> Result<(), BlobError> {
     let io = |e: std::io::Error| BlobError::Io(format!("writing {}: {e}", path.display()));
     let dir = path.parent().ok_or_else(|| BlobError::Io(format!("{} has no parent", path.display())))?;
     std::fs::create_dir_all(dir).map_err(io)?;
@@ -321,25 +354,111 @@ pub fn media_type_of(name: &str) -> String {
 }
 
 impl BlobStore {
-    /// A store with a fresh random key: references made by it are valid only in it.
+    /// A store with a fresh random key: references made by it are valid only
+    /// in it (a checkpointed job then binds its lineage's key with
+    /// [`BlobStore::bind_lineage`]). Spill directories that killed runs left in
+    /// the configured spill directory are reclaimed here.
     pub fn new(config: BlobConfig) -> Result<Self, BlobError> {
-        let key = match &config.durable_dir {
-            Some(dir) => load_or_make_key(dir)?,
-            None => random_key()?,
-        };
+        let key = key::random_key()?;
+        reclaim_dead_spill_dirs(&config.spill_dir);
         Ok(Self::with_key(config, key))
     }
 
-    /// A store keyed by `key` (tests; a resumed job gets its key from the durable directory).
+    /// A store keyed by `key` (tests).
     pub fn with_key(config: BlobConfig, key: [u8; KEY_BYTES]) -> Self {
+        let spill = spill::own_dir_in(&config.spill_dir);
         Self {
             inner: Arc::new(Inner {
-                key,
+                key: std::sync::RwLock::new(key),
                 config,
+                spill,
                 entries: Mutex::new(Entries::default()),
                 counters: Counters::default(),
             }),
         }
+    }
+
+    /// Binds the key of a checkpointed job to its checkpoint lineage, before
+    /// the run makes any reference: `resume` reads back the key that job
+    /// `job` kept in the durable directory (the same lineage continues); a
+    /// fresh run makes a new key and lineage, replacing that job's old one.
+    /// Keys are kept per job, so jobs sharing a checkpoint directory never
+    /// share a key. Without a durable directory the random key stays.
+    pub fn bind_lineage(&self, job: &str, resume: bool) -> Result<Option<LineageKey>, BlobError> {
+        let Some(dir) = &self.inner.config.durable_dir else { return Ok(None) };
+        let bound = key::load_or_make(dir, job, resume)?;
+        *self.inner.key.write().unwrap_or_else(|p| p.into_inner()) = bound.key;
+        Ok(Some(bound))
+    }
+
+    /// The memory budget, in bytes.
+    pub fn memory_budget(&self) -> u64 {
+        self.inner.config.memory_budget
+    }
+
+    /// A new file in the spill directory for bytes arriving in pieces (a
+    /// fetched object), to be handed to [`BlobStore::adopt_spilled`].
+    pub fn incoming_file(&self) -> Result<(PathBuf, std::fs::File), BlobError> {
+        self.inner.ensure_spill_dir(&mut self.inner.lock())?;
+        let mut nonce = [0u8; 8];
+        getrandom::fill(&mut nonce).map_err(|e| BlobError::Io(format!("no randomness: {e}")))?;
+        let path = self.inner.spill.join(format!("incoming-{}.tmp", hex::encode(nonce)));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| BlobError::Io(format!("{}: {e}", path.display())))?;
+        Ok((path, file))
+    }
+
+    /// Takes the file `path` (from [`BlobStore::incoming_file`], holding
+    /// `size` bytes whose SHA-256 is `digest`) as a spilled blob and pins it;
+    /// if the store holds those bytes already, the file is removed.
+    pub fn adopt_spilled(
+        &self,
+        path: &Path,
+        digest: Digest,
+        size: u64,
+        media_type: &str,
+        source: Option<String>,
+    ) -> Result<(BlobRef, Pin), BlobError> {
+        let inner = &self.inner;
+        let mut e = inner.lock();
+        e.clock += 1;
+        let now = e.clock;
+        if let Some(entry) = e.map.get_mut(&digest) {
+            entry.refs += 1;
+            entry.last_use = now;
+            if entry.source.is_none() {
+                entry.source = source;
+            }
+            let _ = std::fs::remove_file(path);
+        } else {
+            let target = inner.spill_path(&digest);
+            std::fs::rename(path, &target)
+                .map_err(|err| BlobError::Io(format!("{} → {}: {err}", path.display(), target.display())))?;
+            inner.counters.created.fetch_add(1, Relaxed);
+            inner.counters.bytes_created.fetch_add(size, Relaxed);
+            inner.counters.spilled.fetch_add(1, Relaxed);
+            inner.counters.bytes_spilled.fetch_add(size, Relaxed);
+            let entry = Entry {
+                size,
+                media_type: media_type.to_string(),
+                source,
+                location: Location::Spilled(target),
+                refs: 1,
+                checkpoints: BTreeSet::new(),
+                last_use: now,
+            };
+            e.map.insert(digest, entry);
+        }
+        drop(e);
+        Ok((self.reference(digest, size, media_type), self.pin_held(vec![digest])))
+    }
+
+    /// The directory this store spills into (it exists once something spilled).
+    pub fn spill_dir(&self) -> &Path {
+        &self.inner.spill
     }
 
     /// The reference the store gives `digest` with this size and media type.
@@ -367,6 +486,7 @@ impl BlobStore {
             inner.counters.bytes_created.fetch_add(size, Relaxed);
             let location = if size > inner.config.memory_budget {
                 // Larger than the whole budget: straight to disk.
+                inner.ensure_spill_dir(&mut e)?;
                 let path = inner.spill_path(&digest);
                 write_file(&path, &data, false)?;
                 inner.counters.spilled.fetch_add(1, Relaxed);
@@ -396,21 +516,8 @@ impl BlobStore {
     /// Adds a local file in place (hashed as it is read, not copied) and pins it.
     pub fn put_file(&self, path: &Path, media_type: &str, source: &str) -> Result<(BlobRef, Pin), BlobError> {
         let err = |m: String| BlobError::Source { source_name: source.to_string(), message: m };
-        let mut f = std::fs::File::open(path).map_err(|e| err(format!("cannot open: {e}")))?;
-        let meta = f.metadata().map_err(|e| err(format!("cannot stat: {e}")))?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut size = 0u64;
-        loop {
-            let n = f.read(&mut buf).map_err(|e| err(format!("cannot read: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            size += n as u64;
-            hasher.update(&buf[..n]);
-        }
-        let digest: Digest = hasher.finalize().into();
-        let modified = meta.modified().ok();
+        let (digest, size, stamp) = file::hash_file(path).map_err(err)?;
+        let settled = stamp.settled_now();
         let inner = &self.inner;
         let mut e = inner.lock();
         e.clock += 1;
@@ -423,7 +530,7 @@ impl BlobStore {
             None => {
                 inner.counters.created.fetch_add(1, Relaxed);
                 inner.counters.bytes_created.fetch_add(size, Relaxed);
-                let location = Location::File { path: path.to_path_buf(), modified };
+                let location = Location::File { path: path.to_path_buf(), stamp, settled };
                 let entry = Entry {
                     size,
                     media_type: media_type.to_string(),
@@ -505,15 +612,17 @@ impl BlobStore {
         let out = match location {
             Location::Memory(b) => b.slice(start as usize..end as usize),
             Location::Spilled(p) | Location::Durable(p) => read_range(&p, start, n).map_err(fail)?,
-            Location::File { path, modified } => {
-                let meta = std::fs::metadata(&path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
-                if meta.len() != size || meta.modified().ok() != modified {
-                    return Err(fail(format!(
-                        "{} changed after the job read it (size or modification time differs); its blob is gone",
-                        path.display()
-                    )));
+            Location::File { path, stamp, settled } => {
+                let whole = start == 0 && end == size;
+                let (bytes, now_settled) =
+                    file::read_checked(&path, &stamp, settled, d, start, n, whole).map_err(fail)?;
+                if now_settled && !settled {
+                    let mut e = self.inner.lock();
+                    if let Some(Entry { location: Location::File { settled, .. }, .. }) = e.map.get_mut(d) {
+                        *settled = true;
+                    }
                 }
-                read_range(&path, start, n).map_err(fail)?
+                bytes
             }
         };
         self.inner.counters.bytes_read.fetch_add(out.len() as u64, Relaxed);
@@ -612,7 +721,9 @@ impl BlobStore {
                             path.display()
                         ))
                     })?;
-                    Location::File { path: path.clone(), modified: meta.modified().ok() }
+                    // Not settled: the file may have changed since the earlier
+                    // run hashed it, so every read checks the digest until it is.
+                    Location::File { path: path.clone(), stamp: FileStamp::of(&meta), settled: false }
                 }
                 (None, Some(dir)) => {
                     let path = dir.join(&p.digest);
@@ -653,6 +764,11 @@ impl BlobStore {
         Some(self.reference(*digest, entry.size, &entry.media_type))
     }
 
+    /// The file or URI a held blob was read from (host-side errors; no token check).
+    pub fn source_of(&self, digest: &Digest) -> Option<String> {
+        self.inner.lock().map.get(digest).and_then(|e| e.source.clone())
+    }
+
     /// Whether the store holds `digest`.
     pub fn contains(&self, digest: &Digest) -> bool {
         self.inner.lock().map.contains_key(digest)
@@ -684,16 +800,20 @@ impl BlobStore {
     }
 
     /// The end of a job: forgets every blob no retained checkpoint pins and
-    /// removes the spill directory. Blobs pinned by checkpoints stay in the
-    /// durable directory (a durable file is deleted only when the store
+    /// removes the spill directory the store made (only that one). Blobs
+    /// pinned by checkpoints stay in the durable directory (a durable file is deleted only when the store
     /// itself releases its last pin: files it never learnt of, pinned by
     /// older checkpoints of an earlier run, are left alone).
     pub fn close(&self) {
         let mut e = self.inner.lock();
         e.map.retain(|_, en| !en.checkpoints.is_empty());
         e.memory = 0;
+        let made = std::mem::take(&mut e.spill_made);
         drop(e);
-        let _ = std::fs::remove_dir_all(&self.inner.config.spill_dir);
+        // Only the directory the store made itself, never the configured one.
+        if made && let Err(err) = std::fs::remove_dir_all(&self.inner.spill) {
+            tracing::warn!(path = %self.inner.spill.display(), "cannot remove the spill directory: {err}");
+        }
     }
 }
 
@@ -711,37 +831,6 @@ fn read_range(path: &Path, start: u64, n: usize) -> Result<Bytes, String> {
     let mut buf = vec![0u8; n];
     f.read_exact(&mut buf).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(Bytes::from(buf))
-}
-
-fn random_key() -> Result<[u8; KEY_BYTES], BlobError> {
-    let mut key = [0u8; KEY_BYTES];
-    getrandom::fill(&mut key).map_err(|e| BlobError::Io(format!("no randomness for the job's blob key: {e}")))?;
-    Ok(key)
-}
-
-/// The job's key, kept beside its checkpoints so references in a restored
-/// checkpoint stay valid; made on first use.
-fn load_or_make_key(dir: &Path) -> Result<[u8; KEY_BYTES], BlobError> {
-    let path = dir.join("key");
-    match std::fs::read(&path) {
-        Ok(bytes) => bytes.try_into().map_err(|_| {
-            BlobError::Io(format!(
-                "{} is damaged (not {KEY_BYTES} bytes); blob references cannot be checked",
-                path.display()
-            ))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = random_key()?;
-            write_file(&path, &key, true)?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-            }
-            Ok(key)
-        }
-        Err(e) => Err(BlobError::Io(format!("{}: {e}", path.display()))),
-    }
 }
 
 #[cfg(test)]

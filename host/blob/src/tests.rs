@@ -103,23 +103,77 @@ fn over_budget_blobs_spill_and_memory_stays_within_it() {
     let (huge, _h) = s.put(Bytes::from(vec![9u8; 50_000]), OCTET_STREAM, None).unwrap();
     assert_eq!(s.read_all(&huge).unwrap().len(), 50_000);
     assert!(s.stats().peak_memory_bytes <= budget);
+    let own = s.spill_dir().to_path_buf();
+    assert!(own.starts_with(dir.path().join("spill")) && own.join(SPILL_MARKER).is_file(), "{}", own.display());
     drop(pins);
     s.close();
-    assert!(!dir.path().join("spill").exists(), "spill directory removed at the end");
+    assert!(!own.exists(), "the store's spill directory is removed at the end");
+    assert!(dir.path().join("spill").is_dir(), "the configured directory is not removed");
+}
+
+/// The configured spill directory may hold anything (it may be the job's own
+/// directory): the store spills into a directory of its own and removes only that.
+#[test]
+fn only_the_stores_own_spill_directory_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("job.toml"), b"precious").unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/a.bin"), b"input").unwrap();
+    let s = BlobStore::new(BlobConfig { memory_budget: 10, spill_dir: dir.path().to_path_buf(), durable_dir: None })
+        .unwrap();
+    let (r, p) = s.put(Bytes::from(vec![3u8; 100]), OCTET_STREAM, None).unwrap();
+    assert_eq!(s.read_all(&r).unwrap().len(), 100);
+    assert!(s.spill_dir().join(hex::encode(r.digest)).is_file(), "spilled into its own directory");
+    drop(p);
+    s.close();
+    let mut left: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into()).collect();
+    left.sort();
+    assert_eq!(left, vec!["data".to_string(), "job.toml".to_string()]);
+    assert_eq!(std::fs::read(dir.path().join("data/a.bin")).unwrap(), b"input");
+}
+
+/// A fresh run gets a fresh key; a resumed one the key of its own lineage;
+/// another job sharing the durable directory never gets it.
+#[test]
+fn keys_are_bound_to_one_jobs_checkpoint_lineage() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path(), 1 << 20, true);
+    s.bind_lineage("a", false).unwrap();
+    let (r, _p) = s.put(Bytes::from_static(b"secret"), "text/plain", None).unwrap();
+    let other = |job: &str, resume: bool| {
+        let t = store(dir.path(), 1 << 20, true);
+        t.bind_lineage(job, resume).unwrap();
+        let held = t.put(Bytes::from_static(b"secret"), "text/plain", None).unwrap();
+        (t.check(&r).map_err(|e| e.to_string()), held)
+    };
+    assert!(other("a", true).0.is_ok(), "the same job, resumed");
+    let (refused, _) = other("b", true);
+    assert!(refused.unwrap_err().contains("forged or belongs to another job"), "another job, resumed");
+    let (refused, _) = other("b", false);
+    assert!(refused.unwrap_err().contains("forged or belongs to another job"), "another job, fresh");
+    assert!(other("a", true).0.is_ok(), "the other job did not replace this one's key");
+    let (refused, _) = other("a", false);
+    assert!(refused.unwrap_err().contains("forged or belongs to another job"), "a fresh run of the same job");
+    let (refused, _) = other("a", true);
+    assert!(refused.unwrap_err().contains("forged"), "the fresh run started a new lineage");
+    assert!(key_path(&dir.path().join("durable"), "a") != key_path(&dir.path().join("durable"), "b"));
 }
 
 #[test]
 fn checkpoint_pins_survive_a_new_store_with_the_same_directory() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(dir.path(), 1 << 20, true);
+    s.bind_lineage("job", false).unwrap();
     let (kept, pk) = s.put(Bytes::from_static(b"kept by checkpoint 3"), "text/plain", Some("made".into())).unwrap();
     let (gone, pg) = s.put(Bytes::from_static(b"not pinned"), "text/plain", None).unwrap();
     let pinned = s.pin_checkpoint("r", 3, &[kept.digest]).unwrap();
     drop((pk, pg));
     assert!(s.contains(&kept.digest) && !s.contains(&gone.digest));
     s.close();
-    // A restarted job: same durable directory, so the same key.
+    // A resumed job: same durable directory and job, so the same key.
     let t = store(dir.path(), 1 << 20, true);
+    t.bind_lineage("job", true).unwrap();
     t.restore_pins("r", 3, &pinned).unwrap();
     assert_eq!(&t.read_all(&kept).unwrap()[..], b"kept by checkpoint 3", "the old reference still checks");
     assert_eq!(t.stat(&kept).unwrap().source.as_deref(), Some("made"));
@@ -130,7 +184,8 @@ fn checkpoint_pins_survive_a_new_store_with_the_same_directory() {
     t.close();
     let left: Vec<_> =
         std::fs::read_dir(dir.path().join("durable")).unwrap().flatten().map(|f| f.file_name()).collect();
-    assert_eq!(left, vec![std::ffi::OsString::from("key")], "only the key is left");
+    let key = key_path(&dir.path().join("durable"), "job");
+    assert_eq!(left, vec![key.file_name().unwrap().to_owned()], "only the key is left");
 }
 
 #[test]
@@ -160,6 +215,63 @@ fn files_are_read_in_place_and_a_changed_file_is_refused() {
     assert!(err.contains("changed after the job read it"), "{err}");
     assert_eq!(media_type_of("x/y.JPG"), "image/jpeg");
     assert_eq!(media_type_of("noext"), OCTET_STREAM);
+}
+
+/// `cp -p`, `rsync -t`, `tar x`: the file is rewritten with the same size and
+/// its modification time restored. Neither a range nor a whole read serves
+/// the new bytes under the old digest.
+#[test]
+fn a_file_rewritten_with_its_size_and_mtime_restored_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.bin");
+    std::fs::write(&path, b"original bytes!").unwrap();
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let s = store(dir.path(), 1 << 20, false);
+    let (r, _p) = s.put_file(&path, OCTET_STREAM, "a.bin").unwrap();
+    assert_eq!(&s.read(&r, 0, 8).unwrap()[..], b"original");
+    // In place, same length, then the old modification time put back.
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut &f, b"tampered bytes!").unwrap();
+    f.set_modified(mtime).unwrap();
+    drop(f);
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!((meta.len(), meta.modified().unwrap()), (15, mtime), "size and mtime look unchanged");
+    for err in [s.read(&r, 0, 8).unwrap_err(), s.read_all(&r).unwrap_err()] {
+        assert!(err.to_string().contains("changed after the job read it"), "{err}");
+    }
+    // The stamp tells the versions apart even when the ctime ticks alike: a copy has another inode.
+    std::fs::copy(&path, dir.path().join("b.bin")).unwrap();
+    let b = std::fs::File::open(dir.path().join("b.bin")).unwrap();
+    b.set_modified(mtime).unwrap();
+    let (sa, sb) = (FileStamp::of(&meta), FileStamp::of(&b.metadata().unwrap()));
+    assert_ne!(sa, sb);
+}
+
+/// A file whose bytes differ from its digest while its stamp looks the same
+/// (as after a restart, when the stamp is taken afresh) is refused on read.
+#[test]
+fn an_unsettled_file_is_checked_against_its_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.bin");
+    std::fs::write(&path, b"0123456789").unwrap();
+    let s = store(dir.path(), 1 << 20, true);
+    let (r, p) = s.put_file(&path, OCTET_STREAM, "a.bin").unwrap();
+    let pinned = s.pin_checkpoint("r", 1, &[r.digest]).unwrap();
+    drop(p);
+    std::fs::write(&path, b"9876543210").unwrap();
+    let t = BlobStore::with_key(
+        BlobConfig {
+            memory_budget: 1 << 20,
+            spill_dir: dir.path().join("spill"),
+            durable_dir: Some(dir.path().join("d")),
+        },
+        [0; KEY_BYTES],
+    );
+    t.restore_pins("r", 1, &pinned).unwrap();
+    let r = t.reference_of(&r.digest).unwrap();
+    for err in [t.read(&r, 2, 3).unwrap_err(), t.read_all(&r).unwrap_err()] {
+        assert!(err.to_string().contains("no longer match the blob's digest"), "{err}");
+    }
 }
 
 #[test]

@@ -38,7 +38,7 @@ use crate::metrics::{NodeMetrics, RegionMetrics};
 use crate::plan::{PreparedJob, Role};
 use crate::router::{RouteEdge, Router, Tx};
 use crate::spec::{CheckpointMode, JobSpec};
-use crate::task::{Finished, OperatorTask, Restore, SinkTask, SourceTask, TaskCkpt, TaskMsg};
+use crate::task::{Finished, OperatorTask, Restore, SinkBlobMode, SinkTask, SourceTask, TaskCkpt, TaskMsg};
 use crate::{EngineError, JobSummary};
 
 /// How to start a run.
@@ -171,6 +171,11 @@ impl PreparedJob {
                 Some(Arc::new(remote))
             }
         };
+        // A resumed job keeps its lineage's key; a fresh run (past the checks
+        // above, which refuse one over earlier checkpoints) gets a new one.
+        blobs
+            .bind_lineage(&spec.job.name, options.resume)
+            .map_err(|e| EngineError::Checkpoint(format!("[blobs]: {e}")))?;
         let stateful = nodes.iter().any(|n| matches!(&n.role, Role::Operator { stateful: true, .. }));
         // The working copy of operator state is scratch: a restart rebuilds
         // it from checkpoint files. Kept beside the checkpoints when there
@@ -643,7 +648,13 @@ impl RegionSupervisor {
                             injectors.push(tx);
                             (l, rx)
                         });
-                        let task = SourceTask { reader, router, metrics: node_metrics.clone(), ckpt };
+                        let task = SourceTask {
+                            reader,
+                            router,
+                            metrics: node_metrics.clone(),
+                            ckpt,
+                            name: participant.clone(),
+                        };
                         tasks.spawn(task.run(restore_of(&participant)));
                     }
                 }
@@ -676,12 +687,9 @@ impl RegionSupervisor {
                         let id = SubtaskId { node: node_id.clone(), index: subtask };
                         let gate = InputGate::new(inputs.remove(&id).unwrap_or_default(), shared.mode);
                         let base = &shared.base_dir;
-                        let inline_blobs = spec.inlines_blobs();
-                        let schema = if inline_blobs {
-                            Arc::new(flumen_blob::materialized_schema(&node_schema))
-                        } else {
-                            node_schema.clone()
-                        };
+                        let dead_letter = shared.graph.inputs_of(node.index).iter().any(|(_, e)| e.dead_letter);
+                        let blob_mode = SinkBlobMode::of(spec, dead_letter);
+                        let schema = blob_mode.schema(&node_schema);
                         let writer = if checkpointing.is_some() {
                             crate::connector::open_transactional_sink(spec, base, schema, subtask, node_parallelism)
                         } else {
@@ -694,7 +702,9 @@ impl RegionSupervisor {
                             metrics: node_metrics.clone(),
                             ckpt: link(participant.clone()),
                             blobs: shared.blobs.clone(),
-                            inline_blobs,
+                            blob_mode,
+                            node: node_id.to_string(),
+                            rows_seen: 0,
                         };
                         tasks.spawn(task.run(gate, restore_of(&participant)));
                     }

@@ -265,19 +265,17 @@ impl Engine {
     }
 }
 
-/// The job's blob store: checkpointed jobs keep its key and the blobs their
+/// The job's blob store: checkpointed jobs keep their key and the blobs their
 /// checkpoints pin in `<checkpoint dir>/.blobs` (a name no region can have:
-/// region names escape dots), so references survive a restart.
+/// region names escape dots), so references survive a restart. The store
+/// spills into a directory of its own inside `spill_dir` (the configured one,
+/// else beside the checkpoints, else the system temporary directory).
 fn open_blob_store(spec: &JobSpec) -> Result<BlobStore, EngineError> {
     let durable_dir = spec.checkpoint_dir().map(|d| d.join(".blobs"));
     let spill_dir = match (&spec.blobs.spill_dir, spec.checkpoint_dir()) {
         (Some(d), _) => spec.base_dir().join(d),
         (None, Some(d)) => d.join(".blobs-spill"),
-        (None, None) => {
-            let mut nonce = [0u8; 8];
-            let _ = getrandom::fill(&mut nonce);
-            std::env::temp_dir().join(format!("flumen-blobs-{}-{}", std::process::id(), hex::encode(nonce)))
-        }
+        (None, None) => std::env::temp_dir(),
     };
     let config = BlobConfig { memory_budget: spec.blobs.memory_mb.saturating_mul(1 << 20), spill_dir, durable_dir };
     BlobStore::new(config).map_err(|e| {
@@ -349,16 +347,27 @@ fn build_graph(spec: &JobSpec) -> Result<LogicalGraph, EngineError> {
             edges.push(Edge { from, to, port: port as u32, partitioning, dead_letter: false });
         }
     }
-    for o in &spec.operators {
-        if o.on_error.then != FailureAction::DeadLetter {
+    // Operators' failure policies, and those of sources that have one (blobs).
+    let policies = spec
+        .operators
+        .iter()
+        .map(|o| ("operator", o.id.as_str(), Some(&o.on_error)))
+        .chain(spec.sources.iter().map(|s| ("source", s.id.as_str(), s.on_error.as_ref())));
+    for (what, id, policy) in policies {
+        let Some(policy) = policy else { continue };
+        if policy.then != FailureAction::DeadLetter {
             continue;
         }
-        let Some(dl) = &o.on_error.dead_letter else { continue };
-        let at = |m: String| EngineError::Spec(spec.error_for(&o.id, m));
-        let from = index(&o.id).ok_or_else(|| EngineError::Internal("operator vanished".into()))?;
+        let at = |m: String| EngineError::Spec(spec.error_for(id, m));
+        let Some(dl) = &policy.dead_letter else {
+            return Err(at(format!(
+                "{what} `{id}`: on_error.then = \"dead-letter\" needs `dead_letter = \"<sink id>\"`"
+            )));
+        };
+        let from = index(id).ok_or_else(|| EngineError::Internal(format!("{what} vanished")))?;
         let to = index(dl.as_str())
             .filter(|&i| nodes[i].kind == NodeKind::Sink)
-            .ok_or_else(|| at(format!("operator `{}`: dead-letter sink `{dl}` is not a sink of this job", o.id)))?;
+            .ok_or_else(|| at(format!("{what} `{id}`: dead-letter sink `{dl}` is not a sink of this job")))?;
         if spec.sinks.iter().any(|s| s.id == dl.as_str() && !s.inputs.is_empty()) {
             return Err(at(format!("sink `{dl}` is a dead-letter sink, so it must not list `inputs`")));
         }
@@ -409,6 +418,8 @@ fn dead_letter_schema(
     let mut result: Option<SchemaRef> = None;
     for &op in from {
         let inputs: Vec<_> = graph.inputs_of(op).iter().filter(|(_, e)| !e.dead_letter).map(|(_, e)| e.from).collect();
+        // A source dead-letters rows of its own schema.
+        let inputs = if graph.nodes()[op].kind == NodeKind::Source { vec![op] } else { inputs };
         let [input] = inputs[..] else {
             return Err(format!(
                 "operator `{}` has several inputs, so it cannot dead-letter its batches",

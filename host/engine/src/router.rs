@@ -104,10 +104,20 @@ impl Router {
 
     /// Sends `batch` with the operator and error appended to the dead-letter sink.
     pub(crate) async fn dead_letter(&mut self, batch: &RecordBatch, error: &CallError) -> Result<(), EngineError> {
+        self.dead_letter_rows(batch, &error.operator, &error.message).await
+    }
+
+    /// Sends `batch` with `node` (the failed subtask) and `message` appended to the dead-letter sink.
+    pub(crate) async fn dead_letter_rows(
+        &mut self,
+        batch: &RecordBatch,
+        node: &str,
+        message: &str,
+    ) -> Result<(), EngineError> {
         let n = batch.num_rows();
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        columns.push(Arc::new(StringArray::from(vec![error.operator.as_str(); n])));
-        columns.push(Arc::new(StringArray::from(vec![error.message.as_str(); n])));
+        columns.push(Arc::new(StringArray::from(vec![node; n])));
+        columns.push(Arc::new(StringArray::from(vec![message; n])));
         for edge in self.edges.iter_mut().filter(|e| e.dead_letter) {
             let target = edge.next % edge.senders.len();
             edge.next = edge.next.wrapping_add(1);

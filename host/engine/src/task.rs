@@ -238,6 +238,8 @@ pub(crate) struct SourceTask {
     pub(crate) metrics: Arc<NodeMetrics>,
     /// Barrier injections from the coordinator, with the link back to it.
     pub(crate) ckpt: Option<(TaskCkpt, mpsc::UnboundedReceiver<u64>)>,
+    /// `id[subtask]`, as dead-lettered rows name it.
+    pub(crate) name: String,
 }
 
 impl SourceTask {
@@ -266,7 +268,13 @@ impl SourceTask {
             let reader = &mut self.reader;
             let next = tokio::task::block_in_place(|| reader.next_batch()).map_err(EngineError::Connector)?;
             NodeMetrics::add(&self.metrics.busy_ns, t.elapsed().as_nanos() as u64);
+            for failed in self.reader.take_failed() {
+                NodeMetrics::add(&self.metrics.dead_lettered_rows, failed.row.num_rows() as u64);
+                self.router.dead_letter_rows(&failed.row, &self.name, &failed.error).await?;
+            }
             match next {
+                // Every row of it was dead-lettered.
+                Some(batch) if batch.num_rows() == 0 => {}
                 Some(batch) => {
                     self.router.send(batch).await?;
                     self.send_watermark(&mut sent).await?;
@@ -313,8 +321,48 @@ pub(crate) struct SinkTask {
     pub(crate) metrics: Arc<NodeMetrics>,
     pub(crate) ckpt: Option<TaskCkpt>,
     pub(crate) blobs: BlobStore,
-    /// Write blob columns as their bytes (file sinks, `blobs = "inline"`).
-    pub(crate) inline_blobs: bool,
+    /// How blob columns are written.
+    pub(crate) blob_mode: SinkBlobMode,
+    /// The sink's id, for errors.
+    pub(crate) node: String,
+    /// Rows this subtask received before the current batch (row numbers in errors).
+    pub(crate) rows_seen: u64,
+}
+
+/// Blob bytes a file sink holds at once when it writes them inline: a batch
+/// is written a few rows at a time (one row if its blob alone is larger).
+pub(crate) const INLINE_CHUNK_BYTES: u64 = 8 << 20;
+
+/// How a sink writes blob reference columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SinkBlobMode {
+    /// As they flow (the reference struct): console, blackhole, `blobs = "reference"`.
+    Reference,
+    /// As their bytes (`large_binary`): file sinks by default.
+    Inline,
+    /// As their digests in hex: a dead-letter file sink without `blobs =
+    /// "reference"`. It never reads a blob, so the row whose blob failed
+    /// (corrupt, changed or gone) is recorded instead of failing the job.
+    Digest,
+}
+
+impl SinkBlobMode {
+    pub(crate) fn of(spec: &crate::connector::SinkSpec, dead_letter: bool) -> Self {
+        match (spec.inlines_blobs(), dead_letter) {
+            (false, _) => SinkBlobMode::Reference,
+            (true, false) => SinkBlobMode::Inline,
+            (true, true) => SinkBlobMode::Digest,
+        }
+    }
+
+    /// The schema the sink's writer gets for input of `schema`.
+    pub(crate) fn schema(self, schema: &arrow_schema::SchemaRef) -> arrow_schema::SchemaRef {
+        match self {
+            SinkBlobMode::Reference => schema.clone(),
+            SinkBlobMode::Inline => Arc::new(flumen_blob::materialized_schema(schema)),
+            SinkBlobMode::Digest => Arc::new(flumen_blob::digest_schema(schema)),
+        }
+    }
 }
 
 impl SinkTask {
@@ -406,21 +454,41 @@ impl SinkTask {
         let t = Instant::now();
         let writer = &mut self.writer;
         let blobs = &self.blobs;
-        let inline = self.inline_blobs;
-        tokio::task::block_in_place(|| {
-            if inline && !flumen_blob::blob_columns(batch.schema_ref()).is_empty() {
-                let bytes = flumen_blob::materialize_batch(blobs, batch).map_err(|e| {
-                    crate::connector::ConnectorError::Other { node: String::new(), message: e.to_string() }
-                })?;
-                writer.write(&bytes)
-            } else {
-                writer.write(batch)
+        let node = &self.node;
+        let rows_before = self.rows_seen;
+        self.rows_seen += batch.num_rows() as u64;
+        let other = |message: String| crate::connector::ConnectorError::Other { node: node.clone(), message };
+        let has_blobs = !flumen_blob::blob_columns(batch.schema_ref()).is_empty();
+        let mode = self.blob_mode;
+        tokio::task::block_in_place(|| match mode {
+            SinkBlobMode::Inline if has_blobs => {
+                flumen_blob::materialize_in_chunks(blobs, batch, INLINE_CHUNK_BYTES, |chunk| writer.write(&chunk))
+                    .map_err(|e| match e {
+                        flumen_blob::ChunkError::Write(e) => e,
+                        flumen_blob::ChunkError::Row(e) => other(sink_row_error(blobs, batch, rows_before, &e)),
+                    })
             }
+            SinkBlobMode::Digest if has_blobs => writer.write(&flumen_blob::digest_batch(batch).map_err(other)?),
+            _ => writer.write(batch),
         })
         .map_err(EngineError::Connector)?;
         NodeMetrics::add(&self.metrics.busy_ns, t.elapsed().as_nanos() as u64);
         Ok(())
     }
+}
+
+/// A sink's failure to read a blob: the row within the subtask's whole
+/// input, the column, and the file or URI the blob came from.
+fn sink_row_error(blobs: &BlobStore, batch: &RecordBatch, rows_before: u64, e: &flumen_blob::RowError) -> String {
+    let row = rows_before + e.row as u64;
+    let origin = batch
+        .schema_ref()
+        .index_of(&e.column)
+        .ok()
+        .and_then(|i| flumen_batch::media::BlobColumn::new(batch.column(i).as_ref()).ok()?.get(e.row))
+        .and_then(|r| blobs.source_of(&r.digest));
+    let from = origin.map(|s| format!(" (from {s})")).unwrap_or_default();
+    format!("cannot write the blob in column `{}` of input row {row}{from}: {}", e.column, e.error)
 }
 
 // ---- operators ----

@@ -148,6 +148,8 @@ pub enum DecodeError {
     /// Not one of [`FORMATS`] (`None`: no format recognised at all).
     Format(Option<ImageFormat>),
     Image(ImageError),
+    /// A JPEG whose data ends before its end-of-image marker.
+    Truncated,
 }
 
 impl std::fmt::Display for DecodeError {
@@ -158,6 +160,7 @@ impl std::fmt::Display for DecodeError {
                 write!(f, "{format:?} images are not supported, only PNG, JPEG and WebP")
             }
             DecodeError::Image(e) => e.fmt(f),
+            DecodeError::Truncated => f.write_str("truncated JPEG: the data ends before the end-of-image marker"),
         }
     }
 }
@@ -168,6 +171,7 @@ pub fn decode(bytes: &[u8]) -> Result<DynamicImage, DecodeError> {
     let reader =
         ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| DecodeError::Image(e.into()))?;
     match reader.format() {
+        Some(ImageFormat::Jpeg) if !jpeg_is_complete(bytes) => return Err(DecodeError::Truncated),
         Some(format) if FORMATS.contains(&format) => {}
         other => return Err(DecodeError::Format(other)),
     }
@@ -178,6 +182,49 @@ pub fn decode(bytes: &[u8]) -> Result<DynamicImage, DecodeError> {
     limits.max_alloc = Some(DECODE_BYTES_MAX);
     reader.limits(limits);
     reader.decode().map_err(DecodeError::Image)
+}
+
+/// Whether a JPEG's segments run on to its end-of-image marker. The `image`
+/// crate decodes JPEGs leniently (its decoder, zune-jpeg, runs with strict
+/// mode off and fills missing data with grey), so a truncated file would
+/// become a tensor; this walk over the segment structure catches that. Scan
+/// data cannot hold a marker (0xFF is stuffed as FF 00), and segments such as
+/// an EXIF thumbnail are skipped by their length, so the first end marker
+/// found is the image's own. Bytes after it are allowed.
+pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let mut i = 2; // After SOI.
+    loop {
+        // The next marker: fill bytes 0xFF, then its code (stray bytes are skipped, as decoders do).
+        while i < bytes.len() && bytes[i] != 0xFF {
+            i += 1;
+        }
+        while i < bytes.len() && bytes[i] == 0xFF {
+            i += 1;
+        }
+        let Some(&code) = bytes.get(i) else { return false };
+        i += 1;
+        match code {
+            0xD9 => return true,
+            0x00 | 0x01 | 0xD0..=0xD8 => continue,
+            _ => {}
+        }
+        let (Some(&hi), Some(&lo)) = (bytes.get(i), bytes.get(i + 1)) else { return false };
+        let len = usize::from(u16::from_be_bytes([hi, lo]));
+        if len < 2 || i + len > bytes.len() {
+            return false;
+        }
+        i += len;
+        if code == 0xDA {
+            // Entropy-coded data runs to the next marker other than a stuffed byte or a restart.
+            loop {
+                let Some(&b) = bytes.get(i) else { return false };
+                if b == 0xFF && bytes.get(i + 1).is_some_and(|&n| n != 0x00 && !(0xD0..=0xD7).contains(&n)) {
+                    break;
+                }
+                i += 1;
+            }
+        }
+    }
 }
 
 /// The image with `channels` channels of 8 bits (alpha dropped, 16-bit
@@ -357,6 +404,21 @@ mod tests {
         bomb[16..20].copy_from_slice(&100_000u32.to_be_bytes());
         bomb[20..24].copy_from_slice(&100_000u32.to_be_bytes());
         assert!(decode(&bomb).is_err());
+    }
+
+    /// The `image` crate turns a cut JPEG into an image padded with grey; it must be an error.
+    #[test]
+    fn truncated_jpegs_are_errors() {
+        let jpeg = encoded(&gradient(64, 48), ImageFormat::Jpeg);
+        assert!(jpeg_is_complete(&jpeg));
+        assert!(decode(&jpeg).is_ok());
+        for cut in [jpeg.len() - 2, jpeg.len() * 3 / 4, jpeg.len() / 2] {
+            let err = decode(&jpeg[..cut]).unwrap_err().to_string();
+            assert!(err.contains("truncated JPEG"), "cut at {cut}: {err}");
+        }
+        let mut trailing = jpeg.clone();
+        trailing.extend_from_slice(b"trailing bytes after the end marker");
+        assert!(decode(&trailing).is_ok(), "bytes after the end marker are allowed");
     }
 
     fn resized(image: &DynamicImage, r: Resize, channels: Channels) -> Vec<u8> {

@@ -76,14 +76,19 @@ pub fn read(blob: &BlobRef, offset: u64, len: u64) -> Result<Vec<u8>, Error> {
     let end = offset.saturating_add(len).min(blob.size);
     let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
     let mut at = offset;
-    while at < end {
-        let n = (end - at).min(CALL_BYTES_MAX);
+    // At least one call, even for no bytes: the host checks the reference,
+    // so a forged or foreign one is refused as such, whatever its size.
+    loop {
+        let n = end.saturating_sub(at).min(CALL_BYTES_MAX);
         let piece = wit::read(to_wit(blob), at, n)?;
         if piece.is_empty() {
             break;
         }
         at += piece.len() as u64;
         out.extend_from_slice(&piece);
+        if at >= end {
+            break;
+        }
     }
     Ok(out)
 }

@@ -22,7 +22,7 @@ use flumen_batch::media::{self, BlobColumnBuilder};
 use flumen_blob::{BlobStore, Pin};
 use serde::Deserialize;
 
-use super::{ConnectorError, PlannedSource, SourceReader, SourceSpec};
+use super::{ConnectorError, FailedRow, PlannedSource, SourceReader, SourceSpec};
 
 /// Rows per batch of a blobs source without its own `batch_rows` (at most the job's).
 pub const BLOB_BATCH_ROWS_DEFAULT: usize = 32;
@@ -59,6 +59,8 @@ struct BlobSource {
     entries: Arc<Vec<Entry>>,
     batch_rows: usize,
     store: BlobStore,
+    /// `on_error` dead-letters unreadable objects (else they fail the job).
+    dead_letter: bool,
 }
 
 fn config(node: &str, message: impl Into<String>) -> ConnectorError {
@@ -131,14 +133,23 @@ pub(super) fn plan(
             out
         }
     };
+    let dead_letter = match &spec.on_error {
+        None => false,
+        Some(p) if p.retries > 0 => {
+            return Err(config(node, "`on_error.retries` does not apply to a source (an object is read once)"));
+        }
+        Some(p) => p.then == flumen_types::FailureAction::DeadLetter,
+    };
     let column = spec.column.clone().unwrap_or_else(|| "blob".into());
     if column == "path" || column == "size" || column.is_empty() {
         return Err(config(node, format!("`column` {column:?} clashes with the columns `path` and `size`")));
     }
+    // Dead-lettered rows have no reference, so the column is nullable then
+    // (rows that reach the source's consumers always have one).
     let ref_field = match spec.column_type.unwrap_or(BlobColumnType::Blob) {
-        BlobColumnType::Blob => media::blob_field(&column, false),
-        BlobColumnType::Image => media::image_field(&column, false),
-        BlobColumnType::Video => media::video_field(&column, false),
+        BlobColumnType::Blob => media::blob_field(&column, dead_letter),
+        BlobColumnType::Image => media::image_field(&column, dead_letter),
+        BlobColumnType::Video => media::video_field(&column, dead_letter),
     };
     let schema = Arc::new(Schema::new(vec![
         Field::new("path", DataType::Utf8, false),
@@ -152,6 +163,7 @@ pub(super) fn plan(
         entries: Arc::new(entries),
         batch_rows,
         store: store.clone(),
+        dead_letter,
     }))
 }
 
@@ -175,6 +187,8 @@ impl PlannedSource for BlobSource {
             next: 0,
             batch_rows: self.batch_rows,
             store: self.store.clone(),
+            dead_letter: self.dead_letter,
+            failed: Vec::new(),
         }))
     }
 }
@@ -189,6 +203,9 @@ struct BlobReader {
     next: usize,
     batch_rows: usize,
     store: BlobStore,
+    dead_letter: bool,
+    /// Entries the last `next_batch` could not read (with `dead_letter`).
+    failed: Vec<FailedRow>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,21 +234,37 @@ impl BlobReader {
                 Ok((r, pin, size))
             }
             Entry::Uri(uri) => {
-                let bytes = match tokio::runtime::Handle::try_current() {
-                    Ok(h) => h.block_on(flumen_blob::fetch_uri(uri)),
+                // Into memory within the budget, else streamed to a spill file.
+                let fetch = flumen_blob::fetch_uri_into(&self.store, uri, &media_type);
+                let (r, pin) = match tokio::runtime::Handle::try_current() {
+                    Ok(h) => h.block_on(fetch),
                     Err(_) => tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
                         .map_err(|e| fail(uri, e.to_string()))?
-                        .block_on(flumen_blob::fetch_uri(uri)),
+                        .block_on(fetch),
                 }
                 .map_err(|e| fail(uri, format!("cannot fetch: {e}")))?;
-                let (r, pin) =
-                    self.store.put(bytes, &media_type, Some(uri.clone())).map_err(|e| fail(uri, e.to_string()))?;
                 let size = r.size;
                 Ok((r, pin, size))
             }
         }
+    }
+}
+
+impl BlobReader {
+    /// The row of an entry that could not be read: its name, size 0, no reference.
+    fn failed_row(&self, entry: &Entry, error: &ConnectorError) -> Result<FailedRow, ConnectorError> {
+        let mut refs = BlobColumnBuilder::new();
+        refs.append(None);
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(arrow_array::StringArray::from(vec![entry.name()])),
+            Arc::new(arrow_array::UInt64Array::from(vec![0u64])),
+            Arc::new(refs.finish()),
+        ];
+        let row = RecordBatch::try_new(self.schema.clone(), columns)
+            .map_err(|e| ConnectorError::Other { node: self.node.clone(), message: e.to_string() })?;
+        Ok(FailedRow { row, error: error.to_string() })
     }
 }
 
@@ -247,7 +280,15 @@ impl SourceReader for BlobReader {
         let mut pins = Vec::with_capacity(end - self.next);
         for &i in &self.mine[self.next..end] {
             let entry = &self.entries[i];
-            let (r, pin, size) = self.read_entry(entry)?;
+            let (r, pin, size) = match self.read_entry(entry) {
+                Ok(read) => read,
+                Err(e) if self.dead_letter => {
+                    let failed = self.failed_row(entry, &e)?;
+                    self.failed.push(failed);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             paths.append_value(entry.name());
             sizes.append_value(size);
             refs.append(Some(&r));
@@ -264,6 +305,10 @@ impl SourceReader for BlobReader {
         drop(pins);
         self.next = end;
         Ok(Some(batch))
+    }
+
+    fn take_failed(&mut self) -> Vec<FailedRow> {
+        std::mem::take(&mut self.failed)
     }
 
     fn position(&self) -> serde_json::Value {

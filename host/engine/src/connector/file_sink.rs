@@ -18,12 +18,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::RecordBatch;
-use arrow_schema::SchemaRef;
+use arrow_schema::{DataType, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use super::{ConnectorError, SinkKind, SinkReport, SinkSpec, SinkWriter};
+
+/// Encoded bytes a Parquet file sink buffers before it writes a row group out.
+const PARQUET_ROW_GROUP_BYTES: usize = 64 << 20;
 
 /// Opens subtask `subtask` of `parallelism` of a Parquet, CSV or JSON Lines sink.
 pub(super) fn open(
@@ -138,8 +142,19 @@ impl FormatWriter {
     pub(super) fn new(spec: &SinkSpec, file: File, schema: SchemaRef) -> Result<Self, String> {
         Ok(match spec.kind {
             SinkKind::Parquet => {
-                let properties =
-                    WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default())).build();
+                let mut properties =
+                    WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default()));
+                // Whole objects (blob bytes, usually compressed media already):
+                // no dictionary, no compression (each copies the value once
+                // more) and no statistics over them.
+                for field in schema.fields().iter().filter(|f| f.data_type() == &DataType::LargeBinary) {
+                    let column = ColumnPath::from(field.name().as_str());
+                    properties = properties
+                        .set_column_dictionary_enabled(column.clone(), false)
+                        .set_column_compression(column.clone(), Compression::UNCOMPRESSED)
+                        .set_column_statistics_enabled(column, EnabledStatistics::None);
+                }
+                let properties = properties.build();
                 let writer = ArrowWriter::try_new(file, parquet_schema(&schema), Some(properties))
                     .map_err(|e| format!("cannot write this schema as Parquet: {e}"))?;
                 FormatWriter::Parquet(Box::new(writer))
@@ -156,7 +171,13 @@ impl FormatWriter {
 
     pub(super) fn write(&mut self, batch: &RecordBatch) -> Result<(), String> {
         let written = match self {
-            FormatWriter::Parquet(writer) => writer.write(batch).map_err(|e| e.to_string()),
+            FormatWriter::Parquet(writer) => writer
+                .write(batch)
+                .and_then(|()| {
+                    // A row group is buffered in memory until flushed: bound it by bytes, not only rows.
+                    if writer.in_progress_size() >= PARQUET_ROW_GROUP_BYTES { writer.flush() } else { Ok(()) }
+                })
+                .map_err(|e| e.to_string()),
             FormatWriter::Csv(writer) => writer.write(batch).map_err(|e| e.to_string()),
             FormatWriter::Jsonl(writer) => writer.write(batch).map_err(|e| e.to_string()),
         };

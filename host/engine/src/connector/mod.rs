@@ -98,6 +98,10 @@ pub struct SourceSpec {
     pub column: Option<String>,
     /// Blobs: the reference column's type (default `blob`).
     pub column_type: Option<BlobColumnType>,
+    /// Blobs: what happens to an object that cannot be read (missing,
+    /// unreadable, changed while read, a failed fetch): fail the job (the
+    /// default) or send its row, with the error, to a dead-letter sink.
+    pub on_error: Option<flumen_types::FailurePolicy>,
 }
 
 /// A declared column: name and Arrow type name (see the job spec reference).
@@ -176,6 +180,14 @@ pub trait PlannedSource: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// A row a source could not read, for its dead-letter sink: the row (in the
+/// source's schema, what could not be read left null) and why.
+#[derive(Debug)]
+pub struct FailedRow {
+    pub row: RecordBatch,
+    pub error: String,
+}
+
 /// One source subtask: yields batches until the input is exhausted.
 pub trait SourceReader: Send {
     fn next_batch(&mut self) -> Result<Option<RecordBatch>, ConnectorError>;
@@ -201,6 +213,12 @@ pub trait SourceReader: Send {
     /// Resumes the watermark a checkpoint recorded (after [`seek`](Self::seek)):
     /// it never goes below it.
     fn resume_watermark(&mut self, _watermark: i64) {}
+    /// Rows the last [`next_batch`](Self::next_batch) could not read and
+    /// skipped (a source whose `on_error` dead-letters them); the engine sends
+    /// them to the dead-letter sink. They count as read in the position.
+    fn take_failed(&mut self) -> Vec<FailedRow> {
+        Vec::new()
+    }
 }
 
 /// One sink subtask.
@@ -251,6 +269,7 @@ pub fn plan_source(
             ("uris", spec.uris.is_some()),
             ("column", spec.column.is_some()),
             ("column_type", spec.column_type.is_some()),
+            ("on_error", spec.on_error.is_some()),
         ] {
             if set {
                 return Err(ConnectorError::Config {
@@ -363,11 +382,7 @@ pub fn parse_type_name(name: &str) -> Option<arrow_schema::DataType> {
 #[cfg(test)]
 pub(crate) fn test_blobs() -> flumen_blob::BlobStore {
     flumen_blob::BlobStore::with_key(
-        flumen_blob::BlobConfig {
-            memory_budget: 1 << 20,
-            spill_dir: std::env::temp_dir().join(format!("flumen-test-blobs-{}", std::process::id())),
-            durable_dir: None,
-        },
+        flumen_blob::BlobConfig { memory_budget: 1 << 20, spill_dir: std::env::temp_dir(), durable_dir: None },
         [7; flumen_blob::KEY_BYTES],
     )
 }
