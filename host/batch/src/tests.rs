@@ -317,6 +317,8 @@ fn fixed_size_widths_times_rows_cannot_overflow() {
     let parts =
         vec![ColumnParts { len: 1 << 30, offset: 0, validity: None, buffers: vec![Buffer::from(vec![0u8; 8])] }];
     assert!(assemble_batch(&fsb, 1 << 30, parts).unwrap_err().to_string().contains("out of range"));
+}
+
 /// Found by the `batch_assembly` and `guest_schema` fuzz targets: a guest
 /// declaring `fixed-size-binary(-1)` made `assemble_batch` (and an empty batch
 /// of the schema) panic inside arrow; so would the time units arrow's arrays
