@@ -57,13 +57,7 @@ pub struct FlatField {
 /// or `None` if the type cannot cross the boundary.
 fn child_fields(data_type: &DataType) -> Option<Vec<Arc<Field>>> {
     use DataType::*;
-    use arrow_schema::TimeUnit;
     Some(match data_type {
-        // Arrow panics on these (negative widths; time units its arrays do not implement).
-        FixedSizeBinary(n) | FixedSizeList(_, n) if *n < 0 => return None,
-        Time32(TimeUnit::Microsecond | TimeUnit::Nanosecond) | Time64(TimeUnit::Second | TimeUnit::Millisecond) => {
-            return None;
-        }
         List(f) | LargeList(f) | FixedSizeList(f, _) | Map(f, _) => vec![f.clone()],
         Struct(fields) => fields.iter().cloned().collect(),
         Null
@@ -98,6 +92,17 @@ fn child_fields(data_type: &DataType) -> Option<Vec<Arc<Field>>> {
         }
         _ => return None,
     })
+}
+
+/// Whether Arrow's array code can lay out this type without panicking.
+fn arrow_builds(data_type: &DataType) -> bool {
+    use DataType::*;
+    use arrow_schema::TimeUnit;
+    !matches!(data_type, FixedSizeBinary(n) | FixedSizeList(_, n) if *n < 0)
+        && !matches!(
+            data_type,
+            Time32(TimeUnit::Microsecond | TimeUnit::Nanosecond) | Time64(TimeUnit::Second | TimeUnit::Millisecond)
+        )
 }
 
 /// Flattens `schema` into its fields in depth-first pre-order.
@@ -419,6 +424,15 @@ fn build_array(
         }
     }
     let (len, offset) = (part.len as usize, part.offset as usize);
+    // Arrow panics on these (negative widths; time units its arrays do not
+    // implement). A schema `open` declared never has them (`check_type`), but
+    // assembly does not rely on its caller for that.
+    if !arrow_builds(field.data_type()) {
+        return Err(BatchError::UnsupportedType {
+            field: field.name().clone(),
+            data_type: field.data_type().to_string(),
+        });
+    }
     let child_fields = child_fields(field.data_type()).ok_or_else(|| BatchError::UnsupportedType {
         field: field.name().clone(),
         data_type: field.data_type().to_string(),
