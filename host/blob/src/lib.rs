@@ -133,6 +133,18 @@ struct Entry {
     last_use: u64,
 }
 
+impl Entry {
+    /// Equal bytes added again: one more pin, a fresh use, and the first
+    /// source the blob is known by kept.
+    fn pin_again(&mut self, now: u64, source: Option<String>) {
+        self.refs += 1;
+        self.last_use = now;
+        if self.source.is_none() {
+            self.source = source;
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Entries {
     map: HashMap<Digest, Entry>,
@@ -427,11 +439,7 @@ impl BlobStore {
         e.clock += 1;
         let now = e.clock;
         if let Some(entry) = e.map.get_mut(&digest) {
-            entry.refs += 1;
-            entry.last_use = now;
-            if entry.source.is_none() {
-                entry.source = source;
-            }
+            entry.pin_again(now, source);
             let _ = std::fs::remove_file(path);
         } else {
             let target = inner.spill_path(&digest);
@@ -476,11 +484,7 @@ impl BlobStore {
         e.clock += 1;
         let now = e.clock;
         if let Some(entry) = e.map.get_mut(&digest) {
-            entry.refs += 1;
-            entry.last_use = now;
-            if entry.source.is_none() {
-                entry.source = source;
-            }
+            entry.pin_again(now, source);
         } else {
             inner.counters.created.fetch_add(1, Relaxed);
             inner.counters.bytes_created.fetch_add(size, Relaxed);
