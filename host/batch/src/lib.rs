@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use arrow_array::{RecordBatch, RecordBatchOptions, make_array};
 use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer};
-use arrow_data::{ArrayData, ArrayDataBuilder};
+use arrow_data::{ArrayData, ArrayDataBuilder, BufferSpec};
 use arrow_schema::{DataType, Field, Fields, Schema, SchemaRef};
 
 /// Why a schema or batch could not be flattened or assembled.
@@ -465,11 +465,24 @@ fn build_array(
             }
         }
     };
+    // Arrow reads a fixed-width buffer (offsets, values, type ids) as a slice
+    // of whole elements and panics on a partial one at the end. No slot can
+    // address a partial element, so it is dropped; every check after this sees
+    // the same slots the guest could.
+    let mut buffers = part.buffers;
+    for (buffer, spec) in buffers.iter_mut().zip(&arrow_data::layout(field.data_type()).buffers) {
+        if let BufferSpec::FixedWidth { byte_width, .. } = *spec
+            && byte_width > 1
+            && buffer.len() % byte_width != 0
+        {
+            *buffer = buffer.slice_with_length(0, buffer.len() - buffer.len() % byte_width);
+        }
+    }
     ArrayDataBuilder::new(field.data_type().clone())
         .len(len)
         .offset(offset)
         .nulls(nulls)
-        .buffers(part.buffers)
+        .buffers(buffers)
         .child_data(children)
         .align_buffers(true)
         .build()

@@ -360,3 +360,27 @@ fn a_partial_views_buffer_is_an_error_not_a_panic() {
         assert!(err.to_string().contains("16-byte views"), "{err}");
     }
 }
+
+/// Found by the `batch_assembly` fuzz target: a list whose offsets buffer
+/// ended in a partial offset (5 bytes) made arrow's validation panic. The
+/// partial element is dropped; the whole ones are checked as usual.
+#[test]
+fn a_trailing_partial_element_is_dropped_not_panicked_on() {
+    let item = Arc::new(Field::new("item", DataType::Null, true));
+    let schema = Arc::new(Schema::new(vec![Field::new("l", DataType::List(item), true)]));
+    let list =
+        |offsets: Vec<u8>| ColumnParts { len: 1, offset: 0, validity: None, buffers: vec![Buffer::from(offsets)] };
+    let null_child = ColumnParts { len: 2, offset: 0, validity: None, buffers: vec![] };
+    // Offsets [0, 2] and one stray byte: a list of one row holding two nulls.
+    let batch = assemble_batch(&schema, 1, vec![list(vec![0, 0, 0, 0, 2, 0, 0, 0, 9]), null_child.clone()])
+        .expect("the whole offsets are valid");
+    assert_eq!(batch.column(0).as_any().downcast_ref::<arrow_array::ListArray>().unwrap().value_length(0), 2);
+    // Only one whole offset plus a partial one: too short for one row.
+    let err = assemble_batch(&schema, 1, vec![list(vec![0, 0, 0, 0, 2]), null_child]).expect_err("one offset");
+    assert!(err.to_string().contains("l"), "{err}");
+    // Values of a fixed-width type with a stray byte: the whole values are used.
+    let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int32, false)]));
+    let column = ColumnParts { len: 1, offset: 0, validity: None, buffers: vec![Buffer::from(vec![7u8, 0, 0, 0, 1])] };
+    let batch = assemble_batch(&schema, 1, vec![column]).expect("one whole value");
+    assert_eq!(batch.column(0).as_any().downcast_ref::<Int32Array>().unwrap().value(0), 7);
+}
