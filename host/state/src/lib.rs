@@ -51,6 +51,8 @@ pub mod fuzzing;
 pub mod remote;
 #[cfg(feature = "stores")]
 mod store;
+#[cfg(feature = "store-url")]
+mod store_url;
 
 use std::path::PathBuf;
 
@@ -59,9 +61,11 @@ use serde::{Deserialize, Serialize};
 pub use checkpoint::{CheckpointStore, Manifest, Participant, Rejected, Retained, checkpoint_file_name};
 pub use durable::{verify_file, write_file_durably};
 #[cfg(feature = "stores")]
-pub use remote::{Downloaded, RemoteStore, StoreUrl, Transfer};
+pub use remote::{Downloaded, RemoteStore, Transfer};
 #[cfg(feature = "stores")]
 pub use store::{Admit, OperatorState, StateStore};
+#[cfg(feature = "store-url")]
+pub use store_url::StoreUrl;
 
 /// Longest state name (the `name` argument of every state call). Stops a guest from inflating
 /// every stored key with a huge name.

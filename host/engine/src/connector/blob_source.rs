@@ -22,19 +22,12 @@ use flumen_batch::media::{self, BlobColumnBuilder};
 use flumen_blob::{BlobStore, Pin};
 use serde::Deserialize;
 
+use flumen_spec::connector::BlobColumnType;
+
 use super::{ConnectorError, FailedRow, PlannedSource, SourceReader, SourceSpec};
 
 /// Rows per batch of a blobs source without its own `batch_rows` (at most the job's).
 pub const BLOB_BATCH_ROWS_DEFAULT: usize = 32;
-
-/// What the reference column is typed as.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BlobColumnType {
-    Blob,
-    Image,
-    Video,
-}
 
 #[derive(Clone, Debug)]
 enum Entry {

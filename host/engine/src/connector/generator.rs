@@ -13,135 +13,16 @@
 use std::time::{Duration, Instant};
 
 use std::collections::HashSet;
-use std::fmt;
 use std::sync::Arc;
 
 use arrow_array::builder::StringBuilder;
 use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use flumen_spec::connector::{GenKind, GeneratorColumn, Number};
 use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
 
 use super::file_source::check_common_fields;
 use super::{ConnectorError, PlannedSource, SourceReader, SourceSpec};
-
-/// One generated column of a generator source, e.g.
-/// `{ name = "price", gen = "uniform-float", min = 1, max = 100 }`.
-///
-/// Kinds (`gen`) and their fields:
-/// - `sequence`: int64, the global row index plus `start` (default 0);
-/// - `uniform-int`: int64, uniform in `[min, max]`;
-/// - `uniform-float`: float64, uniform in `[min, max)`;
-/// - `choice`: utf8, one of `values`, uniformly;
-/// - `string`: utf8, `len` random ASCII letters and digits;
-/// - `timestamp`: timestamp[ms], `start_ms` (default 0) plus `step_ms` (default 1000) per row index;
-/// - `modulo`: int64, the global row index modulo `modulus`;
-/// - `divide`: int64, the global row index divided by `divisor` (rounded down).
-///
-/// `key = { gen = "modulo", modulus = K }` with `seq = { gen = "divide", divisor = K }`
-/// makes every (key, seq) pair unique, and seq increase by one per key.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GeneratorColumn {
-    name: String,
-    #[serde(rename = "gen")]
-    kind: GenKind,
-    start: Option<i64>,
-    min: Option<Number>,
-    max: Option<Number>,
-    values: Option<Vec<String>>,
-    len: Option<usize>,
-    start_ms: Option<i64>,
-    step_ms: Option<i64>,
-    modulus: Option<u64>,
-    divisor: Option<u64>,
-}
-
-impl GeneratorColumn {
-    /// The column's name in the generated schema.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum GenKind {
-    Sequence,
-    UniformInt,
-    UniformFloat,
-    Choice,
-    String,
-    Timestamp,
-    Modulo,
-    Divide,
-}
-
-impl GenKind {
-    fn name(self) -> &'static str {
-        match self {
-            GenKind::Sequence => "sequence",
-            GenKind::UniformInt => "uniform-int",
-            GenKind::UniformFloat => "uniform-float",
-            GenKind::Choice => "choice",
-            GenKind::String => "string",
-            GenKind::Timestamp => "timestamp",
-            GenKind::Modulo => "modulo",
-            GenKind::Divide => "divide",
-        }
-    }
-
-    /// The optional fields this kind reads.
-    fn fields(self) -> &'static [&'static str] {
-        match self {
-            GenKind::Sequence => &["start"],
-            GenKind::UniformInt | GenKind::UniformFloat => &["min", "max"],
-            GenKind::Choice => &["values"],
-            GenKind::String => &["len"],
-            GenKind::Timestamp => &["start_ms", "step_ms"],
-            GenKind::Modulo => &["modulus"],
-            GenKind::Divide => &["divisor"],
-        }
-    }
-}
-
-/// A TOML number: `min = 1` and `min = 1.5` are both accepted.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Number {
-    Int(i64),
-    Float(f64),
-}
-
-impl<'de> Deserialize<'de> for Number {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct NumberVisitor;
-        impl Visitor<'_> for NumberVisitor {
-            type Value = Number;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a number")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Number, E> {
-                Ok(Number::Int(v))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Number, E> {
-                i64::try_from(v).map(Number::Int).map_err(|_| E::custom(format!("{v} is out of the int64 range")))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Number, E> {
-                Ok(Number::Float(v))
-            }
-        }
-        deserializer.deserialize_any(NumberVisitor)
-    }
-}
-
-impl Number {
-    fn as_f64(self) -> f64 {
-        match self {
-            Number::Int(v) => v as f64,
-            Number::Float(v) => v,
-        }
-    }
-}
 
 /// A column, checked and ready to generate.
 #[derive(Clone, Debug)]

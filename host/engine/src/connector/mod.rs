@@ -24,7 +24,6 @@ use std::path::{Path, PathBuf};
 
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
-use serde::Deserialize;
 
 mod blob_source;
 mod file_sink;
@@ -34,9 +33,10 @@ mod sinks;
 mod transactional;
 mod watermark;
 
-pub use blob_source::BlobColumnType;
-pub use generator::GeneratorColumn;
-pub use watermark::{WatermarkColumn, WatermarkSpec};
+pub use flumen_spec::connector::{
+    BlobColumnType, ColumnSpec, GeneratorColumn, SinkBlobs, SinkKind, SinkSpec, SourceKind, SourceSpec, WatermarkSpec,
+};
+pub use watermark::WatermarkColumn;
 
 /// A failure of a connector, naming the node and (where there is one) the file.
 #[derive(Debug, thiserror::Error)]
@@ -47,125 +47,6 @@ pub enum ConnectorError {
     File { node: String, path: PathBuf, message: String },
     #[error("{node}: {message}")]
     Other { node: String, message: String },
-}
-
-/// The formats and kinds of built-in sources.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SourceKind {
-    Parquet,
-    Csv,
-    Jsonl,
-    Generator,
-    /// One row per file or URI with a reference to its bytes.
-    Blobs,
-}
-
-/// A `[[source]]` table of a job spec. Which fields apply depends on `kind`;
-/// [`plan_source`] rejects fields that do not apply.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SourceSpec {
-    pub id: String,
-    pub kind: SourceKind,
-    /// File, directory or glob (file sources), relative to the job file.
-    pub path: Option<String>,
-    /// Declared schema; inferred from the files when absent (file sources).
-    pub schema: Option<Vec<ColumnSpec>>,
-    /// CSV: whether the first line is a header (default true).
-    pub has_header: Option<bool>,
-    /// CSV: one-character field delimiter (default ",").
-    pub delimiter: Option<String>,
-    /// Rows per emitted batch (default: the job's `batch_rows`).
-    pub batch_rows: Option<usize>,
-    /// Parallel subtasks (default: the job's `parallelism`).
-    pub parallelism: Option<u32>,
-    /// Generator: total rows across all subtasks.
-    pub rows: Option<u64>,
-    /// Generator: seed of the synthetic data (default 0).
-    pub seed: Option<u64>,
-    /// Generator: the columns to generate.
-    pub columns: Option<Vec<GeneratorColumn>>,
-    /// Generator: throttles the source to about this many rows per second in
-    /// total (each subtask sleeps to emit its share), so that a run lasts long
-    /// enough to checkpoint, fail and recover in. Unthrottled when absent.
-    pub rows_per_second: Option<u64>,
-    /// Emit watermarks from this event-time column (all kinds).
-    pub watermark: Option<WatermarkSpec>,
-    /// Blobs: objects named by URI (`file://`, `http(s)://`, `s3://`) instead of `path`.
-    pub uris: Option<Vec<String>>,
-    /// Blobs: the name of the reference column (default `blob`).
-    pub column: Option<String>,
-    /// Blobs: the reference column's type (default `blob`).
-    pub column_type: Option<BlobColumnType>,
-    /// Blobs: what happens to an object that cannot be read (missing,
-    /// unreadable, changed while read, a failed fetch): fail the job (the
-    /// default) or send its row, with the error, to a dead-letter sink.
-    pub on_error: Option<flumen_types::FailurePolicy>,
-}
-
-/// A declared column: name and Arrow type name (see the job spec reference).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ColumnSpec {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub data_type: String,
-    #[serde(default = "default_true")]
-    pub nullable: bool,
-}
-
-fn default_true() -> bool {
-    true
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SinkKind {
-    Parquet,
-    Csv,
-    Jsonl,
-    Console,
-    Blackhole,
-}
-
-/// A `[[sink]]` table of a job spec.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SinkSpec {
-    pub id: String,
-    pub kind: SinkKind,
-    /// Upstream node ids, or `{ from, partition, keys }` tables.
-    #[serde(default)]
-    pub inputs: Vec<crate::spec::InputSpec>,
-    /// Output file (parallelism 1) or directory (parallelism > 1), relative to the job file.
-    pub path: Option<String>,
-    /// Console: most rows to print (default 20).
-    pub max_rows: Option<usize>,
-    /// CSV: whether to write a header line (default true).
-    pub has_header: Option<bool>,
-    pub parallelism: Option<u32>,
-    /// File sinks: how blob reference columns are written (default `inline`).
-    pub blobs: Option<SinkBlobs>,
-}
-
-/// How a file sink writes a column of blob references.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SinkBlobs {
-    /// The bytes themselves, as a `large_binary` column of the same name.
-    #[default]
-    Inline,
-    /// The reference struct (digest, size, media type, token), as it flows.
-    Reference,
-}
-
-impl SinkSpec {
-    /// Whether this sink writes blob columns as their bytes.
-    pub fn inlines_blobs(&self) -> bool {
-        matches!(self.kind, SinkKind::Parquet | SinkKind::Csv | SinkKind::Jsonl)
-            && self.blobs.unwrap_or_default() == SinkBlobs::Inline
-    }
 }
 
 /// A source, planned: its schema is fixed before any subtask opens.

@@ -25,20 +25,10 @@ use arrow_array::types::{
 };
 use arrow_array::{Array, ArrowPrimitiveType, RecordBatch};
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
-use serde::Deserialize;
+
+use flumen_spec::connector::WatermarkSpec;
 
 use super::{ConnectorError, PlannedSource, SourceReader};
-
-/// The `watermark` table of a source: `{ column = "ts", delay_ms = 0 }`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WatermarkSpec {
-    /// The event-time column: timestamp (any unit) or int64 milliseconds.
-    pub column: String,
-    /// How far the watermark trails the largest event time read (default 0).
-    #[serde(default)]
-    pub delay_ms: i64,
-}
 
 /// A checked watermark column of a planned source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
