@@ -248,6 +248,49 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     assert!(kills >= 20.min(4 * seeds), "only {kills} kills happened: the job ran too fast to be killed");
 }
 
+/// A state cache (`limits.state_cache_mb = 1`) smaller than the state (30,000 keys, about
+/// 3 MiB), so it flushes and evicts between checkpoints, and SIGKILLs in the middle: after
+/// resume nothing is lost, duplicated or counted twice.
+#[test]
+fn a_state_cache_smaller_than_the_state_survives_kills() {
+    let keys = 30_000u64;
+    let rows = 4 * keys;
+    let text = counting_job_text(rows, 40_000, "retain = 2", "", 1, keys).replace(
+        "capabilities = [\"log\", \"state\"]",
+        "capabilities = [\"log\", \"state\"]\nlimits = { state_cache_mb = 1 }",
+    );
+    assert!(text.contains("state_cache_mb"));
+    let job = Job::new(&text);
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
+    let (mut kills, mut resume, mut completed) = (0, false, false);
+    for _ in 0..4 {
+        let mut child = flumen(&job, resume).spawn().unwrap();
+        let wait = Duration::from_millis(rng.random_range(400..2000));
+        let start = Instant::now();
+        while start.elapsed() < wait && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if child.try_wait().unwrap().is_some() {
+            let (code, text) = finish(child, "run");
+            assert_eq!(code, 0, "{text}");
+            completed = true;
+            break;
+        }
+        child.kill().unwrap(); // SIGKILL
+        let _ = child.wait();
+        kills += 1;
+        resume = true;
+    }
+    if !completed {
+        resume_to_completion(&job);
+    }
+    let expected: HashSet<(i64, i64)> = (0..rows).map(|r| ((r % keys) as i64, (r / keys) as i64)).collect();
+    let o = check_against(&job.file("out"), &expected, "state cache", true);
+    assert!(o.clean(), "{o:?}");
+    assert_eq!(o.rows, rows);
+    assert!(kills >= 1, "the job ran too fast to be killed");
+}
+
 /// A crash (abort) at each step of two-phase commit, each on the 1st, 2nd
 /// and 3rd checkpoint: after resume nothing is lost or duplicated.
 #[test]

@@ -218,8 +218,11 @@ impl PreparedJob {
                     let mut opened = Vec::new();
                     for (mut ctx, mut instance) in instances {
                         if stateful && let Some(store) = &state {
-                            let op = store
+                            let mut op = store
                                 .operator(&ctx.operator_id, ctx.subtask)
+                                .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+                            let cache_bytes = factory.limits().state_cache_mb.saturating_mul(1 << 20);
+                            op.set_cache_budget(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
                                 .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
                             ctx.state = Some(crate::state::FjallBackend::handle(op));
                         }

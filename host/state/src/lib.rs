@@ -42,6 +42,8 @@
 // Without `stores`, the snapshot writer and some helpers have no user (only the fuzz build does that).
 #![cfg_attr(not(feature = "stores"), allow(dead_code))]
 
+#[cfg(feature = "stores")]
+mod cache;
 pub mod checkpoint;
 mod durable;
 mod format;
@@ -63,7 +65,7 @@ pub use durable::{verify_file, write_file_durably};
 #[cfg(feature = "stores")]
 pub use remote::{Downloaded, RemoteStore, Transfer};
 #[cfg(feature = "stores")]
-pub use store::{Admit, OperatorState, StateStore};
+pub use store::{Admit, OperatorState, STATE_CACHE_BYTES_DEFAULT, StateStore};
 #[cfg(feature = "store-url")]
 pub use store_url::StoreUrl;
 

@@ -18,17 +18,27 @@
 //! which is most of a point read's cost (see `benches/w4_state.rs`). The longest key is
 //! 5 + 3 + 16 KiB + 1 + 2 + 256 + 16 KiB, under fjall's 65,535-byte limit.
 //!
+//! # Write-back cache
+//!
+//! Each subtask reads and writes through a cache of its keys (`cache.rs`): a key read or
+//! written once is served from memory, and writes reach fjall in one batch when the cache
+//! passes its budget ([`OperatorState::set_cache_budget`]), before a snapshot and when the
+//! handle is dropped. List and map reads merge the unwritten entries of their prefix with
+//! fjall's.
+//!
 //! # Change tracking
 //!
-//! Each subtask keeps the set of fjall keys it wrote or deleted since its last snapshot. A delta
-//! snapshot reads their current values (absent: a tombstone), so its cost is proportional to the
-//! changes. The set belongs to the subtask, not to the handle: dropping an [`OperatorState`] parks
-//! it in the [`StateStore`] and the next [`StateStore::operator`] call for that subtask takes it
+//! Each subtask keeps the set of fjall keys it wrote or deleted since its last snapshot, and for
+//! each whether it may have existed at that snapshot. A delta snapshot reads their current
+//! values (absent: a tombstone), so its cost is proportional to the changes; a key created and
+//! removed again between two snapshots is left out (it existed in neither). The set and the
+//! cache belong to the subtask, not to the handle: dropping an [`OperatorState`] parks them in
+//! the [`StateStore`] and the next [`StateStore::operator`] call for that subtask takes them
 //! back; two live handles for one subtask are refused, since each would miss the other's changes.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::File;
 use std::io::BufReader;
@@ -38,6 +48,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions};
 use sha2::{Digest, Sha256};
 
+use crate::cache::StateCache;
 use crate::durable::{DurableFile, io_error, verify_file};
 use crate::format::{Header, Record, SnapshotReader, SnapshotWriter};
 use crate::{STATE_KEY_BYTES_MAX, STATE_NAME_BYTES_MAX, STATE_VALUE_BYTES_MAX, StateError, StateFile};
@@ -79,15 +90,31 @@ enum Slot {
     Parked(Tracking),
 }
 
+/// Bytes of a subtask's state cache unless [`OperatorState::set_cache_budget`] says otherwise.
+pub const STATE_CACHE_BYTES_DEFAULT: usize = 32 << 20;
+
 /// What a subtask remembers between snapshots.
-#[derive(Default)]
 struct Tracking {
-    /// Full fjall keys written or deleted since the last snapshot.
-    changed: HashSet<Box<[u8]>>,
+    /// Full fjall keys written or deleted since the last snapshot, each with whether it may
+    /// have existed at that snapshot (`false` only when it is known it did not).
+    changed: HashMap<Box<[u8]>, bool>,
+    /// The write-back cache (parked with the rest when the handle is dropped).
+    cache: StateCache,
     /// The seq of the next list append: above every list item of the subtask.
     next_list_seq: u64,
     /// Bytes of every snapshot file this subtask wrote.
     snapshot_bytes: u64,
+}
+
+impl Default for Tracking {
+    fn default() -> Self {
+        Self {
+            changed: HashMap::new(),
+            cache: StateCache::new(STATE_CACHE_BYTES_DEFAULT),
+            next_list_seq: 0,
+            snapshot_bytes: 0,
+        }
+    }
 }
 
 impl StateStore {
@@ -137,8 +164,11 @@ impl StateStore {
                 },
             }
         };
+        let mut tracking = tracking;
+        let cache = RefCell::new(std::mem::take(&mut tracking.cache));
         Ok(OperatorState {
             store: Arc::clone(&self.inner),
+            cache,
             keyspace,
             file_stem: format!("{keyspace_name}-s{subtask}"),
             keyspace_name,
@@ -184,7 +214,9 @@ pub struct OperatorState {
     subtask: u32,
     /// The subtask's key prefix (its varint).
     prefix: Vec<u8>,
+    /// The subtask's tracking; its `cache` is moved into [`Self::cache`] while the handle lives.
     tracking: Tracking,
+    cache: RefCell<StateCache>,
     /// The encoded key of the current call (reads need it behind `&self`).
     scratch: RefCell<Vec<u8>>,
 }
@@ -198,7 +230,7 @@ impl OperatorState {
     pub fn value_get_admitted(&self, name: &str, key: &[u8], admit: Admit<'_>) -> Result<Option<Vec<u8>>, StateError> {
         let mut buf = self.scratch.borrow_mut();
         self.encode(&mut buf, KIND_VALUE, name, key, &[])?;
-        self.keyspace.get(&buf[..]).map_err(fjall_error)?.map(|v| copy_admitted(&v, admit)).transpose()
+        self.point_get(&buf, admit)
     }
 
     pub fn value_get_many(&self, name: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
@@ -217,40 +249,40 @@ impl OperatorState {
         let mut values = Vec::with_capacity(keys.len());
         for key in keys {
             self.encode(&mut buf, KIND_VALUE, name, key, &[])?;
-            values
-                .push(self.keyspace.get(&buf[..]).map_err(fjall_error)?.map(|v| copy_admitted(&v, admit)).transpose()?);
+            values.push(self.point_get(&buf, admit)?);
         }
         Ok(values)
     }
 
     pub fn value_set(&mut self, name: &str, key: &[u8], value: &[u8]) -> Result<(), StateError> {
         check_value(value)?;
-        let buf = self.scratch.get_mut();
-        encode_key(buf, &self.prefix, KIND_VALUE, name, key, &[])?;
-        track(&mut self.tracking.changed, buf);
-        self.keyspace.insert(&buf[..], value).map_err(fjall_error)
+        let mut buf = std::mem::take(self.scratch.get_mut());
+        let written = encode_key(&mut buf, &self.prefix, KIND_VALUE, name, key, &[])
+            .and_then(|()| self.point_write(&buf, Some(value)));
+        *self.scratch.get_mut() = buf;
+        written
     }
 
-    /// Sets every entry in one fjall batch.
+    /// Sets every entry (through the cache: one fjall batch at the next flush).
     pub fn value_set_many(&mut self, name: &str, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StateError> {
         for (_, value) in entries {
             check_value(value)?;
         }
-        let buf = self.scratch.get_mut();
-        let mut batch = self.store.db.batch();
-        for (key, value) in entries {
-            encode_key(buf, &self.prefix, KIND_VALUE, name, key, &[])?;
-            track(&mut self.tracking.changed, buf);
-            batch.insert(&self.keyspace, &buf[..], &value[..]);
-        }
-        batch.commit().map_err(fjall_error)
+        let mut buf = std::mem::take(self.scratch.get_mut());
+        let written = entries.iter().try_for_each(|(key, value)| {
+            encode_key(&mut buf, &self.prefix, KIND_VALUE, name, key, &[])?;
+            self.point_write(&buf, Some(value))
+        });
+        *self.scratch.get_mut() = buf;
+        written
     }
 
     pub fn value_delete(&mut self, name: &str, key: &[u8]) -> Result<(), StateError> {
-        let buf = self.scratch.get_mut();
-        encode_key(buf, &self.prefix, KIND_VALUE, name, key, &[])?;
-        track(&mut self.tracking.changed, buf);
-        self.keyspace.remove(&buf[..]).map_err(fjall_error)
+        let mut buf = std::mem::take(self.scratch.get_mut());
+        let written =
+            encode_key(&mut buf, &self.prefix, KIND_VALUE, name, key, &[]).and_then(|()| self.point_write(&buf, None));
+        *self.scratch.get_mut() = buf;
+        written
     }
 
     /// The items of a list, in append order.
@@ -263,22 +295,28 @@ impl OperatorState {
         let mut buf = self.scratch.borrow_mut();
         self.encode(&mut buf, KIND_LIST, name, key, &[])?;
         let mut items = Vec::new();
-        for guard in self.keyspace.prefix(&buf[..]) {
-            items.push(copy_admitted(&guard.value().map_err(fjall_error)?, admit)?);
-        }
+        self.scan(&buf, |_, item| {
+            items.push(copy_admitted(item, admit)?);
+            Ok(())
+        })?;
         Ok(items)
     }
 
-    /// Appends an item: one fjall insert under a fresh seq, whatever the list's length.
+    /// Appends an item: one write under a fresh seq, whatever the list's length.
     pub fn list_append(&mut self, name: &str, key: &[u8], item: &[u8]) -> Result<(), StateError> {
         check_value(item)?;
         let seq = self.tracking.next_list_seq;
-        let buf = self.scratch.get_mut();
-        encode_key(buf, &self.prefix, KIND_LIST, name, key, &seq.to_be_bytes())?;
-        self.tracking.next_list_seq =
-            seq.checked_add(1).ok_or_else(|| StateError::Limit("list seqs exhausted".into()))?;
-        track(&mut self.tracking.changed, buf);
-        self.keyspace.insert(&buf[..], item).map_err(fjall_error)
+        let mut buf = std::mem::take(self.scratch.get_mut());
+        let written = encode_key(&mut buf, &self.prefix, KIND_LIST, name, key, &seq.to_be_bytes()).and_then(|()| {
+            self.tracking.next_list_seq =
+                seq.checked_add(1).ok_or_else(|| StateError::Limit("list seqs exhausted".into()))?;
+            // A fresh seq: the item did not exist at the last snapshot.
+            self.tracking.changed.entry(buf[..].into()).or_insert(false);
+            self.cache.get_mut().write(&buf, Some(item));
+            self.make_room()
+        });
+        *self.scratch.get_mut() = buf;
+        written
     }
 
     pub fn list_clear(&mut self, name: &str, key: &[u8]) -> Result<(), StateError> {
@@ -304,22 +342,24 @@ impl OperatorState {
     ) -> Result<Option<Vec<u8>>, StateError> {
         let mut buf = self.scratch.borrow_mut();
         self.encode(&mut buf, KIND_MAP, name, key, field)?;
-        self.keyspace.get(&buf[..]).map_err(fjall_error)?.map(|v| copy_admitted(&v, admit)).transpose()
+        self.point_get(&buf, admit)
     }
 
     pub fn map_put(&mut self, name: &str, key: &[u8], field: &[u8], value: &[u8]) -> Result<(), StateError> {
         check_value(value)?;
-        let buf = self.scratch.get_mut();
-        encode_key(buf, &self.prefix, KIND_MAP, name, key, field)?;
-        track(&mut self.tracking.changed, buf);
-        self.keyspace.insert(&buf[..], value).map_err(fjall_error)
+        let mut buf = std::mem::take(self.scratch.get_mut());
+        let written = encode_key(&mut buf, &self.prefix, KIND_MAP, name, key, field)
+            .and_then(|()| self.point_write(&buf, Some(value)));
+        *self.scratch.get_mut() = buf;
+        written
     }
 
     pub fn map_remove(&mut self, name: &str, key: &[u8], field: &[u8]) -> Result<(), StateError> {
-        let buf = self.scratch.get_mut();
-        encode_key(buf, &self.prefix, KIND_MAP, name, key, field)?;
-        track(&mut self.tracking.changed, buf);
-        self.keyspace.remove(&buf[..]).map_err(fjall_error)
+        let mut buf = std::mem::take(self.scratch.get_mut());
+        let written =
+            encode_key(&mut buf, &self.prefix, KIND_MAP, name, key, field).and_then(|()| self.point_write(&buf, None));
+        *self.scratch.get_mut() = buf;
+        written
     }
 
     /// The entries of a map, ordered by field bytes.
@@ -338,14 +378,57 @@ impl OperatorState {
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
         let mut buf = self.scratch.borrow_mut();
         self.encode(&mut buf, KIND_MAP, name, key, &[])?;
+        let prefix_len = buf.len();
         let mut entries = Vec::new();
-        for guard in self.keyspace.prefix(&buf[..]) {
-            let (k, v) = guard.into_inner().map_err(fjall_error)?;
-            let field = k.get(buf.len()..).unwrap_or_default();
+        self.scan(&buf, |k, v| {
+            let field = k.get(prefix_len..).unwrap_or_default();
             admit(field.len() + v.len())?;
             entries.push((field.to_vec(), v.to_vec()));
-        }
+            Ok(())
+        })?;
         Ok(entries)
+    }
+
+    /// Sets the byte budget of this subtask's write-back cache (0: every write goes straight
+    /// to fjall, nothing read is kept). A smaller budget flushes and evicts at once.
+    pub fn set_cache_budget(&mut self, bytes: usize) -> Result<(), StateError> {
+        self.cache.get_mut().set_budget(bytes);
+        self.make_room()
+    }
+
+    /// Bytes the write-back cache holds now (for metrics).
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.borrow().bytes()
+    }
+
+    /// Writes every cached write and delete to fjall, in bounded batches.
+    pub fn flush(&self) -> Result<(), StateError> {
+        let mut cache = self.cache.borrow_mut();
+        if !cache.has_dirty() {
+            return Ok(());
+        }
+        let mut batch = self.store.db.batch();
+        let mut batch_bytes = 0usize;
+        for (key, value) in cache.dirty_entries() {
+            match value {
+                Some(value) => {
+                    batch_bytes += key.len() + value.len();
+                    batch.insert(&self.keyspace, key, value);
+                }
+                None => {
+                    batch_bytes += key.len();
+                    batch.remove(&self.keyspace, key);
+                }
+            }
+            if batch.len() >= BATCH_ENTRIES_MAX || batch_bytes >= BATCH_BYTES_MAX {
+                std::mem::replace(&mut batch, self.store.db.batch()).commit().map_err(fjall_error)?;
+                batch_bytes = 0;
+            }
+        }
+        batch.commit().map_err(fjall_error)?;
+        // Only now: a failed commit leaves the entries dirty, to be written again.
+        cache.mark_clean();
+        Ok(())
     }
 
     /// Removes every entry of this subtask (before a restore). The removals are tracked, so the
@@ -369,6 +452,7 @@ impl OperatorState {
         if !full && self.tracking.changed.is_empty() {
             return Ok(None);
         }
+        self.flush()?;
         let name = crate::checkpoint_file_name(
             checkpoint,
             &format!("{}-{}.state", self.file_stem, if full { "full" } else { "delta" }),
@@ -385,12 +469,14 @@ impl OperatorState {
                 records += 1;
             }
         } else {
-            let mut keys: Vec<&[u8]> = self.tracking.changed.iter().map(|k| &k[..]).collect();
+            let mut keys: Vec<(&[u8], bool)> = self.tracking.changed.iter().map(|(k, e)| (&k[..], *e)).collect();
             keys.sort_unstable();
-            for key in keys {
+            for (key, existed) in keys {
                 match self.keyspace.get(key).map_err(fjall_error)? {
                     Some(v) => writer.put(self.relative(key), &v).map_err(io)?,
-                    None => writer.tombstone(self.relative(key)).map_err(io)?,
+                    None if existed => writer.tombstone(self.relative(key)).map_err(io)?,
+                    // Created and removed since the last snapshot: in neither state.
+                    None => continue,
                 }
                 records += 1;
             }
@@ -416,6 +502,7 @@ impl OperatorState {
             let message = "a restore chain must start with a full snapshot".to_owned();
             return Err(StateError::Corrupt { path: dir.join(&first.name), message });
         }
+        self.cache.get_mut().clear();
         let prefix = self.prefix.clone();
         self.remove_prefix(&prefix, false)?;
         for f in chain {
@@ -439,18 +526,89 @@ impl OperatorState {
         encode_key(buf, &self.prefix, kind, name, key, suffix)
     }
 
+    /// Reads one fjall key through the cache, remembering what fjall said.
+    fn point_get(&self, key: &[u8], admit: Admit<'_>) -> Result<Option<Vec<u8>>, StateError> {
+        if let Some(known) = self.cache.borrow().get(key) {
+            return known.map(|v| copy_admitted(v, admit)).transpose();
+        }
+        let value = self.keyspace.get(key).map_err(fjall_error)?;
+        self.cache.borrow_mut().fill(key, value.as_deref());
+        self.make_room()?;
+        value.map(|v| copy_admitted(&v, admit)).transpose()
+    }
+
+    /// Writes (`Some`) or deletes (`None`) one fjall key through the cache, tracking it.
+    fn point_write(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), StateError> {
+        let cache = self.cache.get_mut();
+        if !self.tracking.changed.contains_key(key) {
+            // Unchanged since the last snapshot: what the cache knows is what that snapshot
+            // holds. Not cached: it may have existed.
+            let existed = cache.get(key).is_none_or(|v| v.is_some());
+            self.tracking.changed.insert(key.into(), existed);
+        }
+        cache.write(key, value);
+        self.make_room()
+    }
+
+    /// Brings the cache under its budget: clean entries are evicted first (to half the
+    /// budget); if unwritten ones still fill it, they are flushed and evicted in turn.
+    fn make_room(&self) -> Result<(), StateError> {
+        let mut cache = self.cache.borrow_mut();
+        if !cache.over_budget() {
+            return Ok(());
+        }
+        let target = cache.budget() / 2;
+        cache.evict_to(target);
+        if !cache.over_budget() {
+            return Ok(());
+        }
+        drop(cache);
+        self.flush()?;
+        self.cache.borrow_mut().evict_to(target);
+        Ok(())
+    }
+
+    /// Calls `f` on every entry whose fjall key starts with `prefix`, in key order: fjall's
+    /// entries merged with the cache's unwritten ones (which win, and hide deleted keys).
+    fn scan(&self, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StateError>) -> Result<(), StateError> {
+        let cache = self.cache.borrow();
+        let mut unwritten = cache.dirty_under(prefix).peekable();
+        for guard in self.keyspace.prefix(prefix) {
+            let (key, value) = guard.into_inner().map_err(fjall_error)?;
+            while let Some((k, v)) = unwritten.next_if(|(k, _)| *k < &key[..]) {
+                if let Some(v) = v {
+                    f(k, v)?;
+                }
+            }
+            match unwritten.next_if(|(k, _)| *k == &key[..]) {
+                Some((_, Some(v))) => f(&key, v)?,
+                Some((_, None)) => {}
+                None => f(&key, &value)?,
+            }
+        }
+        for (k, v) in unwritten {
+            if let Some(v) = v {
+                f(k, v)?;
+            }
+        }
+        Ok(())
+    }
+
     /// A fjall key of this subtask without its subtask prefix.
     fn relative<'k>(&self, key: &'k [u8]) -> &'k [u8] {
         key.get(self.prefix.len()..).unwrap_or_default()
     }
 
     /// Removes every entry whose fjall key starts with `prefix`, in bounded batches.
+    /// Unwritten entries of the prefix were tracked when written; they are dropped from the cache.
     fn remove_prefix(&mut self, prefix: &[u8], track_removals: bool) -> Result<(), StateError> {
+        self.cache.get_mut().forget_under(prefix);
         let mut batch = self.store.db.batch();
         for guard in self.keyspace.prefix(prefix) {
             let key = guard.key().map_err(fjall_error)?;
-            if track_removals {
-                track(&mut self.tracking.changed, &key);
+            if track_removals && !self.tracking.changed.contains_key(&key[..]) {
+                // In fjall and unchanged since the last snapshot: it existed then.
+                self.tracking.changed.insert(key[..].into(), true);
             }
             batch.remove(&self.keyspace, key);
             if batch.len() >= BATCH_ENTRIES_MAX {
@@ -506,7 +664,8 @@ impl OperatorState {
 
 impl Drop for OperatorState {
     fn drop(&mut self) {
-        let tracking = std::mem::take(&mut self.tracking);
+        let mut tracking = std::mem::take(&mut self.tracking);
+        tracking.cache = std::mem::take(self.cache.get_mut());
         let mut subtasks = self.store.subtasks.lock().unwrap_or_else(PoisonError::into_inner);
         subtasks.insert((std::mem::take(&mut self.keyspace_name), self.subtask), Slot::Parked(tracking));
     }
@@ -637,13 +796,6 @@ fn check_value(value: &[u8]) -> Result<(), StateError> {
     Ok(())
 }
 
-/// Records a changed key; allocates only the first time a key changes between snapshots.
-fn track(changed: &mut HashSet<Box<[u8]>>, key: &[u8]) {
-    if !changed.contains(key) {
-        changed.insert(key.into());
-    }
-}
-
 fn fjall_error(e: fjall::Error) -> StateError {
     StateError::Store(e.to_string())
 }
@@ -662,7 +814,7 @@ mod tests {
             assert!(name.len() <= 80, "{name}");
             assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'), "{name}");
         }
-        let distinct: HashSet<_> = names.iter().collect();
+        let distinct: std::collections::HashSet<_> = names.iter().collect();
         assert_eq!(distinct.len(), names.len());
         assert!(names[0].starts_with("op-count-"));
     }

@@ -406,3 +406,140 @@ fn admitted_reads_ask_before_each_copy_and_stop_at_a_refusal() {
     assert_eq!(s.list_get_admitted("l", b"k", &mut all).unwrap(), s.list_get("l", b"k").unwrap());
     assert_eq!(s.map_entries_admitted("m", b"k", &mut all).unwrap(), s.map_entries("m", b"k").unwrap());
 }
+
+/// A model of one subtask's state: what every read must return.
+#[derive(Default, Clone, PartialEq, Debug)]
+struct Model {
+    values: std::collections::BTreeMap<Vec<u8>, Vec<u8>>,
+    lists: std::collections::BTreeMap<Vec<u8>, Vec<Vec<u8>>>,
+    maps: std::collections::BTreeMap<Vec<u8>, std::collections::BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+fn check_against(s: &OperatorState, model: &Model, keys: u64) {
+    for k in 0..keys {
+        let key = k.to_be_bytes();
+        assert_eq!(s.value_get("v", &key).expect("value_get"), model.values.get(&key[..]).cloned(), "value {k}");
+        assert_eq!(
+            s.list_get("l", &key).expect("list_get"),
+            model.lists.get(&key[..]).cloned().unwrap_or_default(),
+            "list {k}"
+        );
+        let entries: Vec<(Vec<u8>, Vec<u8>)> =
+            model.maps.get(&key[..]).map(|m| m.clone().into_iter().collect()).unwrap_or_default();
+        assert_eq!(s.map_entries("m", &key).expect("map_entries"), entries, "map {k}");
+    }
+}
+
+/// Random writes, deletes, clears and reads through write-back caches of several budgets
+/// (none, smaller than one value, a few entries, everything), snapshotted every few hundred
+/// operations: every read agrees with a model, and the chain restores into a fresh store to the
+/// model's state at each snapshot.
+#[test]
+fn the_write_back_cache_agrees_with_a_model_under_every_budget() {
+    for budget in [0usize, 100, 4 << 10, 64 << 20] {
+        let (dir, store) = store();
+        let files = files_dir(&dir);
+        let mut s = store.operator("cached", 1).unwrap();
+        s.set_cache_budget(budget).unwrap();
+        let mut model = Model::default();
+        let mut chain: Vec<StateFile> = Vec::new();
+        let mut snapshots: Vec<(usize, Model)> = Vec::new();
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ budget as u64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        const KEYS: u64 = 24;
+        for step in 0..3000u64 {
+            let k = next(KEYS);
+            let key = k.to_be_bytes().to_vec();
+            let value = format!("{step}-{}", "x".repeat(next(300) as usize)).into_bytes();
+            match next(10) {
+                0 | 1 => {
+                    s.value_set("v", &key, &value).unwrap();
+                    model.values.insert(key, value);
+                }
+                2 => {
+                    s.value_delete("v", &key).unwrap();
+                    model.values.remove(&key);
+                }
+                3 => {
+                    s.list_append("l", &key, &value).unwrap();
+                    model.lists.entry(key).or_default().push(value);
+                }
+                4 => {
+                    s.list_clear("l", &key).unwrap();
+                    model.lists.remove(&key);
+                }
+                5 => {
+                    let field = next(4).to_be_bytes().to_vec();
+                    s.map_put("m", &key, &field, &value).unwrap();
+                    model.maps.entry(key).or_default().insert(field, value);
+                }
+                6 => {
+                    let field = next(4).to_be_bytes().to_vec();
+                    s.map_remove("m", &key, &field).unwrap();
+                    if let Some(m) = model.maps.get_mut(&key) {
+                        m.remove(&field);
+                        if m.is_empty() {
+                            model.maps.remove(&key);
+                        }
+                    }
+                }
+                _ => {
+                    assert_eq!(s.value_get("v", &key).unwrap(), model.values.get(&key).cloned(), "step {step}");
+                    let list = model.lists.get(&key).cloned().unwrap_or_default();
+                    assert_eq!(s.list_get("l", &key).unwrap(), list, "step {step}");
+                }
+            }
+            if budget > 0 {
+                assert!(s.cache_bytes() <= budget.max(1024), "step {step}: {} bytes cached", s.cache_bytes());
+            }
+            if step % 500 == 499 {
+                let checkpoint = chain.len() as u64 + 1;
+                chain.extend(s.snapshot(&files, checkpoint, chain.is_empty()).unwrap());
+                snapshots.push((chain.len(), model.clone()));
+            }
+        }
+        check_against(&s, &model, KEYS);
+        drop(s);
+        let (_dir2, fresh) = self::store();
+        let mut r = fresh.operator("cached", 1).unwrap();
+        for (len, expected) in &snapshots {
+            r.restore(&files, &chain[..*len]).unwrap();
+            check_against(&r, expected, KEYS);
+        }
+    }
+}
+
+/// Keys created and removed between two snapshots are in neither state: the delta leaves them
+/// out instead of writing a tombstone for each.
+#[test]
+fn a_delta_leaves_out_keys_created_and_removed_between_snapshots() {
+    let (dir, store) = store();
+    let files = files_dir(&dir);
+    let mut s = store.operator("windows", 0).unwrap();
+    s.value_set("v", b"kept", b"1").unwrap();
+    let full = s.snapshot(&files, 1, true).unwrap().unwrap();
+    // A window opened and closed within one checkpoint interval, 10,000 times over.
+    for i in 0..10_000u64 {
+        let key = i.to_be_bytes();
+        assert_eq!(s.value_get("w", &key).unwrap(), None);
+        s.value_set("w", &key, b"open window").unwrap();
+        s.list_append("l", &key, b"event").unwrap();
+        s.value_delete("w", &key).unwrap();
+        s.list_clear("l", &key).unwrap();
+    }
+    s.value_delete("v", b"kept").unwrap();
+    let delta = s.snapshot(&files, 2, false).unwrap().unwrap();
+    // One tombstone (`kept`) and nothing of the 20,000 transient keys.
+    assert!(delta.bytes < 200, "delta of one tombstone is {} bytes", delta.bytes);
+    let (_dir2, fresh) = self::store();
+    let mut r = fresh.operator("windows", 0).unwrap();
+    r.value_set("w", &7u64.to_be_bytes(), b"leftover").unwrap();
+    r.restore(&files, &[full, delta]).unwrap();
+    assert_eq!(r.value_get("v", b"kept").unwrap(), None);
+    assert_eq!(r.value_get("w", &7u64.to_be_bytes()).unwrap(), None);
+}

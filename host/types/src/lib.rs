@@ -79,6 +79,11 @@ pub struct OperatorLimits {
     /// before the host allocates; past it the call fails with a `limit`
     /// error. Stops a guest from claiming host memory outside `memory_mb`.
     pub host_memory_mb: u64,
+    /// The write-back cache of each instance's keyed state, in MiB: state read
+    /// or written once is served from memory, and writes reach the store in
+    /// batches (at checkpoints, or when the cache is full). 0 writes every
+    /// change through at once and keeps nothing read.
+    pub state_cache_mb: u64,
 }
 
 impl Default for OperatorLimits {
@@ -90,6 +95,7 @@ impl Default for OperatorLimits {
             output_batches_per_call: 1024,
             output_rows_per_call: 16 << 20,
             host_memory_mb: 512,
+            state_cache_mb: 32,
         }
     }
 }

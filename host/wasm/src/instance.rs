@@ -89,6 +89,13 @@ pub struct OperatorFactory {
     operator_id: Arc<str>,
 }
 
+impl OperatorFactory {
+    /// The limits every instance of this operator runs under.
+    pub fn limits(&self) -> &OperatorLimits {
+        &self.limits
+    }
+}
+
 impl std::fmt::Debug for OperatorFactory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OperatorFactory").field("operator", &self.operator_id).finish_non_exhaustive()
