@@ -73,9 +73,9 @@ pub struct LogicalGraph {
     topo: Vec<usize>,
 }
 
-/// The longest [`LogicalGraph::region_name`], in bytes: well under the
-/// 255-byte file name limit of common filesystems, with room for suffixes.
-pub const REGION_NAME_BYTES_MAX: usize = 120;
+/// The longest [`LogicalGraph::region_name`], in bytes (defined once, in
+/// `flumen-types`, for the checkpoint store's check too).
+pub use flumen_types::REGION_NAME_BYTES_MAX;
 
 /// A set of nodes connected by pipelined edges: they checkpoint and recover together.
 #[derive(Debug, Clone, PartialEq, Eq)]

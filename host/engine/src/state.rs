@@ -5,12 +5,6 @@ use flumen_state::{OperatorState, StateError};
 use flumen_types::HostMemoryCharge;
 use flumen_wasm::{StateBackend, StateFault, StateHandle};
 
-// The wasm layer checks guest input against these limits before the store
-// sees it; they must agree, or a guest could reach a store-side failure.
-const _: () = assert!(flumen_state::STATE_KEY_BYTES_MAX == flumen_wasm::STATE_KEY_BYTES_MAX);
-const _: () = assert!(flumen_state::STATE_VALUE_BYTES_MAX == flumen_wasm::STATE_VALUE_BYTES_MAX);
-const _: () = assert!(flumen_state::STATE_NAME_BYTES_MAX == flumen_wasm::STATE_NAME_BYTES_MAX);
-
 /// One subtask's state, as the wasm layer sees it.
 #[derive(Debug)]
 pub(crate) struct FjallBackend(pub(crate) OperatorState);

@@ -56,8 +56,8 @@ pub const MANIFEST_FORMAT: u32 = 1;
 /// recovery; a real one lists a few files per subtask.
 pub const MANIFEST_BYTES_MAX: u64 = 64 << 20;
 
-/// Longest region name; regions are directory names.
-pub const REGION_BYTES_MAX: usize = 128;
+/// Longest region name; regions are directory names (defined once, in `flumen-types`).
+pub use flumen_types::REGION_NAME_BYTES_MAX;
 
 const MANIFEST_PREFIX: &str = "chk-";
 const MANIFEST_SUFFIX: &str = ".json";
@@ -653,14 +653,14 @@ fn parse_checkpoint(digits: &str) -> Option<u64> {
 
 pub(crate) fn check_region(region: &str) -> Result<(), StateError> {
     let valid = !region.is_empty()
-        && region.len() <= REGION_BYTES_MAX
+        && region.len() <= REGION_NAME_BYTES_MAX
         && !region.starts_with('.')
         && region.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.+%~".contains(&b));
     if valid {
         Ok(())
     } else {
         Err(StateError::Limit(format!(
-            "region name {region:?} must be 1 to {REGION_BYTES_MAX} characters of [A-Za-z0-9._+%~-], not starting with '.'"
+            "region name {region:?} must be 1 to {REGION_NAME_BYTES_MAX} characters of [A-Za-z0-9._+%~-], not starting with '.'"
         )))
     }
 }

@@ -69,18 +69,8 @@ pub use store::{Admit, OperatorState, STATE_CACHE_BYTES_DEFAULT, StateStore};
 #[cfg(feature = "store-url")]
 pub use store_url::StoreUrl;
 
-/// Longest state name (the `name` argument of every state call). Stops a guest from inflating
-/// every stored key with a huge name.
-pub const STATE_NAME_BYTES_MAX: usize = 256;
-
-/// Longest key, and longest map field. Stops a guest from storing unbounded keys; also keeps
-/// every encoded fjall key (subtask, kind, name, key and map field together) under fjall's hard
-/// limit of 65,535 bytes, which fjall enforces with a panic — hence 16 KiB rather than 64 KiB.
-pub const STATE_KEY_BYTES_MAX: usize = 16 * 1024;
-
-/// Largest value or list item. Stops a guest from exhausting memory and disk with one entry; it
-/// also bounds every allocation made while decoding a snapshot file.
-pub const STATE_VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;
+// The state limits are defined once, in `flumen-types`, for this store and the wasm layer alike.
+pub use flumen_types::{STATE_KEY_BYTES_MAX, STATE_NAME_BYTES_MAX, STATE_VALUE_BYTES_MAX};
 
 /// A chain longer than this is replaced by a full snapshot (bounds restore time).
 const CHAIN_DELTAS_MAX: usize = 8;

@@ -117,6 +117,26 @@ pub const INSTANCE_SLOTS_SPARE: u32 = 32;
 /// Stops a guest from filling the host's log with one call.
 pub const LOG_MESSAGE_BYTES_MAX: usize = 16 * 1024;
 
+/// Longest state name (the `name` argument of every state call), in bytes.
+/// Stops a guest from inflating every stored key with a huge name.
+pub const STATE_NAME_BYTES_MAX: usize = 256;
+
+/// Longest state key, and longest map field, in bytes. Stops a guest from
+/// storing unbounded keys; also keeps every encoded fjall key (subtask, kind,
+/// name, key and map field together) under fjall's hard limit of 65,535
+/// bytes, which fjall enforces with a panic — hence 16 KiB rather than 64 KiB.
+pub const STATE_KEY_BYTES_MAX: usize = 16 * 1024;
+
+/// Largest state value or list item, in bytes. Stops a guest from exhausting
+/// memory and disk with one entry; also bounds every allocation made while
+/// decoding a snapshot file.
+pub const STATE_VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Longest region name, in bytes. Region names are directory names in the
+/// checkpoint directory and the object store: well under the 255-byte file
+/// name limit of common filesystems, with room for suffixes.
+pub const REGION_NAME_BYTES_MAX: usize = 120;
+
 /// Largest component file the host agrees to compile, in bytes. Compiling is
 /// super-linear in the worst case and wasmtime treats compile-time DoS as out
 /// of its scope, so the host bounds the input.

@@ -15,13 +15,8 @@ use wasmtime::component::LinkerInstance;
 use crate::abi::{WitError, WitErrorKind};
 use crate::instance::HostState;
 
-/// Longest state name a guest may use.
-pub const STATE_NAME_BYTES_MAX: usize = 256;
-/// Longest key or map field a guest may use (the store keeps a key and a
-/// field together under one fjall key, whose limit is 64 KiB).
-pub const STATE_KEY_BYTES_MAX: usize = 16 * 1024;
-/// Largest value or list item a guest may store.
-pub const STATE_VALUE_BYTES_MAX: usize = 16 * 1024 * 1024;
+// The limits a guest's state calls are checked against: the store's own, defined once.
+pub use flumen_types::{STATE_KEY_BYTES_MAX, STATE_NAME_BYTES_MAX, STATE_VALUE_BYTES_MAX};
 /// Most keys or entries in one `*-many` call.
 pub const STATE_BATCH_MAX: usize = 1 << 20;
 
