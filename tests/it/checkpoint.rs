@@ -172,6 +172,37 @@ fn check_against(out_dir: &Path, expected: &HashSet<(i64, i64)>, prefix: &str, o
     o
 }
 
+/// Runs `job` up to `runs` times, each SIGKILLed after a random wait in
+/// `wait_ms` (resuming from the second run on), then resumes it to completion,
+/// unless a run ends by itself first (which must exit 0). Returns the kills.
+pub(crate) fn kill_at_random_then_resume(
+    job: &Job,
+    rng: &mut rand::rngs::SmallRng,
+    runs: usize,
+    wait_ms: std::ops::Range<u64>,
+    what: &str,
+) -> u64 {
+    let mut kills = 0;
+    for _ in 0..runs {
+        let mut child = flumen(job, kills > 0).spawn().unwrap();
+        let wait = Duration::from_millis(rng.random_range(wait_ms.clone()));
+        let start = Instant::now();
+        while start.elapsed() < wait && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if child.try_wait().unwrap().is_some() {
+            let (code, text) = finish(child, "run");
+            assert_eq!(code, 0, "{what}: {text}");
+            return kills;
+        }
+        child.kill().unwrap(); // SIGKILL
+        let _ = child.wait();
+        kills += 1;
+    }
+    resume_to_completion(job);
+    kills
+}
+
 pub(crate) fn flumen(job: &Job, resume: bool) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flumen"));
     cmd.arg("run").arg("--quiet");
@@ -215,32 +246,7 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     for seed in 0..seeds {
         let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
         let job = counting_job(rows, 2000, "", "", 2);
-        let mut resume = false;
-        let mut completed = false;
-        for _ in 0..8 {
-            let mut child = flumen(&job, resume).spawn().unwrap();
-            let wait = Duration::from_millis(rng.random_range(100..700));
-            let start = Instant::now();
-            while start.elapsed() < wait {
-                if child.try_wait().unwrap().is_some() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if child.try_wait().unwrap().is_some() {
-                let (code, text) = finish(child, "run");
-                assert_eq!(code, 0, "seed {seed}: {text}");
-                completed = true;
-                break;
-            }
-            child.kill().unwrap(); // SIGKILL
-            let _ = child.wait();
-            kills += 1;
-            resume = true;
-        }
-        if !completed {
-            resume_to_completion(&job);
-        }
+        kills += kill_at_random_then_resume(&job, &mut rng, 8, 100..700, &format!("seed {seed}"));
         let o = check(&job.file("out"), rows, &format!("seed {seed}"), true);
         assert!(o.clean(), "seed {seed} (replay with FLUMEN_KILL_SEEDS): {o:?}");
         assert_eq!(o.rows, rows, "seed {seed}");
@@ -262,28 +268,7 @@ fn a_state_cache_smaller_than_the_state_survives_kills() {
     assert!(text.contains("state_cache_mb"));
     let job = Job::new(&text);
     let mut rng = rand::rngs::SmallRng::seed_from_u64(11);
-    let (mut kills, mut resume, mut completed) = (0, false, false);
-    for _ in 0..4 {
-        let mut child = flumen(&job, resume).spawn().unwrap();
-        let wait = Duration::from_millis(rng.random_range(400..2000));
-        let start = Instant::now();
-        while start.elapsed() < wait && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if child.try_wait().unwrap().is_some() {
-            let (code, text) = finish(child, "run");
-            assert_eq!(code, 0, "{text}");
-            completed = true;
-            break;
-        }
-        child.kill().unwrap(); // SIGKILL
-        let _ = child.wait();
-        kills += 1;
-        resume = true;
-    }
-    if !completed {
-        resume_to_completion(&job);
-    }
+    let kills = kill_at_random_then_resume(&job, &mut rng, 4, 400..2000, "state cache");
     let expected: HashSet<(i64, i64)> = (0..rows).map(|r| ((r % keys) as i64, (r / keys) as i64)).collect();
     let o = check_against(&job.file("out"), &expected, "state cache", true);
     assert!(o.clean(), "{o:?}");

@@ -4,11 +4,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
-use crate::checkpoint::{finish, flumen, resume_to_completion};
+use crate::checkpoint::kill_at_random_then_resume;
 use crate::common::*;
 
 /// Every JSONL object of `path`, a file or a directory of committed parts.
@@ -261,29 +260,7 @@ fn killed_and_resumed_emits_each_key_exactly_once() {
     for seed in 0..3u64 {
         let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
         let job = checkpointed_job(rows);
-        let mut resume = false;
-        let mut completed = false;
-        for _ in 0..4 {
-            let mut child = flumen(&job, resume).spawn().unwrap();
-            let wait = Duration::from_millis(rng.random_range(150..900));
-            let start = Instant::now();
-            while start.elapsed() < wait && child.try_wait().unwrap().is_none() {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            if child.try_wait().unwrap().is_some() {
-                let (code, text) = finish(child, "run");
-                assert_eq!(code, 0, "seed {seed}: {text}");
-                completed = true;
-                break;
-            }
-            child.kill().unwrap(); // SIGKILL
-            let _ = child.wait();
-            kills += 1;
-            resume = true;
-        }
-        if !completed {
-            resume_to_completion(&job);
-        }
+        kills += kill_at_random_then_resume(&job, &mut rng, 4, 150..900, &format!("seed {seed}"));
         let rows_out = read_rows(&job.file("out"));
         let mut keys = BTreeSet::new();
         for r in &rows_out {

@@ -256,11 +256,7 @@ impl OperatorState {
 
     pub fn value_set(&mut self, name: &str, key: &[u8], value: &[u8]) -> Result<(), StateError> {
         check_value(value)?;
-        let mut buf = std::mem::take(self.scratch.get_mut());
-        let written = encode_key(&mut buf, &self.prefix, KIND_VALUE, name, key, &[])
-            .and_then(|()| self.point_write(&buf, Some(value)));
-        *self.scratch.get_mut() = buf;
-        written
+        self.write_key(KIND_VALUE, name, key, &[], Some(value))
     }
 
     /// Sets every entry (through the cache: one fjall batch at the next flush).
@@ -278,11 +274,7 @@ impl OperatorState {
     }
 
     pub fn value_delete(&mut self, name: &str, key: &[u8]) -> Result<(), StateError> {
-        let mut buf = std::mem::take(self.scratch.get_mut());
-        let written =
-            encode_key(&mut buf, &self.prefix, KIND_VALUE, name, key, &[]).and_then(|()| self.point_write(&buf, None));
-        *self.scratch.get_mut() = buf;
-        written
+        self.write_key(KIND_VALUE, name, key, &[], None)
     }
 
     /// The items of a list, in append order.
@@ -347,19 +339,11 @@ impl OperatorState {
 
     pub fn map_put(&mut self, name: &str, key: &[u8], field: &[u8], value: &[u8]) -> Result<(), StateError> {
         check_value(value)?;
-        let mut buf = std::mem::take(self.scratch.get_mut());
-        let written = encode_key(&mut buf, &self.prefix, KIND_MAP, name, key, field)
-            .and_then(|()| self.point_write(&buf, Some(value)));
-        *self.scratch.get_mut() = buf;
-        written
+        self.write_key(KIND_MAP, name, key, field, Some(value))
     }
 
     pub fn map_remove(&mut self, name: &str, key: &[u8], field: &[u8]) -> Result<(), StateError> {
-        let mut buf = std::mem::take(self.scratch.get_mut());
-        let written =
-            encode_key(&mut buf, &self.prefix, KIND_MAP, name, key, field).and_then(|()| self.point_write(&buf, None));
-        *self.scratch.get_mut() = buf;
-        written
+        self.write_key(KIND_MAP, name, key, field, None)
     }
 
     /// The entries of a map, ordered by field bytes.
@@ -535,6 +519,23 @@ impl OperatorState {
         self.cache.borrow_mut().fill(key, value.as_deref());
         self.make_room()?;
         value.map(|v| copy_admitted(&v, admit)).transpose()
+    }
+
+    /// Encodes one key in the scratch buffer and writes (`Some`) or deletes (`None`) it.
+    fn write_key(
+        &mut self,
+        kind: u8,
+        name: &str,
+        key: &[u8],
+        suffix: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), StateError> {
+        // The buffer is moved out while `point_write` borrows `self`.
+        let mut buf = std::mem::take(self.scratch.get_mut());
+        let written =
+            encode_key(&mut buf, &self.prefix, kind, name, key, suffix).and_then(|()| self.point_write(&buf, value));
+        *self.scratch.get_mut() = buf;
+        written
     }
 
     /// Writes (`Some`) or deletes (`None`) one fjall key through the cache, tracking it.
