@@ -223,6 +223,15 @@ mod tests {
     }
 
     #[test]
+    fn types_flumen_batches_never_hold_are_refused_by_name() {
+        let keys = arrow_array::DictionaryArray::<arrow_array::types::Int32Type>::from_iter(["a", "b", "a"]);
+        let batch = RecordBatch::try_from_iter(vec![("category", Arc::new(keys) as _)]).expect("batch");
+        let err = encode(&[batch]).expect_err("a dictionary column");
+        assert!(err.to_string().contains("column `category`"), "{err}");
+        assert!(err.to_string().contains("in-flight batches cannot hold it"), "{err}");
+    }
+
+    #[test]
     fn truncated_streams_are_errors() {
         let good = stream();
         for cut in [5, 9, 40, good.len() / 2, good.len() - 9] {
