@@ -149,6 +149,28 @@ pub struct WitError {
     pub message: String,
 }
 
+/// The `transform.operator-plan` record (0.2) that `open` returns.
+#[derive(ComponentType, Lift, Lower, Clone, Debug, PartialEq, Eq)]
+#[component(record)]
+pub struct WitPlan {
+    pub schema: WitSchema,
+    pub carried: Vec<Option<u32>>,
+    pub reads: Vec<Option<Vec<u32>>>,
+}
+
+/// The `types.selection` variant (0.2), lifted lazily with an emitted batch.
+#[derive(ComponentType, Lift)]
+#[component(variant)]
+#[allow(missing_debug_implementations, reason = "WasmList has no Debug")]
+pub enum SelectionOut {
+    #[component(name = "all")]
+    All,
+    #[component(name = "mask")]
+    Mask(WasmList<u8>),
+    #[component(name = "indices")]
+    Indices(WasmList<u32>),
+}
+
 /// The `transform.context` record, lowered into the guest at `open`.
 #[derive(ComponentType, Lower, Clone, Debug)]
 #[component(record)]

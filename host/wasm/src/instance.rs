@@ -22,16 +22,59 @@ use wasmtime::{Store, StoreContextMut, StoreLimits, StoreLimitsBuilder, UpdateDe
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::abi::{self, BatchIn, BatchOut, ColumnOut, WitContext, WitError, WitErrorKind, WitLevel, WitSchema};
+use crate::abi::{
+    self, BatchIn, BatchOut, ColumnOut, SelectionOut, WitContext, WitError, WitErrorKind, WitLevel, WitPlan, WitSchema,
+};
+use crate::shape::{Selection, Shape};
 use crate::blobs::BlobScope;
 use crate::state::StateHandle;
 use crate::{CallError, CallErrorKind, LoadedComponent, WasmError, WasmRuntime};
 use flumen_blob::Pin;
 
-/// The WIT package version this host implements; guests built against any
-/// `0.1.x` link (semver compatible).
+/// The WIT package this host implements, and its newest version.
 pub const WIT_PACKAGE: &str = "flumen:dataflow";
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";
+
+/// The versions of the contract this host runs, side by side, oldest first.
+/// A component targets exactly one; `0.x.y` links wherever `0.x.0` does
+/// (semver: in 0.x the minor number is the breaking one).
+pub const WIT_VERSIONS: &[&str] = &["0.1.0", "0.2.0"];
+
+/// The contract version a component targets, read from its `transform` export
+/// (and every `flumen:dataflow` import must agree).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WitVersion {
+    /// Every column in, every column out.
+    V0_1,
+    /// Projection, carried columns with selections, batch state calls.
+    V0_2,
+}
+
+impl WitVersion {
+    /// The version this host links for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WitVersion::V0_1 => "0.1.0",
+            WitVersion::V0_2 => "0.2.0",
+        }
+    }
+
+    /// The version a `flumen:dataflow` name's `@…` suffix targets, if this host runs it.
+    fn parse(version: &str) -> Option<Self> {
+        let mut parts = version.split('.');
+        match (parts.next(), parts.next()) {
+            (Some("0"), Some("1")) => Some(WitVersion::V0_1),
+            (Some("0"), Some("2")) => Some(WitVersion::V0_2),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for WitVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{WIT_PACKAGE}@{}", self.as_str())
+    }
+}
 
 /// Bytes of stdout and of stderr kept per instance. Rust's std writes panic
 /// messages to stderr, so a trap's error can quote them; a guest that writes
@@ -87,12 +130,18 @@ pub struct OperatorFactory {
     exports: Exports,
     limits: OperatorLimits,
     operator_id: Arc<str>,
+    version: WitVersion,
 }
 
 impl OperatorFactory {
     /// The limits every instance of this operator runs under.
     pub fn limits(&self) -> &OperatorLimits {
         &self.limits
+    }
+
+    /// The contract version the component targets.
+    pub fn wit_version(&self) -> WitVersion {
+        self.version
     }
 }
 
@@ -136,16 +185,20 @@ impl OperatorFactory {
                 ),
             });
         }
-        check_imports(engine, component, capabilities).map_err(world_err)?;
-        let exports = find_exports(engine, component).map_err(world_err)?;
+        let (version, exports) = find_exports(engine, component).map_err(world_err)?;
+        check_imports(engine, component, capabilities, version).map_err(world_err)?;
 
         let mut linker: Linker<HostState> = Linker::new(engine);
         let prefix = format!("{WIT_PACKAGE}/");
+        let at = version.as_str();
         let link_err = |e: wasmtime::Error| WasmError::Engine(format!("linking host functions: {e:#}"));
-        let mut output = linker.instance(&format!("{prefix}output@{WIT_VERSION}")).map_err(link_err)?;
-        output.func_wrap("emit", host_emit).map_err(link_err)?;
+        let mut output = linker.instance(&format!("{prefix}output@{at}")).map_err(link_err)?;
+        match version {
+            WitVersion::V0_1 => output.func_wrap("emit", host_emit_v01).map_err(link_err)?,
+            WitVersion::V0_2 => output.func_wrap("emit", host_emit).map_err(link_err)?,
+        }
         if capabilities.log {
-            let mut log = linker.instance(&format!("{prefix}log@{WIT_VERSION}")).map_err(link_err)?;
+            let mut log = linker.instance(&format!("{prefix}log@{at}")).map_err(link_err)?;
             log.func_wrap("enabled", |_store: StoreContextMut<'_, HostState>, (level,): (WitLevel,)| {
                 Ok((level_enabled(level),))
             })
@@ -153,11 +206,14 @@ impl OperatorFactory {
             log.func_wrap("log", host_log).map_err(link_err)?;
         }
         if capabilities.state {
-            let mut state = linker.instance(&format!("{prefix}state@{WIT_VERSION}")).map_err(link_err)?;
+            let mut state = linker.instance(&format!("{prefix}state@{at}")).map_err(link_err)?;
             crate::state::link(&mut state).map_err(link_err)?;
+            if version >= WitVersion::V0_2 {
+                crate::state::link_batch_forms(&mut state).map_err(link_err)?;
+            }
         }
         if capabilities.blobs {
-            let mut blobs = linker.instance(&format!("{prefix}blobs@{WIT_VERSION}")).map_err(link_err)?;
+            let mut blobs = linker.instance(&format!("{prefix}blobs@{at}")).map_err(link_err)?;
             crate::blobs::link(&mut blobs).map_err(link_err)?;
         }
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
@@ -168,7 +224,7 @@ impl OperatorFactory {
                 "cannot be linked: {e:#}; operators get only the `operator` world and WASI 0.2 without I/O"
             ))
         })?;
-        Ok(Self { runtime: runtime.clone(), pre, exports, limits, operator_id: operator_id.into() })
+        Ok(Self { runtime: runtime.clone(), pre, exports, limits, operator_id: operator_id.into(), version })
     }
 
     pub fn operator_id(&self) -> &str {
@@ -203,8 +259,9 @@ impl OperatorFactory {
             table: ResourceTable::new(),
             stderr,
             stderr_mark: 0,
-            output_schema: None,
-            output_fields: 0,
+            shape: None,
+            computed_fields: 0,
+            input: None,
             outputs: Vec::new(),
             out_bytes: 0,
             out_bytes_max: self.limits.output_mb_per_call.saturating_mul(1 << 20),
@@ -271,9 +328,11 @@ impl OperatorFactory {
             None => None,
         };
         // Type-check once; calls below use the checked functions.
-        let typed_open = open
-            .typed::<(WitContext,), (Result<WitSchema, WitError>,)>(&store)
-            .map_err(|e| fail(CallErrorKind::BadOutput, format!("`open` has the wrong signature: {e:#}")))?;
+        let wrong_open = |e: wasmtime::Error| fail(CallErrorKind::BadOutput, format!("`open` has the wrong signature: {e:#}"));
+        let typed_open = match self.version {
+            WitVersion::V0_1 => Open::V0_1(open.typed::<(WitContext,), (Result<WitSchema, WitError>,)>(&store).map_err(wrong_open)?),
+            WitVersion::V0_2 => Open::V0_2(open.typed::<(WitContext,), (Result<WitPlan, WitError>,)>(&store).map_err(wrong_open)?),
+        };
         process
             .typed::<(u32, BatchIn<'static>), (Result<(), WitError>,)>(&store)
             .map_err(|e| fail(CallErrorKind::BadOutput, format!("`process` has the wrong signature: {e:#}")))?;
@@ -296,19 +355,31 @@ impl OperatorFactory {
         };
         store.data_mut().deadline = Instant::now() + timeout;
         store.set_epoch_deadline(1);
-        let (result,) = typed_open
-            .call_async(&mut store, (wit_ctx,))
-            .await
-            .map_err(|e| classify(&label, e, "open", &self.limits, store.data()))?;
-        let schema = result.map_err(|e| guest_error(&label, "open", e))?;
+        let classify_open = |e: wasmtime::Error, store: &Store<HostState>| classify(&label, e, "open", &self.limits, store.data());
+        let (schema, plan) = match typed_open {
+            Open::V0_1(open) => {
+                let (result,) = open.call_async(&mut store, (wit_ctx,)).await.map_err(|e| classify_open(e, &store))?;
+                (result.map_err(|e| guest_error(&label, "open", e))?, None)
+            }
+            Open::V0_2(open) => {
+                let (result,) = open.call_async(&mut store, (wit_ctx,)).await.map_err(|e| classify_open(e, &store))?;
+                let mut plan = result.map_err(|e| guest_error(&label, "open", e))?;
+                (std::mem::replace(&mut plan.schema, WitSchema { fields: Vec::new(), metadata: Vec::new() }), Some(plan))
+            }
+        };
         let schema = abi::schema_from_wit(schema)
             .map_err(|e| fail(CallErrorKind::BadOutput, format!("`open` returned a malformed schema: {e}")))?;
-        let fields = flumen_batch::flatten_schema(&schema)
+        let shape = match plan {
+            None => Shape::all_computed(schema.clone(), ctx.inputs.len()),
+            Some(plan) => Shape::from_plan(schema.clone(), &plan, &ctx.inputs)
+                .map_err(|e| fail(CallErrorKind::BadOutput, format!("`open` returned an unusable plan: {e}")))?,
+        };
+        let fields = flumen_batch::flatten_schema(&shape.computed)
             .map_err(|e| fail(CallErrorKind::BadOutput, format!("`open` returned an unusable schema: {e}")))?
             .len();
         let data = store.data_mut();
-        data.output_schema = Some(schema.clone());
-        data.output_fields = fields;
+        data.shape = Some(Arc::new(shape));
+        data.computed_fields = fields;
         Ok(OperatorInstance {
             store,
             process,
@@ -371,14 +442,28 @@ impl OperatorInstance {
         }
     }
 
-    /// Hands `batch` (arriving on input `port`) to the guest; returns what it emitted.
+    /// Hands `batch` (arriving on input `port`) to the guest: only the
+    /// columns it reads are lowered, and the batch is kept for the columns
+    /// it carries. Returns what it emitted.
     pub async fn process(&mut self, port: u32, batch: &RecordBatch) -> Result<Vec<RecordBatch>, CallError> {
-        let flat = FlatBatch::new(batch);
+        let shape = self.store.data().shape.clone();
+        let projected = match shape.as_deref().map(|s| s.project(port, batch)).transpose() {
+            Ok(p) => p.flatten(),
+            Err(message) => {
+                return Err(CallError { operator: self.label.to_string(), kind: CallErrorKind::BadOutput, message });
+            }
+        };
+        let lowered = projected.as_ref().unwrap_or(batch);
+        let flat = FlatBatch::new(lowered);
         let views = flat.views();
         let columns = abi::columns_in(&views);
         let arg = BatchIn { num_rows: flat.num_rows() as u64, columns: &columns };
         self.begin_call();
-        self.store.data_mut().bytes_in += views.iter().map(|v| v.byte_len() as u64).sum::<u64>();
+        let data = self.store.data_mut();
+        data.bytes_in += views.iter().map(|v| v.byte_len() as u64).sum::<u64>();
+        if shape.as_deref().is_some_and(Shape::carries) {
+            data.input = Some(batch.clone());
+        }
         #[allow(unsafe_code)]
         // SAFETY: `OperatorFactory::instantiate` type-checked `process` against
         // exactly these parameter and result types (with a 'static lifetime,
@@ -493,6 +578,7 @@ impl OperatorInstance {
         // them (at emit); those that no batch carries are released now.
         let _made = std::mem::take(&mut self.store.data_mut().call_pins);
         self.store.data_mut().returned = None;
+        self.store.data_mut().input = None;
         let (returned,) = result.map_err(|e| classify(&self.label, e, what, &self.limits, self.store.data()))?;
         let data = self.store.data_mut();
         // An emit that failed fails the call, even if the guest ignored the error.
@@ -512,9 +598,12 @@ pub(crate) struct HostState {
     stderr: MemoryOutputPipe,
     /// Length of `stderr` when the current call began.
     stderr_mark: usize,
-    output_schema: Option<SchemaRef>,
-    /// Fields of `output_schema` in pre-order: the column count every emitted batch must have.
-    output_fields: usize,
+    /// What the operator reads and carries; its output schema (set by `open`).
+    shape: Option<Arc<Shape>>,
+    /// Fields of the computed schema in pre-order: the column count every emitted batch must have.
+    computed_fields: usize,
+    /// The batch being processed, while `process` runs, when the operator carries columns from it.
+    input: Option<RecordBatch>,
     outputs: Vec<RecordBatch>,
     out_bytes: u64,
     out_bytes_max: u64,
@@ -538,6 +627,12 @@ pub(crate) struct HostState {
     /// has it (released at the next host call that returns bytes, or when
     /// the guest call ends).
     returned: Option<HostMemoryCharge>,
+}
+
+/// `open`, typed for the version the component targets.
+enum Open {
+    V0_1(TypedFunc<(WitContext,), (Result<WitSchema, WitError>,)>),
+    V0_2(TypedFunc<(WitContext,), (Result<WitPlan, WitError>,)>),
 }
 
 type SnapshotFuncs = (TypedFunc<(), (Result<Vec<u8>, WitError>,)>, TypedFunc<(Vec<u8>,), (Result<(), WitError>,)>);
@@ -735,14 +830,20 @@ fn host_log(store: StoreContextMut<'_, HostState>, (level, message): (WitLevel, 
     Ok(())
 }
 
+/// `output.emit` of 0.1: every column computed, every row its own.
+fn host_emit_v01(store: StoreContextMut<'_, HostState>, (batch,): (BatchOut,)) -> wasmtime::Result<(Result<(), WitError>,)> {
+    host_emit(store, (batch, SelectionOut::All))
+}
+
 /// `output.emit`: checks the batch's size against the per-call caps before
-/// copying a byte, copies each buffer once into an aligned Arrow buffer, and
-/// validates it against the declared schema.
+/// copying a byte, copies each buffer once into an aligned Arrow buffer,
+/// validates it against the computed schema, and adds the carried columns
+/// under the selection.
 fn host_emit(
     mut store: StoreContextMut<'_, HostState>,
-    (batch,): (BatchOut,),
+    (batch, selection): (BatchOut, SelectionOut),
 ) -> wasmtime::Result<(Result<(), WitError>,)> {
-    let outcome = read_emitted(&mut store, batch);
+    let outcome = read_emitted(&mut store, batch, selection);
     let data = store.data_mut();
     Ok((match outcome {
         Ok(rb) => {
@@ -775,6 +876,7 @@ struct EmittedColumn {
 fn read_emitted(
     store: &mut StoreContextMut<'_, HostState>,
     batch: BatchOut,
+    selection: SelectionOut,
 ) -> Result<RecordBatch, (CallErrorKind, String)> {
     let bad = |m: String| (CallErrorKind::BadOutput, format!("emitted a malformed batch: {m}"));
     let limit = |m: String| (CallErrorKind::OutputLimit, m);
@@ -794,8 +896,9 @@ fn read_emitted(
             data.out_rows_max, batch.num_rows, data.out_rows
         )));
     }
-    let schema = data.output_schema.clone().ok_or_else(|| bad("emit before `open` returned".into()))?;
-    let fields = data.output_fields;
+    let shape = data.shape.clone().ok_or_else(|| bad("emit before `open` returned".into()))?;
+    let schema = shape.computed.clone();
+    let fields = data.computed_fields;
     if batch.columns.len() != fields {
         return Err(bad(format!("{} columns for a schema of {fields} fields (pre-order)", batch.columns.len())));
     }
@@ -832,6 +935,12 @@ fn read_emitted(
             buffers,
         });
     }
+    let selection_bytes = match &selection {
+        SelectionOut::All => 0,
+        SelectionOut::Mask(bits) => bits.len() as u64,
+        SelectionOut::Indices(indices) => indices.len() as u64 * 4,
+    };
+    total += selection_bytes;
     let data = store.data();
     if data.out_bytes + total > data.out_bytes_max {
         return Err(limit(format!(
@@ -865,6 +974,26 @@ fn read_emitted(
             .pin_batch(rb, true)
             .map_err(|e| (CallErrorKind::BadOutput, format!("emitted a blob reference the host cannot accept: {e}")))?
     };
+    let selection = match selection {
+        SelectionOut::All => Selection::All,
+        SelectionOut::Mask(bits) => Selection::Mask(arrow_buffer::Buffer::from(bits.as_le_slice(&*store))),
+        SelectionOut::Indices(indices) => Selection::Indices(indices.as_le_slice(&*store).to_vec()),
+    };
+    let rb = if shape.carries() {
+        let moved = !matches!(selection, Selection::All);
+        let out = shape.assemble(rb, selection, store.data().input.as_ref()).map_err(bad)?;
+        // Carried blob columns gathered into new buffers are pinned again
+        // (without re-checking: they came from a checked input batch).
+        match store.data().blobs.as_ref() {
+            Some(scope) if moved && !flumen_blob::blob_columns(&shape.output).is_empty() => scope
+                .store()
+                .pin_batch(out, false)
+                .map_err(|e| (CallErrorKind::BadOutput, format!("carrying blob references: {e}")))?,
+            _ => out,
+        }
+    } else {
+        shape.assemble(rb, selection, None).map_err(bad)?
+    };
     let data = store.data_mut();
     data.out_bytes += total;
     data.out_rows += batch.num_rows;
@@ -872,13 +1001,20 @@ fn read_emitted(
     Ok(rb)
 }
 
-fn check_imports(engine: &wasmtime::Engine, component: &Component, caps: Capabilities) -> Result<(), String> {
+fn check_imports(
+    engine: &wasmtime::Engine,
+    component: &Component,
+    caps: Capabilities,
+    target: WitVersion,
+) -> Result<(), String> {
     for (name, _) in component.component_type().imports(engine) {
         if let Some(rest) = name.strip_prefix(&format!("{WIT_PACKAGE}/")) {
             let (iface, version) = rest.split_once('@').unwrap_or((rest, ""));
-            if !version.starts_with("0.1.") {
+            if WitVersion::parse(version) != Some(target) {
                 return Err(format!(
-                    "imports `{name}`, but this host implements {WIT_PACKAGE}@{WIT_VERSION}; rebuild the operator against it"
+                    "imports `{name}` but exports the operator interface of {target}; a component targets one \
+                     version of the contract (this host runs {})",
+                    known_versions()
                 ));
             }
             match iface {
@@ -910,15 +1046,31 @@ fn check_imports(engine: &wasmtime::Engine, component: &Component, caps: Capabil
     Ok(())
 }
 
-fn find_exports(engine: &wasmtime::Engine, component: &Component) -> Result<Exports, String> {
-    let prefix = format!("{WIT_PACKAGE}/transform@0.1.");
+/// The versions this host runs, for messages: `flumen:dataflow@0.1.0 and @0.2.0`.
+fn known_versions() -> String {
+    let at: Vec<String> = WIT_VERSIONS.iter().map(|v| format!("@{v}")).collect();
+    format!("{WIT_PACKAGE}{}", at.join(" and "))
+}
+
+/// Finds the operator exports and the contract version they target.
+fn find_exports(engine: &wasmtime::Engine, component: &Component) -> Result<(WitVersion, Exports), String> {
+    let transform = format!("{WIT_PACKAGE}/transform@");
     let ty = component.component_type();
     let names: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
-    let Some(iface) = names.iter().find(|n| n.starts_with(&prefix)) else {
+    let Some(iface) = names.iter().find(|n| n.starts_with(&transform)) else {
         return Err(format!(
-            "does not export `{WIT_PACKAGE}/transform@{WIT_VERSION}`, so it is not an operator (is it built for the \
-             `operator` world?); it exports: [{}]",
+            "does not export `{WIT_PACKAGE}/transform@{WIT_VERSION}` (or `{WIT_PACKAGE}/transform@{}`), so it is not \
+             an operator (is it built for the `operator` world?); it exports: [{}]",
+            WIT_VERSIONS[0],
             names.join(", ")
+        ));
+    };
+    let found = &iface[transform.len()..];
+    let Some(version) = WitVersion::parse(found) else {
+        return Err(format!(
+            "targets {WIT_PACKAGE}@{found} (it exports `{iface}`), a version of the contract this host does not \
+             know; this host runs {}. Rebuild the operator against one of those, or run it on a newer Flumen",
+            known_versions()
         ));
     };
     let (_, parent) = component.get_export(None, iface).ok_or_else(|| format!("export `{iface}` not found"))?;
@@ -928,12 +1080,19 @@ fn find_exports(engine: &wasmtime::Engine, component: &Component) -> Result<Expo
             .map(|(_, idx)| idx)
             .ok_or_else(|| format!("`{iface}` lacks the function `{name}`"))
     };
+    let optional = |interface: &str| -> Result<Option<String>, String> {
+        let prefix = format!("{WIT_PACKAGE}/{interface}@");
+        match names.iter().find(|n| n.starts_with(&prefix)) {
+            None => Ok(None),
+            Some(n) if WitVersion::parse(&n[prefix.len()..]) == Some(version) => Ok(Some(n.clone())),
+            Some(n) => Err(format!("exports `{n}` beside `{iface}`; a component targets one version of the contract")),
+        }
+    };
     // `snapshot` is optional: components built by other tools may leave it out.
-    let snap_prefix = format!("{WIT_PACKAGE}/snapshot@0.1.");
-    let snapshot = match names.iter().find(|n| n.starts_with(&snap_prefix)) {
+    let snapshot = match optional("snapshot")? {
         None => None,
         Some(snap) => {
-            let (_, parent) = component.get_export(None, snap).ok_or_else(|| format!("export `{snap}` not found"))?;
+            let (_, parent) = component.get_export(None, &snap).ok_or_else(|| format!("export `{snap}` not found"))?;
             let f = |name: &str| {
                 component
                     .get_export(Some(&parent), name)
@@ -944,11 +1103,10 @@ fn find_exports(engine: &wasmtime::Engine, component: &Component) -> Result<Expo
         }
     };
     // `event-time` is optional too: only operators that act on event time need it.
-    let time_prefix = format!("{WIT_PACKAGE}/event-time@0.1.");
-    let on_watermark = match names.iter().find(|n| n.starts_with(&time_prefix)) {
+    let on_watermark = match optional("event-time")? {
         None => None,
         Some(time) => {
-            let (_, parent) = component.get_export(None, time).ok_or_else(|| format!("export `{time}` not found"))?;
+            let (_, parent) = component.get_export(None, &time).ok_or_else(|| format!("export `{time}` not found"))?;
             let idx = component
                 .get_export(Some(&parent), "on-watermark")
                 .map(|(_, idx)| idx)
@@ -956,5 +1114,8 @@ fn find_exports(engine: &wasmtime::Engine, component: &Component) -> Result<Expo
             Some(idx)
         }
     };
-    Ok(Exports { open: func("open")?, process: func("process")?, finish: func("finish")?, snapshot, on_watermark })
+    Ok((
+        version,
+        Exports { open: func("open")?, process: func("process")?, finish: func("finish")?, snapshot, on_watermark },
+    ))
 }

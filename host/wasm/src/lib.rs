@@ -10,6 +10,7 @@ mod blobs;
 mod inspect;
 mod instance;
 mod runtime;
+mod shape;
 mod state;
 
 use std::path::PathBuf;
@@ -18,7 +19,7 @@ pub use blobs::{BLOB_CALL_BYTES_MAX, BLOB_WRITER_BYTES_MAX, BlobScope};
 pub use inspect::inspect;
 pub use instance::{
     BoundaryBytes, CAPABILITIES, Capabilities, GUEST_STDIO_BYTES_MAX, HOSTCALL_FUEL_MIN, OpenContext, OperatorFactory,
-    OperatorInstance, WIT_VERSION,
+    OperatorInstance, WIT_VERSION, WIT_VERSIONS, WitVersion,
 };
 pub use runtime::{COMPILE_TIMEOUT, EPOCH_TICK, LoadedComponent, RuntimeConfig, WASM_STACK_BYTES_MAX, WasmRuntime};
 pub use state::{

@@ -298,3 +298,118 @@ pub(crate) fn link(instance: &mut LinkerInstance<'_, HostState>) -> wasmtime::Re
     )?;
     Ok(())
 }
+
+/// Nested lists a batch call returns: each key's items or entries.
+type Lists = Vec<Vec<Vec<u8>>>;
+type EntryLists = Vec<Entries>;
+
+/// Links the batch forms that `flumen:dataflow/state@0.2` adds: one host call
+/// for a whole batch's keys, each checked as its single form is, run under
+/// one lock of the subtask's store.
+pub(crate) fn link_batch_forms(instance: &mut LinkerInstance<'_, HostState>) -> wasmtime::Result<()> {
+    instance.func_wrap(
+        "value-delete-many",
+        |store: StoreContextMut<'_, HostState>, (name, keys): (String, Vec<Vec<u8>>)| {
+            call(&store, |s| {
+                check_name(&name)?;
+                check_count(keys.len())?;
+                keys.iter().try_for_each(|k| check_key("key", k))?;
+                keys.iter().try_for_each(|k| s.value_delete(&name, k))
+            })
+        },
+    )?;
+    instance.func_wrap(
+        "list-get-many",
+        |mut store: StoreContextMut<'_, HostState>, (name, keys): (String, Vec<Vec<u8>>)| {
+            call_reading(&mut store, "state list-get-many", |s, mem| -> Result<Lists, StateFault> {
+                check_name(&name)?;
+                check_count(keys.len())?;
+                keys.iter().try_for_each(|k| check_key("key", k))?;
+                mem.grow((keys.len() * std::mem::size_of::<Vec<Vec<u8>>>()) as u64).map_err(over_budget)?;
+                keys.iter().map(|k| s.list_get(&name, k, mem)).collect()
+            })
+        },
+    )?;
+    instance.func_wrap(
+        "list-append-many",
+        |store: StoreContextMut<'_, HostState>, (name, items): (String, Entries)| {
+            call(&store, |s| {
+                check_name(&name)?;
+                check_count(items.len())?;
+                items.iter().try_for_each(|(k, v)| {
+                    check_key("key", k)?;
+                    check_value(v)
+                })?;
+                items.iter().try_for_each(|(k, v)| s.list_append(&name, k, v))
+            })
+        },
+    )?;
+    instance.func_wrap(
+        "list-clear-many",
+        |store: StoreContextMut<'_, HostState>, (name, keys): (String, Vec<Vec<u8>>)| {
+            call(&store, |s| {
+                check_name(&name)?;
+                check_count(keys.len())?;
+                keys.iter().try_for_each(|k| check_key("key", k))?;
+                keys.iter().try_for_each(|k| s.list_clear(&name, k))
+            })
+        },
+    )?;
+    instance.func_wrap(
+        "map-get-many",
+        |mut store: StoreContextMut<'_, HostState>, (name, fields): (String, Entries)| {
+            call_reading(&mut store, "state map-get-many", |s, mem| -> Result<Vec<Option<Vec<u8>>>, StateFault> {
+                check_name(&name)?;
+                check_count(fields.len())?;
+                fields.iter().try_for_each(|(k, f)| {
+                    check_key("key", k)?;
+                    check_key("map field", f)
+                })?;
+                mem.grow((fields.len() * std::mem::size_of::<Option<Vec<u8>>>()) as u64).map_err(over_budget)?;
+                fields.iter().map(|(k, f)| s.map_get(&name, k, f, mem)).collect()
+            })
+        },
+    )?;
+    instance.func_wrap(
+        "map-put-many",
+        |store: StoreContextMut<'_, HostState>, (name, entries): (String, Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>)| {
+            call(&store, |s| {
+                check_name(&name)?;
+                check_count(entries.len())?;
+                entries.iter().try_for_each(|(k, f, v)| {
+                    check_key("key", k)?;
+                    check_key("map field", f)?;
+                    check_value(v)
+                })?;
+                entries.iter().try_for_each(|(k, f, v)| s.map_put(&name, k, f, v))
+            })
+        },
+    )?;
+    instance.func_wrap(
+        "map-remove-many",
+        |store: StoreContextMut<'_, HostState>, (name, fields): (String, Entries)| {
+            call(&store, |s| {
+                check_name(&name)?;
+                check_count(fields.len())?;
+                fields.iter().try_for_each(|(k, f)| {
+                    check_key("key", k)?;
+                    check_key("map field", f)
+                })?;
+                fields.iter().try_for_each(|(k, f)| s.map_remove(&name, k, f))
+            })
+        },
+    )?;
+    instance.func_wrap(
+        "map-entries-many",
+        |mut store: StoreContextMut<'_, HostState>, (name, keys): (String, Vec<Vec<u8>>)| {
+            call_reading(&mut store, "state map-entries-many", |s, mem| -> Result<EntryLists, StateFault> {
+                check_name(&name)?;
+                check_count(keys.len())?;
+                keys.iter().try_for_each(|k| check_key("key", k))?;
+                mem.grow((keys.len() * std::mem::size_of::<Entries>()) as u64).map_err(over_budget)?;
+                keys.iter().map(|k| s.map_entries(&name, k, mem)).collect()
+            })
+        },
+    )?;
+    Ok(())
+}
