@@ -20,3 +20,4 @@ mod media_video;
 mod object_store;
 mod pipeline;
 mod policy;
+mod shape;

@@ -365,6 +365,39 @@ pub fn assemble_batch_bounded(
     columns: Vec<ColumnParts>,
     rows_max: u64,
 ) -> Result<RecordBatch, BatchError> {
+    assemble(schema, num_rows, columns, rows_max, Trust::Validate)
+}
+
+/// Builds a batch from buffers that the other side built from *validated*
+/// Arrow arrays (the host, for a guest): the layout is still checked (column
+/// count, slot ranges, bitmap lengths, types), but Arrow's per-value
+/// validation (offsets, UTF-8) is skipped. The trusted direction is the one
+/// into a sandbox: were the host ever wrong, the damage would stay inside the
+/// guest's own linear memory, and whatever it emits is validated in full on
+/// the way out. Never use it on bytes from a guest, a peer or the disk.
+pub fn assemble_batch_trusted(
+    schema: &SchemaRef,
+    num_rows: u64,
+    columns: Vec<ColumnParts>,
+) -> Result<RecordBatch, BatchError> {
+    assemble(schema, num_rows, columns, SLOT_INDEX_MAX, Trust::BuiltFromValidArrays)
+}
+
+/// Whether assembled arrays get Arrow's full validation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trust {
+    Validate,
+    /// See [`assemble_batch_trusted`].
+    BuiltFromValidArrays,
+}
+
+fn assemble(
+    schema: &SchemaRef,
+    num_rows: u64,
+    columns: Vec<ColumnParts>,
+    rows_max: u64,
+    trust: Trust,
+) -> Result<RecordBatch, BatchError> {
     let rows_max = rows_max.min(SLOT_INDEX_MAX);
     if num_rows > rows_max {
         return Err(BatchError::TooManyRows { field: None, slots: num_rows, max: rows_max });
@@ -374,7 +407,7 @@ pub fn assemble_batch_bounded(
     let mut parts = columns.into_iter();
     let mut arrays = Vec::with_capacity(schema.fields().len());
     for field in schema.fields() {
-        let data = build_array(field, &mut parts, 0, rows_max)?;
+        let data = build_array(field, &mut parts, 0, rows_max, trust)?;
         arrays.push(make_array(data));
     }
     let extra = parts.count();
@@ -391,6 +424,7 @@ fn build_array(
     parts: &mut impl Iterator<Item = ColumnParts>,
     depth: usize,
     rows_max: u64,
+    trust: Trust,
 ) -> Result<ArrayData, BatchError> {
     let invalid = |message: String| BatchError::InvalidColumn { field: field.name().clone(), message };
     if depth > NESTING_DEPTH_MAX {
@@ -446,7 +480,7 @@ fn build_array(
     }
     let mut children = Vec::with_capacity(child_fields.len());
     for child in &child_fields {
-        children.push(build_array(child, parts, depth + 1, rows_max)?);
+        children.push(build_array(child, parts, depth + 1, rows_max, trust)?);
     }
     let nulls = match part.validity {
         None => None,
@@ -478,15 +512,22 @@ fn build_array(
             *buffer = buffer.slice_with_length(0, buffer.len() - buffer.len() % byte_width);
         }
     }
-    ArrayDataBuilder::new(field.data_type().clone())
+    let builder = ArrayDataBuilder::new(field.data_type().clone())
         .len(len)
         .offset(offset)
         .nulls(nulls)
         .buffers(buffers)
         .child_data(children)
-        .align_buffers(true)
-        .build()
-        .map_err(|e| invalid(e.to_string()))
+        .align_buffers(true);
+    let builder = match trust {
+        Trust::Validate => builder,
+        #[allow(unsafe_code)]
+        // SAFETY: only `assemble_batch_trusted` asks for this, for buffers
+        // the host built from arrays Arrow had validated; see its docs for
+        // why the guest side may rely on that.
+        Trust::BuiltFromValidArrays => unsafe { builder.skip_validation(true) },
+    };
+    builder.build().map_err(|e| invalid(e.to_string()))
 }
 
 #[cfg(test)]

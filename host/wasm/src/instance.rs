@@ -25,8 +25,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use crate::abi::{
     self, BatchIn, BatchOut, ColumnOut, SelectionOut, WitContext, WitError, WitErrorKind, WitLevel, WitPlan, WitSchema,
 };
-use crate::shape::{Selection, Shape};
 use crate::blobs::BlobScope;
+use crate::shape::{Selection, Shape};
 use crate::state::StateHandle;
 use crate::{CallError, CallErrorKind, LoadedComponent, WasmError, WasmRuntime};
 use flumen_blob::Pin;
@@ -328,10 +328,15 @@ impl OperatorFactory {
             None => None,
         };
         // Type-check once; calls below use the checked functions.
-        let wrong_open = |e: wasmtime::Error| fail(CallErrorKind::BadOutput, format!("`open` has the wrong signature: {e:#}"));
+        let wrong_open =
+            |e: wasmtime::Error| fail(CallErrorKind::BadOutput, format!("`open` has the wrong signature: {e:#}"));
         let typed_open = match self.version {
-            WitVersion::V0_1 => Open::V0_1(open.typed::<(WitContext,), (Result<WitSchema, WitError>,)>(&store).map_err(wrong_open)?),
-            WitVersion::V0_2 => Open::V0_2(open.typed::<(WitContext,), (Result<WitPlan, WitError>,)>(&store).map_err(wrong_open)?),
+            WitVersion::V0_1 => {
+                Open::V0_1(open.typed::<(WitContext,), (Result<WitSchema, WitError>,)>(&store).map_err(wrong_open)?)
+            }
+            WitVersion::V0_2 => {
+                Open::V0_2(open.typed::<(WitContext,), (Result<WitPlan, WitError>,)>(&store).map_err(wrong_open)?)
+            }
         };
         process
             .typed::<(u32, BatchIn<'static>), (Result<(), WitError>,)>(&store)
@@ -355,7 +360,8 @@ impl OperatorFactory {
         };
         store.data_mut().deadline = Instant::now() + timeout;
         store.set_epoch_deadline(1);
-        let classify_open = |e: wasmtime::Error, store: &Store<HostState>| classify(&label, e, "open", &self.limits, store.data());
+        let classify_open =
+            |e: wasmtime::Error, store: &Store<HostState>| classify(&label, e, "open", &self.limits, store.data());
         let (schema, plan) = match typed_open {
             Open::V0_1(open) => {
                 let (result,) = open.call_async(&mut store, (wit_ctx,)).await.map_err(|e| classify_open(e, &store))?;
@@ -364,7 +370,10 @@ impl OperatorFactory {
             Open::V0_2(open) => {
                 let (result,) = open.call_async(&mut store, (wit_ctx,)).await.map_err(|e| classify_open(e, &store))?;
                 let mut plan = result.map_err(|e| guest_error(&label, "open", e))?;
-                (std::mem::replace(&mut plan.schema, WitSchema { fields: Vec::new(), metadata: Vec::new() }), Some(plan))
+                (
+                    std::mem::replace(&mut plan.schema, WitSchema { fields: Vec::new(), metadata: Vec::new() }),
+                    Some(plan),
+                )
             }
         };
         let schema = abi::schema_from_wit(schema)
@@ -831,7 +840,10 @@ fn host_log(store: StoreContextMut<'_, HostState>, (level, message): (WitLevel, 
 }
 
 /// `output.emit` of 0.1: every column computed, every row its own.
-fn host_emit_v01(store: StoreContextMut<'_, HostState>, (batch,): (BatchOut,)) -> wasmtime::Result<(Result<(), WitError>,)> {
+fn host_emit_v01(
+    store: StoreContextMut<'_, HostState>,
+    (batch,): (BatchOut,),
+) -> wasmtime::Result<(Result<(), WitError>,)> {
     host_emit(store, (batch, SelectionOut::All))
 }
 
@@ -898,6 +910,9 @@ fn read_emitted(
     }
     let shape = data.shape.clone().ok_or_else(|| bad("emit before `open` returned".into()))?;
     let schema = shape.computed.clone();
+    if !shape.carries() && !matches!(selection, SelectionOut::All) {
+        return Err(bad("sent a selection of rows, but the operator carries no input column".into()));
+    }
     let fields = data.computed_fields;
     if batch.columns.len() != fields {
         return Err(bad(format!("{} columns for a schema of {fields} fields (pre-order)", batch.columns.len())));

@@ -178,9 +178,7 @@ impl Shape {
         let picked = match selection {
             Selection::All => {
                 if want != rows {
-                    return Err(format!(
-                        "selects all {rows} input rows, but the computed columns have {want} rows"
-                    ));
+                    return Err(format!("selects all {rows} input rows, but the computed columns have {want} rows"));
                 }
                 picked
             }

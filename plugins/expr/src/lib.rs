@@ -115,6 +115,23 @@ impl Expr {
         }
     }
 
+    /// The input columns the expression reads, ascending (indices into the
+    /// schema it was parsed against).
+    pub fn columns(&self) -> Vec<usize> {
+        let mut out = std::collections::BTreeSet::new();
+        self.root.columns(&mut out);
+        out.into_iter().collect()
+    }
+
+    /// The same expression over a batch holding only `columns` (ascending
+    /// indices into the schema it was parsed against, a superset of
+    /// [`Expr::columns`]) of its input: for operators that read only the
+    /// columns their expressions need.
+    pub fn over_columns(&self, input: &Schema, columns: &[usize]) -> Result<Expr, ExprError> {
+        let projected = input.project(columns).map_err(|e| ExprError::new(ExprErrorKind::Type, e.to_string()))?;
+        Expr::parse(&self.sql, &projected)
+    }
+
     /// Evaluates the expression over `batch`, which must have the schema the
     /// expression was parsed against; the result has `batch.num_rows()` rows.
     pub fn evaluate(&self, batch: &RecordBatch) -> Result<ArrayRef, ExprError> {

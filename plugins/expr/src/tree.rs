@@ -125,6 +125,17 @@ impl Typed {
         }
     }
 
+    /// Adds the input columns this node reads to `out`.
+    pub(crate) fn columns(&self, out: &mut std::collections::BTreeSet<usize>) {
+        let mut stack = vec![self];
+        while let Some(t) = stack.pop() {
+            if let Node::Column { index, .. } = &t.node {
+                out.insert(*index);
+            }
+            stack.extend(t.children());
+        }
+    }
+
     fn children(&self) -> Vec<&Typed> {
         match &self.node {
             Node::Column { .. } | Node::Literal(_) => vec![],

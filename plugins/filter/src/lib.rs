@@ -1,8 +1,12 @@
 //! The `filter` operator: keeps the rows of each batch where a SQL predicate is true.
+//!
+//! It reads only the columns its predicate names and carries every column
+//! through: the host copies those columns in, gets a bitmap back, and builds
+//! the output from the input's own buffers.
 
 use flumen_expr::{Expr, type_name};
 use flumen_sdk::arrow_array::cast::AsArray;
-use flumen_sdk::{Context, DataType, Emitter, Error, Operator, RecordBatch, SchemaRef, export_operator};
+use flumen_sdk::{Context, DataType, Emitter, Error, Operator, RecordBatch, SchemaRef, Shape, export_operator};
 use serde::Deserialize;
 
 /// `config = { predicate = "price > 100" }`
@@ -15,6 +19,9 @@ struct Config {
 
 struct Filter {
     schema: SchemaRef,
+    /// The input columns the predicate reads, ascending.
+    reads: Vec<usize>,
+    /// The predicate over a batch of just those columns.
     predicate: Expr,
 }
 
@@ -39,11 +46,19 @@ impl Operator for Filter {
                 type_name(predicate.data_type())
             )));
         }
-        Ok(Self { schema, predicate })
+        let reads = predicate.columns();
+        let predicate = predicate
+            .over_columns(&schema, &reads)
+            .map_err(|e| Error::config(format!("filter: {}", e.display_in("predicate"))))?;
+        Ok(Self { schema, reads, predicate })
     }
 
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
+    }
+
+    fn shape(&self) -> Shape {
+        Shape::new().reads(0, self.reads.iter().copied()).carries((0..self.schema.fields().len()).map(Some))
     }
 
     fn process(&mut self, _port: u32, batch: RecordBatch, out: &mut Emitter) -> Result<(), Error> {
@@ -59,15 +74,8 @@ impl Operator for Filter {
         let Some(mask) = mask.as_boolean_opt() else {
             return Ok(());
         };
-        // Null counts as false: `true_count` only counts valid trues.
-        match mask.true_count() {
-            0 => Ok(()),
-            n if n == rows => out.emit(&batch),
-            _ => {
-                let kept = arrow_select::filter::filter_record_batch(&batch, mask)?;
-                out.emit(&kept)
-            }
-        }
+        // Null counts as false; the host gathers the carried columns.
+        out.keep(mask)
     }
 }
 
@@ -111,18 +119,28 @@ mod tests {
     }
 
     #[test]
-    fn evaluates_the_mask() {
-        let filter = open("price > 100").unwrap();
+    fn reads_only_the_predicates_columns() {
+        let filter = open("auction LIKE 'b%'").unwrap();
+        assert_eq!(filter.reads, vec![1]);
+        assert_eq!(filter.shape(), Shape::new().reads(0, [1]).carries([Some(0), Some(1)]));
         let batch = RecordBatch::try_new(
-            filter.schema(),
-            vec![
-                Arc::new(Int64Array::from(vec![Some(50), Some(150), None])),
-                Arc::new(StringArray::from(vec!["a", "b", "c"])),
-            ],
+            Arc::new(filter.schema.project(&[1]).unwrap()),
+            vec![Arc::new(StringArray::from(vec!["a", "b", "c"]))],
         )
         .unwrap();
         let mask = filter.predicate.evaluate(&batch).unwrap();
-        let kept = arrow_select::filter::filter_record_batch(&batch, mask.as_boolean()).unwrap();
-        assert_eq!(kept.num_rows(), 1);
+        assert_eq!(mask.as_boolean().true_count(), 1);
+    }
+
+    #[test]
+    fn evaluates_the_mask() {
+        let filter = open("price > 100").unwrap();
+        let batch = RecordBatch::try_new(
+            Arc::new(filter.schema.project(&filter.reads).unwrap()),
+            vec![Arc::new(Int64Array::from(vec![Some(50), Some(150), None]))],
+        )
+        .unwrap();
+        let mask = filter.predicate.evaluate(&batch).unwrap();
+        assert_eq!(mask.as_boolean().true_count(), 1);
     }
 }

@@ -1,11 +1,14 @@
 //! The `map` operator: adds (or replaces) columns computed by SQL expressions.
+//!
+//! It reads only the columns its expressions name and carries the other
+//! input columns through: only the computed columns leave the guest.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use flumen_expr::Expr;
 use flumen_sdk::arrow_array::RecordBatchOptions;
-use flumen_sdk::{Context, Emitter, Error, Field, Operator, RecordBatch, Schema, SchemaRef, export_operator};
+use flumen_sdk::{Context, Emitter, Error, Field, Operator, RecordBatch, Schema, SchemaRef, Shape, export_operator};
 use serde::Deserialize;
 
 /// `config = { columns = [{ name = "price", expr = "price * 0.908" }] }`
@@ -34,7 +37,14 @@ enum Slot {
 
 struct Map {
     schema: SchemaRef,
-    computed: Vec<(String, Expr, Slot)>,
+    /// Per output field: the input column it carries, or `None` (computed).
+    layout: Vec<Option<usize>>,
+    /// The input columns the expressions read, ascending.
+    reads: Vec<usize>,
+    /// The schema of the computed columns, in output order.
+    computed_schema: SchemaRef,
+    /// The computed columns in output order, over a batch of just `reads`.
+    computed: Vec<(String, Expr)>,
 }
 
 impl Operator for Map {
@@ -78,34 +88,61 @@ impl Operator for Map {
             computed.push((column.name, expr, slot));
         }
         let schema = Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()));
-        Ok(Self { schema, computed })
+        // Output order: replaced columns where they stand, appended ones after.
+        computed.sort_by_key(|(_, _, slot)| match slot {
+            Slot::Replace(i) => (0, *i),
+            Slot::Append => (1, 0),
+        });
+        let mut layout: Vec<Option<usize>> = (0..input.fields().len()).map(Some).collect();
+        for (_, _, slot) in &computed {
+            match slot {
+                Slot::Replace(i) => layout[*i] = None,
+                Slot::Append => layout.push(None),
+            }
+        }
+        let reads: Vec<usize> = computed
+            .iter()
+            .flat_map(|(_, expr, _)| expr.columns())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let computed = computed
+            .into_iter()
+            .map(|(name, expr, _)| {
+                let expr = expr
+                    .over_columns(&input, &reads)
+                    .map_err(|e| Error::config(format!("map: column `{name}`: {}", e.display_in("expression"))))?;
+                Ok((name, expr))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let computed_fields: Vec<Field> =
+            schema.fields().iter().zip(&layout).filter(|(_, l)| l.is_none()).map(|(f, _)| f.as_ref().clone()).collect();
+        let computed_schema = Arc::new(Schema::new_with_metadata(computed_fields, input.metadata().clone()));
+        Ok(Self { schema, layout, reads, computed_schema, computed })
     }
 
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
 
+    fn shape(&self) -> Shape {
+        Shape::new().reads(0, self.reads.iter().copied()).carries(self.layout.iter().copied())
+    }
+
     fn process(&mut self, _port: u32, batch: RecordBatch, out: &mut Emitter) -> Result<(), Error> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let mut columns = batch.columns().to_vec();
-        for (name, expr, slot) in &self.computed {
-            let array = expr
-                .evaluate(&batch)
-                .map_err(|e| Error::input(format!("map: column `{name}`: {}", e.display_in("expression"))))?;
-            match slot {
-                Slot::Replace(i) => match columns.get_mut(*i) {
-                    Some(c) => *c = array,
-                    None => {
-                        return Err(Error::input(format!("map: the batch lacks column `{name}`")));
-                    }
-                },
-                Slot::Append => columns.push(array),
-            }
-        }
+        let columns = self
+            .computed
+            .iter()
+            .map(|(name, expr)| {
+                expr.evaluate(&batch)
+                    .map_err(|e| Error::input(format!("map: column `{name}`: {}", e.display_in("expression"))))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        let result = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
+        let result = RecordBatch::try_new_with_options(self.computed_schema.clone(), columns, &options)?;
         out.emit(&result)
     }
 }
@@ -158,6 +195,20 @@ mod tests {
         .unwrap();
         let price = map.computed[0].1.evaluate(&batch).unwrap();
         assert_eq!(price.as_primitive::<Float64Type>().values().to_vec(), vec![90.8, 181.6]);
+        assert_eq!(map.shape(), Shape::new().reads(0, [0, 1, 2]).carries([None, Some(1), Some(2), None]));
+    }
+
+    #[test]
+    fn reads_only_what_its_expressions_name() {
+        let map = open(r#"{"columns": [{"name": "b", "expr": "a * 2"}]}"#).unwrap();
+        assert_eq!(map.shape(), Shape::new().reads(0, [1]).carries([Some(0), Some(1), None]));
+        let batch = RecordBatch::try_new(
+            Arc::new(context().inputs[0].project(&[1]).unwrap()),
+            vec![Arc::new(Int64Array::from(vec![4, 9]))],
+        )
+        .unwrap();
+        let b = map.computed[0].1.evaluate(&batch).unwrap();
+        assert_eq!(b.as_primitive::<flumen_sdk::arrow_array::types::Int64Type>().values().to_vec(), vec![8, 18]);
     }
 
     #[test]

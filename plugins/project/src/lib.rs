@@ -1,4 +1,7 @@
 //! The `project` operator: picks, reorders, renames and computes output columns.
+//!
+//! Kept and renamed columns are carried by the host without entering the
+//! guest; only the columns computed expressions read are copied in.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -6,7 +9,7 @@ use std::sync::Arc;
 
 use flumen_expr::{Expr, columns_hint};
 use flumen_sdk::arrow_array::RecordBatchOptions;
-use flumen_sdk::{Context, Emitter, Error, Field, Operator, RecordBatch, Schema, SchemaRef, export_operator};
+use flumen_sdk::{Context, Emitter, Error, Field, Operator, RecordBatch, Schema, SchemaRef, Shape, export_operator};
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
@@ -67,6 +70,11 @@ enum Output {
 struct Project {
     schema: SchemaRef,
     outputs: Vec<Output>,
+    /// The input columns computed expressions read, ascending; they are
+    /// parsed over a batch of just these.
+    reads: Vec<usize>,
+    /// The schema of the computed columns, in output order.
+    computed: SchemaRef,
 }
 
 impl Operator for Project {
@@ -136,32 +144,66 @@ impl Operator for Project {
             }
         }
         let schema = Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()));
-        Ok(Self { schema, outputs })
+        let reads: Vec<usize> = outputs
+            .iter()
+            .flat_map(|o| match o {
+                Output::Computed { expr, .. } => expr.columns(),
+                Output::Input(_) => Vec::new(),
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let outputs = outputs
+            .into_iter()
+            .map(|o| match o {
+                Output::Computed { name, expr } => {
+                    let expr = expr.over_columns(&input, &reads).map_err(|e| {
+                        Error::config(format!("project: column `{name}`: {}", e.display_in("expression")))
+                    })?;
+                    Ok(Output::Computed { name, expr })
+                }
+                input => Ok(input),
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let computed: Vec<Field> = schema
+            .fields()
+            .iter()
+            .zip(&outputs)
+            .filter(|(_, o)| matches!(o, Output::Computed { .. }))
+            .map(|(f, _)| f.as_ref().clone())
+            .collect();
+        let computed = Arc::new(Schema::new_with_metadata(computed, input.metadata().clone()));
+        Ok(Self { schema, outputs, reads, computed })
     }
 
     fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }
 
+    fn shape(&self) -> Shape {
+        let layout = self.outputs.iter().map(|o| match o {
+            Output::Input(i) => Some(*i),
+            Output::Computed { .. } => None,
+        });
+        Shape::new().reads(0, self.reads.iter().copied()).carries(layout)
+    }
+
     fn process(&mut self, _port: u32, batch: RecordBatch, out: &mut Emitter) -> Result<(), Error> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let mut columns = Vec::with_capacity(self.outputs.len());
+        let mut columns = Vec::with_capacity(self.computed.fields().len());
         for output in &self.outputs {
-            columns.push(match output {
-                Output::Input(i) => batch
-                    .columns()
-                    .get(*i)
-                    .cloned()
-                    .ok_or_else(|| Error::input(format!("project: the batch has no column {i}")))?,
-                Output::Computed { name, expr } => expr
-                    .evaluate(&batch)
-                    .map_err(|e| Error::input(format!("project: column `{name}`: {}", e.display_in("expression"))))?,
-            });
+            if let Output::Computed { name, expr } = output {
+                columns.push(
+                    expr.evaluate(&batch).map_err(|e| {
+                        Error::input(format!("project: column `{name}`: {}", e.display_in("expression")))
+                    })?,
+                );
+            }
         }
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        let result = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?;
+        let result = RecordBatch::try_new_with_options(self.computed.clone(), columns, &options)?;
         out.emit(&result)
     }
 }
@@ -203,6 +245,8 @@ mod tests {
             ]
         );
         assert!(matches!(p.outputs[2], Output::Input(2)), "a bare column is shared, not evaluated");
+        // Kept columns are carried by the host; only `price` enters the guest, for `euros`.
+        assert_eq!(p.shape(), Shape::new().reads(0, [1]).carries([Some(1), None, Some(2), Some(0)]));
         let all = open(r#"{"rename": {"price": "p"}}"#).unwrap();
         assert_eq!(
             shape(&all),

@@ -28,6 +28,21 @@
 //! batches are read by the host straight from your arrays' buffers (one copy,
 //! made by the host). Nothing is copied row by row.
 //!
+//! An operator that reads a few columns, or passes most of its input through,
+//! says so in [`Operator::shape`]: only the columns it reads are copied in,
+//! and the columns it carries never enter it at all. A filter that reads one
+//! column and keeps every column of the rows it selects:
+//!
+//! ```text
+//! fn shape(&self) -> Shape {
+//!     Shape::new().reads(0, [self.price]).carries((0..self.schema.fields().len()).map(Some))
+//! }
+//! fn process(&mut self, _port: u32, batch: RecordBatch, out: &mut Emitter) -> Result<(), Error> {
+//!     let mask = /* a BooleanArray over `batch`, which holds only the price column */;
+//!     out.keep(&mask)
+//! }
+//! ```
+//!
 //! State that must survive a restart lives either in the host, keyed, through
 //! [`state`] (the job grants the `state` capability), or in the instance's
 //! memory, saved at checkpoints by [`Operator::save`] and given back by
@@ -41,17 +56,21 @@ mod convert;
 mod error;
 pub mod log;
 pub mod media;
+mod shape;
 pub mod state;
 pub mod window;
 
 use std::any::Any;
 use std::cell::RefCell;
 
+use arrow_array::{BooleanArray, UInt32Array};
+
 pub use arrow_array::{self, ArrayRef, RecordBatch};
 pub use arrow_schema::{self, DataType, Field, Schema, SchemaRef};
 pub use arrow_select;
 pub use error::{Error, ErrorKind};
 use serde::de::DeserializeOwned;
+pub use shape::Shape;
 
 #[doc(hidden)]
 pub mod bindings {
@@ -98,10 +117,21 @@ pub trait Operator: Sized + 'static {
     /// that a bad job fails before any data flows.
     fn open(ctx: &Context, config: Self::Config) -> Result<Self, Error>;
 
-    /// The schema of every batch this operator emits.
+    /// The schema of every batch this operator emits: the columns it
+    /// computes and those it carries (see [`Operator::shape`]), in output order.
     fn schema(&self) -> SchemaRef;
 
-    /// Handles one batch from input `port`.
+    /// Which input columns [`Operator::process`] receives and which output
+    /// columns are input columns carried unchanged; asked once, after
+    /// [`Operator::open`]. The default reads every column and computes every
+    /// output column. See [`Shape`].
+    fn shape(&self) -> Shape {
+        Shape::new()
+    }
+
+    /// Handles one batch from input `port`. It holds the columns
+    /// [`Operator::shape`] reads from that port, in ascending order (all of
+    /// them by default).
     fn process(&mut self, port: u32, batch: RecordBatch, out: &mut Emitter) -> Result<(), Error>;
 
     /// All inputs ended: emit what is left.
@@ -143,25 +173,89 @@ pub trait Operator: Sized + 'static {
 /// Sends batches downstream.
 #[derive(Debug)]
 pub struct Emitter {
-    schema: SchemaRef,
+    /// The computed columns' schema: the whole output unless columns are carried.
+    computed: SchemaRef,
+    carries: bool,
 }
 
 impl Emitter {
-    /// Emits `batch`, which must have the schema returned by [`Operator::schema`].
+    /// Emits `batch`. Without carried columns it has the schema returned by
+    /// [`Operator::schema`]; with them, it holds only the computed columns
+    /// (the output fields [`Shape::carries`] marks `None`), one row per input
+    /// row, and the carried columns are the input batch's own.
     pub fn emit(&mut self, batch: &RecordBatch) -> Result<(), Error> {
-        if batch.schema_ref() != &self.schema && batch.schema_ref().fields() != self.schema.fields() {
+        self.check(batch)?;
+        convert::emit(batch, convert::Rows::All)
+    }
+
+    /// Emits the rows of the input batch where `mask` is true (null counts
+    /// as false): `computed` holds the computed columns for exactly those
+    /// rows; the carried columns are gathered by the host.
+    pub fn emit_filtered(&mut self, computed: &RecordBatch, mask: &BooleanArray) -> Result<(), Error> {
+        self.check(computed)?;
+        self.check_carries("emit_filtered")?;
+        convert::emit(computed, convert::Rows::Mask(mask))
+    }
+
+    /// Emits the input rows at `indices` (any order, repeats allowed):
+    /// `computed` holds the computed columns for those rows, in that order.
+    pub fn emit_taken(&mut self, computed: &RecordBatch, indices: &UInt32Array) -> Result<(), Error> {
+        self.check(computed)?;
+        self.check_carries("emit_taken")?;
+        convert::emit(computed, convert::Rows::Indices(indices))
+    }
+
+    /// For an operator that computes no column (every output column is
+    /// carried): keeps the input rows where `mask` is true (null counts as
+    /// false). Emits nothing when no row is kept.
+    pub fn keep(&mut self, mask: &BooleanArray) -> Result<(), Error> {
+        self.check_carries("keep")?;
+        // `true_count` counts valid trues only: a null slot is not kept.
+        let kept = mask.true_count();
+        if kept == 0 {
+            return Ok(());
+        }
+        let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(kept));
+        let computed = RecordBatch::try_new_with_options(self.computed.clone(), Vec::new(), &options)
+            .map_err(|e| Error::internal(format!("`keep` needs an operator that computes no column: {e}")))?;
+        if kept == mask.len() {
+            convert::emit(&computed, convert::Rows::All)
+        } else {
+            convert::emit(&computed, convert::Rows::Mask(mask))
+        }
+    }
+
+    fn check(&self, batch: &RecordBatch) -> Result<(), Error> {
+        if batch.schema_ref() != &self.computed && batch.schema_ref().fields() != self.computed.fields() {
             return Err(Error::internal(format!(
-                "emitted batch has schema {:?}, the operator declared {:?}",
+                "emitted batch has schema {:?}, the operator computes {:?}",
                 batch.schema(),
-                self.schema
+                self.computed
             )));
         }
-        convert::emit(batch)
+        Ok(())
+    }
+
+    fn check_carries(&self, what: &str) -> Result<(), Error> {
+        if !self.carries {
+            return Err(Error::internal(format!(
+                "`{what}` selects input rows for carried columns, but the operator's shape carries none"
+            )));
+        }
+        Ok(())
     }
 }
 
+/// An opened operator and what the SDK needs to call it.
+struct Opened {
+    op: Box<dyn Any>,
+    /// The computed columns' schema.
+    computed: SchemaRef,
+    carries: bool,
+}
+
 thread_local! {
-    static INSTANCE: RefCell<Option<(Box<dyn Any>, SchemaRef)>> = const { RefCell::new(None) };
+    static INSTANCE: RefCell<Option<Opened>> = const { RefCell::new(None) };
 }
 
 #[doc(hidden)]
@@ -169,19 +263,28 @@ pub mod __private {
     use super::*;
     use bindings::exports::flumen::dataflow::transform as wit;
 
-    pub fn open<T: Operator>(ctx: wit::Context) -> Result<bindings::flumen::dataflow::types::Schema, wit::Error> {
+    pub fn open<T: Operator>(ctx: wit::Context) -> Result<wit::OperatorPlan, wit::Error> {
         let run = || -> Result<_, Error> {
             let inputs = ctx.inputs.into_iter().map(convert::schema_from_wit).collect::<Result<Vec<_>, _>>()?;
-            __private::INPUTS.with(|i| *i.borrow_mut() = inputs.clone());
             let context =
                 Context { operator_id: ctx.operator_id, subtask: ctx.subtask, parallelism: ctx.parallelism, inputs };
             let config: T::Config = serde_json::from_str(&ctx.config)
                 .map_err(|e| Error::config(format!("operator `{}`: config: {e}", context.operator_id)))?;
             let op = T::open(&context, config)?;
             let schema = op.schema();
-            let wit_schema = convert::schema_to_wit(&schema)?;
-            INSTANCE.with(|cell| *cell.borrow_mut() = Some((Box::new(op), schema)));
-            Ok(wit_schema)
+            let shape = op.shape();
+            let planned = shape.plan(&context, &schema)?;
+            let plan = wit::OperatorPlan {
+                schema: convert::schema_to_wit(&schema)?,
+                carried: planned.carried,
+                reads: planned.reads,
+            };
+            __private::INPUTS.with(|i| *i.borrow_mut() = planned.received);
+            INSTANCE.with(|cell| {
+                *cell.borrow_mut() =
+                    Some(Opened { op: Box::new(op), computed: planned.computed, carries: planned.carries })
+            });
+            Ok(plan)
         };
         run().map_err(Into::into)
     }
@@ -231,9 +334,9 @@ pub mod __private {
         INSTANCE
             .with(|cell| {
                 let mut guard = cell.borrow_mut();
-                let (op, schema) = guard.as_mut().ok_or_else(|| Error::internal("operator called before open"))?;
-                let op = op.downcast_mut::<T>().ok_or_else(|| Error::internal("operator type mismatch"))?;
-                let mut out = Emitter { schema: schema.clone() };
+                let opened = guard.as_mut().ok_or_else(|| Error::internal("operator called before open"))?;
+                let mut out = Emitter { computed: opened.computed.clone(), carries: opened.carries };
+                let op = opened.op.downcast_mut::<T>().ok_or_else(|| Error::internal("operator type mismatch"))?;
                 f(op, &mut out)
             })
             .map_err(Into::into)
@@ -244,8 +347,8 @@ pub mod __private {
         INSTANCE
             .with(|cell| {
                 let mut guard = cell.borrow_mut();
-                let (op, _) = guard.as_mut().ok_or_else(|| Error::internal("operator called before open"))?;
-                let op = op.downcast_mut::<T>().ok_or_else(|| Error::internal("operator type mismatch"))?;
+                let opened = guard.as_mut().ok_or_else(|| Error::internal("operator called before open"))?;
+                let op = opened.op.downcast_mut::<T>().ok_or_else(|| Error::internal("operator type mismatch"))?;
                 f(op)
             })
             .map_err(Into::into)
@@ -265,7 +368,7 @@ macro_rules! export_operator {
             fn open(
                 ctx: $crate::bindings::exports::flumen::dataflow::transform::Context,
             ) -> ::core::result::Result<
-                $crate::bindings::flumen::dataflow::types::Schema,
+                $crate::bindings::exports::flumen::dataflow::transform::OperatorPlan,
                 $crate::bindings::flumen::dataflow::types::Error,
             > {
                 $crate::__private::open::<$ty>(ctx)

@@ -216,6 +216,15 @@ impl ValueState {
         Ok(values)
     }
 
+    /// Removes the values under `keys`.
+    pub fn delete_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<(), Error> {
+        for chunk in keys.chunks(MANY_CHUNK) {
+            let borrowed: Vec<&[u8]> = chunk.iter().map(AsRef::as_ref).collect();
+            wit::value_delete_many(&self.name, &borrowed).map_err(|e| wrap(&self.name, e))?;
+        }
+        Ok(())
+    }
+
     /// Sets every `(key, value)` of `entries`; a key given twice keeps its last value.
     pub fn set_many<K: AsRef<[u8]>, V: AsRef<[u8]>>(&self, entries: &[(K, V)]) -> Result<(), Error> {
         for chunk in entries.chunks(MANY_CHUNK) {
@@ -308,6 +317,46 @@ impl ListState {
     pub fn clear(&self, key: &[u8]) -> Result<(), Error> {
         wit::list_clear(&self.name, key).map_err(|e| wrap(&self.name, e))
     }
+
+    /// The items under each of `keys`, in the same order: one call per batch.
+    pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Vec<Vec<u8>>>, Error> {
+        let mut lists = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(MANY_CHUNK) {
+            let borrowed: Vec<&[u8]> = chunk.iter().map(AsRef::as_ref).collect();
+            let got = wit::list_get_many(&self.name, &borrowed).map_err(|e| wrap(&self.name, e))?;
+            lists.extend(same_len(&self.name, chunk.len(), got)?);
+        }
+        Ok(lists)
+    }
+
+    /// Appends each `(key, item)`, in order.
+    pub fn append_many<K: AsRef<[u8]>, V: AsRef<[u8]>>(&self, items: &[(K, V)]) -> Result<(), Error> {
+        for chunk in items.chunks(MANY_CHUNK) {
+            let borrowed: Vec<(&[u8], &[u8])> = chunk.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
+            wit::list_append_many(&self.name, &borrowed).map_err(|e| wrap(&self.name, e))?;
+        }
+        Ok(())
+    }
+
+    /// Empties the lists under `keys`.
+    pub fn clear_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<(), Error> {
+        for chunk in keys.chunks(MANY_CHUNK) {
+            let borrowed: Vec<&[u8]> = chunk.iter().map(AsRef::as_ref).collect();
+            wit::list_clear_many(&self.name, &borrowed).map_err(|e| wrap(&self.name, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks that the host answered a batch call with one result per request.
+fn same_len<T>(name: &str, asked: usize, got: Vec<T>) -> Result<Vec<T>, Error> {
+    if got.len() != asked {
+        return Err(Error::internal(format!(
+            "state `{name}`: asked for {asked} results, the host returned {}",
+            got.len()
+        )));
+    }
+    Ok(got)
 }
 
 /// One `(field, value)` of a [`MapState`] map.
@@ -348,6 +397,47 @@ impl MapState {
     /// Every `(field, value)` of the map under `key`, ordered by field bytes.
     pub fn entries(&self, key: &[u8]) -> Result<Vec<MapEntry>, Error> {
         wit::map_entries(&self.name, key).map_err(|e| wrap(&self.name, e))
+    }
+
+    /// The value of each `(key, field)`, in the same order: one call per batch.
+    pub fn get_many<K: AsRef<[u8]>, F: AsRef<[u8]>>(&self, fields: &[(K, F)]) -> Result<Vec<Option<Vec<u8>>>, Error> {
+        let mut values = Vec::with_capacity(fields.len());
+        for chunk in fields.chunks(MANY_CHUNK) {
+            let borrowed: Vec<(&[u8], &[u8])> = chunk.iter().map(|(k, f)| (k.as_ref(), f.as_ref())).collect();
+            let got = wit::map_get_many(&self.name, &borrowed).map_err(|e| wrap(&self.name, e))?;
+            values.extend(same_len(&self.name, chunk.len(), got)?);
+        }
+        Ok(values)
+    }
+
+    /// Puts each `(key, field, value)`, in order.
+    pub fn put_many<K: AsRef<[u8]>, F: AsRef<[u8]>, V: AsRef<[u8]>>(&self, entries: &[(K, F, V)]) -> Result<(), Error> {
+        for chunk in entries.chunks(MANY_CHUNK) {
+            let borrowed: Vec<(&[u8], &[u8], &[u8])> =
+                chunk.iter().map(|(k, f, v)| (k.as_ref(), f.as_ref(), v.as_ref())).collect();
+            wit::map_put_many(&self.name, &borrowed).map_err(|e| wrap(&self.name, e))?;
+        }
+        Ok(())
+    }
+
+    /// Removes each `(key, field)`.
+    pub fn remove_many<K: AsRef<[u8]>, F: AsRef<[u8]>>(&self, fields: &[(K, F)]) -> Result<(), Error> {
+        for chunk in fields.chunks(MANY_CHUNK) {
+            let borrowed: Vec<(&[u8], &[u8])> = chunk.iter().map(|(k, f)| (k.as_ref(), f.as_ref())).collect();
+            wit::map_remove_many(&self.name, &borrowed).map_err(|e| wrap(&self.name, e))?;
+        }
+        Ok(())
+    }
+
+    /// The entries of the map under each of `keys`, in the same order.
+    pub fn entries_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Vec<MapEntry>>, Error> {
+        let mut maps = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(MANY_CHUNK) {
+            let borrowed: Vec<&[u8]> = chunk.iter().map(AsRef::as_ref).collect();
+            let got = wit::map_entries_many(&self.name, &borrowed).map_err(|e| wrap(&self.name, e))?;
+            maps.extend(same_len(&self.name, chunk.len(), got)?);
+        }
+        Ok(maps)
     }
 }
 

@@ -61,7 +61,7 @@ use arrow_array::{Array, ArrowPrimitiveType};
 use arrow_schema::{DataType, Field, TimeUnit};
 
 use crate::Error;
-use crate::state::{MapState, ValueState};
+use crate::state::{MapEntry, MapState, ValueState};
 
 /// Most windows one row may belong to (`size_ms / slide_ms` of a sliding
 /// assigner, rounded up): a row costs work and state in proportion to its
@@ -271,34 +271,46 @@ impl WindowState {
             }
             by_key.entry(key.as_ref().to_vec()).or_default().push((time, value));
         }
-        for (key, rows) in by_key {
-            let before = read_windows(&self.states.windows, &key)?;
+        // One state call per kind of change for the whole batch, not per key.
+        let keys: Vec<&Vec<u8>> = by_key.keys().collect();
+        let stored = self.states.windows.entries_many(&keys)?;
+        let mut puts: Vec<(Vec<u8>, [u8; 16], [u8; 8])> = Vec::new();
+        let mut removes: Vec<(Vec<u8>, [u8; 16])> = Vec::new();
+        let mut timers_removed: Vec<(&[u8], Vec<u8>)> = Vec::new();
+        let mut timers_added: Vec<(&[u8], Vec<u8>, [u8; 0])> = Vec::new();
+        for ((key, rows), entries) in by_key.iter().zip(stored) {
+            let before = parse_windows(&self.states.windows, entries)?;
             let mut after = before.clone();
-            apply(self.assigner, self.agg, &mut after, &rows)?;
+            apply(self.assigner, self.agg, &mut after, rows)?;
             for (window, value) in &after {
                 if before.get(window) != Some(value) {
-                    self.states.windows.put(&key, &window_field(window), &value.to_le_bytes())?;
+                    puts.push((key.clone(), window_field(window), value.to_le_bytes()));
                 }
             }
             for window in before.keys().filter(|w| !after.contains_key(w)) {
-                self.states.windows.remove(&key, &window_field(window))?;
+                removes.push((key.clone(), window_field(window)));
             }
             let ends_before: BTreeSet<i64> = before.keys().map(|w| w.end).collect();
             let ends_after: BTreeSet<i64> = after.keys().map(|w| w.end).collect();
             for &end in ends_before.difference(&ends_after) {
-                self.states.timers.remove(WIDE, &timer_field(end, &key))?;
+                timers_removed.push((WIDE, timer_field(end, key)));
                 if let Some(keys) = cache.timers.get_mut(&end) {
-                    keys.remove(&key);
+                    keys.remove(key);
                     if keys.is_empty() {
                         cache.timers.remove(&end);
                     }
                 }
             }
             for &end in ends_after.difference(&ends_before) {
-                self.states.timers.put(WIDE, &timer_field(end, &key), &[])?;
+                timers_added.push((WIDE, timer_field(end, key), []));
                 cache.timers.entry(end).or_default().insert(key.clone());
             }
         }
+        // Puts and removals name disjoint fields, so their order does not matter.
+        self.states.windows.remove_many(&removes)?;
+        self.states.windows.put_many(&puts)?;
+        self.states.timers.remove_many(&timers_removed)?;
+        self.states.timers.put_many(&timers_added)?;
         if late > 0 {
             cache.late = cache.late.saturating_add(late);
             self.states.late.set_u64(WIDE, cache.late)?;
@@ -319,21 +331,27 @@ impl WindowState {
         self.states.watermark.set_i64(WIDE, watermark)?;
         let due: Vec<i64> = cache.timers.range(..=watermark).map(|(end, _)| *end).collect();
         let mut keys: BTreeSet<Vec<u8>> = BTreeSet::new();
+        let mut timers_removed: Vec<(&[u8], Vec<u8>)> = Vec::new();
         for end in due {
             for key in cache.timers.remove(&end).unwrap_or_default() {
-                self.states.timers.remove(WIDE, &timer_field(end, &key))?;
+                timers_removed.push((WIDE, timer_field(end, &key)));
                 keys.insert(key);
             }
         }
+        self.states.timers.remove_many(&timers_removed)?;
+        let keys: Vec<Vec<u8>> = keys.into_iter().collect();
+        let stored = self.states.windows.entries_many(&keys)?;
         let mut fired = Vec::new();
-        for key in keys {
-            for (window, value) in read_windows(&self.states.windows, &key)? {
+        let mut removes: Vec<(&[u8], [u8; 16])> = Vec::new();
+        for (key, entries) in keys.iter().zip(stored) {
+            for (window, value) in parse_windows(&self.states.windows, entries)? {
                 if window.end <= watermark {
-                    self.states.windows.remove(&key, &window_field(&window))?;
+                    removes.push((key, window_field(&window)));
                     fired.push(Fired { key: key.clone(), start: window.start, end: window.end, value });
                 }
             }
         }
+        self.states.windows.remove_many(&removes)?;
         fired.sort_by(|a, b| (a.end, &a.key, a.start).cmp(&(b.end, &b.key, b.start)));
         Ok(fired)
     }
@@ -414,10 +432,9 @@ fn load<'a>(cache: &'a mut Option<Cache>, states: &States) -> Result<&'a mut Cac
     Ok(cache.insert(Cache { watermark, late, timers }))
 }
 
-/// The windows of `key` with their values.
-fn read_windows(windows: &MapState, key: &[u8]) -> Result<BTreeMap<Window, i64>, Error> {
-    windows
-        .entries(key)?
+/// The windows of one key with their values, from its stored `entries`.
+fn parse_windows(windows: &MapState, entries: Vec<MapEntry>) -> Result<BTreeMap<Window, i64>, Error> {
+    entries
         .into_iter()
         .map(|(field, value)| {
             let (start, end) = field

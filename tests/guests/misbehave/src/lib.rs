@@ -5,11 +5,16 @@
 //! (one Null column), `no-columns`, `fixed-size-list-rows`, `big-value` (one
 //! binary column), and `schema`,
 //! whose field type `shape` names (one a guest must not be able to declare).
+//! The `select-*` modes and `carry-in-finish` carry every input column and
+//! compute none, then send the host a selection of rows it must refuse
+//! (`select-reverse` sends a valid one: every row, reversed).
 
 use flumen_sdk::bindings::flumen::dataflow::{output, types as wit};
 use std::sync::Arc;
 
-use flumen_sdk::{Context, DataType, Emitter, Error, Field, Operator, RecordBatch, Schema, SchemaRef, export_operator};
+use flumen_sdk::{
+    Context, DataType, Emitter, Error, Field, Operator, RecordBatch, Schema, SchemaRef, Shape, export_operator,
+};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,6 +119,17 @@ impl Operator for Misbehave {
         self.schema.clone()
     }
 
+    fn shape(&self) -> Shape {
+        if self.carries() { Shape::new().carries((0..self.schema.fields().len()).map(Some)) } else { Shape::new() }
+    }
+
+    fn finish(&mut self, _out: &mut Emitter) -> Result<(), Error> {
+        if self.mode == "carry-in-finish" {
+            return select(1, wit::Selection::All);
+        }
+        Ok(())
+    }
+
     fn process(&mut self, _port: u32, batch: RecordBatch, out: &mut Emitter) -> Result<(), Error> {
         self.seen += 1;
         if self.seen <= self.after {
@@ -168,15 +184,18 @@ impl Operator for Misbehave {
                 let value = vec![b'x'; len];
                 let buffers: [&[u8]; 2] = [&offsets(&[0, len as i32]), &value];
                 let columns = [wit::ColumnParam { len: 1, offset: 0, validity: None, buffers: &buffers }];
-                output::emit(wit::BatchParam { num_rows: 1, columns: &columns }).map_err(Into::into)
+                output::emit(wit::BatchParam { num_rows: 1, columns: &columns }, wit::Selection::All)
+                    .map_err(Into::into)
             }
             // Rows that cost no bytes: a Null column, or no column at all.
             "null-rows" => {
                 let none: [&[u8]; 0] = [];
                 let columns = [wit::ColumnParam { len: self.rows, offset: 0, validity: None, buffers: &none }];
-                output::emit(wit::BatchParam { num_rows: self.rows, columns: &columns }).map_err(Into::into)
+                output::emit(wit::BatchParam { num_rows: self.rows, columns: &columns }, wit::Selection::All)
+                    .map_err(Into::into)
             }
-            "no-columns" => output::emit(wit::BatchParam { num_rows: self.rows, columns: &[] }).map_err(Into::into),
+            "no-columns" => output::emit(wit::BatchParam { num_rows: self.rows, columns: &[] }, wit::Selection::All)
+                .map_err(Into::into),
             // A list of i32::MAX int8s per row, and an empty child: its length must be checked without overflow.
             "fixed-size-list-rows" => {
                 let none: [&[u8]; 0] = [];
@@ -185,7 +204,8 @@ impl Operator for Misbehave {
                     wit::ColumnParam { len: self.rows, offset: 0, validity: None, buffers: &none },
                     wit::ColumnParam { len: 0, offset: 0, validity: None, buffers: &empty },
                 ];
-                output::emit(wit::BatchParam { num_rows: self.rows, columns: &columns }).map_err(Into::into)
+                output::emit(wit::BatchParam { num_rows: self.rows, columns: &columns }, wit::Selection::All)
+                    .map_err(Into::into)
             }
             "grow" => loop {
                 self.hoard.push(vec![1u8; 16 << 20]);
@@ -212,9 +232,44 @@ impl Operator for Misbehave {
                 )])?;
                 out.emit(&other)
             }
+            // Selections the host must refuse (the shape carries every column).
+            "carry-in-finish" => out.keep(&flumen_sdk::arrow_array::BooleanArray::from(vec![true; batch.num_rows()])),
+            "select-mask-short" => select(1, wit::Selection::Mask(&[])),
+            "select-stray-bits" => {
+                // Every row kept, plus a bit past the last row.
+                let rows = batch.num_rows();
+                let mut bits = vec![0xffu8; rows.div_ceil(8)];
+                if let Some(last) = bits.last_mut() {
+                    *last = 0xff;
+                }
+                select(rows as u64, wit::Selection::Mask(&bits))
+            }
+            "select-count-mismatch" => select(batch.num_rows() as u64 + 1, wit::Selection::All),
+            "select-index-out-of-range" => {
+                let bad = [0, batch.num_rows() as u32 + 7];
+                select(2, wit::Selection::Indices(&bad))
+            }
+            // A legitimate selection: every row, in reverse order.
+            "select-reverse" => {
+                let rows: Vec<u32> = (0..batch.num_rows() as u32).rev().collect();
+                select(rows.len() as u64, wit::Selection::Indices(&rows))
+            }
+            "select-without-carry" => select(1, wit::Selection::Indices(&[0])),
             other => Err(Error::config(format!("misbehave: unknown mode `{other}`"))),
         }
     }
+}
+
+impl Misbehave {
+    /// Whether the mode's shape carries every input column.
+    fn carries(&self) -> bool {
+        self.mode.starts_with("select-") && self.mode != "select-without-carry" || self.mode == "carry-in-finish"
+    }
+}
+
+/// Emits `rows` rows of no computed column under `selection`, bypassing the SDK's checks.
+fn select(rows: u64, selection: wit::Selection<'_>) -> Result<(), Error> {
+    output::emit(wit::BatchParam { num_rows: rows, columns: &[] }, selection).map_err(Into::into)
 }
 
 /// Emits a batch of (int64, utf8) from raw buffers, bypassing the SDK's checks.
@@ -225,7 +280,7 @@ fn raw_emit(num_rows: u64, ints: &[u8], offsets: &[u8], chars: &[u8]) -> Result<
         wit::ColumnParam { len: num_rows, offset: 0, validity: None, buffers: &int_buffers },
         wit::ColumnParam { len: num_rows, offset: 0, validity: None, buffers: &str_buffers },
     ];
-    output::emit(wit::BatchParam { num_rows, columns: &columns })
+    output::emit(wit::BatchParam { num_rows, columns: &columns }, wit::Selection::All)
 }
 
 fn offsets(values: &[i32]) -> Vec<u8> {
