@@ -62,7 +62,7 @@ async fn component_of_another_world_is_refused() {
     let err = job.run_err().await;
     assert_contains(
         &err,
-        &["operator `op`", "does not export `flumen:dataflow/transform@0.1.0`", "test:wrong/greeter"],
+        &["operator `op`", "does not export `flumen:dataflow/transform@0.2.0`", "test:wrong/greeter"],
     );
 }
 

@@ -81,8 +81,18 @@ fn inspect_prints_the_world() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_contains(
         &text,
-        &["Flumen operator", "flumen:dataflow/transform@0.1.0", "flumen:dataflow/output@0.1.0", "sha256"],
+        &[
+            "Flumen operator",
+            "targets flumen:dataflow@0.2.0 (runs here; this host runs 0.1.0, 0.2.0)",
+            "flumen:dataflow/transform@0.2.0",
+            "flumen:dataflow/output@0.2.0",
+            "sha256",
+        ],
     );
+    let out = flumen().arg("inspect").arg(guest("legacy-v01")).output().unwrap();
+    assert_contains(&String::from_utf8_lossy(&out.stdout), &["targets flumen:dataflow@0.1.0 (runs here"]);
+    let out = flumen().arg("inspect").arg(guest("future-version")).output().unwrap();
+    assert_contains(&String::from_utf8_lossy(&out.stdout), &["targets flumen:dataflow@0.9.0 (NOT run by this host"]);
 }
 
 #[test]

@@ -104,7 +104,7 @@ strip = true
         r#"//! The `{name}` operator: keeps rows whose `column` is at least `min`.
 
 use flumen_sdk::arrow_array::{{Array, BooleanArray, Int64Array}};
-use flumen_sdk::{{Context, Emitter, Error, Operator, RecordBatch, SchemaRef, export_operator}};
+use flumen_sdk::{{Context, Emitter, Error, Operator, RecordBatch, SchemaRef, Shape, export_operator}};
 
 /// The operator's `config` table in the job spec.
 #[derive(serde::Deserialize)]
@@ -135,18 +135,21 @@ impl Operator for {type_name} {{
         self.schema.clone()
     }}
 
+    /// Reads one column and carries every input column through: only that
+    /// column enters the guest, and only a bitmap of kept rows leaves it.
+    fn shape(&self) -> Shape {{
+        Shape::new().reads(0, [self.column]).carries((0..self.schema.fields().len()).map(Some))
+    }}
+
+    /// `batch` holds only the column `shape` reads.
     fn process(&mut self, _port: u32, batch: RecordBatch, out: &mut Emitter) -> Result<(), Error> {{
         let values = batch
-            .column(self.column)
+            .column(0)
             .as_any()
             .downcast_ref::<Int64Array>()
             .ok_or_else(|| Error::input("{name}: the column must be int64"))?;
         let keep: BooleanArray = values.iter().map(|v| Some(v.is_some_and(|v| v >= self.min))).collect();
-        let kept = flumen_sdk::arrow_select::filter::filter_record_batch(&batch, &keep)?;
-        if kept.num_rows() > 0 {{
-            out.emit(&kept)?;
-        }}
-        Ok(())
+        out.keep(&keep)
     }}
 }}
 

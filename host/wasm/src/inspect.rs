@@ -39,12 +39,24 @@ pub fn inspect(path: &Path) -> Result<String, WasmError> {
     let _ = writeln!(out, "component {}", path.display());
     let _ = writeln!(out, "  size    {len} bytes");
     let _ = writeln!(out, "  sha256  {}", hex::encode(Sha256::digest(&bytes)));
-    let is_operator = exports.iter().any(|e| e.starts_with("flumen:dataflow/transform@"));
+    let target = exports.iter().find_map(|e| e.strip_prefix("flumen:dataflow/transform@"));
     let _ = writeln!(
         out,
         "  kind    {}",
-        if is_operator { "Flumen operator (world `operator`)" } else { "not a Flumen operator" }
+        if target.is_some() { "Flumen operator (world `operator`)" } else { "not a Flumen operator" }
     );
+    if let Some(version) = target {
+        let runs = if crate::WIT_VERSIONS.iter().any(|v| v.split('.').take(2).eq(version.split('.').take(2))) {
+            "runs here"
+        } else {
+            "NOT run by this host"
+        };
+        let _ = writeln!(
+            out,
+            "  targets flumen:dataflow@{version} ({runs}; this host runs {})",
+            crate::WIT_VERSIONS.join(", ")
+        );
+    }
     let capabilities: Vec<&str> = imports
         .iter()
         .filter_map(|i| i.strip_prefix("flumen:dataflow/"))
