@@ -31,10 +31,7 @@ async fn a_filter_reads_one_column_and_carries_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_map_emits_only_what_it_computes() {
-    let job = one_operator(
-        "plugin = \"map\"\nconfig = { columns = [{ name = \"twice\", expr = \"id * 2\" }] }",
-        1000,
-    );
+    let job = one_operator("plugin = \"map\"\nconfig = { columns = [{ name = \"twice\", expr = \"id * 2\" }] }", 1000);
     let summary = job.run().await.unwrap();
     let rows = rows_of(&job, "out.jsonl");
     assert_eq!(rows.len(), 1000);
@@ -69,10 +66,8 @@ async fn rows_selected_by_index_keep_the_guests_order() {
     let job = one_operator("plugin = \"{guest:misbehave}\"\nconfig = { mode = \"select-reverse\" }", 250);
     job.run().await.unwrap();
     let text = std::fs::read_to_string(job.file("out.jsonl")).unwrap();
-    let ids: Vec<i64> = text
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_i64().unwrap())
-        .collect();
+    let ids: Vec<i64> =
+        text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].as_i64().unwrap()).collect();
     // Batches of 100 rows, each reversed.
     let want: Vec<i64> = (0..100).rev().chain((100..200).rev()).chain((200..250).rev()).collect();
     assert_eq!(ids, want);
@@ -142,10 +137,94 @@ async fn a_component_of_an_unknown_version_is_refused_naming_both() {
     let err = job.run_err().await;
     assert_contains(
         &err,
-        &[
-            "operator `op`",
-            "targets flumen:dataflow@0.9.0",
-            "this host runs flumen:dataflow@0.1.0 and @0.2.0",
-        ],
+        &["operator `op`", "targets flumen:dataflow@0.9.0", "this host runs flumen:dataflow@0.1.0 and @0.2.0"],
     );
+}
+
+/// bids.parquet: (id int64, name utf8, price int64, note utf8), 1000 rows.
+fn write_bids(job: &Job) {
+    use arrow::array::{Int64Array, RecordBatch, StringArray};
+    use std::sync::Arc;
+    let ids: Vec<i64> = (0..1000).collect();
+    let batch = RecordBatch::try_from_iter([
+        ("id", Arc::new(Int64Array::from(ids.clone())) as arrow::array::ArrayRef),
+        ("name", Arc::new(StringArray::from_iter_values(ids.iter().map(|i| format!("name-{i}"))))),
+        ("price", Arc::new(Int64Array::from_iter_values(ids.iter().map(|i| i * 7 % 100)))),
+        ("note", Arc::new(StringArray::from_iter_values(ids.iter().map(|i| format!("note-{i}"))))),
+    ])
+    .unwrap();
+    let file = std::fs::File::create(job.file("bids.parquet")).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+    writer.write(&batch).unwrap();
+    writer.close().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_decode_what_some_consumer_reads_and_results_stay_whole() {
+    // `cheap` reads `price` and carries everything; `ids` keeps `id` as `bid`
+    // after a hash edge on `name`. Nothing reads `note` unless the `all`
+    // sink, which needs every column of the source, is there too. Whatever
+    // the source skips, no output may show a placeholder.
+    for with_all in [false, true] {
+        let all_sink = if with_all {
+            "[[sink]]\nid = \"all\"\nkind = \"jsonl\"\npath = \"all.jsonl\"\ninputs = [\"bids\"]\n"
+        } else {
+            ""
+        };
+        let job = Job::new(&format!(
+            r#"
+[job]
+name = "t"
+batch_rows = 128
+
+[[source]]
+id = "bids"
+kind = "parquet"
+path = "bids.parquet"
+
+[[operator]]
+id = "cheap"
+plugin = "filter"
+config = {{ predicate = "price < 10" }}
+inputs = ["bids"]
+
+[[operator]]
+id = "ids"
+plugin = "project"
+config = {{ columns = ["id"], rename = {{ id = "bid" }} }}
+parallelism = 2
+inputs = [{{ from = "cheap", partition = "hash", keys = ["name"] }}]
+
+[[sink]]
+id = "out"
+kind = "jsonl"
+path = "out"
+parallelism = 2
+inputs = ["ids"]
+
+{all_sink}"#
+        ));
+        write_bids(&job);
+        job.run().await.unwrap();
+        let mut got = Vec::new();
+        for f in std::fs::read_dir(job.file("out")).unwrap() {
+            let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+            got.extend(
+                text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["bid"].as_i64().unwrap()),
+            );
+        }
+        got.sort();
+        let want: Vec<i64> = (0..1000).filter(|i| i * 7 % 100 < 10).collect();
+        assert_eq!(got, want, "with_all = {with_all}");
+        if with_all {
+            let all = rows_of(&job, "all.jsonl");
+            assert_eq!(all.len(), 1000);
+            for r in &all {
+                let id = r["id"].as_i64().unwrap();
+                assert_eq!(r["name"], format!("name-{id}"));
+                assert_eq!(r["price"], id * 7 % 100);
+                assert_eq!(r["note"], format!("note-{id}"));
+            }
+        }
+    }
 }

@@ -165,6 +165,7 @@ impl Engine {
                 }
             }
         }
+        prune_sources(&graph, &schemas, &mut roles);
         let mut nodes = Vec::with_capacity(roles.len());
         for (i, (role, schema)) in roles.into_iter().zip(schemas).enumerate() {
             let (Some(role), Some(schema)) = (role, schema) else {
@@ -458,4 +459,71 @@ pub(crate) fn column_names(schema: &Schema) -> String {
 
 fn describe_fields(schema: &Schema) -> String {
     schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", ")
+}
+
+/// Pushes what every node reads back to the sources: walks the graph from
+/// the sinks up, marking the output columns of each node that some consumer
+/// needs (sinks and dead-letter sinks need every column, hash edges their
+/// keys, operators the columns they read plus those they carry into a needed
+/// output), and tells each source which of its columns are needed, so that
+/// it may skip decoding the others.
+fn prune_sources(graph: &LogicalGraph, schemas: &[Option<SchemaRef>], roles: &mut [Option<Role>]) {
+    let width = |n: usize| schemas[n].as_ref().map_or(0, |s| s.fields().len());
+    let mut needed: Vec<Vec<bool>> = (0..graph.nodes().len()).map(|n| vec![false; width(n)]).collect();
+    let mark_all = |needed: &mut Vec<Vec<bool>>, n: usize| needed[n].iter_mut().for_each(|f| *f = true);
+    for &n in graph.topological_order().iter().rev() {
+        for (_, e) in graph.inputs_of(n) {
+            if e.dead_letter {
+                // The failed rows of `e.from` are its input rows, whole.
+                mark_all(&mut needed, e.from);
+                for (_, into) in graph.inputs_of(e.from) {
+                    mark_all(&mut needed, into.from);
+                }
+                continue;
+            }
+            match roles[n].as_ref() {
+                Some(Role::Operator { instances, .. }) => match instances.first() {
+                    Some((_, instance)) => {
+                        let need = instance.input_needed(e.port, width(e.from), &needed[n]);
+                        for (have, want) in needed[e.from].iter_mut().zip(need) {
+                            *have |= want;
+                        }
+                    }
+                    None => mark_all(&mut needed, e.from),
+                },
+                _ => mark_all(&mut needed, e.from),
+            }
+            if let Partitioning::Hash(keys) = &e.partitioning
+                && let Some(schema) = &schemas[e.from]
+            {
+                for k in keys {
+                    if let Some((i, _)) = schema.column_with_name(k) {
+                        needed[e.from][i] = true;
+                    }
+                }
+            }
+        }
+    }
+    for (n, role) in roles.iter_mut().enumerate() {
+        if let Some(Role::Source(source)) = role {
+            let schema = source.schema();
+            let read: Vec<&str> = schema
+                .fields()
+                .iter()
+                .zip(&needed[n])
+                .filter(|(_, need)| **need)
+                .map(|(f, _)| f.name().as_str())
+                .collect();
+            if read.len() < schema.fields().len() {
+                tracing::info!(
+                    source = graph.nodes()[n].id.as_str(),
+                    "consumers read {} of {} columns: {}",
+                    read.len(),
+                    schema.fields().len(),
+                    read.join(", ")
+                );
+            }
+            source.prune(&needed[n]);
+        }
+    }
 }

@@ -441,6 +441,17 @@ impl OperatorInstance {
         &self.schema
     }
 
+    /// Which of the `columns` top-level columns of input `port` this operator
+    /// needs when consumers need the output columns flagged in
+    /// `output_needed`: the columns it reads and those it carries into a
+    /// needed output. A 0.1 component needs every column.
+    pub fn input_needed(&self, port: u32, columns: usize, output_needed: &[bool]) -> Vec<bool> {
+        match &self.store.data().shape {
+            Some(shape) => shape.input_needed(port, columns, output_needed),
+            None => vec![true; columns],
+        }
+    }
+
     pub fn boundary_bytes(&self) -> BoundaryBytes {
         let d = self.store.data();
         BoundaryBytes {

@@ -139,6 +139,35 @@ impl Shape {
         Ok(Self { output, computed, carried: Some(carried), reads })
     }
 
+    /// Which of the `columns` top-level columns of input `port` the operator
+    /// needs, given which of its output columns some consumer needs: those it
+    /// reads, and those it carries into a needed output column.
+    pub fn input_needed(&self, port: u32, columns: usize, output_needed: &[bool]) -> Vec<bool> {
+        let mut need = match self.reads.get(port as usize) {
+            Some(Some(read)) => {
+                let mut need = vec![false; columns];
+                for &c in read {
+                    if let Some(n) = need.get_mut(c) {
+                        *n = true;
+                    }
+                }
+                need
+            }
+            _ => return vec![true; columns],
+        };
+        if let Some(carried) = &self.carried {
+            for (out, source) in carried.iter().enumerate() {
+                if let Some(c) = source
+                    && output_needed.get(out).copied().unwrap_or(true)
+                    && let Some(n) = need.get_mut(*c)
+                {
+                    *n = true;
+                }
+            }
+        }
+        need
+    }
+
     /// Whether some output column is carried from the input.
     pub fn carries(&self) -> bool {
         self.carried.is_some()

@@ -73,7 +73,7 @@ pub(super) fn plan(
         None => infer_schema(node, kind, &csv, &files[0])?,
     };
     Ok(Box::new(FileSource {
-        config: Arc::new(ReadConfig { node: node.to_owned(), kind, schema, batch_rows, csv }),
+        config: Arc::new(ReadConfig { node: node.to_owned(), kind, schema, batch_rows, csv, unread: Vec::new() }),
         files,
     }))
 }
@@ -363,13 +363,16 @@ struct CsvOptions {
 }
 
 /// What every subtask of a file source needs to read a file.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct ReadConfig {
     node: String,
     kind: SourceKind,
     schema: SchemaRef,
     batch_rows: usize,
     csv: CsvOptions,
+    /// Per top-level field: no consumer reads it (see `PlannedSource::prune`).
+    /// Parquet files then skip decoding it where a placeholder can stand in.
+    unread: Vec<bool>,
 }
 
 #[derive(Debug)]
@@ -381,6 +384,14 @@ struct FileSource {
 impl PlannedSource for FileSource {
     fn schema(&self) -> SchemaRef {
         self.config.schema.clone()
+    }
+
+    fn prune(&mut self, needed: &[bool]) {
+        let unread: Vec<bool> =
+            (0..self.config.schema.fields().len()).map(|i| !needed.get(i).copied().unwrap_or(true)).collect();
+        let mut config = (*self.config).clone();
+        config.unread = unread;
+        self.config = Arc::new(config);
     }
 
     fn open(&self, subtask: u32, parallelism: u32) -> Result<Box<dyn SourceReader>, ConnectorError> {
@@ -596,6 +607,8 @@ struct ParquetFile {
     path: PathBuf,
     schema: SchemaRef,
     reader: ParquetRecordBatchReader,
+    /// Per planned field: not decoded, a placeholder of its type stands in.
+    placeholder: Vec<bool>,
 }
 
 impl ParquetFile {
@@ -607,7 +620,8 @@ impl ParquetFile {
             .map_err(|e| file_error(node, &path, format!("cannot read the Parquet metadata: {e}")))?;
         let file_schema = builder.schema().clone();
         let mut roots = Vec::with_capacity(config.schema.fields().len());
-        for field in config.schema.fields() {
+        let mut placeholder = vec![false; config.schema.fields().len()];
+        for (i, field) in config.schema.fields().iter().enumerate() {
             let Some((index, found)) = file_schema.column_with_name(field.name()) else {
                 let names: Vec<&str> = file_schema.fields().iter().map(|f| f.name().as_str()).collect();
                 return Err(file_error(
@@ -632,7 +646,17 @@ impl ParquetFile {
                     ),
                 ));
             }
-            roots.push(index);
+            // Skip a column no consumer reads, unless it is the last one
+            // left (the reader needs one column to count rows by).
+            let last = i + 1 == config.schema.fields().len() && roots.is_empty();
+            if config.unread.get(i).copied().unwrap_or(false)
+                && !last
+                && placeholder_array(field.data_type(), 0).is_some()
+            {
+                placeholder[i] = true;
+            } else {
+                roots.push(index);
+            }
         }
         let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
         let builder = if skip == 0 {
@@ -660,7 +684,7 @@ impl ParquetFile {
             .with_batch_size(config.batch_rows)
             .build()
             .map_err(|e| file_error(node, &path, format!("cannot read Parquet: {e}")))?;
-        Ok(Self { node: config.node.clone(), path, schema: config.schema.clone(), reader })
+        Ok(Self { node: config.node.clone(), path, schema: config.schema.clone(), reader, placeholder })
     }
 }
 
@@ -673,8 +697,14 @@ impl FileBatches for ParquetFile {
             .schema
             .fields()
             .iter()
-            .map(|field| {
-                batch.column_by_name(field.name()).cloned().ok_or_else(|| {
+            .zip(&self.placeholder)
+            .map(|(field, skipped)| {
+                let found = if *skipped {
+                    placeholder_array(field.data_type(), batch.num_rows())
+                } else {
+                    batch.column_by_name(field.name()).cloned()
+                };
+                found.ok_or_else(|| {
                     file_error(&self.node, &self.path, format!("column `{}` is missing from the file", field.name()))
                 })
             })
@@ -683,6 +713,24 @@ impl FileBatches for ParquetFile {
             .map(Some)
             .map_err(|e| file_error(&self.node, &self.path, format!("data does not match the source schema: {e}")))
     }
+}
+
+/// `rows` zeroes (or empty strings) of `data_type` without a validity
+/// bitmap, standing in for a column no consumer reads: zeroed pages cost
+/// nothing until touched. `None` for types without such a cheap placeholder
+/// (those are decoded).
+fn placeholder_array(data_type: &DataType, rows: usize) -> Option<ArrayRef> {
+    use arrow::buffer::{Buffer, MutableBuffer};
+    let zeroed = |bytes: usize| Buffer::from(MutableBuffer::from_len_zeroed(bytes));
+    let buffers = match data_type {
+        DataType::Boolean => vec![zeroed(rows.div_ceil(8))],
+        DataType::Utf8 | DataType::Binary => vec![zeroed((rows + 1) * 4), Buffer::from_vec(Vec::<u8>::new())],
+        DataType::LargeUtf8 | DataType::LargeBinary => vec![zeroed((rows + 1) * 8), Buffer::from_vec(Vec::<u8>::new())],
+        t if t.is_primitive() => vec![zeroed(rows * t.primitive_width()?)],
+        _ => return None,
+    };
+    let data = arrow::array::ArrayData::builder(data_type.clone()).len(rows).buffers(buffers).build().ok()?;
+    Some(arrow_array::make_array(data))
 }
 
 struct CsvFile {
@@ -1138,6 +1186,40 @@ mod tests {
         let batches = read_ok(source.as_ref(), 0, 1);
         assert_eq!(i64_column(&batches, 0), [10, 20, 30]);
         assert_eq!(batches[0].column(1).as_primitive::<Int32Type>().values().to_vec(), [1, 2, 3]);
+    }
+
+    #[test]
+    fn parquet_skips_decoding_columns_no_consumer_reads() {
+        let dir = tempdir();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int32, false),
+            Field::new("b", DataType::Utf8, true),
+            Field::new("c", DataType::Int64, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int32Array::from(vec![1, 2, 3])),
+                Arc::new(StringArray::from(vec![Some("x"), None, Some("z")])),
+                Arc::new(Int64Array::from(vec![10, 20, 30])),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        write_parquet(&dir.path().join("t.parquet"), &batch);
+        let mut source = plan_ok("id = 'src'\nkind = 'parquet'\npath = 't.parquet'", dir.path());
+        source.prune(&[false, false, true]);
+        let batches = read_ok(source.as_ref(), 0, 1);
+        // `c` is decoded; `a` and `b` are placeholders of their types (not
+        // the file's values), and the schema is unchanged.
+        assert_eq!(i64_column(&batches, 2), [10, 20, 30]);
+        assert_eq!(batches[0].schema(), source.schema());
+        assert_eq!(batches[0].column(0).as_primitive::<Int32Type>().values().to_vec(), [0, 0, 0]);
+        assert_eq!(batches[0].column(1).as_string::<i32>().iter().collect::<Vec<_>>(), [Some(""); 3]);
+        // Nothing needed: one column is still decoded, to count rows by.
+        source.prune(&[false, false, false]);
+        let batches = read_ok(source.as_ref(), 0, 1);
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 3);
+        assert_eq!(i64_column(&batches, 2), [10, 20, 30]);
     }
 
     #[test]

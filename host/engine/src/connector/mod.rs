@@ -59,6 +59,13 @@ pub trait PlannedSource: Send + Sync + std::fmt::Debug {
     fn watermark_column(&self) -> Option<WatermarkColumn> {
         None
     }
+
+    /// Tells the source which of its columns some consumer reads (`needed`,
+    /// one flag per top-level field of its schema). It may then skip
+    /// decoding the others and emit placeholders of their type in their
+    /// place (the plan guarantees nothing downstream looks at them). The
+    /// default decodes everything.
+    fn prune(&mut self, _needed: &[bool]) {}
 }
 
 /// A row a source could not read, for its dead-letter sink: the row (in the

@@ -96,6 +96,15 @@ impl PlannedSource for Watermarked {
     fn watermark_column(&self) -> Option<WatermarkColumn> {
         Some(self.column)
     }
+
+    /// The event-time column is read here, whoever else reads it.
+    fn prune(&mut self, needed: &[bool]) {
+        let mut needed = needed.to_vec();
+        if let Some(n) = needed.get_mut(self.column.index) {
+            *n = true;
+        }
+        self.source.prune(&needed);
+    }
 }
 
 struct WatermarkedReader {
