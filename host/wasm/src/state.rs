@@ -302,6 +302,8 @@ pub(crate) fn link(instance: &mut LinkerInstance<'_, HostState>) -> wasmtime::Re
 /// Nested lists a batch call returns: each key's items or entries.
 type Lists = Vec<Vec<Vec<u8>>>;
 type EntryLists = Vec<Entries>;
+/// (key, field, value) triples of `map-put-many`.
+type Triples = Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>;
 
 /// Links the batch forms that `flumen:dataflow/state@0.2` adds: one host call
 /// for a whole batch's keys, each checked as its single form is, run under
@@ -372,7 +374,7 @@ pub(crate) fn link_batch_forms(instance: &mut LinkerInstance<'_, HostState>) -> 
     )?;
     instance.func_wrap(
         "map-put-many",
-        |store: StoreContextMut<'_, HostState>, (name, entries): (String, Vec<(Vec<u8>, Vec<u8>, Vec<u8>)>)| {
+        |store: StoreContextMut<'_, HostState>, (name, entries): (String, Triples)| {
             call(&store, |s| {
                 check_name(&name)?;
                 check_count(entries.len())?;
