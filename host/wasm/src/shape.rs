@@ -273,3 +273,147 @@ impl Shape {
             .map_err(|e| format!("building the output batch: {e}"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::WitSchema;
+    use arrow_array::{Int64Array, StringArray};
+    use arrow_schema::{DataType, Field};
+
+    fn input() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("price", DataType::Int64, true),
+        ]))
+    }
+
+    fn plan(carried: Vec<Option<u32>>, reads: Vec<Option<Vec<u32>>>) -> WitPlan {
+        WitPlan { schema: WitSchema { fields: Vec::new(), metadata: Vec::new() }, carried, reads }
+    }
+
+    /// Output (id carried, twice computed, name carried as `who`).
+    fn output() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("twice", DataType::Int64, true),
+            Field::new("who", DataType::Utf8, true),
+        ]))
+    }
+
+    fn shape() -> Shape {
+        Shape::from_plan(output(), &plan(vec![Some(0), None, Some(1)], vec![Some(vec![2])]), &[input()])
+            .expect("plan fits")
+    }
+
+    fn batch() -> RecordBatch {
+        RecordBatch::try_new(
+            input(),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+                Arc::new(StringArray::from(vec![Some("a"), None, Some("c")])),
+                Arc::new(Int64Array::from(vec![10, 20, 30])),
+            ],
+        )
+        .expect("batch")
+    }
+
+    fn computed(values: Vec<i64>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("twice", DataType::Int64, true)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(values))]).expect("computed")
+    }
+
+    #[test]
+    fn plans_that_do_not_fit_the_inputs_are_refused_by_name() {
+        let bad = |carried, reads| Shape::from_plan(output(), &plan(carried, reads), &[input()]).unwrap_err();
+        assert_eq!(bad(vec![], vec![Some(vec![3])]), "`reads` names column 3 of input port 0, which has 3 column(s)");
+        assert_eq!(
+            bad(vec![], vec![Some(vec![2, 1])]),
+            "`reads` for input port 0 must be strictly ascending, got [2, 1]"
+        );
+        assert_eq!(bad(vec![], vec![None, None]), "`reads` has 2 entries for an operator with 1 input port(s)");
+        assert_eq!(
+            bad(vec![Some(0), None], vec![]),
+            "`carried` has 2 entries for an output schema of 3 top-level field(s)"
+        );
+        assert_eq!(
+            bad(vec![Some(1), None, Some(1)], vec![]),
+            "output field `id` (Int64) carries input column 1 `name` of port 0, which is Utf8"
+        );
+        assert_eq!(
+            bad(vec![Some(2), None, Some(1)], vec![]),
+            "output field `id` is not nullable but carries nullable input column `price` of port 0"
+        );
+        assert_eq!(
+            bad(vec![Some(0), None, Some(7)], vec![]),
+            "output field `who` carries column 7 of the input, but input port 0 has 3 column(s)"
+        );
+    }
+
+    #[test]
+    fn inputs_are_projected_to_the_columns_read() {
+        let shape = shape();
+        let projected = shape.project(0, &batch()).unwrap().unwrap();
+        assert_eq!(projected.num_columns(), 1);
+        assert_eq!(projected.schema().field(0).name(), "price");
+        // What each input column is needed for: read (price) or carried into a needed output.
+        assert_eq!(shape.input_needed(0, 3, &[true, true, true]), [true, true, true]);
+        assert_eq!(shape.input_needed(0, 3, &[false, true, false]), [false, false, true]);
+        assert_eq!(Shape::all_computed(output(), 1).input_needed(0, 3, &[false; 3]), [true; 3]);
+    }
+
+    #[test]
+    fn outputs_join_computed_and_carried_columns_under_each_selection() {
+        let shape = shape();
+        let input = batch();
+        let all = shape.assemble(computed(vec![20, 40, 60]), Selection::All, Some(&input)).unwrap();
+        assert_eq!(all.schema(), output());
+        assert_eq!(all.column(0).as_ref(), input.column(0).as_ref());
+        assert!(all.column(0).to_data().buffers()[0].ptr_eq(&input.column(0).to_data().buffers()[0]), "shared");
+        let masked =
+            shape.assemble(computed(vec![60, 20]), Selection::Mask(Buffer::from(vec![0b101u8])), Some(&input)).unwrap();
+        assert_eq!(masked.column(0).as_ref(), &Int64Array::from(vec![1, 3]) as &dyn arrow_array::Array);
+        assert_eq!(masked.column(2).as_ref(), &StringArray::from(vec!["a", "c"]) as &dyn arrow_array::Array);
+        let taken =
+            shape.assemble(computed(vec![1, 2, 3, 4]), Selection::Indices(vec![2, 2, 0, 1]), Some(&input)).unwrap();
+        assert_eq!(taken.column(0).as_ref(), &Int64Array::from(vec![3, 3, 1, 2]) as &dyn arrow_array::Array);
+        assert_eq!(taken.num_rows(), 4);
+    }
+
+    #[test]
+    fn malformed_selections_are_errors_not_panics() {
+        let shape = shape();
+        let input = batch();
+        let run = |rows: Vec<i64>, selection| shape.assemble(computed(rows), selection, Some(&input)).unwrap_err();
+        assert_eq!(run(vec![1], Selection::All), "selects all 3 input rows, but the computed columns have 1 rows");
+        assert_eq!(
+            run(vec![1], Selection::Mask(Buffer::from(Vec::<u8>::new()))),
+            "a selection mask of 0 bytes for 3 input rows (must be 1)"
+        );
+        assert_eq!(
+            run(vec![1], Selection::Mask(Buffer::from(vec![0b1001u8]))),
+            "the selection mask sets bits past input row 2"
+        );
+        assert_eq!(
+            run(vec![1], Selection::Mask(Buffer::from(vec![0b011u8]))),
+            "the selection mask keeps 2 rows, but the computed columns have 1"
+        );
+        assert_eq!(
+            run(vec![1, 2], Selection::Indices(vec![0, 3])),
+            "selection index 3 (at position 1) is out of range for 3 input rows"
+        );
+        assert_eq!(
+            run(vec![1], Selection::Indices(vec![0, 1])),
+            "selects 2 input rows by index, but the computed columns have 1 rows"
+        );
+        let err = shape.assemble(computed(vec![1]), Selection::All, None).unwrap_err();
+        assert!(err.contains("exist only while `process` runs"), "{err}");
+        let plain = Shape::all_computed(output(), 1);
+        let out = RecordBatch::new_empty(output());
+        assert_eq!(
+            plain.assemble(out, Selection::Indices(vec![]), Some(&input)).unwrap_err(),
+            "sent a selection of rows, but the operator carries no input column"
+        );
+    }
+}
