@@ -1,12 +1,17 @@
 //! The `strings` operator: one string function over one column, configured
 //! without SQL; the functions are `flumen-expr`'s kernels.
+//!
+//! Only its input column enters the guest and only the computed column
+//! leaves it; the host carries every other column.
 
 use std::sync::Arc;
 
 use flumen_expr::kernels::{self, RegexExtract};
 use flumen_expr::{columns_hint, type_name};
 use flumen_sdk::arrow_array::{ArrayRef, RecordBatchOptions};
-use flumen_sdk::{Context, DataType, Emitter, Error, Field, Operator, RecordBatch, Schema, SchemaRef, export_operator};
+use flumen_sdk::{
+    Context, DataType, Emitter, Error, Field, Operator, RecordBatch, Schema, SchemaRef, Shape, export_operator,
+};
 use serde::Deserialize;
 
 /// `config = { column = "url", function = "url-host", output = "host" }`
@@ -141,6 +146,8 @@ enum Slot {
 
 struct Strings {
     schema: SchemaRef,
+    /// The schema of the one computed column.
+    computed: SchemaRef,
     input: usize,
     function: Prepared,
     slot: Slot,
@@ -175,6 +182,7 @@ impl Operator for Strings {
         }
         let function = Prepared::new(&config)?;
         let field = Field::new(config.output.clone(), kernels::string_output_type(input_type), true);
+        let computed = Arc::new(Schema::new_with_metadata(vec![field.clone()], schema.metadata().clone()));
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         let slot = match schema.index_of(&config.output) {
             Ok(i) => {
@@ -189,6 +197,7 @@ impl Operator for Strings {
         let describe = format!("{}({}) -> {}", config.function.name(), config.column, config.output);
         Ok(Self {
             schema: Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
+            computed,
             input,
             function,
             slot,
@@ -200,25 +209,29 @@ impl Operator for Strings {
         self.schema.clone()
     }
 
+    /// Reads its input column; carries every other column (the replaced one excepted).
+    fn shape(&self) -> Shape {
+        let carried = (0..self.schema.fields().len()).map(|i| match self.slot {
+            Slot::Replace(r) if r == i => None,
+            Slot::Append if i + 1 == self.schema.fields().len() => None,
+            _ => Some(i),
+        });
+        Shape::new().reads(0, [self.input]).carries(carried)
+    }
+
+    /// `batch` holds the input column only.
     fn process(&mut self, _port: u32, batch: RecordBatch, out: &mut Emitter) -> Result<(), Error> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let column = batch
-            .columns()
-            .get(self.input)
-            .ok_or_else(|| Error::input(format!("strings: the batch lacks input column {}", self.input)))?;
+        let column =
+            batch.columns().first().ok_or_else(|| Error::input("strings: the batch lacks its input column"))?;
         let result = self
             .function
             .apply(column.as_ref())
             .map_err(|e| Error::input(format!("strings: {}: {e}", self.describe)))?;
-        let mut columns = batch.columns().to_vec();
-        match self.slot {
-            Slot::Replace(i) => columns[i] = result,
-            Slot::Append => columns.push(result),
-        }
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        out.emit(&RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?)
+        out.emit(&RecordBatch::try_new_with_options(self.computed.clone(), vec![result], &options)?)
     }
 }
 
@@ -294,8 +307,10 @@ mod tests {
         let s = open(r#"{"column": "url", "function": "url-host", "output": "host"}"#).unwrap();
         let fields: Vec<_> = s.schema().fields().iter().map(|f| (f.name().clone(), f.is_nullable())).collect();
         assert_eq!(fields, vec![("url".into(), true), ("n".into(), false), ("host".into(), true)]);
+        assert_eq!(s.shape(), Shape::new().reads(0, [0]).carries([Some(0), Some(1), None]));
         let s = open(r#"{"column": "url", "function": "lower", "output": "url"}"#).unwrap();
         assert_eq!(s.schema().fields().len(), 2, "an existing output column is replaced in place");
+        assert_eq!(s.shape(), Shape::new().reads(0, [0]).carries([None, Some(1)]));
     }
 
     #[test]
