@@ -46,11 +46,7 @@ pub fn inspect(path: &Path) -> Result<String, WasmError> {
         if target.is_some() { "Flumen operator (world `operator`)" } else { "not a Flumen operator" }
     );
     if let Some(version) = target {
-        let runs = if crate::WIT_VERSIONS.iter().any(|v| v.split('.').take(2).eq(version.split('.').take(2))) {
-            "runs here"
-        } else {
-            "NOT run by this host"
-        };
+        let runs = if crate::WitVersion::parse(version).is_some() { "runs here" } else { "NOT run by this host" };
         let _ = writeln!(
             out,
             "  targets flumen:dataflow@{version} ({runs}; this host runs {})",

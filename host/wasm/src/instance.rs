@@ -33,12 +33,12 @@ use flumen_blob::Pin;
 
 /// The WIT package this host implements, and its newest version.
 pub const WIT_PACKAGE: &str = "flumen:dataflow";
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = WitVersion::V0_2.as_str();
 
 /// The versions of the contract this host runs, side by side, oldest first.
 /// A component targets exactly one; `0.x.y` links wherever `0.x.0` does
 /// (semver: in 0.x the minor number is the breaking one).
-pub const WIT_VERSIONS: &[&str] = &["0.1.0", "0.2.0"];
+pub const WIT_VERSIONS: &[&str] = &[WitVersion::V0_1.as_str(), WitVersion::V0_2.as_str()];
 
 /// The contract version a component targets, read from its `transform` export
 /// (and every `flumen:dataflow` import must agree).
@@ -52,7 +52,7 @@ pub enum WitVersion {
 
 impl WitVersion {
     /// The version this host links for it.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             WitVersion::V0_1 => "0.1.0",
             WitVersion::V0_2 => "0.2.0",
@@ -60,7 +60,7 @@ impl WitVersion {
     }
 
     /// The version a `flumen:dataflow` name's `@…` suffix targets, if this host runs it.
-    fn parse(version: &str) -> Option<Self> {
+    pub(crate) fn parse(version: &str) -> Option<Self> {
         let mut parts = version.split('.');
         match (parts.next(), parts.next()) {
             (Some("0"), Some("1")) => Some(WitVersion::V0_1),
@@ -137,11 +137,6 @@ impl OperatorFactory {
     /// The limits every instance of this operator runs under.
     pub fn limits(&self) -> &OperatorLimits {
         &self.limits
-    }
-
-    /// The contract version the component targets.
-    pub fn wit_version(&self) -> WitVersion {
-        self.version
     }
 }
 
@@ -921,9 +916,9 @@ fn read_emitted(
     }
     let shape = data.shape.clone().ok_or_else(|| bad("emit before `open` returned".into()))?;
     let schema = shape.computed.clone();
-    if !shape.carries() && !matches!(selection, SelectionOut::All) {
-        return Err(bad("sent a selection of rows, but the operator carries no input column".into()));
-    }
+    // Before the column count: a selection from an operator that carries
+    // nothing is the mistake to name, not the columns it then lacks.
+    shape.check_selects(matches!(selection, SelectionOut::All)).map_err(bad)?;
     let fields = data.computed_fields;
     if batch.columns.len() != fields {
         return Err(bad(format!("{} columns for a schema of {fields} fields (pre-order)", batch.columns.len())));
@@ -1000,12 +995,13 @@ fn read_emitted(
             .pin_batch(rb, true)
             .map_err(|e| (CallErrorKind::BadOutput, format!("emitted a blob reference the host cannot accept: {e}")))?
     };
-    let selection = match selection {
-        SelectionOut::All => Selection::All,
-        SelectionOut::Mask(bits) => Selection::Mask(arrow_buffer::Buffer::from(bits.as_le_slice(&*store))),
-        SelectionOut::Indices(indices) => Selection::Indices(indices.as_le_slice(&*store).to_vec()),
-    };
+    // An operator that carries nothing sent `all` (checked above): its batch is the output.
     let rb = if shape.carries() {
+        let selection = match selection {
+            SelectionOut::All => Selection::All,
+            SelectionOut::Mask(bits) => Selection::Mask(arrow_buffer::Buffer::from(bits.as_le_slice(&*store))),
+            SelectionOut::Indices(indices) => Selection::Indices(indices.as_le_slice(&*store).to_vec()),
+        };
         let moved = !matches!(selection, Selection::All);
         let out = shape.assemble(rb, selection, store.data().input.as_ref()).map_err(bad)?;
         // Carried blob columns gathered into new buffers are pinned again
@@ -1018,7 +1014,7 @@ fn read_emitted(
             _ => out,
         }
     } else {
-        shape.assemble(rb, selection, None).map_err(bad)?
+        rb
     };
     let data = store.data_mut();
     data.out_bytes += total;

@@ -168,6 +168,16 @@ impl Shape {
         need
     }
 
+    /// A selection of rows (anything but `all`) applies to carried columns:
+    /// an operator that carries none may not send one.
+    pub fn check_selects(&self, all: bool) -> Result<(), String> {
+        if all || self.carries() {
+            Ok(())
+        } else {
+            Err("sent a selection of rows, but the operator carries no input column".into())
+        }
+    }
+
     /// Whether some output column is carried from the input.
     pub fn carries(&self) -> bool {
         self.carried.is_some()
@@ -189,12 +199,8 @@ impl Shape {
         selection: Selection,
         input: Option<&RecordBatch>,
     ) -> Result<RecordBatch, String> {
-        let Some(carried) = &self.carried else {
-            return match selection {
-                Selection::All => Ok(computed),
-                _ => Err("sent a selection of rows, but the operator carries no input column".into()),
-            };
-        };
+        self.check_selects(matches!(selection, Selection::All))?;
+        let Some(carried) = &self.carried else { return Ok(computed) };
         let Some(input) = input else {
             return Err("carries input columns, which exist only while `process` runs; emit from `finish` or \
                         `on-watermark` only from an operator that carries none"

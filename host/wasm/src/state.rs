@@ -141,6 +141,30 @@ fn check_count(n: usize) -> Result<(), StateFault> {
     Ok(())
 }
 
+/// Checks a batch call's keys: how many, and each one.
+fn check_keys(keys: &[Vec<u8>]) -> Result<(), StateFault> {
+    check_count(keys.len())?;
+    keys.iter().try_for_each(|k| check_key("key", k))
+}
+
+/// Checks a batch call's (key, value) pairs.
+fn check_key_values(pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StateFault> {
+    check_count(pairs.len())?;
+    pairs.iter().try_for_each(|(k, v)| {
+        check_key("key", k)?;
+        check_value(v)
+    })
+}
+
+/// Checks a batch call's (key, map field) pairs.
+fn check_key_fields(pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StateFault> {
+    check_count(pairs.len())?;
+    pairs.iter().try_for_each(|(k, f)| {
+        check_key("key", k)?;
+        check_key("map field", f)
+    })
+}
+
 /// Runs one state call: checks, then the backend; the outcome goes back to the guest.
 fn call<T>(
     store: &StoreContextMut<'_, HostState>,
@@ -187,8 +211,7 @@ pub(crate) fn link(instance: &mut LinkerInstance<'_, HostState>) -> wasmtime::Re
         |mut store: StoreContextMut<'_, HostState>, (name, keys): (String, Vec<Vec<u8>>)| {
             call_reading(&mut store, "state value-get-many", |s, mem| {
                 check_name(&name)?;
-                check_count(keys.len())?;
-                keys.iter().try_for_each(|k| check_key("key", k))?;
+                check_keys(&keys)?;
                 // The result's slots, before any value.
                 mem.grow((keys.len() * std::mem::size_of::<Option<Vec<u8>>>()) as u64).map_err(over_budget)?;
                 s.value_get_many(&name, &keys, mem)
@@ -211,11 +234,7 @@ pub(crate) fn link(instance: &mut LinkerInstance<'_, HostState>) -> wasmtime::Re
         |store: StoreContextMut<'_, HostState>, (name, entries): (String, Entries)| {
             call(&store, |s| {
                 check_name(&name)?;
-                check_count(entries.len())?;
-                entries.iter().try_for_each(|(k, v)| {
-                    check_key("key", k)?;
-                    check_value(v)
-                })?;
+                check_key_values(&entries)?;
                 s.value_set_many(&name, &entries)
             })
         },
@@ -314,8 +333,7 @@ pub(crate) fn link_batch_forms(instance: &mut LinkerInstance<'_, HostState>) -> 
         |store: StoreContextMut<'_, HostState>, (name, keys): (String, Vec<Vec<u8>>)| {
             call(&store, |s| {
                 check_name(&name)?;
-                check_count(keys.len())?;
-                keys.iter().try_for_each(|k| check_key("key", k))?;
+                check_keys(&keys)?;
                 keys.iter().try_for_each(|k| s.value_delete(&name, k))
             })
         },
@@ -325,8 +343,7 @@ pub(crate) fn link_batch_forms(instance: &mut LinkerInstance<'_, HostState>) -> 
         |mut store: StoreContextMut<'_, HostState>, (name, keys): (String, Vec<Vec<u8>>)| {
             call_reading(&mut store, "state list-get-many", |s, mem| -> Result<Lists, StateFault> {
                 check_name(&name)?;
-                check_count(keys.len())?;
-                keys.iter().try_for_each(|k| check_key("key", k))?;
+                check_keys(&keys)?;
                 mem.grow((keys.len() * std::mem::size_of::<Vec<Vec<u8>>>()) as u64).map_err(over_budget)?;
                 keys.iter().map(|k| s.list_get(&name, k, mem)).collect()
             })
@@ -337,11 +354,7 @@ pub(crate) fn link_batch_forms(instance: &mut LinkerInstance<'_, HostState>) -> 
         |store: StoreContextMut<'_, HostState>, (name, items): (String, Entries)| {
             call(&store, |s| {
                 check_name(&name)?;
-                check_count(items.len())?;
-                items.iter().try_for_each(|(k, v)| {
-                    check_key("key", k)?;
-                    check_value(v)
-                })?;
+                check_key_values(&items)?;
                 items.iter().try_for_each(|(k, v)| s.list_append(&name, k, v))
             })
         },
@@ -351,8 +364,7 @@ pub(crate) fn link_batch_forms(instance: &mut LinkerInstance<'_, HostState>) -> 
         |store: StoreContextMut<'_, HostState>, (name, keys): (String, Vec<Vec<u8>>)| {
             call(&store, |s| {
                 check_name(&name)?;
-                check_count(keys.len())?;
-                keys.iter().try_for_each(|k| check_key("key", k))?;
+                check_keys(&keys)?;
                 keys.iter().try_for_each(|k| s.list_clear(&name, k))
             })
         },
@@ -362,11 +374,7 @@ pub(crate) fn link_batch_forms(instance: &mut LinkerInstance<'_, HostState>) -> 
         |mut store: StoreContextMut<'_, HostState>, (name, fields): (String, Entries)| {
             call_reading(&mut store, "state map-get-many", |s, mem| -> Result<Vec<Option<Vec<u8>>>, StateFault> {
                 check_name(&name)?;
-                check_count(fields.len())?;
-                fields.iter().try_for_each(|(k, f)| {
-                    check_key("key", k)?;
-                    check_key("map field", f)
-                })?;
+                check_key_fields(&fields)?;
                 mem.grow((fields.len() * std::mem::size_of::<Option<Vec<u8>>>()) as u64).map_err(over_budget)?;
                 fields.iter().map(|(k, f)| s.map_get(&name, k, f, mem)).collect()
             })
@@ -392,11 +400,7 @@ pub(crate) fn link_batch_forms(instance: &mut LinkerInstance<'_, HostState>) -> 
         |store: StoreContextMut<'_, HostState>, (name, fields): (String, Entries)| {
             call(&store, |s| {
                 check_name(&name)?;
-                check_count(fields.len())?;
-                fields.iter().try_for_each(|(k, f)| {
-                    check_key("key", k)?;
-                    check_key("map field", f)
-                })?;
+                check_key_fields(&fields)?;
                 fields.iter().try_for_each(|(k, f)| s.map_remove(&name, k, f))
             })
         },
@@ -406,8 +410,7 @@ pub(crate) fn link_batch_forms(instance: &mut LinkerInstance<'_, HostState>) -> 
         |mut store: StoreContextMut<'_, HostState>, (name, keys): (String, Vec<Vec<u8>>)| {
             call_reading(&mut store, "state map-entries-many", |s, mem| -> Result<EntryLists, StateFault> {
                 check_name(&name)?;
-                check_count(keys.len())?;
-                keys.iter().try_for_each(|k| check_key("key", k))?;
+                check_keys(&keys)?;
                 mem.grow((keys.len() * std::mem::size_of::<Entries>()) as u64).map_err(over_budget)?;
                 keys.iter().map(|k| s.map_entries(&name, k, mem)).collect()
             })

@@ -41,8 +41,6 @@ struct Map {
     layout: Vec<Option<usize>>,
     /// The input columns the expressions read, ascending.
     reads: Vec<usize>,
-    /// The schema of the computed columns, in output order.
-    computed_schema: SchemaRef,
     /// The computed columns in output order, over a batch of just `reads`.
     computed: Vec<(String, Expr)>,
 }
@@ -115,10 +113,7 @@ impl Operator for Map {
                 Ok((name, expr))
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        let computed_fields: Vec<Field> =
-            schema.fields().iter().zip(&layout).filter(|(_, l)| l.is_none()).map(|(f, _)| f.as_ref().clone()).collect();
-        let computed_schema = Arc::new(Schema::new_with_metadata(computed_fields, input.metadata().clone()));
-        Ok(Self { schema, layout, reads, computed_schema, computed })
+        Ok(Self { schema, layout, reads, computed })
     }
 
     fn schema(&self) -> SchemaRef {
@@ -142,7 +137,7 @@ impl Operator for Map {
             })
             .collect::<Result<Vec<_>, Error>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        let result = RecordBatch::try_new_with_options(self.computed_schema.clone(), columns, &options)?;
+        let result = RecordBatch::try_new_with_options(out.schema().clone(), columns, &options)?;
         out.emit(&result)
     }
 }

@@ -73,8 +73,6 @@ struct Project {
     /// The input columns computed expressions read, ascending; they are
     /// parsed over a batch of just these.
     reads: Vec<usize>,
-    /// The schema of the computed columns, in output order.
-    computed: SchemaRef,
 }
 
 impl Operator for Project {
@@ -165,15 +163,7 @@ impl Operator for Project {
                 input => Ok(input),
             })
             .collect::<Result<Vec<_>, Error>>()?;
-        let computed: Vec<Field> = schema
-            .fields()
-            .iter()
-            .zip(&outputs)
-            .filter(|(_, o)| matches!(o, Output::Computed { .. }))
-            .map(|(f, _)| f.as_ref().clone())
-            .collect();
-        let computed = Arc::new(Schema::new_with_metadata(computed, input.metadata().clone()));
-        Ok(Self { schema, outputs, reads, computed })
+        Ok(Self { schema, outputs, reads })
     }
 
     fn schema(&self) -> SchemaRef {
@@ -192,7 +182,7 @@ impl Operator for Project {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let mut columns = Vec::with_capacity(self.computed.fields().len());
+        let mut columns = Vec::with_capacity(out.schema().fields().len());
         for output in &self.outputs {
             if let Output::Computed { name, expr } = output {
                 columns.push(
@@ -203,7 +193,7 @@ impl Operator for Project {
             }
         }
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        let result = RecordBatch::try_new_with_options(self.computed.clone(), columns, &options)?;
+        let result = RecordBatch::try_new_with_options(out.schema().clone(), columns, &options)?;
         out.emit(&result)
     }
 }

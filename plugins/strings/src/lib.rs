@@ -146,8 +146,6 @@ enum Slot {
 
 struct Strings {
     schema: SchemaRef,
-    /// The schema of the one computed column.
-    computed: SchemaRef,
     input: usize,
     function: Prepared,
     slot: Slot,
@@ -182,7 +180,6 @@ impl Operator for Strings {
         }
         let function = Prepared::new(&config)?;
         let field = Field::new(config.output.clone(), kernels::string_output_type(input_type), true);
-        let computed = Arc::new(Schema::new_with_metadata(vec![field.clone()], schema.metadata().clone()));
         let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         let slot = match schema.index_of(&config.output) {
             Ok(i) => {
@@ -197,7 +194,6 @@ impl Operator for Strings {
         let describe = format!("{}({}) -> {}", config.function.name(), config.column, config.output);
         Ok(Self {
             schema: Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
-            computed,
             input,
             function,
             slot,
@@ -231,7 +227,7 @@ impl Operator for Strings {
             .apply(column.as_ref())
             .map_err(|e| Error::input(format!("strings: {}: {e}", self.describe)))?;
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        out.emit(&RecordBatch::try_new_with_options(self.computed.clone(), vec![result], &options)?)
+        out.emit(&RecordBatch::try_new_with_options(out.schema().clone(), vec![result], &options)?)
     }
 }
 

@@ -225,6 +225,13 @@ impl Emitter {
         }
     }
 
+    /// The schema of the batches [`Emitter::emit`] takes: the output fields
+    /// the operator computes, in order (all of [`Operator::schema`] unless
+    /// its shape carries some).
+    pub fn schema(&self) -> &SchemaRef {
+        &self.computed
+    }
+
     fn check(&self, batch: &RecordBatch) -> Result<(), Error> {
         if batch.schema_ref() != &self.computed && batch.schema_ref().fields() != self.computed.fields() {
             return Err(Error::internal(format!(

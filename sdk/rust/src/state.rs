@@ -203,15 +203,7 @@ impl ValueState {
         for chunk in keys.chunks(MANY_CHUNK) {
             let borrowed: Vec<&[u8]> = chunk.iter().map(AsRef::as_ref).collect();
             let got = wit::value_get_many(&self.name, &borrowed).map_err(|e| wrap(&self.name, e))?;
-            if got.len() != chunk.len() {
-                return Err(Error::internal(format!(
-                    "state `{}`: asked for {} values, the host returned {}",
-                    self.name,
-                    chunk.len(),
-                    got.len()
-                )));
-            }
-            values.extend(got);
+            values.extend(same_len(&self.name, chunk.len(), got)?);
         }
         Ok(values)
     }

@@ -1155,9 +1155,8 @@ mod tests {
         assert!(message.contains("types.jsonl") && message.contains("line 2"), "{message}");
     }
 
-    #[test]
-    fn parquet_round_trip_with_projection_and_reordering() {
-        let dir = tempdir();
+    /// `t.parquet` in `dir`: (a int32, b utf8 with a null, c int64), 3 rows.
+    fn write_abc_parquet(dir: &Path) {
         let schema = Arc::new(Schema::new(vec![
             Field::new("a", DataType::Int32, false),
             Field::new("b", DataType::Utf8, true),
@@ -1172,7 +1171,13 @@ mod tests {
             ],
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        write_parquet(&dir.path().join("t.parquet"), &batch);
+        write_parquet(&dir.join("t.parquet"), &batch);
+    }
+
+    #[test]
+    fn parquet_round_trip_with_projection_and_reordering() {
+        let dir = tempdir();
+        write_abc_parquet(dir.path());
 
         let source = plan_ok("id = 'src'\nkind = 'parquet'\npath = 't.parquet'\nbatch_rows = 2", dir.path());
         assert_eq!(source.schema().fields().len(), 3);
@@ -1191,21 +1196,7 @@ mod tests {
     #[test]
     fn parquet_skips_decoding_columns_no_consumer_reads() {
         let dir = tempdir();
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("a", DataType::Int32, false),
-            Field::new("b", DataType::Utf8, true),
-            Field::new("c", DataType::Int64, true),
-        ]));
-        let batch = RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(Int32Array::from(vec![1, 2, 3])),
-                Arc::new(StringArray::from(vec![Some("x"), None, Some("z")])),
-                Arc::new(Int64Array::from(vec![10, 20, 30])),
-            ],
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        write_parquet(&dir.path().join("t.parquet"), &batch);
+        write_abc_parquet(dir.path());
         let mut source = plan_ok("id = 'src'\nkind = 'parquet'\npath = 't.parquet'", dir.path());
         source.prune(&[false, false, true]);
         let batches = read_ok(source.as_ref(), 0, 1);
