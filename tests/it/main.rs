@@ -20,4 +20,5 @@ mod media_video;
 mod object_store;
 mod pipeline;
 mod policy;
+mod public_api;
 mod shape;

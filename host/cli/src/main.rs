@@ -218,7 +218,7 @@ fn engine(plugins: PluginArgs, job: &Path) -> anyhow::Result<Engine> {
 /// media plugins are built on first use, not with the CLI), into the default
 /// plugin directory. A job that does not load is left to `prepare` to report.
 fn build_missing_plugins(job: &Path, plugin_dirs: &[PathBuf]) -> anyhow::Result<()> {
-    let Ok(spec) = flumen_engine::JobSpec::load(job) else { return Ok(()) };
+    let Ok(spec) = flumen_spec::JobSpec::load(job) else { return Ok(()) };
     let source = Path::new(env!("FLUMEN_SOURCE_DIR"));
     let dest = builtin_plugin_dir();
     let mut missing: Vec<(guests::Guest, PathBuf)> = Vec::new();

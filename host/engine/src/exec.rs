@@ -32,14 +32,14 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::connector::{PlannedSource, SinkSpec, SinkWriter};
 use crate::gate::{InputGate, Rx};
 use crate::metrics::{NodeMetrics, RegionMetrics};
 use crate::plan::{PreparedJob, Role};
 use crate::router::{RouteEdge, Router, Tx};
-use crate::spec::{CheckpointMode, JobSpec};
 use crate::task::{Finished, OperatorTask, Restore, SinkBlobMode, SinkTask, SourceTask, TaskCkpt, TaskMsg};
 use crate::{EngineError, JobSummary};
+use flumen_connectors::{PlannedSource, SinkSpec, SinkWriter};
+use flumen_spec::{CheckpointMode, JobSpec};
 
 /// How to start a run.
 #[derive(Debug, Clone, Copy, Default)]
@@ -446,7 +446,7 @@ impl RegionSupervisor {
         for node in &self.nodes {
             if let RunRole::Sink(spec) = &node.role {
                 parts.extend(
-                    crate::connector::published_parts(spec, &self.shared.base_dir).map_err(EngineError::Connector)?,
+                    flumen_connectors::published_parts(spec, &self.shared.base_dir).map_err(EngineError::Connector)?,
                 );
             }
         }
@@ -520,11 +520,11 @@ impl RegionSupervisor {
                 .unwrap_or_default();
             let base = &self.shared.base_dir;
             let gone = tokio::task::block_in_place(|| {
-                let gone = crate::connector::recover_sink(spec, base, restored.map(|m| m.checkpoint), &keep)?;
+                let gone = flumen_connectors::recover_sink(spec, base, restored.map(|m| m.checkpoint), &keep)?;
                 for p in &keep {
-                    crate::connector::commit_pending(spec, base, p)?;
+                    flumen_connectors::commit_pending(spec, base, p)?;
                 }
-                Ok::<_, crate::connector::ConnectorError>(gone)
+                Ok::<_, flumen_connectors::ConnectorError>(gone)
             })
             .map_err(EngineError::Connector)?;
             if let (Some(m), false) = (restored, gone.is_empty()) {
@@ -694,9 +694,9 @@ impl RegionSupervisor {
                         let blob_mode = SinkBlobMode::of(spec, dead_letter);
                         let schema = blob_mode.schema(&node_schema);
                         let writer = if checkpointing.is_some() {
-                            crate::connector::open_transactional_sink(spec, base, schema, subtask, node_parallelism)
+                            flumen_connectors::open_transactional_sink(spec, base, schema, subtask, node_parallelism)
                         } else {
-                            crate::connector::open_sink(spec, base, schema, subtask, node_parallelism)
+                            flumen_connectors::open_sink(spec, base, schema, subtask, node_parallelism)
                         }
                         .map_err(EngineError::Connector)?;
                         sinks.insert(participant.clone(), spec.clone());
@@ -1084,7 +1084,7 @@ impl CheckpointDriver {
                     fail::fail_point!("checkpoint::during-commit", |_| std::process::abort());
                 }
                 first = false;
-                tokio::task::block_in_place(|| crate::connector::commit_pending(spec, &self.base_dir, &pending))
+                tokio::task::block_in_place(|| flumen_connectors::commit_pending(spec, &self.base_dir, &pending))
                     .map_err(EngineError::Connector)?;
             }
         }

@@ -10,7 +10,6 @@
 //! # Ok(()) }
 //! ```
 
-pub mod connector;
 mod exec;
 mod gate;
 mod inflight;
@@ -18,7 +17,6 @@ mod metrics;
 mod plan;
 mod route;
 mod router;
-pub mod spec;
 mod state;
 mod task;
 
@@ -27,10 +25,11 @@ use std::path::PathBuf;
 pub use arrow_array::RecordBatch;
 pub use arrow_schema::{Schema, SchemaRef};
 pub use exec::RunOptions;
+pub use flumen_connectors::ConnectorError;
+pub use flumen_spec::SpecError;
 pub use flumen_wasm::{CallError, CallErrorKind, GuestErrorKind};
 pub use metrics::{JobMetrics, JobSummary, NodeMetrics, NodeSummary, RegionMetrics, RegionSummary};
 pub use plan::{DEAD_LETTER_ERROR_COLUMN, DEAD_LETTER_OPERATOR_COLUMN, PreparedJob};
-pub use spec::{JobSpec, SpecError};
 
 /// Describes a component file: digest, kind, capabilities, imports and exports.
 pub fn inspect_component(path: &std::path::Path) -> Result<String, EngineError> {
@@ -86,7 +85,7 @@ pub enum EngineError {
     Spec(#[from] SpecError),
     /// A source or sink failed while running.
     #[error(transparent)]
-    Connector(#[from] connector::ConnectorError),
+    Connector(#[from] ConnectorError),
     /// An operator failed and its policy says to fail the job.
     #[error(transparent)]
     Operator(CallError),

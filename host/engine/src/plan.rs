@@ -11,9 +11,9 @@ use flumen_dataflow::{Edge, LogicalGraph, NodeKind, NodeSpec};
 use flumen_types::{FailureAction, NodeId, Partitioning};
 use flumen_wasm::{BlobScope, Capabilities, OpenContext, OperatorFactory, OperatorInstance};
 
-use crate::connector::{self, PlannedSource, SinkSpec};
-use crate::spec::{JobSpec, SpecError};
 use crate::{Engine, EngineError};
+use flumen_connectors::{self as connector, PlannedSource, SinkSpec};
+use flumen_spec::{JobSpec, SpecError};
 
 /// Columns added to a batch sent to a dead-letter sink.
 pub const DEAD_LETTER_OPERATOR_COLUMN: &str = "_flumen_operator";
@@ -90,7 +90,7 @@ impl Engine {
         self.prepare_spec(spec).await
     }
 
-    pub async fn prepare_spec(&self, spec: JobSpec) -> Result<PreparedJob, EngineError> {
+    pub(crate) async fn prepare_spec(&self, spec: JobSpec) -> Result<PreparedJob, EngineError> {
         let base = spec.base_dir();
         let graph = build_graph(&spec)?;
         let blobs = open_blob_store(&spec)?;
@@ -182,7 +182,7 @@ impl Engine {
     async fn open_operator(
         &self,
         spec: &JobSpec,
-        op: &crate::spec::OperatorSpec,
+        op: &flumen_spec::OperatorSpec,
         node: &NodeSpec,
         inputs: Vec<SchemaRef>,
         blobs: &BlobStore,
@@ -231,7 +231,7 @@ impl Engine {
 
     /// A plugin name is looked up in the plugin directories as `<name>.wasm`;
     /// anything with a `/` or ending in `.wasm` is a path relative to the job file.
-    fn resolve_plugin(&self, spec: &JobSpec, op: &crate::spec::OperatorSpec) -> Result<PathBuf, String> {
+    fn resolve_plugin(&self, spec: &JobSpec, op: &flumen_spec::OperatorSpec) -> Result<PathBuf, String> {
         let p = &op.plugin;
         if p.contains('/') || p.ends_with(".wasm") {
             let path = spec.base_dir().join(p);
@@ -284,7 +284,7 @@ fn open_blob_store(spec: &JobSpec) -> Result<BlobStore, EngineError> {
     })
 }
 
-fn capabilities(op: &crate::spec::OperatorSpec) -> Result<Capabilities, String> {
+fn capabilities(op: &flumen_spec::OperatorSpec) -> Result<Capabilities, String> {
     let Some(list) = &op.capabilities else { return Ok(Capabilities::default()) };
     let mut caps = Capabilities { log: false, state: false, blobs: false };
     for c in list {

@@ -35,10 +35,10 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::EngineError;
-use crate::connector::{SinkWriter, SourceReader};
 use crate::gate::{GateEvent, InputGate};
 use crate::metrics::NodeMetrics;
 use crate::router::Router;
+use flumen_connectors::{SinkWriter, SourceReader};
 
 /// What a finished subtask hands back to the driver.
 pub(crate) enum Finished {
@@ -347,7 +347,7 @@ pub(crate) enum SinkBlobMode {
 }
 
 impl SinkBlobMode {
-    pub(crate) fn of(spec: &crate::connector::SinkSpec, dead_letter: bool) -> Self {
+    pub(crate) fn of(spec: &flumen_connectors::SinkSpec, dead_letter: bool) -> Self {
         match (spec.inlines_blobs(), dead_letter) {
             (false, _) => SinkBlobMode::Reference,
             (true, false) => SinkBlobMode::Inline,
@@ -457,7 +457,7 @@ impl SinkTask {
         let node = &self.node;
         let rows_before = self.rows_seen;
         self.rows_seen += batch.num_rows() as u64;
-        let other = |message: String| crate::connector::ConnectorError::Other { node: node.clone(), message };
+        let other = |message: String| flumen_connectors::ConnectorError::Other { node: node.clone(), message };
         let has_blobs = !flumen_blob::blob_columns(batch.schema_ref()).is_empty();
         let mode = self.blob_mode;
         tokio::task::block_in_place(|| match mode {

@@ -322,7 +322,7 @@ mod tests {
     use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     use super::*;
-    use crate::connector::open_sink;
+    use crate::open_sink;
 
     fn spec(text: &str) -> SinkSpec {
         toml::from_str(text).unwrap_or_else(|e| panic!("bad test spec: {e}"))

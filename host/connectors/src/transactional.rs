@@ -472,7 +472,7 @@ mod tests {
     use arrow_schema::{DataType, Field, Schema};
 
     use super::*;
-    use crate::connector::{PlannedSource, plan_source};
+    use crate::{PlannedSource, plan_source};
 
     fn spec(text: &str) -> SinkSpec {
         toml::from_str(text).unwrap_or_else(|e| panic!("bad test spec: {e}"))
@@ -530,7 +530,7 @@ mod tests {
             .unwrap_or_else(|e| panic!("{e}")),
             base,
             1024,
-            &crate::connector::test_blobs(),
+            &crate::test_blobs(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let mut reader = source.open(0, 1).unwrap_or_else(|e| panic!("{e}"));

@@ -892,7 +892,7 @@ mod tests {
     use parquet::arrow::ArrowWriter;
 
     use super::*;
-    use crate::connector::plan_source;
+    use crate::plan_source;
 
     fn spec(toml_text: &str) -> SourceSpec {
         match toml::from_str(toml_text) {
@@ -902,14 +902,14 @@ mod tests {
     }
 
     fn plan_ok(toml_text: &str, base: &Path) -> Box<dyn PlannedSource> {
-        match plan_source(&spec(toml_text), base, 1024, &crate::connector::test_blobs()) {
+        match plan_source(&spec(toml_text), base, 1024, &crate::test_blobs()) {
             Ok(source) => source,
             Err(e) => panic!("plan failed: {e}"),
         }
     }
 
     fn plan_err(toml_text: &str, base: &Path) -> String {
-        match plan_source(&spec(toml_text), base, 1024, &crate::connector::test_blobs()) {
+        match plan_source(&spec(toml_text), base, 1024, &crate::test_blobs()) {
             Ok(source) => panic!("plan should fail, got {source:?}"),
             Err(e) => e.to_string(),
         }

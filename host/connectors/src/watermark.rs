@@ -169,13 +169,13 @@ mod tests {
 
     use arrow_array::{Int64Array, TimestampMicrosecondArray, TimestampSecondArray};
 
-    use crate::connector::{SourceSpec, plan_source};
+    use crate::{SourceSpec, plan_source};
 
     use super::*;
 
     fn plan(text: &str) -> Result<Box<dyn PlannedSource>, ConnectorError> {
         let spec: SourceSpec = toml::from_str(text).unwrap_or_else(|e| panic!("bad test spec: {e}"));
-        plan_source(&spec, std::path::Path::new("."), 1024, &crate::connector::test_blobs())
+        plan_source(&spec, std::path::Path::new("."), 1024, &crate::test_blobs())
     }
 
     const GEN: &str = r#"

@@ -431,7 +431,7 @@ mod tests {
     use arrow_select::concat::concat_batches;
 
     use super::*;
-    use crate::connector::plan_source;
+    use crate::plan_source;
 
     const COLUMNS: &str = r#"
 columns = [
@@ -449,12 +449,12 @@ columns = [
     }
 
     fn plan_ok(text: &str) -> Box<dyn PlannedSource> {
-        plan_source(&spec(text), std::path::Path::new("."), 1024, &crate::connector::test_blobs())
+        plan_source(&spec(text), std::path::Path::new("."), 1024, &crate::test_blobs())
             .unwrap_or_else(|e| panic!("plan failed: {e}"))
     }
 
     fn plan_err(text: &str) -> String {
-        match plan_source(&spec(text), std::path::Path::new("."), 1024, &crate::connector::test_blobs()) {
+        match plan_source(&spec(text), std::path::Path::new("."), 1024, &crate::test_blobs()) {
             Ok(source) => panic!("plan should fail, got {source:?}"),
             Err(e) => e.to_string(),
         }
