@@ -10,12 +10,16 @@
 //! and runs Arrow's full validation (lengths, offsets, UTF-8) so that malformed
 //! data from a guest or a peer is an error, never a panic or silent corruption.
 //!
+//! [`wire`] holds the schema records of the WIT contract and the one mapping
+//! between them and Arrow types.
+//!
 //! Both the host and the Rust guest SDK use this crate, so the two ends of the
 //! boundary agree by construction.
 
 #[cfg(feature = "ipc")]
 pub mod ipc;
 pub mod media;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,45 +57,16 @@ pub struct FlatField {
     pub metadata: HashMap<String, String>,
 }
 
-/// How many direct children a field of this type has in the flattened form,
-/// or `None` if the type cannot cross the boundary.
+/// The direct children of a field of this type in the flattened form, or
+/// `None` if the type cannot cross the boundary (see [`wire::DataType::from_arrow`]).
 fn child_fields(data_type: &DataType) -> Option<Vec<Arc<Field>>> {
-    use DataType::*;
-    Some(match data_type {
-        List(f) | LargeList(f) | FixedSizeList(f, _) | Map(f, _) => vec![f.clone()],
-        Struct(fields) => fields.iter().cloned().collect(),
-        Null
-        | Boolean
-        | Int8
-        | Int16
-        | Int32
-        | Int64
-        | UInt8
-        | UInt16
-        | UInt32
-        | UInt64
-        | Float16
-        | Float32
-        | Float64
-        | Utf8
-        | LargeUtf8
-        | Utf8View
-        | Binary
-        | LargeBinary
-        | BinaryView
-        | FixedSizeBinary(_)
-        | Date32
-        | Date64
-        | Time32(_)
-        | Time64(_)
-        | Timestamp(_, _)
-        | Duration(_)
-        | Decimal128(_, _)
-        | Decimal256(_, _) => {
-            vec![]
+    match data_type {
+        DataType::List(f) | DataType::LargeList(f) | DataType::FixedSizeList(f, _) | DataType::Map(f, _) => {
+            Some(vec![f.clone()])
         }
-        _ => return None,
-    })
+        DataType::Struct(fields) => Some(fields.iter().cloned().collect()),
+        other => wire::DataType::from_arrow(other).map(|_| Vec::new()),
+    }
 }
 
 /// Whether Arrow's array code can lay out this type without panicking.

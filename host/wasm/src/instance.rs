@@ -343,7 +343,7 @@ impl OperatorFactory {
         let inputs = ctx
             .inputs
             .iter()
-            .map(|s| abi::schema_to_wit(s))
+            .map(|s| WitSchema::from_arrow(s))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| fail(CallErrorKind::BadOutput, format!("input schema: {e}")))?;
         let wit_ctx = WitContext {
@@ -365,13 +365,11 @@ impl OperatorFactory {
             Open::V0_2(open) => {
                 let (result,) = open.call_async(&mut store, (wit_ctx,)).await.map_err(|e| classify_open(e, &store))?;
                 let mut plan = result.map_err(|e| guest_error(&label, "open", e))?;
-                (
-                    std::mem::replace(&mut plan.schema, WitSchema { fields: Vec::new(), metadata: Vec::new() }),
-                    Some(plan),
-                )
+                (std::mem::take(&mut plan.schema), Some(plan))
             }
         };
-        let schema = abi::schema_from_wit(schema)
+        let schema = schema
+            .into_arrow()
             .map_err(|e| fail(CallErrorKind::BadOutput, format!("`open` returned a malformed schema: {e}")))?;
         let shape = match plan {
             None => Shape::all_computed(schema.clone(), ctx.inputs.len()),

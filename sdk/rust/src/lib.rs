@@ -80,6 +80,16 @@ pub mod bindings {
         pub_export_macro: true,
         default_bindings_module: "flumen_sdk::bindings",
         ownership: Borrowing { duplicate_if_necessary: true },
+        // The schema records are `flumen-batch`'s, the types the host binds
+        // too, with the one mapping to and from Arrow.
+        with: {
+            "flumen:dataflow/types@0.2.0/time-unit": ::flumen_batch::wire::TimeUnit,
+            "flumen:dataflow/types@0.2.0/timestamp-type": ::flumen_batch::wire::TimestampType,
+            "flumen:dataflow/types@0.2.0/decimal-type": ::flumen_batch::wire::DecimalType,
+            "flumen:dataflow/types@0.2.0/data-type": ::flumen_batch::wire::DataType,
+            "flumen:dataflow/types@0.2.0/field": ::flumen_batch::wire::Field,
+            "flumen:dataflow/types@0.2.0/schema": ::flumen_batch::wire::Schema,
+        },
     });
 }
 
@@ -272,7 +282,7 @@ pub mod __private {
 
     pub fn open<T: Operator>(ctx: wit::Context) -> Result<wit::OperatorPlan, wit::Error> {
         let run = || -> Result<_, Error> {
-            let inputs = ctx.inputs.into_iter().map(convert::schema_from_wit).collect::<Result<Vec<_>, _>>()?;
+            let inputs = ctx.inputs.into_iter().map(|s| s.into_arrow()).collect::<Result<Vec<_>, _>>()?;
             let context =
                 Context { operator_id: ctx.operator_id, subtask: ctx.subtask, parallelism: ctx.parallelism, inputs };
             let config: T::Config = serde_json::from_str(&ctx.config)
@@ -282,7 +292,7 @@ pub mod __private {
             let shape = op.shape();
             let planned = shape.plan(&context, &schema)?;
             let plan = wit::OperatorPlan {
-                schema: convert::schema_to_wit(&schema)?,
+                schema: flumen_batch::wire::Schema::from_arrow(&schema)?,
                 carried: planned.carried,
                 reads: planned.reads,
             };
