@@ -180,6 +180,12 @@ impl WasmRuntime {
                 flumen_types::COMPONENT_BYTES_MAX
             )));
         }
+        // Most starts find the component compiled: they need only its digest,
+        // hashed through a small buffer, not the whole file in memory.
+        let digest = sha256_of_file(path).map_err(|e| file_err(format!("cannot read: {e}")))?;
+        if let Some(loaded) = self.load_compiled(&digest)? {
+            return Ok(loaded);
+        }
         let bytes = fs::read(path).map_err(|e| file_err(format!("cannot read: {e}")))?;
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         self.load_named(&bytes, &name).map_err(|e| match e {
@@ -197,25 +203,30 @@ impl WasmRuntime {
         let err = |message: String| WasmError::Component { path: PathBuf::from("<memory>"), message };
         check_header(bytes).map_err(err)?;
         let digest: [u8; 32] = Sha256::digest(bytes).into();
-        if let Some(c) = self.inner.compiled.lock().map_err(|_| poisoned())?.get(&digest) {
-            return Ok(LoadedComponent { component: c.clone(), digest, cached: true });
+        if let Some(loaded) = self.load_compiled(&digest)? {
+            return Ok(loaded);
         }
-        let (component, cached) = match self.read_cached(&digest) {
-            Some(c) => (c, true),
-            None => {
-                // Seconds of silence otherwise: the CLI prints this target as a plain line.
-                let after =
-                    if self.inner.config.cache_dir.is_some() { "cached afterwards" } else { "no cache directory" };
-                tracing::info!(target: "flumen::notice", "compiling plugin `{name}` (first run, {after})…");
-                let started = Instant::now();
-                let serialized = self.compile_bounded(bytes).map_err(err)?;
-                tracing::debug!(digest = %hex::encode(digest), ms = started.elapsed().as_millis() as u64, "compiled component");
-                self.write_cached(&digest, &serialized);
-                (deserialize(&self.inner.engine, &serialized).map_err(err)?, false)
-            }
-        };
+        // Seconds of silence otherwise: the CLI prints this target as a plain line.
+        let after = if self.inner.config.cache_dir.is_some() { "cached afterwards" } else { "no cache directory" };
+        tracing::info!(target: "flumen::notice", "compiling plugin `{name}` (first run, {after})…");
+        let started = Instant::now();
+        let serialized = self.compile_bounded(bytes).map_err(err)?;
+        tracing::debug!(digest = %hex::encode(digest), ms = started.elapsed().as_millis() as u64, "compiled component");
+        self.write_cached(&digest, &serialized);
+        let component = deserialize(&self.inner.engine, &serialized).map_err(err)?;
         self.inner.compiled.lock().map_err(|_| poisoned())?.insert(digest, component.clone());
-        Ok(LoadedComponent { component, digest, cached })
+        Ok(LoadedComponent { component, digest, cached: false })
+    }
+
+    /// The component with content digest `digest` if this process loaded it
+    /// already or the disk cache holds it intact; `None` if it must be compiled.
+    fn load_compiled(&self, digest: &[u8; 32]) -> Result<Option<LoadedComponent>, WasmError> {
+        if let Some(c) = self.inner.compiled.lock().map_err(|_| poisoned())?.get(digest) {
+            return Ok(Some(LoadedComponent { component: c.clone(), digest: *digest, cached: true }));
+        }
+        let Some(component) = self.read_cached(digest) else { return Ok(None) };
+        self.inner.compiled.lock().map_err(|_| poisoned())?.insert(*digest, component.clone());
+        Ok(Some(LoadedComponent { component, digest: *digest, cached: true }))
     }
 
     fn compile_bounded(&self, bytes: &[u8]) -> Result<Vec<u8>, String> {
@@ -376,6 +387,20 @@ fn load_checked(engine: &Engine, path: &Path, expected: Checksum) -> Result<Comp
         return Err(Unusable { damaged: false, message: "it was replaced while being loaded".into() });
     }
     Ok(component)
+}
+
+/// The SHA-256 of the file at `path`, read through a small buffer.
+fn sha256_of_file(path: &Path) -> std::io::Result<[u8; 32]> {
+    let mut file = fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHECK_CHUNK_BYTES];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher.finalize().into());
+        }
+        hasher.update(&buf[..n]);
+    }
 }
 
 /// Bytes read at a time when checking a cached artifact: small enough to
