@@ -107,6 +107,62 @@ fn compiled_components_are_cached_and_damaged_cache_entries_are_ignored() {
     assert!(!after.cached, "a damaged artifact is recompiled, never deserialized");
 }
 
+/// The files of a compiled-component cache, one engine directory down.
+fn cache_entries(cache: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for dir in std::fs::read_dir(cache).unwrap() {
+        for f in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            files.push(f.unwrap().path());
+        }
+    }
+    files
+}
+
+/// A cached artifact cut short (a full disk, a killed writer) or replaced by
+/// bytes that match their checksum but are no artifact is recompiled, never
+/// mapped; the recompiled artifact is cached again and used by the next process.
+#[test]
+fn truncated_or_forged_cache_entries_are_recompiled() {
+    let cache = tempfile::tempdir().unwrap();
+    let config = || flumen_wasm::RuntimeConfig { cache_dir: Some(cache.path().to_path_buf()), ..Default::default() };
+    let load = || flumen_wasm::WasmRuntime::new(config()).unwrap().load_component(&guest("passthrough")).unwrap();
+    assert!(!load().cached, "the first load compiles");
+    let entries = cache_entries(cache.path());
+    assert_eq!(entries.len(), 1);
+    let entry = &entries[0];
+    let intact = std::fs::read(entry).unwrap();
+
+    let file = std::fs::OpenOptions::new().write(true).open(entry).unwrap();
+    file.set_len(intact.len() as u64 / 3).unwrap();
+    drop(file);
+    assert!(!load().cached, "a truncated artifact is recompiled");
+    assert!(load().cached, "the recompiled artifact is cached again");
+
+    // Garbage under a name whose checksum matches it: wasmtime's own checks refuse it.
+    let garbage = vec![0x5au8; 4096];
+    let name = entry.file_name().unwrap().to_str().unwrap();
+    let digest = name.split('.').next().unwrap();
+    let sum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&garbage));
+    for e in cache_entries(cache.path()) {
+        std::fs::remove_file(e).unwrap();
+    }
+    std::fs::write(entry.with_file_name(format!("{digest}.{sum}.cwasm")), &garbage).unwrap();
+    assert!(!load().cached, "bytes that are not an artifact are recompiled");
+    assert!(load().cached);
+}
+
+/// Within one process a component is compiled (or read from the disk cache)
+/// once, however often jobs load it, with or without a cache directory.
+#[test]
+fn a_component_loaded_twice_in_one_process_is_compiled_once() {
+    let runtime = flumen_wasm::WasmRuntime::new(flumen_wasm::RuntimeConfig::default()).unwrap();
+    let first = runtime.load_component(&guest("passthrough")).unwrap();
+    assert!(!first.cached, "no cache directory: the first load compiles");
+    let again = runtime.load_component(&guest("passthrough")).unwrap();
+    assert!(again.cached, "the second load reuses the compiled component");
+    assert_eq!(first.digest, again.digest);
+}
+
 /// A crate scaffolded inside the checkout names the SDK by a relative path,
 /// so the repository can move; outside it, the absolute path comes with a note.
 #[test]

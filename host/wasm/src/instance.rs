@@ -42,7 +42,7 @@ pub const WIT_VERSIONS: &[&str] = &[WitVersion::V0_1.as_str(), WitVersion::V0_2.
 
 /// The contract version a component targets, read from its `transform` export
 /// (and every `flumen:dataflow` import must agree).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum WitVersion {
     /// Every column in, every column out.
     V0_1,
@@ -86,7 +86,7 @@ pub const GUEST_STDIO_BYTES_MAX: usize = 64 * 1024;
 /// start-up): no files, no sockets, no environment; stdout and stderr are
 /// captured in bounded buffers; the insecure random seed is fixed per
 /// operator instance so hash maps behave the same on every run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Capabilities {
     pub log: bool,
     pub state: bool,
@@ -183,35 +183,7 @@ impl OperatorFactory {
         let (version, exports) = find_exports(engine, component).map_err(world_err)?;
         check_imports(engine, component, capabilities, version).map_err(world_err)?;
 
-        let mut linker: Linker<HostState> = Linker::new(engine);
-        let prefix = format!("{WIT_PACKAGE}/");
-        let at = version.as_str();
-        let link_err = |e: wasmtime::Error| WasmError::Engine(format!("linking host functions: {e:#}"));
-        let mut output = linker.instance(&format!("{prefix}output@{at}")).map_err(link_err)?;
-        match version {
-            WitVersion::V0_1 => output.func_wrap("emit", host_emit_v01).map_err(link_err)?,
-            WitVersion::V0_2 => output.func_wrap("emit", host_emit).map_err(link_err)?,
-        }
-        if capabilities.log {
-            let mut log = linker.instance(&format!("{prefix}log@{at}")).map_err(link_err)?;
-            log.func_wrap("enabled", |_store: StoreContextMut<'_, HostState>, (level,): (WitLevel,)| {
-                Ok((level_enabled(level),))
-            })
-            .map_err(link_err)?;
-            log.func_wrap("log", host_log).map_err(link_err)?;
-        }
-        if capabilities.state {
-            let mut state = linker.instance(&format!("{prefix}state@{at}")).map_err(link_err)?;
-            crate::state::link(&mut state).map_err(link_err)?;
-            if version >= WitVersion::V0_2 {
-                crate::state::link_batch_forms(&mut state).map_err(link_err)?;
-            }
-        }
-        if capabilities.blobs {
-            let mut blobs = linker.instance(&format!("{prefix}blobs@{at}")).map_err(link_err)?;
-            crate::blobs::link(&mut blobs).map_err(link_err)?;
-        }
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
+        let linker = runtime.linker(version, capabilities, || build_linker(engine, version, capabilities))?;
         // Anything else (a WASI proposal such as wasi:http, say) is not provided:
         // linking fails here, naming the import, before any data flows.
         let pre = linker.instantiate_pre(component).map_err(|e| {
@@ -1019,6 +991,46 @@ fn read_emitted(
     data.out_rows += batch.num_rows;
     data.bytes_out += total;
     Ok(rb)
+}
+
+/// The host functions of contract `version` that `capabilities` grant, and
+/// WASI without I/O. Built once per process for each version and set of
+/// capabilities (see [`WasmRuntime::linker`]).
+fn build_linker(
+    engine: &wasmtime::Engine,
+    version: WitVersion,
+    capabilities: Capabilities,
+) -> Result<Linker<HostState>, WasmError> {
+    let mut linker: Linker<HostState> = Linker::new(engine);
+    let prefix = format!("{WIT_PACKAGE}/");
+    let at = version.as_str();
+    let link_err = |e: wasmtime::Error| WasmError::Engine(format!("linking host functions: {e:#}"));
+    let mut output = linker.instance(&format!("{prefix}output@{at}")).map_err(link_err)?;
+    match version {
+        WitVersion::V0_1 => output.func_wrap("emit", host_emit_v01).map_err(link_err)?,
+        WitVersion::V0_2 => output.func_wrap("emit", host_emit).map_err(link_err)?,
+    }
+    if capabilities.log {
+        let mut log = linker.instance(&format!("{prefix}log@{at}")).map_err(link_err)?;
+        log.func_wrap("enabled", |_store: StoreContextMut<'_, HostState>, (level,): (WitLevel,)| {
+            Ok((level_enabled(level),))
+        })
+        .map_err(link_err)?;
+        log.func_wrap("log", host_log).map_err(link_err)?;
+    }
+    if capabilities.state {
+        let mut state = linker.instance(&format!("{prefix}state@{at}")).map_err(link_err)?;
+        crate::state::link(&mut state).map_err(link_err)?;
+        if version >= WitVersion::V0_2 {
+            crate::state::link_batch_forms(&mut state).map_err(link_err)?;
+        }
+    }
+    if capabilities.blobs {
+        let mut blobs = linker.instance(&format!("{prefix}blobs@{at}")).map_err(link_err)?;
+        crate::blobs::link(&mut blobs).map_err(link_err)?;
+    }
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
+    Ok(linker)
 }
 
 fn check_imports(

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,10 +11,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::Component;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::WasmError;
+use crate::instance::{Capabilities, HostState, WitVersion};
 
 /// How often the epoch advances. A guest's call deadline is checked at each
 /// tick, so this bounds how late a runaway guest is stopped.
@@ -27,6 +28,16 @@ pub const WASM_STACK_BYTES_MAX: usize = 512 * 1024;
 /// How long compiling one component may take. wasmtime treats compile-time
 /// DoS as out of its scope, so the host bounds it.
 pub const COMPILE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Bytes of a freed instance's linear memory kept resident in its pooling
+/// slot, so the next instance in that slot does not fault them in again.
+/// Covers a Rust guest's stack, data and a small heap; memory a guest grew
+/// beyond it is given back to the kernel. It costs resident memory only in
+/// slots that were used: at most this much per slot.
+pub const MEMORY_KEEP_RESIDENT_BYTES: usize = 2 << 20;
+
+/// Like [`MEMORY_KEEP_RESIDENT_BYTES`], for each table.
+pub const TABLE_KEEP_RESIDENT_BYTES: usize = 64 << 10;
 
 /// Settings of a [`WasmRuntime`].
 #[derive(Debug, Clone)]
@@ -62,6 +73,8 @@ struct RuntimeInner {
     engine: Engine,
     config: RuntimeConfig,
     compiled: Mutex<HashMap<[u8; 32], Component>>,
+    /// Host functions linked once per contract version and set of capabilities.
+    linkers: Mutex<HashMap<(WitVersion, Capabilities), Arc<Linker<HostState>>>>,
     ticker_stop: Arc<AtomicBool>,
     ticker: Mutex<Option<JoinHandle<()>>>,
 }
@@ -90,7 +103,14 @@ impl WasmRuntime {
             .total_tables(config.instances_max * 4)
             .max_memory_size(config.memory_bytes_max)
             .max_memories_per_component(4)
-            .max_component_instance_size(1 << 20);
+            .max_component_instance_size(1 << 20)
+            // Keep a freed slot's pages mapped and reset the dirty ones in
+            // place (found with the `PAGEMAP_SCAN` ioctl where the kernel has
+            // it), instead of `madvise`-ing them away for the next instance
+            // to fault in again.
+            .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT_BYTES)
+            .table_keep_resident(TABLE_KEEP_RESIDENT_BYTES)
+            .pagemap_scan(Enabled::Auto);
         let mut wasm = Config::new();
         wasm.epoch_interruption(true)
             .max_wasm_stack(WASM_STACK_BYTES_MAX)
@@ -116,6 +136,7 @@ impl WasmRuntime {
                 engine,
                 config,
                 compiled: Mutex::new(HashMap::new()),
+                linkers: Mutex::new(HashMap::new()),
                 ticker_stop,
                 ticker: Mutex::new(Some(ticker)),
             }),
@@ -130,6 +151,23 @@ impl WasmRuntime {
         &self.inner.config
     }
 
+    /// The linker for contract `version` with `capabilities`, made by `build`
+    /// the first time a process asks for it.
+    pub(crate) fn linker(
+        &self,
+        version: WitVersion,
+        capabilities: Capabilities,
+        build: impl FnOnce() -> Result<Linker<HostState>, WasmError>,
+    ) -> Result<Arc<Linker<HostState>>, WasmError> {
+        let mut linkers = self.inner.linkers.lock().map_err(|_| poisoned())?;
+        if let Some(l) = linkers.get(&(version, capabilities)) {
+            return Ok(l.clone());
+        }
+        let linker = Arc::new(build()?);
+        linkers.insert((version, capabilities), linker.clone());
+        Ok(linker)
+    }
+
     /// Loads the component at `path`: compiles it once per content digest
     /// (or loads the compiled artifact from the disk cache).
     pub fn load_component(&self, path: &Path) -> Result<LoadedComponent, WasmError> {
@@ -141,6 +179,12 @@ impl WasmRuntime {
                 meta.len(),
                 flumen_types::COMPONENT_BYTES_MAX
             )));
+        }
+        // Most starts find the component compiled: they need only its digest,
+        // hashed through a small buffer, not the whole file in memory.
+        let digest = sha256_of_file(path).map_err(|e| file_err(format!("cannot read: {e}")))?;
+        if let Some(loaded) = self.load_compiled(&digest)? {
+            return Ok(loaded);
         }
         let bytes = fs::read(path).map_err(|e| file_err(format!("cannot read: {e}")))?;
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -159,25 +203,30 @@ impl WasmRuntime {
         let err = |message: String| WasmError::Component { path: PathBuf::from("<memory>"), message };
         check_header(bytes).map_err(err)?;
         let digest: [u8; 32] = Sha256::digest(bytes).into();
-        if let Some(c) = self.inner.compiled.lock().map_err(|_| poisoned())?.get(&digest) {
-            return Ok(LoadedComponent { component: c.clone(), digest, cached: true });
+        if let Some(loaded) = self.load_compiled(&digest)? {
+            return Ok(loaded);
         }
-        let (component, cached) = match self.read_cached(&digest) {
-            Some(c) => (c, true),
-            None => {
-                // Seconds of silence otherwise: the CLI prints this target as a plain line.
-                let after =
-                    if self.inner.config.cache_dir.is_some() { "cached afterwards" } else { "no cache directory" };
-                tracing::info!(target: "flumen::notice", "compiling plugin `{name}` (first run, {after})…");
-                let started = Instant::now();
-                let serialized = self.compile_bounded(bytes).map_err(err)?;
-                tracing::debug!(digest = %hex::encode(digest), ms = started.elapsed().as_millis() as u64, "compiled component");
-                self.write_cached(&digest, &serialized);
-                (deserialize(&self.inner.engine, &serialized).map_err(err)?, false)
-            }
-        };
+        // Seconds of silence otherwise: the CLI prints this target as a plain line.
+        let after = if self.inner.config.cache_dir.is_some() { "cached afterwards" } else { "no cache directory" };
+        tracing::info!(target: "flumen::notice", "compiling plugin `{name}` (first run, {after})…");
+        let started = Instant::now();
+        let serialized = self.compile_bounded(bytes).map_err(err)?;
+        tracing::debug!(digest = %hex::encode(digest), ms = started.elapsed().as_millis() as u64, "compiled component");
+        self.write_cached(&digest, &serialized);
+        let component = deserialize(&self.inner.engine, &serialized).map_err(err)?;
         self.inner.compiled.lock().map_err(|_| poisoned())?.insert(digest, component.clone());
-        Ok(LoadedComponent { component, digest, cached })
+        Ok(LoadedComponent { component, digest, cached: false })
+    }
+
+    /// The component with content digest `digest` if this process loaded it
+    /// already or the disk cache holds it intact; `None` if it must be compiled.
+    fn load_compiled(&self, digest: &[u8; 32]) -> Result<Option<LoadedComponent>, WasmError> {
+        if let Some(c) = self.inner.compiled.lock().map_err(|_| poisoned())?.get(digest) {
+            return Ok(Some(LoadedComponent { component: c.clone(), digest: *digest, cached: true }));
+        }
+        let Some(component) = self.read_cached(digest) else { return Ok(None) };
+        self.inner.compiled.lock().map_err(|_| poisoned())?.insert(*digest, component.clone());
+        Ok(Some(LoadedComponent { component, digest: *digest, cached: true }))
     }
 
     fn compile_bounded(&self, bytes: &[u8]) -> Result<Vec<u8>, String> {
@@ -197,44 +246,176 @@ impl WasmRuntime {
         }
     }
 
-    /// `<cache>/<engine compatibility hash>/<digest>.cwasm`: an artifact is only
-    /// ever loaded by an engine that can run it.
-    fn cache_path(&self, digest: &[u8; 32]) -> Option<PathBuf> {
+    /// `<cache>/<engine compatibility hash>/`: an artifact is only ever
+    /// loaded by an engine that can run it.
+    fn cache_dir(&self) -> Option<PathBuf> {
         use std::hash::{Hash, Hasher};
         let dir = self.inner.config.cache_dir.as_ref()?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         self.inner.engine.precompile_compatibility_hash().hash(&mut h);
-        Some(dir.join(format!("{:016x}", h.finish())).join(format!("{}.cwasm", hex::encode(digest))))
+        Some(dir.join(format!("{:016x}", h.finish())))
     }
 
-    /// Reads a cached artifact, whose first 32 bytes are the SHA-256 of the
-    /// rest: a truncated or altered file is ignored (and recompiled), never
-    /// handed to `deserialize`.
+    /// Loads the cached artifact of the component whose digest is `digest`:
+    /// `<digest>.<checksum>.cwasm`, where the checksum (see [`Checksum`]) is of
+    /// the file's whole content. The file is checked against its name and then
+    /// memory-mapped by wasmtime, not copied. A file that does not match its
+    /// name (truncated, altered) is removed and ignored (so it is recompiled),
+    /// never handed to wasmtime.
     fn read_cached(&self, digest: &[u8; 32]) -> Option<Component> {
-        let path = self.cache_path(digest)?;
-        let data = fs::read(&path).ok()?;
-        if data.len() < 32 || Sha256::digest(&data[32..]).as_slice() != &data[..32] {
-            tracing::warn!(path = %path.display(), "ignoring a damaged compiled-component cache entry");
-            return None;
-        }
-        deserialize(&self.inner.engine, &data[32..]).ok()
+        let dir = self.cache_dir()?;
+        let prefix = format!("{}.", hex::encode(digest));
+        let entries = fs::read_dir(&dir).ok()?;
+        // Normally one entry per digest; several only if two compiles of the
+        // same component differed, and then any intact one will do.
+        let candidates: Vec<(PathBuf, Checksum)> = entries
+            .filter_map(|e| {
+                let name = e.ok()?.file_name().into_string().ok()?;
+                let sum = name.strip_prefix(&prefix)?.strip_suffix("cwasm")?;
+                match sum.strip_suffix('.') {
+                    Some(sum) => Some((dir.join(&name), Checksum::parse(sum)?)),
+                    // `<digest>.cwasm`: the layout before checksums moved into
+                    // the name (a SHA-256 header, then the artifact); never used.
+                    None => {
+                        let _ = fs::remove_file(dir.join(&name));
+                        None
+                    }
+                }
+            })
+            .collect();
+        candidates.into_iter().find_map(|(path, sum)| match load_checked(&self.inner.engine, &path, sum) {
+            Ok(c) => Some(c),
+            Err(why) => {
+                tracing::warn!(path = %path.display(), "ignoring a compiled-component cache entry: {why}");
+                if why.damaged {
+                    let _ = fs::remove_file(&path);
+                }
+                None
+            }
+        })
     }
 
     fn write_cached(&self, digest: &[u8; 32], serialized: &[u8]) {
-        let Some(path) = self.cache_path(digest) else { return };
+        let Some(dir) = self.cache_dir() else { return };
+        let path = dir.join(format!("{}.{}.cwasm", hex::encode(digest), Checksum::of(serialized)));
         let write = || -> std::io::Result<()> {
-            let dir = path.parent().ok_or_else(|| std::io::Error::other("no parent"))?;
-            fs::create_dir_all(dir)?;
-            let mut tmp = tempfile_in(dir)?;
-            tmp.1.write_all(&Sha256::digest(serialized))?;
+            fs::create_dir_all(&dir)?;
+            let mut tmp = tempfile_in(&dir)?;
             tmp.1.write_all(serialized)?;
             tmp.1.sync_all()?;
+            // One rename publishes the artifact and its checksum together.
             fs::rename(&tmp.0, &path)
         };
         if let Err(e) = write() {
             tracing::warn!(path = %path.display(), "cannot cache a compiled component: {e}");
         }
     }
+}
+
+/// The checksum of a cached artifact, written into its file name.
+///
+/// XXH3-128: it guards against accidental damage (a truncated write, a
+/// flipped bit, a file cut short by a full disk), not against someone who
+/// can write the cache directory (they could rewrite any checksum kept
+/// beside the file too). For that threat a cryptographic hash buys nothing,
+/// and XXH3 runs at memory speed where SHA-256 costs several times the read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Checksum(u128);
+
+impl Checksum {
+    fn of(bytes: &[u8]) -> Self {
+        Self(xxhash_rust::xxh3::xxh3_128(bytes))
+    }
+
+    fn parse(hex32: &str) -> Option<Self> {
+        if hex32.len() != 32 {
+            return None;
+        }
+        u128::from_str_radix(hex32, 16).ok().map(Self)
+    }
+}
+
+impl std::fmt::Display for Checksum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// Why a cache entry was not used.
+#[derive(Debug)]
+struct Unusable {
+    /// The file's content does not match its name: remove it.
+    damaged: bool,
+    message: String,
+}
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Reads the file at `path` once through a small buffer, checks it against
+/// `expected`, then has wasmtime map it. If the path no longer names the file
+/// that was checked (another process renamed a fresh entry over it in
+/// between), the mapped component is dropped unused.
+fn load_checked(engine: &Engine, path: &Path, expected: Checksum) -> Result<Component, Unusable> {
+    let io = |what: &str, e: std::io::Error| Unusable { damaged: false, message: format!("cannot {what} it: {e}") };
+    let mut file = fs::File::open(path).map_err(|e| io("open", e))?;
+    let checked = file.metadata().map_err(|e| io("stat", e))?;
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; CHECK_CHUNK_BYTES];
+    let mut len = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(|e| io("read", e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+    let found = Checksum(hasher.digest128());
+    if found != expected || len != checked.len() {
+        return Err(Unusable {
+            damaged: true,
+            message: format!("its content ({len} bytes, checksum {found}) does not match its name"),
+        });
+    }
+    let component = deserialize_file(engine, path).map_err(|message| Unusable { damaged: true, message })?;
+    let now = fs::metadata(path).map_err(|e| io("stat", e))?;
+    if !same_file(&checked, &now) {
+        return Err(Unusable { damaged: false, message: "it was replaced while being loaded".into() });
+    }
+    Ok(component)
+}
+
+/// The SHA-256 of the file at `path`, read through a small buffer.
+fn sha256_of_file(path: &Path) -> std::io::Result<[u8; 32]> {
+    let mut file = fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHECK_CHUNK_BYTES];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher.finalize().into());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
+/// Bytes read at a time when checking a cached artifact: small enough to
+/// stay in cache between the read and the hash.
+const CHECK_CHUNK_BYTES: usize = 256 * 1024;
+
+#[cfg(unix)]
+fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (a.dev(), a.ino(), a.len(), a.mtime(), a.mtime_nsec()) == (b.dev(), b.ino(), b.len(), b.mtime(), b.mtime_nsec())
+}
+
+#[cfg(not(unix))]
+fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
+    (a.len(), a.modified().ok()) == (b.len(), b.modified().ok())
 }
 
 fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, fs::File)> {
@@ -250,7 +431,7 @@ fn rand_u64() -> u64 {
 }
 
 fn poisoned() -> WasmError {
-    WasmError::Engine("component cache lock poisoned".into())
+    WasmError::Engine("component or linker cache lock poisoned".into())
 }
 
 /// Tells a core module, a component and garbage apart before compiling.
@@ -269,10 +450,30 @@ pub(crate) fn check_header(bytes: &[u8]) -> Result<(), String> {
 
 #[allow(unsafe_code)]
 fn deserialize(engine: &Engine, serialized: &[u8]) -> Result<Component, String> {
-    // SAFETY: `serialized` was produced by `Engine::precompile_component` of an
-    // engine with the same compatibility hash, either just now or read back
-    // from the cache after its SHA-256 matched the one written beside it.
+    // SAFETY: `serialized` was produced by `Engine::precompile_component` of
+    // this engine just now, in this process.
     unsafe { Component::deserialize(engine, serialized) }.map_err(|e| format!("cannot load compiled component: {e:#}"))
+}
+
+#[allow(unsafe_code)]
+fn deserialize_file(engine: &Engine, path: &Path) -> Result<Component, String> {
+    // SAFETY: wasmtime maps the file and runs the code in it, so the file
+    // must hold what `Engine::precompile_component` wrote and must not change
+    // while mapped.
+    // 1. Content: `load_checked` read the whole file just before and its
+    //    checksum matched the one in its name, which `write_cached` computed
+    //    from the artifact of an engine with the same compatibility hash (the
+    //    directory's name); wasmtime checks its own header, version and
+    //    engine settings on top. After mapping, `load_checked` verifies that
+    //    the path still names the file it checked, and drops the component
+    //    otherwise, before any of its code has run.
+    // 2. No change while mapped: Flumen never writes a cache entry in place;
+    //    it writes a temporary file and renames it, which leaves a mapped old
+    //    file intact. Only someone else writing into the file in place (or
+    //    truncating it) while a process runs could change the mapped code or
+    //    fault a read; the cache directory is the user's own, and whoever can
+    //    write it can already run code as that user.
+    unsafe { Component::deserialize_file(engine, path) }.map_err(|e| format!("cannot load compiled component: {e:#}"))
 }
 
 /// A compiled component and its content digest.
