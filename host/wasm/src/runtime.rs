@@ -69,12 +69,15 @@ pub struct WasmRuntime {
     inner: Arc<RuntimeInner>,
 }
 
+/// Linkers by the contract version and the capabilities they link.
+type Linkers = HashMap<(WitVersion, Capabilities), Arc<Linker<HostState>>>;
+
 struct RuntimeInner {
     engine: Engine,
     config: RuntimeConfig,
     compiled: Mutex<HashMap<[u8; 32], Component>>,
     /// Host functions linked once per contract version and set of capabilities.
-    linkers: Mutex<HashMap<(WitVersion, Capabilities), Arc<Linker<HostState>>>>,
+    linkers: Mutex<Linkers>,
     ticker_stop: Arc<AtomicBool>,
     ticker: Mutex<Option<JoinHandle<()>>>,
 }
