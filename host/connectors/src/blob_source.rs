@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use flumen_spec::connector::BlobColumnType;
 
-use super::{ConnectorError, FailedRow, PlannedSource, SourceReader, SourceSpec};
+use super::{ConnectorError, FailedRow, PlannedSource, SourcePosition, SourceReader, SourceSpec};
 
 /// Rows per batch of a blobs source without its own `batch_rows` (at most the job's).
 pub const BLOB_BATCH_ROWS_DEFAULT: usize = 32;
@@ -304,14 +304,14 @@ impl SourceReader for BlobReader {
         std::mem::take(&mut self.failed)
     }
 
-    fn position(&self) -> serde_json::Value {
+    fn position(&self) -> SourcePosition {
         let last = self.next.checked_sub(1).map(|k| self.entries[self.mine[k]].name().to_string());
-        serde_json::json!({ "emitted": self.next, "last": last })
+        SourcePosition::of(serde_json::json!({ "emitted": self.next, "last": last }))
     }
 
-    fn seek(&mut self, position: &serde_json::Value) -> Result<(), ConnectorError> {
+    fn seek(&mut self, position: &SourcePosition) -> Result<(), ConnectorError> {
         let bad = |m: String| ConnectorError::Other { node: self.node.clone(), message: m };
-        let p: BlobPosition = serde_json::from_value(position.clone())
+        let p: BlobPosition = serde_json::from_value(position.value().clone())
             .map_err(|e| bad(format!("malformed position in the checkpoint: {e}")))?;
         if p.emitted > self.mine.len() {
             return Err(bad(format!(

@@ -24,7 +24,8 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
-use super::{ConnectorError, SinkKind, SinkReport, SinkSpec, SinkWriter};
+use super::{ConnectorError, SinkKind, SinkReport, SinkSpec, SinkWriter, Transaction};
+use flumen_types::durable::TempPath;
 
 /// Encoded bytes a Parquet file sink buffers before it writes a row group out.
 const PARQUET_ROW_GROUP_BYTES: usize = 64 << 20;
@@ -80,7 +81,7 @@ pub(super) fn open(
     fs::create_dir_all(&dir).map_err(|e| file_error(node, &dir, format!("cannot create the output directory: {e}")))?;
     let (temp, file) = TempFile::create(node, &dir, &file_name)?;
     let writer = FormatWriter::new(spec, file, schema.clone()).map_err(|e| file_error(node, &final_path, e))?;
-    Ok(Box::new(FileSink { node: node.to_owned(), schema, final_path, dir, rows: 0, wrote_batch: false, writer, temp }))
+    Ok(Box::new(FileSink { node: node.to_owned(), schema, final_path, rows: 0, wrote_batch: false, writer, temp }))
 }
 
 /// The file extension of a file sink kind; `None` for other kinds.
@@ -205,35 +206,23 @@ impl FormatWriter {
     }
 }
 
-/// A temporary file, removed when dropped unless kept.
-pub(super) struct TempFile {
-    pub(super) path: PathBuf,
-    pub(super) keep: bool,
-}
+/// An output file being written, removed when dropped unless kept.
+pub(super) struct TempFile;
 
 impl TempFile {
     /// Creates `<dir>/.<name>.inprogress-<16 hex digits>`.
-    pub(super) fn create(node: &str, dir: &Path, name: &str) -> Result<(Self, File), ConnectorError> {
+    pub(super) fn create(node: &str, dir: &Path, name: &str) -> Result<(TempPath, File), ConnectorError> {
         let mut last_error = None;
         for _ in 0..16 {
             let path = dir.join(format!(".{name}.inprogress-{}", random_suffix()));
             match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(file) => return Ok((Self { path, keep: false }, file)),
+                Ok(file) => return Ok((TempPath::new(path), file)),
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => last_error = Some(e),
                 Err(e) => return Err(file_error(node, &path, format!("cannot create a temporary output file: {e}"))),
             }
         }
         let reason = last_error.map(|e| e.to_string()).unwrap_or_default();
         Err(file_error(node, dir, format!("cannot create a temporary output file: {reason}")))
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.keep {
-            // Best effort: the file may never have been written, or already be gone.
-            let _ = fs::remove_file(&self.path);
-        }
     }
 }
 
@@ -253,12 +242,11 @@ struct FileSink {
     node: String,
     schema: SchemaRef,
     final_path: PathBuf,
-    dir: PathBuf,
     rows: u64,
     wrote_batch: bool,
     // Declared before `temp`: the file is closed before the temporary is removed.
     writer: FormatWriter,
-    temp: TempFile,
+    temp: TempPath,
 }
 
 impl FileSink {
@@ -278,7 +266,7 @@ impl SinkWriter for FileSink {
         Ok(())
     }
 
-    fn pre_commit(&mut self, _checkpoint: u64) -> Result<serde_json::Value, ConnectorError> {
+    fn pre_commit(&mut self, _checkpoint: u64) -> Result<Option<Transaction>, ConnectorError> {
         Err(ConnectorError::Other {
             node: self.node.clone(),
             message: "this sink was opened for a run without checkpoints and cannot pre-commit; \
@@ -288,30 +276,19 @@ impl SinkWriter for FileSink {
     }
 
     fn commit(self: Box<Self>) -> Result<SinkReport, ConnectorError> {
-        let FileSink { node, schema, final_path, dir, rows, wrote_batch, writer, mut temp } = *self;
+        let FileSink { node, schema, final_path, rows, wrote_batch, writer, mut temp } = *self;
         let error = |message: String| file_error(&node, &final_path, message);
         // An empty result still gets its CSV header line.
         let file = writer.finish(schema, wrote_batch).map_err(error)?;
-        file.sync_all().map_err(|e| error(format!("cannot sync to disk: {e}")))?;
-        drop(file);
-        fs::rename(&temp.path, &final_path)
-            .map_err(|e| error(format!("cannot move the finished file into place: {e}")))?;
-        temp.keep = true;
-        sync_dir(&dir).map_err(|e| file_error(&node, &dir, format!("cannot sync the directory to disk: {e}")))?;
+        flumen_types::durable::publish(&file, temp.path(), &final_path)
+            .map_err(|e| error(format!("cannot move the finished file into place durably: {e}")))?;
+        temp.keep();
         Ok(SinkReport { rows, files: vec![final_path] })
     }
 }
 
 /// Fsyncs a directory, so that the renames and removals in it are durable.
-#[cfg(unix)]
-pub(super) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-pub(super) fn sync_dir(_dir: &Path) -> std::io::Result<()> {
-    Ok(())
-}
+pub(super) use flumen_types::durable::sync_dir;
 
 #[cfg(test)]
 mod tests {

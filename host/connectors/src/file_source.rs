@@ -26,7 +26,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use serde::Deserialize;
 
-use super::{ColumnSpec, ConnectorError, PlannedSource, SourceKind, SourceReader, SourceSpec};
+use super::{ColumnSpec, ConnectorError, PlannedSource, SourceKind, SourcePosition, SourceReader, SourceSpec};
 
 /// How many records of the first file schema inference reads (CSV and JSON Lines).
 const INFER_MAX_RECORDS: usize = 1000;
@@ -477,22 +477,22 @@ impl SourceReader for FileSourceReader {
         }
     }
 
-    fn position(&self) -> serde_json::Value {
+    fn position(&self) -> SourcePosition {
         let mut position = serde_json::Map::new();
         position.insert("file".to_owned(), (self.file as u64).into());
         let path = self.files.get(self.file).map(|path| path.to_string_lossy().into_owned());
         position.insert("path".to_owned(), path.into());
         position.insert("rows".to_owned(), self.rows.into());
-        position.into()
+        SourcePosition::of(position.into())
     }
 
-    fn seek(&mut self, position: &serde_json::Value) -> Result<(), ConnectorError> {
+    fn seek(&mut self, position: &SourcePosition) -> Result<(), ConnectorError> {
         let node = self.config.node.as_str();
         let refuse = |why: String| ConnectorError::Other {
             node: node.to_owned(),
             message: format!("cannot resume from position {position}: {why}"),
         };
-        let parsed = FilePosition::deserialize(position).map_err(|e| refuse(format!("malformed: {e}")))?;
+        let parsed = FilePosition::deserialize(position.value()).map_err(|e| refuse(format!("malformed: {e}")))?;
         if parsed.file > self.files.len() {
             return Err(refuse(format!(
                 "this subtask reads only {} files; the source's files or parallelism changed since the checkpoint",
@@ -1326,7 +1326,13 @@ mod tests {
         )
     }
 
-    fn seek_err(source: &dyn PlannedSource, subtask: u32, parallelism: u32, position: serde_json::Value) -> String {
+    fn seek_err(
+        source: &dyn PlannedSource,
+        subtask: u32,
+        parallelism: u32,
+        position: impl Into<SourcePosition>,
+    ) -> String {
+        let position = position.into();
         let mut reader = source.open(subtask, parallelism).unwrap_or_else(|e| panic!("{e}"));
         match reader.seek(&position) {
             Ok(()) => panic!("seek to {position} should fail"),
@@ -1358,7 +1364,7 @@ mod tests {
                     }
                     // Positions travel through the checkpoint manifest as JSON text.
                     let text = first.position().to_string();
-                    let position: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+                    let position: SourcePosition = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
                     let mut second = source.open(subtask, parallelism).unwrap_or_else(|e| panic!("{e}"));
                     second.seek(&position).unwrap_or_else(|e| panic!("{kind} seek to {text}: {e}"));
                     while let Some(batch) = second.next_batch().unwrap_or_else(|e| panic!("{kind} after {text}: {e}")) {
@@ -1385,7 +1391,9 @@ mod tests {
         let source = resumable_source("parquet", dir.path());
         let mut reader = source.open(0, 1).unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("data/f2.parquet").to_string_lossy().into_owned();
-        reader.seek(&serde_json::json!({ "file": 2, "path": path, "rows": 6 })).unwrap_or_else(|e| panic!("{e}"));
+        reader
+            .seek(&serde_json::json!({ "file": 2, "path": path, "rows": 6 }).into())
+            .unwrap_or_else(|e| panic!("{e}"));
         let batches = std::iter::from_fn(|| reader.next_batch().unwrap_or_else(|e| panic!("{e}"))).collect::<Vec<_>>();
         assert_eq!(i64_column(&batches, 0), (13..23).collect::<Vec<_>>());
     }
@@ -1423,7 +1431,7 @@ mod tests {
             // Exactly all rows of a file is a valid position: reading goes on with the next file.
             let mut reader = source.open(0, 1).unwrap_or_else(|e| panic!("{e}"));
             reader
-                .seek(&serde_json::json!({ "file": 0, "path": path(0), "rows": 7 }))
+                .seek(&serde_json::json!({ "file": 0, "path": path(0), "rows": 7 }).into())
                 .unwrap_or_else(|e| panic!("{e}"));
             let batch = reader.next_batch().unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("no batch"));
             assert_eq!(batch.column(0).as_primitive::<Int64Type>().value(0), 7, "{kind}");

@@ -22,7 +22,7 @@ use flumen_spec::connector::{GenKind, GeneratorColumn, Number};
 use serde::Deserialize;
 
 use super::file_source::check_common_fields;
-use super::{ConnectorError, PlannedSource, SourceReader, SourceSpec};
+use super::{ConnectorError, PlannedSource, SourcePosition, SourceReader, SourceSpec};
 
 /// A column, checked and ready to generate.
 #[derive(Clone, Debug)]
@@ -344,15 +344,15 @@ impl SourceReader for GeneratorReader {
         })
     }
 
-    fn position(&self) -> serde_json::Value {
+    fn position(&self) -> SourcePosition {
         let mut position = serde_json::Map::new();
         position.insert("first_row".to_owned(), self.first_row.into());
         position.insert("rows".to_owned(), (self.next_row - self.first_row).into());
-        position.into()
+        SourcePosition::of(position.into())
     }
 
-    fn seek(&mut self, position: &serde_json::Value) -> Result<(), ConnectorError> {
-        let parsed = GeneratorPosition::deserialize(position)
+    fn seek(&mut self, position: &SourcePosition) -> Result<(), ConnectorError> {
+        let parsed = GeneratorPosition::deserialize(position.value())
             .map_err(|e| self.error(format!("cannot resume from the malformed position {position}: {e}")))?;
         if parsed.first_row != self.first_row {
             return Err(self.error(format!(
@@ -621,7 +621,7 @@ columns = [
                     let mut batches: Vec<RecordBatch> =
                         (0..stop).filter_map(|_| first.next_batch().unwrap_or_else(|e| panic!("{e}"))).collect();
                     let text = first.position().to_string();
-                    let position: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+                    let position: SourcePosition = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
                     let mut second = source.open(subtask, parallelism).unwrap_or_else(|e| panic!("{e}"));
                     second.seek(&position).unwrap_or_else(|e| panic!("seek to {text}: {e}"));
                     while let Some(batch) = second.next_batch().unwrap_or_else(|e| panic!("{e}")) {
@@ -641,6 +641,7 @@ columns = [
     fn bad_positions_are_refused_naming_the_node() {
         let source = generator(50, 3, 7);
         let seek_err = |subtask: u32, position: serde_json::Value| {
+            let position = SourcePosition::from(position);
             let mut reader = source.open(subtask, 2).unwrap_or_else(|e| panic!("{e}"));
             match reader.seek(&position) {
                 Ok(()) => panic!("seek to {position} should fail"),
@@ -659,7 +660,7 @@ columns = [
             assert!(message.starts_with("gen: ") && message.contains(expected), "{position}: {message}");
         }
         let mut reader = source.open(1, 2).unwrap_or_else(|e| panic!("{e}"));
-        reader.seek(&serde_json::json!({ "first_row": 25, "rows": 25 })).unwrap_or_else(|e| panic!("{e}"));
+        reader.seek(&serde_json::json!({ "first_row": 25, "rows": 25 }).into()).unwrap_or_else(|e| panic!("{e}"));
         assert!(reader.next_batch().unwrap_or_else(|e| panic!("{e}")).is_none(), "a position at the end reads nothing");
     }
 

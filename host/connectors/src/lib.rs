@@ -36,7 +36,37 @@ mod watermark;
 pub use flumen_spec::connector::{
     BlobColumnType, ColumnSpec, GeneratorColumn, SinkBlobs, SinkKind, SinkSpec, SourceKind, SourceSpec, WatermarkSpec,
 };
+pub use transactional::Transaction;
 pub use watermark::WatermarkColumn;
+
+/// Where a source subtask stands (see [`SourceReader::position`]). Each reader
+/// writes and reads back its own layout, strictly; the engine only stores it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct SourcePosition(serde_json::Value);
+
+impl SourcePosition {
+    fn of(value: serde_json::Value) -> Self {
+        Self(value)
+    }
+
+    fn value(&self) -> &serde_json::Value {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+impl From<serde_json::Value> for SourcePosition {
+    fn from(value: serde_json::Value) -> Self {
+        Self(value)
+    }
+}
+
+impl std::fmt::Display for SourcePosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// A failure of a connector, naming the node and (where there is one) the file.
 #[derive(Debug, thiserror::Error)]
@@ -84,12 +114,12 @@ pub trait SourceReader: Send {
     /// (same spec, same parallelism), `next_batch` yields exactly the rows not
     /// yet returned, in the same order (batch boundaries may differ).
     ///
-    /// The value is opaque to the engine, which stores it in the checkpoint manifest.
-    fn position(&self) -> serde_json::Value;
+    /// The position is opaque to the engine, which stores it in the checkpoint manifest.
+    fn position(&self) -> SourcePosition;
     /// Resumes at a position returned by [`position`](Self::position). A
     /// malformed position, or one that does not fit this subtask's input (files
     /// changed, parallelism changed, past the end), is an error naming the node.
-    fn seek(&mut self, position: &serde_json::Value) -> Result<(), ConnectorError>;
+    fn seek(&mut self, position: &SourcePosition) -> Result<(), ConnectorError>;
     /// The watermark after the batches returned so far (milliseconds since
     /// the epoch): the largest event time read less the delay, for a source
     /// with a `watermark` column; `None` before any time was read, or without one.
@@ -115,12 +145,12 @@ pub trait SinkWriter: Send {
     /// Checkpoint barrier `checkpoint`: makes everything written since the
     /// previous pre-commit durable (fsync) but invisible, and returns what
     /// [`commit_pending`] needs to publish it; the engine stores that in the
-    /// checkpoint manifest. Nothing written returns `null` ("nothing to publish").
+    /// checkpoint manifest. Nothing written returns `None` ("nothing to publish").
     ///
     /// Checkpoint ids must increase from one call to the next. Console and
-    /// blackhole sinks return `null` (console output is at-least-once); a file
+    /// blackhole sinks return `None` (console output is at-least-once); a file
     /// sink opened by [`open_sink`] (not for checkpointing) refuses.
-    fn pre_commit(&mut self, checkpoint: u64) -> Result<serde_json::Value, ConnectorError>;
+    fn pre_commit(&mut self, checkpoint: u64) -> Result<Option<Transaction>, ConnectorError>;
     /// Makes everything written visible (e.g. renames the temporary file into place).
     /// Dropping a writer without committing removes its partial output.
     ///
@@ -220,12 +250,8 @@ pub fn open_transactional_sink(
 /// Publishes a transaction returned by [`SinkWriter::pre_commit`]. Idempotent:
 /// publishing one that is already (fully or partly) published finishes it and
 /// succeeds; a staged file that is missing while its published file exists is
-/// fine; both missing is an error naming the file. `null` publishes nothing.
-pub fn commit_pending(
-    spec: &SinkSpec,
-    base_dir: &Path,
-    pending: &serde_json::Value,
-) -> Result<SinkReport, ConnectorError> {
+/// fine; both missing is an error naming the file.
+pub fn commit_pending(spec: &SinkSpec, base_dir: &Path, pending: &Transaction) -> Result<SinkReport, ConnectorError> {
     transactional::commit_pending(spec, base_dir, pending)
 }
 
@@ -245,7 +271,7 @@ pub fn recover_sink(
     spec: &SinkSpec,
     base_dir: &Path,
     restored: Option<u64>,
-    keep: &[serde_json::Value],
+    keep: &[Transaction],
 ) -> Result<Vec<std::path::PathBuf>, ConnectorError> {
     transactional::recover(spec, base_dir, restored, keep)
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 
-use super::{ConnectorError, SinkKind, SinkReport, SinkSpec, SinkWriter};
+use super::{ConnectorError, SinkKind, SinkReport, SinkSpec, SinkWriter, Transaction};
 
 /// Rows the console sink prints when `max_rows` is not set.
 const DEFAULT_MAX_ROWS: usize = 20;
@@ -152,8 +152,8 @@ impl SinkWriter for ConsoleSink {
     }
 
     /// Rows are printed as they come (streaming) or at commit: nothing to publish.
-    fn pre_commit(&mut self, _checkpoint: u64) -> Result<serde_json::Value, ConnectorError> {
-        Ok(serde_json::Value::Null)
+    fn pre_commit(&mut self, _checkpoint: u64) -> Result<Option<Transaction>, ConnectorError> {
+        Ok(None)
     }
 
     fn commit(mut self: Box<Self>) -> Result<SinkReport, ConnectorError> {
@@ -191,8 +191,8 @@ impl SinkWriter for Blackhole {
         Ok(())
     }
 
-    fn pre_commit(&mut self, _checkpoint: u64) -> Result<serde_json::Value, ConnectorError> {
-        Ok(serde_json::Value::Null)
+    fn pre_commit(&mut self, _checkpoint: u64) -> Result<Option<Transaction>, ConnectorError> {
+        Ok(None)
     }
 
     fn commit(self: Box<Self>) -> Result<SinkReport, ConnectorError> {
@@ -335,13 +335,13 @@ mod tests {
         let mut sink = console_to(&spec, schema(), Box::new(out.clone()), true).unwrap_or_else(|e| panic!("{e}"));
         sink.write(&batch(0..2)).unwrap_or_else(|e| panic!("{e}"));
         assert!(out.text().contains("| 1  | n1   |"), "{}", out.text());
-        assert_eq!(sink.pre_commit(1).unwrap_or_else(|e| panic!("{e}")), serde_json::Value::Null);
+        assert_eq!(sink.pre_commit(1).unwrap_or_else(|e| panic!("{e}")), None);
         sink.write(&batch(2..6)).unwrap_or_else(|e| panic!("{e}"));
         let text = out.text();
         assert!(text.contains("| 2  | n2   |") && !text.contains("n3"), "{text}");
         let report = sink.commit().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(report.rows, 6);
         assert!(out.text().ends_with("… 3 more rows\n"), "{}", out.text());
-        assert_eq!(blackhole().pre_commit(1).unwrap_or_else(|e| panic!("{e}")), serde_json::Value::Null);
+        assert_eq!(blackhole().pre_commit(1).unwrap_or_else(|e| panic!("{e}")), None);
     }
 }

@@ -56,6 +56,7 @@ use serde::{Deserialize, Serialize};
 
 use super::file_sink::{FormatWriter, TempFile, extension, file_error, sync_dir};
 use super::{ConnectorError, SinkReport, SinkSpec, SinkWriter};
+use flumen_types::durable::TempPath;
 
 /// The largest checkpoint id: part names hold checkpoint ids in 12 digits, so
 /// that names sort by checkpoint within a subtask.
@@ -110,11 +111,8 @@ pub(super) fn open(
 pub(super) fn commit_pending(
     spec: &SinkSpec,
     base_dir: &Path,
-    pending: &serde_json::Value,
+    pending: &Transaction,
 ) -> Result<SinkReport, ConnectorError> {
-    if pending.is_null() {
-        return Ok(SinkReport::default());
-    }
     let node = spec.id.as_str();
     if extension(spec.kind).is_none() {
         return Err(other(
@@ -127,11 +125,8 @@ pub(super) fn commit_pending(
 }
 
 /// Publishes `pending` into the resolved sink directory `dir`.
-fn publish(node: &str, dir: &Path, extension: &str, pending: &serde_json::Value) -> Result<SinkReport, ConnectorError> {
-    if pending.is_null() {
-        return Ok(SinkReport::default());
-    }
-    let transaction = Transaction::parse(node, extension, pending)?;
+fn publish(node: &str, dir: &Path, extension: &str, transaction: &Transaction) -> Result<SinkReport, ConnectorError> {
+    transaction.check(node, extension)?;
     let staging = dir.join(STAGING_DIR);
     let mut files = Vec::with_capacity(transaction.files.len());
     for file in &transaction.files {
@@ -165,7 +160,7 @@ pub(super) fn recover(
     spec: &SinkSpec,
     base_dir: &Path,
     restored: Option<u64>,
-    keep: &[serde_json::Value],
+    keep: &[Transaction],
 ) -> Result<Vec<PathBuf>, ConnectorError> {
     if extension(spec.kind).is_none() {
         return Ok(Vec::new());
@@ -173,10 +168,9 @@ pub(super) fn recover(
     let node = spec.id.as_str();
     let (dir, extension) = sink_dir(spec, base_dir)?;
     let mut kept = HashSet::new();
-    for pending in keep.iter().filter(|pending| !pending.is_null()) {
-        for file in Transaction::parse(node, extension, pending)?.files {
-            kept.insert(file.final_name);
-        }
+    for pending in keep {
+        pending.check(node, extension)?;
+        kept.extend(pending.files.iter().map(|file| file.final_name.clone()));
     }
     if !dir.exists() {
         return Ok(Vec::new());
@@ -297,17 +291,20 @@ fn other(node: &str, message: impl Into<String>) -> ConnectorError {
     ConnectorError::Other { node: node.to_owned(), message: message.into() }
 }
 
-/// What `pre_commit` returns and `commit_pending` publishes. It comes back from
-/// the checkpoint manifest on disk, so it is parsed strictly: every name must
-/// be one of this sink's part names, which keeps renames inside the directory.
-#[derive(Debug, Serialize, Deserialize)]
+/// A pre-committed transaction of a checkpointed file sink: what
+/// [`SinkWriter::pre_commit`] returns, the checkpoint manifest stores and
+/// [`commit_pending`](super::commit_pending) publishes. It comes back from the
+/// manifest on disk, so it is read strictly (unknown fields refused) and every
+/// name is checked before use: it must be one of this sink's part names, which
+/// keeps renames inside the sink's directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Transaction {
+pub struct Transaction {
     files: Vec<StagedFile>,
     rows: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StagedFile {
     /// Relative to the sink's directory: `.staging/<final>`.
@@ -318,10 +315,10 @@ struct StagedFile {
 }
 
 impl Transaction {
-    fn parse(node: &str, extension: &str, value: &serde_json::Value) -> Result<Self, ConnectorError> {
-        let malformed = |why: String| other(node, format!("malformed pending transaction {value}: {why}"));
-        let transaction = Self::deserialize(value).map_err(|e| malformed(e.to_string()))?;
-        for file in &transaction.files {
+    /// Refuses a transaction whose names are not this sink's (`extension`) part and staged names.
+    fn check(&self, node: &str, extension: &str) -> Result<(), ConnectorError> {
+        let malformed = |why: String| other(node, format!("malformed pending transaction {self}: {why}"));
+        for file in &self.files {
             if parse_part_name(&file.final_name, extension).is_none() {
                 return Err(malformed(format!("{:?} is not a part file name of this sink", file.final_name)));
             }
@@ -329,11 +326,14 @@ impl Transaction {
                 return Err(malformed(format!("{:?} is not the staged name of {:?}", file.staged, file.final_name)));
             }
         }
-        Ok(transaction)
+        Ok(())
     }
+}
 
-    fn to_value(&self, node: &str) -> Result<serde_json::Value, ConnectorError> {
-        serde_json::to_value(self).map_err(|e| other(node, format!("cannot encode the pending transaction: {e}")))
+impl std::fmt::Display for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.files.iter().map(|file| file.final_name.as_str()).collect();
+        write!(f, "{{{} rows in {names:?}}}", self.rows)
     }
 }
 
@@ -342,7 +342,7 @@ struct OpenPart {
     rows: u64,
     // Declared before `temp`: the file is closed before the temporary is removed.
     writer: FormatWriter,
-    temp: TempFile,
+    temp: TempPath,
 }
 
 struct TransactionalSink {
@@ -386,11 +386,11 @@ impl TransactionalSink {
                 let name = format!("part-{:04}.{}", self.subtask, self.extension);
                 let (temp, file) = TempFile::create(&self.spec.id, &self.staging, &name)?;
                 let writer = FormatWriter::new(&self.spec, file, self.schema.clone())
-                    .map_err(|e| file_error(&self.spec.id, &temp.path, e))?;
+                    .map_err(|e| file_error(&self.spec.id, temp.path(), e))?;
                 self.part.insert(OpenPart { rows: 0, writer, temp })
             }
         };
-        part.writer.write(&batch).map_err(|e| file_error(&self.spec.id, &part.temp.path, e))?;
+        part.writer.write(&batch).map_err(|e| file_error(&self.spec.id, part.temp.path(), e))?;
         part.rows += batch.num_rows() as u64;
         Ok(())
     }
@@ -415,18 +415,15 @@ impl TransactionalSink {
         let name = part_name(self.subtask, checkpoint, self.extension);
         let staged = self.staging.join(&name);
         let error = |message: String| file_error(&self.spec.id, &staged, message);
-        let file = writer.finish(self.schema.clone(), true).map_err(error)?;
-        file.sync_all().map_err(|e| error(format!("cannot sync to disk: {e}")))?;
-        drop(file);
         if staged.exists() || self.dir.join(&name).exists() {
             return Err(error(format!(
                 "{name} already exists: a checkpoint id was reused, or the sink was not recovered before opening"
             )));
         }
-        fs::rename(&temp.path, &staged).map_err(|e| error(format!("cannot stage the finished file: {e}")))?;
-        temp.keep = true;
-        sync_dir(&self.staging)
-            .map_err(|e| file_error(&self.spec.id, &self.staging, format!("cannot sync the directory to disk: {e}")))?;
+        let file = writer.finish(self.schema.clone(), true).map_err(error)?;
+        flumen_types::durable::publish(&file, temp.path(), &staged)
+            .map_err(|e| error(format!("cannot stage the finished file durably: {e}")))?;
+        temp.keep();
         Ok(Some(Transaction {
             files: vec![StagedFile { staged: format!("{STAGING_DIR}/{name}"), final_name: name }],
             rows,
@@ -442,23 +439,19 @@ impl SinkWriter for TransactionalSink {
         written
     }
 
-    fn pre_commit(&mut self, checkpoint: u64) -> Result<serde_json::Value, ConnectorError> {
+    fn pre_commit(&mut self, checkpoint: u64) -> Result<Option<Transaction>, ConnectorError> {
         self.check_not_poisoned()?;
         let transaction = self.pre_commit_unpoisoned(checkpoint);
         self.poisoned = transaction.is_err();
-        match transaction? {
-            Some(transaction) => transaction.to_value(self.node()),
-            None => Ok(serde_json::Value::Null),
-        }
+        transaction
     }
 
     fn commit(mut self: Box<Self>) -> Result<SinkReport, ConnectorError> {
         self.check_not_poisoned()?;
-        if self.part.is_none() {
-            return Ok(SinkReport::default());
+        match self.pre_commit(CHECKPOINT_MAX)? {
+            Some(pending) => publish(&self.spec.id, &self.dir, self.extension, &pending),
+            None => Ok(SinkReport::default()),
         }
-        let pending = self.pre_commit(CHECKPOINT_MAX)?;
-        publish(&self.spec.id, &self.dir, self.extension, &pending)
     }
 }
 
@@ -512,12 +505,22 @@ mod tests {
         tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// A pre-commit's transaction in its manifest form (`null` for none).
     fn pre_commit(sink: &mut Box<dyn SinkWriter>, checkpoint: u64) -> serde_json::Value {
-        sink.pre_commit(checkpoint).unwrap_or_else(|e| panic!("pre-commit {checkpoint}: {e}"))
+        let pending = sink.pre_commit(checkpoint).unwrap_or_else(|e| panic!("pre-commit {checkpoint}: {e}"));
+        serde_json::to_value(pending).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A transaction read back from its manifest form, as the engine does.
+    fn transaction(pending: &serde_json::Value) -> Transaction {
+        Transaction::deserialize(pending).unwrap_or_else(|e| panic!("{pending}: {e}"))
     }
 
     fn commit(spec: &SinkSpec, base: &Path, pending: &serde_json::Value) -> SinkReport {
-        commit_pending(spec, base, pending).unwrap_or_else(|e| panic!("commit of {pending}: {e}"))
+        if pending.is_null() {
+            return SinkReport::default();
+        }
+        commit_pending(spec, base, &transaction(pending)).unwrap_or_else(|e| panic!("commit of {pending}: {e}"))
     }
 
     /// The ids of the committed output, read back by a file source over the part files (sorted by name).
@@ -603,7 +606,7 @@ mod tests {
         first.write(&batch(4..6)).unwrap_or_else(|e| panic!("{e}"));
         let lost = pre_commit(&mut first, 5);
         fs::remove_file(base.join("out/.staging/part-0000-000000000005.jsonl")).unwrap_or_else(|e| panic!("{e}"));
-        let message = commit_pending(&spec, base, &lost).map(|_| ()).unwrap_err().to_string();
+        let message = commit_pending(&spec, base, &transaction(&lost)).map(|_| ()).unwrap_err().to_string();
         assert!(message.starts_with("out: ") && message.contains("part-0000-000000000005.jsonl"), "{message}");
     }
 
@@ -612,13 +615,20 @@ mod tests {
         let dir = tempdir();
         let base = dir.path();
         let spec = file_spec("csv");
+        // Not a transaction at all: refused when the manifest is read.
         for pending in [
             serde_json::json!({ "files": [] }),
             serde_json::json!([1]),
+            serde_json::json!({ "files": [], "rows": 1, "extra": true }),
+        ] {
+            assert!(Transaction::deserialize(&pending).is_err(), "{pending}");
+        }
+        for pending in [
             serde_json::json!({ "files": [{ "staged": ".staging/../x.csv", "final": "../x.csv" }], "rows": 1 }),
             serde_json::json!({ "files": [{ "staged": "x", "final": "part-0000-000000000001.csv" }], "rows": 1 }),
             serde_json::json!({ "files": [{ "staged": ".staging/part-0000-1.csv", "final": "part-0000-1.csv" }], "rows": 1 }),
         ] {
+            let pending = transaction(&pending);
             let message = commit_pending(&spec, base, &pending).map(|_| ()).unwrap_err().to_string();
             assert!(message.starts_with("out: ") && message.contains("malformed"), "{pending}: {message}");
             let message = recover(&spec, base, Some(1), std::slice::from_ref(&pending)).unwrap_err().to_string();
@@ -710,7 +720,7 @@ mod tests {
         fs::write(staging.join("keep-me.txt"), "not ours").unwrap_or_else(|e| panic!("{e}"));
         assert!(names_in(&staging).iter().any(|name| is_in_progress_name(name, "parquet")));
 
-        let keep = [two_first.clone(), two_second.clone(), serde_json::Value::Null];
+        let keep = [transaction(&two_first), transaction(&two_second)];
         recover(&spec, base, Some(2), &keep).unwrap_or_else(|e| panic!("{e}"));
         let mut expected =
             vec![".staging", "notes.txt", "part-0000-000000000001.csv", "part-0000-000000000001.parquet"];
@@ -720,7 +730,7 @@ mod tests {
         commit(&spec, base, &two_first);
         commit(&spec, base, &two_second);
         assert_eq!(committed_ids("parquet", base), [0, 1, 2, 3, 10, 11]);
-        let message = commit_pending(&spec, base, &three_second).map(|_| ()).unwrap_err().to_string();
+        let message = commit_pending(&spec, base, &transaction(&three_second)).map(|_| ()).unwrap_err().to_string();
         assert!(message.contains("part-0001-000000000003.parquet"), "not kept, so removed: {message}");
 
         // A fresh start removes every part of ours, and nothing else.

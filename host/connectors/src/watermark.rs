@@ -28,7 +28,7 @@ use arrow_schema::{DataType, SchemaRef, TimeUnit};
 
 use flumen_spec::connector::WatermarkSpec;
 
-use super::{ConnectorError, PlannedSource, SourceReader};
+use super::{ConnectorError, PlannedSource, SourcePosition, SourceReader};
 
 /// A checked watermark column of a planned source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,13 +128,13 @@ impl SourceReader for WatermarkedReader {
         Ok(batch)
     }
 
-    fn position(&self) -> serde_json::Value {
+    fn position(&self) -> SourcePosition {
         self.reader.position()
     }
 
     /// Seeks the wrapped reader. The watermark starts over from the rows
     /// read after the seek, unless [`resume_watermark`](SourceReader::resume_watermark) gives it back.
-    fn seek(&mut self, position: &serde_json::Value) -> Result<(), ConnectorError> {
+    fn seek(&mut self, position: &SourcePosition) -> Result<(), ConnectorError> {
         self.reader.seek(position)?;
         self.watermark = None;
         Ok(())

@@ -22,13 +22,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::meta::ParticipantMeta;
 use arrow_schema::SchemaRef;
 use flumen_blob::BlobStore;
 use flumen_dataflow::{AlignmentMode, CoordAction, Coordinator, CoordinatorConfig, LogicalGraph, PhysicalPlan};
 use flumen_state::{CheckpointStore, Manifest, Participant, RemoteStore, StateFile, StateStore};
 use flumen_types::{NodeId, SubtaskId};
 use flumen_wasm::{OpenContext, OperatorFactory, OperatorInstance};
-use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -57,7 +57,7 @@ pub struct RunOptions {
 }
 
 /// What a payload of an acknowledgement holds.
-type Ack = (Vec<StateFile>, Value);
+type Ack = (Vec<StateFile>, ParticipantMeta);
 
 /// Everything the regions share, read-only.
 struct Shared {
@@ -510,14 +510,14 @@ impl RegionSupervisor {
         }
         for node in &self.nodes {
             let RunRole::Sink(spec) = &node.role else { continue };
-            let keep: Vec<Value> = restored
-                .map(|m| {
-                    (0..node.parallelism)
-                        .filter_map(|i| m.participants.get(&format!("{}[{i}]", node.id)))
-                        .flat_map(|p| pending_of(&p.meta))
-                        .collect()
-                })
-                .unwrap_or_default();
+            let mut keep = Vec::new();
+            if let Some(m) = restored {
+                for i in 0..node.parallelism {
+                    if let Some(meta) = meta_in(m, &format!("{}[{i}]", node.id))? {
+                        keep.extend(meta.pending);
+                    }
+                }
+            }
             let base = &self.shared.base_dir;
             let gone = tokio::task::block_in_place(|| {
                 let gone = flumen_connectors::recover_sink(spec, base, restored.map(|m| m.checkpoint), &keep)?;
@@ -568,13 +568,20 @@ impl RegionSupervisor {
             Some(store) => Some(store.files_dir(&self.name).map_err(|e| EngineError::Checkpoint(e.to_string()))?),
             None => None,
         };
+        // Every participant's record, read (and checked) before any task starts.
+        let mut metas = HashMap::new();
+        if let Some(m) = restored {
+            for participant in m.participants.keys() {
+                metas.insert(participant.clone(), meta_in(m, participant)?.unwrap_or_default());
+            }
+        }
         let restore_of = |participant: &str| -> Option<Restore> {
             let m = restored?;
             let p = m.participants.get(participant)?;
             Some(Restore {
                 dir: files_dir.clone()?,
                 files: p.files.clone(),
-                meta: p.meta.clone(),
+                meta: metas.get(participant)?.clone(),
                 checkpoint: m.checkpoint,
                 region: self.name.clone(),
             })
@@ -865,13 +872,12 @@ fn list_paths(paths: &[PathBuf]) -> String {
     text.join(", ")
 }
 
-/// The pre-committed transactions a sink's acknowledgement carries.
-fn pending_of(meta: &Value) -> Vec<Value> {
-    match meta.get("pending") {
-        Some(Value::Array(list)) => list.iter().filter(|v| !v.is_null()).cloned().collect(),
-        Some(v) if !v.is_null() => vec![v.clone()],
-        _ => Vec::new(),
-    }
+/// The typed record of `participant` in manifest `m` (`None`: it has no entry).
+fn meta_in(m: &Manifest, participant: &str) -> Result<Option<ParticipantMeta>, EngineError> {
+    let Some(p) = m.participants.get(participant) else { return Ok(None) };
+    ParticipantMeta::parse(participant, &p.meta)
+        .map(Some)
+        .map_err(|e| EngineError::Checkpoint(format!("checkpoint {} of region `{}`: {e}", m.checkpoint, m.region)))
 }
 
 fn flatten(joined: Result<Result<Finished, EngineError>, tokio::task::JoinError>) -> Result<Finished, EngineError> {
@@ -1008,7 +1014,7 @@ impl CheckpointDriver {
         let mut bytes = 0;
         for (p, (files, meta)) in acks {
             bytes += files.iter().filter(|f| f.checkpoint == checkpoint).map(|f| f.bytes).sum::<u64>();
-            participants.insert(p, Participant { files, meta });
+            participants.insert(p, Participant { files, meta: meta.to_value() });
         }
         let manifest = Manifest {
             format: 1,
@@ -1077,9 +1083,9 @@ impl CheckpointDriver {
     /// so a restart after a crash in the middle simply does it again.
     fn publish(&self, manifest: &Manifest) -> Result<(), EngineError> {
         let mut first = true;
-        for (p, part) in &manifest.participants {
+        for p in manifest.participants.keys() {
             let Some(spec) = self.sinks.get(p) else { continue };
-            for pending in pending_of(&part.meta) {
+            for pending in meta_in(manifest, p)?.map(|m| m.pending).unwrap_or_default() {
                 if !first {
                     fail::fail_point!("checkpoint::during-commit", |_| std::process::abort());
                 }

@@ -13,6 +13,7 @@
 mod exec;
 mod gate;
 mod inflight;
+mod meta;
 mod metrics;
 mod plan;
 mod route;

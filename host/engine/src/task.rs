@@ -31,11 +31,11 @@ use flumen_blob::{BlobStore, PinnedBlob};
 use flumen_state::StateFile;
 use flumen_types::FailureAction;
 use flumen_wasm::{CallError, OpenContext, OperatorFactory, OperatorInstance, StateHandle};
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::EngineError;
 use crate::gate::{GateEvent, InputGate};
+use crate::meta::{InflightFile, ParticipantMeta};
 use crate::metrics::NodeMetrics;
 use crate::router::Router;
 use flumen_connectors::{SinkWriter, SourceReader};
@@ -50,8 +50,8 @@ pub(crate) enum Finished {
 /// A subtask's report to its region's coordinator.
 #[derive(Debug)]
 pub(crate) enum TaskMsg {
-    Ack { checkpoint: u64, participant: String, files: Vec<StateFile>, meta: Value },
-    Done { participant: String, files: Vec<StateFile>, meta: Value },
+    Ack { checkpoint: u64, participant: String, files: Vec<StateFile>, meta: ParticipantMeta },
+    Done { participant: String, files: Vec<StateFile>, meta: ParticipantMeta },
 }
 
 /// A subtask's link to its region's coordinator, when the job checkpoints.
@@ -69,13 +69,13 @@ pub(crate) struct TaskCkpt {
 }
 
 impl TaskCkpt {
-    fn ack(&self, checkpoint: u64, files: Vec<StateFile>, meta: Value) {
+    fn ack(&self, checkpoint: u64, files: Vec<StateFile>, meta: ParticipantMeta) {
         // A coordinator that is gone has stopped the region; nothing to tell.
         let _ =
             self.to_coordinator.send(TaskMsg::Ack { checkpoint, participant: self.participant.clone(), files, meta });
     }
 
-    fn done(&self, files: Vec<StateFile>, meta: Value) {
+    fn done(&self, files: Vec<StateFile>, meta: ParticipantMeta) {
         let _ = self.to_coordinator.send(TaskMsg::Done { participant: self.participant.clone(), files, meta });
     }
 
@@ -105,7 +105,7 @@ pub(crate) fn safe_name(s: &str) -> String {
 pub(crate) struct Restore {
     pub(crate) dir: PathBuf,
     pub(crate) files: Vec<StateFile>,
-    pub(crate) meta: Value,
+    pub(crate) meta: ParticipantMeta,
     /// The restored checkpoint and its region.
     pub(crate) checkpoint: u64,
     pub(crate) region: String,
@@ -113,7 +113,7 @@ pub(crate) struct Restore {
 
 impl Restore {
     fn finished(&self) -> bool {
-        self.meta.get("finished").and_then(Value::as_bool).unwrap_or(false)
+        self.meta.finished
     }
 
     fn file(&self, name: &str) -> Result<&StateFile, EngineError> {
@@ -123,44 +123,23 @@ impl Restore {
             .ok_or_else(|| EngineError::Checkpoint(format!("the manifest names `{name}` but does not describe it")))
     }
 
-    fn names(&self, key: &str) -> Vec<String> {
-        self.meta
-            .get(key)
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
-            .unwrap_or_default()
-    }
-
     /// Registers the blobs this participant's checkpoint pinned with `store`
     /// (so they outlive the restart) and returns the digests its guest had retained.
     fn restore_blobs(&self, store: &BlobStore) -> Result<Vec<flumen_blob::Digest>, EngineError> {
-        let pinned: Vec<PinnedBlob> = match self.meta.get("blobs") {
-            None => Vec::new(),
-            Some(v) => serde_json::from_value(v.clone())
-                .map_err(|e| EngineError::Checkpoint(format!("malformed blob list in the manifest: {e}")))?,
-        };
+        let pinned: &[PinnedBlob] = &self.meta.blobs;
         if !pinned.is_empty() {
-            tokio::task::block_in_place(|| store.restore_pins(&self.region, self.checkpoint, &pinned))
+            tokio::task::block_in_place(|| store.restore_pins(&self.region, self.checkpoint, pinned))
                 .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
         }
-        self.names("retained")
-            .iter()
-            .map(|h| {
-                hex::decode(h).ok().and_then(|v| v.try_into().ok()).ok_or_else(|| {
-                    EngineError::Checkpoint(format!("malformed retained blob digest `{h}` in the manifest"))
-                })
-            })
-            .collect()
+        self.meta.retained_digests().map_err(EngineError::Checkpoint)
     }
 
     /// The in-flight batches stored with this participant, per input port,
     /// with their blob references checked and pinned.
     fn inflight(&self, blobs: &BlobStore) -> Result<Vec<(u32, RecordBatch)>, EngineError> {
         let mut out = Vec::new();
-        let Some(list) = self.meta.get("inflight").and_then(Value::as_array) else { return Ok(out) };
-        for entry in list {
-            let port = entry.get("port").and_then(Value::as_u64).unwrap_or(0) as u32;
-            let name = entry.get("file").and_then(Value::as_str).unwrap_or_default();
+        for InflightFile { port, file: name } in &self.meta.inflight {
+            let port = *port;
             let bytes = read_verified(&self.dir, self.file(name)?)?;
             for b in crate::inflight::decode(&bytes).map_err(|e| EngineError::Checkpoint(format!("{name}: {e}")))? {
                 let b = blobs.pin_batch(b, true).map_err(|e| EngineError::Checkpoint(format!("{name}: {e}")))?;
@@ -184,20 +163,14 @@ fn pin_blobs(
     ck: &TaskCkpt,
     checkpoint: u64,
     digests: &[flumen_blob::Digest],
-    meta: &mut Value,
+    meta: &mut ParticipantMeta,
 ) -> Result<(), EngineError> {
     if digests.is_empty() {
         return Ok(());
     }
     let pinned = tokio::task::block_in_place(|| ck.blobs.pin_checkpoint(&ck.region, checkpoint, digests))
         .map_err(|e| EngineError::Checkpoint(format!("{}: {e}", ck.participant)))?;
-    if !meta.is_object() {
-        *meta = json!({});
-    }
-    let list = meta.as_object_mut().map(|m| m.entry("blobs").or_insert_with(|| json!([])));
-    if let Some(Value::Array(a)) = list {
-        a.extend(pinned.iter().filter_map(|p| serde_json::to_value(p).ok()));
-    }
+    meta.blobs.extend(pinned);
     Ok(())
 }
 
@@ -207,12 +180,11 @@ fn write_inflight(
     ck: &TaskCkpt,
     checkpoint: u64,
     recorded: &mut Vec<(u32, RecordBatch)>,
-    meta: &mut Value,
-) -> Result<(Vec<StateFile>, Vec<Value>), EngineError> {
+    meta: &mut ParticipantMeta,
+) -> Result<Vec<StateFile>, EngineError> {
     let digests: Vec<flumen_blob::Digest> = recorded.iter().flat_map(|(_, b)| BlobStore::digests_in(b)).collect();
     pin_blobs(ck, checkpoint, &digests, meta)?;
     let mut files = Vec::new();
-    let mut entries = Vec::new();
     let mut ports: Vec<u32> = recorded.iter().map(|(p, _)| *p).collect();
     ports.sort_unstable();
     ports.dedup();
@@ -223,11 +195,11 @@ fn write_inflight(
         let file =
             tokio::task::block_in_place(|| flumen_state::write_file_durably(&ck.files_dir, &name, &bytes, checkpoint))
                 .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
-        entries.push(json!({ "port": port, "file": file.name }));
+        meta.inflight.push(InflightFile { port, file: file.name.clone() });
         files.push(file);
     }
     recorded.clear();
-    Ok((files, entries))
+    Ok(files)
 }
 
 // ---- sources ----
@@ -245,11 +217,11 @@ pub(crate) struct SourceTask {
 impl SourceTask {
     pub(crate) async fn run(mut self, restore: Option<Restore>) -> Result<Finished, EngineError> {
         if let Some(r) = restore {
-            if let Some(pos) = r.meta.get("position") {
+            if let Some(pos) = &r.meta.position {
                 let reader = &mut self.reader;
                 tokio::task::block_in_place(|| reader.seek(pos)).map_err(EngineError::Connector)?;
             }
-            if let Some(w) = r.meta.get("watermark").and_then(Value::as_i64) {
+            if let Some(w) = r.meta.watermark {
                 self.reader.resume_watermark(w);
             }
         }
@@ -303,15 +275,13 @@ impl SourceTask {
 }
 
 /// A source's entry in a checkpoint: its position, and its watermark when it has one.
-fn source_meta(reader: &dyn SourceReader, finished: bool) -> Value {
-    let mut meta = json!({ "position": reader.position() });
-    if let Some(w) = reader.watermark() {
-        meta["watermark"] = w.into();
+fn source_meta(reader: &dyn SourceReader, finished: bool) -> ParticipantMeta {
+    ParticipantMeta {
+        position: Some(reader.position()),
+        watermark: reader.watermark(),
+        finished,
+        ..ParticipantMeta::new()
     }
-    if finished {
-        meta["finished"] = true.into();
-    }
-    meta
 }
 
 // ---- sinks ----
@@ -369,7 +339,8 @@ impl SinkTask {
     pub(crate) async fn run(mut self, mut gate: InputGate, restore: Option<Restore>) -> Result<Finished, EngineError> {
         let mut last_barrier = 0;
         if let Some(r) = &restore {
-            last_barrier = r.meta.get("checkpoint").and_then(Value::as_u64).unwrap_or(0);
+            // A sink that acknowledged no barrier yet has none.
+            last_barrier = r.meta.checkpoint.unwrap_or(0);
             if r.finished() {
                 // Everything this subtask wrote is in the restored checkpoint.
                 while let Some(ev) = gate.next().await {
@@ -392,7 +363,7 @@ impl SinkTask {
         // Pre-committed transactions not yet known to be published, oldest
         // first: each acknowledgement carries them all, so a transaction of a
         // checkpoint that was aborted is published with the next one.
-        let mut uncommitted: Vec<(u64, Value)> = Vec::new();
+        let mut uncommitted: Vec<(u64, flumen_connectors::Transaction)> = Vec::new();
         let mut recorded: Vec<(u32, RecordBatch)> = Vec::new();
         while let Some(event) = gate.next().await {
             match event {
@@ -412,18 +383,19 @@ impl SinkTask {
                         let done = ck.committed.load(std::sync::atomic::Ordering::Acquire);
                         uncommitted.retain(|(n, _)| *n > done);
                     }
-                    if !p.is_null() {
+                    if let Some(p) = p {
                         uncommitted.push((checkpoint, p));
                     }
                     last_barrier = checkpoint;
                 }
                 GateEvent::Complete { checkpoint } => {
                     let Some(ck) = &self.ckpt else { continue };
-                    let mut meta = json!({ "checkpoint": checkpoint });
-                    let (files, inflight) = write_inflight(ck, checkpoint, &mut recorded, &mut meta)?;
-                    let pending: Vec<&Value> = uncommitted.iter().map(|(_, v)| v).collect();
-                    meta["pending"] = json!(pending);
-                    meta["inflight"] = json!(inflight);
+                    let mut meta = ParticipantMeta {
+                        checkpoint: Some(checkpoint),
+                        pending: uncommitted.iter().map(|(_, t)| t.clone()).collect(),
+                        ..ParticipantMeta::new()
+                    };
+                    let files = write_inflight(ck, checkpoint, &mut recorded, &mut meta)?;
                     ck.ack(checkpoint, files, meta);
                 }
             }
@@ -438,11 +410,15 @@ impl SinkTask {
                 let p = tokio::task::block_in_place(|| writer.pre_commit(id)).map_err(EngineError::Connector)?;
                 let done = ck.committed.load(std::sync::atomic::Ordering::Acquire);
                 uncommitted.retain(|(n, _)| *n > done);
-                if !p.is_null() {
+                if let Some(p) = p {
                     uncommitted.push((id, p));
                 }
-                let pending: Vec<&Value> = uncommitted.iter().map(|(_, v)| v).collect();
-                ck.done(Vec::new(), json!({ "pending": pending, "finished": true, "checkpoint": id }));
+                let meta = ParticipantMeta {
+                    pending: uncommitted.into_iter().map(|(_, t)| t).collect(),
+                    checkpoint: Some(id),
+                    ..ParticipantMeta::finished()
+                };
+                ck.done(Vec::new(), meta);
                 Ok(Finished::Done)
             }
         }
@@ -524,7 +500,7 @@ impl OperatorTask {
         if r.finished() {
             return Ok(true);
         }
-        let chain: Vec<StateFile> = r.names("state").iter().map(|n| r.file(n).cloned()).collect::<Result<_, _>>()?;
+        let chain: Vec<StateFile> = r.meta.state.iter().map(|n| r.file(n).cloned()).collect::<Result<_, _>>()?;
         if let Some(state) = self.ctx.state.clone() {
             let dir = r.dir.clone();
             let c = chain.clone();
@@ -541,7 +517,7 @@ impl OperatorTask {
             let retained = r.restore_blobs(scope.store())?;
             scope.restore_retained(&retained).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
         }
-        if let Some(name) = r.meta.get("guest").and_then(Value::as_str) {
+        if let Some(name) = &r.meta.guest {
             let bytes = read_verified(&r.dir, r.file(name)?)?;
             self.instance.restore(&bytes).await.map_err(EngineError::Operator)?;
         }
@@ -575,7 +551,7 @@ impl OperatorTask {
             }
             return Ok(Finished::Done);
         }
-        let mut pending: Option<(Vec<StateFile>, Value)> = None;
+        let mut pending: Option<(Vec<StateFile>, ParticipantMeta)> = None;
         let mut recorded: Vec<(u32, RecordBatch)> = Vec::new();
         while let Some(event) = gate.next().await {
             match event {
@@ -602,11 +578,7 @@ impl OperatorTask {
                 GateEvent::Complete { checkpoint } => {
                     let Some(ck) = &self.ckpt else { continue };
                     let (mut files, mut meta) = pending.take().unwrap_or_default();
-                    let (inflight_files, inflight) = write_inflight(ck, checkpoint, &mut recorded, &mut meta)?;
-                    files.extend(inflight_files);
-                    if let Value::Object(m) = &mut meta {
-                        m.insert("inflight".into(), Value::Array(inflight));
-                    }
+                    files.extend(write_inflight(ck, checkpoint, &mut recorded, &mut meta)?);
                     ck.ack(checkpoint, files, meta);
                 }
             }
@@ -620,7 +592,7 @@ impl OperatorTask {
         self.route_unretried(t, before, result, &mut router).await?;
         router.end().await;
         if let Some(ck) = &self.ckpt {
-            ck.done(Vec::new(), json!({ "finished": true }));
+            ck.done(Vec::new(), ParticipantMeta::finished());
         }
         Ok(Finished::Done)
     }
@@ -661,7 +633,7 @@ impl OperatorTask {
     /// Writes this subtask's part of checkpoint `checkpoint`: its keyed state
     /// (a delta, or a full snapshot when the chain has grown long) and the
     /// guest's own snapshot. Returns the files a restore needs and their roles.
-    async fn snapshot(&mut self, checkpoint: u64) -> Result<(Vec<StateFile>, Value), EngineError> {
+    async fn snapshot(&mut self, checkpoint: u64) -> Result<(Vec<StateFile>, ParticipantMeta), EngineError> {
         let Some(ck) = self.ckpt.clone() else { return Ok(Default::default()) };
         if let Some(state) = self.ctx.state.clone() {
             let full = flumen_state::should_write_full(&self.chain);
@@ -678,7 +650,8 @@ impl OperatorTask {
             }
         }
         let mut files = self.chain.clone();
-        let mut meta = json!({ "state": self.chain.iter().map(|f| f.name.clone()).collect::<Vec<_>>() });
+        let mut meta =
+            ParticipantMeta { state: self.chain.iter().map(|f| f.name.clone()).collect(), ..ParticipantMeta::new() };
         if self.instance.has_snapshot() {
             let bytes = self.instance.save().await.map_err(EngineError::Operator)?.unwrap_or_default();
             if !bytes.is_empty() {
@@ -687,7 +660,7 @@ impl OperatorTask {
                     flumen_state::write_file_durably(&ck.files_dir, &name, &bytes, checkpoint)
                 })
                 .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
-                meta["guest"] = Value::String(f.name.clone());
+                meta.guest = Some(f.name.clone());
                 files.push(f);
             }
         }
@@ -696,7 +669,7 @@ impl OperatorTask {
             let retained = scope.retained_digests();
             if !retained.is_empty() {
                 pin_blobs(&ck, checkpoint, &retained, &mut meta)?;
-                meta["retained"] = json!(retained.iter().map(hex::encode).collect::<Vec<_>>());
+                meta.retained = retained.iter().map(hex::encode).collect();
             }
         }
         Ok((files, meta))

@@ -1,4 +1,4 @@
-//! Durable files: written to a temp name, fsynced, renamed into place and the directory fsynced;
+//! Durable files: written to a temp name, then made durable by `flumen_types::durable::publish`;
 //! and verified (size, SHA-256) before they are trusted.
 
 use std::fs::{self, File};
@@ -72,7 +72,6 @@ pub(crate) struct DurableFile {
     out: BufWriter<File>,
     hasher: Sha256,
     bytes: u64,
-    dir: PathBuf,
     temp: PathBuf,
     path: PathBuf,
     committed: bool,
@@ -88,7 +87,6 @@ impl DurableFile {
             out: BufWriter::with_capacity(256 * 1024, file),
             hasher: Sha256::new(),
             bytes: 0,
-            dir: dir.to_owned(),
             temp,
             path,
             committed: false,
@@ -109,10 +107,9 @@ impl DurableFile {
     /// Returns the size and the SHA-256 (hex) of what was written.
     pub(crate) fn commit(mut self) -> Result<(u64, String), StateError> {
         self.out.flush().map_err(|e| io_error(&self.temp, &e))?;
-        self.out.get_ref().sync_all().map_err(|e| io_error(&self.temp, &e))?;
-        fs::rename(&self.temp, &self.path).map_err(|e| io_error(&self.path, &e))?;
+        flumen_types::durable::publish(self.out.get_ref(), &self.temp, &self.path)
+            .map_err(|e| io_error(&self.path, &e))?;
         self.committed = true;
-        sync_dir(&self.dir)?;
         let sha256 = hex::encode(std::mem::take(&mut self.hasher).finalize());
         Ok((self.bytes, sha256))
     }
@@ -141,25 +138,12 @@ impl Drop for DurableFile {
 
 /// Fsyncs a directory so that the entries created or renamed in it survive a crash.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), StateError> {
-    #[cfg(unix)]
-    {
-        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error(dir, &e))?;
-    }
-    #[cfg(not(unix))]
-    let _ = dir; // Directories cannot be opened for fsync here; renames are durable on their own.
-    Ok(())
+    flumen_types::durable::sync_dir(dir).map_err(|e| io_error(dir, &e))
 }
 
 /// Creates `dir` (and its parents) and fsyncs its parent so that the new entry survives a crash.
 pub(crate) fn create_dir_durably(dir: &Path) -> Result<(), StateError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    fs::create_dir_all(dir).map_err(|e| io_error(dir, &e))?;
-    match dir.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
-        _ => Ok(()),
-    }
+    flumen_types::durable::create_dir(dir).map_err(|e| io_error(dir, &e))
 }
 
 /// A file name must be one plain path component, so that a name read from a manifest can never

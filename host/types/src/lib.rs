@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+pub mod durable;
 mod host_memory;
 
 pub use host_memory::{HostMemoryBudget, HostMemoryCharge, HostMemoryExceeded};

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -303,11 +303,8 @@ impl WasmRuntime {
         let path = dir.join(format!("{}.{}.cwasm", hex::encode(digest), Checksum::of(serialized)));
         let write = || -> std::io::Result<()> {
             fs::create_dir_all(&dir)?;
-            let mut tmp = tempfile_in(&dir)?;
-            tmp.1.write_all(serialized)?;
-            tmp.1.sync_all()?;
             // One rename publishes the artifact and its checksum together.
-            fs::rename(&tmp.0, &path)
+            flumen_types::durable::write(&path, &temp_name(), serialized)
         };
         if let Err(e) = write() {
             tracing::warn!(path = %path.display(), "cannot cache a compiled component: {e}");
@@ -421,11 +418,9 @@ fn same_file(a: &fs::Metadata, b: &fs::Metadata) -> bool {
     (a.len(), a.modified().ok()) == (b.len(), b.modified().ok())
 }
 
-fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, fs::File)> {
-    let name = format!(".tmp-{}-{:016x}", std::process::id(), rand_u64());
-    let path = dir.join(name);
-    let file = fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
-    Ok((path, file))
+/// A cache entry being written: distinct between processes and threads.
+fn temp_name() -> String {
+    format!(".tmp-{}-{:016x}", std::process::id(), rand_u64())
 }
 
 fn rand_u64() -> u64 {
