@@ -845,3 +845,28 @@ fn text_of_first_reason(region: &Path) -> String {
     reasons.sort();
     std::fs::read_to_string(reasons.first().expect("a quarantine reason")).unwrap()
 }
+
+/// The engine drives jobs on its own threads, so a caller on a current-thread
+/// runtime (where a blocking section inside the engine would otherwise panic)
+/// stops a checkpointed, stateful job with a final checkpoint and resumes it
+/// to an exactly-once result.
+#[tokio::test(flavor = "current_thread")]
+async fn a_caller_on_a_current_thread_runtime_stops_and_resumes_a_checkpointed_job() {
+    let rows = 3000;
+    let job = counting_job(rows, 2500, "", "", 2);
+    let engine = engine();
+    let prepared = engine.prepare(&job.path).await.expect("prepare");
+    let stop = tokio::time::sleep(Duration::from_millis(500));
+    match prepared.run_with(flumen_engine::RunOptions::default(), stop).await {
+        Err(flumen_engine::EngineError::Stopped { checkpoint }) => assert!(checkpoint > 0),
+        other => panic!("expected a stop after a final checkpoint, got {:?}", other.map(|s| s.render())),
+    }
+    let partial = check(&job.file("out"), rows, "after stop", true);
+    assert!(partial.rows > 0 && partial.rows < rows, "stop should commit a prefix: {partial:?}");
+
+    let resumed = engine.prepare(&job.path).await.expect("prepare again");
+    let options = flumen_engine::RunOptions { resume: true, ..Default::default() };
+    resumed.run_with(options, std::future::pending()).await.expect("resumed run");
+    let o = check(&job.file("out"), rows, "resumed", true);
+    assert!(o.clean() && o.rows == rows, "{o:?}");
+}

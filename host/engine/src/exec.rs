@@ -72,6 +72,8 @@ struct Shared {
     _state: Option<StateStore>,
     mode: AlignmentMode,
     blobs: BlobStore,
+    /// Where operator subtasks (guest CPU work) run; everything else runs on the I/O executor.
+    guest: tokio::runtime::Handle,
 }
 
 /// Closes the job's blob store when the run ends (see [`BlobStore::close`]).
@@ -126,8 +128,48 @@ impl PreparedJob {
         options: RunOptions,
         stop: impl Future<Output = ()>,
     ) -> Result<JobSummary, EngineError> {
+        let PreparedJob { spec, graph, nodes, metrics, blobs, executors } = self;
+        let job = Job { spec, graph, nodes, metrics, blobs, guest: executors.guest() };
+        // The caller's `stop` stays here, on the caller's side: the job learns of it by a message.
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let stopped = async move {
+            // A dropped sender is no stop: only a message is.
+            if stop_rx.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        let mut running = executors.spawn_io(job.run(options, stopped));
+        tokio::pin!(stop);
+        let mut stop_tx = Some(stop_tx);
+        loop {
+            tokio::select! {
+                outcome = &mut running => return outcome?,
+                _ = &mut stop, if stop_tx.is_some() => {
+                    if let Some(tx) = stop_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A prepared job as it runs on the engine's I/O executor: [`PreparedJob`]
+/// without the executors themselves, which stay with the caller (a runtime
+/// must not be shut down from one of its own tasks).
+struct Job {
+    spec: JobSpec,
+    graph: LogicalGraph,
+    nodes: Vec<crate::plan::PreparedNode>,
+    metrics: Arc<crate::JobMetrics>,
+    blobs: BlobStore,
+    guest: tokio::runtime::Handle,
+}
+
+impl Job {
+    async fn run(self, options: RunOptions, stop: impl Future<Output = ()>) -> Result<JobSummary, EngineError> {
         let started = Instant::now();
-        let PreparedJob { spec, graph, nodes, metrics, blobs } = self;
+        let Job { spec, graph, nodes, metrics, blobs, guest } = self;
         // Whatever way the run ends, the store keeps only what retained checkpoints pin.
         let _close_blobs = CloseBlobs(blobs.clone());
         let plan = graph.physical();
@@ -243,7 +285,8 @@ impl PreparedJob {
             }));
         }
 
-        let shared = Arc::new(Shared { spec, graph, plan, base_dir, checkpoints, remote, _state: state, mode, blobs });
+        let shared =
+            Arc::new(Shared { spec, graph, plan, base_dir, checkpoints, remote, _state: state, mode, blobs, guest });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut regions: JoinSet<Result<RegionOutcome, EngineError>> = JoinSet::new();
         let mut region_metrics = Vec::new();
@@ -688,7 +731,7 @@ impl RegionSupervisor {
                             ckpt: link(participant.clone()),
                             chain: Vec::new(),
                         };
-                        tasks.spawn(task.run(gate, router, restore_of(&participant)));
+                        tasks.spawn_on(task.run(gate, router, restore_of(&participant)), &shared.guest);
                     }
                 }
                 RunRole::Sink(spec) => {

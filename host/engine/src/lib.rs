@@ -11,6 +11,7 @@
 //! ```
 
 mod exec;
+mod executor;
 mod gate;
 mod inflight;
 mod meta;
@@ -60,11 +61,14 @@ pub struct EngineOptions {
     pub cache_dir: Option<PathBuf>,
 }
 
-/// Runs jobs; holds the compiled-component cache shared by all of them.
-#[derive(Debug)]
+/// Runs jobs; holds the compiled-component cache shared by all of them and
+/// the engine's own threads (one pool for guests, one for I/O). Its async
+/// methods may be awaited from any runtime, current-thread included.
+#[derive(Debug, Clone)]
 pub struct Engine {
     runtime: flumen_wasm::WasmRuntime,
     options: EngineOptions,
+    executors: std::sync::Arc<executor::Executors>,
 }
 
 impl Engine {
@@ -74,7 +78,8 @@ impl Engine {
             ..Default::default()
         })
         .map_err(|e| EngineError::Internal(e.to_string()))?;
-        Ok(Self { runtime, options })
+        let executors = std::sync::Arc::new(executor::Executors::new()?);
+        Ok(Self { runtime, options, executors })
     }
 }
 

@@ -27,6 +27,8 @@ pub struct PreparedJob {
     pub(crate) nodes: Vec<PreparedNode>,
     pub(crate) metrics: Arc<crate::JobMetrics>,
     pub(crate) blobs: BlobStore,
+    /// The engine's threads, which run the job.
+    pub(crate) executors: Arc<crate::executor::Executors>,
 }
 
 #[derive(Debug)]
@@ -87,7 +89,8 @@ impl Engine {
     /// file, the line of the node it concerns, and the node.
     pub async fn prepare(&self, path: &Path) -> Result<PreparedJob, EngineError> {
         let spec = JobSpec::load(path)?;
-        self.prepare_spec(spec).await
+        let engine = self.clone();
+        self.executors.spawn_io(async move { engine.prepare_spec(spec).await }).await?
     }
 
     pub(crate) async fn prepare_spec(&self, spec: JobSpec) -> Result<PreparedJob, EngineError> {
@@ -176,7 +179,7 @@ impl Engine {
         let metrics = Arc::new(crate::JobMetrics {
             nodes: nodes.iter().zip(graph.nodes()).map(|(p, g)| (p.id.clone(), g.kind, p.metrics.clone())).collect(),
         });
-        Ok(PreparedJob { spec, graph, nodes, metrics, blobs })
+        Ok(PreparedJob { spec, graph, nodes, metrics, blobs, executors: self.executors.clone() })
     }
 
     async fn open_operator(
