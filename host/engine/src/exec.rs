@@ -105,7 +105,8 @@ enum RunRole {
     Source(Box<dyn PlannedSource>),
     Operator {
         factory: OperatorFactory,
-        ctxs: Vec<OpenContext>,
+        /// Each subtask's context, and its state (granted `state`) as the engine snapshots and restores it.
+        ctxs: Vec<(OpenContext, Option<crate::state::SharedState>)>,
         /// Instances opened at prepare time, used by the first attempt.
         opened: Vec<Option<OperatorInstance>>,
         policy: flumen_types::FailurePolicy,
@@ -185,8 +186,8 @@ impl Job {
             }
             None => None,
             Some(dir) => {
-                let store = CheckpointStore::open(&dir).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
-                let earlier = store.has_checkpoints().map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+                let store = CheckpointStore::open(&dir).map_err(EngineError::checkpoint)?;
+                let earlier = store.has_checkpoints().map_err(EngineError::checkpoint)?;
                 if earlier && !options.resume && !options.from_scratch {
                     return Err(EngineError::Resume(format!(
                         "{} holds checkpoints of an earlier run of this job; pass --resume to continue it, or \
@@ -200,10 +201,10 @@ impl Job {
         let remote = match spec.checkpoint_store().map_err(EngineError::Spec)? {
             None => None,
             Some(url) => {
-                let remote = RemoteStore::open(&url).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+                let remote = RemoteStore::open(&url).map_err(EngineError::checkpoint)?;
                 if !options.resume
                     && !options.from_scratch
-                    && remote.has_checkpoints().await.map_err(|e| EngineError::Checkpoint(e.to_string()))?
+                    && remote.has_checkpoints().await.map_err(EngineError::checkpoint)?
                 {
                     return Err(EngineError::Resume(format!(
                         "{url} holds checkpoints of an earlier run of this job; pass --resume to continue it, or \
@@ -217,7 +218,7 @@ impl Job {
         // above, which refuse one over earlier checkpoints) gets a new one.
         blobs
             .bind_lineage(&spec.job.name, options.resume)
-            .map_err(|e| EngineError::Checkpoint(format!("[blobs]: {e}")))?;
+            .map_err(|e| EngineError::checkpoint(format!("[blobs]: {e}")))?;
         let stateful = nodes.iter().any(|n| matches!(&n.role, Role::Operator { stateful: true, .. }));
         // The working copy of operator state is scratch: a restart rebuilds
         // it from checkpoint files. Kept beside the checkpoints when there
@@ -227,8 +228,9 @@ impl Job {
             (true, Some(dir)) => {
                 let work = dir.join(".working");
                 let _ = std::fs::remove_dir_all(&work);
-                std::fs::create_dir_all(&work)
-                    .map_err(|e| EngineError::Checkpoint(format!("{}: {e}", work.display())))?;
+                std::fs::create_dir_all(&work).map_err(|e| {
+                    EngineError::Checkpoint(crate::CheckpointError::Write(format!("{}: {e}", work.display())))
+                })?;
                 Some(Scratch::Dir(work))
             }
             (true, None) => Some(Scratch::Temp(
@@ -240,7 +242,7 @@ impl Job {
         };
         let state = match &scratch {
             None => None,
-            Some(s) => Some(StateStore::open(s.path()).map_err(|e| EngineError::Checkpoint(e.to_string()))?),
+            Some(s) => Some(StateStore::open(s.path()).map_err(EngineError::checkpoint)?),
         };
         let mode = match spec.checkpoint.as_ref().map(|c| (c.mode, c.alignment_timeout_ms)) {
             None | Some((CheckpointMode::Aligned, _)) => AlignmentMode::Aligned,
@@ -259,17 +261,19 @@ impl Job {
                     let mut ctxs = Vec::new();
                     let mut opened = Vec::new();
                     for (mut ctx, mut instance) in instances {
+                        let mut shared_state = None;
                         if stateful && let Some(store) = &state {
-                            let mut op = store
-                                .operator(&ctx.operator_id, ctx.subtask)
-                                .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+                            let mut op =
+                                store.operator(&ctx.operator_id, ctx.subtask).map_err(EngineError::checkpoint)?;
                             let cache_bytes = factory.limits().state_cache_mb.saturating_mul(1 << 20);
                             op.set_cache_budget(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
-                                .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
-                            ctx.state = Some(crate::state::FjallBackend::handle(op));
+                                .map_err(EngineError::checkpoint)?;
+                            let shared = Arc::new(std::sync::Mutex::new(op));
+                            ctx.state = Some(crate::state::handle(&shared));
+                            shared_state = Some(shared);
                         }
                         instance.set_state(ctx.state.clone());
-                        ctxs.push(ctx);
+                        ctxs.push((ctx, shared_state));
                         opened.push(Some(instance));
                     }
                     RunRole::Operator { factory, ctxs, opened, policy }
@@ -431,7 +435,7 @@ impl RegionSupervisor {
     /// used, whatever the attempt restores.
     async fn start(&mut self, first: bool, stop: watch::Receiver<bool>) -> Result<AttemptEnd, EngineError> {
         let Some(store) = self.shared.checkpoints.clone() else { return self.attempt(None, 0, stop).await };
-        let ck = |e: flumen_state::StateError| EngineError::Checkpoint(e.to_string());
+        let ck = EngineError::checkpoint::<flumen_state::StateError>;
         let mut discarded = Vec::new();
         let mut seen = 0;
         let (restored, rejected) = if first && self.from_scratch && !self.resume {
@@ -480,7 +484,7 @@ impl RegionSupervisor {
         rejected: &[flumen_state::Rejected],
         discarded: Vec<PathBuf>,
     ) -> Result<(), EngineError> {
-        let ck = |e: flumen_state::StateError| EngineError::Checkpoint(e.to_string());
+        let ck = EngineError::checkpoint::<flumen_state::StateError>;
         let refused: Vec<PathBuf> =
             rejected.iter().map(|r| r.quarantined.clone().unwrap_or_else(|| r.path.clone())).collect();
         let quarantined: Vec<PathBuf> =
@@ -608,7 +612,7 @@ impl RegionSupervisor {
         }
         self.recover_sinks(restored)?;
         let files_dir = match &shared.checkpoints {
-            Some(store) => Some(store.files_dir(&self.name).map_err(|e| EngineError::Checkpoint(e.to_string()))?),
+            Some(store) => Some(store.files_dir(&self.name).map_err(EngineError::checkpoint)?),
             None => None,
         };
         // Every participant's record, read (and checked) before any task starts.
@@ -712,7 +716,7 @@ impl RegionSupervisor {
                     }
                 }
                 RunRole::Operator { factory, ctxs, opened, policy } => {
-                    for (i, ctx) in ctxs.iter().enumerate() {
+                    for (i, (ctx, store)) in ctxs.iter().enumerate() {
                         let subtask = ctx.subtask;
                         let participant = format!("{}[{subtask}]", node_id);
                         let id = SubtaskId { node: node_id.clone(), index: subtask };
@@ -730,6 +734,7 @@ impl RegionSupervisor {
                             metrics: node_metrics.clone(),
                             ckpt: link(participant.clone()),
                             chain: Vec::new(),
+                            state: store.clone(),
                         };
                         tasks.spawn_on(task.run(gate, router, restore_of(&participant)), &shared.guest);
                     }
@@ -878,7 +883,7 @@ async fn latest(
     let mut seen = 0;
     if let Some(remote) = &shared.remote {
         let started = Instant::now();
-        let got = remote.download_latest(store, name).await.map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+        let got = remote.download_latest(store, name).await.map_err(EngineError::checkpoint)?;
         for r in &got.rejected {
             tracing::warn!(region = %name, path = %r.path.display(), "skipping a damaged checkpoint: {}", r.reason);
             metrics.add_rejected();
@@ -895,8 +900,7 @@ async fn latest(
         seen = got.newest_seen;
         rejected.extend(got.rejected);
     }
-    let (m, local) =
-        tokio::task::block_in_place(|| store.latest_valid(name)).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+    let (m, local) = tokio::task::block_in_place(|| store.latest_valid(name)).map_err(EngineError::checkpoint)?;
     for r in &local {
         tracing::warn!(region = %name, path = %r.path.display(), "skipping a damaged checkpoint: {}", r.reason);
         metrics.add_rejected();
@@ -920,7 +924,7 @@ fn meta_in(m: &Manifest, participant: &str) -> Result<Option<ParticipantMeta>, E
     let Some(p) = m.participants.get(participant) else { return Ok(None) };
     ParticipantMeta::parse(participant, &p.meta)
         .map(Some)
-        .map_err(|e| EngineError::Checkpoint(format!("checkpoint {} of region `{}`: {e}", m.checkpoint, m.region)))
+        .map_err(|e| EngineError::checkpoint(format!("checkpoint {} of region `{}`: {e}", m.checkpoint, m.region)))
 }
 
 fn flatten(joined: Result<Result<Finished, EngineError>, tokio::task::JoinError>) -> Result<Finished, EngineError> {
@@ -1071,8 +1075,7 @@ impl CheckpointDriver {
             participants,
         };
         fail::fail_point!("checkpoint::before-manifest", |_| std::process::abort());
-        tokio::task::block_in_place(|| self.store.write_manifest(&manifest))
-            .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+        tokio::task::block_in_place(|| self.store.write_manifest(&manifest)).map_err(EngineError::checkpoint)?;
         fail::fail_point!("checkpoint::after-manifest", |_| std::process::abort());
         if let Some(remote) = &self.remote {
             // With a store, the checkpoint is complete only once its manifest is there.
@@ -1080,7 +1083,7 @@ impl CheckpointDriver {
             let sent = remote
                 .upload_checkpoint(&self.store, &manifest)
                 .await
-                .map_err(|e| EngineError::Checkpoint(format!("checkpoint {checkpoint} not stored: {e}")))?;
+                .map_err(|e| EngineError::checkpoint(format!("checkpoint {checkpoint} not stored: {e}")))?;
             tracing::info!(
                 region = %self.region,
                 checkpoint,
@@ -1099,7 +1102,7 @@ impl CheckpointDriver {
         let took = self.triggered.remove(&checkpoint).map(|t| t.elapsed());
         self.metrics.add_completed(checkpoint, took, bytes);
         let freed = tokio::task::block_in_place(|| self.store.retain(&self.region, self.retain))
-            .map_err(|e| EngineError::Checkpoint(e.to_string()))?
+            .map_err(EngineError::checkpoint)?
             .freed;
         if let Some(remote) = &self.remote {
             // Only garbage is left to collect: a failure here loses nothing, and the

@@ -27,6 +27,7 @@ use std::path::PathBuf;
 pub use arrow_array::RecordBatch;
 pub use arrow_schema::{Schema, SchemaRef};
 pub use exec::RunOptions;
+
 pub use flumen_connectors::ConnectorError;
 pub use flumen_spec::SpecError;
 pub use flumen_wasm::{CallError, CallErrorKind, GuestErrorKind};
@@ -83,6 +84,45 @@ impl Engine {
     }
 }
 
+/// Why a checkpoint could not be written, read or restored.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The checkpoint store failed (I/O, the object store), or holds damaged
+    /// or mismatching files or manifests; also keyed state being saved or restored.
+    #[error(transparent)]
+    Store(#[from] flumen_state::StateError),
+    /// Pinning or restoring the blobs a checkpoint keeps failed.
+    #[error(transparent)]
+    Blobs(#[from] flumen_blob::BlobError),
+    /// A part of a checkpoint could not be prepared for writing (in-flight
+    /// batches that do not encode, a working directory that cannot be made).
+    #[error("{0}")]
+    Write(String),
+    /// The checkpoint does not fit this job (an operator lost a capability, a
+    /// finished sink got data), or a participant's record in it is malformed
+    /// or of an unknown version.
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+impl From<String> for CheckpointError {
+    fn from(message: String) -> Self {
+        Self::Mismatch(message)
+    }
+}
+
+impl From<&str> for CheckpointError {
+    fn from(message: &str) -> Self {
+        Self::Mismatch(message.to_owned())
+    }
+}
+
+impl EngineError {
+    pub(crate) fn checkpoint<E: Into<CheckpointError>>(e: E) -> Self {
+        Self::Checkpoint(e.into())
+    }
+}
+
 /// Why a job could not be prepared or did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -108,7 +148,7 @@ pub enum EngineError {
     Stopped { checkpoint: u64 },
     /// Writing or reading checkpoints failed, or a checkpoint is damaged.
     #[error("checkpoint: {0}")]
-    Checkpoint(String),
+    Checkpoint(#[source] CheckpointError),
     /// A run cannot start or resume as asked.
     #[error("{0}")]
     Resume(String),

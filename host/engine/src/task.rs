@@ -30,7 +30,7 @@ use arrow_array::RecordBatch;
 use flumen_blob::{BlobStore, PinnedBlob};
 use flumen_state::StateFile;
 use flumen_types::FailureAction;
-use flumen_wasm::{CallError, OpenContext, OperatorFactory, OperatorInstance, StateHandle};
+use flumen_wasm::{CallError, OpenContext, OperatorFactory, OperatorInstance};
 use tokio::sync::mpsc;
 
 use crate::EngineError;
@@ -120,7 +120,7 @@ impl Restore {
         self.files
             .iter()
             .find(|f| f.name == name)
-            .ok_or_else(|| EngineError::Checkpoint(format!("the manifest names `{name}` but does not describe it")))
+            .ok_or_else(|| EngineError::checkpoint(format!("the manifest names `{name}` but does not describe it")))
     }
 
     /// Registers the blobs this participant's checkpoint pinned with `store`
@@ -129,9 +129,9 @@ impl Restore {
         let pinned: &[PinnedBlob] = &self.meta.blobs;
         if !pinned.is_empty() {
             tokio::task::block_in_place(|| store.restore_pins(&self.region, self.checkpoint, pinned))
-                .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+                .map_err(EngineError::checkpoint)?;
         }
-        self.meta.retained_digests().map_err(EngineError::Checkpoint)
+        self.meta.retained_digests().map_err(EngineError::checkpoint)
     }
 
     /// The in-flight batches stored with this participant, per input port,
@@ -141,8 +141,8 @@ impl Restore {
         for InflightFile { port, file: name } in &self.meta.inflight {
             let port = *port;
             let bytes = read_verified(&self.dir, self.file(name)?)?;
-            for b in crate::inflight::decode(&bytes).map_err(|e| EngineError::Checkpoint(format!("{name}: {e}")))? {
-                let b = blobs.pin_batch(b, true).map_err(|e| EngineError::Checkpoint(format!("{name}: {e}")))?;
+            for b in crate::inflight::decode(&bytes).map_err(|e| EngineError::checkpoint(format!("{name}: {e}")))? {
+                let b = blobs.pin_batch(b, true).map_err(|e| EngineError::checkpoint(format!("{name}: {e}")))?;
                 out.push((port, b));
             }
         }
@@ -152,9 +152,9 @@ impl Restore {
 
 /// Reads a checkpoint file after checking its size and digest.
 fn read_verified(dir: &Path, f: &StateFile) -> Result<Vec<u8>, EngineError> {
-    flumen_state::verify_file(dir, f).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+    flumen_state::verify_file(dir, f).map_err(EngineError::checkpoint)?;
     std::fs::read(dir.join(&f.name))
-        .map_err(|e| EngineError::Checkpoint(format!("{}: {e}", dir.join(&f.name).display())))
+        .map_err(|e| EngineError::checkpoint(format!("{}: {e}", dir.join(&f.name).display())))
 }
 
 /// Pins `digests` for checkpoint `checkpoint` (written durably first) and
@@ -169,7 +169,7 @@ fn pin_blobs(
         return Ok(());
     }
     let pinned = tokio::task::block_in_place(|| ck.blobs.pin_checkpoint(&ck.region, checkpoint, digests))
-        .map_err(|e| EngineError::Checkpoint(format!("{}: {e}", ck.participant)))?;
+        .map_err(|e| EngineError::checkpoint(format!("{}: {e}", ck.participant)))?;
     meta.blobs.extend(pinned);
     Ok(())
 }
@@ -190,11 +190,13 @@ fn write_inflight(
     ports.dedup();
     for port in ports {
         let batches: Vec<RecordBatch> = recorded.iter().filter(|(p, _)| *p == port).map(|(_, b)| b.clone()).collect();
-        let bytes = crate::inflight::encode(&batches).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+        let bytes = crate::inflight::encode(&batches).map_err(|e| {
+            EngineError::Checkpoint(crate::CheckpointError::Write(format!("cannot encode in-flight batches: {e}")))
+        })?;
         let name = ck.file_name(&format!("inflight{port}"), checkpoint, "arrow");
         let file =
             tokio::task::block_in_place(|| flumen_state::write_file_durably(&ck.files_dir, &name, &bytes, checkpoint))
-                .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+                .map_err(EngineError::checkpoint)?;
         meta.inflight.push(InflightFile { port, file: file.name.clone() });
         files.push(file);
     }
@@ -345,8 +347,8 @@ impl SinkTask {
                 // Everything this subtask wrote is in the restored checkpoint.
                 while let Some(ev) = gate.next().await {
                     if let GateEvent::Batch { .. } = ev {
-                        return Err(EngineError::Checkpoint(
-                            "a sink restored as finished received data; the checkpoint does not match this job".into(),
+                        return Err(EngineError::checkpoint(
+                            "a sink restored as finished received data; the checkpoint does not match this job",
                         ));
                     }
                 }
@@ -478,22 +480,24 @@ pub(crate) struct OperatorTask {
     pub(crate) ckpt: Option<TaskCkpt>,
     /// The state files a restore would need now: a full snapshot, then deltas.
     pub(crate) chain: Vec<StateFile>,
+    /// Its keyed state (granted `state`), the store its instances' handle shares.
+    pub(crate) state: Option<crate::state::SharedState>,
 }
 
 impl OperatorTask {
-    fn state(&self) -> Option<&StateHandle> {
-        self.ctx.state.as_ref()
+    fn state(&self) -> Option<&crate::state::SharedState> {
+        self.state.as_ref()
     }
 
     /// Brings state, guest memory and in-flight batches back to the restored checkpoint.
     async fn restore(&mut self, restore: Option<&Restore>, router: &mut Router) -> Result<bool, EngineError> {
         let Some(r) = restore else {
             if let Some(state) = self.state() {
-                crate::state::with_store(state, |s| s.clear()).map_err(EngineError::Checkpoint)?;
+                crate::state::with_store(state, |s| s.clear()).map_err(EngineError::checkpoint)?;
             }
             // A start from scratch: nothing an earlier attempt retained is kept.
             if let Some(scope) = &self.ctx.blobs {
-                scope.restore_retained(&[]).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+                scope.restore_retained(&[]).map_err(EngineError::checkpoint)?;
             }
             return Ok(false);
         };
@@ -501,13 +505,13 @@ impl OperatorTask {
             return Ok(true);
         }
         let chain: Vec<StateFile> = r.meta.state.iter().map(|n| r.file(n).cloned()).collect::<Result<_, _>>()?;
-        if let Some(state) = self.ctx.state.clone() {
+        if let Some(state) = self.state.clone() {
             let dir = r.dir.clone();
             let c = chain.clone();
             tokio::task::block_in_place(|| crate::state::with_store(&state, |s| s.restore(&dir, &c)))
-                .map_err(EngineError::Checkpoint)?;
+                .map_err(EngineError::checkpoint)?;
         } else if !chain.is_empty() {
-            return Err(EngineError::Checkpoint(format!(
+            return Err(EngineError::checkpoint(format!(
                 "{}: the checkpoint holds keyed state, but the operator is no longer granted `state`",
                 self.ctx.operator_id
             )));
@@ -515,7 +519,7 @@ impl OperatorTask {
         self.chain = chain;
         if let Some(scope) = &self.ctx.blobs {
             let retained = r.restore_blobs(scope.store())?;
-            scope.restore_retained(&retained).map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+            scope.restore_retained(&retained).map_err(EngineError::checkpoint)?;
         }
         if let Some(name) = &r.meta.guest {
             let bytes = read_verified(&r.dir, r.file(name)?)?;
@@ -635,13 +639,13 @@ impl OperatorTask {
     /// guest's own snapshot. Returns the files a restore needs and their roles.
     async fn snapshot(&mut self, checkpoint: u64) -> Result<(Vec<StateFile>, ParticipantMeta), EngineError> {
         let Some(ck) = self.ckpt.clone() else { return Ok(Default::default()) };
-        if let Some(state) = self.ctx.state.clone() {
+        if let Some(state) = self.state.clone() {
             let full = flumen_state::should_write_full(&self.chain);
             let dir = ck.files_dir.clone();
             let written = tokio::task::block_in_place(|| {
                 crate::state::with_store(&state, |s| s.snapshot(&dir, checkpoint, full))
             })
-            .map_err(EngineError::Checkpoint)?;
+            .map_err(EngineError::checkpoint)?;
             if let Some(f) = written {
                 if f.full {
                     self.chain.clear();
@@ -659,7 +663,7 @@ impl OperatorTask {
                 let f = tokio::task::block_in_place(|| {
                     flumen_state::write_file_durably(&ck.files_dir, &name, &bytes, checkpoint)
                 })
-                .map_err(|e| EngineError::Checkpoint(e.to_string()))?;
+                .map_err(EngineError::checkpoint)?;
                 meta.guest = Some(f.name.clone());
                 files.push(f);
             }

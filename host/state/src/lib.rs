@@ -44,6 +44,8 @@
 
 #[cfg(feature = "stores")]
 mod cache;
+#[cfg(feature = "stores")]
+mod capability;
 pub mod checkpoint;
 mod durable;
 mod format;

@@ -7,9 +7,11 @@ use std::fmt;
 
 pub mod durable;
 mod host_memory;
+mod state;
 
 pub use host_memory::{HostMemoryBudget, HostMemoryCharge, HostMemoryExceeded};
 use serde::{Deserialize, Serialize};
+pub use state::{Entries, STATE_BATCH_MAX, StateBackend, StateFault};
 
 /// The id of a node (source, operator or sink) in a job spec.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -17,58 +17,8 @@ use crate::instance::HostState;
 
 // The limits a guest's state calls are checked against: the store's own, defined once.
 pub use flumen_types::{STATE_KEY_BYTES_MAX, STATE_NAME_BYTES_MAX, STATE_VALUE_BYTES_MAX};
-/// Most keys or entries in one `*-many` call.
-pub const STATE_BATCH_MAX: usize = 1 << 20;
-
-/// Why a state operation failed, as the guest will see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StateFault {
-    /// A limit was crossed (the guest can do something about it); otherwise internal.
-    pub limit: bool,
-    pub message: String,
-}
-
-impl StateFault {
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self { limit: false, message: message.into() }
-    }
-}
-
-/// One subtask's state, as the engine provides it. Every method is called
-/// with arguments already checked against the limits of this module.
-///
-/// Methods that return values get `mem`, the instance's host memory charge
-/// for this call: they must [`HostMemoryCharge::grow`] it by each value's
-/// length *before* copying the value out of the store, and stop at the first
-/// refusal (a [`StateFault`] with `limit`), so a guest asking for more than
-/// its `host_memory_mb` never makes the host hold it.
-pub trait StateBackend: Send + 'static {
-    /// The backend itself, so its owner can reach its concrete type (to snapshot it).
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any;
-    fn value_get(&mut self, name: &str, key: &[u8], mem: &mut HostMemoryCharge) -> Result<Option<Vec<u8>>, StateFault>;
-    fn value_get_many(
-        &mut self,
-        name: &str,
-        keys: &[Vec<u8>],
-        mem: &mut HostMemoryCharge,
-    ) -> Result<Vec<Option<Vec<u8>>>, StateFault>;
-    fn value_set(&mut self, name: &str, key: &[u8], value: &[u8]) -> Result<(), StateFault>;
-    fn value_set_many(&mut self, name: &str, entries: &[(Vec<u8>, Vec<u8>)]) -> Result<(), StateFault>;
-    fn value_delete(&mut self, name: &str, key: &[u8]) -> Result<(), StateFault>;
-    fn list_get(&mut self, name: &str, key: &[u8], mem: &mut HostMemoryCharge) -> Result<Vec<Vec<u8>>, StateFault>;
-    fn list_append(&mut self, name: &str, key: &[u8], item: &[u8]) -> Result<(), StateFault>;
-    fn list_clear(&mut self, name: &str, key: &[u8]) -> Result<(), StateFault>;
-    fn map_get(
-        &mut self,
-        name: &str,
-        key: &[u8],
-        field: &[u8],
-        mem: &mut HostMemoryCharge,
-    ) -> Result<Option<Vec<u8>>, StateFault>;
-    fn map_put(&mut self, name: &str, key: &[u8], field: &[u8], value: &[u8]) -> Result<(), StateFault>;
-    fn map_remove(&mut self, name: &str, key: &[u8], field: &[u8]) -> Result<(), StateFault>;
-    fn map_entries(&mut self, name: &str, key: &[u8], mem: &mut HostMemoryCharge) -> Result<Entries, StateFault>;
-}
+// The capability's trait and fault, defined with the limits in `flumen-types`.
+pub use flumen_types::{Entries, STATE_BATCH_MAX, StateBackend, StateFault};
 
 /// A subtask's state, shared by the engine (which snapshots and restores it
 /// at checkpoints) and the instance that reads and writes it. A replacement
@@ -97,15 +47,12 @@ impl std::fmt::Debug for StateHandle {
 
 type Ret<T> = wasmtime::Result<(Result<T, WitError>,)>;
 
-/// (key or field, value) pairs as they cross the boundary.
-pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
-
 fn to_wit(f: StateFault) -> WitError {
     WitError { kind: if f.limit { WitErrorKind::Limit } else { WitErrorKind::Internal }, message: f.message }
 }
 
 fn limit(message: String) -> StateFault {
-    StateFault { limit: true, message }
+    StateFault::limit(message)
 }
 
 /// A refused host memory charge, as the guest sees it: a `limit` error.
