@@ -563,6 +563,49 @@ fn stop_then_resume_and_refuse_a_blind_rerun() {
     assert!(o.clean() && o.rows == rows, "{o:?}");
 }
 
+/// Each checkpoint leaves one `checkpoint complete` line in the run log (at
+/// `info`) with its id and its duration from trigger to commit, and the run
+/// summary names the longest: how an operator finds a slow checkpoint.
+#[test]
+fn every_checkpoint_logs_its_duration() {
+    let rows = 800;
+    let job = counting_job(rows, 2000, "", "", 1);
+    let cmd = flumen(&job, false);
+    let args: Vec<_> = cmd.get_args().filter(|a| *a != "--quiet").map(|a| a.to_owned()).collect();
+    let mut cmd = Command::new(cmd.get_program());
+    cmd.args(args)
+        .env("FLUMEN_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"))
+        .env("FLUMEN_LOG", "flumen_engine=info")
+        .env_remove("FLUMEN_FAILPOINTS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (code, text) = finish(cmd.spawn().unwrap(), "run");
+    assert_eq!(code, 0, "{text}");
+    let field = |line: &str, name: &str| -> Option<u64> {
+        let at = line.find(&format!(" {name}="))? + name.len() + 2;
+        line[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    };
+    let lines: Vec<(u64, u64)> = text
+        .lines()
+        .filter(|l| l.contains("checkpoint complete"))
+        .map(|l| (field(l, "checkpoint").expect(l), field(l, "ms").expect(l)))
+        .collect();
+    // 800 rows at 2000/s with a checkpoint every 80 ms: several periodic ones and the final one.
+    assert!(lines.len() >= 3, "{text}");
+    let ids: Vec<u64> = lines.iter().map(|(id, _)| *id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "one line per checkpoint, in order: {ids:?}");
+    let summary = text.lines().find(|l| l.starts_with("region ") && l.contains(" checkpoints (")).expect(&text);
+    assert!(summary.contains(&format!("{} checkpoints (last #{}", lines.len(), ids[ids.len() - 1])), "{summary}");
+    let longest = lines.iter().map(|(_, ms)| *ms).max().unwrap_or(0);
+    let said: f64 = summary
+        .split("; longest ")
+        .nth(1)
+        .and_then(|r| r.split(" ms)").next())
+        .and_then(|v| v.parse().ok())
+        .expect(summary);
+    assert!((said - longest as f64).abs() < 1.0, "summary's longest {said} ms, log's {longest} ms: {text}");
+}
+
 /// Guest-held state (the `snapshot` export) survives a kill: the counter
 /// keeps counts in its own memory and saves them at checkpoints.
 #[test]

@@ -19,6 +19,7 @@
 #[cfg(feature = "ipc")]
 pub mod ipc;
 pub mod media;
+pub mod pins;
 pub mod wire;
 
 use std::collections::HashMap;

@@ -44,31 +44,9 @@ pub const VARIABLE_SHAPE_TENSOR: &str = "arrow.variable_shape_tensor";
 /// Extension types whose storage is a blob reference.
 pub const BLOB_REF_TYPES: &[&str] = &[BLOB, IMAGE, VIDEO];
 
-/// Bytes of a blob digest (SHA-256).
-pub const DIGEST_BYTES: usize = 32;
-/// Bytes of a reference's token (a truncated keyed MAC).
-pub const TOKEN_BYTES: usize = 16;
-
-/// Media type of bytes whose kind is unknown.
-pub const OCTET_STREAM: &str = "application/octet-stream";
-
-/// A reference to a blob: one row of a `flumen.blob` column.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct BlobRef {
-    /// SHA-256 of the bytes.
-    pub digest: [u8; DIGEST_BYTES],
-    pub size: u64,
-    pub media_type: String,
-    /// Proof that the host made this reference for this job.
-    pub token: [u8; TOKEN_BYTES],
-}
-
-impl BlobRef {
-    /// The digest in lowercase hex (how logs and files name a blob).
-    pub fn digest_hex(&self) -> String {
-        self.digest.iter().map(|b| format!("{b:02x}")).collect()
-    }
-}
+// The blob vocabulary is the `blobs` capability's (flumen-types); this
+// module gives it its Arrow form.
+pub use flumen_types::blob::{BlobRef, DIGEST_BYTES, OCTET_STREAM, TOKEN_BYTES};
 
 /// The storage type of every blob-reference extension type.
 pub fn blob_storage_type() -> DataType {

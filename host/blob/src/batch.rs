@@ -7,83 +7,11 @@ use std::sync::Arc;
 use arrow_array::builder::LargeBinaryBuilder;
 use arrow_array::{Array, ArrayRef, FixedSizeBinaryArray, RecordBatch, StructArray};
 use arrow_buffer::Buffer;
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::{ArrowError, DataType, Field, Schema};
 use bytes::Bytes;
 use flumen_batch::media::{self, BlobColumn};
 
-use crate::{BlobError, BlobStore, Digest, Pin};
-
-/// Indices of the top-level columns of `schema` that hold blob references.
-pub fn blob_columns(schema: &Schema) -> Vec<usize> {
-    schema.fields().iter().enumerate().filter(|(_, f)| media::is_blob_ref(f)).map(|(i, _)| i).collect()
-}
-
-/// The digest bytes of a column, owned together with the pin that keeps
-/// their blobs alive: when the last array sharing this buffer drops, so does the pin.
-struct PinnedDigests {
-    data: Vec<u8>,
-    _pin: Pin,
-}
-
-impl AsRef<[u8]> for PinnedDigests {
-    fn as_ref(&self) -> &[u8] {
-        &self.data
-    }
-}
-
-/// A failure in one row of one blob column.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("column `{column}`, row {row}: {error}")]
-pub struct RowError {
-    pub column: String,
-    pub row: usize,
-    pub error: BlobError,
-}
-
-impl BlobStore {
-    /// Ties the blobs referenced by `batch`'s blob columns to the batch's
-    /// lifetime. With `check`, every reference's token and presence are
-    /// verified first (for batches from guests and files); without, the
-    /// caller vouches that the references came from this store (a batch the
-    /// host rebuilt from a checked one).
-    pub fn pin_batch(&self, batch: RecordBatch, check: bool) -> Result<RecordBatch, RowError> {
-        let cols = blob_columns(batch.schema_ref());
-        if cols.is_empty() {
-            return Ok(batch);
-        }
-        let schema = batch.schema();
-        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        for i in cols {
-            let name = schema.field(i).name().clone();
-            let row_err = |row: usize, error: BlobError| RowError { column: name.clone(), row, error };
-            let view = BlobColumn::new(columns[i].as_ref())
-                .map_err(|e| row_err(0, BlobError::Read { digest: String::new(), message: e.to_string() }))?;
-            let mut digests: Vec<Digest> = Vec::new();
-            for row in 0..view.len() {
-                let Some(r) = view.get(row) else { continue };
-                if check {
-                    self.check(&r).map_err(|e| row_err(row, e))?;
-                }
-                digests.push(r.digest);
-            }
-            let pin = self.pin_digests(&digests).map_err(|e| row_err(0, e))?;
-            columns[i] = repin_column(columns[i].as_ref(), &view, pin);
-        }
-        // Same schema, same lengths: only the digest buffers were replaced.
-        Ok(RecordBatch::try_new(schema, columns).unwrap_or(batch))
-    }
-
-    /// Every blob digest `batch` refers to (rows in order, repeats included).
-    pub fn digests_in(batch: &RecordBatch) -> Vec<Digest> {
-        let mut out = Vec::new();
-        for i in blob_columns(batch.schema_ref()) {
-            if let Ok(view) = BlobColumn::new(batch.column(i).as_ref()) {
-                out.extend((0..view.len()).filter_map(|r| view.digest(r)).filter_map(|d| <Digest>::try_from(d).ok()));
-            }
-        }
-        out
-    }
-}
+use crate::{BlobError, BlobStore, RowError, blob_columns};
 
 /// `to`, a batch the host derived from `from` (rows taken, filtered or
 /// reordered by an Arrow kernel, which copies buffers and so drops their
@@ -131,27 +59,6 @@ struct CarriedDigests {
 impl AsRef<[u8]> for CarriedDigests {
     fn as_ref(&self) -> &[u8] {
         &self.data
-    }
-}
-
-/// The same blob column over a digest buffer owned by `pin`.
-fn repin_column(array: &dyn Array, view: &BlobColumn, pin: Pin) -> ArrayRef {
-    let Some(s) = array.as_any().downcast_ref::<StructArray>() else { return arrow_array::make_array(array.to_data()) };
-    let digests = view.digests();
-    let width = media::DIGEST_BYTES;
-    let mut data = Vec::with_capacity(digests.len() * width);
-    for r in 0..digests.len() {
-        data.extend_from_slice(digests.value(r));
-    }
-    let buffer = Buffer::from(Bytes::from_owner(PinnedDigests { data, _pin: pin }));
-    let Ok(pinned) = FixedSizeBinaryArray::try_new(width as i32, buffer, digests.nulls().cloned()) else {
-        return Arc::new(s.clone());
-    };
-    let mut children: Vec<ArrayRef> = s.columns().to_vec();
-    children[0] = Arc::new(pinned);
-    match StructArray::try_new(s.fields().clone(), children, s.nulls().cloned()) {
-        Ok(a) => Arc::new(a),
-        Err(_) => Arc::new(s.clone()),
     }
 }
 
@@ -296,16 +203,18 @@ pub fn digest_schema(schema: &Schema) -> Schema {
 /// `batch` with each blob column replaced by its digests in hex. Reads no
 /// blob: what dead-letter sinks write, so a row that failed because its blob
 /// is bad or gone can always be recorded.
-pub fn digest_batch(batch: &RecordBatch) -> Result<RecordBatch, String> {
+pub fn digest_batch(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
     let cols = blob_columns(batch.schema_ref());
     if cols.is_empty() {
         return Ok(batch.clone());
     }
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
     for i in cols {
-        let view = BlobColumn::new(batch.column(i).as_ref()).map_err(|e| e.to_string())?;
+        let view = BlobColumn::new(batch.column(i).as_ref()).map_err(|e| {
+            ArrowError::InvalidArgumentError(format!("column `{}`: {e}", batch.schema().field(i).name()))
+        })?;
         let hex: arrow_array::StringArray = (0..view.len()).map(|r| view.digest(r).map(hex::encode)).collect();
         columns[i] = Arc::new(hex);
     }
-    RecordBatch::try_new(Arc::new(digest_schema(batch.schema_ref())), columns).map_err(|e| e.to_string())
+    RecordBatch::try_new(Arc::new(digest_schema(batch.schema_ref())), columns)
 }

@@ -37,8 +37,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use arrow_array::RecordBatch;
 use bytes::Bytes;
 pub use flumen_batch::media::{BlobRef, DIGEST_BYTES, OCTET_STREAM, TOKEN_BYTES};
 use hmac::{Hmac, Mac};
@@ -46,47 +47,19 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 pub use batch::{
-    ChunkError, RowError, blob_columns, carry_pins, digest_batch, digest_schema, materialize_batch,
-    materialize_in_chunks, materialized_schema,
+    ChunkError, carry_pins, digest_batch, digest_schema, materialize_batch, materialize_in_chunks, materialized_schema,
 };
-pub use fetch::{EXTERNAL_OBJECT_BYTES_MAX, fetch_uri, fetch_uri_into, local_path};
+pub use fetch::{EXTERNAL_OBJECT_BYTES_MAX, FetchError, fetch_uri, fetch_uri_into, local_path};
 pub use file::FileStamp;
+pub use flumen_batch::pins::{RowError, blob_columns};
+/// Keeps blobs alive while it lives (the capability's [`flumen_types::BlobPin`]).
+pub use flumen_types::blob::BlobPin as Pin;
+pub use flumen_types::blob::{BlobBackend, BlobError, BlobInfo, Digest, PinHolder, short};
 pub use key::{LineageKey, key_path};
 pub use spill::{SPILL_DIR_PREFIX, SPILL_MARKER, reclaim_dead_spill_dirs};
 
-/// A blob's content digest.
-pub type Digest = [u8; DIGEST_BYTES];
-
 /// Bytes of the job secret that keys reference tokens.
 pub const KEY_BYTES: usize = 32;
-
-/// Why a blob operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BlobError {
-    /// The token does not match: forged, altered, or made for another job.
-    #[error(
-        "blob reference {digest}… is forged or belongs to another job (its token does not match); \
-         an operator can only use references it was handed"
-    )]
-    Forged { digest: String },
-    /// The reference is genuine but the store no longer holds the bytes.
-    #[error(
-        "blob {digest}… was released: nothing kept it alive (a reference kept past the call that handed it over must \
-         be retained)"
-    )]
-    Released { digest: String },
-    #[error("blob {digest}…: {message}")]
-    Read { digest: String, message: String },
-    #[error("{source_name}: {message}")]
-    Source { source_name: String, message: String },
-    #[error("blob store: {0}")]
-    Io(String),
-}
-
-/// The first 8 bytes of a digest in hex: how errors and logs name a blob.
-pub fn short(d: &Digest) -> String {
-    hex::encode(&d[..8])
-}
 
 /// How a store is set up.
 #[derive(Debug, Clone)]
@@ -224,35 +197,16 @@ struct Inner {
     counters: Counters,
 }
 
-/// Keeps blobs alive while it lives. Holding the same digest twice counts twice.
-#[derive(Debug)]
-pub struct Pin {
-    store: Weak<Inner>,
-    digests: Vec<Digest>,
-}
-
-impl Pin {
-    /// A pin of nothing.
-    pub fn empty() -> Self {
-        Self { store: Weak::new(), digests: Vec::new() }
-    }
-
-    /// The digests this pin holds.
-    pub fn digests(&self) -> &[Digest] {
-        &self.digests
-    }
-}
-
-impl Drop for Pin {
-    fn drop(&mut self) {
-        if let Some(inner) = self.store.upgrade() {
-            let mut e = inner.lock();
-            for d in &self.digests {
-                if let Some(entry) = e.map.get_mut(d) {
-                    entry.refs = entry.refs.saturating_sub(1);
-                }
-                inner.collect(&mut e, d);
+/// A pin's drop: one reference fewer on each digest, and the blobs nothing
+/// keeps any more removed.
+impl PinHolder for Inner {
+    fn unpin(&self, digests: &[Digest]) {
+        let mut e = self.lock();
+        for d in digests {
+            if let Some(entry) = e.map.get_mut(d) {
+                entry.refs = entry.refs.saturating_sub(1);
             }
+            self.collect(&mut e, d);
         }
     }
 }
@@ -548,7 +502,8 @@ impl BlobStore {
 
     /// A pin over digests whose counts the caller already raised.
     fn pin_held(&self, digests: Vec<Digest>) -> Pin {
-        Pin { store: Arc::downgrade(&self.inner), digests }
+        let holder: Arc<dyn PinHolder> = self.inner.clone();
+        Pin::held(Arc::downgrade(&holder), digests)
     }
 
     /// Checks that `r` was made by this store (its token) and that the store still holds it.
@@ -570,6 +525,17 @@ impl BlobStore {
     }
 
     /// Pins blobs by digest (every one must be held).
+    /// Ties the blobs referenced by `batch`'s blob columns to the batch's
+    /// lifetime ([`flumen_batch::pins::pin_batch`] over this store).
+    pub fn pin_batch(&self, batch: RecordBatch, check: bool) -> Result<RecordBatch, RowError> {
+        flumen_batch::pins::pin_batch(self, batch, check)
+    }
+
+    /// Every blob digest `batch` refers to (rows in order, repeats included).
+    pub fn digests_in(batch: &RecordBatch) -> Vec<Digest> {
+        flumen_batch::pins::digests_in(batch)
+    }
+
     fn pin_digests(&self, digests: &[Digest]) -> Result<Pin, BlobError> {
         let mut e = self.inner.lock();
         if let Some(missing) = digests.iter().find(|d| !e.map.contains_key(*d)) {
@@ -816,12 +782,29 @@ impl BlobStore {
     }
 }
 
-/// What [`BlobStore::stat`] says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BlobInfo {
-    pub size: u64,
-    pub media_type: String,
-    pub source: Option<String>,
+/// The `blobs` capability, as operators and the host's batch handling use it.
+impl BlobBackend for BlobStore {
+    fn put(&self, data: Bytes, media_type: &str, source: Option<String>) -> Result<(BlobRef, Pin), BlobError> {
+        BlobStore::put(self, data, media_type, source)
+    }
+    fn check(&self, r: &BlobRef) -> Result<(), BlobError> {
+        BlobStore::check(self, r)
+    }
+    fn pin(&self, r: &BlobRef) -> Result<Pin, BlobError> {
+        BlobStore::pin(self, r)
+    }
+    fn pin_digests(&self, digests: &[Digest]) -> Result<Pin, BlobError> {
+        BlobStore::pin_digests(self, digests)
+    }
+    fn stat(&self, r: &BlobRef) -> Result<BlobInfo, BlobError> {
+        BlobStore::stat(self, r)
+    }
+    fn read(&self, r: &BlobRef, offset: u64, len: u64) -> Result<Bytes, BlobError> {
+        BlobStore::read(self, r, offset, len)
+    }
+    fn reference_of(&self, digest: &Digest) -> Option<BlobRef> {
+        BlobStore::reference_of(self, digest)
+    }
 }
 
 fn read_range(path: &Path, start: u64, n: usize) -> Result<Bytes, String> {

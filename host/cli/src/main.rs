@@ -112,7 +112,7 @@ fn main() -> ExitCode {
     init_logging();
     let cli = Cli::parse();
     if let Err(e) = flumen_engine::arm_fail_points_from_env() {
-        eprintln!("error: FLUMEN_FAILPOINTS: {e}");
+        eprintln!("error: {e}");
         return ExitCode::from(2);
     }
     match real_main(cli) {

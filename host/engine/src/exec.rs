@@ -37,7 +37,7 @@ use crate::metrics::{NodeMetrics, RegionMetrics};
 use crate::plan::{PreparedJob, Role};
 use crate::router::{RouteEdge, Router, Tx};
 use crate::task::{Finished, OperatorTask, Restore, SinkBlobMode, SinkTask, SourceTask, TaskCkpt, TaskMsg};
-use crate::{EngineError, JobSummary};
+use crate::{EngineError, JobSummary, ResumeError};
 use flumen_connectors::{PlannedSource, SinkSpec, SinkWriter};
 use flumen_spec::{CheckpointMode, JobSpec};
 
@@ -178,22 +178,18 @@ impl Job {
 
         let checkpoints = match spec.checkpoint_dir() {
             None if options.resume || options.from_scratch => {
-                return Err(EngineError::Resume(format!(
-                    "{}: --{} needs a [checkpoint] table in the job spec",
-                    spec.path.display(),
-                    if options.resume { "resume" } else { "from-scratch" }
-                )));
+                return Err(ResumeError::NotCheckpointed {
+                    spec: spec.path.clone(),
+                    flag: if options.resume { "resume" } else { "from-scratch" },
+                }
+                .into());
             }
             None => None,
             Some(dir) => {
                 let store = CheckpointStore::open(&dir).map_err(EngineError::checkpoint)?;
                 let earlier = store.has_checkpoints().map_err(EngineError::checkpoint)?;
                 if earlier && !options.resume && !options.from_scratch {
-                    return Err(EngineError::Resume(format!(
-                        "{} holds checkpoints of an earlier run of this job; pass --resume to continue it, or \
-                         --from-scratch to start over (this deletes its checkpoints and committed output)",
-                        dir.display()
-                    )));
+                    return Err(ResumeError::EarlierRun { store: dir.display().to_string() }.into());
                 }
                 Some(store)
             }
@@ -206,10 +202,7 @@ impl Job {
                     && !options.from_scratch
                     && remote.has_checkpoints().await.map_err(EngineError::checkpoint)?
                 {
-                    return Err(EngineError::Resume(format!(
-                        "{url} holds checkpoints of an earlier run of this job; pass --resume to continue it, or \
-                         --from-scratch to start over (this deletes its checkpoints and committed output)"
-                    )));
+                    return Err(ResumeError::EarlierRun { store: url.to_string() }.into());
                 }
                 Some(Arc::new(remote))
             }
@@ -501,29 +494,19 @@ impl RegionSupervisor {
             return Ok(());
         }
         if !(first && self.from_scratch) {
-            let mut why = String::new();
-            for r in rejected {
-                why.push_str(&format!("\n  - {r}"));
-            }
-            for q in &quarantined {
-                why.push_str(&format!("\n  - {} (quarantined earlier as damaged)", q.display()));
-            }
+            let mut in_the_way: Vec<String> = rejected.iter().map(|r| r.to_string()).collect();
+            in_the_way.extend(quarantined.iter().map(|q| format!("{} (quarantined earlier as damaged)", q.display())));
             if !parts.is_empty() {
-                why.push_str(&format!(
-                    "\n  - committed output that starting over would delete: {}",
-                    list_paths(&parts)
-                ));
+                in_the_way.push(format!("committed output that starting over would delete: {}", list_paths(&parts)));
             }
-            let what = if first { "cannot start" } else { "failed and cannot restart" };
-            return Err(EngineError::Resume(format!(
-                "region `{}` {what}: its checkpoint directory {} has no intact checkpoint to continue from, and \
-                 starting over would lose what an earlier run left:{why}\nNo output was deleted (damaged \
-                 manifests are kept in .quarantine). To start over, deleting that output and those checkpoints, \
-                 run: flumen run --resume --from-scratch {}",
-                self.name,
-                store.root().display(),
-                self.shared.spec.path.display()
-            )));
+            return Err(ResumeError::NoIntactCheckpoint {
+                region: self.name.clone(),
+                first,
+                dir: store.root().to_path_buf(),
+                in_the_way,
+                spec: self.shared.spec.path.clone(),
+            }
+            .into());
         }
         let mut gone = discarded;
         gone.extend(tokio::task::block_in_place(|| store.discard_all(&self.name)).map_err(ck)?);
@@ -603,11 +586,12 @@ impl RegionSupervisor {
         if let Some(m) = restored {
             let known = self.participants();
             if let Some(extra) = m.participants.keys().find(|p| !known.contains(p)) {
-                return Err(EngineError::Resume(format!(
-                    "checkpoint {} of region `{}` holds `{extra}`, which this job does not have (an operator was \
-                     removed or its parallelism changed)",
-                    m.checkpoint, self.name
-                )));
+                return Err(ResumeError::UnknownParticipant {
+                    region: self.name.clone(),
+                    checkpoint: m.checkpoint,
+                    participant: extra.clone(),
+                }
+                .into());
             }
         }
         self.recover_sinks(restored)?;
@@ -1120,7 +1104,17 @@ impl CheckpointDriver {
         }
         let kept: Vec<u64> = self.kept.iter().copied().collect();
         self.blobs.release_checkpoints_except(&self.region, &kept, checkpoint);
-        tracing::debug!(region = %self.region, checkpoint, bytes, freed, "checkpoint complete");
+        // One line per checkpoint: how long it took from its trigger (barriers
+        // through every subtask, state and in-flight files written and synced,
+        // the manifest, the upload, publishing the sinks) and what it wrote.
+        tracing::info!(
+            region = %self.region,
+            checkpoint,
+            ms = took.map_or(0, |d| d.as_millis() as u64),
+            bytes,
+            freed,
+            "checkpoint complete"
+        );
         self.last_committed = Some(checkpoint);
         Ok(())
     }

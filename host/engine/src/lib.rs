@@ -44,13 +44,54 @@ pub fn inspect_component(path: &std::path::Path) -> Result<String, EngineError> 
 /// `checkpoint::after-manifest=2*off->return` (on the third pass). Used by
 /// fault-injection tests to crash at each step of the commit protocol; the
 /// points are listed in ARCHITECTURE.md.
-pub fn arm_fail_points_from_env() -> Result<(), String> {
+pub fn arm_fail_points_from_env() -> Result<(), FailPointsError> {
     let Ok(spec) = std::env::var("FLUMEN_FAILPOINTS") else { return Ok(()) };
     for item in spec.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        let (name, actions) = item.split_once('=').ok_or_else(|| format!("`{item}` is not `name=actions`"))?;
-        fail::cfg(name.trim(), actions.trim())?;
+        let refused = |reason: String| FailPointsError { item: item.to_owned(), reason };
+        let (name, actions) = item.split_once('=').ok_or_else(|| refused("not `name=actions`".into()))?;
+        fail::cfg(name.trim(), actions.trim()).map_err(refused)?;
     }
     Ok(())
+}
+
+/// A `FLUMEN_FAILPOINTS` item that cannot be armed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("FLUMEN_FAILPOINTS: `{item}`: {reason}")]
+pub struct FailPointsError {
+    pub item: String,
+    pub reason: String,
+}
+
+/// Why a run cannot start or resume as asked. Nothing was deleted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResumeError {
+    /// `--resume` or `--from-scratch` on a job without a `[checkpoint]` table.
+    #[error("{}: --{flag} needs a [checkpoint] table in the job spec", spec.display())]
+    NotCheckpointed { spec: PathBuf, flag: &'static str },
+    /// The checkpoint store holds an earlier run and neither flag says what to do.
+    #[error(
+        "{store} holds checkpoints of an earlier run of this job; pass --resume to continue it, or --from-scratch \
+         to start over (this deletes its checkpoints and committed output)"
+    )]
+    EarlierRun { store: String },
+    /// No intact checkpoint, and starting over would delete what an earlier run left.
+    #[error(
+        "region `{region}` {}: its checkpoint directory {} has no intact checkpoint to continue from, and starting \
+         over would lose what an earlier run left:{}\nNo output was deleted (damaged manifests are kept in \
+         .quarantine). To start over, deleting that output and those checkpoints, run: flumen run --resume \
+         --from-scratch {}",
+        if *first { "cannot start" } else { "failed and cannot restart" },
+        dir.display(),
+        in_the_way.iter().map(|w| format!("\n  - {w}")).collect::<String>(),
+        spec.display()
+    )]
+    NoIntactCheckpoint { region: String, first: bool, dir: PathBuf, in_the_way: Vec<String>, spec: PathBuf },
+    /// The checkpoint has a participant the job no longer has.
+    #[error(
+        "checkpoint {checkpoint} of region `{region}` holds `{participant}`, which this job does not have (an \
+         operator was removed or its parallelism changed)"
+    )]
+    UnknownParticipant { region: String, checkpoint: u64, participant: String },
 }
 
 /// Settings of an [`Engine`].
@@ -150,8 +191,8 @@ pub enum EngineError {
     #[error("checkpoint: {0}")]
     Checkpoint(#[source] CheckpointError),
     /// A run cannot start or resume as asked.
-    #[error("{0}")]
-    Resume(String),
+    #[error(transparent)]
+    Resume(#[from] ResumeError),
     /// A region kept failing after every restart it was allowed.
     #[error("region `{region}` failed after {attempts} restarts; last failure: {last}")]
     Restarts { region: String, attempts: u32, last: Box<EngineError> },

@@ -129,6 +129,7 @@ pub struct RegionMetrics {
     pub rejected: AtomicU64,
     pub last_checkpoint: AtomicU64,
     pub last_duration_us: AtomicU64,
+    pub max_duration_us: AtomicU64,
     pub last_bytes: AtomicU64,
 }
 
@@ -151,7 +152,9 @@ impl RegionMetrics {
     pub(crate) fn add_completed(&self, checkpoint: u64, took: Option<Duration>, bytes: u64) {
         self.completed.fetch_add(1, Relaxed);
         self.last_checkpoint.store(checkpoint, Relaxed);
-        self.last_duration_us.store(took.map_or(0, |d| d.as_micros() as u64), Relaxed);
+        let us = took.map_or(0, |d| d.as_micros() as u64);
+        self.last_duration_us.store(us, Relaxed);
+        self.max_duration_us.fetch_max(us, Relaxed);
         self.last_bytes.store(bytes, Relaxed);
     }
     pub fn snapshot(&self) -> RegionSummary {
@@ -163,6 +166,7 @@ impl RegionMetrics {
             rejected: self.rejected.load(Relaxed),
             last_checkpoint: self.last_checkpoint.load(Relaxed),
             last_duration: Duration::from_micros(self.last_duration_us.load(Relaxed)),
+            max_duration: Duration::from_micros(self.max_duration_us.load(Relaxed)),
             last_bytes: self.last_bytes.load(Relaxed),
         }
     }
@@ -178,6 +182,8 @@ pub struct RegionSummary {
     pub rejected: u64,
     pub last_checkpoint: u64,
     pub last_duration: Duration,
+    /// The longest checkpoint of the run, trigger to commit.
+    pub max_duration: Duration,
     /// Bytes written for the last checkpoint (new files only: deltas are incremental).
     pub last_bytes: u64,
 }
@@ -245,12 +251,13 @@ impl JobSummary {
             }
             let _ = writeln!(
                 out,
-                "region {}: {} checkpoints (last #{}, {:.1} ms, {}), {} aborted, {} restarts",
+                "region {}: {} checkpoints (last #{}, {:.1} ms, {}; longest {:.1} ms), {} aborted, {} restarts",
                 r.name,
                 r.checkpoints,
                 r.last_checkpoint,
                 r.last_duration.as_secs_f64() * 1e3,
                 bytes(r.last_bytes),
+                r.max_duration.as_secs_f64() * 1e3,
                 r.aborted,
                 r.restarts
             );

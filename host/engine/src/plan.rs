@@ -212,7 +212,7 @@ impl Engine {
                 config_json: config_json.clone(),
                 inputs: inputs.clone(),
                 state: None,
-                blobs: Some(BlobScope::new(blobs.clone())),
+                blobs: Some(BlobScope::new(std::sync::Arc::new(blobs.clone()))),
             };
             let instance = factory.instantiate(&ctx).await.map_err(|e| {
                 if e.kind == flumen_wasm::CallErrorKind::Guest(flumen_wasm::GuestErrorKind::InvalidConfig) {

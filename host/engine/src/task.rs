@@ -446,7 +446,9 @@ impl SinkTask {
                         flumen_blob::ChunkError::Row(e) => other(sink_row_error(blobs, batch, rows_before, &e)),
                     })
             }
-            SinkBlobMode::Digest if has_blobs => writer.write(&flumen_blob::digest_batch(batch).map_err(other)?),
+            SinkBlobMode::Digest if has_blobs => {
+                writer.write(&flumen_blob::digest_batch(batch).map_err(|e| other(e.to_string()))?)
+            }
             _ => writer.write(batch),
         })
         .map_err(EngineError::Connector)?;
@@ -517,19 +519,21 @@ impl OperatorTask {
             )));
         }
         self.chain = chain;
+        let Some(blobs) = self.ckpt.as_ref().map(|c| c.blobs.clone()) else {
+            return Err(EngineError::Internal(format!(
+                "{}: restoring a job that does not checkpoint",
+                self.ctx.operator_id
+            )));
+        };
         if let Some(scope) = &self.ctx.blobs {
-            let retained = r.restore_blobs(scope.store())?;
+            let retained = r.restore_blobs(&blobs)?;
             scope.restore_retained(&retained).map_err(EngineError::checkpoint)?;
         }
         if let Some(name) = &r.meta.guest {
             let bytes = read_verified(&r.dir, r.file(name)?)?;
             self.instance.restore(&bytes).await.map_err(EngineError::Operator)?;
         }
-        let blobs = self.ctx.blobs.as_ref().map(|s| s.store().clone());
-        let inflight = match &blobs {
-            Some(b) => r.inflight(b)?,
-            None => return Err(EngineError::Internal(format!("{}: no blob scope", self.ctx.operator_id))),
-        };
+        let inflight = r.inflight(&blobs)?;
         for (port, batch) in inflight {
             if let Some(out) = self.process(port, &batch, router).await? {
                 for b in out {

@@ -231,12 +231,12 @@ impl InputSpec {
 
     /// The partitioning of this edge; without one, forward when the
     /// parallelism matches and round-robin otherwise.
-    pub fn partitioning(&self, from_p: u32, to_p: u32) -> Result<Partitioning, String> {
+    pub fn partitioning(&self, from_p: u32, to_p: u32) -> Result<Partitioning, PartitionError> {
         let default = if from_p == to_p { Partitioning::Forward } else { Partitioning::RoundRobin };
         let InputSpec::Edge(e) = self else { return Ok(default) };
         let keys_allowed = matches!(e.partition.as_deref(), Some("hash"));
         if !keys_allowed && !e.keys.is_empty() {
-            return Err(format!("input `{}`: `keys` only applies with partition = \"hash\"", e.from));
+            return Err(PartitionError::KeysWithoutHash { input: e.from.clone() });
         }
         Ok(match e.partition.as_deref() {
             None => default,
@@ -245,13 +245,19 @@ impl InputSpec {
             Some("round-robin") | Some("rebalance") => Partitioning::RoundRobin,
             Some("broadcast") => Partitioning::Broadcast,
             Some(other) => {
-                return Err(format!(
-                    "input `{}`: unknown partition `{other}`; expected forward, hash, round-robin or broadcast",
-                    e.from
-                ));
+                return Err(PartitionError::Unknown { input: e.from.clone(), partition: other.to_owned() });
             }
         })
     }
+}
+
+/// An input edge whose partitioning cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartitionError {
+    #[error("input `{input}`: `keys` only applies with partition = \"hash\"")]
+    KeysWithoutHash { input: String },
+    #[error("input `{input}`: unknown partition `{partition}`; expected forward, hash, round-robin or broadcast")]
+    Unknown { input: String, partition: String },
 }
 
 /// A job spec that cannot be used, located in its file.
@@ -587,6 +593,6 @@ inputs = [{ from = "f", partition = "hash", keys = ["a"] }]
     #[test]
     fn unknown_partition_is_named() {
         let input = InputSpec::Edge(EdgeSpec { from: "a".into(), partition: Some("shuffle".into()), keys: vec![] });
-        assert!(input.partitioning(1, 2).unwrap_err().contains("unknown partition `shuffle`"));
+        assert!(input.partitioning(1, 2).unwrap_err().to_string().contains("unknown partition `shuffle`"));
     }
 }

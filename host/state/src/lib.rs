@@ -69,7 +69,7 @@ pub use remote::{Downloaded, RemoteStore, Transfer};
 #[cfg(feature = "stores")]
 pub use store::{Admit, OperatorState, STATE_CACHE_BYTES_DEFAULT, StateStore};
 #[cfg(feature = "store-url")]
-pub use store_url::StoreUrl;
+pub use store_url::{StoreUrl, StoreUrlError, UrlProblem};
 
 // The state limits are defined once, in `flumen-types`, for this store and the wasm layer alike.
 pub use flumen_types::{STATE_KEY_BYTES_MAX, STATE_NAME_BYTES_MAX, STATE_VALUE_BYTES_MAX};

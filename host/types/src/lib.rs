@@ -5,10 +5,12 @@
 
 use std::fmt;
 
+pub mod blob;
 pub mod durable;
 mod host_memory;
 mod state;
 
+pub use blob::{BlobBackend, BlobError, BlobInfo, BlobPin, BlobRef, Digest, PinHolder};
 pub use host_memory::{HostMemoryBudget, HostMemoryCharge, HostMemoryExceeded};
 use serde::{Deserialize, Serialize};
 pub use state::{Entries, STATE_BATCH_MAX, StateBackend, StateFault};

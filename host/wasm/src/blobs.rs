@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use flumen_blob::{BlobError, BlobRef, BlobStore, Digest, Pin};
+use flumen_types::blob::{BlobBackend, BlobError, BlobPin, BlobRef, Digest, OCTET_STREAM, short};
 use flumen_types::{HostMemoryCharge, HostMemoryExceeded};
 use wasmtime::StoreContextMut;
 use wasmtime::component::{ComponentType, Lift, LinkerInstance, Lower, Resource, ResourceType};
@@ -105,8 +105,8 @@ impl WriterRes {
 /// which saves the retained set with each checkpoint.
 #[derive(Clone)]
 pub struct BlobScope {
-    store: BlobStore,
-    retained: Arc<Mutex<HashMap<Digest, Vec<Pin>>>>,
+    store: Arc<dyn BlobBackend>,
+    retained: Arc<Mutex<HashMap<Digest, Vec<BlobPin>>>>,
 }
 
 impl std::fmt::Debug for BlobScope {
@@ -116,12 +116,12 @@ impl std::fmt::Debug for BlobScope {
 }
 
 impl BlobScope {
-    pub fn new(store: BlobStore) -> Self {
+    pub fn new(store: Arc<dyn BlobBackend>) -> Self {
         Self { store, retained: Arc::default() }
     }
 
-    pub fn store(&self) -> &BlobStore {
-        &self.store
+    pub fn store(&self) -> &dyn BlobBackend {
+        self.store.as_ref()
     }
 
     /// Every retained digest, once per `retain` not yet released.
@@ -138,7 +138,7 @@ impl BlobScope {
         let mut map = self.retained.lock().unwrap_or_else(|p| p.into_inner());
         map.clear();
         for d in digests {
-            let r = self.store.reference_of(d).ok_or_else(|| BlobError::Released { digest: flumen_blob::short(d) })?;
+            let r = self.store.reference_of(d).ok_or_else(|| BlobError::Released { digest: short(d) })?;
             let pin = self.store.pin(&r)?;
             map.entry(*d).or_default().push(pin);
         }
@@ -155,10 +155,7 @@ impl BlobScope {
         self.store.check(r).or_else(|e| if matches!(e, BlobError::Released { .. }) { Ok(()) } else { Err(e) })?;
         let mut map = self.retained.lock().unwrap_or_else(|p| p.into_inner());
         let Some(pins) = map.get_mut(&r.digest) else {
-            return Err(BlobError::Read {
-                digest: flumen_blob::short(&r.digest),
-                message: "released but never retained".into(),
-            });
+            return Err(BlobError::Read { digest: short(&r.digest), message: "released but never retained".into() });
         };
         pins.pop();
         if pins.is_empty() {
@@ -218,7 +215,7 @@ fn check_len(what: &str, n: u64) -> Result<(), WitError> {
 fn create(mut store: StoreContextMut<'_, HostState>, data: Vec<u8>, media_type: &str) -> Result<WitBlobRef, WitError> {
     let s = scope(&store)?;
     let n = data.len() as u64;
-    let media_type = if media_type.is_empty() { flumen_blob::OCTET_STREAM } else { media_type };
+    let media_type = if media_type.is_empty() { OCTET_STREAM } else { media_type };
     let (r, pin) = s.store().put(Bytes::from(data), media_type, None).map_err(blob_err)?;
     let host = store.data_mut();
     host.hold_for_call(pin);

@@ -29,7 +29,7 @@ use crate::blobs::BlobScope;
 use crate::shape::{Selection, Shape};
 use crate::state::StateHandle;
 use crate::{CallError, CallErrorKind, LoadedComponent, WasmError, WasmRuntime};
-use flumen_blob::Pin;
+use flumen_types::BlobPin;
 
 /// The WIT package this host implements, and its newest version.
 pub const WIT_PACKAGE: &str = "flumen:dataflow";
@@ -603,7 +603,7 @@ pub(crate) struct HostState {
     state: Option<StateHandle>,
     blobs: Option<BlobScope>,
     /// Blobs the guest made during the current call, alive until it returns.
-    call_pins: Vec<Pin>,
+    call_pins: Vec<BlobPin>,
     pub(crate) blob_bytes_read: u64,
     pub(crate) blob_bytes_created: u64,
     /// Host memory held on the guest's behalf (`limits.host_memory_mb`).
@@ -646,7 +646,7 @@ impl HostState {
         self.returned = None;
     }
 
-    pub(crate) fn hold_for_call(&mut self, pin: Pin) {
+    pub(crate) fn hold_for_call(&mut self, pin: BlobPin) {
         self.call_pins.push(pin);
     }
 
@@ -954,15 +954,13 @@ fn read_emitted(
         other => bad(other.to_string()),
     })?;
     // References in blob columns must be this job's, and are pinned for as long as the batch lives.
-    let rb = if flumen_blob::blob_columns(&schema).is_empty() {
+    let rb = if flumen_batch::pins::blob_columns(&schema).is_empty() {
         rb
     } else {
         let Some(scope) = store.data().blobs.as_ref() else {
             return Err(bad("emits blob references but this job has no blob store".into()));
         };
-        scope
-            .store()
-            .pin_batch(rb, true)
+        flumen_batch::pins::pin_batch(scope.store(), rb, true)
             .map_err(|e| (CallErrorKind::BadOutput, format!("emitted a blob reference the host cannot accept: {e}")))?
     };
     // An operator that carries nothing sent `all` (checked above): its batch is the output.
@@ -977,10 +975,10 @@ fn read_emitted(
         // Carried blob columns gathered into new buffers are pinned again
         // (without re-checking: they came from a checked input batch).
         match store.data().blobs.as_ref() {
-            Some(scope) if moved && !flumen_blob::blob_columns(&shape.output).is_empty() => scope
-                .store()
-                .pin_batch(out, false)
-                .map_err(|e| (CallErrorKind::BadOutput, format!("carrying blob references: {e}")))?,
+            Some(scope) if moved && !flumen_batch::pins::blob_columns(&shape.output).is_empty() => {
+                flumen_batch::pins::pin_batch(scope.store(), out, false)
+                    .map_err(|e| (CallErrorKind::BadOutput, format!("carrying blob references: {e}")))?
+            }
             _ => out,
         }
     } else {
