@@ -1,21 +1,33 @@
-//! W2: Nexmark q0, q1 and q2 over the Bid stream, as whole `flumen run` processes
-//! against a native single-thread Rust Arrow loop over the same Parquet file.
+//! W2: Nexmark q0, q1, q2, q14, q21 and q22 over the Bid stream, as whole
+//! `flumen run` processes against a native single-thread Rust Arrow loop over
+//! the same Parquet file, and beside Daft (`benches/peers/daft_w2.py`) when a
+//! Python venv with Daft can be made.
 //!
 //! 1. Generates `target/nexmark/bids-<N>.parquet` once (N Bid events of the
 //!    `nexmark` crate, fixed base time, 64 K-row row groups, Snappy).
 //! 2. Writes one job spec per query into `target/nexmark/` (parallelism 1,
 //!    64 K-row batches, blackhole sink):
 //!    q0 source → `passthrough` test guest; q1 → `map` `price * 0.908` in place;
-//!    q2 → `filter` `auction % 123 = 0` → `project` `auction, price`.
+//!    q2 → `filter` `auction % 123 = 0` → `project` `auction, price`;
+//!    q14 → `filter` on `price * 0.908` → `map` (price in euros, `bid_time_type`
+//!    by hour) → `project`; q21 → `filter` on `regexp_extract`/`lower(channel)`
+//!    → `map` `channel_id` (`CASE`) → `project`; q22 → `map` three
+//!    `split_part`s of `url` → `project`. (q14's `count_char` UDF is left out:
+//!    Flumen's SQL has no such function; every system here leaves it out.)
 //! 3. Runs each job with the built `flumen` binary (`flumen run --quiet`),
 //!    timing the whole process, after one warm-up run that fills the
 //!    compiled-component cache; each timed run is followed by a run of the
 //!    native loop (ParquetRecordBatchReader, the same kernel or filter, the
 //!    result dropped; for q2 it decodes only the two columns it reads, as
 //!    flumen's plan does), timed in-process.
-//! 4. Prints a table: median (min–max) of each, the ratio and events/s.
+//! 4. With Daft (a venv at `target/daft-venv`, made and filled from PyPI by
+//!    this bench when missing), runs the same query over the same file as a
+//!    Daft dataframe (`benches/peers/daft_w2.py`: whole Python process, result
+//!    counted and dropped), once to warm up and then beside each timed run.
+//! 5. Prints a table: median (min–max) of each, the ratio and events/s.
 //!
-//! `W2_EVENTS` (default 10 000 000) sets N, `W2_RUNS` (default 3) the runs.
+//! `W2_EVENTS` (default 10 000 000) sets N, `W2_RUNS` (default 3) the runs,
+//! `W2_QUERIES` (default all, e.g. `q1,q21`) the queries; `W2_DAFT=0` skips Daft.
 //! No timing is asserted; the native loop's row counts are checked against
 //! the sink counts flumen reports.
 
@@ -25,7 +37,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, BooleanArray, Float64Array, Int64Array, RecordBatch};
+use arrow::array::builder::StringBuilder;
+use arrow::array::{Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Float64Type, Schema};
 use parquet::arrow::ProjectionMask;
@@ -49,7 +62,17 @@ enum Query {
     Q0,
     Q1,
     Q2,
+    Q14,
+    Q21,
+    Q22,
 }
+
+const QUERIES: [Query; 6] = [Query::Q0, Query::Q1, Query::Q2, Query::Q14, Query::Q21, Query::Q22];
+
+/// q14's hour of day of `date_time` (ms since the epoch, UTC).
+const Q14_HOUR: &str = "(date_time / 3600000) % 24";
+/// q21's channel id in a URL's query string.
+const Q21_CHANNEL_ID: &str = "(&|^)channel_id=([^&]*)";
 
 impl Query {
     fn name(self) -> &'static str {
@@ -57,6 +80,9 @@ impl Query {
             Query::Q0 => "q0",
             Query::Q1 => "q1",
             Query::Q2 => "q2",
+            Query::Q14 => "q14",
+            Query::Q21 => "q21",
+            Query::Q22 => "q22",
         }
     }
 
@@ -65,6 +91,9 @@ impl Query {
             Query::Q0 => "pass-through (passthrough guest)",
             Query::Q1 => "map price * 0.908",
             Query::Q2 => "filter auction % 123 = 0, project auction, price",
+            Query::Q14 => "filter on price in euros, map price and bid_time_type (CASE on the hour), project",
+            Query::Q21 => "filter on regexp_extract(url) / lower(channel), map channel_id (CASE), project",
+            Query::Q22 => "map dir1..dir3 = split_part(url, '/', 4..6), project",
         }
     }
 }
@@ -84,15 +113,19 @@ fn main() {
     }
     let events: u64 = env_or("W2_EVENTS", 10_000_000);
     let runs: usize = env_or("W2_RUNS", 3);
+    let wanted = std::env::var("W2_QUERIES").unwrap_or_default();
+    let queries: Vec<Query> =
+        QUERIES.into_iter().filter(|q| wanted.is_empty() || wanted.split(',').any(|w| w.trim() == q.name())).collect();
     let dir = target_dir().join("nexmark");
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
 
     let data = nexmark_bids::bids_file(&dir, events);
+    let daft = if std::env::var("W2_DAFT").as_deref() == Ok("0") { None } else { daft::python() };
 
     let cache = dir.join("component-cache");
     let mut rows: Vec<Row> = Vec::new();
     let mut summaries = Vec::new();
-    for query in [Query::Q0, Query::Q1, Query::Q2] {
+    for query in queries {
         let job = write_job(&dir, query, &data);
         // Warm-up: fills the compiled-component cache and the page cache.
         let (_, warm_out) = run_flumen(&job, &cache);
@@ -104,6 +137,11 @@ fn main() {
             "{}: flumen's sink got a different row count than the native loop\n{warm_out}",
             query.name()
         );
+        let daft_rows = daft.as_ref().map(|py| daft::run(py, query, &data).1);
+        if let Some(d) = daft_rows {
+            assert_eq!(d, native_rows, "{}: Daft produced a different row count than the native loop", query.name());
+        }
+        let mut daft_s = Vec::with_capacity(runs);
         let mut flumen = Vec::with_capacity(runs);
         let mut native = Vec::with_capacity(runs);
         let mut job_s = Vec::with_capacity(runs);
@@ -120,6 +158,9 @@ fn main() {
             let cpu = cpu_seconds();
             native.push(run_native(query, &data).0.as_secs_f64());
             native_cpu.push(cpu_seconds().zip(cpu).map_or(f64::NAN, |(after, before)| after.0 - before.0));
+            if let Some(py) = &daft {
+                daft_s.push(daft::run(py, query, &data).0.as_secs_f64());
+            }
         }
         let ratios: Vec<f64> = flumen.iter().zip(&native).map(|(f, n)| f / n).collect();
         println!(
@@ -130,7 +171,17 @@ fn main() {
             runs,
             native_rows
         );
-        rows.push(Row { query, flumen, native, ratios, job_s, flumen_cpu, native_cpu, rows_out: native_rows });
+        rows.push(Row {
+            query,
+            flumen,
+            native,
+            ratios,
+            job_s,
+            flumen_cpu,
+            native_cpu,
+            daft: daft_s,
+            rows_out: native_rows,
+        });
         summaries.push((query, last_out));
     }
 
@@ -166,6 +217,33 @@ fn main() {
             rate(events as f64 / median(&r.native)),
             r.rows_out
         );
+    }
+    println!();
+    if daft.is_none() {
+        println!("Daft: not run (W2_DAFT=0, or no Python venv with Daft could be made; see above).");
+    } else {
+        println!(
+            "Beside Daft (whole `python benches/peers/daft_w2.py` process over the same file, native runner, \
+             result counted and dropped; whole-process throughput, higher is better):"
+        );
+        println!();
+        println!(
+            "| query | flumen median s | Daft median s (min–max) | Daft/flumen time | flumen events/s | Daft events/s |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|");
+        for r in &rows {
+            println!(
+                "| {} | {:.3} | {:.3} ({:.3}–{:.3}) | {:.2}× | {} | {} |",
+                r.query.name(),
+                median(&r.flumen),
+                median(&r.daft),
+                min(&r.daft),
+                max(&r.daft),
+                median(&r.daft) / median(&r.flumen),
+                rate(events as f64 / median(&r.flumen)),
+                rate(events as f64 / median(&r.daft))
+            );
+        }
     }
     println!();
     println!(
@@ -209,6 +287,8 @@ struct Row {
     flumen_cpu: Vec<f64>,
     /// User + sys CPU seconds of each native loop.
     native_cpu: Vec<f64>,
+    /// Each Daft process's wall time (empty without Daft).
+    daft: Vec<f64>,
     rows_out: u64,
 }
 
@@ -247,6 +327,55 @@ fn write_job(dir: &Path, query: Query, data: &Path) -> PathBuf {
                       [[operator]]\nid = \"q2\"\nplugin = \"project\"\n\
                       config = { columns = [\"auction\", \"price\"] }\ninputs = [\"q2_filter\"]\n\n"
             .to_string(),
+        Query::Q14 => {
+            let h = Q14_HOUR;
+            let time_type = format!(
+                "CASE WHEN {h} BETWEEN 8 AND 18 THEN 'dayTime' WHEN {h} <= 6 OR {h} >= 20 THEN 'nightTime' \
+                 ELSE 'otherTime' END"
+            );
+            format!(
+                "[[operator]]\nid = \"q14_filter\"\nplugin = \"filter\"\n\
+                 config = {{ predicate = \"price * 0.908 > 1000000 AND price * 0.908 < 50000000\" }}\n\
+                 inputs = [\"bids\"]\n\n\
+                 [[operator]]\nid = \"q14_map\"\nplugin = \"map\"\n\
+                 config = {{ columns = [{{ name = \"price\", expr = \"price * 0.908\" }}, \
+                 {{ name = \"bid_time_type\", expr = {} }}] }}\ninputs = [\"q14_filter\"]\n\n\
+                 [[operator]]\nid = \"q14\"\nplugin = \"project\"\n\
+                 config = {{ columns = [\"auction\", \"bidder\", \"price\", \"bid_time_type\", \"date_time\", \"extra\"] }}\n\
+                 inputs = [\"q14_map\"]\n\n",
+                toml_str(&time_type)
+            )
+        }
+        Query::Q21 => {
+            let id = format!("regexp_extract(url, '{Q21_CHANNEL_ID}', 2)");
+            let predicate =
+                format!("{id} IS NOT NULL OR lower(channel) IN ('apple', 'google', 'facebook', 'baidu')");
+            let channel_id = format!(
+                "CASE lower(channel) WHEN 'apple' THEN '0' WHEN 'google' THEN '1' WHEN 'facebook' THEN '2' \
+                 WHEN 'baidu' THEN '3' ELSE {id} END"
+            );
+            format!(
+                "[[operator]]\nid = \"q21_filter\"\nplugin = \"filter\"\nconfig = {{ predicate = {} }}\n\
+                 inputs = [\"bids\"]\n\n\
+                 [[operator]]\nid = \"q21_map\"\nplugin = \"map\"\n\
+                 config = {{ columns = [{{ name = \"channel_id\", expr = {} }}] }}\ninputs = [\"q21_filter\"]\n\n\
+                 [[operator]]\nid = \"q21\"\nplugin = \"project\"\n\
+                 config = {{ columns = [\"auction\", \"bidder\", \"price\", \"channel\", \"channel_id\"] }}\n\
+                 inputs = [\"q21_map\"]\n\n",
+                toml_str(&predicate),
+                toml_str(&channel_id)
+            )
+        }
+        Query::Q22 => "[[operator]]\nid = \"q22_map\"\nplugin = \"map\"\n\
+                       config = { columns = [\
+                       { name = \"dir1\", expr = \"split_part(url, '/', 4)\" }, \
+                       { name = \"dir2\", expr = \"split_part(url, '/', 5)\" }, \
+                       { name = \"dir3\", expr = \"split_part(url, '/', 6)\" }] }\n\
+                       inputs = [\"bids\"]\n\n\
+                       [[operator]]\nid = \"q22\"\nplugin = \"project\"\n\
+                       config = { columns = [\"auction\", \"bidder\", \"price\", \"channel\", \"dir1\", \"dir2\", \"dir3\"] }\n\
+                       inputs = [\"q22_map\"]\n\n"
+            .to_string(),
     };
     let sink = format!("[[sink]]\nid = \"out\"\nkind = \"blackhole\"\ninputs = [\"{}\"]\n", query.name());
     let path = dir.join(format!("{}.toml", query.name()));
@@ -270,6 +399,95 @@ fn cpu_seconds() -> Option<(f64, f64)> {
 // ---------------------------------------------------------------------------
 // Native baseline
 
+fn int64(batch: &RecordBatch, i: usize) -> &Int64Array {
+    batch.column(i).as_any().downcast_ref::<Int64Array>().expect("an int64 column")
+}
+
+fn utf8(batch: &RecordBatch, i: usize) -> &StringArray {
+    batch.column(i).as_any().downcast_ref::<StringArray>().expect("a utf8 column")
+}
+
+fn batch_of(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+    RecordBatch::try_from_iter(columns).expect("an output batch")
+}
+
+/// q14 over `auction, bidder, price, date_time, extra`.
+fn native_q14(batch: &RecordBatch) -> RecordBatch {
+    let euros: Float64Array = int64(batch, 2).unary::<_, Float64Type>(|p| p as f64 * 0.908);
+    let keep = BooleanArray::from_unary(&euros, |e| e > 1_000_000.0 && e < 50_000_000.0);
+    let kept = filter_record_batch(batch, &keep).expect("filter");
+    let euros = arrow::compute::filter(&euros, &keep).expect("filter");
+    let mut time_type = StringBuilder::new();
+    for t in int64(&kept, 3).values() {
+        let hour = (t / 3_600_000) % 24;
+        time_type.append_value(match hour {
+            8..=18 => "dayTime",
+            h if h <= 6 || h >= 20 => "nightTime",
+            _ => "otherTime",
+        });
+    }
+    batch_of(vec![
+        ("auction", kept.column(0).clone()),
+        ("bidder", kept.column(1).clone()),
+        ("price", euros),
+        ("bid_time_type", Arc::new(time_type.finish())),
+        ("date_time", kept.column(3).clone()),
+        ("extra", kept.column(4).clone()),
+    ])
+}
+
+/// q21 over `auction, bidder, price, channel, url`.
+fn native_q21(batch: &RecordBatch, channel_id: &regex::Regex) -> RecordBatch {
+    let (channel, url) = (utf8(batch, 3), utf8(batch, 4));
+    let mut keep = Vec::with_capacity(batch.num_rows());
+    let mut ids = StringBuilder::new();
+    for (c, u) in channel.iter().zip(url.iter()) {
+        let (c, u) = (c.unwrap_or_default(), u.unwrap_or_default());
+        let extracted = channel_id.captures(u).and_then(|m| m.get(2)).map(|m| m.as_str());
+        let known = match c.to_lowercase().as_str() {
+            "apple" => Some("0"),
+            "google" => Some("1"),
+            "facebook" => Some("2"),
+            "baidu" => Some("3"),
+            _ => None,
+        };
+        let pass = extracted.is_some() || known.is_some();
+        keep.push(pass);
+        if pass {
+            ids.append_option(known.or(extracted));
+        }
+    }
+    let kept = filter_record_batch(batch, &BooleanArray::from(keep)).expect("filter");
+    batch_of(vec![
+        ("auction", kept.column(0).clone()),
+        ("bidder", kept.column(1).clone()),
+        ("price", kept.column(2).clone()),
+        ("channel", kept.column(3).clone()),
+        ("channel_id", Arc::new(ids.finish())),
+    ])
+}
+
+/// q22 over `auction, bidder, price, channel, url`.
+fn native_q22(batch: &RecordBatch) -> RecordBatch {
+    let mut dirs = [StringBuilder::new(), StringBuilder::new(), StringBuilder::new()];
+    for u in utf8(batch, 4).iter() {
+        let mut parts = u.unwrap_or_default().split('/').skip(3);
+        for d in &mut dirs {
+            d.append_value(parts.next().unwrap_or(""));
+        }
+    }
+    let [d1, d2, d3] = dirs.map(|mut d| Arc::new(d.finish()) as ArrayRef);
+    batch_of(vec![
+        ("auction", batch.column(0).clone()),
+        ("bidder", batch.column(1).clone()),
+        ("price", batch.column(2).clone()),
+        ("channel", batch.column(3).clone()),
+        ("dir1", d1),
+        ("dir2", d2),
+        ("dir3", d3),
+    ])
+}
+
 /// One pass of the native loop; returns its time and the rows it produced.
 fn run_native(query: Query, data: &Path) -> (Duration, u64) {
     let q1_schema =
@@ -285,15 +503,22 @@ fn run_native(query: Query, data: &Path) -> (Duration, u64) {
     let started = Instant::now();
     let file = File::open(data).unwrap_or_else(|e| panic!("cannot open {}: {e}", data.display()));
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).expect("Parquet metadata");
-    // q2 reads only `auction` and `price`: a careful native loop decodes only
-    // those (as flumen's plan does), so the baseline is not handicapped.
-    let builder = match query {
-        Query::Q2 => {
-            let mask = ProjectionMask::roots(builder.parquet_schema(), [0, 2]);
+    // Each query decodes only the columns it reads (as flumen's plan does),
+    // so the baseline is not handicapped.
+    let roots: Option<&[usize]> = match query {
+        Query::Q0 | Query::Q1 => None,
+        Query::Q2 => Some(&[0, 2]),
+        Query::Q14 => Some(&[0, 1, 2, 5, 6]),
+        Query::Q21 | Query::Q22 => Some(&[0, 1, 2, 3, 4]),
+    };
+    let builder = match roots {
+        Some(roots) => {
+            let mask = ProjectionMask::roots(builder.parquet_schema(), roots.iter().copied());
             builder.with_projection(mask)
         }
-        Query::Q0 | Query::Q1 => builder,
+        None => builder,
     };
+    let channel_id = regex::Regex::new(Q21_CHANNEL_ID).expect("q21's pattern");
     let reader = builder.with_batch_size(BATCH_ROWS).build().expect("Parquet reader");
     let mut rows = 0u64;
     for batch in reader {
@@ -312,6 +537,9 @@ fn run_native(query: Query, data: &Path) -> (Duration, u64) {
                 let keep = BooleanArray::from_unary(auction, |a| a % 123 == 0);
                 filter_record_batch(&batch, &keep).expect("filter")
             }
+            Query::Q14 => native_q14(&batch),
+            Query::Q21 => native_q21(&batch, &channel_id),
+            Query::Q22 => native_q22(&batch),
         };
         rows += out.num_rows() as u64;
         black_box(out);
@@ -320,3 +548,63 @@ fn run_native(query: Query, data: &Path) -> (Duration, u64) {
 }
 
 // ---------------------------------------------------------------------------
+
+// ---------------------------------------------------------------------------
+// Daft, beside
+
+mod daft {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    use super::Query;
+    use super::process::target_dir;
+
+    fn has_daft(python: &Path) -> bool {
+        Command::new(python).args(["-c", "import daft"]).output().is_ok_and(|o| o.status.success())
+    }
+
+    /// The Python of `target/daft-venv`, made and given Daft from PyPI when
+    /// missing; `None`, saying why, when that cannot be done (no network, no venv module).
+    pub(super) fn python() -> Option<PathBuf> {
+        let venv = target_dir().join("daft-venv");
+        let python = venv.join("bin").join("python");
+        if has_daft(&python) {
+            return Some(python);
+        }
+        println!("making {} with Daft from PyPI (once)…", venv.display());
+        let made = Command::new("python3").args(["-m", "venv"]).arg(&venv).status().is_ok_and(|s| s.success());
+        let installed = made
+            && Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "daft"])
+                .status()
+                .is_ok_and(|s| s.success());
+        if installed && has_daft(&python) {
+            Some(python)
+        } else {
+            println!("Daft: cannot make {} with Daft; W2 runs without it", venv.display());
+            None
+        }
+    }
+
+    /// One whole Daft process running `query` over `data`: its time and the rows it counted.
+    pub(super) fn run(python: &Path, query: Query, data: &Path) -> (Duration, u64) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches").join("peers").join("daft_w2.py");
+        let started = Instant::now();
+        let out = Command::new(python)
+            .arg(&script)
+            .arg(query.name())
+            .arg(data)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        let took = started.elapsed();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "Daft {}: {}\n{}", query.name(), text, String::from_utf8_lossy(&out.stderr));
+        let rows = text
+            .lines()
+            .find_map(|l| l.strip_prefix("rows="))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("Daft {}: no `rows=` in its output: {text}", query.name()));
+        (took, rows)
+    }
+}

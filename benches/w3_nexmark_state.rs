@@ -26,9 +26,10 @@
 //!
 //! `W3_EVENTS` (default 3 000 000) sets N, `W3_RUNS` (default 3) the pairs of runs,
 //! `W3_INTERVAL_MS` (default 10 000) the checkpoint interval, `W3_BATCH_ROWS` (default 8192) the
-//! source's batch size, `W3_QUERIES` (default `q5,q7`) the queries. Asserted: every run's output,
-//! sorted, equals the oracle's windows (so with = without = killed-and-resumed: nothing lost,
-//! nothing duplicated). Nothing on timing.
+//! source's batch size, `W3_QUERIES` (default `q5,q7`) the queries, `W3_PARALLELISM` (default 1)
+//! the window operator's subtasks (above 1, its input is hash-partitioned by the window key).
+//! Asserted: every run's output, sorted, equals the oracle's windows (so with = without =
+//! killed-and-resumed: nothing lost, nothing duplicated). Nothing on timing.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -115,7 +116,8 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
     let data = nexmark_bids::bids_file(&nexmark_dir, events);
     let cache = nexmark_dir.join("component-cache");
-    let setup = Setup { dir: dir.clone(), data: data.clone(), cache, interval_ms, batch_rows };
+    let parallelism: u32 = env_or("W3_PARALLELISM", 1);
+    let setup = Setup { dir: dir.clone(), data: data.clone(), cache, interval_ms, batch_rows, parallelism };
 
     let mut results = Vec::new();
     for query in queries {
@@ -159,7 +161,7 @@ fn main() {
         r.recovery = Some(setup.kill_and_resume(query, &ckpt, plain_s, &oracle));
         results.push(r);
     }
-    report(&results, events, runs, interval_ms, batch_rows, &data);
+    report(&results, events, runs, &setup);
 }
 
 // ---------------------------------------------------------------------------
@@ -171,6 +173,8 @@ struct Setup {
     cache: PathBuf,
     interval_ms: u64,
     batch_rows: usize,
+    /// Subtasks of the window operator (its input hash-partitioned by key when above 1).
+    parallelism: u32,
 }
 
 /// One finished `flumen run` process.
@@ -202,13 +206,14 @@ struct Run {
     windows: Vec<Window>,
 }
 
-/// `region …: N checkpoints (last #n, X ms, Y KiB), …` of a run summary.
+/// `region …: N checkpoints (last #n, X ms, Y KiB; longest Z ms), …` of a run summary.
 #[derive(Clone)]
 struct RegionLine {
     count: u64,
     last: u64,
     last_ms: f64,
     last_size: String,
+    longest_ms: f64,
 }
 
 impl Setup {
@@ -250,6 +255,15 @@ impl Setup {
                 ),
             ),
         };
+        let key = if query == Query::Q5 { "auction" } else { "k" };
+        let win_inputs = if self.parallelism > 1 {
+            format!(
+                "parallelism = {}\ninputs = [{{ from = \"{win_input}\", partition = \"hash\", keys = [\"{key}\"] }}]",
+                self.parallelism
+            )
+        } else {
+            format!("inputs = [\"{win_input}\"]")
+        };
         let spec = format!(
             "# Nexmark {q}-like: {what}{with}. Written by benches/w3_nexmark_state.rs.\n\
              [job]\nname = \"w3-{q}\"\nparallelism = 1\nbatch_rows = {batch}\n\n\
@@ -261,7 +275,7 @@ impl Setup {
              watermark = {{ column = \"date_time\", delay_ms = 0 }}\n\n\
              {key_op}\
              [[operator]]\nid = \"win\"\nplugin = {plugin}\ncapabilities = [\"log\", \"state\"]\n\
-             inputs = [\"{win_input}\"]\nconfig = {{ {window} }}\n\n\
+             {win_inputs}\nconfig = {{ {window} }}\n\n\
              [[sink]]\nid = \"out\"\nkind = \"jsonl\"\npath = {out}\ninputs = [\"win\"]\n",
             q = query.name(),
             what = query.what(),
@@ -520,12 +534,14 @@ fn region_line(summary: &str) -> Option<RegionLine> {
     let (count, rest) = rest.split_once(" checkpoints (last #")?;
     let (last, rest) = rest.split_once(", ")?;
     let (ms, rest) = rest.split_once(" ms, ")?;
-    let (size, _) = rest.split_once(')')?;
+    let (size, rest) = rest.split_once("; longest ")?;
+    let (longest, _) = rest.split_once(" ms)")?;
     Some(RegionLine {
         count: count.trim().parse().ok()?,
         last: last.trim().parse().ok()?,
         last_ms: ms.trim().parse().ok()?,
         last_size: size.trim().to_string(),
+        longest_ms: longest.trim().parse().ok()?,
     })
 }
 
@@ -658,11 +674,13 @@ fn native(query: Query, data: &Path) -> (Duration, Vec<Window>) {
 // ---------------------------------------------------------------------------
 // Report
 
-fn report(results: &[QueryResult], events: u64, runs: usize, interval_ms: u64, batch_rows: usize, data: &Path) {
+fn report(results: &[QueryResult], events: u64, runs: usize, setup: &Setup) {
+    let (interval_ms, batch_rows, parallelism, data) =
+        (setup.interval_ms, setup.batch_rows, setup.parallelism, &setup.data);
     println!();
     println!(
         "W3: Nexmark over {events} Bid events ({}), {runs} pairs of runs per query after one warm-up, \
-         checkpoint interval {interval_ms} ms, {batch_rows}-row batches, parallelism 1;",
+         checkpoint interval {interval_ms} ms, {batch_rows}-row batches, window operator parallelism {parallelism};",
         data.file_name().and_then(|n| n.to_str()).unwrap_or("?")
     );
     println!("whole `flumen run` processes; ratio = median of per-pair ratios (min–max)");
@@ -706,9 +724,9 @@ fn report(results: &[QueryResult], events: u64, runs: usize, interval_ms: u64, b
     println!(
         "| query | checkpoints per run (periodic + final) | written per periodic checkpoint KiB (min–max) | \
          state snapshots: count × kind: median records / KiB | snapshot → complete ms (min–max) | final checkpoint ms (min–max) / size | \
-         checkpoints on disk KiB | working copy on disk KiB |"
+         longest checkpoint, trigger → commit, ms (min–max) | checkpoints on disk KiB | working copy on disk KiB |"
     );
-    println!("|---|---:|---:|---|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|");
     for r in results {
         let counts: Vec<String> = r
             .ckpt
@@ -744,16 +762,18 @@ fn report(results: &[QueryResult], events: u64, runs: usize, interval_ms: u64, b
         let to_complete: Vec<f64> = r.ckpt.iter().flat_map(|c| c.snapshot_to_complete_ms.iter().copied()).collect();
         let final_ms: Vec<f64> = r.ckpt.iter().filter_map(|c| c.region.as_ref().map(|g| g.last_ms)).collect();
         let final_size = r.ckpt.last().and_then(|c| c.region.as_ref()).map_or("?".to_string(), |g| g.last_size.clone());
+        let longest: Vec<f64> = r.ckpt.iter().filter_map(|c| c.region.as_ref().map(|g| g.longest_ms)).collect();
         let on_disk: Vec<f64> = r.ckpt.iter().map(|c| c.ckpt_dir_bytes as f64 / 1024.0).collect();
         let working: Vec<f64> = r.ckpt.iter().map(|c| c.working_bytes as f64 / 1024.0).collect();
         println!(
-            "| {} | {} | {} | {} | {} | {} / {final_size} | {:.1} | {:.0} |",
+            "| {} | {} | {} | {} | {} | {} / {final_size} | {} | {:.1} | {:.0} |",
             r.query.name(),
             counts.join(", "),
             spread(&periodic, 1, ""),
             if snapshots.is_empty() { "none".to_string() } else { snapshots.join("; ") },
             spread(&to_complete, 1, ""),
             spread(&final_ms, 1, ""),
+            spread(&longest, 1, ""),
             median(&on_disk),
             median(&working)
         );

@@ -12,6 +12,11 @@
 //! (`W4_ROUNDS` rounds, default 15) and prints medians and the store/raw ratio, plus one full
 //! snapshot of the 1 M-key state for scale. `W4_SUMMARY_ONLY=1` skips criterion. Nothing here
 //! asserts on timings; the only check is that both sides count the same.
+//!
+//! Last, W3's checkpoint goal at the state layer: `W4_BIG_STATE_MIB` (default 1024 under
+//! `cargo bench`, 0 skips) MiB of keyed state in 1 KiB values, then the time of a full snapshot
+//! of it (what a first checkpoint writes) and of a delta after 1 % of its keys changed (a later
+//! one), each written and fsynced.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -49,6 +54,14 @@ fn main() {
     rmw.summary(rounds);
     rmw.check();
     full_snapshot_summary(dir.path(), if bench_mode { STATE_KEYS } else { 10_000 });
+    let big_mib = std::env::var("W4_BIG_STATE_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(if bench_mode {
+        1024
+    } else {
+        1
+    });
+    if big_mib > 0 {
+        big_state_summary(dir.path(), big_mib);
+    }
 }
 
 /// The hot-key read-modify-write loop on both sides.
@@ -191,6 +204,50 @@ fn full_snapshot_summary(dir: &Path, keys: u64) {
         "  full snapshot of {keys} keys: {:.1} ms, {:.1} MiB (for scale against the deltas above)",
         elapsed.as_secs_f64() * 1e3,
         file.bytes as f64 / f64::from(1 << 20)
+    );
+}
+
+/// Snapshots of `mib` MiB of keyed state (1 KiB values): full, then a delta after 1 % changed.
+fn big_state_summary(dir: &Path, mib: u64) {
+    const VALUE_BYTES: usize = 1024;
+    let keys = mib * (1 << 20) / VALUE_BYTES as u64;
+    let store = StateStore::open(&dir.join("big-store")).expect("state store");
+    let mut state = store.operator("w4", 0).expect("operator state");
+    let started = Instant::now();
+    let mut chunk = Vec::with_capacity(4096);
+    for k in 0..keys {
+        let mut value = vec![(k % 251) as u8; VALUE_BYTES];
+        value[..8].copy_from_slice(&k.to_le_bytes());
+        chunk.push((k.to_be_bytes().to_vec(), value));
+        if chunk.len() == chunk.capacity() {
+            state.value_set_many(NAME, &chunk).expect("load");
+            chunk.clear();
+        }
+    }
+    state.value_set_many(NAME, &chunk).expect("load");
+    let loaded = started.elapsed();
+    let files = dir.join("big-files");
+    std::fs::create_dir_all(&files).expect("files dir");
+    let started = Instant::now();
+    let full = state.snapshot(&files, 1, true).expect("full snapshot").expect("a full file");
+    let full_took = started.elapsed();
+    let changed: Vec<(Vec<u8>, Vec<u8>)> =
+        (0..keys).step_by(100).map(|k| (k.to_be_bytes().to_vec(), vec![0xa5; VALUE_BYTES])).collect();
+    for part in changed.chunks(4096) {
+        state.value_set_many(NAME, part).expect("change");
+    }
+    let started = Instant::now();
+    let delta = state.snapshot(&files, 2, false).expect("delta snapshot").expect("a delta file");
+    let delta_took = started.elapsed();
+    let mib_of = |b: u64| b as f64 / f64::from(1 << 20);
+    println!(
+        "  {mib} MiB of keyed state ({keys} keys × {VALUE_BYTES} B, loaded in {:.1} s): full snapshot {:.2} s \
+         ({:.0} MiB written and fsynced); delta after 1 % changed {:.3} s ({:.1} MiB)",
+        loaded.as_secs_f64(),
+        full_took.as_secs_f64(),
+        mib_of(full.bytes),
+        delta_took.as_secs_f64(),
+        mib_of(delta.bytes)
     );
 }
 
