@@ -322,6 +322,7 @@ fn open_ctx(id: &str, config: serde_json::Value, input: &SchemaRef) -> OpenConte
         inputs: vec![input.clone()],
         state: None,
         blobs: None,
+        inference: None,
     }
 }
 

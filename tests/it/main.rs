@@ -12,6 +12,7 @@ mod common;
 mod dedupe;
 mod event_time;
 mod host_memory;
+mod inference;
 mod limits;
 mod media_audio;
 mod media_image;

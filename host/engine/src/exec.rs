@@ -129,8 +129,8 @@ impl PreparedJob {
         options: RunOptions,
         stop: impl Future<Output = ()>,
     ) -> Result<JobSummary, EngineError> {
-        let PreparedJob { spec, graph, nodes, metrics, blobs, executors } = self;
-        let job = Job { spec, graph, nodes, metrics, blobs, guest: executors.guest() };
+        let PreparedJob { spec, graph, nodes, metrics, blobs, models, executors } = self;
+        let job = Job { spec, graph, nodes, metrics, blobs, models, guest: executors.guest() };
         // The caller's `stop` stays here, on the caller's side: the job learns of it by a message.
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let stopped = async move {
@@ -164,13 +164,14 @@ struct Job {
     nodes: Vec<crate::plan::PreparedNode>,
     metrics: Arc<crate::JobMetrics>,
     blobs: BlobStore,
+    models: Option<Arc<flumen_inference::ModelHub>>,
     guest: tokio::runtime::Handle,
 }
 
 impl Job {
     async fn run(self, options: RunOptions, stop: impl Future<Output = ()>) -> Result<JobSummary, EngineError> {
         let started = Instant::now();
-        let Job { spec, graph, nodes, metrics, blobs, guest } = self;
+        let Job { spec, graph, nodes, metrics, blobs, models, guest } = self;
         // Whatever way the run ends, the store keeps only what retained checkpoints pin.
         let _close_blobs = CloseBlobs(blobs.clone());
         let plan = graph.physical();
@@ -348,6 +349,9 @@ impl Job {
             files,
             regions: region_metrics.iter().map(|m| m.snapshot()).collect(),
             blobs: shared.blobs.stats(),
+            models: models
+                .map(|m| m.used().iter().map(|m| flumen_inference::summary_line(m)).collect())
+                .unwrap_or_default(),
         })
     }
 }

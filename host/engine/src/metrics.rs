@@ -116,6 +116,9 @@ pub struct JobSummary {
     pub regions: Vec<RegionSummary>,
     /// The blob store at the end of the run (before it released what no checkpoint needs).
     pub blobs: flumen_blob::BlobStats,
+    /// One line per model the job's operators called: calls, batches and
+    /// their sizes, queue and busy time.
+    pub models: Vec<String>,
 }
 
 /// Counters of one pipelined region.
@@ -275,6 +278,9 @@ impl JobSummary {
                 b.spilled,
                 bytes(b.bytes_spilled)
             );
+        }
+        for m in &self.models {
+            let _ = writeln!(out, "{m}");
         }
         for f in &self.files {
             let _ = writeln!(out, "wrote {}", f.display());

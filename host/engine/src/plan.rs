@@ -27,6 +27,8 @@ pub struct PreparedJob {
     pub(crate) nodes: Vec<PreparedNode>,
     pub(crate) metrics: Arc<crate::JobMetrics>,
     pub(crate) blobs: BlobStore,
+    /// The job's model repository (`[inference]`), shared with the process.
+    pub(crate) models: Option<Arc<flumen_inference::ModelHub>>,
     /// The engine's threads, which run the job.
     pub(crate) executors: Arc<crate::executor::Executors>,
 }
@@ -80,7 +82,26 @@ impl PreparedJob {
                 n.schema.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect();
             out.push_str(&format!("schema {}: {}\n", n.id, cols.join(", ")));
         }
+        for m in self.models.iter().flat_map(|h| h.used()) {
+            out.push_str(&format!(
+                "model {}: {} sha256:{} on {} ({}), max_batch {}, delay {} ms, {} instance(s){}\n",
+                m.info.name,
+                m.entry.config.file,
+                m.entry.short_digest(),
+                m.device,
+                m.backend,
+                m.entry.config.max_batch,
+                m.entry.config.max_queue_delay_ms,
+                m.entry.config.instances,
+                m.fallback_note.as_ref().map(|n| format!(" [{n}]")).unwrap_or_default()
+            ));
+        }
         out
+    }
+
+    /// The schema node `id` emits (sources, operators) or accepts (sinks).
+    pub fn schema(&self, id: &str) -> Option<SchemaRef> {
+        self.nodes.iter().find(|n| n.id.as_str() == id).map(|n| n.schema.clone())
     }
 }
 
@@ -97,6 +118,7 @@ impl Engine {
         let base = spec.base_dir();
         let graph = build_graph(&spec)?;
         let blobs = open_blob_store(&spec)?;
+        let models = open_models(&spec)?;
         let n_sources = spec.sources.len();
         let n_ops = spec.operators.len();
         let mut schemas: Vec<Option<SchemaRef>> = vec![None; graph.nodes().len()];
@@ -128,7 +150,7 @@ impl Engine {
                 NodeKind::Operator => {
                     let op = &spec.operators[n - n_sources];
                     let inputs = input_schemas()?;
-                    let (factory, instances) = self.open_operator(&spec, op, node, inputs, &blobs).await?;
+                    let (factory, instances) = self.open_operator(&spec, op, node, inputs, &blobs, &models).await?;
                     schemas[n] = Some(instances[0].1.output_schema().clone());
                     let stateful = capabilities(op).map_err(at)?.state;
                     roles[n] = Some(Role::Operator { factory, instances, policy: op.on_error.clone(), stateful });
@@ -179,7 +201,7 @@ impl Engine {
         let metrics = Arc::new(crate::JobMetrics {
             nodes: nodes.iter().zip(graph.nodes()).map(|(p, g)| (p.id.clone(), g.kind, p.metrics.clone())).collect(),
         });
-        Ok(PreparedJob { spec, graph, nodes, metrics, blobs, executors: self.executors.clone() })
+        Ok(PreparedJob { spec, graph, nodes, metrics, blobs, models, executors: self.executors.clone() })
     }
 
     async fn open_operator(
@@ -189,6 +211,7 @@ impl Engine {
         node: &NodeSpec,
         inputs: Vec<SchemaRef>,
         blobs: &BlobStore,
+        models: &Option<Arc<flumen_inference::ModelHub>>,
     ) -> Result<(OperatorFactory, Vec<(OpenContext, OperatorInstance)>), EngineError> {
         let at = |m: String| EngineError::Spec(spec.error_for(&op.id, m));
         let path = self.resolve_plugin(spec, op).map_err(at)?;
@@ -213,6 +236,10 @@ impl Engine {
                 inputs: inputs.clone(),
                 state: None,
                 blobs: Some(BlobScope::new(std::sync::Arc::new(blobs.clone()))),
+                inference: models
+                    .as_ref()
+                    .filter(|_| capabilities.inference)
+                    .map(|m| Arc::clone(m) as Arc<dyn flumen_types::inference::InferenceService>),
             };
             let instance = factory.instantiate(&ctx).await.map_err(|e| {
                 if e.kind == flumen_wasm::CallErrorKind::Guest(flumen_wasm::GuestErrorKind::InvalidConfig) {
@@ -287,14 +314,66 @@ fn open_blob_store(spec: &JobSpec) -> Result<BlobStore, EngineError> {
     })
 }
 
+/// The job's model repository, when it has an `[inference]` table; every
+/// operator granted `inference` needs one, and ONNX Runtime must be on the
+/// machine: both are checked here, at plan time.
+fn open_models(spec: &JobSpec) -> Result<Option<Arc<flumen_inference::ModelHub>>, EngineError> {
+    let granted: Vec<&str> = spec
+        .operators
+        .iter()
+        .filter(|op| op.capabilities.as_ref().is_some_and(|c| c.iter().any(|c| c == "inference")))
+        .map(|op| op.id.as_str())
+        .collect();
+    let Some(section) = &spec.inference else {
+        return match granted.first() {
+            None => Ok(None),
+            Some(id) => Err(EngineError::Spec(spec.error_for(
+                id,
+                format!(
+                    "operator `{id}` is granted `inference` but the job has no model repository; add \
+                     `[inference]` with `models = \"<dir>\"` (one folder per model)"
+                ),
+            ))),
+        };
+    };
+    let at = |message: String| {
+        let line = spec.text.lines().position(|l| l.trim() == "[inference]").map(|i| i + 1);
+        EngineError::Spec(SpecError { path: spec.path.clone(), line, message: format!("[inference]: {message}") })
+    };
+    let runtime = section.runtime.as_ref().map(|r| spec.base_dir().join(r));
+    if !granted.is_empty() {
+        // Fails now, with how to install it, rather than at the first call.
+        flumen_ort::OrtBackend::load(runtime.as_deref()).map_err(|e| at(e.to_string()))?;
+    }
+    let provider: flumen_inference::BackendProvider = Arc::new(move |name: &str, device| {
+        if device != flumen_types::inference::Device::Cpu {
+            return Err(format!("no {device} backend in this build"));
+        }
+        match name {
+            "onnxruntime" => flumen_ort::OrtBackend::load(runtime.as_deref())
+                .map(|b| b as Arc<dyn flumen_types::inference::InferenceBackend>)
+                .map_err(|e| e.to_string()),
+            other => Err(format!("unknown backend `{other}`")),
+        }
+    });
+    let threads = section
+        .threads
+        .map(|t| t as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let hub = flumen_inference::ModelHub::open(&spec.base_dir().join(&section.models), provider, threads)
+        .map_err(|e| at(e.to_string()))?;
+    Ok(Some(Arc::new(hub)))
+}
+
 fn capabilities(op: &flumen_spec::OperatorSpec) -> Result<Capabilities, String> {
     let Some(list) = &op.capabilities else { return Ok(Capabilities::default()) };
-    let mut caps = Capabilities { log: false, state: false, blobs: false };
+    let mut caps = Capabilities { log: false, state: false, blobs: false, inference: false };
     for c in list {
         match c.as_str() {
             "log" => caps.log = true,
             "state" => caps.state = true,
             "blobs" => caps.blobs = true,
+            "inference" => caps.inference = true,
             other => {
                 let known: Vec<&str> = flumen_wasm::CAPABILITIES.iter().map(|(n, _)| *n).collect();
                 return Err(format!("operator `{}`: unknown capability `{other}`; known: {}", op.id, known.join(", ")));

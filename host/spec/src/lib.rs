@@ -32,6 +32,8 @@ pub struct JobSpec {
     pub restart: RestartSection,
     /// `[blobs]`: the job's blob store.
     pub blobs: BlobsSection,
+    /// `[inference]`: the job's model repository, for operators granted `inference`.
+    pub inference: Option<InferenceSection>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +45,7 @@ struct JobFile {
     restart: RestartSection,
     #[serde(default)]
     blobs: BlobsSection,
+    inference: Option<InferenceSection>,
     #[serde(default, rename = "source")]
     sources: Vec<SourceSpec>,
     #[serde(default, rename = "operator")]
@@ -116,6 +119,20 @@ pub struct BlobsSection {
     /// Where spilled blobs go, relative to the job file (default: beside the
     /// checkpoints, else a temporary directory); removed at the end of the run.
     pub spill_dir: Option<String>,
+}
+
+/// The `[inference]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceSection {
+    /// The model repository: a directory with one folder per model,
+    /// relative to the job file.
+    pub models: String,
+    /// The ONNX Runtime shared library to load (default: ORT_DYLIB_PATH, then
+    /// Python's `onnxruntime` package, then the system library path).
+    pub runtime: Option<String>,
+    /// CPU threads all models may use together (default: the machine's cores).
+    pub threads: Option<u32>,
 }
 
 impl Default for BlobsSection {
@@ -296,6 +313,7 @@ impl JobSpec {
             checkpoint: file.checkpoint,
             restart: file.restart,
             blobs: file.blobs,
+            inference: file.inference,
         };
         if let Some(c) = &spec.checkpoint {
             if c.interval_ms == 0 {

@@ -8,6 +8,7 @@ use std::fmt;
 pub mod blob;
 pub mod durable;
 mod host_memory;
+pub mod inference;
 mod state;
 
 pub use blob::{BlobBackend, BlobError, BlobInfo, BlobPin, BlobRef, Digest, PinHolder};

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use flumen_batch::{ColumnParts, FlatBatch};
+use flumen_types::inference::InferenceService;
 use flumen_types::{HostMemoryBudget, HostMemoryCharge, OperatorLimits};
 use wasmtime::component::ResourceTable;
 use wasmtime::component::{Component, ComponentExportIndex, Func, InstancePre, Linker, TypedFunc, WasmList};
@@ -91,11 +92,12 @@ pub struct Capabilities {
     pub log: bool,
     pub state: bool,
     pub blobs: bool,
+    pub inference: bool,
 }
 
 impl Default for Capabilities {
     fn default() -> Self {
-        Self { log: true, state: false, blobs: false }
+        Self { log: true, state: false, blobs: false, inference: false }
     }
 }
 
@@ -104,6 +106,7 @@ pub const CAPABILITIES: &[(&str, &str)] = &[
     ("log", "structured logging into the host's log"),
     ("state", "keyed and operator-wide state, checkpointed with the job"),
     ("blobs", "read, make and retain large objects by reference"),
+    ("inference", "run models from the job's model repository, batched with every other caller (0.2)"),
 ];
 
 /// What an instance learns when it opens.
@@ -120,6 +123,8 @@ pub struct OpenContext {
     /// The job's blob store as this subtask sees it: checks the references
     /// every instance emits, and serves the `blobs` capability.
     pub blobs: Option<BlobScope>,
+    /// The job's models, for an operator granted `inference`.
+    pub inference: Option<Arc<dyn InferenceService>>,
 }
 
 /// A linked, pre-instantiated operator component: instances are cheap to make from it.
@@ -241,6 +246,9 @@ impl OperatorFactory {
             bytes_out: 0,
             state: ctx.state.clone(),
             blobs: ctx.blobs.clone(),
+            inference: ctx.inference.clone(),
+            inference_bytes_in: 0,
+            inference_bytes_out: 0,
             call_pins: Vec::new(),
             blob_bytes_read: 0,
             blob_bytes_created: 0,
@@ -602,6 +610,10 @@ pub(crate) struct HostState {
     bytes_out: u64,
     state: Option<StateHandle>,
     blobs: Option<BlobScope>,
+    inference: Option<Arc<dyn InferenceService>>,
+    /// Tensor bytes sent to and received from models.
+    pub(crate) inference_bytes_in: u64,
+    pub(crate) inference_bytes_out: u64,
     /// Blobs the guest made during the current call, alive until it returns.
     call_pins: Vec<BlobPin>,
     pub(crate) blob_bytes_read: u64,
@@ -630,6 +642,15 @@ impl HostState {
 
     pub(crate) fn blobs(&self) -> Option<&BlobScope> {
         self.blobs.as_ref()
+    }
+
+    pub(crate) fn inference(&self) -> Option<&Arc<dyn InferenceService>> {
+        self.inference.as_ref()
+    }
+
+    /// When the current guest call must end.
+    pub(crate) fn call_deadline(&self) -> Instant {
+        self.deadline
     }
 
     pub(crate) fn host_memory(&self) -> &HostMemoryBudget {
@@ -1027,6 +1048,10 @@ fn build_linker(
         let mut blobs = linker.instance(&format!("{prefix}blobs@{at}")).map_err(link_err)?;
         crate::blobs::link(&mut blobs).map_err(link_err)?;
     }
+    if capabilities.inference && version >= WitVersion::V0_2 {
+        let mut inference = linker.instance(&format!("{prefix}inference@{at}")).map_err(link_err)?;
+        crate::inference::link(&mut inference).map_err(link_err)?;
+    }
     wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(link_err)?;
     Ok(linker)
 }
@@ -1052,6 +1077,12 @@ fn check_imports(
                 "log" if caps.log => {}
                 "state" if caps.state => {}
                 "blobs" if caps.blobs => {}
+                "inference" if caps.inference => {}
+                "inference" => {
+                    return Err(format!(
+                        "imports capability `inference` ({name}) but its job spec does not grant it; add \"inference\" to its `capabilities`"
+                    ));
+                }
                 "blobs" => {
                     return Err(format!(
                         "imports capability `blobs` ({name}) but its job spec does not grant it; add \"blobs\" to its `capabilities`"

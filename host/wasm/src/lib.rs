@@ -7,6 +7,7 @@
 
 mod abi;
 mod blobs;
+mod inference;
 mod inspect;
 mod instance;
 mod runtime;

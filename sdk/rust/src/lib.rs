@@ -54,6 +54,7 @@
 pub mod blob;
 mod convert;
 mod error;
+pub mod inference;
 pub mod log;
 pub mod media;
 mod shape;

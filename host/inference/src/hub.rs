@@ -1,0 +1,252 @@
+//! The process's models: a repository's models loaded on first use, once per
+//! process, and shared by every operator instance that names them — each
+//! behind its own batcher. Implements the `inference` capability
+//! (`InferenceService`) that `flumen-wasm` calls.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use flumen_types::inference::{
+    Device, InferError, InferFuture, InferenceBackend, InferenceService, LoadRequest, ModelHandle, ModelInfo,
+    ModelSignature, Tensor,
+};
+
+use crate::batcher::{BatchPolicy, BatchStats, Batcher};
+use crate::repo::{Fallback, ModelEntry, ModelRepository, RepoError};
+
+/// Gives the backend a model config names, loading it on first use (the
+/// engine decides what "onnxruntime" means, so this crate names no runtime).
+pub type BackendProvider =
+    Arc<dyn Fn(&str, Device) -> Result<Arc<dyn InferenceBackend>, String> + Send + Sync + 'static>;
+
+/// A loaded model: its entry, signature and batcher.
+pub struct LoadedModel {
+    pub entry: ModelEntry,
+    pub info: ModelInfo,
+    pub backend: String,
+    /// Where it runs, and why if not where its config asked.
+    pub device: Device,
+    pub fallback_note: Option<String>,
+    batcher: Arc<Batcher>,
+}
+
+impl fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedModel").field("name", &self.info.name).field("digest", &self.info.digest).finish()
+    }
+}
+
+impl LoadedModel {
+    pub fn stats(&self) -> &Arc<BatchStats> {
+        self.batcher.stats()
+    }
+
+    pub fn policy(&self) -> &BatchPolicy {
+        self.batcher.policy()
+    }
+}
+
+impl ModelHandle for LoadedModel {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn infer(&self, inputs: Vec<Tensor>, deadline: Option<Duration>) -> InferFuture {
+        // Checked before queuing, so one caller's wrong tensor never fails a
+        // batch it would have shared with others.
+        if let Err(detail) = check_inputs(&self.info.signature, &inputs) {
+            let model = self.info.name.clone();
+            return Box::pin(async move { Err(InferError::Mismatch { model, detail }) });
+        }
+        let batcher = Arc::clone(&self.batcher);
+        Box::pin(async move { batcher.infer(inputs, deadline).await })
+    }
+}
+
+/// Every input present, in order, with the right dtype, rank, fixed
+/// dimensions and one row count.
+pub fn check_inputs(sig: &ModelSignature, inputs: &[Tensor]) -> Result<(), String> {
+    if inputs.len() != sig.inputs.len() {
+        let names: Vec<&str> = sig.inputs.iter().map(|s| s.name.as_str()).collect();
+        return Err(format!("{} inputs given, the model takes {} ({})", inputs.len(), names.len(), names.join(", ")));
+    }
+    let rows = inputs.first().map(|t| t.rows()).unwrap_or(0);
+    for (spec, t) in sig.inputs.iter().zip(inputs) {
+        spec.check(t)?;
+        if t.rows() != rows {
+            return Err(format!("input `{}` has {} rows, the first input {rows}", spec.name, t.rows()));
+        }
+    }
+    Ok(())
+}
+
+/// Loaded models by (canonical model file, digest): one load per process.
+static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
+
+/// (canonical model file, SHA-256) → the model loaded from it.
+type Registry = HashMap<(PathBuf, String), Arc<LoadedModel>>;
+
+/// A repository's models as one job sees them.
+pub struct ModelHub {
+    repo: ModelRepository,
+    backends: BackendProvider,
+    threads_total: usize,
+    /// Models this hub handed out, in first-use order (for the run summary).
+    used: Mutex<Vec<Arc<LoadedModel>>>,
+}
+
+impl fmt::Debug for ModelHub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ModelHub").field("dir", &self.repo.dir).finish()
+    }
+}
+
+impl ModelHub {
+    /// Reads the repository at `dir`. `threads_total` is the CPU threads
+    /// models may use together (the engine's guest workers wait while a
+    /// model runs for them, so the default is the machine's cores).
+    pub fn open(dir: &Path, backends: BackendProvider, threads_total: usize) -> Result<ModelHub, RepoError> {
+        Ok(ModelHub {
+            repo: ModelRepository::open(dir)?,
+            backends,
+            threads_total: threads_total.max(1),
+            used: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn repository(&self) -> &ModelRepository {
+        &self.repo
+    }
+
+    /// The models this hub handed out, in first-use order.
+    pub fn used(&self) -> Vec<Arc<LoadedModel>> {
+        self.used.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The model called `name`, loaded (or the one already loaded).
+    pub fn load(&self, name: &str) -> Result<Arc<LoadedModel>, InferError> {
+        let model = self.load_shared(name)?;
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        if !used.iter().any(|m| Arc::ptr_eq(m, &model)) {
+            used.push(Arc::clone(&model));
+        }
+        Ok(model)
+    }
+
+    fn load_shared(&self, name: &str) -> Result<Arc<LoadedModel>, InferError> {
+        let entry = self
+            .repo
+            .get(name)
+            .ok_or_else(|| InferError::UnknownModel { model: name.to_owned(), known: self.repo.known() })?;
+        let key = (std::fs::canonicalize(&entry.file).unwrap_or_else(|_| entry.file.clone()), entry.digest.clone());
+        let registry = REGISTRY.get_or_init(|| Mutex::new(HashMap::new()));
+        let mut models = registry.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = models.get(&key) {
+            return Ok(Arc::clone(m));
+        }
+        let model = Arc::new(self.load_entry(entry)?);
+        models.insert(key, Arc::clone(&model));
+        Ok(model)
+    }
+
+    fn load_entry(&self, entry: &ModelEntry) -> Result<LoadedModel, InferError> {
+        let c = &entry.config;
+        let fail = |message: String| InferError::Load { model: entry.name.clone(), message };
+        let wanted = Device::from(c.device);
+        let (backend, device, fallback_note) = match (self.backends)(&c.backend, wanted) {
+            Ok(b) => (b, wanted, None),
+            Err(why) if wanted == Device::Gpu && c.fallback == Fallback::Cpu => {
+                let b = (self.backends)(&c.backend, Device::Cpu).map_err(fail)?;
+                let note = format!("wants the GPU, which is unavailable ({why}); running on the CPU");
+                tracing::warn!(model = %entry.name, "{note}");
+                (b, Device::Cpu, Some(note))
+            }
+            Err(why) => return Err(fail(why)),
+        };
+        if c.memory_mb > 0 {
+            let weights = entry.file_size.saturating_mul(c.instances as u64);
+            if weights > c.memory_mb << 20 {
+                return Err(fail(format!(
+                    "{} instances of a {} byte model exceed memory_mb = {}",
+                    c.instances, entry.file_size, c.memory_mb
+                )));
+            }
+        }
+        let threads =
+            if c.threads > 0 { c.threads as usize } else { (self.threads_total / c.instances as usize).max(1) };
+        let mut instances = Vec::with_capacity(c.instances as usize);
+        for _ in 0..c.instances {
+            let req = LoadRequest { name: &entry.name, path: &entry.file, device, threads };
+            instances.push(backend.load(&req).map_err(fail)?);
+        }
+        let signature = instances.first().map(|i| i.signature().clone()).unwrap_or_default();
+        check_declared(entry, &signature).map_err(fail)?;
+        let queue_cap_bytes = if c.memory_mb > 0 {
+            ((c.memory_mb << 20).saturating_sub(entry.file_size * c.instances as u64)) as usize
+        } else {
+            usize::MAX
+        };
+        let policy = BatchPolicy {
+            max_batch: c.max_batch as usize,
+            targets: c.targets(),
+            max_queue_delay: Duration::from_millis(c.max_queue_delay_ms),
+            max_queue_rows: c.max_queue_rows as usize,
+            max_call_rows: c.max_call_rows as usize,
+            max_call_bytes: ((c.max_call_mb as usize) << 20).min(queue_cap_bytes),
+            default_deadline: (c.deadline_ms > 0).then(|| Duration::from_millis(c.deadline_ms)),
+        };
+        let info =
+            ModelInfo { name: entry.name.clone(), digest: entry.digest.clone(), signature, max_batch: c.max_batch };
+        tracing::info!(
+            model = %entry.name, digest = %entry.short_digest(), backend = backend.name(), %device,
+            instances = c.instances, threads, "model loaded"
+        );
+        Ok(LoadedModel {
+            entry: entry.clone(),
+            info,
+            backend: format!("{} {}", backend.name(), backend.version()),
+            device,
+            fallback_note,
+            batcher: Arc::new(Batcher::start(&entry.name, policy, instances)),
+        })
+    }
+}
+
+/// A config's declared inputs and outputs must be the model's own.
+fn check_declared(entry: &ModelEntry, sig: &ModelSignature) -> Result<(), String> {
+    let (inputs, outputs) = entry.config.declared();
+    for (role, declared, actual) in [("input", inputs, &sig.inputs), ("output", outputs, &sig.outputs)] {
+        for d in declared {
+            let Some(a) = actual.iter().find(|a| a.name == d.name) else {
+                let names: Vec<&str> = actual.iter().map(|a| a.name.as_str()).collect();
+                return Err(format!(
+                    "{role} `{}` is declared in model.toml but the model has ({})",
+                    d.name,
+                    names.join(", ")
+                ));
+            };
+            let dims_agree =
+                a.shape.len() == d.shape.len() && a.shape.iter().zip(&d.shape).all(|(x, y)| *x < 0 || *y < 0 || x == y);
+            if a.dtype != d.dtype || !dims_agree {
+                return Err(format!(
+                    "{role} `{}` is declared {} {} in model.toml, the model has {} {}",
+                    d.name,
+                    d.dtype,
+                    d.shape_text(),
+                    a.dtype,
+                    a.shape_text()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl InferenceService for ModelHub {
+    fn model(&self, name: &str) -> Result<Arc<dyn ModelHandle>, InferError> {
+        Ok(self.load(name)? as Arc<dyn ModelHandle>)
+    }
+}

@@ -1,0 +1,163 @@
+//! The `inference` capability end to end: the `predict` plugin calls a model
+//! of the job's repository (`tests/models`) through the host's batcher and
+//! ONNX Runtime, and every way of getting the setup wrong fails at plan time
+//! with what to change. Needs ONNX Runtime (`pip install onnxruntime` or
+//! ORT_DYLIB_PATH); without it the tests that run models say they were
+//! skipped, unless FLUMEN_ORT_TESTS=1 demands it (`.ci/run` sets it).
+
+use std::path::{Path, PathBuf};
+
+use crate::common::{Job, assert_contains};
+
+fn models_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/models")
+}
+
+/// Whether ONNX Runtime is here; panics when FLUMEN_ORT_TESTS=1 and it is not.
+fn have_ort() -> bool {
+    match flumen_ort::find_library(None) {
+        Ok(_) => true,
+        Err(e) if std::env::var("FLUMEN_ORT_TESTS").as_deref() != Ok("1") => {
+            eprintln!("skipped: {e} (set FLUMEN_ORT_TESTS=1 to make this a failure)");
+            false
+        }
+        Err(e) => panic!("FLUMEN_ORT_TESTS=1 but ONNX Runtime is missing: {e}"),
+    }
+}
+
+fn expected() -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let text = std::fs::read_to_string(models_dir().join("mlp/expected.json")).expect("expected.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let rows = |k: &str| -> Vec<Vec<f64>> {
+        v[k].as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r.as_array().expect("row").iter().map(|x| x.as_f64().expect("number")).collect())
+            .collect()
+    };
+    (rows("x"), rows("y"))
+}
+
+/// A job: CSV of the MLP's 64 test rows → `predict` → JSON lines.
+fn predict_job(operator_extra: &str, inference_table: &str) -> Job {
+    let job = Job::new(&format!(
+        r#"
+[job]
+name = "predict"
+batch_rows = 8
+
+{inference_table}
+
+[[source]]
+id = "in"
+kind = "csv"
+path = "input.csv"
+
+[[operator]]
+id = "score"
+plugin = "predict"
+inputs = ["in"]
+parallelism = 2
+{operator_extra}
+
+[[sink]]
+id = "out"
+kind = "jsonl"
+path = "out.jsonl"
+inputs = ["score"]
+"#
+    ));
+    let (x, _) = expected();
+    let mut csv = String::from("id,f0,f1,f2,f3\n");
+    for (i, r) in x.iter().enumerate() {
+        csv.push_str(&format!("{i},{},{},{},{}\n", r[0], r[1], r[2], r[3]));
+    }
+    std::fs::write(job.file("input.csv"), csv).expect("csv");
+    job
+}
+
+fn repo_table() -> String {
+    format!("[inference]\nmodels = {:?}", models_dir().display().to_string())
+}
+
+const GRANTED: &str = r#"capabilities = ["inference"]
+config = { model = "mlp", features = ["f0", "f1", "f2", "f3"], output = "scores" }"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predict_runs_a_model_over_every_row_batched_across_instances() {
+    if !have_ort() {
+        return;
+    }
+    let job = predict_job(GRANTED, &repo_table());
+    let summary = job.run().await.unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(job.file("out.jsonl")).expect("output");
+    let (_, y) = expected();
+    let mut seen = vec![false; y.len()];
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json line");
+        let id = v["id"].as_u64().expect("id") as usize;
+        let got: Vec<f64> = v["scores"].as_array().expect("scores").iter().map(|x| x.as_f64().expect("f")).collect();
+        assert_eq!(got.len(), 3, "{line}");
+        for (g, w) in got.iter().zip(&y[id]) {
+            assert!((g - w).abs() <= 1e-4 * w.abs().max(1.0), "row {id}: got {got:?}, numpy says {:?}", y[id]);
+        }
+        assert!(!std::mem::replace(&mut seen[id], true), "row {id} twice");
+    }
+    assert!(seen.iter().all(|s| *s), "every row scored once");
+    let rendered = summary.render();
+    // 64 rows in batches of 8 from two instances: one line for the model, with its digest.
+    assert_eq!(summary.models.len(), 1, "{rendered}");
+    assert_contains(&summary.models[0], &["model mlp (model.onnx, sha256:", "onnxruntime", "64 rows"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_output_names_the_model_and_its_digest() {
+    if !have_ort() {
+        return;
+    }
+    let job = predict_job(GRANTED, &repo_table());
+    let prepared = crate::common::engine().prepare(&job.path).await.unwrap_or_else(|e| panic!("{e}"));
+    let schema = prepared.schema("score").expect("schema of score");
+    let field = schema.field_with_name("scores").expect("scores column");
+    let digest = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(std::fs::read(models_dir().join("mlp/model.onnx")).expect("model")))
+    };
+    assert_eq!(field.metadata().get("flumen.model").map(String::as_str), Some("mlp"));
+    assert_eq!(field.metadata().get("flumen.model.digest"), Some(&format!("sha256:{digest}")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_without_the_grant_is_refused_naming_the_capability() {
+    let job = predict_job(r#"config = { model = "mlp", features = ["f0", "f1", "f2", "f3"] }"#, &repo_table());
+    let err = job.run_err().await;
+    assert_contains(&err, &["score", "imports capability `inference`", "add \"inference\" to its `capabilities`"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grant_without_a_repository_is_refused() {
+    let job = predict_job(GRANTED, "");
+    let err = job.run_err().await;
+    assert_contains(
+        &err,
+        &["operator `score` is granted `inference` but the job has no model repository", "[inference]"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_model_is_a_config_error_listing_the_models() {
+    if !have_ort() {
+        return;
+    }
+    let job = predict_job(&GRANTED.replace("\"mlp\"", "\"resnet\""), &repo_table());
+    let err = job.run_err().await;
+    assert_contains(&err, &["score", "unknown model `resnet` (known: mlp, slow)"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_runtime_says_how_to_install_it() {
+    let table = format!("{}\nruntime = \"no/such/libonnxruntime.so\"", repo_table());
+    let job = predict_job(GRANTED, &table);
+    let err = job.run_err().await;
+    assert_contains(&err, &["[inference]", "does not exist", "pip install onnxruntime"]);
+}

@@ -1,0 +1,116 @@
+"""Writes the small ONNX models the tests use, deterministically (fixed seeds,
+fixed producer fields), with the outputs numpy computes for them.
+
+    python3 tests/models/make_models.py   # needs numpy and onnx (PyPI)
+
+The files are checked in; rerun only to change a model.
+"""
+import json
+import os
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def save(model, folder, config, extra=None):
+    path = os.path.join(HERE, folder)
+    os.makedirs(path, exist_ok=True)
+    model.producer_name = "flumen-tests"
+    model.producer_version = "1"
+    onnx.checker.check_model(model)
+    onnx.save(model, os.path.join(path, "model.onnx"))
+    with open(os.path.join(path, "model.toml"), "w") as f:
+        f.write(config)
+    for name, text in (extra or {}).items():
+        with open(os.path.join(path, name), "w") as f:
+            f.write(text)
+
+
+def mlp():
+    """x: float32 [N, 4] -> Gemm(4x8) -> Relu -> Gemm(8x3) -> y: float32 [N, 3]."""
+    rng = np.random.default_rng(7)
+    w1 = np.round(rng.normal(size=(4, 8)), 3).astype(np.float32)
+    b1 = np.round(rng.normal(size=(8,)), 3).astype(np.float32)
+    w2 = np.round(rng.normal(size=(8, 3)), 3).astype(np.float32)
+    b2 = np.round(rng.normal(size=(3,)), 3).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gemm", ["x", "w1", "b1"], ["h"]),
+            helper.make_node("Relu", ["h"], ["r"]),
+            helper.make_node("Gemm", ["r", "w2", "b2"], ["y"]),
+        ],
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    x = np.round(np.random.default_rng(11).normal(size=(64, 4)), 3).astype(np.float32)
+    y = np.maximum(x @ w1 + b1, 0) @ w2 + b2
+    expected = {"x": x.tolist(), "y": y.astype(np.float32).tolist()}
+    config = """# A two-layer perceptron: 4 features in, 3 scores out.
+description = "test MLP (4 -> 8 -> 3)"
+max_batch = 16
+preferred_batch = [8, 16]
+max_queue_delay_ms = 20
+max_call_rows = 64
+
+[[input]]
+name = "x"
+dtype = "float32"
+shape = [-1, 4]
+
+[[output]]
+name = "y"
+dtype = "float32"
+shape = [-1, 3]
+"""
+    save(model, "mlp", config, {"expected.json": json.dumps(expected)})
+
+
+def slow():
+    """x: float32 [N, 1] -> a Loop of 400k `+ 1` steps -> y: float32 [N, 1]; takes a while."""
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Add", ["acc_in", "one"], ["acc_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, ["N", 1]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, ["N", 1]),
+        ],
+        [numpy_helper.from_array(np.array([1.0], dtype=np.float32), "one")],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["trips", "cond", "x"], ["y"], body=body)],
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 1])],
+        [
+            numpy_helper.from_array(np.array(400000, dtype=np.int64), "trips"),
+            numpy_helper.from_array(np.array(True), "cond"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    config = """# Adds 1 to its input 400 000 times: a model that is slow on purpose.
+description = "slow test model"
+max_batch = 4
+max_queue_delay_ms = 1
+"""
+    save(model, "slow", config)
+
+
+if __name__ == "__main__":
+    mlp()
+    slow()
