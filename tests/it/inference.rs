@@ -161,3 +161,35 @@ async fn a_missing_runtime_says_how_to_install_it() {
     let err = job.run_err().await;
     assert_contains(&err, &["[inference]", "does not exist", "pip install onnxruntime"]);
 }
+
+#[test]
+fn models_list_and_inspect_describe_the_repository() {
+    let flumen = crate::common::flumen_bin();
+    let out = std::process::Command::new(flumen).args(["models", "list"]).arg(models_dir()).output().expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_contains(&text, &["mlp  model.onnx  sha256:", "max_batch 16  delay 20 ms", "slow  model.onnx"]);
+
+    let broken = tempfile::tempdir().expect("tmp");
+    std::fs::create_dir(broken.path().join("m")).expect("dir");
+    std::fs::write(broken.path().join("m/model.toml"), "max_batch = 4\nmax_bacth = 8\n").expect("config");
+    let out = std::process::Command::new(flumen).args(["models", "list"]).arg(broken.path()).output().expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert_contains(&String::from_utf8_lossy(&out.stderr), &["m/model.toml: line 2", "max_bacth"]);
+
+    if !have_ort() {
+        return;
+    }
+    let out = std::process::Command::new(flumen)
+        .args(["models", "inspect"])
+        .arg(models_dir())
+        .arg("mlp")
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_contains(
+        &text,
+        &["input     x: float32 [?, 4]", "output    y: float32 [?, 3]", "onnxruntime", "preferred [8, 16]"],
+    );
+}

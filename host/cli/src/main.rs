@@ -94,10 +94,32 @@ enum Command {
         /// The component file (`.wasm`).
         component: PathBuf,
     },
+    /// What a model repository holds (the `[inference] models` directory).
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
     /// Scaffold and build operator plugins.
     Plugin {
         #[command(subcommand)]
         command: plugin::PluginCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ModelsCommand {
+    /// One line per model: file, digest, size, backend, device, batching. Loads nothing.
+    List {
+        /// The model repository: one folder per model, each with a model.toml.
+        dir: PathBuf,
+    },
+    /// Load each model (or only NAME) and print its inputs, outputs and settings.
+    Inspect {
+        dir: PathBuf,
+        name: Option<String>,
+        /// The ONNX Runtime library (default: ORT_DYLIB_PATH, Python's onnxruntime, system paths).
+        #[arg(long)]
+        runtime: Option<PathBuf>,
     },
 }
 
@@ -175,6 +197,24 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect { component } => {
             print!("{}", flumen_wasm_inspect(&component)?);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Models { command } => {
+            let out = match command {
+                ModelsCommand::List { dir } => flumen_engine::list_models(&dir),
+                ModelsCommand::Inspect { dir, name, runtime } => {
+                    flumen_engine::inspect_models(&dir, name.as_deref(), runtime.as_deref())
+                }
+            };
+            match out {
+                Ok(text) => {
+                    print!("{text}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
         }
         Command::Plugin { command } => plugin::run(command),
     }

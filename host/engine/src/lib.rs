@@ -16,6 +16,7 @@ mod gate;
 mod inflight;
 mod meta;
 mod metrics;
+mod models;
 mod plan;
 mod route;
 mod router;
@@ -32,6 +33,7 @@ pub use flumen_connectors::ConnectorError;
 pub use flumen_spec::SpecError;
 pub use flumen_wasm::{CallError, CallErrorKind, GuestErrorKind};
 pub use metrics::{JobMetrics, JobSummary, NodeMetrics, NodeSummary, RegionMetrics, RegionSummary};
+pub use models::{inspect_models, list_models};
 pub use plan::{DEAD_LETTER_ERROR_COLUMN, DEAD_LETTER_OPERATOR_COLUMN, PreparedJob};
 
 /// Describes a component file: digest, kind, capabilities, imports and exports.
@@ -196,6 +198,9 @@ pub enum EngineError {
     /// A region kept failing after every restart it was allowed.
     #[error("region `{region}` failed after {attempts} restarts; last failure: {last}")]
     Restarts { region: String, attempts: u32, last: Box<EngineError> },
+    /// A model repository cannot be read, or one of its models loaded.
+    #[error("{0}")]
+    Models(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
