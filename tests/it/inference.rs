@@ -193,3 +193,127 @@ fn models_list_and_inspect_describe_the_repository() {
         &["input     x: float32 [?, 4]", "output    y: float32 [?, 3]", "onnxruntime", "preferred [8, 16]"],
     );
 }
+
+/// A checkpointed job whose model has `memo = true`: generated rows → predict → JSON lines.
+fn memo_job(rows: u64, rate: u64) -> Job {
+    let job = Job::new(&format!(
+        r#"
+[job]
+name = "memo"
+batch_rows = 20
+
+[checkpoint]
+interval_ms = 100
+dir = "ck"
+
+[inference]
+models = "models"
+
+[[source]]
+id = "gen"
+kind = "generator"
+rows = {rows}
+rows_per_second = {rate}
+columns = [
+  {{ name = "f0", gen = "sequence" }},
+  {{ name = "f1", gen = "modulo", modulus = 7 }},
+  {{ name = "f2", gen = "modulo", modulus = 3 }},
+  {{ name = "f3", gen = "divide", divisor = 5 }},
+]
+
+[[operator]]
+id = "score"
+plugin = "predict"
+inputs = ["gen"]
+parallelism = 2
+capabilities = ["inference"]
+config = {{ model = "mlp", features = ["f0", "f1", "f2", "f3"], output = "scores" }}
+
+[[sink]]
+id = "out"
+kind = "jsonl"
+path = "out"
+inputs = ["score"]
+"#
+    ));
+    let models = job.file("models/mlp");
+    std::fs::create_dir_all(&models).expect("models dir");
+    std::fs::copy(models_dir().join("mlp/model.onnx"), models.join("model.onnx")).expect("model");
+    let config = std::fs::read_to_string(models_dir().join("mlp/model.toml")).expect("config");
+    std::fs::write(models.join("model.toml"), format!("memo = true\n{config}")).expect("config");
+    job
+}
+
+/// Committed output rows: f0 → scores.
+fn committed_scores(dir: &Path) -> std::collections::BTreeMap<i64, Vec<f64>> {
+    let mut out = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).expect("out dir") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        if !(name.starts_with("part-") && name.ends_with(".jsonl")) {
+            continue;
+        }
+        for line in std::fs::read_to_string(&path).expect("part").lines() {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            let scores = v["scores"].as_array().expect("scores").iter().map(|x| x.as_f64().expect("f")).collect();
+            assert!(out.insert(v["f0"].as_i64().expect("f0"), scores).is_none(), "row twice: {line}");
+        }
+    }
+    out
+}
+
+/// `memo H hits M misses (E remembered from earlier runs)` from a summary.
+fn memo_counts(text: &str) -> (u64, u64, u64) {
+    let line = text.lines().find(|l| l.starts_with("model mlp")).unwrap_or_else(|| panic!("no model line:\n{text}"));
+    let words: Vec<&str> = line.split(", memo ").nth(1).expect(line).split_whitespace().collect();
+    let num = |i: usize| words[i].trim_start_matches('(').parse::<u64>().expect(line);
+    (num(0), num(2), num(4))
+}
+
+#[test]
+fn a_resumed_job_with_the_memo_on_never_infers_a_row_twice() {
+    use crate::checkpoint::{finish, flumen, resume_to_completion};
+    if !have_ort() {
+        return;
+    }
+    let rows = 1500;
+    let job = memo_job(rows, 2000);
+    let mut child = flumen(&job, false).spawn().expect("flumen runs");
+    // Kill it once the memo holds some rows and a checkpoint was taken.
+    let memo_dir = job.file("ck/.memo");
+    let started = std::time::Instant::now();
+    loop {
+        let memo_bytes: u64 = std::fs::read_dir(&memo_dir)
+            .map(|d| d.filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum())
+            .unwrap_or(0);
+        if memo_bytes > 4096 && started.elapsed() > std::time::Duration::from_millis(300) {
+            break;
+        }
+        assert!(child.try_wait().expect("wait").is_none(), "the job ended before it could be killed");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    let text = resume_to_completion(&job);
+    let (hits, misses, remembered) = memo_counts(&text);
+    eprintln!("resumed: {hits} hits, {misses} misses, {remembered} remembered before the kill");
+    // Every row was inferred once in all: what the killed run remembered,
+    // plus what the resumed run had to infer; rows it replayed were hits.
+    assert!(remembered > 0, "{text}");
+    assert_eq!(remembered + misses, rows, "rows inferred twice or not at all:\n{text}");
+    assert!(hits + misses <= rows, "{text}");
+
+    // The output equals an uninterrupted run's.
+    let clean = memo_job(rows, 1_000_000);
+    let (code, out) = finish(flumen(&clean, false).spawn().expect("flumen runs"), "clean");
+    assert_eq!(code, 0, "{out}");
+    let (resumed, expected) = (committed_scores(&job.file("out")), committed_scores(&clean.file("out")));
+    assert_eq!(resumed.len(), rows as usize);
+    assert_eq!(resumed.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+    for (k, got) in &resumed {
+        for (g, w) in got.iter().zip(&expected[k]) {
+            assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "row {k}: {got:?} against {:?}", expected[k]);
+        }
+    }
+}

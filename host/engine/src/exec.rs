@@ -72,6 +72,8 @@ struct Shared {
     _state: Option<StateStore>,
     mode: AlignmentMode,
     blobs: BlobStore,
+    /// The job's models, whose memos are synced with every checkpoint.
+    models: Option<Arc<flumen_inference::ModelHub>>,
     /// Where operator subtasks (guest CPU work) run; everything else runs on the I/O executor.
     guest: tokio::runtime::Handle,
 }
@@ -283,8 +285,19 @@ impl Job {
             }));
         }
 
-        let shared =
-            Arc::new(Shared { spec, graph, plan, base_dir, checkpoints, remote, _state: state, mode, blobs, guest });
+        let shared = Arc::new(Shared {
+            spec,
+            graph,
+            plan,
+            base_dir,
+            checkpoints,
+            remote,
+            _state: state,
+            mode,
+            blobs,
+            models: models.clone(),
+            guest,
+        });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut regions: JoinSet<Result<RegionOutcome, EngineError>> = JoinSet::new();
         let mut region_metrics = Vec::new();
@@ -349,11 +362,17 @@ impl Job {
             files,
             regions: region_metrics.iter().map(|m| m.snapshot()).collect(),
             blobs: shared.blobs.stats(),
-            models: models
-                .map(|m| m.used().iter().map(|m| flumen_inference::summary_line(m)).collect())
-                .unwrap_or_default(),
+            models: models.map(|h| model_lines(&h)).unwrap_or_default(),
         })
     }
+}
+
+/// The run summary's line for each model the job used; syncs their memos first.
+fn model_lines(hub: &flumen_inference::ModelHub) -> Vec<String> {
+    if let Err(e) = hub.sync_memos() {
+        tracing::warn!("cannot sync the inference memo: {e}");
+    }
+    hub.used().iter().map(|m| flumen_inference::summary_line(m, hub.memo_of(&m.info.name).as_deref())).collect()
 }
 
 enum Scratch {
@@ -800,6 +819,7 @@ impl RegionSupervisor {
             finished: false,
             committed: committed.clone(),
             blobs: shared.blobs.clone(),
+            models: shared.models.clone(),
             kept: restored.map(|m| m.checkpoint).into_iter().collect(),
         };
         let mut interval = tokio::time::interval(Duration::from_millis(config.interval_ms));
@@ -946,6 +966,7 @@ struct CheckpointDriver {
     /// Shared with the sinks, so they stop carrying published transactions.
     committed: Arc<std::sync::atomic::AtomicU64>,
     blobs: BlobStore,
+    models: Option<Arc<flumen_inference::ModelHub>>,
     /// The checkpoints retention keeps, oldest first: their blobs stay pinned.
     kept: std::collections::VecDeque<u64>,
 }
@@ -1062,6 +1083,11 @@ impl CheckpointDriver {
             finished,
             participants,
         };
+        // Inference memo entries made so far survive a machine crash from here on.
+        if let Some(models) = &self.models {
+            tokio::task::block_in_place(|| models.sync_memos())
+                .map_err(|e| EngineError::Models(format!("syncing the inference memo: {e}")))?;
+        }
         fail::fail_point!("checkpoint::before-manifest", |_| std::process::abort());
         tokio::task::block_in_place(|| self.store.write_manifest(&manifest)).map_err(EngineError::checkpoint)?;
         fail::fail_point!("checkpoint::after-manifest", |_| std::process::abort());

@@ -360,8 +360,13 @@ fn open_models(spec: &JobSpec) -> Result<Option<Arc<flumen_inference::ModelHub>>
         .threads
         .map(|t| t as usize)
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    let hub = flumen_inference::ModelHub::open(&spec.base_dir().join(&section.models), provider, threads)
+    let mut hub = flumen_inference::ModelHub::open(&spec.base_dir().join(&section.models), provider, threads)
         .map_err(|e| at(e.to_string()))?;
+    // Memos of models with `memo = true` live beside the checkpoints, so a
+    // resumed run finds what the killed one inferred.
+    if let Some(dir) = spec.checkpoint_dir() {
+        hub = hub.with_memo_dir(dir.join(".memo"));
+    }
     Ok(Some(Arc::new(hub)))
 }
 

@@ -15,6 +15,7 @@ use flumen_types::inference::{
 };
 
 use crate::batcher::{BatchPolicy, BatchStats, Batcher};
+use crate::memo::{Memo, RowOutputs, assemble, row_of};
 use crate::repo::{Fallback, ModelEntry, ModelRepository, RepoError};
 
 /// Gives the backend a model config names, loading it on first use (the
@@ -96,6 +97,10 @@ pub struct ModelHub {
     threads_total: usize,
     /// Models this hub handed out, in first-use order (for the run summary).
     used: Mutex<Vec<Arc<LoadedModel>>>,
+    /// Where memo logs go (the job's checkpoint directory); none: in memory.
+    memo_dir: Option<PathBuf>,
+    /// The memo of each model with `memo = true`, by name.
+    memos: Mutex<HashMap<String, Arc<Memo>>>,
 }
 
 impl fmt::Debug for ModelHub {
@@ -114,7 +119,49 @@ impl ModelHub {
             backends,
             threads_total: threads_total.max(1),
             used: Mutex::new(Vec::new()),
+            memo_dir: None,
+            memos: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Keeps memo logs under `dir` (one file per model and digest), so they
+    /// outlive the process; without it memos live in memory.
+    pub fn with_memo_dir(mut self, dir: PathBuf) -> ModelHub {
+        self.memo_dir = Some(dir);
+        self
+    }
+
+    /// The memo of model `name`, once it has been used with `memo = true`.
+    pub fn memo_of(&self, name: &str) -> Option<Arc<Memo>> {
+        self.memos.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    /// Makes every memo's log durable (called at checkpoints and at the end).
+    pub fn sync_memos(&self) -> std::io::Result<()> {
+        let memos: Vec<Arc<Memo>> = self.memos.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        memos.iter().try_for_each(|m| m.sync())
+    }
+
+    /// The memo of `model`, opened on first use.
+    fn memo_for(&self, model: &LoadedModel) -> Result<Arc<Memo>, InferError> {
+        let mut memos = self.memos.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = memos.get(&model.info.name) {
+            return Ok(Arc::clone(m));
+        }
+        let budget = (model.entry.config.memo_mb as usize) << 20;
+        let memo = match &self.memo_dir {
+            None => Memo::in_memory(&model.info.digest, budget),
+            Some(dir) => {
+                let file = dir.join(format!("{}-{}.memo", model.info.name, model.entry.short_digest()));
+                Memo::open(&file, &model.info.digest, budget).map_err(|e| InferError::Load {
+                    model: model.info.name.clone(),
+                    message: format!("memo {}: {e}", file.display()),
+                })?
+            }
+        };
+        let memo = Arc::new(memo);
+        memos.insert(model.info.name.clone(), Arc::clone(&memo));
+        Ok(memo)
     }
 
     pub fn repository(&self) -> &ModelRepository {
@@ -247,6 +294,71 @@ fn check_declared(entry: &ModelEntry, sig: &ModelSignature) -> Result<(), String
 
 impl InferenceService for ModelHub {
     fn model(&self, name: &str) -> Result<Arc<dyn ModelHandle>, InferError> {
-        Ok(self.load(name)? as Arc<dyn ModelHandle>)
+        let model = self.load(name)?;
+        if model.entry.config.memo {
+            let memo = self.memo_for(&model)?;
+            return Ok(Arc::new(Memoized { model, memo }));
+        }
+        Ok(model as Arc<dyn ModelHandle>)
+    }
+}
+
+/// A model behind its memo: rows seen before are answered from the memo;
+/// only the others reach the batcher, and their outputs are remembered.
+#[derive(Debug)]
+struct Memoized {
+    model: Arc<LoadedModel>,
+    memo: Arc<Memo>,
+}
+
+impl ModelHandle for Memoized {
+    fn info(&self) -> &ModelInfo {
+        &self.model.info
+    }
+
+    fn infer(&self, inputs: Vec<Tensor>, deadline: Option<Duration>) -> InferFuture {
+        if let Err(detail) = check_inputs(&self.model.info.signature, &inputs) {
+            let model = self.model.info.name.clone();
+            return Box::pin(async move { Err(InferError::Mismatch { model, detail }) });
+        }
+        let rows = inputs.first().map(|t| t.rows()).unwrap_or(0);
+        let keys: Vec<u128> = (0..rows).map(|r| self.memo.key(&inputs, r)).collect();
+        let mut found: Vec<Option<RowOutputs>> = keys.iter().map(|k| self.memo.get(*k)).collect();
+        let missing: Vec<usize> = (0..rows).filter(|r| found[*r].is_none()).collect();
+        let stats = &self.memo.stats;
+        stats.hits.fetch_add((rows - missing.len()) as u64, std::sync::atomic::Ordering::Relaxed);
+        stats.misses.fetch_add(missing.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let (model, memo) = (Arc::clone(&self.model), Arc::clone(&self.memo));
+        Box::pin(async move {
+            let name = model.info.name.clone();
+            let fail = |message: String| InferError::Backend { model: name.clone(), message };
+            if missing.is_empty() {
+                let all: Vec<RowOutputs> = found.into_iter().flatten().collect();
+                return assemble(&all).map_err(fail);
+            }
+            let sub = if missing.len() == rows {
+                inputs
+            } else {
+                inputs
+                    .iter()
+                    .map(|t| {
+                        let parts: Vec<Tensor> = missing.iter().map(|r| t.slice_rows(*r, 1)).collect();
+                        Tensor::concat_rows(&parts)
+                    })
+                    .collect::<Result<Vec<_>, String>>()
+                    .map_err(fail)?
+            };
+            let outputs = model.infer(sub, deadline).await?;
+            for (j, r) in missing.iter().enumerate() {
+                let row = row_of(&outputs, j);
+                memo.put(keys[*r], row.clone());
+                found[*r] = Some(row);
+            }
+            if missing.len() == rows {
+                return Ok(outputs);
+            }
+            let all: Vec<RowOutputs> = found.into_iter().flatten().collect();
+            assemble(&all).map_err(fail)
+        })
     }
 }

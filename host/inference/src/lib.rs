@@ -6,17 +6,19 @@
 
 pub mod batcher;
 pub mod hub;
+pub mod memo;
 pub mod repo;
 
 use std::sync::atomic::Ordering;
 
 pub use batcher::{BatchPolicy, BatchStats, Batcher};
 pub use hub::{BackendProvider, LoadedModel, ModelHub, check_inputs};
+pub use memo::Memo;
 pub use repo::{ModelConfig, ModelEntry, ModelRepository, RepoError};
 
 /// One line for the run summary: calls, rows, batches with their size
 /// histogram, queue time and backend busy time.
-pub fn summary_line(model: &LoadedModel) -> String {
+pub fn summary_line(model: &LoadedModel, memo: Option<&Memo>) -> String {
     let s = model.stats();
     let calls = s.calls.load(Ordering::Relaxed);
     let batches = s.batches.load(Ordering::Relaxed);
@@ -44,6 +46,15 @@ pub fn summary_line(model: &LoadedModel) -> String {
         if n > 0 {
             line.push_str(&format!(", {n} {what}"));
         }
+    }
+    if let Some(m) = memo {
+        let st = &m.stats;
+        line.push_str(&format!(
+            ", memo {} hits {} misses ({} remembered from earlier runs)",
+            st.hits.load(Ordering::Relaxed),
+            st.misses.load(Ordering::Relaxed),
+            st.loaded.load(Ordering::Relaxed)
+        ));
     }
     if let Some(note) = &model.fallback_note {
         line.push_str(&format!(" [{note}]"));

@@ -94,6 +94,9 @@ pub struct ModelConfig {
     /// Remember results by input digest, so replays cost nothing.
     #[serde(default)]
     pub memo: bool,
+    /// Memo outputs kept in memory, MiB; more are read back from its log.
+    #[serde(default = "default_memo_mb")]
+    pub memo_mb: u32,
     /// A file of labels, one per line (classification models).
     #[serde(default)]
     pub labels: Option<String>,
@@ -145,6 +148,9 @@ fn default_queue_rows() -> u32 {
 }
 fn default_call_rows() -> u32 {
     4096
+}
+fn default_memo_mb() -> u32 {
+    64
 }
 fn default_call_mb() -> u32 {
     256

@@ -106,7 +106,7 @@ async fn concurrent_callers_share_batches_and_get_their_own_rows() {
     // 48 rows from 24 callers arriving together, in batches of at most 16.
     assert!(batches < 24, "calls were batched together: {batches} batches for 24 calls");
     assert!(s.histogram().iter().all(|(le, _)| *le <= 16), "{:?}", s.histogram());
-    let line = summary_line(&model);
+    let line = summary_line(&model, None);
     assert!(line.contains("24 calls") && line.contains(&format!("{rows} rows")), "{line}");
 }
 
