@@ -12,6 +12,7 @@ import sys
 
 import daft
 from daft import col, lit
+from daft.functions import is_in, lower, regexp_extract, split_part, when
 
 # q21's channel id in a URL's query string (the same pattern the Flumen job uses).
 CHANNEL_ID = r"(&|^)channel_id=([^&]*)"
@@ -28,39 +29,36 @@ def query(name: str, df: daft.DataFrame) -> daft.DataFrame:
         euros = col("price") * 0.908
         hour = (col("date_time") // 3_600_000) % 24
         time_type = (
-            ((hour >= 8) & (hour <= 18))
-            .if_else(lit("dayTime"), ((hour <= 6) | (hour >= 20)).if_else(lit("nightTime"), lit("otherTime")))
+            when((hour >= 8) & (hour <= 18), lit("dayTime"))
+            .when((hour <= 6) | (hour >= 20), lit("nightTime"))
+            .otherwise(lit("otherTime"))
             .alias("bid_time_type")
         )
         return df.where((euros > 1_000_000) & (euros < 50_000_000)).select(
             "auction", "bidder", euros.alias("price"), time_type, "date_time", "extra"
         )
     if name == "q21":
-        channel = col("channel").str.lower()
-        extracted = col("url").str.extract(CHANNEL_ID, 2)
-        known = channel.is_in(["apple", "google", "facebook", "baidu"])
+        channel = lower(col("channel"))
+        extracted = regexp_extract(col("url"), CHANNEL_ID, 2)
+        known = is_in(channel, ["apple", "google", "facebook", "baidu"])
         channel_id = (
-            (channel == "apple")
-            .if_else(
-                lit("0"),
-                (channel == "google").if_else(
-                    lit("1"),
-                    (channel == "facebook").if_else(lit("2"), (channel == "baidu").if_else(lit("3"), extracted)),
-                ),
-            )
+            when(channel == "apple", lit("0"))
+            .when(channel == "google", lit("1"))
+            .when(channel == "facebook", lit("2"))
+            .when(channel == "baidu", lit("3"))
+            .otherwise(extracted)
             .alias("channel_id")
         )
         return df.where(extracted.not_null() | known).select("auction", "bidder", "price", "channel", channel_id)
     if name == "q22":
-        parts = col("url").str.split("/")
         return df.select(
             "auction",
             "bidder",
             "price",
             "channel",
-            parts.list.get(3, default="").alias("dir1"),
-            parts.list.get(4, default="").alias("dir2"),
-            parts.list.get(5, default="").alias("dir3"),
+            split_part(col("url"), "/", 4).alias("dir1"),
+            split_part(col("url"), "/", 5).alias("dir2"),
+            split_part(col("url"), "/", 6).alias("dir3"),
         )
     raise SystemExit(f"unknown query {name!r}")
 

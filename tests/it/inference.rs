@@ -151,7 +151,7 @@ async fn an_unknown_model_is_a_config_error_listing_the_models() {
     }
     let job = predict_job(&GRANTED.replace("\"mlp\"", "\"resnet\""), &repo_table());
     let err = job.run_err().await;
-    assert_contains(&err, &["score", "unknown model `resnet` (known: mlp, slow)"]);
+    assert_contains(&err, &["score", "unknown model `resnet` (known: colors, mlp, slow)"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,4 +316,86 @@ fn a_resumed_job_with_the_memo_on_never_infers_a_row_twice() {
             assert!((g - w).abs() <= 1e-5 * w.abs().max(1.0), "row {k}: {got:?} against {:?}", expected[k]);
         }
     }
+}
+
+/// Solid-colour PNGs of `size`, written as `pictures/<name>`.
+fn write_solid_png(dir: &Path, name: &str, rgb: [u8; 3], (w, h): (u32, u32)) {
+    let image = image::RgbImage::from_pixel(w, h, image::Rgb(rgb));
+    image.save_with_format(dir.join(name), image::ImageFormat::Png).expect("png");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classify_image_labels_pictures_decoded_by_the_host() {
+    if !have_ort() {
+        return;
+    }
+    let job = Job::new(&format!(
+        r#"
+[job]
+name = "colors"
+batch_rows = 3
+
+{}
+
+[[source]]
+id = "files"
+kind = "blobs"
+path = "pictures"
+column_type = "image"
+
+[[operator]]
+id = "classify"
+plugin = "classify-image"
+capabilities = ["inference"]
+parallelism = 2
+config = {{ model = "colors", input = "blob", k = 2 }}
+inputs = ["files"]
+on_error = {{ then = "dead-letter", dead_letter = "rejects" }}
+
+[[sink]]
+id = "out"
+kind = "jsonl"
+path = "out.jsonl"
+blobs = "reference"
+inputs = ["classify"]
+
+[[sink]]
+id = "rejects"
+kind = "jsonl"
+path = "rejects.jsonl"
+blobs = "reference"
+"#,
+        repo_table()
+    ));
+    let pictures = job.file("pictures");
+    std::fs::create_dir(&pictures).expect("dir");
+    let colours = [("red", [250, 10, 10]), ("green", [5, 240, 20]), ("blue", [0, 30, 255])];
+    for (i, (name, rgb)) in colours.iter().enumerate() {
+        // Different sizes: the host resizes each to the model's 32 × 32.
+        write_solid_png(&pictures, &format!("{name}.png"), *rgb, (40 + 10 * i as u32, 30 + 7 * i as u32));
+        write_solid_png(&pictures, &format!("{name}-small.png"), *rgb, (8, 5));
+    }
+    std::fs::write(pictures.join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").expect("broken");
+    let summary = job.run().await.unwrap_or_else(|e| panic!("{e}"));
+
+    let text = std::fs::read_to_string(job.file("out.jsonl")).expect("output");
+    let mut seen = Vec::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let path = v["path"].as_str().expect("path").to_owned();
+        let labels: Vec<&str> = v["label"].as_array().expect("labels").iter().map(|l| l.as_str().expect("l")).collect();
+        let scores: Vec<f64> = v["score"].as_array().expect("scores").iter().map(|s| s.as_f64().expect("s")).collect();
+        let want = path.trim_start_matches("pictures/").split(['-', '.']).next().expect("colour");
+        assert_eq!(labels[0], want, "{line}");
+        assert!(scores[0] > 0.9 && scores[0] >= scores[1], "{line}");
+        seen.push(path);
+    }
+    seen.sort();
+    assert_eq!(seen.len(), 6, "{text}");
+    let rejects = std::fs::read_to_string(job.file("rejects.jsonl")).expect("rejects");
+    assert_contains(&rejects, &["broken.png", "classify-image: cannot classify"]);
+    // No image byte entered the guest: it only read the reference column.
+    let node = summary.nodes.iter().find(|n| n.id.as_str() == "classify").expect("classify node");
+    assert_eq!(node.blob_bytes_read, 0, "{}", summary.render());
+    assert_contains(&summary.models[0], &["model colors", "sizes"]);
 }

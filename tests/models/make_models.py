@@ -111,6 +111,43 @@ max_queue_delay_ms = 1
     save(model, "slow", config)
 
 
+def colors():
+    """A tiny image classifier: x float32 [N, 3, 32, 32] (normalized to [-1, 1]) -> the mean of each
+    channel (1x1 convolution, global average pool) -> logits [N, 3] for red, green, blue."""
+    conv_w = np.zeros((3, 3, 1, 1), dtype=np.float32)
+    for c in range(3):
+        conv_w[c, c, 0, 0] = 4.0
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "conv_w"], ["c"]),
+            helper.make_node("GlobalAveragePool", ["c"], ["p"]),
+            helper.make_node("Flatten", ["p"], ["logits"], axis=1),
+        ],
+        "colors",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(conv_w, "conv_w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    config = """# Which of red, green and blue dominates an image: the host decodes and
+# normalizes the images ([preprocess.image]); the model averages each channel.
+description = "test image classifier (red, green, blue)"
+max_batch = 8
+max_queue_delay_ms = 5
+labels = "labels.txt"
+
+[preprocess.image]
+width = 32
+height = 32
+mode = "fill"
+mean = [0.5, 0.5, 0.5]
+std = [0.5, 0.5, 0.5]
+"""
+    save(model, "colors", config, {"labels.txt": "red\ngreen\nblue\n"})
+
+
 if __name__ == "__main__":
     mlp()
     slow()
+    colors()

@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use flumen_types::inference::{
-    Device, InferError, InferFuture, InferenceBackend, InferenceService, LoadRequest, ModelHandle, ModelInfo,
-    ModelSignature, Tensor,
+    DType, Device, EncodedFuture, InferError, InferFuture, InferenceBackend, InferenceService, LoadRequest,
+    ModelHandle, ModelInfo, ModelSignature, Tensor,
 };
 
 use crate::batcher::{BatchPolicy, BatchStats, Batcher};
@@ -31,6 +32,8 @@ pub struct LoadedModel {
     /// Where it runs, and why if not where its config asked.
     pub device: Device,
     pub fallback_note: Option<String>,
+    /// The host's image preprocessing, when the config has `[preprocess.image]`.
+    image: Option<crate::preprocess::ImagePrep>,
     batcher: Arc<Batcher>,
 }
 
@@ -64,6 +67,30 @@ impl ModelHandle for LoadedModel {
         }
         let batcher = Arc::clone(&self.batcher);
         Box::pin(async move { batcher.infer(inputs, deadline).await })
+    }
+
+    fn infer_encoded(&self, items: Vec<Bytes>, deadline: Option<Duration>) -> EncodedFuture {
+        let name = self.info.name.clone();
+        let (Some(prep), batcher) = (self.image.clone(), Arc::clone(&self.batcher)) else {
+            let detail = "takes tensors only: its model.toml has no [preprocess.image]".to_owned();
+            return Box::pin(async move { Err(InferError::Mismatch { model: name, detail }) });
+        };
+        Box::pin(async move {
+            let [c, h, w] = prep.shape();
+            let per_row = c * h * w;
+            let mut values = vec![0f32; items.len() * per_row];
+            let mut failed = Vec::new();
+            for (i, (item, out)) in items.iter().zip(values.chunks_exact_mut(per_row)).enumerate() {
+                if let Err(e) = prep.image_into(item, out) {
+                    out.fill(0.0);
+                    failed.push((i as u32, e));
+                }
+            }
+            let tensor = Tensor::from_f32(vec![items.len(), c, h, w], &values)
+                .map_err(|message| InferError::Backend { model: name.clone(), message })?;
+            let outputs = batcher.infer(vec![tensor], deadline).await?;
+            Ok((outputs, failed))
+        })
     }
 }
 
@@ -245,8 +272,40 @@ impl ModelHub {
             max_call_bytes: ((c.max_call_mb as usize) << 20).min(queue_cap_bytes),
             default_deadline: (c.deadline_ms > 0).then(|| Duration::from_millis(c.deadline_ms)),
         };
-        let info =
-            ModelInfo { name: entry.name.clone(), digest: entry.digest.clone(), signature, max_batch: c.max_batch };
+        let image = match &c.preprocess.image {
+            None => None,
+            Some(cfg) => {
+                let prep = cfg.check().map_err(fail)?;
+                let [ch, h, w] = prep.shape();
+                let input = signature.inputs.first();
+                let fits = signature.inputs.len() == 1
+                    && input.is_some_and(|i| {
+                        i.dtype == DType::F32
+                            && i.shape.len() == 4
+                            && i.shape[1..].iter().zip([ch, h, w]).all(|(d, v)| *d < 0 || *d as usize == v)
+                    });
+                if !fits {
+                    let takes: Vec<String> = signature
+                        .inputs
+                        .iter()
+                        .map(|i| format!("`{}` {} {}", i.name, i.dtype, i.shape_text()))
+                        .collect();
+                    return Err(fail(format!(
+                        "[preprocess.image] makes float32 [?, {ch}, {h}, {w}], but the model takes {}",
+                        takes.join(", ")
+                    )));
+                }
+                Some(prep)
+            }
+        };
+        let info = ModelInfo {
+            name: entry.name.clone(),
+            digest: entry.digest.clone(),
+            signature,
+            max_batch: c.max_batch,
+            labels: entry.labels.clone().unwrap_or_default(),
+            accepts: image.as_ref().map(|_| "image".to_owned()),
+        };
         tracing::info!(
             model = %entry.name, digest = %entry.short_digest(), backend = backend.name(), %device,
             instances = c.instances, threads, "model loaded"
@@ -257,6 +316,7 @@ impl ModelHub {
             backend: format!("{} {}", backend.name(), backend.version()),
             device,
             fallback_note,
+            image,
             batcher: Arc::new(Batcher::start(&entry.name, policy, instances)),
         })
     }
@@ -360,5 +420,9 @@ impl ModelHandle for Memoized {
             let all: Vec<RowOutputs> = found.into_iter().flatten().collect();
             assemble(&all).map_err(fail)
         })
+    }
+
+    fn infer_encoded(&self, items: Vec<Bytes>, deadline: Option<Duration>) -> EncodedFuture {
+        self.model.infer_encoded(items, deadline)
     }
 }

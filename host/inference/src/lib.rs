@@ -7,6 +7,7 @@
 pub mod batcher;
 pub mod hub;
 pub mod memo;
+pub mod preprocess;
 pub mod repo;
 
 use std::sync::atomic::Ordering;

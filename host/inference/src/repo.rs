@@ -108,6 +108,9 @@ pub struct ModelConfig {
     /// What a human should know.
     #[serde(default)]
     pub description: Option<String>,
+    /// Decoding the host does before the model (`[preprocess.image]`).
+    #[serde(default)]
+    pub preprocess: crate::preprocess::PreprocessConfig,
 }
 
 /// `device = "cpu" | "gpu"`.
@@ -181,6 +184,9 @@ impl ModelConfig {
         }
         if c.max_queue_delay_ms > 60_000 {
             return Err(bad(format!("max_queue_delay_ms = {} (at most 60000)", c.max_queue_delay_ms)));
+        }
+        if let Some(image) = &c.preprocess.image {
+            image.check().map_err(bad)?;
         }
         if c.backend != "onnxruntime" {
             return Err(bad(format!("unknown backend `{}` (known: onnxruntime)", c.backend)));

@@ -291,9 +291,19 @@ pub struct ModelInfo {
     pub signature: ModelSignature,
     /// Most rows one backend run takes.
     pub max_batch: u32,
+    /// Labels of the model's classes (its folder's labels file), if any.
+    pub labels: Vec<String>,
+    /// What encoded rows the host preprocesses for it (`image`), if any.
+    pub accepts: Option<String>,
 }
 
 pub type InferFuture = Pin<Box<dyn Future<Output = Result<Vec<Tensor>, InferError>> + Send + 'static>>;
+
+/// Outputs of encoded rows, and the rows that could not be preprocessed
+/// (row index, reason); those rows' outputs are zeros.
+pub type EncodedOutputs = (Vec<Tensor>, Vec<(u32, String)>);
+
+pub type EncodedFuture = Pin<Box<dyn Future<Output = Result<EncodedOutputs, InferError>> + Send + 'static>>;
 
 /// A model as operators call it: shared by every operator instance in the
 /// process that names it.
@@ -303,6 +313,10 @@ pub trait ModelHandle: Send + Sync + fmt::Debug {
     /// rows) for the model's batcher. Resolves when the rows' outputs are
     /// back, the deadline passes, or the call is refused.
     fn infer(&self, inputs: Vec<Tensor>, deadline: Option<Duration>) -> InferFuture;
+    /// Runs the model on encoded rows (one item each, e.g. an image file's
+    /// bytes) that the host preprocesses as the model's config says; a row
+    /// that cannot be preprocessed fails alone.
+    fn infer_encoded(&self, items: Vec<Bytes>, deadline: Option<Duration>) -> EncodedFuture;
 }
 
 /// The `inference` capability as granted to one operator.

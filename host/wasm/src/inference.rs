@@ -112,6 +112,32 @@ pub(crate) struct WitModelInfo {
     outputs: Vec<WitTensorSpec>,
     #[component(name = "max-batch")]
     max_batch: u32,
+    labels: Vec<String>,
+    accepts: Option<String>,
+}
+
+#[derive(ComponentType, Lift, Lower, Clone, Debug)]
+#[component(record)]
+pub(crate) struct WitBlobInput {
+    digest: Vec<u8>,
+    size: u64,
+    #[component(name = "media-type")]
+    media_type: String,
+    token: Vec<u8>,
+}
+
+#[derive(ComponentType, Lift, Lower, Clone, Debug)]
+#[component(record)]
+pub(crate) struct WitRowFailure {
+    row: u32,
+    message: String,
+}
+
+#[derive(ComponentType, Lift, Lower, Clone, Debug)]
+#[component(record)]
+pub(crate) struct WitBlobOutputs {
+    outputs: Vec<WitTensor>,
+    failed: Vec<WitRowFailure>,
 }
 
 #[derive(ComponentType, Lift, Lower, Clone, Debug)]
@@ -158,6 +184,8 @@ fn info_to_wit(i: &ModelInfo) -> WitModelInfo {
         inputs: i.signature.inputs.iter().map(spec_to_wit).collect(),
         outputs: i.signature.outputs.iter().map(spec_to_wit).collect(),
         max_batch: i.max_batch,
+        labels: i.labels.clone(),
+        accepts: i.accepts.clone(),
     }
 }
 
@@ -228,5 +256,88 @@ pub(crate) fn link(linker: &mut LinkerInstance<'_, HostState>) -> wasmtime::Resu
             })
         },
     )?;
+    linker.func_wrap_async(
+        "[method]model.infer-blobs",
+        |mut store: StoreContextMut<'_, HostState>,
+         (this, blobs, deadline_ms): (Resource<ModelRes>, Vec<WitBlobInput>, Option<u32>)| {
+            Box::new(async move {
+                let handle = Arc::clone(&store.data_mut().table_mut().get(&this)?.0);
+                let name = handle.info().name.clone();
+                let (items, names) = match read_blobs(&store, &name, blobs) {
+                    Ok(read) => read,
+                    Err(e) => return Ok((Err(e),)),
+                };
+                let left = store.data().call_deadline().saturating_duration_since(Instant::now());
+                let deadline = Some(deadline_ms.map(|ms| Duration::from_millis(ms as u64)).unwrap_or(left).min(left));
+                let result = handle.infer_encoded(items, deadline).await;
+                let data = store.data_mut();
+                Ok((match result {
+                    Ok((outputs, failed)) => {
+                        data.inference_bytes_out += outputs.iter().map(|t| t.data.len() as u64).sum::<u64>();
+                        Ok(WitBlobOutputs {
+                            outputs: outputs.into_iter().map(to_wit).collect(),
+                            failed: failed
+                                .into_iter()
+                                .map(|(row, message)| {
+                                    let what = names.get(row as usize).cloned().unwrap_or_default();
+                                    WitRowFailure { row, message: format!("{what}: {message}") }
+                                })
+                                .collect(),
+                        })
+                    }
+                    Err(e) => Err(e.into()),
+                },))
+            })
+        },
+    )?;
     Ok(())
+}
+
+/// Most bytes of blobs one `infer-blobs` call may name.
+const BLOB_INFER_BYTES_MAX: u64 = 1 << 30;
+
+/// The bytes of each referenced blob, read in the host (checked tokens; the
+/// guest never sees them), and how to name each in a message (its source
+/// file or URI, else its digest).
+fn read_blobs(
+    store: &StoreContextMut<'_, HostState>,
+    model: &str,
+    blobs: Vec<WitBlobInput>,
+) -> Result<(Vec<Bytes>, Vec<String>), WitInferError> {
+    let Some(scope) = store.data().blobs() else {
+        return Err(WitInferError::Backend("this job has no blob store".into()));
+    };
+    let total: u64 = blobs.iter().map(|b| b.size).fold(0, u64::saturating_add);
+    if total > BLOB_INFER_BYTES_MAX {
+        return Err(WitInferError::Refused(format!(
+            "model `{model}`: {total} blob bytes in one call (at most {BLOB_INFER_BYTES_MAX})"
+        )));
+    }
+    blobs
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let bad = |m: String| WitInferError::Mismatch(format!("model `{model}`: row {i}: {m}"));
+            let r = flumen_types::blob::BlobRef {
+                digest: b.digest.try_into().map_err(|_| bad("malformed blob reference".into()))?,
+                size: b.size,
+                media_type: b.media_type,
+                token: b.token.try_into().map_err(|_| bad("malformed blob reference".into()))?,
+            };
+            let bytes = scope.store().read(&r, 0, r.size).map_err(|e| bad(e.to_string()))?;
+            let source = scope.store().stat(&r).ok().and_then(|i| i.source);
+            let name = format!(
+                "`{}` ({}, {} bytes)",
+                source.unwrap_or_else(|| format!("blob {}", hex_of(&r.digest))),
+                r.media_type,
+                r.size
+            );
+            Ok((bytes, name))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(|v| v.into_iter().unzip())
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -5,7 +5,7 @@ use flumen_sdk::arrow_schema::{DataType, Field, Schema};
 use flumen_sdk::media::{self, BLOB, IMAGE};
 use serde::Deserialize;
 
-use crate::pixels::{Channels, DIMENSION_MAX, Filter, Layout, Mode, Normalize, Resize};
+use flumen_pixels::{Channels, DIMENSION_MAX, Filter, Layout, Mode, Normalize, Resize};
 
 /// Largest output tensor, in bytes: a `resize` whose tensors could not fit
 /// in an instance's memory a few at a time is refused at open.

@@ -4,7 +4,7 @@
 //! (variable-shape uint8 `H`, `W`, `C`) otherwise.
 
 mod config;
-mod pixels;
+use flumen_pixels as pixels;
 
 use std::sync::Arc;
 
@@ -16,7 +16,7 @@ use flumen_sdk::{ArrayRef, Context, Emitter, Error, Operator, RecordBatch, Schem
 use image::DynamicImage;
 
 use crate::config::{Config, Output, Plan};
-use crate::pixels::{Layout, Resampler};
+use pixels::{Layout, Resampler};
 
 /// Tensor bytes gathered before a batch is emitted: a batch of many large
 /// images goes out in several batches (each a slice of the input's rows), so

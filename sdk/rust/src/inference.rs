@@ -113,6 +113,17 @@ pub struct ModelInfo {
     pub inputs: Vec<TensorSpec>,
     pub outputs: Vec<TensorSpec>,
     pub max_batch: u32,
+    /// The model's class labels, in output order (may be empty).
+    pub labels: Vec<String>,
+    /// What blobs [`Model::infer_blobs`] takes (`image`); `None`: tensors only.
+    pub accepts: Option<String>,
+}
+
+/// A row [`Model::infer_blobs`] could not preprocess; its outputs are zeros.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowFailure {
+    pub row: u32,
+    pub message: String,
 }
 
 /// A model of the job's repository, shared with every other caller in the
@@ -148,6 +159,8 @@ impl Model {
             inputs: i.inputs.into_iter().map(spec).collect(),
             outputs: i.outputs.into_iter().map(spec).collect(),
             max_batch: i.max_batch,
+            labels: i.labels,
+            accepts: i.accepts,
         };
         Ok(Model { inner, info })
     }
@@ -165,6 +178,22 @@ impl Model {
     /// As [`Model::infer`], giving up after `deadline_ms` (queue and run).
     pub fn infer_within(&self, inputs: &[Tensor], deadline_ms: u32) -> Result<Vec<Tensor>, Error> {
         self.call(inputs, Some(deadline_ms))
+    }
+
+    /// Runs the model on blobs, one per row, that the host reads, decodes
+    /// and preprocesses as the model's config says ([`ModelInfo::accepts`]):
+    /// the bytes never enter this instance. Returns the outputs and the rows
+    /// that could not be preprocessed.
+    pub fn infer_blobs(&self, blobs: &[crate::blob::BlobRef]) -> Result<(Vec<Tensor>, Vec<RowFailure>), Error> {
+        let params: Vec<wit::BlobInput<'_>> = blobs
+            .iter()
+            .map(|b| wit::BlobInput { digest: &b.digest, size: b.size, media_type: &b.media_type, token: &b.token })
+            .collect();
+        let out = self.inner.infer_blobs(&params, None).map_err(error)?;
+        Ok((
+            out.outputs.into_iter().map(|t| Tensor { dtype: t.dtype, shape: t.shape, data: t.data }).collect(),
+            out.failed.into_iter().map(|f| RowFailure { row: f.row, message: f.message }).collect(),
+        ))
     }
 
     fn call(&self, inputs: &[Tensor], deadline_ms: Option<u32>) -> Result<Vec<Tensor>, Error> {

@@ -1,4 +1,4 @@
-//! The image pipeline without the host: decode encoded bytes, convert to RGB
+//! Images to model-ready pixels: decode encoded bytes, convert to RGB
 //! or grey, resize (stretch, fill or fit), and write pixels out as uint8 or
 //! normalized float32 tensors in `HWC` or `CHW` order.
 //!
