@@ -399,3 +399,67 @@ blobs = "reference"
     assert_eq!(node.blob_bytes_read, 0, "{}", summary.render());
     assert_contains(&summary.models[0], &["model colors", "sizes"]);
 }
+
+#[test]
+fn the_image_classify_example_labels_its_pictures() {
+    if !have_ort() {
+        return;
+    }
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/image-classify");
+    let dir = tempfile::tempdir().expect("tmp");
+    copy_tree(&example, dir.path());
+    let out = std::process::Command::new(crate::common::flumen_bin())
+        .args(["run", "--quiet"])
+        .arg(dir.path().join("job.toml"))
+        .env("FLUMEN_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"))
+        .output()
+        .expect("flumen runs");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert_contains(&text, &["model colors", "wrote"]);
+    let file = std::fs::File::open(dir.path().join("out/labels.parquet")).expect("labels.parquet");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .build()
+        .expect("reader");
+    let want = [
+        ("cherry", "red"),
+        ("lawn", "green"),
+        ("leaf", "green"),
+        ("ocean", "blue"),
+        ("sky", "blue"),
+        ("tomato", "red"),
+    ];
+    let mut got = Vec::new();
+    for batch in reader {
+        use arrow::array::{Array, AsArray};
+        let batch = batch.expect("batch");
+        let paths = batch.column_by_name("path").expect("path").as_string::<i32>().clone();
+        let labels = batch.column_by_name("label").expect("label").as_list::<i32>().clone();
+        for i in 0..batch.num_rows() {
+            let top = labels.value(i);
+            let top = top.as_string::<i32>().value(0).to_owned();
+            let stem = paths.value(i).rsplit('/').next().unwrap_or_default().trim_end_matches(".png").to_owned();
+            got.push((stem, top));
+        }
+    }
+    got.sort();
+    let want: Vec<(String, String)> = want.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    assert_eq!(got, want);
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            if entry.file_name() == "out" {
+                continue;
+            }
+            std::fs::create_dir_all(&target).expect("mkdir");
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
