@@ -432,7 +432,7 @@ fn the_image_classify_example_labels_its_pictures() {
     ];
     let mut got = Vec::new();
     for batch in reader {
-        use arrow::array::{Array, AsArray};
+        use arrow::array::AsArray;
         let batch = batch.expect("batch");
         let paths = batch.column_by_name("path").expect("path").as_string::<i32>().clone();
         let labels = batch.column_by_name("label").expect("label").as_list::<i32>().clone();
