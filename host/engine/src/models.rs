@@ -3,13 +3,29 @@
 //! with the backend its config names).
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use flumen_inference::{BackendProvider, ModelEntry, ModelHub, ModelRepository};
 use flumen_types::inference::{Device, InferenceBackend, ModelHandle, TensorSpec};
 
 use crate::EngineError;
+
+/// The backends a model config may name, loaded on first use: ONNX Runtime
+/// on the CPU (from `runtime`, else where `flumen_ort::find_library` looks).
+pub(crate) fn backends(runtime: Option<PathBuf>) -> BackendProvider {
+    Arc::new(move |backend: &str, device| {
+        if device != Device::Cpu {
+            return Err(format!("no {device} backend in this build"));
+        }
+        match backend {
+            "onnxruntime" => flumen_ort::OrtBackend::load(runtime.as_deref())
+                .map(|b| b as Arc<dyn InferenceBackend>)
+                .map_err(|e| e.to_string()),
+            other => Err(format!("unknown backend `{other}`")),
+        }
+    })
+}
 
 fn repo_error(e: impl std::fmt::Display) -> EngineError {
     EngineError::Models(e.to_string())
@@ -35,18 +51,7 @@ fn spec_line(role: &str, s: &TensorSpec) -> String {
 /// Every model of `dir` (or only `name`), loaded: its signature, digest,
 /// backend and serving settings. `runtime` names the ONNX Runtime library.
 pub fn inspect_models(dir: &Path, name: Option<&str>, runtime: Option<&Path>) -> Result<String, EngineError> {
-    let runtime = runtime.map(Path::to_path_buf);
-    let provider: BackendProvider = Arc::new(move |backend: &str, device| {
-        if device != Device::Cpu {
-            return Err(format!("no {device} backend in this build"));
-        }
-        match backend {
-            "onnxruntime" => flumen_ort::OrtBackend::load(runtime.as_deref())
-                .map(|b| b as Arc<dyn InferenceBackend>)
-                .map_err(|e| e.to_string()),
-            other => Err(format!("unknown backend `{other}`")),
-        }
-    });
+    let provider = backends(runtime.map(Path::to_path_buf));
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let hub = ModelHub::open(dir, provider, threads).map_err(repo_error)?;
     let names: Vec<String> = match name {

@@ -345,17 +345,7 @@ fn open_models(spec: &JobSpec) -> Result<Option<Arc<flumen_inference::ModelHub>>
         // Fails now, with how to install it, rather than at the first call.
         flumen_ort::OrtBackend::load(runtime.as_deref()).map_err(|e| at(e.to_string()))?;
     }
-    let provider: flumen_inference::BackendProvider = Arc::new(move |name: &str, device| {
-        if device != flumen_types::inference::Device::Cpu {
-            return Err(format!("no {device} backend in this build"));
-        }
-        match name {
-            "onnxruntime" => flumen_ort::OrtBackend::load(runtime.as_deref())
-                .map(|b| b as Arc<dyn flumen_types::inference::InferenceBackend>)
-                .map_err(|e| e.to_string()),
-            other => Err(format!("unknown backend `{other}`")),
-        }
-    });
+    let provider = crate::models::backends(runtime);
     let threads = section
         .threads
         .map(|t| t as usize)
