@@ -30,7 +30,7 @@ pub const BLOB_WRITER_BYTES_MAX: u64 = 1 << 30;
 #[component(record)]
 pub(crate) struct WitBlobRef {
     digest: Vec<u8>,
-    size: u64,
+    pub(crate) size: u64,
     #[component(name = "media-type")]
     media_type: String,
     token: Vec<u8>,
@@ -184,7 +184,7 @@ fn over_budget(e: HostMemoryExceeded) -> WitError {
     err(WitErrorKind::Limit, e.to_string())
 }
 
-fn from_wit(r: WitBlobRef) -> Result<BlobRef, WitError> {
+pub(crate) fn from_wit(r: WitBlobRef) -> Result<BlobRef, WitError> {
     let bad = || err(WitErrorKind::InvalidInput, "malformed blob reference (digest must be 32 bytes, token 16)");
     Ok(BlobRef {
         digest: r.digest.try_into().map_err(|_| bad())?,

@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use flumen_types::blob::BlobRef;
 use flumen_types::inference::{DType, InferError, ModelHandle, ModelInfo, Tensor, TensorSpec};
 use wasmtime::StoreContextMut;
 use wasmtime::component::{ComponentType, Lift, LinkerInstance, Lower, Resource, ResourceType};
 
+use crate::blobs::WitBlobRef;
 use crate::instance::HostState;
 
 #[derive(ComponentType, Lift, Lower, Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,16 +116,6 @@ pub(crate) struct WitModelInfo {
     max_batch: u32,
     labels: Vec<String>,
     accepts: Option<String>,
-}
-
-#[derive(ComponentType, Lift, Lower, Clone, Debug)]
-#[component(record)]
-pub(crate) struct WitBlobInput {
-    digest: Vec<u8>,
-    size: u64,
-    #[component(name = "media-type")]
-    media_type: String,
-    token: Vec<u8>,
 }
 
 #[derive(ComponentType, Lift, Lower, Clone, Debug)]
@@ -239,52 +231,38 @@ pub(crate) fn link(linker: &mut LinkerInstance<'_, HostState>) -> wasmtime::Resu
                     Ok(t) => t,
                     Err(e) => return Ok((Err(e),)),
                 };
-                // Never past the guest call's own deadline.
-                let left = store.data().call_deadline().saturating_duration_since(Instant::now());
-                let deadline = Some(deadline_ms.map(|ms| Duration::from_millis(ms as u64)).unwrap_or(left).min(left));
-                let bytes_in: u64 = tensors.iter().map(|t| t.data.len() as u64).sum();
+                let deadline = Some(deadline_of(&store, deadline_ms));
                 let result = handle.infer(tensors, deadline).await;
-                let data = store.data_mut();
-                data.inference_bytes_in += bytes_in;
-                Ok((match result {
-                    Ok(outputs) => {
-                        data.inference_bytes_out += outputs.iter().map(|t| t.data.len() as u64).sum::<u64>();
-                        Ok(outputs.into_iter().map(to_wit).collect::<Vec<WitTensor>>())
-                    }
-                    Err(e) => Err(e.into()),
-                },))
+                Ok((result
+                    .map(|outputs| outputs.into_iter().map(to_wit).collect::<Vec<WitTensor>>())
+                    .map_err(WitInferError::from),))
             })
         },
     )?;
     linker.func_wrap_async(
         "[method]model.infer-blobs",
         |mut store: StoreContextMut<'_, HostState>,
-         (this, blobs, deadline_ms): (Resource<ModelRes>, Vec<WitBlobInput>, Option<u32>)| {
+         (this, blobs, deadline_ms): (Resource<ModelRes>, Vec<WitBlobRef>, Option<u32>)| {
             Box::new(async move {
                 let handle = Arc::clone(&store.data_mut().table_mut().get(&this)?.0);
                 let name = handle.info().name.clone();
-                let (items, names) = match read_blobs(&store, &name, blobs) {
+                let (items, refs) = match read_blobs(&store, &name, blobs) {
                     Ok(read) => read,
                     Err(e) => return Ok((Err(e),)),
                 };
-                let left = store.data().call_deadline().saturating_duration_since(Instant::now());
-                let deadline = Some(deadline_ms.map(|ms| Duration::from_millis(ms as u64)).unwrap_or(left).min(left));
+                let deadline = Some(deadline_of(&store, deadline_ms));
                 let result = handle.infer_encoded(items, deadline).await;
-                let data = store.data_mut();
                 Ok((match result {
-                    Ok((outputs, failed)) => {
-                        data.inference_bytes_out += outputs.iter().map(|t| t.data.len() as u64).sum::<u64>();
-                        Ok(WitBlobOutputs {
-                            outputs: outputs.into_iter().map(to_wit).collect(),
-                            failed: failed
-                                .into_iter()
-                                .map(|(row, message)| {
-                                    let what = names.get(row as usize).cloned().unwrap_or_default();
-                                    WitRowFailure { row, message: format!("{what}: {message}") }
-                                })
-                                .collect(),
-                        })
-                    }
+                    Ok((outputs, failed)) => Ok(WitBlobOutputs {
+                        outputs: outputs.into_iter().map(to_wit).collect(),
+                        failed: failed
+                            .into_iter()
+                            .map(|(row, message)| {
+                                let what = refs.get(row as usize).map(|r| name_of(&store, r)).unwrap_or_default();
+                                WitRowFailure { row, message: format!("{what}: {message}") }
+                            })
+                            .collect(),
+                    }),
                     Err(e) => Err(e.into()),
                 },))
             })
@@ -296,14 +274,21 @@ pub(crate) fn link(linker: &mut LinkerInstance<'_, HostState>) -> wasmtime::Resu
 /// Most bytes of blobs one `infer-blobs` call may name.
 const BLOB_INFER_BYTES_MAX: u64 = 1 << 30;
 
-/// The bytes of each referenced blob, read in the host (checked tokens; the
-/// guest never sees them), and how to name each in a message (its source
-/// file or URI, else its digest).
+/// When a call's wait must end: its own `deadline-ms`, never past the
+/// guest call's deadline.
+fn deadline_of(store: &StoreContextMut<'_, HostState>, deadline_ms: Option<u32>) -> Duration {
+    let left = store.data().call_deadline().saturating_duration_since(Instant::now());
+    deadline_ms.map(|ms| Duration::from_millis(ms as u64)).unwrap_or(left).min(left)
+}
+
+/// The bytes of each referenced blob, read in the host (tokens checked by
+/// the store; the guest never sees them), with the references, to name a
+/// row that fails.
 fn read_blobs(
     store: &StoreContextMut<'_, HostState>,
     model: &str,
-    blobs: Vec<WitBlobInput>,
-) -> Result<(Vec<Bytes>, Vec<String>), WitInferError> {
+    blobs: Vec<WitBlobRef>,
+) -> Result<(Vec<Bytes>, Vec<BlobRef>), WitInferError> {
     let Some(scope) = store.data().blobs() else {
         return Err(WitInferError::Backend("this job has no blob store".into()));
     };
@@ -313,31 +298,19 @@ fn read_blobs(
             "model `{model}`: {total} blob bytes in one call (at most {BLOB_INFER_BYTES_MAX})"
         )));
     }
-    blobs
-        .into_iter()
-        .enumerate()
-        .map(|(i, b)| {
-            let bad = |m: String| WitInferError::Mismatch(format!("model `{model}`: row {i}: {m}"));
-            let r = flumen_types::blob::BlobRef {
-                digest: b.digest.try_into().map_err(|_| bad("malformed blob reference".into()))?,
-                size: b.size,
-                media_type: b.media_type,
-                token: b.token.try_into().map_err(|_| bad("malformed blob reference".into()))?,
-            };
-            let bytes = scope.store().read(&r, 0, r.size).map_err(|e| bad(e.to_string()))?;
-            let source = scope.store().stat(&r).ok().and_then(|i| i.source);
-            let name = format!(
-                "`{}` ({}, {} bytes)",
-                source.unwrap_or_else(|| format!("blob {}", hex_of(&r.digest))),
-                r.media_type,
-                r.size
-            );
-            Ok((bytes, name))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(|v| v.into_iter().unzip())
+    let mut items = Vec::with_capacity(blobs.len());
+    let mut refs = Vec::with_capacity(blobs.len());
+    for (i, b) in blobs.into_iter().enumerate() {
+        let bad = |m: String| WitInferError::Mismatch(format!("model `{model}`: row {i}: {m}"));
+        let r = crate::blobs::from_wit(b).map_err(|e| bad(e.message))?;
+        items.push(scope.store().read(&r, 0, r.size).map_err(|e| bad(e.to_string()))?);
+        refs.push(r);
+    }
+    Ok((items, refs))
 }
 
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// A blob as a message names it: its source file or URI, else its digest.
+fn name_of(store: &StoreContextMut<'_, HostState>, r: &BlobRef) -> String {
+    let source = store.data().blobs().and_then(|s| s.store().stat(r).ok()).and_then(|i| i.source);
+    format!("`{}` ({}, {} bytes)", source.unwrap_or_else(|| format!("blob {}", r.digest_hex())), r.media_type, r.size)
 }

@@ -247,8 +247,6 @@ impl OperatorFactory {
             state: ctx.state.clone(),
             blobs: ctx.blobs.clone(),
             inference: ctx.inference.clone(),
-            inference_bytes_in: 0,
-            inference_bytes_out: 0,
             call_pins: Vec::new(),
             blob_bytes_read: 0,
             blob_bytes_created: 0,
@@ -611,9 +609,6 @@ pub(crate) struct HostState {
     state: Option<StateHandle>,
     blobs: Option<BlobScope>,
     inference: Option<Arc<dyn InferenceService>>,
-    /// Tensor bytes sent to and received from models.
-    pub(crate) inference_bytes_in: u64,
-    pub(crate) inference_bytes_out: u64,
     /// Blobs the guest made during the current call, alive until it returns.
     call_pins: Vec<BlobPin>,
     pub(crate) blob_bytes_read: u64,
