@@ -463,3 +463,152 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The `words` toy encoder's pooled vector of `text` (see make_models.py):
+/// the normalized mean of its words' colour axes.
+fn words_vector(text: &str) -> [f32; 3] {
+    let mut v = [0f32; 3];
+    for w in text.to_lowercase().split_whitespace() {
+        match w {
+            "red" | "apple" | "cherry" => v[0] += 1.0,
+            "green" | "grass" => v[1] += 1.0,
+            "blue" | "sky" => v[2] += 1.0,
+            _ => {}
+        }
+    }
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embed_text_appends_an_embedding_per_row_from_the_host_tokenizer() {
+    if !have_ort() {
+        return;
+    }
+    let job = Job::new(&format!(
+        r#"
+[job]
+name = "embed"
+batch_rows = 2
+
+{}
+
+[[source]]
+id = "in"
+kind = "csv"
+path = "input.csv"
+schema = [{{ name = "id", type = "int64" }}, {{ name = "text", type = "utf8" }}]
+
+[[operator]]
+id = "embed"
+plugin = "embed-text"
+capabilities = ["inference"]
+parallelism = 2
+config = {{ model = "words", input = "text", output = "vec" }}
+inputs = ["in"]
+
+[[sink]]
+id = "out"
+kind = "jsonl"
+path = "out.jsonl"
+inputs = ["embed"]
+"#,
+        repo_table()
+    ));
+    let texts = ["red apple", "Sky", "green grass and a cherry", "", "the blue sky", "cherry", "red apple", "grass"];
+    let mut csv = String::from("id,text\n");
+    for (i, t) in texts.iter().enumerate() {
+        csv.push_str(&format!("{i},{t}\n"));
+    }
+    std::fs::write(job.file("input.csv"), csv).expect("csv");
+    let summary = job.run().await.unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(job.file("out.jsonl")).expect("output");
+    let mut seen = 0;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let id = v["id"].as_i64().expect("id") as usize;
+        // An empty CSV field is a null text, and its embedding is null.
+        if texts[id].is_empty() {
+            assert!(v["vec"].is_null(), "{line}");
+            seen += 1;
+            continue;
+        }
+        let got: Vec<f32> = v["vec"].as_array().expect("vec").iter().map(|x| x.as_f64().expect("f") as f32).collect();
+        let want = words_vector(texts[id]);
+        assert_eq!(got.len(), 3, "{line}");
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-5, "{:?}: got {got:?}, want {want:?}", texts[id]);
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, texts.len(), "{text}");
+    assert_contains(&summary.models[0], &["model words", "memo"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embed_text_reads_documents_by_reference_in_the_host_only() {
+    if !have_ort() {
+        return;
+    }
+    let job = Job::new(&format!(
+        r#"
+[job]
+name = "embed-files"
+
+{}
+
+[[source]]
+id = "docs"
+kind = "blobs"
+path = "docs"
+
+[[operator]]
+id = "embed"
+plugin = "embed-text"
+capabilities = ["inference"]
+config = {{ model = "words", input = "blob" }}
+inputs = ["docs"]
+on_error = {{ then = "dead-letter", dead_letter = "rejects" }}
+
+[[sink]]
+id = "out"
+kind = "jsonl"
+path = "out.jsonl"
+blobs = "reference"
+inputs = ["embed"]
+
+[[sink]]
+id = "rejects"
+kind = "jsonl"
+path = "rejects.jsonl"
+blobs = "reference"
+"#,
+        repo_table()
+    ));
+    let docs = job.file("docs");
+    std::fs::create_dir(&docs).expect("dir");
+    std::fs::write(docs.join("a.txt"), "red cherry").expect("a");
+    std::fs::write(docs.join("b.txt"), "blue sky\n").expect("b");
+    std::fs::write(docs.join("c.bin"), b"\xff\xfe\x00binary").expect("c");
+    let summary = job.run().await.unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(job.file("out.jsonl")).expect("output");
+    let mut got: Vec<(String, Vec<f64>)> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json");
+            let path = v["path"].as_str().expect("path").to_owned();
+            (path, v["embedding"].as_array().expect("e").iter().map(|x| x.as_f64().expect("f")).collect())
+        })
+        .collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(got.len(), 2, "{text}");
+    assert_eq!(got[0].1, vec![1.0, 0.0, 0.0], "{text}");
+    assert_eq!(got[1].1, vec![0.0, 0.0, 1.0], "{text}");
+    let rejects = std::fs::read_to_string(job.file("rejects.jsonl")).expect("rejects");
+    assert_contains(&rejects, &["c.bin", "not UTF-8"]);
+    let node = summary.nodes.iter().find(|n| n.id.as_str() == "embed").expect("embed node");
+    assert_eq!(node.blob_bytes_read, 0, "{}", summary.render());
+}

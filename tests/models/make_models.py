@@ -147,7 +147,64 @@ std = [0.5, 0.5, 0.5]
     save(model, "colors", config, {"labels.txt": "red\ngreen\nblue\n"})
 
 
+def words():
+    """A toy sentence encoder for `[preprocess.text]`: a WordPiece tokenizer
+    over 16 words and an embedding table whose states point along a colour
+    axis (red, green, blue) — pooled, a sentence points at its colours.
+
+    input_ids, attention_mask: int64 [N, L] -> states: float32 [N, L, 3]
+    (each token's row of the table, zeroed where the mask is 0).
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "red", "green", "blue", "apple", "grass", "sky",
+             "the", "is", "a", "and", "##s", "cherry"]
+    ids = {w: i for i, w in enumerate(vocab)}
+    table = np.zeros((len(vocab), 3), np.float32)
+    for word, axis in (("red", 0), ("apple", 0), ("cherry", 0), ("green", 1), ("grass", 1), ("blue", 2), ("sky", 2)):
+        table[ids[word], axis] = 1.0
+    table[ids["[UNK]"]] = [0.1, 0.1, 0.1]
+    tok = Tokenizer(models.WordPiece(ids, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])]
+    )
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["table", "input_ids"], ["rows"]),
+            helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
+            helper.make_node("Unsqueeze", ["maskf", "last"], ["mask3"]),
+            helper.make_node("Mul", ["rows", "mask3"], ["states"]),
+        ],
+        "words",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["N", "L"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["N", "L"]),
+        ],
+        [helper.make_tensor_value_info("states", TensorProto.FLOAT, ["N", "L", 3])],
+        [numpy_helper.from_array(table, "table"), numpy_helper.from_array(np.array([-1], np.int64), "last")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    config = """# A toy sentence encoder: words point along colour axes (red, green, blue).
+description = "test text encoder (16 words -> 3-d colour vectors)"
+max_batch = 8
+preferred_batch = [8]
+max_queue_delay_ms = 20
+memo = true
+
+[preprocess.text]
+max_length = 8
+pool = "mean"
+normalize = true
+"""
+    save(model, "words", config)
+    tok.save(os.path.join(HERE, "words", "tokenizer.json"), pretty=True)
+
+
 if __name__ == "__main__":
     mlp()
     slow()
     colors()
+    words()

@@ -26,6 +26,9 @@ pub struct BatchPolicy {
     pub max_call_rows: usize,
     pub max_call_bytes: usize,
     pub default_deadline: Option<Duration>,
+    /// Calls whose inputs differ in their second dimension (token
+    /// sequences) join one batch, zero-padded to the longest.
+    pub pad_sequences: bool,
 }
 
 type Reply = oneshot::Sender<Result<Vec<Tensor>, InferError>>;
@@ -318,7 +321,7 @@ fn worker(
         let joined: Result<Vec<Tensor>, String> = (0..n_inputs)
             .map(|i| {
                 let col: Vec<Tensor> = batch.iter().filter_map(|p| p.inputs.get(i).cloned()).collect();
-                Tensor::concat_rows(&col)
+                if policy.pad_sequences { Tensor::concat_rows_padded(&col) } else { Tensor::concat_rows(&col) }
             })
             .collect();
         let result = joined.and_then(|inputs| instance.run(&inputs));

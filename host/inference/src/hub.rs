@@ -17,6 +17,7 @@ use flumen_types::inference::{
 
 use crate::batcher::{BatchPolicy, BatchStats, Batcher};
 use crate::memo::{Memo, RowOutputs, assemble, row_of};
+use crate::preprocess::{Pool, TextInput, TextPrep};
 use crate::repo::{Fallback, ModelEntry, ModelRepository, RepoError};
 
 /// Gives the backend a model config names, loading it on first use (the
@@ -34,6 +35,8 @@ pub struct LoadedModel {
     pub fallback_note: Option<String>,
     /// The host's image preprocessing, when the config has `[preprocess.image]`.
     image: Option<crate::preprocess::ImagePrep>,
+    /// The host's tokenizer and pooling, when the config has `[preprocess.text]`.
+    text: Option<TextModel>,
     batcher: Arc<Batcher>,
 }
 
@@ -71,8 +74,11 @@ impl ModelHandle for LoadedModel {
 
     fn infer_encoded(&self, items: Vec<Bytes>, deadline: Option<Duration>) -> EncodedFuture {
         let name = self.info.name.clone();
+        if let Some(text) = &self.text {
+            return text.infer(name, Arc::clone(&self.batcher), items, deadline);
+        }
         let (Some(prep), batcher) = (self.image.clone(), Arc::clone(&self.batcher)) else {
-            let detail = "takes tensors only: its model.toml has no [preprocess.image]".to_owned();
+            let detail = "takes tensors only: its model.toml has no [preprocess.image] or [preprocess.text]".to_owned();
             return Box::pin(async move { Err(InferError::Mismatch { model: name, detail }) });
         };
         Box::pin(async move {
@@ -90,6 +96,94 @@ impl ModelHandle for LoadedModel {
                 .map_err(|message| InferError::Backend { model: name.clone(), message })?;
             let outputs = batcher.infer(vec![tensor], deadline).await?;
             Ok((outputs, failed))
+        })
+    }
+}
+
+/// A text model: its tokenizer, which token input each model input is, and
+/// the output it pools.
+#[derive(Debug, Clone)]
+struct TextModel {
+    prep: TextPrep,
+    inputs: Vec<TextInput>,
+    output: usize,
+}
+
+impl TextModel {
+    /// Checks the model against `[preprocess.text]`: every input is a token
+    /// input (int64 `[rows, tokens]`), and a pooled output is float32
+    /// `[rows, tokens, hidden]`.
+    fn new(prep: TextPrep, cfg: &crate::preprocess::TextConfig, sig: &ModelSignature) -> Result<TextModel, String> {
+        let mut inputs = Vec::with_capacity(sig.inputs.len());
+        for i in &sig.inputs {
+            let Some(what) = TextInput::of(&i.name) else {
+                return Err(format!(
+                    "[preprocess.text] feeds input_ids, attention_mask and token_type_ids, but the model also takes `{}`",
+                    i.name
+                ));
+            };
+            if i.dtype != DType::I64 || i.shape.len() != 2 {
+                return Err(format!(
+                    "[preprocess.text] makes int64 [rows, tokens] for `{}`, the model takes {} {}",
+                    i.name,
+                    i.dtype,
+                    i.shape_text()
+                ));
+            }
+            inputs.push(what);
+        }
+        if !inputs.contains(&TextInput::Ids) {
+            return Err("[preprocess.text]: the model has no `input_ids` input".into());
+        }
+        let output = match &cfg.output {
+            None => 0,
+            Some(name) => sig
+                .outputs
+                .iter()
+                .position(|o| &o.name == name)
+                .ok_or_else(|| format!("[preprocess.text] output `{name}` is not one of the model's outputs"))?,
+        };
+        let Some(out) = sig.outputs.get(output) else {
+            return Err("the model has no outputs".into());
+        };
+        if prep.pool != Pool::None && (out.dtype != DType::F32 || out.shape.len() != 3) {
+            return Err(format!(
+                "[preprocess.text] pools a float32 [rows, tokens, hidden] output, `{}` is {} {}",
+                out.name,
+                out.dtype,
+                out.shape_text()
+            ));
+        }
+        Ok(TextModel { prep, inputs, output })
+    }
+
+    /// Tokenizes, runs the model through its batcher (calls of different
+    /// lengths share batches, padded) and pools: one float32 `[rows, hidden]`
+    /// tensor, or the model's outputs with `pool = "none"`.
+    fn infer(
+        &self,
+        model: String,
+        batcher: Arc<Batcher>,
+        items: Vec<Bytes>,
+        deadline: Option<Duration>,
+    ) -> EncodedFuture {
+        let this = self.clone();
+        Box::pin(async move {
+            if items.is_empty() {
+                return Ok((Vec::new(), Vec::new()));
+            }
+            let (tokens, failed) = this.prep.tokenize(&items);
+            let inputs: Vec<Tensor> = this.inputs.iter().map(|i| tokens.tensor(*i)).collect();
+            let outputs = batcher.infer(inputs, deadline).await?;
+            if this.prep.pool == Pool::None {
+                return Ok((outputs, failed));
+            }
+            let fail = |message: String| InferError::Backend { model: model.clone(), message };
+            let states = outputs.get(this.output).ok_or_else(|| fail("the model returned too few outputs".into()))?;
+            let values = states.to_f32().ok_or_else(|| fail("the pooled output is not float32".into()))?;
+            let (pooled, shape) = this.prep.pool(&values, &states.shape, &tokens).map_err(fail)?;
+            let tensor = Tensor::from_f32(shape.to_vec(), &pooled).map_err(fail)?;
+            Ok((vec![tensor], failed))
         })
     }
 }
@@ -271,6 +365,15 @@ impl ModelHub {
             max_call_rows: c.max_call_rows as usize,
             max_call_bytes: ((c.max_call_mb as usize) << 20).min(queue_cap_bytes),
             default_deadline: (c.deadline_ms > 0).then(|| Duration::from_millis(c.deadline_ms)),
+            pad_sequences: c.preprocess.text.is_some(),
+        };
+        let text = match &c.preprocess.text {
+            None => None,
+            Some(cfg) => {
+                let dir = entry.file.parent().unwrap_or(Path::new("."));
+                let prep = cfg.load(dir).map_err(fail)?;
+                Some(TextModel::new(prep, cfg, &signature).map_err(fail)?)
+            }
         };
         let image = match &c.preprocess.image {
             None => None,
@@ -304,7 +407,7 @@ impl ModelHub {
             signature,
             max_batch: c.max_batch,
             labels: entry.labels.clone().unwrap_or_default(),
-            accepts: image.as_ref().map(|_| "image".to_owned()),
+            accepts: if image.is_some() { Some("image".to_owned()) } else { text.as_ref().map(|_| "text".to_owned()) },
         };
         tracing::info!(
             model = %entry.name, digest = %entry.short_digest(), backend = backend.name(), %device,
@@ -317,6 +420,7 @@ impl ModelHub {
             device,
             fallback_note,
             image,
+            text,
             batcher: Arc::new(Batcher::start(&entry.name, policy, instances)),
         })
     }
@@ -422,7 +526,45 @@ impl ModelHandle for Memoized {
         })
     }
 
+    /// Encoded rows are remembered by their bytes; a row that failed to
+    /// preprocess is not remembered (it fails again, with its reason).
     fn infer_encoded(&self, items: Vec<Bytes>, deadline: Option<Duration>) -> EncodedFuture {
-        self.model.infer_encoded(items, deadline)
+        if self.model.text.as_ref().is_some_and(|t| t.prep.pool == Pool::None) {
+            // Unpooled token states are as wide as their batch: rows from
+            // different batches would not join.
+            return self.model.infer_encoded(items, deadline);
+        }
+        let keys: Vec<u128> = items
+            .iter()
+            .map(|b| {
+                let t = Tensor { dtype: DType::U8, shape: vec![1, b.len()], data: b.clone() };
+                self.memo.key(&[t], 0)
+            })
+            .collect();
+        let mut found: Vec<Option<RowOutputs>> = keys.iter().map(|k| self.memo.get(*k)).collect();
+        let missing: Vec<usize> = (0..items.len()).filter(|r| found[*r].is_none()).collect();
+        let stats = &self.memo.stats;
+        stats.hits.fetch_add((items.len() - missing.len()) as u64, std::sync::atomic::Ordering::Relaxed);
+        stats.misses.fetch_add(missing.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let (model, memo) = (Arc::clone(&self.model), Arc::clone(&self.memo));
+        Box::pin(async move {
+            let name = model.info.name.clone();
+            let fail = |message: String| InferError::Backend { model: name.clone(), message };
+            let mut failed = Vec::new();
+            if !missing.is_empty() {
+                let sub: Vec<Bytes> = missing.iter().map(|r| items[*r].clone()).collect();
+                let (outputs, sub_failed) = model.infer_encoded(sub, deadline).await?;
+                for (j, r) in missing.iter().enumerate() {
+                    let row = row_of(&outputs, j);
+                    match sub_failed.iter().find(|(f, _)| *f as usize == j) {
+                        Some((_, why)) => failed.push((*r as u32, why.clone())),
+                        None => memo.put(keys[*r], row.clone()),
+                    }
+                    found[*r] = Some(row);
+                }
+            }
+            let all: Vec<RowOutputs> = found.into_iter().flatten().collect();
+            Ok((assemble(&all).map_err(fail)?, failed))
+        })
     }
 }

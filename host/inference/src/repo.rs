@@ -108,7 +108,7 @@ pub struct ModelConfig {
     /// What a human should know.
     #[serde(default)]
     pub description: Option<String>,
-    /// Decoding the host does before the model (`[preprocess.image]`).
+    /// Decoding the host does before the model (`[preprocess.image]`, `[preprocess.text]`).
     #[serde(default)]
     pub preprocess: crate::preprocess::PreprocessConfig,
 }
@@ -187,6 +187,12 @@ impl ModelConfig {
         }
         if let Some(image) = &c.preprocess.image {
             image.check().map_err(bad)?;
+        }
+        if let Some(text) = &c.preprocess.text {
+            if c.preprocess.image.is_some() {
+                return Err(bad("a model takes [preprocess.image] or [preprocess.text], not both".into()));
+            }
+            text.check().map_err(bad)?;
         }
         if c.backend != "onnxruntime" {
             return Err(bad(format!("unknown backend `{}` (known: onnxruntime)", c.backend)));

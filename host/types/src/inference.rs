@@ -214,6 +214,39 @@ impl Tensor {
     }
 }
 
+impl Tensor {
+    /// Like [`Tensor::concat_rows`], but parts whose second dimension differs
+    /// (token sequences of different lengths) are zero-padded on the right
+    /// to the longest; every other dimension must agree.
+    pub fn concat_rows_padded(parts: &[Tensor]) -> Result<Tensor, String> {
+        let first = parts.first().ok_or("nothing to concatenate")?;
+        let width = parts.iter().map(|p| p.shape.get(1).copied().unwrap_or(0)).max().unwrap_or(0);
+        if first.shape.len() < 2 || parts.iter().all(|p| p.shape[1] == width) {
+            return Tensor::concat_rows(parts);
+        }
+        let inner = first.shape[2..].iter().product::<usize>() * first.dtype.size();
+        let rows: usize = parts.iter().map(Tensor::rows).sum();
+        let mut data = Vec::with_capacity(rows * width * inner);
+        for p in parts {
+            if p.dtype != first.dtype || p.shape.len() != first.shape.len() || p.shape[2..] != first.shape[2..] {
+                return Err(format!(
+                    "rows of {} {:?} cannot join rows of {} {:?}",
+                    p.dtype, p.shape, first.dtype, first.shape
+                ));
+            }
+            let row = p.shape[1] * inner;
+            for r in 0..p.rows() {
+                data.extend_from_slice(&p.data[r * row..(r + 1) * row]);
+                data.resize(data.len() + (width - p.shape[1]) * inner, 0);
+            }
+        }
+        let mut shape = first.shape.clone();
+        shape[0] = rows;
+        shape[1] = width;
+        Ok(Tensor { dtype: first.dtype, shape, data: Bytes::from(data) })
+    }
+}
+
 /// Where a model wants to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Device {

@@ -268,6 +268,27 @@ pub(crate) fn link(linker: &mut LinkerInstance<'_, HostState>) -> wasmtime::Resu
             })
         },
     )?;
+    linker.func_wrap_async(
+        "[method]model.infer-texts",
+        |mut store: StoreContextMut<'_, HostState>,
+         (this, texts, deadline_ms): (Resource<ModelRes>, Vec<String>, Option<u32>)| {
+            Box::new(async move {
+                let handle = Arc::clone(&store.data_mut().table_mut().get(&this)?.0);
+                let deadline = Some(deadline_of(&store, deadline_ms));
+                let items: Vec<Bytes> = texts.into_iter().map(Bytes::from).collect();
+                let result = handle.infer_encoded(items, deadline).await;
+                Ok((result
+                    .map(|(outputs, failed)| WitBlobOutputs {
+                        outputs: outputs.into_iter().map(to_wit).collect(),
+                        failed: failed
+                            .into_iter()
+                            .map(|(row, message)| WitRowFailure { row, message: format!("row {row}: {message}") })
+                            .collect(),
+                    })
+                    .map_err(WitInferError::from),))
+            })
+        },
+    )?;
     Ok(())
 }
 

@@ -115,7 +115,7 @@ pub struct ModelInfo {
     pub max_batch: u32,
     /// The model's class labels, in output order (may be empty).
     pub labels: Vec<String>,
-    /// What blobs [`Model::infer_blobs`] takes (`image`); `None`: tensors only.
+    /// What blobs [`Model::infer_blobs`] takes (`image`, `text`); `None`: tensors only.
     pub accepts: Option<String>,
 }
 
@@ -190,6 +190,18 @@ impl Model {
             .map(|b| wit::BlobInput { digest: &b.digest, size: b.size, media_type: &b.media_type, token: &b.token })
             .collect();
         let out = self.inner.infer_blobs(&params, None).map_err(error)?;
+        Ok((
+            out.outputs.into_iter().map(|t| Tensor { dtype: t.dtype, shape: t.shape, data: t.data }).collect(),
+            out.failed.into_iter().map(|f| RowFailure { row: f.row, message: f.message }).collect(),
+        ))
+    }
+
+    /// Runs a text model on strings, one per row, that the host tokenizes
+    /// with the model's own tokenizer (`accepts` is `text`); a pooling model
+    /// returns one float32 `[rows, hidden]` tensor. Returns the outputs and
+    /// the rows that could not be tokenized.
+    pub fn infer_texts(&self, texts: &[&str]) -> Result<(Vec<Tensor>, Vec<RowFailure>), Error> {
+        let out = self.inner.infer_texts(texts, None).map_err(error)?;
         Ok((
             out.outputs.into_iter().map(|t| Tensor { dtype: t.dtype, shape: t.shape, data: t.data }).collect(),
             out.failed.into_iter().map(|f| RowFailure { row: f.row, message: f.message }).collect(),
