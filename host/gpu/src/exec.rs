@@ -169,6 +169,10 @@ pub struct Executor {
     weights: HashMap<String, DevTensor>,
     /// How many nodes read each value (to free activations early).
     uses: HashMap<String, usize>,
+    /// cuDNN, when the library is here: convolutions; else im2col + GEMM.
+    dnn: Option<std::sync::Mutex<crate::dnn::Dnn>>,
+    /// With FLUMEN_GPU_PROFILE=1: time per operator type (each node synchronized).
+    profile: Option<std::sync::Mutex<HashMap<String, (u64, std::time::Duration)>>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -195,11 +199,46 @@ impl Executor {
             }
         }
         stream.synchronize().map_err(cuda)?;
-        Ok(Executor { graph, stream, blas, kernels, weights, uses })
+        let forced_im2col = std::env::var("FLUMEN_GPU_CONV").as_deref() == Ok("im2col");
+        let has_conv = graph.nodes.iter().any(|n| matches!(n.op, Op::Conv { .. }));
+        // SAFETY: only tries to load the library.
+        let dnn = if has_conv && !forced_im2col && unsafe { cudarc::cudnn::sys::is_culib_present() } {
+            match crate::dnn::Dnn::new(Arc::clone(&stream)) {
+                Ok(d) => Some(std::sync::Mutex::new(d)),
+                Err(e) => {
+                    tracing::warn!("cuDNN is present but unusable ({e}); convolutions use im2col + cuBLAS");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let profile = (std::env::var("FLUMEN_GPU_PROFILE").as_deref() == Ok("1")).then(Default::default);
+        Ok(Executor { graph, stream, blas, kernels, weights, uses, dnn, profile })
     }
 
     pub fn graph(&self) -> &Graph {
         &self.graph
+    }
+
+    /// How convolutions run: `cudnn` or `im2col`.
+    pub fn conv_path(&self) -> &'static str {
+        if self.dnn.is_some() { "cudnn" } else { "im2col" }
+    }
+
+    /// Times every node (synchronizing after each) from now on, or stops.
+    pub fn set_profiling(&mut self, on: bool) {
+        self.profile = on.then(Default::default);
+    }
+
+    /// With FLUMEN_GPU_PROFILE=1 or after `set_profiling(true)`, the time
+    /// per operator type so far, most first.
+    pub fn profile(&self) -> Vec<(String, u64, std::time::Duration)> {
+        let Some(p) = &self.profile else { return Vec::new() };
+        let mut v: Vec<_> =
+            p.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, (n, d))| (k.clone(), *n, *d)).collect();
+        v.sort_by_key(|e| std::cmp::Reverse(e.2));
+        v
     }
 
     /// Runs the graph on `inputs` (in the graph's input order); returns its
@@ -211,8 +250,8 @@ impl Executor {
         let mut values: HashMap<String, Value> = HashMap::new();
         for (spec, t) in self.graph.inputs.iter().zip(inputs) {
             let buf = match t.dtype {
-                DType::F32 => DevBuf::F32(self.stream.clone_htod(&le_f32(&t.data)).map_err(cuda)?),
-                DType::I64 => DevBuf::I64(self.stream.clone_htod(&le_i64(&t.data)).map_err(cuda)?),
+                DType::F32 => DevBuf::F32(self.upload(&t.data, le_f32)?),
+                DType::I64 => DevBuf::I64(self.upload(&t.data, le_i64)?),
                 other => return Err(format!("input `{}` is {other} (float32 or int64)", spec.name)),
             };
             values.insert(spec.name.clone(), Value::Dev(DevTensor { shape: t.shape.clone(), buf: Arc::new(buf) }));
@@ -239,9 +278,17 @@ impl Executor {
                     Err(format!("node `{}` ({}): input `{name}` is not computed before it", node.name, node.op_type))
                 })
                 .collect::<Result<_, String>>()?;
+            let started = self.profile.as_ref().map(|_| std::time::Instant::now());
             let out = self
                 .node(node, &args, &mut err_flag)
                 .map_err(|why| format!("node `{}` ({}): {why}", node.name, node.op_type))?;
+            if let (Some(p), Some(t)) = (&self.profile, started) {
+                self.stream.synchronize().map_err(cuda)?;
+                let mut p = p.lock().unwrap_or_else(|e| e.into_inner());
+                let e = p.entry(node.op_type.clone()).or_default();
+                e.0 += 1;
+                e.1 += t.elapsed();
+            }
             for name in &node.inputs {
                 if let Some(n) = left.get_mut(name) {
                     *n -= 1;
@@ -266,25 +313,41 @@ impl Executor {
         Ok(outputs)
     }
 
+    /// Copies little-endian `bytes` to the device as `T`s: straight from
+    /// the bytes when they are aligned for `T` (the usual case), else
+    /// through `convert`.
+    fn upload<T: bytemuck::Pod + cudarc::driver::DeviceRepr>(
+        &self,
+        bytes: &[u8],
+        convert: fn(&[u8]) -> Vec<T>,
+    ) -> Result<CudaSlice<T>, String> {
+        match bytemuck::try_cast_slice::<u8, T>(bytes) {
+            Ok(values) if cfg!(target_endian = "little") => self.stream.clone_htod(values).map_err(cuda),
+            _ => self.stream.clone_htod(&convert(bytes)).map_err(cuda),
+        }
+    }
+
+    /// The first `n` values of a device buffer as little-endian bytes.
+    fn bytes_of<T: bytemuck::Pod + cudarc::driver::DeviceRepr + Default>(
+        &self,
+        s: &CudaSlice<T>,
+        n: usize,
+    ) -> Result<Vec<u8>, String> {
+        let mut host = vec![T::default(); s.len()];
+        self.stream.memcpy_dtoh(s, host.as_mut_slice()).map_err(cuda)?;
+        host.truncate(n);
+        Ok(bytemuck::cast_slice::<T, u8>(&host).to_vec())
+    }
+
     fn download(&self, v: &Value) -> Result<Tensor, String> {
         let (dtype, shape, data) = match v {
             Value::Host(h) => match &h.data {
-                HostData::F32(x) => (DType::F32, h.shape.clone(), x.iter().flat_map(|v| v.to_le_bytes()).collect()),
-                HostData::I64(x) => (DType::I64, h.shape.clone(), x.iter().flat_map(|v| v.to_le_bytes()).collect()),
+                HostData::F32(x) => (DType::F32, h.shape.clone(), bytemuck::cast_slice::<f32, u8>(x).to_vec()),
+                HostData::I64(x) => (DType::I64, h.shape.clone(), bytemuck::cast_slice::<i64, u8>(x).to_vec()),
             },
             Value::Dev(d) => match &*d.buf {
-                DevBuf::F32(s) => {
-                    let host = self.stream.clone_dtoh(s).map_err(cuda)?;
-                    (
-                        DType::F32,
-                        d.shape.clone(),
-                        host[..d.len()].iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
-                    )
-                }
-                DevBuf::I64(s) => {
-                    let host = self.stream.clone_dtoh(s).map_err(cuda)?;
-                    (DType::I64, d.shape.clone(), host[..d.len()].iter().flat_map(|v| v.to_le_bytes()).collect())
-                }
+                DevBuf::F32(s) => (DType::F32, d.shape.clone(), self.bytes_of(s, d.len())?),
+                DevBuf::I64(s) => (DType::I64, d.shape.clone(), self.bytes_of(s, d.len())?),
             },
         };
         let shape = if shape.is_empty() { vec![1] } else { shape };
@@ -343,7 +406,10 @@ impl Executor {
             Op::Binary(op) if all_host => host_binary(*op, arg(0)?, arg(1)?),
             Op::Binary(op) => self.binary(*op, &self.dev_f32(arg(0)?)?, &self.dev_f32(arg(1)?)?),
             Op::Unary(op) => self.unary(*op, &self.dev_f32(arg(0)?)?),
-            Op::MatMul => self.matmul(&self.dev_f32(arg(0)?)?, &self.dev_f32(arg(1)?)?),
+            Op::MatMul { alpha, bias } => {
+                let b = if *bias { Some(self.dev_f32(arg(2)?)?) } else { None };
+                self.matmul(&self.dev_f32(arg(0)?)?, &self.dev_f32(arg(1)?)?, *alpha, b.as_ref())
+            }
             Op::Gemm { alpha, beta, trans_a, trans_b } => {
                 let c = match args.get(2).and_then(Option::as_ref) {
                     Some(c) => Some(self.dev_f32(c)?),
@@ -525,6 +591,34 @@ impl Executor {
             return Err(format!("rank {} (at most {MAX_RANK})", out.len()));
         }
         let n: usize = out.iter().product();
+        let mut y = self.alloc(n)?;
+        let code = op as i32;
+        // b (or a) repeating along the leading dimensions of the other.
+        let tail_of = |small: &[usize], big: &[usize]| -> bool {
+            let s: Vec<usize> = small.iter().copied().skip_while(|d| *d == 1).collect();
+            big.len() >= s.len() && big[big.len() - s.len()..] == s[..]
+        };
+        let simple = if a.shape == b.shape {
+            Some((0i32, 1))
+        } else if b.len() == 1 {
+            Some((2, 1))
+        } else if a.len() == 1 {
+            Some((3, 1))
+        } else if out == a.shape && tail_of(&b.shape, &a.shape) {
+            Some((1, b.len()))
+        } else if out == b.shape && tail_of(&a.shape, &b.shape) {
+            Some((4, a.len()))
+        } else {
+            None
+        };
+        if let Some((mode, inner)) = simple {
+            let (total, inner) = (n as i64, inner.max(1) as i64);
+            let mut b_ = self.stream.launch_builder(self.kernels.get("binary_simple_f32"));
+            b_.arg(a.f32()?).arg(b.f32()?).arg(&mut y).arg(&total).arg(&inner).arg(&mode).arg(&code);
+            // SAFETY: the mode matches how a and b broadcast to n values (checked above).
+            unsafe { b_.launch(launch(n)) }.map_err(cuda)?;
+            return Ok(Value::Dev(DevTensor { shape: out, buf: Arc::new(DevBuf::F32(y)) }));
+        }
         let mut m = Bcast { n: n as i64, rank: out.len() as i32, ..Default::default() };
         for (i, (d, (sa, sb))) in
             out.iter().zip(bstrides(&a.shape, &out).into_iter().zip(bstrides(&b.shape, &out))).enumerate()
@@ -533,8 +627,6 @@ impl Executor {
             m.sa[i] = sa;
             m.sb[i] = sb;
         }
-        let mut y = self.alloc(n)?;
-        let code = op as i32;
         let mut b_ = self.stream.launch_builder(self.kernels.get("binary_f32"));
         b_.arg(a.f32()?).arg(b.f32()?).arg(&mut y).arg(&m).arg(&code);
         // SAFETY: the strides index within a and b (broadcast of their shapes); y holds n values.
@@ -601,7 +693,26 @@ impl Executor {
         .map_err(|e| format!("cuBLAS: {e:?}"))
     }
 
-    fn matmul(&self, a: &DevTensor, b: &DevTensor) -> Result<Value, String> {
+    /// `alpha · (a × b)`, plus `bias` (one value per column) added in place.
+    fn matmul(&self, a: &DevTensor, b: &DevTensor, alpha: f32, bias: Option<&DevTensor>) -> Result<Value, String> {
+        let out = self.matmul_only(a, b, alpha)?;
+        let Some(bias) = bias else { return Ok(out) };
+        let Value::Dev(y) = out else { return Err("MatMul stayed on the host".into()) };
+        let cols = y.shape.last().copied().unwrap_or(1);
+        if bias.len() != cols {
+            return Err(format!("bias of {} values for rows of {cols}", bias.len()));
+        }
+        let Some(mut buf) = Arc::into_inner(y.buf) else { return Err("MatMul output shared".into()) };
+        let DevBuf::F32(ys) = &mut buf else { return Err("MatMul output is not float32".into()) };
+        let (total, c) = ((y.shape.iter().product::<usize>()) as i64, cols as i64);
+        let mut b_ = self.stream.launch_builder(self.kernels.get("add_bias_rows_f32"));
+        b_.arg(ys).arg(bias.f32()?).arg(&total).arg(&c);
+        // SAFETY: ys holds `total` values, the bias `cols`.
+        unsafe { b_.launch(launch(total as usize)) }.map_err(cuda)?;
+        Ok(Value::Dev(DevTensor { shape: y.shape, buf: Arc::new(buf) }))
+    }
+
+    fn matmul_only(&self, a: &DevTensor, b: &DevTensor, alpha: f32) -> Result<Value, String> {
         let (ar, br) = (a.shape.len(), b.shape.len());
         if ar < 2 || br < 2 {
             return Err(format!("shapes {:?} × {:?}: both need 2 or more dimensions", a.shape, b.shape));
@@ -615,7 +726,7 @@ impl Executor {
             // [.., m, k] × [k, n]: one GEMM over every row of a.
             let rows: usize = a.shape[..ar - 1].iter().product();
             let mut y = self.alloc(rows * n)?;
-            self.sgemm((rows, n, k), a.f32()?, false, b.f32()?, false, &mut y, 1.0, 0.0, None)?;
+            self.sgemm((rows, n, k), a.f32()?, false, b.f32()?, false, &mut y, alpha, 0.0, None)?;
             let mut shape = a.shape[..ar - 1].to_vec();
             shape.push(n);
             return Ok(Value::Dev(DevTensor { shape, buf: Arc::new(DevBuf::F32(y)) }));
@@ -626,7 +737,7 @@ impl Executor {
         let count: usize = a.shape[..ar - 2].iter().product();
         let mut y = self.alloc(count * m * n)?;
         let strides = (count, (m * k) as i64, (k * n) as i64, (m * n) as i64);
-        self.sgemm((m, n, k), a.f32()?, false, b.f32()?, false, &mut y, 1.0, 0.0, Some(strides))?;
+        self.sgemm((m, n, k), a.f32()?, false, b.f32()?, false, &mut y, alpha, 0.0, Some(strides))?;
         let mut shape = a.shape[..ar - 2].to_vec();
         shape.extend([m, n]);
         Ok(Value::Dev(DevTensor { shape, buf: Arc::new(DevBuf::F32(y)) }))
@@ -801,6 +912,56 @@ impl Executor {
     }
 
     fn conv(
+        &self,
+        x: &DevTensor,
+        w: &DevTensor,
+        bias: &DevTensor,
+        window: &Window,
+        relu: bool,
+    ) -> Result<Value, String> {
+        let symmetric = window.pads[0] == window.pads[2] && window.pads[1] == window.pads[3];
+        match &self.dnn {
+            Some(d) if symmetric => self.conv_cudnn(d, x, w, bias, window, relu),
+            _ => self.conv_im2col(x, w, bias, window, relu),
+        }
+    }
+
+    /// A convolution by cuDNN in strict float32 (see `dnn.rs`), then bias
+    /// and ReLU in place.
+    fn conv_cudnn(
+        &self,
+        d: &std::sync::Mutex<crate::dnn::Dnn>,
+        x: &DevTensor,
+        w: &DevTensor,
+        bias: &DevTensor,
+        window: &Window,
+        relu: bool,
+    ) -> Result<Value, String> {
+        let g = Self::geometry(x, window)?;
+        let [oc, ci, kh, kw] = w.shape[..] else { return Err(format!("weights {:?} are not 4-D", w.shape)) };
+        if ci != g.c as usize || [kh, kw] != window.kernel || bias.len() != oc {
+            return Err(format!("weights {:?} and bias {:?} do not fit input {:?}", w.shape, bias.shape, x.shape));
+        }
+        let shape = crate::dnn::ConvShape {
+            x: [g.n, g.c, g.h, g.w],
+            w: [oc as i32, ci as i32, kh as i32, kw as i32],
+            pad: [g.ph, g.pw],
+            stride: [g.sh, g.sw],
+            dilation: [g.dh, g.dw],
+        };
+        let n = (g.n * g.oh * g.ow) as usize * oc;
+        let mut y = self.alloc(n)?;
+        d.lock().unwrap_or_else(|e| e.into_inner()).forward(shape, x.f32()?, w.f32()?, &mut y)?;
+        let (total, c, plane, relu_i) = (n as i64, oc as i32, (g.oh * g.ow) as i64, relu as i32);
+        let mut b = self.stream.launch_builder(self.kernels.get("bias_act_nchw_f32"));
+        b.arg(&mut y).arg(bias.f32()?).arg(&total).arg(&c).arg(&plane).arg(&relu_i);
+        // SAFETY: y holds n values, the bias oc.
+        unsafe { b.launch(launch(n)) }.map_err(cuda)?;
+        let shape = vec![g.n as usize, oc, g.oh as usize, g.ow as usize];
+        Ok(Value::Dev(DevTensor { shape, buf: Arc::new(DevBuf::F32(y)) }))
+    }
+
+    fn conv_im2col(
         &self,
         x: &DevTensor,
         w: &DevTensor,

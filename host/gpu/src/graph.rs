@@ -132,7 +132,12 @@ pub struct Window {
 pub enum Op {
     Binary(BinOp),
     Unary(UnOp),
-    MatMul,
+    /// `alpha · (a × b) + bias`: a Mul by a constant and an Add of a bias
+    /// row that follow a MatMul are folded into it at load.
+    MatMul {
+        alpha: f32,
+        bias: bool,
+    },
     Gemm {
         alpha: f32,
         beta: f32,
@@ -358,7 +363,7 @@ fn op_of(n: &onnx::NodeProto, inits: &HashMap<String, HostTensor>) -> Result<Op,
         "Exp" => Op::Unary(UnOp::Exp),
         "Neg" => Op::Unary(UnOp::Neg),
         "Reciprocal" => Op::Unary(UnOp::Reciprocal),
-        "MatMul" => Op::MatMul,
+        "MatMul" => Op::MatMul { alpha: 1.0, bias: false },
         "Gemm" => Op::Gemm {
             alpha: a.float("alpha", 1.0),
             beta: a.float("beta", 1.0),
@@ -458,6 +463,7 @@ impl Graph {
         let mut graph = Graph { name: g.name, inputs, outputs, initializers, nodes };
         graph.prepare_batch_norms()?;
         graph.fuse_relu();
+        graph.fuse_matmul_epilogues();
         graph.give_convs_a_bias();
         Ok(graph)
     }
@@ -561,6 +567,47 @@ impl Graph {
                 continue;
             }
             i += 1;
+        }
+    }
+
+    /// MatMul → Mul by a constant scalar → Add of a constant row: the scale
+    /// becomes the GEMM's alpha and the row is added in place after it.
+    fn fuse_matmul_epilogues(&mut self) {
+        let mut i = 0;
+        while i < self.nodes.len() {
+            let Op::MatMul { alpha, bias } = self.nodes[i].op else {
+                i += 1;
+                continue;
+            };
+            let out = self.nodes[i].outputs[0].clone();
+            let consumer = self.nodes.iter().position(|n| n.inputs.contains(&out));
+            let Some(j) = consumer.filter(|_| self.uses(&out) == 1) else {
+                i += 1;
+                continue;
+            };
+            let c = &self.nodes[j];
+            let other = c.inputs.iter().find(|x| **x != out).cloned().unwrap_or_default();
+            let constant = self.initializers.get(&other).filter(|t| matches!(t.data, HostData::F32(_)));
+            let fused = match (&c.op, constant) {
+                (Op::Binary(BinOp::Mul), Some(t)) if t.len() == 1 && !bias && c.inputs.len() == 2 => {
+                    Some(Op::MatMul { alpha: alpha * t.as_f32()[0], bias })
+                }
+                (Op::Binary(BinOp::Add), Some(t)) if t.shape.len() == 1 && !bias && c.inputs.len() == 2 => {
+                    Some(Op::MatMul { alpha, bias: true })
+                }
+                _ => None,
+            };
+            let Some(op) = fused else {
+                i += 1;
+                continue;
+            };
+            let new_out = self.nodes[j].outputs[0].clone();
+            if op == (Op::MatMul { alpha, bias: true }) {
+                self.nodes[i].inputs.push(other);
+            }
+            self.nodes[i].op = op;
+            self.nodes[i].outputs = vec![new_out];
+            self.nodes.remove(j);
         }
     }
 

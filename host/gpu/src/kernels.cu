@@ -14,26 +14,61 @@ struct Bcast {
     long long sb[MAX_RANK];
 };
 
+__device__ __forceinline__ float apply(int op, float x, float z) {
+    switch (op) {
+        case 0: return x + z;
+        case 1: return x - z;
+        case 2: return x * z;
+        case 3: return x / z;
+        default: return powf(x, z);
+    }
+}
+
 // y = a (op) b with numpy broadcasting: 0 add, 1 sub, 2 mul, 3 div, 4 pow.
+// Index arithmetic in 32 bits when the tensor allows (64-bit division is
+// many times slower on the GPU).
 extern "C" __global__ void binary_f32(const float* a, const float* b, float* y, Bcast m, int op) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= m.n) return;
-    long long r = i, ia = 0, ib = 0;
-    for (int d = m.rank - 1; d >= 0; --d) {
-        long long c = r % m.dims[d];
-        r /= m.dims[d];
-        ia += c * m.sa[d];
-        ib += c * m.sb[d];
+    long long ia = 0, ib = 0;
+    if (m.n < 2147483647LL) {
+        unsigned int r = (unsigned int)i;
+        for (int d = m.rank - 1; d >= 0; --d) {
+            unsigned int dim = (unsigned int)m.dims[d];
+            unsigned int c = r % dim;
+            r /= dim;
+            ia += (long long)c * m.sa[d];
+            ib += (long long)c * m.sb[d];
+        }
+    } else {
+        long long r = i;
+        for (int d = m.rank - 1; d >= 0; --d) {
+            long long c = r % m.dims[d];
+            r /= m.dims[d];
+            ia += c * m.sa[d];
+            ib += c * m.sb[d];
+        }
     }
-    float x = a[ia], z = b[ib], v;
-    switch (op) {
-        case 0: v = x + z; break;
-        case 1: v = x - z; break;
-        case 2: v = x * z; break;
-        case 3: v = x / z; break;
-        default: v = powf(x, z); break;
+    y[i] = apply(op, a[ia], b[ib]);
+}
+
+// The common broadcasts without per-dimension arithmetic. mode 0: same
+// shapes; 1: b repeats every `inner` values of a (a bias row); 2: b is one
+// value; 3: a is one value; 4: a repeats every `inner` values of b.
+extern "C" __global__ void binary_simple_f32(const float* a, const float* b, float* y, long long n, long long inner,
+                                             int mode, int op) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    long long j = n < 2147483647LL ? (long long)((unsigned int)i % (unsigned int)inner) : i % inner;
+    float x, z;
+    switch (mode) {
+        case 0: x = a[i]; z = b[i]; break;
+        case 1: x = a[i]; z = b[j]; break;
+        case 2: x = a[i]; z = b[0]; break;
+        case 3: x = a[0]; z = b[i]; break;
+        default: x = a[j]; z = b[i]; break;
     }
-    y[i] = v;
+    y[i] = apply(op, x, z);
 }
 
 // 0 relu, 1 erf, 2 sigmoid, 3 tanh, 4 sqrt, 5 exp, 6 neg, 7 reciprocal.
@@ -58,7 +93,7 @@ extern "C" __global__ void unary_f32(const float* x, float* y, long long n, int 
 extern "C" __global__ void add_bias_rows_f32(float* y, const float* bias, long long n, long long cols) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
-    y[i] += bias[i % cols];
+    y[i] += bias[n < 2147483647LL ? (long long)((unsigned int)i % (unsigned int)cols) : i % cols];
 }
 
 // Block-wide sum of one value per thread (blockDim.x a power of two ≤ 1024).
@@ -153,11 +188,20 @@ struct Perm {
 extern "C" __global__ void transpose_f32(const float* x, float* y, Perm m) {
     long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= m.n) return;
-    long long r = i, off = 0;
-    for (int d = m.rank - 1; d >= 0; --d) {
-        long long c = r % m.dims[d];
-        r /= m.dims[d];
-        off += c * m.strides[d];
+    long long off = 0;
+    if (m.n < 2147483647LL) {
+        unsigned int r = (unsigned int)i;
+        for (int d = m.rank - 1; d >= 0; --d) {
+            unsigned int dim = (unsigned int)m.dims[d];
+            off += (long long)(r % dim) * m.strides[d];
+            r /= dim;
+        }
+    } else {
+        long long r = i;
+        for (int d = m.rank - 1; d >= 0; --d) {
+            off += (r % m.dims[d]) * m.strides[d];
+            r /= m.dims[d];
+        }
     }
     y[i] = x[off];
 }
@@ -245,4 +289,14 @@ extern "C" __global__ void plane_mean_f32(const float* x, float* y, long long pl
     for (long long j = lane; j < hw; j += 32) s += src[j];
     for (int o = 16; o > 0; o >>= 1) s += __shfl_down_sync(0xffffffff, s, o);
     if (lane == 0) y[plane] = s / (float)hw;
+}
+
+// In place over NCHW: y += bias[channel], then ReLU when relu != 0 (after a
+// cuDNN convolution).
+extern "C" __global__ void bias_act_nchw_f32(float* y, const float* bias, long long n, int c, long long plane,
+                                             int relu) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    float v = y[i] + bias[(i / plane) % c];
+    y[i] = relu && v < 0.0f ? 0.0f : v;
 }

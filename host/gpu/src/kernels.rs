@@ -14,8 +14,9 @@ use sha2::{Digest as _, Sha256};
 pub const SOURCE: &str = include_str!("kernels.cu");
 
 /// Every kernel `SOURCE` defines, by its `extern "C"` name.
-pub const NAMES: [&str; 13] = [
+pub const NAMES: [&str; 15] = [
     "binary_f32",
+    "binary_simple_f32",
     "unary_f32",
     "add_bias_rows_f32",
     "softmax_rows_f32",
@@ -28,6 +29,7 @@ pub const NAMES: [&str; 13] = [
     "channel_affine_f32",
     "maxpool_f32",
     "plane_mean_f32",
+    "bias_act_nchw_f32",
 ];
 
 /// The NVRTC target for a compute capability: the PTX virtual

@@ -10,6 +10,7 @@
 //! library loader are `unsafe` in cudarc; each use says why it is sound.
 #![allow(unsafe_code)]
 
+mod dnn;
 pub mod exec;
 pub mod graph;
 pub mod kernels;

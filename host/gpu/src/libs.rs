@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// The libraries the executor needs besides the driver, by file-name stem.
-const WANTED: [&str; 3] = ["libnvrtc.so", "libcublasLt.so", "libcublas.so"];
+const WANTED: [&str; 4] = ["libnvrtc.so", "libcublasLt.so", "libcublas.so", "libcudnn.so"];
 
 /// Folders to search: `FLUMEN_CUDA_LIBS` (colon-separated), then the `lib`
 /// folders of a Python `nvidia` package.

@@ -171,6 +171,27 @@ fn each_operator_agrees_with_onnx_runtime() {
             vec![f32_tensor(&[3, 5, 8], 15)],
         ),
         (
+            "MatMul with its scale and bias row folded in, a bias before the MatMul's output (Add b, x)",
+            model(
+                vec![
+                    node("MatMul", &["x", "w"], "p", vec![]),
+                    node("Mul", &["p", "s"], "q", vec![]),
+                    node("Add", &["q", "b"], "r", vec![]),
+                    node("MatMul", &["x", "w"], "p2", vec![]),
+                    node("Add", &["b", "p2"], "r2", vec![]),
+                    node("Sub", &["r", "r2"], "y", vec![]),
+                ],
+                vec![value("x", f, &[-1, 7, 8])],
+                vec![value("y", f, &[-1, 7, 6])],
+                vec![
+                    f32_init("w", &[8, 6], values(48, 24)),
+                    f32_init("s", &[], vec![0.37]),
+                    f32_init("b", &[6], values(6, 25)),
+                ],
+            ),
+            vec![f32_tensor(&[3, 7, 8], 26)],
+        ),
+        (
             "Gather rows by int64 ids, Cast, Unsqueeze, Shape/Range positions",
             model(
                 vec![

@@ -66,6 +66,9 @@ fn the_benchmark_models_are_covered_with_batch_norm_folded() {
     assert_covered(&minilm);
     assert_eq!(minilm.inputs.len(), 3);
     assert_eq!(minilm.outputs[0].shape, vec![-1, -1, 384]);
+    // Each layer's six bias rows and its attention scale ride on their MatMuls.
+    let count = |op: &str| minilm.nodes.iter().filter(|n| n.op_type == op).count();
+    assert_eq!((count("MatMul"), count("Add"), count("Mul")), (48, 26, 13), "{:?}", minilm.op_types());
 }
 
 #[test]
