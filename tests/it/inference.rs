@@ -151,7 +151,7 @@ async fn an_unknown_model_is_a_config_error_listing_the_models() {
     }
     let job = predict_job(&GRANTED.replace("\"mlp\"", "\"resnet\""), &repo_table());
     let err = job.run_err().await;
-    assert_contains(&err, &["score", "unknown model `resnet` (known: colors, mlp, slow)"]);
+    assert_contains(&err, &["score", "unknown model `resnet` (known: colors, mlp, slow, words)"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -611,4 +611,174 @@ blobs = "reference"
     assert_contains(&rejects, &["c.bin", "not UTF-8"]);
     let node = summary.nodes.iter().find(|n| n.id.as_str() == "embed").expect("embed node");
     assert_eq!(node.blob_bytes_read, 0, "{}", summary.render());
+}
+
+/// The all-MiniLM-L6-v2 folder `tests/models/make_minilm.py` writes, named
+/// by FLUMEN_MINILM_DIR (`.ci/run` builds it and sets it); `None`, saying
+/// so, when it is not set.
+fn minilm_dir() -> Option<PathBuf> {
+    match std::env::var_os("FLUMEN_MINILM_DIR") {
+        Some(d) => Some(PathBuf::from(d)),
+        None => {
+            eprintln!(
+                "skipped: set FLUMEN_MINILM_DIR to a folder written by `python3 tests/models/make_minilm.py DIR` \
+                 (`.ci/run` does)"
+            );
+            None
+        }
+    }
+}
+
+/// `flumen run --quiet <dir>/<job>`: whether it succeeded, and its output.
+fn run_example_job(dir: &Path, job: &str) -> (std::process::ExitStatus, String) {
+    let out = std::process::Command::new(crate::common::flumen_bin())
+        .args(["run", "--quiet"])
+        .arg(dir.join(job))
+        .env("FLUMEN_CACHE_DIR", Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache"))
+        .output()
+        .expect("flumen runs");
+    (out.status, format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The rows of `out/answers.jsonl`: (rank, score, path, chunk).
+fn answers(dir: &Path) -> Vec<(u64, f64, String, String)> {
+    let text = std::fs::read_to_string(dir.join("out/answers.jsonl")).expect("answers.jsonl");
+    text.lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).expect("json");
+            let field = |k: &str| v[k].as_str().unwrap_or_else(|| panic!("{k} in {line}")).to_owned();
+            (v["rank"].as_u64().expect("rank"), v["score"].as_f64().expect("score"), field("path"), field("chunk"))
+        })
+        .collect()
+}
+
+/// Ranks 1, 2, 3 with scores falling, and the best answer from `document`.
+fn assert_ranked(answers: &[(u64, f64, String, String)], document: &str) {
+    let ranks: Vec<u64> = answers.iter().map(|a| a.0).collect();
+    assert_eq!(ranks, [1, 2, 3], "{answers:#?}");
+    assert!(answers.windows(2).all(|w| w[0].1 >= w[1].1), "scores fall with rank: {answers:#?}");
+    assert!(answers.iter().all(|a| (-1.0..=1.0).contains(&a.1)), "cosines: {answers:#?}");
+    assert_eq!(answers[0].2, format!("data/{document}"), "{answers:#?}");
+}
+
+#[test]
+fn the_semantic_search_example_finds_the_right_document() {
+    if !have_ort() {
+        return;
+    }
+    let Some(minilm) = minilm_dir() else { return };
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/semantic-search");
+    let dir = tempfile::tempdir().expect("tmp");
+    let dir = dir.path();
+    for file in ["index.toml", "query.toml"] {
+        std::fs::copy(example.join(file), dir.join(file)).expect("copy");
+    }
+    std::fs::create_dir(dir.join("data")).expect("mkdir");
+    copy_tree(&example.join("data"), &dir.join("data"));
+    // The model folder as the README has it built: models/minilm.
+    std::fs::create_dir_all(dir.join("models/minilm")).expect("mkdir");
+    for f in ["model.onnx", "model.toml", "tokenizer.json"] {
+        std::os::unix::fs::symlink(minilm.join(f), dir.join("models/minilm").join(f)).expect("symlink");
+    }
+
+    let (status, text) = run_example_job(dir, "index.toml");
+    assert!(status.success(), "{text}");
+    assert_contains(&text, &["model minilm", "wrote"]);
+    // Every document gave chunks, each with its file and a 384-d embedding
+    // that kept its extension type through Parquet.
+    let file = std::fs::File::open(dir.join("out/chunks.parquet")).expect("chunks.parquet");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .build()
+        .expect("reader");
+    let mut documents = std::collections::BTreeSet::new();
+    for batch in reader {
+        use arrow::array::{Array, AsArray};
+        let batch = batch.expect("batch");
+        let schema = batch.schema();
+        let (_, field) = schema.column_with_name("embedding").expect("embedding column");
+        assert_eq!(
+            field.metadata().get("ARROW:extension:name").map(String::as_str),
+            Some("flumen.embedding"),
+            "{field:?}"
+        );
+        assert!(field.metadata().get("flumen.model.digest").is_some_and(|d| d.starts_with("sha256:")), "{field:?}");
+        let embeddings = batch.column_by_name("embedding").expect("embedding").as_fixed_size_list();
+        assert_eq!((embeddings.value_length(), embeddings.null_count()), (384, 0));
+        let paths = batch.column_by_name("path").expect("path").as_string::<i32>();
+        documents.extend(paths.iter().map(|p| p.expect("path").to_owned()));
+        assert!(batch.column_by_name("chunk").is_some());
+    }
+    assert_eq!(documents.len(), 8, "{documents:?}");
+
+    let (status, text) = run_example_job(dir, "query.toml");
+    assert!(status.success(), "{text}");
+    assert_contains(&text, &["rank", "bicycle-repair.txt", "model minilm"]);
+    let got = answers(dir);
+    assert_ranked(&got, "bicycle-repair.txt");
+    assert!(got[0].3.contains("flat tyre"), "{got:#?}");
+
+    // Another question, another document; the index is not rebuilt.
+    let query = std::fs::read_to_string(dir.join("query.toml")).expect("query.toml");
+    let asked = query.replace("How do I fix a flat tyre?", "What makes a volcanic eruption explosive?");
+    assert_ne!(asked, query, "query.toml asks how to fix a flat tyre");
+    std::fs::write(dir.join("volcano.toml"), &asked).expect("write");
+    let (status, text) = run_example_job(dir, "volcano.toml");
+    assert!(status.success(), "{text}");
+    assert_ranked(&answers(dir), "volcanoes.txt");
+
+    // A query embedded by another model than the index's is refused at plan
+    // time, naming both models.
+    std::os::unix::fs::symlink(models_dir().join("words"), dir.join("models/words")).expect("symlink");
+    std::fs::write(dir.join("words.toml"), query.replace("model = \"minilm\"", "model = \"words\"")).expect("write");
+    let (status, text) = run_example_job(dir, "words.toml");
+    assert_eq!(status.code(), Some(2), "{text}");
+    assert_contains(&text, &["nearest", "column `embedding` holds embeddings of model `minilm`", "`words`"]);
+    // So is a model of the same name whose file is not the one that made
+    // the index.
+    std::fs::create_dir(dir.join("other")).expect("mkdir");
+    std::os::unix::fs::symlink(models_dir().join("words"), dir.join("other/minilm")).expect("symlink");
+    std::fs::write(dir.join("other.toml"), query.replace("models = \"models\"", "models = \"other\"")).expect("write");
+    let (status, text) = run_example_job(dir, "other.toml");
+    assert_eq!(status.code(), Some(2), "{text}");
+    assert_contains(&text, &["column `embedding` was embedded by model `minilm` sha256:", "embed the rows again"]);
+}
+
+/// A repository with the test MLP, its config asking for the GPU.
+fn gpu_repo(fallback: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let to = dir.path().join("mlp");
+    std::fs::create_dir(&to).expect("dir");
+    std::fs::copy(models_dir().join("mlp/model.onnx"), to.join("model.onnx")).expect("model");
+    let config = std::fs::read_to_string(models_dir().join("mlp/model.toml")).expect("config");
+    std::fs::write(to.join("model.toml"), format!("device = \"gpu\"\nfallback = \"{fallback}\"\n{config}"))
+        .expect("config");
+    let table = format!("[inference]\nmodels = {:?}", dir.path().display().to_string());
+    (dir, table)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_model_without_a_gpu_runs_on_the_cpu_and_says_so_or_fails_as_configured() {
+    if std::env::var("FLUMEN_GPU_TESTS").as_deref() == Ok("1") {
+        eprintln!("skipped: FLUMEN_GPU_TESTS=1, this machine has a GPU");
+        return;
+    }
+    if !have_ort() {
+        return;
+    }
+    let (_repo, table) = gpu_repo("cpu");
+    let job = predict_job(GRANTED, &table);
+    let plan = crate::common::engine().prepare(&job.path).await.unwrap_or_else(|e| panic!("{e}")).describe();
+    assert_contains(&plan, &["mlp", "wants the GPU, which is unavailable", "running on the CPU"]);
+    let summary = job.run().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_contains(
+        &summary.models[0],
+        &["model mlp", "onnxruntime", "on cpu", "64 rows", "wants the GPU, which is unavailable"],
+    );
+    assert_eq!(crate::common::read_jsonl_ids(&job.file("out.jsonl")).len(), 64);
+
+    let (_repo, table) = gpu_repo("fail");
+    let err = predict_job(GRANTED, &table).run_err().await;
+    assert_contains(&err, &["mlp"]);
+    assert!(err.contains("CUDA") || err.contains("GPU") || err.contains("not found"), "{err}");
 }

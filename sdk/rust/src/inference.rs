@@ -84,7 +84,7 @@ impl Tensor {
     pub fn to_fixed_size_list(&self) -> Result<FixedSizeListArray, Error> {
         let values = self.to_f32()?;
         let rows = self.rows();
-        let width = if rows == 0 { 0 } else { values.len() / rows };
+        let width = values.len().checked_div(rows).unwrap_or(0);
         let buffer = ScalarBuffer::<f32>::from(Buffer::from_vec(values));
         FixedSizeListArray::try_new(
             Arc::new(Field::new("item", DataType::Float32, false)),
