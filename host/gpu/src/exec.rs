@@ -406,9 +406,9 @@ impl Executor {
             Op::Binary(op) if all_host => host_binary(*op, arg(0)?, arg(1)?),
             Op::Binary(op) => self.binary(*op, &self.dev_f32(arg(0)?)?, &self.dev_f32(arg(1)?)?),
             Op::Unary(op) => self.unary(*op, &self.dev_f32(arg(0)?)?),
-            Op::MatMul { alpha, bias } => {
+            Op::MatMul { alpha, bias, trans_b } => {
                 let b = if *bias { Some(self.dev_f32(arg(2)?)?) } else { None };
-                self.matmul(&self.dev_f32(arg(0)?)?, &self.dev_f32(arg(1)?)?, *alpha, b.as_ref())
+                self.matmul(&self.dev_f32(arg(0)?)?, &self.dev_f32(arg(1)?)?, *alpha, *trans_b, b.as_ref())
             }
             Op::Gemm { alpha, beta, trans_a, trans_b } => {
                 let c = match args.get(2).and_then(Option::as_ref) {
@@ -694,8 +694,15 @@ impl Executor {
     }
 
     /// `alpha · (a × b)`, plus `bias` (one value per column) added in place.
-    fn matmul(&self, a: &DevTensor, b: &DevTensor, alpha: f32, bias: Option<&DevTensor>) -> Result<Value, String> {
-        let out = self.matmul_only(a, b, alpha)?;
+    fn matmul(
+        &self,
+        a: &DevTensor,
+        b: &DevTensor,
+        alpha: f32,
+        trans_b: bool,
+        bias: Option<&DevTensor>,
+    ) -> Result<Value, String> {
+        let out = self.matmul_only(a, b, alpha, trans_b)?;
         let Some(bias) = bias else { return Ok(out) };
         let Value::Dev(y) = out else { return Err("MatMul stayed on the host".into()) };
         let cols = y.shape.last().copied().unwrap_or(1);
@@ -712,13 +719,13 @@ impl Executor {
         Ok(Value::Dev(DevTensor { shape: y.shape, buf: Arc::new(buf) }))
     }
 
-    fn matmul_only(&self, a: &DevTensor, b: &DevTensor, alpha: f32) -> Result<Value, String> {
+    fn matmul_only(&self, a: &DevTensor, b: &DevTensor, alpha: f32, trans_b: bool) -> Result<Value, String> {
         let (ar, br) = (a.shape.len(), b.shape.len());
         if ar < 2 || br < 2 {
             return Err(format!("shapes {:?} × {:?}: both need 2 or more dimensions", a.shape, b.shape));
         }
         let (m, k) = (a.shape[ar - 2], a.shape[ar - 1]);
-        let (k2, n) = (b.shape[br - 2], b.shape[br - 1]);
+        let (k2, n) = if trans_b { (b.shape[br - 1], b.shape[br - 2]) } else { (b.shape[br - 2], b.shape[br - 1]) };
         if k != k2 {
             return Err(format!("shapes {:?} × {:?}: inner dimensions differ", a.shape, b.shape));
         }
@@ -726,7 +733,7 @@ impl Executor {
             // [.., m, k] × [k, n]: one GEMM over every row of a.
             let rows: usize = a.shape[..ar - 1].iter().product();
             let mut y = self.alloc(rows * n)?;
-            self.sgemm((rows, n, k), a.f32()?, false, b.f32()?, false, &mut y, alpha, 0.0, None)?;
+            self.sgemm((rows, n, k), a.f32()?, false, b.f32()?, trans_b, &mut y, alpha, 0.0, None)?;
             let mut shape = a.shape[..ar - 1].to_vec();
             shape.push(n);
             return Ok(Value::Dev(DevTensor { shape, buf: Arc::new(DevBuf::F32(y)) }));
@@ -737,7 +744,7 @@ impl Executor {
         let count: usize = a.shape[..ar - 2].iter().product();
         let mut y = self.alloc(count * m * n)?;
         let strides = (count, (m * k) as i64, (k * n) as i64, (m * n) as i64);
-        self.sgemm((m, n, k), a.f32()?, false, b.f32()?, false, &mut y, alpha, 0.0, Some(strides))?;
+        self.sgemm((m, n, k), a.f32()?, false, b.f32()?, trans_b, &mut y, alpha, 0.0, Some(strides))?;
         let mut shape = a.shape[..ar - 2].to_vec();
         shape.extend([m, n]);
         Ok(Value::Dev(DevTensor { shape, buf: Arc::new(DevBuf::F32(y)) }))

@@ -134,9 +134,12 @@ pub enum Op {
     Unary(UnOp),
     /// `alpha · (a × b) + bias`: a Mul by a constant and an Add of a bias
     /// row that follow a MatMul are folded into it at load.
+    /// `trans_b`: b holds the right operand transposed (its last two
+    /// dimensions swapped), so a Transpose before it moved less.
     MatMul {
         alpha: f32,
         bias: bool,
+        trans_b: bool,
     },
     Gemm {
         alpha: f32,
@@ -363,7 +366,7 @@ fn op_of(n: &onnx::NodeProto, inits: &HashMap<String, HostTensor>) -> Result<Op,
         "Exp" => Op::Unary(UnOp::Exp),
         "Neg" => Op::Unary(UnOp::Neg),
         "Reciprocal" => Op::Unary(UnOp::Reciprocal),
-        "MatMul" => Op::MatMul { alpha: 1.0, bias: false },
+        "MatMul" => Op::MatMul { alpha: 1.0, bias: false, trans_b: false },
         "Gemm" => Op::Gemm {
             alpha: a.float("alpha", 1.0),
             beta: a.float("beta", 1.0),
@@ -464,6 +467,7 @@ impl Graph {
         graph.prepare_batch_norms()?;
         graph.fuse_relu();
         graph.fuse_matmul_epilogues();
+        graph.fuse_transposed_operands();
         graph.give_convs_a_bias();
         Ok(graph)
     }
@@ -575,7 +579,7 @@ impl Graph {
     fn fuse_matmul_epilogues(&mut self) {
         let mut i = 0;
         while i < self.nodes.len() {
-            let Op::MatMul { alpha, bias } = self.nodes[i].op else {
+            let Op::MatMul { alpha, bias, trans_b } = self.nodes[i].op else {
                 i += 1;
                 continue;
             };
@@ -590,10 +594,10 @@ impl Graph {
             let constant = self.initializers.get(&other).filter(|t| matches!(t.data, HostData::F32(_)));
             let fused = match (&c.op, constant) {
                 (Op::Binary(BinOp::Mul), Some(t)) if t.len() == 1 && !bias && c.inputs.len() == 2 => {
-                    Some(Op::MatMul { alpha: alpha * t.as_f32()[0], bias })
+                    Some(Op::MatMul { alpha: alpha * t.as_f32()[0], bias, trans_b })
                 }
                 (Op::Binary(BinOp::Add), Some(t)) if t.shape.len() == 1 && !bias && c.inputs.len() == 2 => {
-                    Some(Op::MatMul { alpha, bias: true })
+                    Some(Op::MatMul { alpha, bias: true, trans_b })
                 }
                 _ => None,
             };
@@ -602,12 +606,33 @@ impl Graph {
                 continue;
             };
             let new_out = self.nodes[j].outputs[0].clone();
-            if op == (Op::MatMul { alpha, bias: true }) {
+            if op == (Op::MatMul { alpha, bias: true, trans_b }) {
                 self.nodes[i].inputs.push(other);
             }
             self.nodes[i].op = op;
             self.nodes[i].outputs = vec![new_out];
             self.nodes.remove(j);
+        }
+    }
+
+    /// A Transpose feeding a MatMul's right operand that moves the
+    /// innermost axis (attention's `k` → `kᵀ`: a scattered copy) keeps it
+    /// in place instead, and the GEMM reads the operand transposed.
+    fn fuse_transposed_operands(&mut self) {
+        for i in 0..self.nodes.len() {
+            let Op::MatMul { alpha, bias, trans_b: false } = self.nodes[i].op else { continue };
+            let Some(b) = self.nodes[i].inputs.get(1).cloned() else { continue };
+            let Some(t) = self.nodes.iter().position(|n| n.outputs.first() == Some(&b)) else { continue };
+            let Op::Transpose { perm: Some(perm) } = &self.nodes[t].op else { continue };
+            let rank = perm.len();
+            if rank < 2 || perm[rank - 2] != rank as i64 - 1 || self.uses(&b) != 1 {
+                continue;
+            }
+            let mut swapped = perm.clone();
+            swapped.swap(rank - 2, rank - 1);
+            let identity = swapped.iter().enumerate().all(|(k, p)| *p == k as i64);
+            self.nodes[t].op = if identity { Op::Identity } else { Op::Transpose { perm: Some(swapped) } };
+            self.nodes[i].op = Op::MatMul { alpha, bias, trans_b: true };
         }
     }
 

@@ -192,6 +192,19 @@ fn each_operator_agrees_with_onnx_runtime() {
             vec![f32_tensor(&[3, 7, 8], 26)],
         ),
         (
+            "MatMul reading a transposed weight in place (Transpose [1, 0] becomes no copy)",
+            model(
+                vec![
+                    node("Transpose", &["w"], "wt", vec![("perm", A::Is(vec![1, 0]))]),
+                    node("MatMul", &["x", "wt"], "y", vec![]),
+                ],
+                vec![value("x", f, &[-1, 5])],
+                vec![value("y", f, &[-1, 6])],
+                vec![f32_init("w", &[6, 5], values(30, 27))],
+            ),
+            vec![f32_tensor(&[4, 5], 28)],
+        ),
+        (
             "Gather rows by int64 ids, Cast, Unsqueeze, Shape/Range positions",
             model(
                 vec![
