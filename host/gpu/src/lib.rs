@@ -83,6 +83,7 @@ impl GpuBackend {
         let name = ctx.name().unwrap_or_else(|_| "GPU".into());
         let (major, minor) = ctx.compute_capability().map_err(|e| format!("CUDA: {e}"))?;
         let memory = ctx.total_mem().unwrap_or(0) >> 20;
+        keep_pool_memory(&ctx);
         let kernels = Arc::new(Kernels::load(&ctx)?);
         let description = format!("{name} (compute {major}.{minor}, {memory} MiB)");
         tracing::info!(gpu = %description, "CUDA backend ready");
@@ -98,6 +99,33 @@ impl GpuBackend {
     pub fn executor(&self, graph: Graph) -> Result<Executor, String> {
         let stream = self.ctx.new_stream().map_err(|e| format!("CUDA: {e}"))?;
         Executor::new(graph, stream, Arc::clone(&self.kernels))
+    }
+}
+
+/// Activations come from the device's default memory pool (stream-ordered
+/// allocation). By default the pool hands its memory back to the driver at
+/// every synchronization — after every batch — so the next batch maps it
+/// again; keeping it makes the pool a per-process cache, sized by the
+/// largest batch seen (the usual setting for inference servers).
+fn keep_pool_memory(ctx: &Arc<CudaContext>) {
+    use cudarc::driver::sys;
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    let mut threshold: u64 = u64::MAX;
+    // SAFETY: the context is current (bound in `CudaContext::new`); `pool`
+    // receives the device's default pool, whose attribute takes a u64.
+    let status = unsafe {
+        let _ = ctx.bind_to_thread();
+        match sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) {
+            sys::CUresult::CUDA_SUCCESS => sys::cuMemPoolSetAttribute(
+                pool,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                (&mut threshold as *mut u64).cast(),
+            ),
+            other => other,
+        }
+    };
+    if status != sys::CUresult::CUDA_SUCCESS {
+        tracing::debug!("cannot keep the memory pool's memory ({status:?}); allocations may be slower");
     }
 }
 
