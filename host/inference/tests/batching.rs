@@ -143,7 +143,7 @@ async fn bad_calls_are_refused_with_what_was_wrong() {
     let Some(backends) = ort() else { return };
     let hub = ModelHub::open(&models_dir(), backends, 2).expect("repository");
     let err = hub.load("resnet").expect_err("unknown");
-    assert!(err.to_string().contains("unknown model `resnet` (known: colors, mlp, slow)"), "{err}");
+    assert!(err.to_string().contains("unknown model `resnet` (known: colors, mlp, slow, words)"), "{err}");
     let mlp = hub.load("mlp").expect("mlp loads");
 
     let too_many = Tensor::from_f32(vec![65, 4], &[0.0; 260]).expect("tensor");
