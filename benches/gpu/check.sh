@@ -6,12 +6,15 @@
 #   1. writes the benchmark models (ResNet-18 and a MiniLM-L6 layout, seeded);
 #   2. runs the flumen-gpu tests with FLUMEN_GPU_TESTS=1: every operator and
 #      model on the GPU against ONNX Runtime on the CPU (differential);
-#   3. runs the executor benchmark beside PyTorch on the same GPU.
+#   3. runs the executor benchmark beside PyTorch on the same GPU;
+#   4. runs W7's model stage on two CPU cores beside sentence-transformers
+#      (which such machines have and CPU CI machines do not).
 #
 #   benches/gpu/check.sh [PREBUILT_DIR]
 #
-# With PREBUILT_DIR (holding the `graphs`, `differential` and `executor`
-# binaries built by `cargo test/bench -p flumen-gpu --release --no-run`, for
+# With PREBUILT_DIR (holding the `graphs`, `differential`, `executor` and
+# `w7_text` binaries built by `cargo test/bench -p flumen-gpu --release
+# --no-run` and `cargo bench -p flumen-inference --bench w7_text --no-run`, for
 # machines without a Rust toolchain) nothing is compiled. The log goes to
 # $OUT/gpu-check.log (OUT defaults to target/gpu-check).
 set -uo pipefail
@@ -56,6 +59,12 @@ if [ -n "$prebuilt" ]; then
     "$prebuilt/executor" || status=1
 else
     cargo bench -p flumen-gpu --bench executor || status=1
+fi
+echo "== W7 model stage on two CPU cores, beside sentence-transformers"
+if [ -n "$prebuilt" ]; then
+    FLUMEN_MINILM_DIR="$models/minilm" taskset -c 0,1 "$prebuilt/w7_text" || status=1
+else
+    FLUMEN_MINILM_DIR="$models/minilm" taskset -c 0,1 cargo bench -p flumen-inference --bench w7_text || status=1
 fi
 echo "== done: status $status"
 exit $status
