@@ -200,3 +200,37 @@ async fn minilm_embeddings_match_the_reference_implementation() {
     assert!(cos(0, 1) > 0.7 && cos(0, 1) > cos(0, 2) + 0.5, "{} {}", cos(0, 1), cos(0, 2));
     assert!(cos(2, 3) > 0.85, "{}", cos(2, 3));
 }
+
+#[test]
+fn a_model_over_its_memory_quota_is_refused_at_load() {
+    let Some(backends) = ort() else { return };
+    let Some(folder) = minilm() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    let to = dir.path().join("minilm");
+    std::fs::create_dir(&to).expect("dir");
+    for f in ["model.onnx", "tokenizer.json"] {
+        std::fs::copy(folder.join(f), to.join(f)).expect("copy");
+    }
+    // 90 MB of weights, twice, against a 100 MiB quota.
+    let config = "instances = 2\nmemory_mb = 100\n\n[preprocess.text]\npool = \"mean\"\n";
+    std::fs::write(to.join("model.toml"), config).expect("config");
+    let hub = ModelHub::open(dir.path(), backends, 2).expect("repository");
+    let err = hub.load("minilm").map(|_| ()).expect_err("over quota").to_string();
+    assert!(err.contains("minilm") && err.contains("exceed memory_mb = 100"), "{err}");
+}
+
+#[test]
+fn a_memo_file_that_is_not_a_memo_is_refused_naming_it_and_left_alone() {
+    let Some(backends) = ort() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    copy_words(&dir.path().join("words"), None);
+    let memo_dir = dir.path().join("memo");
+    std::fs::create_dir(&memo_dir).expect("dir");
+    let hub = ModelHub::open(dir.path(), backends, 2).expect("repository").with_memo_dir(memo_dir.clone());
+    let short = hub.repository().get("words").expect("words").short_digest();
+    let file = memo_dir.join(format!("words-{short}.memo"));
+    std::fs::write(&file, b"somebody else's file").expect("junk");
+    let err = hub.model("words").map(|_| ()).expect_err("not a memo").to_string();
+    assert!(err.contains("words") && err.contains("is not an inference memo") && err.contains(".memo"), "{err}");
+    assert_eq!(std::fs::read(&file).expect("still there"), b"somebody else's file");
+}
