@@ -18,6 +18,10 @@ use crate::kernels::Kernels;
 
 const MAX_RANK: usize = 6;
 
+/// Most values a Range may make (shape arithmetic, positions): a model file
+/// cannot make the host allocate without bound.
+const RANGE_MAX: usize = 1 << 24;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 struct Bcast {
@@ -327,16 +331,26 @@ impl Executor {
         }
     }
 
-    /// The first `n` values of a device buffer as little-endian bytes.
-    fn bytes_of<T: bytemuck::Pod + cudarc::driver::DeviceRepr + Default>(
+    /// The first `n` values of a device buffer as little-endian bytes,
+    /// copied straight into the byte vector when it is aligned for `T` (the
+    /// allocator's usual case), else through a `T` vector.
+    fn bytes_of<T: bytemuck::Pod + cudarc::driver::DeviceRepr>(
         &self,
         s: &CudaSlice<T>,
         n: usize,
     ) -> Result<Vec<u8>, String> {
-        let mut host = vec![T::default(); s.len()];
-        self.stream.memcpy_dtoh(s, host.as_mut_slice()).map_err(cuda)?;
-        host.truncate(n);
-        Ok(bytemuck::cast_slice::<T, u8>(&host).to_vec())
+        let size = std::mem::size_of::<T>();
+        let mut bytes = vec![0u8; s.len() * size];
+        match bytemuck::try_cast_slice_mut::<u8, T>(&mut bytes) {
+            Ok(host) if cfg!(target_endian = "little") => self.stream.memcpy_dtoh(s, host).map_err(cuda)?,
+            _ => {
+                let mut host = vec![T::zeroed(); s.len()];
+                self.stream.memcpy_dtoh(s, host.as_mut_slice()).map_err(cuda)?;
+                bytes.copy_from_slice(bytemuck::cast_slice::<T, u8>(&host));
+            }
+        }
+        bytes.truncate(n * size);
+        Ok(bytes)
     }
 
     fn download(&self, v: &Value) -> Result<Tensor, String> {
@@ -529,7 +543,10 @@ impl Executor {
                 if d == 0 {
                     return Err("delta is 0".into());
                 }
-                let n = ((l - s) as f64 / d as f64).ceil().max(0.0) as usize;
+                let n = ((l as f64 - s as f64) / d as f64).ceil().max(0.0) as usize;
+                if n > RANGE_MAX {
+                    return Err(format!("Range of {n} values (at most {RANGE_MAX})"));
+                }
                 let v: Vec<i64> = (0..n as i64).map(|i| s + i * d).collect();
                 Ok(Value::Host(Arc::new(HostTensor::i64(vec![n], v))))
             }
@@ -840,6 +857,9 @@ impl Executor {
     }
 
     fn gather_rows(&self, table: &DevTensor, idx: &DevTensor, err: &mut CudaSlice<i32>) -> Result<Value, String> {
+        if table.shape.is_empty() {
+            return Err("Gather from a scalar".into());
+        }
         let rows = table.shape.first().copied().unwrap_or(0);
         let row: usize = table.shape[1..].iter().product();
         let n = idx.len() * row;
@@ -890,8 +910,11 @@ impl Executor {
     fn geometry(x: &DevTensor, w: &Window) -> Result<ConvGeom, String> {
         let [n, c, h, wd] = x.shape[..] else { return Err(format!("input {:?} is not [N, C, H, W]", x.shape)) };
         let out = |size: usize, k: usize, s: usize, p0: usize, p1: usize, d: usize| -> Result<usize, String> {
-            let span = d * (k - 1) + 1;
-            let padded = size + p0 + p1;
+            if k == 0 || s == 0 || d == 0 {
+                return Err(format!("window {k}, stride {s}, dilation {d}: each must be at least 1"));
+            }
+            let span = d.saturating_mul(k - 1).saturating_add(1);
+            let padded = size.saturating_add(p0).saturating_add(p1);
             if padded < span {
                 return Err(format!("a {k}-wide window does not fit {size} (+ pads)"));
             }
@@ -956,10 +979,10 @@ impl Executor {
             stride: [g.sh, g.sw],
             dilation: [g.dh, g.dw],
         };
-        let n = (g.n * g.oh * g.ow) as usize * oc;
+        let n = g.n as usize * g.oh as usize * g.ow as usize * oc;
         let mut y = self.alloc(n)?;
         d.lock().unwrap_or_else(|e| e.into_inner()).forward(shape, x.f32()?, w.f32()?, &mut y)?;
-        let (total, c, plane, relu_i) = (n as i64, oc as i32, (g.oh * g.ow) as i64, relu as i32);
+        let (total, c, plane, relu_i) = (n as i64, oc as i32, g.oh as i64 * g.ow as i64, relu as i32);
         let mut b = self.stream.launch_builder(self.kernels.get("bias_act_nchw_f32"));
         b.arg(&mut y).arg(bias.f32()?).arg(&total).arg(&c).arg(&plane).arg(&relu_i);
         // SAFETY: y holds n values, the bias oc.
@@ -981,7 +1004,7 @@ impl Executor {
         if ci != g.c as usize || [kh, kw] != window.kernel || bias.len() != oc {
             return Err(format!("weights {:?} and bias {:?} do not fit input {:?}", w.shape, bias.shape, x.shape));
         }
-        let (n, p) = (g.n as usize, (g.oh * g.ow) as usize);
+        let (n, p) = (g.n as usize, g.oh as usize * g.ow as usize);
         let ck = ci * kh * kw;
         let np = n * p;
         let one_by_one = kh == 1 && kw == 1 && window.strides == [1, 1] && window.pads == [0; 4] && n == 1;
@@ -1012,7 +1035,7 @@ impl Executor {
 
     fn maxpool(&self, x: &DevTensor, window: &Window) -> Result<Value, String> {
         let g = Self::geometry(x, window)?;
-        let n = (g.n * g.c * g.oh * g.ow) as usize;
+        let n = g.n as usize * g.c as usize * g.oh as usize * g.ow as usize;
         let mut y = self.alloc(n)?;
         let mut b = self.stream.launch_builder(self.kernels.get("maxpool_f32"));
         b.arg(x.f32()?).arg(&mut y).arg(&g);
@@ -1074,7 +1097,10 @@ pub fn reshape(input: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<usi
 fn host_binary(op: BinOp, a: &Value, b: &Value) -> Result<Value, String> {
     let (Value::Host(a), Value::Host(b)) = (a, b) else { return Err("host arithmetic on device values".into()) };
     let out = broadcast(&a.shape, &b.shape)?;
-    let n: usize = out.iter().product();
+    let n: usize = out.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d)).unwrap_or(usize::MAX);
+    if n > RANGE_MAX {
+        return Err(format!("host arithmetic on {out:?} (at most {RANGE_MAX} values)"));
+    }
     let (sa, sb) = (bstrides(&a.shape, &out), bstrides(&b.shape, &out));
     let index = |i: usize, s: &[i64]| -> usize {
         let (mut r, mut off) = (i, 0i64);
@@ -1115,6 +1141,9 @@ fn host_binary(op: BinOp, a: &Value, b: &Value) -> Result<Value, String> {
 }
 
 fn host_gather(data: &HostTensor, idx: &HostTensor, axis: i64) -> Result<Value, String> {
+    if data.shape.is_empty() {
+        return Err("Gather from a scalar".into());
+    }
     let axis = axis_of(axis, data.shape.len())?;
     let dim = data.shape[axis];
     let outer: usize = data.shape[..axis].iter().product();
@@ -1130,6 +1159,9 @@ fn host_gather(data: &HostTensor, idx: &HostTensor, axis: i64) -> Result<Value, 
     let mut shape = data.shape[..axis].to_vec();
     shape.extend_from_slice(&idx.shape);
     shape.extend_from_slice(&data.shape[axis + 1..]);
+    if outer.saturating_mul(picks.len()).saturating_mul(inner) > RANGE_MAX {
+        return Err(format!("host Gather of {shape:?} (at most {RANGE_MAX} values)"));
+    }
     let pick = |o: usize, p: usize, k: usize| (o * dim + p) * inner + k;
     let t = match &data.data {
         HostData::I64(v) => HostTensor::i64(

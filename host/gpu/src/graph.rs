@@ -454,6 +454,9 @@ impl Graph {
         let mut nodes = Vec::with_capacity(g.node.len());
         for (i, n) in g.node.iter().enumerate() {
             let name = if n.name.is_empty() { format!("#{i}") } else { n.name.clone() };
+            if n.output.first().is_none_or(String::is_empty) {
+                return Err(format!("node `{name}` ({}) has no output", n.op_type));
+            }
             let op = op_of(n, &initializers).map_err(|why| format!("node `{name}` ({}): {why}", n.op_type))?;
             nodes.push(Node {
                 name,

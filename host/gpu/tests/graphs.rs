@@ -89,6 +89,13 @@ fn an_unsupported_operator_or_attribute_names_the_node() {
         }
     }
     assert!(Graph::parse(b"certainly not protobuf").unwrap_err().contains("not an ONNX model"));
+    let mut no_output = node("Relu", &["x"], "y", vec![]);
+    no_output.output.clear();
+    let bytes = model(vec![no_output], vec![x()], vec![value("y", 1, &[-1, 4])], vec![]);
+    assert!(Graph::parse(&bytes).unwrap_err().contains("node `Relu_y` (Relu) has no output"));
+    let bn = node("BatchNormalization", &["x"], "y", vec![]);
+    let bytes = model(vec![bn], vec![x()], vec![value("y", 1, &[-1, 4])], vec![]);
+    assert!(Graph::parse(&bytes).unwrap_err().contains("must be initializers"));
 }
 
 #[test]
