@@ -159,7 +159,10 @@ impl TextModel {
 
     /// Tokenizes, runs the model through its batcher (calls of different
     /// lengths share batches, padded) and pools: one float32 `[rows, hidden]`
-    /// tensor, or the model's outputs with `pool = "none"`.
+    /// tensor, or the model's outputs with `pool = "none"`. A pooled call
+    /// larger than a batch is cut into batch-sized pieces of rows of similar
+    /// length (sorted by tokens), so each piece pads only to its own longest
+    /// row; the rows come back in the call's order.
     fn infer(
         &self,
         model: String,
@@ -173,19 +176,58 @@ impl TextModel {
                 return Ok((Vec::new(), Vec::new()));
             }
             let (tokens, failed) = this.prep.tokenize(&items);
-            let inputs: Vec<Tensor> = this.inputs.iter().map(|i| tokens.tensor(*i)).collect();
-            let outputs = batcher.infer(inputs, deadline).await?;
-            if this.prep.pool == Pool::None {
-                return Ok((outputs, failed));
+            let max = batcher.policy().max_batch.max(1);
+            if this.prep.pool == Pool::None || tokens.ids.len() <= max {
+                let inputs: Vec<Tensor> = this.inputs.iter().map(|i| tokens.tensor(*i)).collect();
+                let outputs = batcher.infer(inputs, deadline).await?;
+                if this.prep.pool == Pool::None {
+                    return Ok((outputs, failed));
+                }
+                let (pooled, shape) = this.pooled(&model, &outputs, &tokens)?;
+                let tensor = Tensor::from_f32(shape.to_vec(), &pooled).map_err(|m| backend(&model, m))?;
+                return Ok((vec![tensor], failed));
             }
-            let fail = |message: String| InferError::Backend { model: model.clone(), message };
-            let states = outputs.get(this.output).ok_or_else(|| fail("the model returned too few outputs".into()))?;
-            let values = states.to_f32().ok_or_else(|| fail("the pooled output is not float32".into()))?;
-            let (pooled, shape) = this.prep.pool(&values, &states.shape, &tokens).map_err(fail)?;
-            let tensor = Tensor::from_f32(shape.to_vec(), &pooled).map_err(fail)?;
+            let started = std::time::Instant::now();
+            let mut order: Vec<usize> = (0..tokens.ids.len()).collect();
+            order.sort_by_key(|i| tokens.ids[*i].len());
+            let mut rows: Vec<Vec<f32>> = vec![Vec::new(); order.len()];
+            let mut hidden = 0;
+            for piece in order.chunks(max) {
+                let sub = crate::preprocess::Tokens {
+                    ids: piece.iter().map(|i| tokens.ids[*i].clone()).collect(),
+                    types: piece.iter().map(|i| tokens.types[*i].clone()).collect(),
+                };
+                let inputs: Vec<Tensor> = this.inputs.iter().map(|i| sub.tensor(*i)).collect();
+                let left = deadline.map(|d| d.saturating_sub(started.elapsed()));
+                let outputs = batcher.infer(inputs, left).await?;
+                let (pooled, [_, h]) = this.pooled(&model, &outputs, &sub)?;
+                hidden = h;
+                for (k, i) in piece.iter().enumerate() {
+                    rows[*i] = pooled[k * h..(k + 1) * h].to_vec();
+                }
+            }
+            let flat: Vec<f32> = rows.into_iter().flatten().collect();
+            let tensor = Tensor::from_f32(vec![order.len(), hidden], &flat).map_err(|m| backend(&model, m))?;
             Ok((vec![tensor], failed))
         })
     }
+
+    /// The pooled output of one batch of `tokens`.
+    fn pooled(
+        &self,
+        model: &str,
+        outputs: &[Tensor],
+        tokens: &crate::preprocess::Tokens,
+    ) -> Result<(Vec<f32>, [usize; 2]), InferError> {
+        let states =
+            outputs.get(self.output).ok_or_else(|| backend(model, "the model returned too few outputs".into()))?;
+        let values = states.to_f32().ok_or_else(|| backend(model, "the pooled output is not float32".into()))?;
+        self.prep.pool(&values, &states.shape, tokens).map_err(|m| backend(model, m))
+    }
+}
+
+fn backend(model: &str, message: String) -> InferError {
+    InferError::Backend { model: model.to_owned(), message }
 }
 
 /// Every input present, in order, with the right dtype, rank, fixed

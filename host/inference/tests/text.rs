@@ -234,3 +234,40 @@ fn a_memo_file_that_is_not_a_memo_is_refused_naming_it_and_left_alone() {
     assert!(err.contains("words") && err.contains("is not an inference memo") && err.contains(".memo"), "{err}");
     assert_eq!(std::fs::read(&file).expect("still there"), b"somebody else's file");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_larger_than_a_batch_runs_in_length_sorted_pieces_and_keeps_its_order() {
+    let Some(backends) = ort() else { return };
+    let dir = tempfile::tempdir().expect("tmp");
+    copy_words(&dir.path().join("words"), None);
+    let hub = ModelHub::open(dir.path(), backends, 2).expect("repository");
+    let model = hub.load("words").expect("words");
+    // 20 rows (max_batch is 8) whose lengths alternate between 1 and 5 words.
+    let texts: Vec<String> = (0..20)
+        .map(|i| match i % 4 {
+            0 => "red".to_owned(),
+            1 => "the sky is a sky".to_owned(),
+            2 => "grass".to_owned(),
+            _ => "a red apple and cherry".to_owned(),
+        })
+        .collect();
+    let items: Vec<Bytes> = texts.iter().map(|t| Bytes::from(t.clone())).collect();
+    let (out, failed) = model.infer_encoded(items, None).await.expect("inference");
+    assert!(failed.is_empty());
+    assert_eq!(out[0].shape, vec![20, 3]);
+    let want = |i: usize| -> [f32; 3] {
+        match i % 4 {
+            0 | 3 => [1.0, 0.0, 0.0],
+            1 => [0.0, 0.0, 1.0],
+            _ => [0.0, 1.0, 0.0],
+        }
+    };
+    for (i, row) in rows(&out[0]).iter().enumerate() {
+        for (g, w) in row.iter().zip(want(i)) {
+            assert!((g - w).abs() < 1e-5, "row {i} {:?}: got {row:?}", texts[i]);
+        }
+    }
+    // Three pieces: 8 + 8 + 4 rows, each padded only to its own longest row.
+    assert_eq!(model.stats().batches.load(Ordering::Relaxed), 3);
+    assert_eq!(model.stats().rows.load(Ordering::Relaxed), 20);
+}
