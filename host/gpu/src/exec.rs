@@ -726,12 +726,18 @@ impl Executor {
         if bias.len() != cols {
             return Err(format!("bias of {} values for rows of {cols}", bias.len()));
         }
-        let Some(mut buf) = Arc::into_inner(y.buf) else { return Err("MatMul output shared".into()) };
-        let DevBuf::F32(ys) = &mut buf else { return Err("MatMul output is not float32".into()) };
-        let (total, c) = ((y.shape.iter().product::<usize>()) as i64, cols as i64);
+        self.add_bias_rows(y, bias)
+    }
+
+    /// `y += bias` on every row, in place (`y` is a fresh GEMM output whose
+    /// last dimension is the bias's length).
+    fn add_bias_rows(&self, y: DevTensor, bias: &DevTensor) -> Result<Value, String> {
+        let Some(mut buf) = Arc::into_inner(y.buf) else { return Err("GEMM output shared".into()) };
+        let DevBuf::F32(ys) = &mut buf else { return Err("GEMM output is not float32".into()) };
+        let (total, cols) = (y.shape.iter().product::<usize>() as i64, bias.len() as i64);
         let mut b_ = self.stream.launch_builder(self.kernels.get("add_bias_rows_f32"));
-        b_.arg(ys).arg(bias.f32()?).arg(&total).arg(&c);
-        // SAFETY: ys holds `total` values, the bias `cols`.
+        b_.arg(ys).arg(bias.f32()?).arg(&total).arg(&cols);
+        // SAFETY: ys holds `total` values, the bias `cols`, and cols divides total.
         unsafe { b_.launch(launch(total as usize)) }.map_err(cuda)?;
         Ok(Value::Dev(DevTensor { shape: y.shape, buf: Arc::new(buf) }))
     }
@@ -803,14 +809,7 @@ impl Executor {
         };
         if c.shape.iter().product::<usize>() == n && c.shape.last().copied().unwrap_or(1) == n {
             // The usual bias row: added in place.
-            let Some(mut buf) = Arc::into_inner(y.buf) else { return Err("GEMM output shared".into()) };
-            let DevBuf::F32(ys) = &mut buf else { return Err("GEMM output is not float32".into()) };
-            let (total, cols) = ((m * n) as i64, n as i64);
-            let mut b_ = self.stream.launch_builder(self.kernels.get("add_bias_rows_f32"));
-            b_.arg(ys).arg(c.f32()?).arg(&total).arg(&cols);
-            // SAFETY: ys holds m·n values, the bias n.
-            unsafe { b_.launch(launch(m * n)) }.map_err(cuda)?;
-            return Ok(Value::Dev(DevTensor { shape: vec![m, n], buf: Arc::new(buf) }));
+            return self.add_bias_rows(y, &c);
         }
         self.binary(BinOp::Add, &y, &c)
     }
