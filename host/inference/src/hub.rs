@@ -529,11 +529,7 @@ impl ModelHandle for Memoized {
         }
         let rows = inputs.first().map(|t| t.rows()).unwrap_or(0);
         let keys: Vec<u128> = (0..rows).map(|r| self.memo.key(&inputs, r)).collect();
-        let mut found: Vec<Option<RowOutputs>> = keys.iter().map(|k| self.memo.get(*k)).collect();
-        let missing: Vec<usize> = (0..rows).filter(|r| found[*r].is_none()).collect();
-        let stats = &self.memo.stats;
-        stats.hits.fetch_add((rows - missing.len()) as u64, std::sync::atomic::Ordering::Relaxed);
-        stats.misses.fetch_add(missing.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let (mut found, missing) = self.memo.lookup(&keys);
         let (model, memo) = (Arc::clone(&self.model), Arc::clone(&self.memo));
         Box::pin(async move {
             let name = model.info.name.clone();
@@ -583,11 +579,7 @@ impl ModelHandle for Memoized {
                 self.memo.key(&[t], 0)
             })
             .collect();
-        let mut found: Vec<Option<RowOutputs>> = keys.iter().map(|k| self.memo.get(*k)).collect();
-        let missing: Vec<usize> = (0..items.len()).filter(|r| found[*r].is_none()).collect();
-        let stats = &self.memo.stats;
-        stats.hits.fetch_add((items.len() - missing.len()) as u64, std::sync::atomic::Ordering::Relaxed);
-        stats.misses.fetch_add(missing.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let (mut found, missing) = self.memo.lookup(&keys);
         let (model, memo) = (Arc::clone(&self.model), Arc::clone(&self.memo));
         Box::pin(async move {
             let name = model.info.name.clone();

@@ -171,6 +171,16 @@ impl Memo {
     }
 
     /// Remembers `row` for `key` (appending it to the log, if any).
+    /// Each key's remembered outputs, and the positions of the keys not
+    /// remembered; counted as hits and misses.
+    pub fn lookup(&self, keys: &[u128]) -> (Vec<Option<RowOutputs>>, Vec<usize>) {
+        let found: Vec<Option<RowOutputs>> = keys.iter().map(|k| self.get(*k)).collect();
+        let missing: Vec<usize> = (0..keys.len()).filter(|r| found[*r].is_none()).collect();
+        self.stats.hits.fetch_add((keys.len() - missing.len()) as u64, Ordering::Relaxed);
+        self.stats.misses.fetch_add(missing.len() as u64, Ordering::Relaxed);
+        (found, missing)
+    }
+
     pub fn put(&self, key: u128, row: RowOutputs) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if inner.index.contains_key(&key) || inner.cached.contains_key(&key) {
