@@ -3,34 +3,16 @@
 //! Needs ONNX Runtime (`pip install onnxruntime`, or ORT_DYLIB_PATH); without
 //! it each test says it was skipped, unless FLUMEN_ORT_TESTS=1 demands it.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use flumen_inference::{BackendProvider, ModelHub, summary_line};
-use flumen_ort::OrtBackend;
-use flumen_types::inference::{DType, InferError, InferenceBackend, ModelHandle, Tensor};
-
-fn models_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/models")
-}
-
-/// ONNX Runtime as a backend provider, or `None` (test skipped) when the
-/// machine has none and the run does not demand it.
-fn ort() -> Option<BackendProvider> {
-    match OrtBackend::load(None) {
-        Ok(b) => {
-            let b: Arc<dyn InferenceBackend> = b;
-            Some(Arc::new(move |_: &str, _| Ok(Arc::clone(&b))))
-        }
-        Err(e) if std::env::var("FLUMEN_ORT_TESTS").as_deref() != Ok("1") => {
-            eprintln!("skipped: {e} (set FLUMEN_ORT_TESTS=1 to make this a failure)");
-            None
-        }
-        Err(e) => panic!("FLUMEN_ORT_TESTS=1 but ONNX Runtime cannot be used: {e}"),
-    }
-}
+use common::{models_dir, ort};
+use flumen_inference::{ModelHub, summary_line};
+use flumen_types::inference::{DType, InferError, ModelHandle, Tensor};
 
 fn expected() -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let text = std::fs::read_to_string(models_dir().join("mlp/expected.json")).expect("expected.json");

@@ -6,32 +6,16 @@
 //! against an independent numpy implementation. Needs ONNX Runtime, as the
 //! batching tests do.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use flumen_inference::{BackendProvider, ModelHub};
-use flumen_ort::OrtBackend;
-use flumen_types::inference::{InferenceBackend, InferenceService, ModelHandle, Tensor};
-
-fn models_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/models")
-}
-
-fn ort() -> Option<BackendProvider> {
-    match OrtBackend::load(None) {
-        Ok(b) => {
-            let b: Arc<dyn InferenceBackend> = b;
-            Some(Arc::new(move |_: &str, _| Ok(Arc::clone(&b))))
-        }
-        Err(e) if std::env::var("FLUMEN_ORT_TESTS").as_deref() != Ok("1") => {
-            eprintln!("skipped: {e} (set FLUMEN_ORT_TESTS=1 to make this a failure)");
-            None
-        }
-        Err(e) => panic!("FLUMEN_ORT_TESTS=1 but ONNX Runtime cannot be used: {e}"),
-    }
-}
+use common::{models_dir, ort};
+use flumen_inference::ModelHub;
+use flumen_types::inference::{InferenceService, ModelHandle, Tensor};
 
 fn texts(items: &[&str]) -> Vec<Bytes> {
     items.iter().map(|t| Bytes::from(t.to_string())).collect()
