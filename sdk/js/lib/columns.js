@@ -235,7 +235,8 @@ class Nulls {
     toWit(len) {
         if (this.bits === null) return null;
         const bytes = (len + 7) >> 3;
-        const bits = this.bits.slice(0, bytes);
+        const bits = new Uint8Array(bytes).fill(0xff);
+        bits.set(this.bits.subarray(0, bytes));
         if (len & 7) bits[bytes - 1] &= (1 << (len & 7)) - 1;
         return { bits, offset: 0 };
     }
