@@ -5,7 +5,7 @@ import caps, { name as pluginName } from "./capabilities.js";
 import { Schema, Field, field } from "./lib/schema.js";
 import { Batch, packMask } from "./lib/columns.js";
 import { parseConfig, param } from "./lib/config.js";
-import { FlumenError, configError, internalError, toWitError } from "./lib/errors.js";
+import { FlumenError, configError, internalError, toWitError, unwrapPayload } from "./lib/errors.js";
 
 export { Schema, Field, field, param };
 export * from "./lib/columns.js";
@@ -138,7 +138,8 @@ export class Output {
         if (!caps.output) throw internalError(`${pluginName}: the component does not import \`output\``);
         try {
             caps.output.emit({ numRows: rows, columns: wire }, selection);
-        } catch (e) {
+        } catch (thrown) {
+            const e = unwrapPayload(thrown);
             throw e instanceof Error ? e : new FlumenError(e.kind || "internal", e.message || String(e));
         }
     }

@@ -34,9 +34,16 @@ const KINDS = new Set(["invalid-config", "invalid-input", "limit", "internal"]);
 /// host call threw passes unchanged, anything else (a TypeError, `throw new Error(...)`, a
 /// string) is `internal` with its message.
 export function toWitError(e) {
+    e = unwrapPayload(e);
     if (e !== null && typeof e === "object" && KINDS.has(e.kind) && typeof e.message === "string") {
         return { kind: e.kind, message: e.message };
     }
     if (e instanceof Error) return { kind: "internal", message: e.message || String(e) };
     return { kind: "internal", message: String(e) };
+}
+
+/// What a host call failed with. The QuickJS bindings throw an Error whose `payload` is the
+/// WIT `err` value (an `error` record, an `infer-error` variant); anything else is returned as is.
+export function unwrapPayload(e) {
+    return e !== null && typeof e === "object" && e.payload !== undefined && e.payload !== null ? e.payload : e;
 }

@@ -3,7 +3,7 @@
 // fails with an error saying which capability to add.
 
 import caps, { name as pluginName } from "../capabilities.js";
-import { FlumenError, internalError, inputError, configError } from "./errors.js";
+import { FlumenError, internalError, inputError, configError, unwrapPayload } from "./errors.js";
 import { encode as utf8Encode } from "./utf8.js";
 import { Utf8Column, BinaryColumn, PrimitiveColumn, BooleanColumn } from "./columns.js";
 
@@ -190,10 +190,11 @@ export class ValueState {
 function hostCall(f) {
     try {
         return f();
-    } catch (e) {
-        if (e instanceof FlumenError) throw e;
+    } catch (thrown) {
+        if (thrown instanceof FlumenError) throw thrown;
+        const e = unwrapPayload(thrown);
         if (e !== null && typeof e === "object" && typeof e.kind === "string" && typeof e.message === "string") throw new FlumenError(e.kind, e.message);
-        throw e;
+        throw thrown;
     }
 }
 
@@ -259,11 +260,12 @@ const INFER_KINDS = {
 function inferCall(what, f) {
     try {
         return f();
-    } catch (e) {
+    } catch (thrown) {
+        const e = unwrapPayload(thrown);
         if (e !== null && typeof e === "object" && typeof e.tag === "string") {
             throw new FlumenError(INFER_KINDS[e.tag] || "internal", `${what}: ${e.tag}: ${e.val}`);
         }
-        throw e;
+        throw thrown;
     }
 }
 
