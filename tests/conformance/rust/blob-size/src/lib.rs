@@ -53,7 +53,7 @@ impl Operator for BlobSize {
             return Err(Error::config(format!(
                 "blob-size: column `{}` must be a flumen.blob reference column, it is {}",
                 config.column,
-                field.data_type()
+                field.data_type().to_string().to_lowercase()
             )));
         }
         for name in [BYTES, SUM] {

@@ -49,7 +49,11 @@ impl Operator for Count {
             .map_err(|_| Error::config(format!("count: the input has no key column `{}`", config.key)))?;
         let data_type = input.field(key).data_type();
         if data_type != &DataType::Utf8 {
-            return Err(Error::config(format!("count: key column `{}` must be utf8, it is {data_type}", config.key)));
+            return Err(Error::config(format!(
+                "count: key column `{}` must be utf8, it is {}",
+                config.key,
+                type_name(data_type)
+            )));
         }
         if input.index_of(COUNT).is_ok() {
             return Err(Error::config(format!("count: the input already has a column `{COUNT}`")));
@@ -109,6 +113,11 @@ impl Count {
         self.counts.set_many_i64(&updates)?;
         Ok(counts)
     }
+}
+
+/// A type as the job spec writes it (`int64`, `utf8`, …).
+fn type_name(data_type: &DataType) -> String {
+    data_type.to_string().to_lowercase()
 }
 
 export_operator!(Count);

@@ -59,7 +59,11 @@ impl Operator for Infer {
                 input.index_of(name).map_err(|_| Error::config(format!("infer: the input has no column `{name}`")))?;
             let actual = input.field(index).data_type();
             if actual != data_type {
-                return Err(Error::config(format!("infer: column `{name}` must be {data_type}, it is {actual}")));
+                return Err(Error::config(format!(
+                    "infer: column `{name}` must be {}, it is {}",
+                    type_name(data_type),
+                    type_name(actual)
+                )));
             }
             *slot = index;
         }
@@ -117,7 +121,8 @@ fn check_model(model: &Model, name: &str) -> Result<(), Error> {
         matches!(info.outputs.first(), Some(y) if y.dtype == TensorType::Float32 && fits(&y.shape, SCORES));
     if !input_fits || !output_fits {
         return Err(Error::config(format!(
-            "infer: model `{name}` must take one float32 [-1, {FEATURES}] input and give a float32 [-1, {SCORES}] output"
+            "infer: model `{name}` must take one float32 [-1, {FEATURES}] input \
+             and give a float32 [-1, {SCORES}] output"
         )));
     }
     Ok(())
@@ -152,6 +157,11 @@ fn best_of(row: &[f32]) -> (i64, f32) {
         }
     }
     (best as i64, row[best])
+}
+
+/// A type as the job spec writes it (`int64`, `utf8`, …).
+fn type_name(data_type: &DataType) -> String {
+    data_type.to_string().to_lowercase()
 }
 
 export_operator!(Infer);

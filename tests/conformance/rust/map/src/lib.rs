@@ -91,7 +91,11 @@ fn column_of(input: &Schema, name: &str, data_type: &DataType) -> Result<usize, 
     let index = input.index_of(name).map_err(|_| Error::config(format!("map: the input has no column `{name}`")))?;
     let actual = input.field(index).data_type();
     if actual != data_type {
-        return Err(Error::config(format!("map: column `{name}` must be {data_type}, it is {actual}")));
+        return Err(Error::config(format!(
+            "map: column `{name}` must be {}, it is {}",
+            type_name(data_type),
+            type_name(actual)
+        )));
     }
     Ok(index)
 }
@@ -101,6 +105,11 @@ fn int64<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Int64Array, Error
         .column_by_name(name)
         .and_then(|c| c.as_primitive_opt::<Int64Type>())
         .ok_or_else(|| Error::input(format!("map: `{name}` must be int64")))
+}
+
+/// A type as the job spec writes it (`int64`, `utf8`, …).
+fn type_name(data_type: &DataType) -> String {
+    data_type.to_string().to_lowercase()
 }
 
 export_operator!(Map);

@@ -43,7 +43,11 @@ impl Operator for Strings {
             .map_err(|_| Error::config(format!("strings: the input has no column `{}`", config.column)))?;
         let data_type = input.field(column).data_type();
         if data_type != &DataType::Utf8 {
-            return Err(Error::config(format!("strings: column `{}` must be utf8, it is {data_type}", config.column)));
+            return Err(Error::config(format!(
+                "strings: column `{}` must be utf8, it is {}",
+                config.column,
+                type_name(data_type)
+            )));
         }
         for name in [UPPER, CHARS] {
             if input.index_of(name).is_ok() {
@@ -76,6 +80,11 @@ impl Operator for Strings {
         let columns: Vec<ArrayRef> = vec![Arc::new(upper), Arc::new(chars)];
         out.emit(&RecordBatch::try_new(out.schema().clone(), columns)?)
     }
+}
+
+/// A type as the job spec writes it (`int64`, `utf8`, …).
+fn type_name(data_type: &DataType) -> String {
+    data_type.to_string().to_lowercase()
 }
 
 export_operator!(Strings);

@@ -71,7 +71,11 @@ impl Operator for Window {
                 input.index_of(name).map_err(|_| Error::config(format!("window: the input has no column `{name}`")))?;
             let actual = input.field(index).data_type();
             if actual != data_type {
-                return Err(Error::config(format!("window: column `{name}` must be {data_type}, it is {actual}")));
+                return Err(Error::config(format!(
+                    "window: column `{name}` must be {}, it is {}",
+                    type_name(data_type),
+                    type_name(actual)
+                )));
             }
             *slot = index;
         }
@@ -239,6 +243,11 @@ impl<'a> Cursor<'a> {
     fn u8(&mut self) -> Result<u8, Error> {
         Ok(self.array::<1>()?[0])
     }
+}
+
+/// A type as the job spec writes it (`int64`, `utf8`, …).
+fn type_name(data_type: &DataType) -> String {
+    data_type.to_string().to_lowercase()
 }
 
 export_operator!(Window);
