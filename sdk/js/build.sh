@@ -43,7 +43,8 @@ console.log([name[1], ...caps].join(" "));
 ' "$plugin/plugin.toml")"
 
 build="$(mktemp -d)"
-trap 'rm -rf "$build"' EXIT
+# FLUMEN_KEEP_BUILD=1 keeps the build directory to look at.
+if [ -n "${FLUMEN_KEEP_BUILD:-}" ]; then echo "build directory: $build" >&2; else trap 'rm -rf "$build"' EXIT; fi
 
 # 1. The world: output plus the listed capabilities.
 mkdir -p "$build/wit"

@@ -1,7 +1,7 @@
 // Conformance operator `map`: appends `out` = amount * qty (float64, null if either is null).
 import { operator, param, field, Float64Builder } from "flumen";
 
-class Map {
+class Multiply {
     open(ctx) {
         const cfg = ctx.config({ out: param.string("total"), fail_on_id: param.integer(null) });
         ctx.column("id", "int64");
@@ -27,4 +27,4 @@ class Map {
     }
 }
 
-export const { transform, snapshot, eventTime } = operator(Map);
+export const { transform, snapshot, eventTime } = operator(Multiply);
