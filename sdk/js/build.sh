@@ -3,8 +3,8 @@
 #
 #   sdk/js/build.sh <plugin-dir> <out.wasm>
 #
-# <plugin-dir> holds plugin.toml (name, capabilities) and operator.js (plus any other .js files
-# it imports relatively). The steps, which `flumen plugin build` repeats:
+# <plugin-dir> holds plugin.toml (name, language, capabilities) and operator.js (plus any other
+# .js files beside it that it imports as "./x.js"). The steps, which `flumen plugin build` repeats:
 #   1. world: copy wit/dataflow.wit into a temporary wit/ directory and add plugin.wit,
 #      `world plugin { import output; import <each capability>; export transform;
 #      export snapshot; export event-time; }`, so the component imports nothing else;
@@ -34,6 +34,8 @@ read -r name caps <<<"$(node -e '
 const text = require("fs").readFileSync(process.argv[1], "utf8").replace(/#[^"\n]*$/gm, "");
 const name = /^\s*name\s*=\s*"([^"]+)"/m.exec(text);
 if (!name) { console.error("error: plugin.toml has no name"); process.exit(1); }
+const lang = /^\s*language\s*=\s*"([^"]+)"/m.exec(text);
+if (lang && lang[1] !== "js") { console.error(`error: plugin.toml says language = "${lang[1]}", not "js"`); process.exit(1); }
 const list = /^\s*capabilities\s*=\s*\[([^\]]*)\]/m.exec(text);
 const caps = list ? [...list[1].matchAll(/"([^"]*)"/g)].map((m) => m[1]) : ["log"];
 for (const c of caps) if (!["log", "state", "blobs", "inference"].includes(c)) {
