@@ -30,7 +30,7 @@ jco="$sdk/node_modules/.bin/jco"
 
 # plugin.toml: `name` (required) and `capabilities` (default ["log"]), printed as
 # "<name> <capability>..." — a flat TOML subset, read with node (which jco needs anyway).
-read -r name caps <<<"$(node -e '
+meta="$(node -e '
 const text = require("fs").readFileSync(process.argv[1], "utf8").replace(/#[^"\n]*$/gm, "");
 const name = /^\s*name\s*=\s*"([^"]+)"/m.exec(text);
 if (!name) { console.error("error: plugin.toml has no name"); process.exit(1); }
@@ -43,6 +43,7 @@ for (const c of caps) if (!["log", "state", "blobs", "inference"].includes(c)) {
 }
 console.log([name[1], ...caps].join(" "));
 ' "$plugin/plugin.toml")"
+read -r name caps <<<"$meta"
 
 build="$(mktemp -d)"
 # FLUMEN_KEEP_BUILD=1 keeps the build directory to look at.
