@@ -93,3 +93,85 @@ async fn trap_in_open_fails_before_data_flows() {
     let err = job.run_err().await;
     assert_contains(&err, &["job.toml:12:", "op[0]", "`open` trapped"]);
 }
+
+/// The operator node's counters in a finished job's summary.
+fn op_node(summary: &flumen_engine::JobSummary) -> &flumen_engine::NodeSummary {
+    summary.nodes.iter().find(|n| n.id.as_str() == "op").expect("the job has an operator `op`")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaking_instance_is_recycled_before_its_cap_and_loses_nothing() {
+    // 1 MiB leaked per batch, 100 batches, under a 24 MiB cap: without
+    // recycling the instance would reach its cap after about 20 batches.
+    let job = one_operator(
+        "plugin = \"{guest:misbehave}\"\nconfig = { mode = \"leak\", mb = 1 }\nlimits = { memory_mb = 24 }",
+        10_000,
+    );
+    let summary = job.run().await.expect("recycling keeps the leaking operator under its cap");
+    let op = op_node(&summary);
+    assert!(op.recycled >= 3, "the instance must have been replaced several times, was {}", op.recycled);
+    assert_eq!(op.failures, 0);
+    assert_eq!(read_jsonl_ids(&job.file("out.jsonl")), (0..10_000).collect::<Vec<i64>>(), "every row once, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_recycling_the_same_leak_reaches_the_cap() {
+    let job = one_operator(
+        "plugin = \"{guest:misbehave}\"\nconfig = { mode = \"leak\", mb = 1 }\n\
+         limits = { memory_mb = 24, recycle_memory_pct = 0 }",
+        10_000,
+    );
+    let err = job.run_err().await;
+    assert_contains(&err, &["operator op[0]", "memory past its cap of 24 MiB"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recycling_by_call_count_carries_instance_memory_through_its_snapshot() {
+    // keyed-counter in memory mode keeps its counts in the instance; every
+    // 3 calls the instance is replaced and its `save` goes to the new one's
+    // `restore`: the running counts must not notice.
+    let job = Job::new(
+        r#"
+[job]
+name = "t"
+batch_rows = 50
+
+[[source]]
+id = "in"
+kind = "generator"
+rows = 2000
+columns = [{ name = "key", gen = "modulo", modulus = 7 }, { name = "seq", gen = "divide", divisor = 7 }]
+
+[[operator]]
+id = "op"
+plugin = "{guest:keyed-counter}"
+config = { mode = "memory" }
+capabilities = ["log", "state"]
+inputs = ["in"]
+limits = { recycle_after_calls = 3 }
+
+[[sink]]
+id = "out"
+kind = "jsonl"
+path = "out.jsonl"
+inputs = ["op"]
+"#,
+    );
+    let summary = job.run().await.expect("the job runs");
+    assert_eq!(op_node(&summary).recycled, 13, "40 batches, a fresh instance after every third");
+    let text = std::fs::read_to_string(job.file("out.jsonl")).expect("the output file");
+    let mut rows = 0;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON row");
+        assert_eq!(v["count"].as_i64(), v["seq"].as_i64().map(|s| s + 1), "a running count was lost: {line}");
+        rows += 1;
+    }
+    assert_eq!(rows, 2000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recycle_percentage_over_100_is_refused_at_plan_time() {
+    let job = misbehave("pass", "limits = { recycle_memory_pct = 101 }");
+    let err = job.run_err().await;
+    assert_contains(&err, &["operator `op`", "recycle_memory_pct = 101", "0 (never) to 100"]);
+}

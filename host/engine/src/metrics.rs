@@ -31,6 +31,8 @@ pub struct NodeMetrics {
     pub retries: AtomicU64,
     /// Rows sent to a dead-letter sink.
     pub dead_lettered_rows: AtomicU64,
+    /// Instances replaced between batches (`limits.recycle_*`).
+    pub recycled: AtomicU64,
 }
 
 impl NodeMetrics {
@@ -62,6 +64,7 @@ pub struct NodeSummary {
     pub failures: u64,
     pub retries: u64,
     pub dead_lettered_rows: u64,
+    pub recycled: u64,
 }
 
 impl JobMetrics {
@@ -83,6 +86,7 @@ impl JobMetrics {
                 failures: m.failures.load(Relaxed),
                 retries: m.retries.load(Relaxed),
                 dead_lettered_rows: m.dead_lettered_rows.load(Relaxed),
+                recycled: m.recycled.load(Relaxed),
             })
             .collect()
     }
@@ -246,6 +250,9 @@ impl JobSummary {
             if n.retries > 0 || n.dead_lettered_rows > 0 {
                 let _ =
                     writeln!(out, "{:<27} retries: {}, dead-lettered rows: {}", "", n.retries, n.dead_lettered_rows);
+            }
+            if n.recycled > 0 {
+                let _ = writeln!(out, "{:<27} instances recycled: {}", "", n.recycled);
             }
         }
         for r in &self.regions {

@@ -698,7 +698,10 @@ impl OperatorTask {
             let result = self.instance.process(port, batch).await;
             self.account(t, before);
             let error = match result {
-                Ok(out) => return Ok(Some(out)),
+                Ok(out) => {
+                    self.recycle_if_due().await?;
+                    return Ok(Some(out));
+                }
                 Err(e) => e,
             };
             NodeMetrics::add(&self.metrics.failures, 1);
@@ -720,6 +723,29 @@ impl OperatorTask {
                 }
             };
         }
+    }
+
+    /// Replaces the instance by a fresh one when it asks to be recycled (its
+    /// memory grew past `limits.recycle_memory_pct`, or it made
+    /// `limits.recycle_after_calls` calls), between two batches: the old
+    /// instance's `save` goes to the new one's `restore`, so instance memory
+    /// that a checkpoint would keep is kept. Nothing is lost, repeated or
+    /// reordered: the batch just processed was routed by the caller.
+    async fn recycle_if_due(&mut self) -> Result<(), EngineError> {
+        let Some(reason) = self.instance.recycle_reason() else { return Ok(()) };
+        let saved = if self.instance.has_snapshot() {
+            self.instance.save().await.map_err(EngineError::Operator)?
+        } else {
+            None
+        };
+        let mut fresh = self.factory.instantiate(&self.ctx).await.map_err(EngineError::Operator)?;
+        if let Some(bytes) = saved.filter(|b| !b.is_empty()) {
+            fresh.restore(&bytes).await.map_err(EngineError::Operator)?;
+        }
+        tracing::info!(operator = %self.ctx.operator_id, subtask = self.ctx.subtask, "instance recycled: {reason}");
+        NodeMetrics::add(&self.metrics.recycled, 1);
+        self.instance = fresh;
+        Ok(())
     }
 
     /// A batch failed under a dead-letter policy: finds the rows that fail by

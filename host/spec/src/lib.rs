@@ -356,6 +356,15 @@ impl JobSpec {
                     ),
                 ));
             }
+            if l.recycle_memory_pct > 100 {
+                return Err(spec.error_for(
+                    &op.id,
+                    format!(
+                        "operator `{}`: `limits.recycle_memory_pct = {}` is a percentage: 0 (never) to 100",
+                        op.id, l.recycle_memory_pct
+                    ),
+                ));
+            }
             if op.on_error.then == flumen_types::FailureAction::DeadLetter && op.on_error.dead_letter.is_none() {
                 return Err(spec.error_for(
                     &op.id,

@@ -90,6 +90,16 @@ pub struct OperatorLimits {
     /// batches (at checkpoints, or when the cache is full). 0 writes every
     /// change through at once and keeps nothing read.
     pub state_cache_mb: u64,
+    /// Replace an instance by a fresh one, between two batches, once its
+    /// linear memory has grown past this percentage of the room it had after
+    /// `open` (up to `memory_mb`); 0 never. Its `snapshot` export (if any)
+    /// carries its memory across: `save` on the old instance, `restore` on
+    /// the new. Language runtimes that keep what crosses the boundary
+    /// (componentize-py leaks returned lists) then run for ever instead of
+    /// reaching `memory_mb`. Not a guard: a budget.
+    pub recycle_memory_pct: u32,
+    /// Replace an instance by a fresh one after this many `process` calls; 0 never.
+    pub recycle_after_calls: u64,
 }
 
 impl Default for OperatorLimits {
@@ -102,6 +112,8 @@ impl Default for OperatorLimits {
             output_rows_per_call: 16 << 20,
             host_memory_mb: 512,
             state_cache_mb: 32,
+            recycle_memory_pct: 50,
+            recycle_after_calls: 0,
         }
     }
 }

@@ -211,14 +211,14 @@ impl OperatorFactory {
         // Checked against the runtime's maximum in `new`: never silently lower than configured.
         let memory_bytes = usize::try_from(self.limits.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let state = HostState {
-            limits: StoreLimitsBuilder::new()
+            limits: GaugedLimits::new(StoreLimitsBuilder::new()
                 .memory_size(memory_bytes)
-                .instances(16)
+                .instances(crate::runtime::CORE_INSTANCES_PER_COMPONENT as usize)
                 .tables(16)
                 .memories(4)
                 .table_elements(1_000_000)
                 .trap_on_grow_failure(true)
-                .build(),
+                .build()),
             label: label.clone(),
             wasi: WasiCtxBuilder::new()
                 .stdout(stdout)
@@ -360,7 +360,10 @@ impl OperatorFactory {
         let data = store.data_mut();
         data.shape = Some(Arc::new(shape));
         data.computed_fields = fields;
+        let memory_at_open = data.limits.memory_bytes;
         Ok(OperatorInstance {
+            memory_at_open,
+            process_calls: 0,
             store,
             process,
             finish: typed_finish,
@@ -377,6 +380,10 @@ impl OperatorFactory {
 /// One live operator instance with its own store.
 pub struct OperatorInstance {
     store: Store<HostState>,
+    /// Linear memory (bytes, the largest of its memories) once `open` returned.
+    memory_at_open: usize,
+    /// `process` calls made so far.
+    process_calls: u64,
     process: Func,
     finish: TypedFunc<(), (Result<(), WitError>,)>,
     snapshot: Option<SnapshotFuncs>,
@@ -423,6 +430,43 @@ impl OperatorInstance {
         }
     }
 
+    /// Whether this instance should be replaced by a fresh one before its
+    /// next batch (`limits.recycle_after_calls`, `limits.recycle_memory_pct`):
+    /// the reason, for the log, or `None`. Some language runtimes keep memory
+    /// they will never use again (componentize-py leaks what crosses the
+    /// boundary), so a long run recycles instead of reaching `memory_mb`.
+    pub fn recycle_reason(&self) -> Option<String> {
+        let limits = &self.limits;
+        if limits.recycle_after_calls > 0 && self.process_calls >= limits.recycle_after_calls {
+            return Some(format!("after {} calls (limit `recycle_after_calls`)", self.process_calls));
+        }
+        if limits.recycle_memory_pct == 0 {
+            return None;
+        }
+        let cap = usize::try_from(limits.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+        let now = self.store.data().limits.memory_bytes;
+        let room = cap.saturating_sub(self.memory_at_open);
+        let grown = now.saturating_sub(self.memory_at_open);
+        // `grown / room > pct / 100`, without overflow or floats.
+        if room > 0 && (grown as u128) * 100 > (room as u128) * u128::from(limits.recycle_memory_pct) {
+            return Some(format!(
+                "its memory grew from {} to {} MiB after {} calls, past {}% of the room to its cap of {} MiB \
+                 (limit `recycle_memory_pct`)",
+                self.memory_at_open >> 20,
+                now >> 20,
+                self.process_calls,
+                limits.recycle_memory_pct,
+                limits.memory_mb
+            ));
+        }
+        None
+    }
+
+    /// The instance's linear memory now, in bytes (the largest of its memories).
+    pub fn memory_bytes(&self) -> usize {
+        self.store.data().limits.memory_bytes
+    }
+
     pub fn boundary_bytes(&self) -> BoundaryBytes {
         let d = self.store.data();
         BoundaryBytes {
@@ -462,6 +506,7 @@ impl OperatorInstance {
         // own bindings call functions with borrowed arguments.
         let typed = unsafe { TypedFunc::<(u32, BatchIn<'_>), (Result<(), WitError>,)>::new_unchecked(self.process) };
         let result = typed.call_async(&mut self.store, (port, arg)).await;
+        self.process_calls += 1;
         self.end_call("process", result)
     }
 
@@ -581,8 +626,55 @@ impl OperatorInstance {
     }
 }
 
+/// The store's limits, plus the high-water mark of its linear memory (the
+/// largest memory's size, in bytes), which decides when to recycle.
+struct GaugedLimits {
+    inner: StoreLimits,
+    memory_bytes: usize,
+}
+
+impl GaugedLimits {
+    fn new(inner: StoreLimits) -> Self {
+        Self { inner, memory_bytes: 0 }
+    }
+}
+
+impl wasmtime::ResourceLimiter for GaugedLimits {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.inner.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.memory_bytes = self.memory_bytes.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.memory_grow_failed(error)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.inner.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.inner.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.inner.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.inner.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.inner.memories()
+    }
+}
+
 pub(crate) struct HostState {
-    limits: StoreLimits,
+    limits: GaugedLimits,
     label: Arc<str>,
     wasi: WasiCtx,
     table: ResourceTable,

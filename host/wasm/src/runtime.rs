@@ -97,11 +97,16 @@ impl Drop for RuntimeInner {
     }
 }
 
+/// Core instances one component may make: a Python or JavaScript component
+/// built with its WASI imports stubbed out (none linked) holds a core instance
+/// per stubbed interface beside its runtime's own, about 30 in all.
+pub(crate) const CORE_INSTANCES_PER_COMPONENT: u32 = 48;
+
 impl WasmRuntime {
     pub fn new(config: RuntimeConfig) -> Result<Self, WasmError> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(config.instances_max)
-            .total_core_instances(config.instances_max * 4)
+            .total_core_instances(config.instances_max * CORE_INSTANCES_PER_COMPONENT)
             .total_memories(config.instances_max * 2)
             .total_tables(config.instances_max * 4)
             .max_memory_size(config.memory_bytes_max)

@@ -7,7 +7,8 @@
 //! whose field type `shape` names (one a guest must not be able to declare).
 //! The `select-*` modes and `carry-in-finish` carry every input column and
 //! compute none, then send the host a selection of rows it must refuse
-//! (`select-reverse` sends a valid one: every row, reversed).
+//! (`select-reverse` sends a valid one: every row, reversed). `leak` grows
+//! memory by `mb` MiB on every call, never to use it again.
 
 use flumen_sdk::bindings::flumen::dataflow::{output, types as wit};
 use std::sync::Arc;
@@ -175,6 +176,15 @@ impl Operator for Misbehave {
                         flumen_sdk::ErrorKind::Limit,
                         format!("misbehave: cannot grow to {} MiB", self.mb),
                     ));
+                }
+                out.emit(&batch)
+            }
+            // Grows memory by `mb` MiB on every call and never uses it again, as
+            // a language runtime that leaks what crosses the boundary does.
+            "leak" => {
+                let pages = (self.mb as usize * (1 << 20)).div_ceil(64 * 1024);
+                if core::arch::wasm32::memory_grow(0, pages) == usize::MAX {
+                    return Err(Error::new(flumen_sdk::ErrorKind::Limit, "misbehave: cannot leak more".to_string()));
                 }
                 out.emit(&batch)
             }
