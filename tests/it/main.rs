@@ -9,6 +9,7 @@ mod boundary;
 mod checkpoint;
 mod cli;
 mod common;
+mod conformance;
 mod dedupe;
 mod event_time;
 mod host_memory;

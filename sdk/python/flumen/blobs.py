@@ -5,12 +5,19 @@ from typing import Optional
 CHUNK = 64 * 1024
 
 
+# Imported when the component is made (componentize-py snapshots the
+# interpreter after importing app.py): there is no file system at run time to
+# import from. None when the plugin does not list `blobs`.
+try:
+    from wit_world.imports import blobs as _IFACE
+except ImportError:
+    _IFACE = None
+
+
 def _wit():
-    try:
-        from wit_world.imports import blobs
-    except ImportError:
-        raise RuntimeError("this operator does not import `blobs`: add \"blobs\" to `capabilities` in its plugin.toml") from None
-    return blobs
+    if _IFACE is None:
+        raise RuntimeError("this operator does not import `blobs`: add \"blobs\" to `capabilities` in its plugin.toml")
+    return _IFACE
 
 
 class BlobRef:

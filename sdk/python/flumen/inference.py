@@ -1,15 +1,24 @@
 # Models the host runs (the `inference` capability): load a model by name and
 # run it on float32 tensors; calls from every instance share one dynamic batcher.
 from array import array
+
+from componentize_py_types import Err
 from typing import List, Optional, Sequence
 
 
+# Imported when the component is made (componentize-py snapshots the
+# interpreter after importing app.py): there is no file system at run time to
+# import from. None when the plugin does not list `inference`.
+try:
+    from wit_world.imports import inference as _IFACE
+except ImportError:
+    _IFACE = None
+
+
 def _wit():
-    try:
-        from wit_world.imports import inference
-    except ImportError:
-        raise RuntimeError("this operator does not import `inference`: add \"inference\" to `capabilities` in its plugin.toml") from None
-    return inference
+    if _IFACE is None:
+        raise RuntimeError("this operator does not import `inference`: add \"inference\" to `capabilities` in its plugin.toml")
+    return _IFACE
 
 
 class InferenceError(Exception):
@@ -54,8 +63,6 @@ class Model:
 
     def infer(self, inputs: list, deadline_ms: Optional[int] = None) -> List[Tensor]:
         """Runs the model: one tensor per input (see `f32`); float32 outputs as `Tensor`s."""
-        from componentize_py_types import Err
-
         try:
             outs = self._m.infer(inputs, deadline_ms)
         except Err as e:
@@ -70,8 +77,6 @@ class Model:
 
 def load(name: str) -> Model:
     """The model `name` of the job's model repository."""
-    from componentize_py_types import Err
-
     try:
         return Model(_wit().load(name))
     except Err as e:

@@ -1,12 +1,17 @@
 # Structured logging into the host's tracing subscriber (the `log` capability).
 
 
+# Imported when the component is made (componentize-py snapshots the
+# interpreter after importing app.py): there is no file system at run time to
+# import from. None when the plugin does not list `log`.
+try:
+    from wit_world.imports import log as _IFACE
+except ImportError:
+    _IFACE = None
+
+
 def _wit():
-    try:
-        from wit_world.imports import log
-    except ImportError:
-        return None
-    return log
+    return _IFACE
 
 
 def _log(level_name: str, message: str) -> None:

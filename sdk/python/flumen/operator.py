@@ -1,7 +1,6 @@
 # The operator contract in Python: subclass `Operator`, describe what it reads,
 # carries and computes in `open`, and `export` it; the SDK does the WIT glue.
 import json
-import traceback
 from types import SimpleNamespace
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
@@ -241,11 +240,15 @@ def _fail(e: BaseException) -> Err:
         return e
     if isinstance(e, FlumenError):
         return Err(wit.Error(e.kind, str(e)))
+    # The innermost frame, read from the traceback itself: `traceback`'s
+    # helpers look source lines up in files, and there are none at run time.
     where = ""
-    frames = traceback.extract_tb(e.__traceback__)
-    if frames:
-        last = frames[-1]
-        where = f" ({last.filename.rsplit('/', 1)[-1]} line {last.lineno}, in {last.name})"
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is not None:
+        code = tb.tb_frame.f_code
+        where = f" ({code.co_filename.rsplit('/', 1)[-1]} line {tb.tb_lineno}, in {code.co_name})"
     return Err(wit.Error(wit.ErrorKind.INTERNAL, f"{type(e).__name__}: {e}{where}"))
 
 

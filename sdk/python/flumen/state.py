@@ -7,12 +7,19 @@ _I64_MAX = (1 << 63) - 1
 _I64_MIN = -(1 << 63)
 
 
+# Imported when the component is made (componentize-py snapshots the
+# interpreter after importing app.py): there is no file system at run time to
+# import from. None when the plugin does not list `state`.
+try:
+    from wit_world.imports import state as _IFACE
+except ImportError:
+    _IFACE = None
+
+
 def _wit():
-    try:
-        from wit_world.imports import state
-    except ImportError:
-        raise RuntimeError("this operator does not import `state`: add \"state\" to `capabilities` in its plugin.toml") from None
-    return state
+    if _IFACE is None:
+        raise RuntimeError("this operator does not import `state`: add \"state\" to `capabilities` in its plugin.toml")
+    return _IFACE
 
 
 def key(value) -> bytes:

@@ -1,71 +1,13 @@
-//! `flumen plugin new` and `flumen plugin build`: scaffold a Rust operator and
-//! build it into a component.
+//! Rust plugins: a crate over `flumen-sdk`, built for `wasm32-wasip2` by cargo.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::Command;
 
 use anyhow::{Context, bail};
-use clap::Subcommand;
 
 const TARGET: &str = "wasm32-wasip2";
 
-#[derive(Subcommand, Debug)]
-pub enum PluginCommand {
-    /// Create a new operator plugin crate in `<dir>` (default: `./<name>`).
-    New {
-        /// The plugin's name: lowercase letters, digits, `-` and `_`.
-        name: String,
-        /// Guest language; `rust` today (Python, JavaScript and C follow).
-        #[arg(long, default_value = "rust")]
-        lang: String,
-        /// Where to create the crate (default: `./<name>`).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
-    /// Build the plugin crate in `<dir>` (default: `.`) into `<dir>/<name>.wasm`.
-    Build {
-        /// The plugin crate's directory.
-        #[arg(default_value = ".")]
-        dir: PathBuf,
-    },
-}
-
-pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
-    match command {
-        PluginCommand::New { name, lang, dir } => {
-            if lang != "rust" {
-                bail!("`--lang {lang}` is not supported yet; supported: rust");
-            }
-            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            scaffold(&name, &dir)?;
-            println!("created {}", dir.display());
-            println!("build it:  flumen plugin build {}", dir.display());
-            println!("use it:    plugin = \"{}\" in an [[operator]] table", dir.join(format!("{name}.wasm")).display());
-            Ok(ExitCode::SUCCESS)
-        }
-        PluginCommand::Build { dir } => {
-            let out = build(&dir)?;
-            println!("built {}", out.display());
-            Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-}
-
-fn scaffold(name: &str, dir: &Path) -> anyhow::Result<()> {
-    if !valid_name(name) {
-        bail!(
-            "plugin name `{name}` must start with a lowercase letter and hold only lowercase letters, digits, `-` and `_`"
-        );
-    }
-    if dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        bail!("{} already exists and is not empty", dir.display());
-    }
+pub(super) fn scaffold(name: &str, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir.join("src")).with_context(|| format!("creating {}", dir.display()))?;
     let sdk = sdk_dependency(dir);
     let manifest = format!(
@@ -185,8 +127,8 @@ fn sdk_dependency(dir: &Path) -> String {
     }
 }
 
-/// Builds the crate in `dir` for `wasm32-wasip2` and copies the component next to its manifest.
-fn build(dir: &Path) -> anyhow::Result<PathBuf> {
+/// Builds the crate in `dir` for `wasm32-wasip2` into `out` (default: next to its manifest).
+pub(super) fn build(dir: &Path, out: Option<&Path>) -> anyhow::Result<PathBuf> {
     let manifest = dir.join("Cargo.toml");
     let text = std::fs::read_to_string(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
     let name = text
@@ -204,18 +146,31 @@ fn build(dir: &Path) -> anyhow::Result<PathBuf> {
     if !status.success() {
         bail!("cargo build failed for {}", manifest.display());
     }
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| dir.join("target"));
-    let built = target_dir.join(TARGET).join("release").join(format!("{}.wasm", name.replace('-', "_")));
-    let out = dir.join(format!("{name}.wasm"));
+    let built = target_dir(dir)?.join(TARGET).join("release").join(format!("{}.wasm", name.replace('-', "_")));
+    let out = out.map(Path::to_path_buf).unwrap_or_else(|| dir.join(format!("{name}.wasm")));
     std::fs::copy(&built, &out).with_context(|| format!("copying {}", built.display()))?;
-    let info = flumen_engine::inspect_component(&out)?;
-    if !info.contains("Flumen operator") {
-        bail!(
-            "{} built, but it does not export flumen:dataflow/transform: is `export_operator!` called?",
-            out.display()
-        );
-    }
     Ok(out)
+}
+
+/// Where cargo puts the crate's artifacts: `CARGO_TARGET_DIR`, else the
+/// `target` directory of its workspace (cargo says which).
+fn target_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
+        return Ok(PathBuf::from(t));
+    }
+    let out = Command::new("cargo")
+        .args(["metadata", "--format-version", "1", "--no-deps", "--manifest-path"])
+        .arg(dir.join("Cargo.toml"))
+        .output()
+        .context("running cargo metadata")?;
+    if !out.status.success() {
+        bail!("cargo metadata failed for {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).context("reading cargo metadata")?;
+    meta["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .with_context(|| format!("cargo metadata names no target directory for {}", dir.display()))
 }
 
 fn ensure_target() -> anyhow::Result<()> {
