@@ -211,14 +211,16 @@ impl OperatorFactory {
         // Checked against the runtime's maximum in `new`: never silently lower than configured.
         let memory_bytes = usize::try_from(self.limits.memory_mb.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
         let state = HostState {
-            limits: GaugedLimits::new(StoreLimitsBuilder::new()
-                .memory_size(memory_bytes)
-                .instances(crate::runtime::CORE_INSTANCES_PER_COMPONENT as usize)
-                .tables(16)
-                .memories(4)
-                .table_elements(1_000_000)
-                .trap_on_grow_failure(true)
-                .build()),
+            limits: GaugedLimits::new(
+                StoreLimitsBuilder::new()
+                    .memory_size(memory_bytes)
+                    .instances(crate::runtime::CORE_INSTANCES_PER_COMPONENT as usize)
+                    .tables(16)
+                    .memories(4)
+                    .table_elements(1_000_000)
+                    .trap_on_grow_failure(true)
+                    .build(),
+            ),
             label: label.clone(),
             wasi: WasiCtxBuilder::new()
                 .stdout(stdout)
