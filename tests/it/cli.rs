@@ -77,7 +77,7 @@ fn plugin_new_refuses_bad_names_and_languages() {
     let out =
         Command::new(flumen).args(["plugin", "new", "x", "--lang", "cobol"]).current_dir(dir.path()).output().unwrap();
     assert!(!out.status.success());
-    assert_contains(&String::from_utf8_lossy(&out.stderr), &["`--lang cobol` is not supported yet"]);
+    assert_contains(&String::from_utf8_lossy(&out.stderr), &["unknown language `cobol`", "rust, python, js or c"]);
 }
 
 #[test]

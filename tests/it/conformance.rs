@@ -408,3 +408,68 @@ inputs = ["op"]
         "recycling every 3 batches must not change the windows"
     );
 }
+
+/// The C SDK's committed bindings were generated from this `wit/` (and not
+/// edited since): `sdk/c/check-drift.sh`, which needs no wit-bindgen.
+#[test]
+fn c_bindings_are_generated_from_this_wit() {
+    let out = Command::new("bash").arg(root().join("sdk/c/check-drift.sh")).output().unwrap();
+    assert!(
+        out.status.success(),
+        "sdk/c/gen is out of date with wit/dataflow.wit (run sdk/c/regen.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The JavaScript SDK's own tests under Node (UTF-8, key encoding, builders, views, config errors).
+#[test]
+fn js_sdk_unit_tests_pass() {
+    let Ok(out) = Command::new("node").arg("--test").arg(root().join("sdk/js/test")).output() else {
+        assert!(!required(), "FLUMEN_CONFORMANCE_TESTS=1 but node is missing");
+        eprintln!("skipped: node is missing");
+        return;
+    };
+    assert!(
+        out.status.success(),
+        "node --test sdk/js/test failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `flumen plugin new --lang <lang>` gives a working filter in every
+/// language: `flumen plugin test` builds it, runs its sample job and finds
+/// the expected rows; a wrong expectation makes it fail, naming the line.
+#[test]
+fn plugin_new_then_test_passes_in_every_language() {
+    for lang in languages() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("keep-{lang}");
+        let out = Command::new(flumen_bin())
+            .args(["plugin", "new", &name, "--lang", lang])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{lang}: {}", String::from_utf8_lossy(&out.stderr));
+        let plugin = dir.path().join(&name);
+        let test = || {
+            Command::new(flumen_bin())
+                .args(["plugin", "test"])
+                .arg(&plugin)
+                .env("CARGO_TARGET_DIR", env!("FLUMEN_GUEST_TARGET_DIR"))
+                .output()
+                .unwrap()
+        };
+        let out = test();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{lang}: plugin test failed:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert_contains(&stdout, &[&format!("{lang} operator"), "matches sample/expected.jsonl (7 rows)"]);
+
+        let expected = plugin.join("sample/expected.jsonl");
+        let text = std::fs::read_to_string(&expected).unwrap().replace("\"qty\":3", "\"qty\":4");
+        std::fs::write(&expected, text).unwrap();
+        let out = test();
+        assert!(!out.status.success(), "{lang}: a wrong expectation must fail the test");
+        assert_contains(&String::from_utf8_lossy(&out.stderr), &["line ", "FAILED"]);
+    }
+}
