@@ -356,8 +356,11 @@ fn test(dir: &Path) -> anyhow::Result<ExitCode> {
     let out_dir = sample.join("out");
     let _ = std::fs::remove_dir_all(&out_dir);
     let exe = std::env::current_exe().context("finding the flumen binary")?;
-    let status =
-        Command::new(exe).arg("run").arg("job.toml").current_dir(&sample).status().context("running the sample job")?;
+    let status = Command::new(exe)
+        .args(["run", "--quiet", "job.toml"])
+        .current_dir(&sample)
+        .status()
+        .context("running the sample job")?;
     if !status.success() {
         bail!("the sample job failed ({status})");
     }
