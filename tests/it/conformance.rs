@@ -473,3 +473,74 @@ fn plugin_new_then_test_passes_in_every_language() {
         assert_contains(&String::from_utf8_lossy(&out.stderr), &["line ", "FAILED"]);
     }
 }
+
+/// `examples/polyglot`: one pipeline of operators in Python, JavaScript, C
+/// and Rust, each built from its directory by `flumen run` itself; every
+/// output value is recomputed here from the input.
+#[test]
+fn the_polyglot_example_runs_operators_in_four_languages() {
+    if languages().len() < LANGS.len() {
+        eprintln!("skipped: the polyglot example needs every guest toolchain");
+        return;
+    }
+    let example = root().join("examples/polyglot");
+    let _ = std::fs::remove_dir_all(example.join("out"));
+    let out = Command::new(flumen_bin())
+        .args(["run", "--quiet", "job.toml"])
+        .current_dir(&example)
+        .env("CARGO_TARGET_DIR", env!("FLUMEN_GUEST_TARGET_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "flumen run examples/polyglot/job.toml failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for plugin in ["clean/clean.wasm", "score/score.wasm", "fingerprint/fingerprint.wasm", "tally/tally.wasm"] {
+        assert!(example.join(plugin).is_file(), "{plugin} was not built by `flumen run`");
+    }
+
+    let input = std::fs::read_to_string(example.join("data/reviews.csv")).unwrap();
+    let positive = ["great", "love", "excellent", "sturdy", "quiet", "perfect"];
+    let negative = ["broken", "noisy", "flimsy", "late", "awful", "refund"];
+    let mut tally: std::collections::HashMap<String, i64> = Default::default();
+    let mut expected = Vec::new();
+    for line in input.lines().skip(1) {
+        let mut fields = line.splitn(4, ',');
+        let (id, product, _stars, text) =
+            (fields.next().unwrap(), fields.next().unwrap(), fields.next().unwrap(), fields.next().unwrap());
+        let clean = text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+        if clean.is_empty() {
+            continue;
+        }
+        let words: Vec<String> = clean.split(' ').map(str::to_string).collect();
+        let score: i64 = words
+            .iter()
+            .map(|w| i64::from(positive.contains(&w.as_str())) - i64::from(negative.contains(&w.as_str())))
+            .sum();
+        let fingerprint =
+            clean.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let count = tally.entry(product.to_string()).or_insert(0);
+        *count += 1;
+        expected.push((
+            id.parse::<i64>().unwrap(),
+            clean,
+            score as f64 / words.len() as f64,
+            fingerprint as i64,
+            *count,
+        ));
+    }
+    let got: Vec<serde_json::Value> = std::fs::read_to_string(example.join("out/reviews.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(got.len(), expected.len(), "rows with no words are dropped, every other row kept");
+    for (row, (id, clean, sentiment, fingerprint, count)) in got.iter().zip(&expected) {
+        assert_eq!(row["id"].as_i64(), Some(*id));
+        assert_eq!(row["clean"].as_str(), Some(clean.as_str()), "Python's clean text, row {id}");
+        assert_eq!(row["sentiment"].as_f64(), Some(*sentiment), "JavaScript's score, row {id}");
+        assert_eq!(row["fingerprint"].as_i64(), Some(*fingerprint), "C's fingerprint, row {id}");
+        assert_eq!(row["product_reviews"].as_i64(), Some(*count), "Rust's tally, row {id}");
+    }
+}

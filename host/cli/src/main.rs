@@ -264,6 +264,19 @@ fn build_missing_plugins(job: &Path, plugin_dirs: &[PathBuf]) -> anyhow::Result<
     let mut missing: Vec<(guests::Guest, PathBuf)> = Vec::new();
     for op in &spec.operators {
         let name = op.plugin.as_str();
+        // `dir/name.wasm` beside its source (a crate or a plugin.toml): built
+        // when missing or older than its sources.
+        if name.ends_with(".wasm") {
+            let wasm = spec.base_dir().join(name);
+            if let Some(dir) =
+                wasm.parent().filter(|d| d.join("Cargo.toml").is_file() || d.join("plugin.toml").is_file())
+                && plugin::is_stale(dir, &wasm)
+            {
+                eprintln!("building plugin {} from {} (sources changed or not built yet)…", op.id, dir.display());
+                plugin::build(dir, Some(&wasm)).map_err(|e| e.context(format!("building plugin `{}`", op.id)))?;
+            }
+            continue;
+        }
         if name.contains('/') || name.ends_with(".wasm") || missing.iter().any(|(g, _)| g.name == name) {
             continue;
         }

@@ -384,6 +384,31 @@ fn test(dir: &Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::FAILURE)
 }
 
+/// Whether `wasm` is missing or older than a source file of the plugin in
+/// `dir` (build outputs, dependencies and samples aside).
+pub fn is_stale(dir: &Path, wasm: &Path) -> bool {
+    let Ok(built) = std::fs::metadata(wasm).and_then(|m| m.modified()) else { return true };
+    fn newer(dir: &Path, than: std::time::SystemTime) -> bool {
+        let Ok(rd) = std::fs::read_dir(dir) else { return false };
+        rd.filter_map(|e| e.ok()).any(|e| {
+            let path = e.path();
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if matches!(name.as_ref(), "target" | "node_modules" | "sample" | "__pycache__" | "out")
+                || name.starts_with('.')
+                || name.ends_with(".wasm")
+            {
+                return false;
+            }
+            if path.is_dir() {
+                return newer(&path, than);
+            }
+            e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t > than)
+        })
+    }
+    newer(dir, built)
+}
+
 /// The Flumen checkout this binary was built from (its SDKs and `wit/`).
 pub fn source_root() -> PathBuf {
     PathBuf::from(env!("FLUMEN_SOURCE_DIR"))

@@ -138,22 +138,27 @@ pub(super) fn build(dir: &Path, out: Option<&Path>) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("{}: no package name", manifest.display()))?
         .to_string();
     ensure_target()?;
+    let target_dir = target_dir(dir)?;
     let status = Command::new("cargo")
         .args(["build", "--release", "--target", TARGET, "--manifest-path"])
         .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir)
         .status()
         .context("running cargo")?;
     if !status.success() {
         bail!("cargo build failed for {}", manifest.display());
     }
-    let built = target_dir(dir)?.join(TARGET).join("release").join(format!("{}.wasm", name.replace('-', "_")));
+    let built = target_dir.join(TARGET).join("release").join(format!("{}.wasm", name.replace('-', "_")));
     let out = out.map(Path::to_path_buf).unwrap_or_else(|| dir.join(format!("{name}.wasm")));
     std::fs::copy(&built, &out).with_context(|| format!("copying {}", built.display()))?;
     Ok(out)
 }
 
-/// Where cargo puts the crate's artifacts: `CARGO_TARGET_DIR`, else the
-/// `target` directory of its workspace (cargo says which).
+/// Where cargo puts the crate's artifacts: `CARGO_TARGET_DIR`; for a member
+/// of this checkout's guest workspace (`plugins/`), the directory the
+/// built-in plugins are built in (their dependencies are built once); else
+/// the `target` directory of its workspace (cargo says which).
 fn target_dir(dir: &Path) -> anyhow::Result<PathBuf> {
     if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
         return Ok(PathBuf::from(t));
@@ -167,6 +172,13 @@ fn target_dir(dir: &Path) -> anyhow::Result<PathBuf> {
         bail!("cargo metadata failed for {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr).trim());
     }
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).context("reading cargo metadata")?;
+    let guests = super::source_root().join("plugins");
+    let in_guests = meta["workspace_root"]
+        .as_str()
+        .is_some_and(|root| Path::new(root).canonicalize().ok() == guests.canonicalize().ok());
+    if in_guests {
+        return Ok(PathBuf::from(env!("FLUMEN_GUEST_TARGET_DIR")));
+    }
     meta["target_directory"]
         .as_str()
         .map(PathBuf::from)
