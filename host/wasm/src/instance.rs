@@ -233,6 +233,7 @@ impl OperatorFactory {
             table: ResourceTable::new(),
             stderr,
             stderr_mark: 0,
+            last_error_log: None,
             shape: None,
             computed_fields: 0,
             input: None,
@@ -604,6 +605,7 @@ impl OperatorInstance {
         data.call_pins.clear();
         data.returned = None;
         data.stderr_mark = data.stderr.contents().len();
+        data.last_error_log = None;
         self.store.set_epoch_deadline(1);
     }
 
@@ -683,6 +685,10 @@ pub(crate) struct HostState {
     stderr: MemoryOutputPipe,
     /// Length of `stderr` when the current call began.
     stderr_mark: usize,
+    /// The last message the guest logged at error level during the current
+    /// call: what a trap quotes when the guest wrote nothing to stderr (a C
+    /// guest without stdio logs its reason, then aborts).
+    last_error_log: Option<String>,
     /// What the operator reads and carries; its output schema (set by `open`).
     shape: Option<Arc<Shape>>,
     /// Fields of the computed schema in pre-order: the column count every emitted batch must have.
@@ -873,7 +879,14 @@ fn classify(label: &str, e: wasmtime::Error, what: &str, limits: &OperatorLimits
                     let cause = e.root_cause().to_string();
                     (CallErrorKind::Trap, format!("`{what}` trapped: {said} ({cause})"))
                 }
-                None => (CallErrorKind::Trap, format!("`{what}` trapped: {}", text.trim())),
+                None => match &state.last_error_log {
+                    // The guest logged why at error level, then trapped (C's abort()).
+                    Some(said) => {
+                        let cause = e.root_cause().to_string();
+                        (CallErrorKind::Trap, format!("`{what}` trapped: {said} ({cause})"))
+                    }
+                    None => (CallErrorKind::Trap, format!("`{what}` trapped: {}", text.trim())),
+                },
             }
         }
     };
@@ -904,7 +917,7 @@ fn level_enabled(level: WitLevel) -> bool {
     }
 }
 
-fn host_log(store: StoreContextMut<'_, HostState>, (level, message): (WitLevel, String)) -> wasmtime::Result<()> {
+fn host_log(mut store: StoreContextMut<'_, HostState>, (level, message): (WitLevel, String)) -> wasmtime::Result<()> {
     let mut message = message;
     if message.len() > flumen_types::LOG_MESSAGE_BYTES_MAX {
         let mut cut = flumen_types::LOG_MESSAGE_BYTES_MAX;
@@ -921,6 +934,9 @@ fn host_log(store: StoreContextMut<'_, HostState>, (level, message): (WitLevel, 
         WitLevel::Info => tracing::info!(operator = op, "{message}"),
         WitLevel::Warn => tracing::warn!(operator = op, "{message}"),
         WitLevel::Error => tracing::error!(operator = op, "{message}"),
+    }
+    if matches!(level, WitLevel::Error) {
+        store.data_mut().last_error_log = Some(message);
     }
     Ok(())
 }
