@@ -33,7 +33,8 @@ impl Operator for Tally {
 
     fn open(ctx: &Context, config: Config) -> Result<Self, Error> {
         let input = ctx.input(0)?;
-        let key = input.index_of(&config.key).map_err(|_| Error::config(format!("tally: no column `{}`", config.key)))?;
+        let key =
+            input.index_of(&config.key).map_err(|_| Error::config(format!("tally: no column `{}`", config.key)))?;
         state::check_key_field(input.field(key))?;
         let mut fields = input.fields().to_vec();
         fields.push(Arc::new(Field::new("product_reviews", DataType::Int64, false)));
@@ -57,8 +58,7 @@ impl Operator for Tally {
         distinct.sort_unstable();
         distinct.dedup();
         let stored = self.counts.get_many_i64(&distinct)?;
-        let mut running: HashMap<&[u8], i64> =
-            distinct.iter().zip(stored).map(|(k, v)| (*k, v.unwrap_or(0))).collect();
+        let mut running: HashMap<&[u8], i64> = distinct.iter().zip(stored).map(|(k, v)| (*k, v.unwrap_or(0))).collect();
         let counts: Vec<i64> = keys
             .iter()
             .map(|k| {
