@@ -66,7 +66,10 @@ pub fn inspect(path: &Path) -> Result<String, WasmError> {
     );
     let wasi = imports.iter().filter(|i| i.starts_with("wasi:")).count();
     if wasi > 0 {
-        let _ = writeln!(out, "  wasi    {wasi} WASI imports (linked without files, sockets or environment: no ambient I/O)");
+        let _ = writeln!(
+            out,
+            "  wasi    {wasi} WASI imports (linked without files, sockets or environment: no ambient I/O)"
+        );
     }
     let _ = writeln!(out, "imports:");
     for i in &imports {

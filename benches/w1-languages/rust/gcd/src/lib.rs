@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
+use arrow_buffer::{NullBuffer, ScalarBuffer};
 use flumen_sdk::arrow_array::cast::AsArray;
 use flumen_sdk::arrow_array::types::Int32Type;
 use flumen_sdk::arrow_array::{Array, ArrayRef, Int32Array};
-use arrow_buffer::{NullBuffer, ScalarBuffer};
 use flumen_sdk::{
     Context, DataType, Emitter, Error, Field, Operator, RecordBatch, Schema, SchemaRef, Shape, export_operator,
 };
