@@ -38,7 +38,7 @@ sources=("$plugin"/*.c)
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-"$cc" --target=wasm32-wasi -O2 -mexec-model=reactor -Wl,--strip-debug \
+"$cc" --target=wasm32-wasi -O2 -flto -mexec-model=reactor -Wl,--strip-debug \
     -Wall -Wextra -Wno-unused-parameter \
     -I "$here" -I "$here/gen" "-DFLUMEN_OPERATOR_NAME=\"$name\"" \
     -o "$tmp/core.wasm" \
