@@ -973,9 +973,9 @@ flumen_status flumen_plan_shape(const flumen_ctx *ctx, uint32_t port, const uint
     size_t nports = ctx->w->inputs.len;
     if (port >= nports) return flumen_fail(FLUMEN_INTERNAL, "flumen_plan_shape: no such input port");
     uint32_t ncols = top_level_count(&ctx->w->inputs.ptr[port].fields);
-    if (reads && n) {
-        uint32_t *sorted = xrealloc(NULL, n * sizeof *sorted);
-        memcpy(sorted, reads, n * sizeof *sorted);
+    if (reads) { /* NULL: every column; non-NULL with n == 0: none */
+        uint32_t *sorted = xrealloc(NULL, (n ? n : 1) * sizeof *sorted);
+        if (n) memcpy(sorted, reads, n * sizeof *sorted);
         qsort(sorted, n, sizeof *sorted, cmp_u32);
         size_t m = 0;
         for (size_t i = 0; i < n; i++) {

@@ -228,7 +228,7 @@ flumen_status flumen_input_blob_column(const flumen_ctx *ctx, uint32_t port, con
 /* The plan, declared during flumen_open, in one of two ways:
  *
  *  - flumen_plan_shape(ctx, port, reads, n, carry_all): `process` receives only the `n` columns
- *    `reads` of input `port` (any order; NULL/0: all columns), and when `carry_all` the output
+ *    `reads` of input `port` (any order; NULL: all columns; non-NULL with n = 0: none), and when `carry_all` the output
  *    starts with every input column of that port, carried unchanged, in order;
  *  - then flumen_plan_compute(name, type, nullable) appends a computed output column.
  *

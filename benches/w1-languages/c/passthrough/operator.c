@@ -2,8 +2,9 @@
 #include "flumen.h"
 
 flumen_status flumen_open(const flumen_ctx *ctx) {
-    /* The C SDK has no "reads nothing": NULL/0 reads every column. */
-    return flumen_plan_shape(ctx, 0, NULL, 0, true);
+    /* Reads nothing (a non-NULL, empty list; NULL would read every column). */
+    static const uint32_t none[1] = {0};
+    return flumen_plan_shape(ctx, 0, none, 0, true);
 }
 
 flumen_status flumen_process(uint32_t port, const flumen_batch *batch) {
