@@ -543,3 +543,38 @@ fn the_polyglot_example_runs_operators_in_four_languages() {
         assert_eq!(row["product_reviews"].as_i64(), Some(*count), "Rust's tally, row {id}");
     }
 }
+
+/// The Python SDK's own tests under CPython (`sdk/python/tests`), over the
+/// bindings componentize-py generates from this `wit/`.
+#[test]
+fn python_sdk_unit_tests_pass() {
+    if missing_tool("python").is_some() {
+        assert!(!required(), "FLUMEN_CONFORMANCE_TESTS=1 but componentize-py is missing");
+        eprintln!("skipped: componentize-py is missing (sdk/install-toolchains.sh python)");
+        return;
+    }
+    let local = root().join("target/sdk-tools/python/bin/componentize-py");
+    let componentize = if local.is_file() { local } else { PathBuf::from("componentize-py") };
+    let bindings = tempfile::tempdir().unwrap();
+    let out = Command::new(componentize)
+        .arg("-d")
+        .arg(root().join("wit/dataflow.wit"))
+        .args(["-w", "operator", "bindings"])
+        .arg(bindings.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "componentize-py bindings failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .args(["-m", "unittest", "discover", "-s"])
+        .arg(root().join("sdk/python/tests"))
+        .env("FLUMEN_PY_BINDINGS", bindings.path())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("python3 runs the Python SDK's tests");
+    assert!(
+        out.status.success(),
+        "the Python SDK's tests failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

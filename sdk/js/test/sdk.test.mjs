@@ -36,6 +36,20 @@ test("state keys use the shared encoding", () => {
     assert.equal(i64FromBytes(i64Bytes(-7n)), -7n);
 });
 
+test("state keys match the vectors every SDK shares (tests/conformance/state-keys.json)", async () => {
+    const { readFile } = await import("node:fs/promises");
+    const url = new URL("../../../tests/conformance/state-keys.json", import.meta.url);
+    const { keys } = JSON.parse(await readFile(url, "utf8"));
+    assert.ok(keys.length >= 10);
+    for (const v of keys) {
+        let value = v.value;
+        if (v.type === "int" || v.type === "uint") value = BigInt(value);
+        if (v.type === "bytes") value = Uint8Array.from(value.match(/../g) ?? [], (h) => parseInt(h, 16));
+        const hex = [...stateKey(value)].map((b) => b.toString(16).padStart(2, "0")).join("");
+        assert.equal(hex, v.key, JSON.stringify(v));
+    }
+});
+
 test("builders make Arrow buffers that the views read back", () => {
     const n = 70;
     const ints = new Int64Builder(n);

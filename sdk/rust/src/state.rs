@@ -567,6 +567,40 @@ mod tests {
 
     use super::*;
 
+    /// The key of one entry of `tests/conformance/state-keys.json`, the
+    /// vectors every guest SDK's tests check (Python, JavaScript, C too).
+    fn shared_vector_key(entry: &serde_json::Value) -> Vec<u8> {
+        let value = &entry["value"];
+        let text = value.as_str().unwrap_or("");
+        let array: ArrayRef = match entry["type"].as_str().unwrap() {
+            "null" => Arc::new(Int64Array::from(vec![None::<i64>])),
+            "bool" => Arc::new(BooleanArray::from(vec![value.as_bool().unwrap()])),
+            "int" => Arc::new(Int64Array::from(vec![text.parse::<i64>().unwrap()])),
+            "uint" => Arc::new(UInt64Array::from(vec![text.parse::<u64>().unwrap()])),
+            "string" => Arc::new(StringArray::from(vec![text])),
+            "bytes" => {
+                let bytes: Vec<u8> =
+                    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap()).collect();
+                Arc::new(BinaryArray::from(vec![bytes.as_slice()]))
+            }
+            other => panic!("unknown vector type {other}"),
+        };
+        key_of(array.as_ref(), 0).unwrap()
+    }
+
+    #[test]
+    fn keys_match_the_vectors_every_sdk_shares() {
+        let text = include_str!("../../../tests/conformance/state-keys.json");
+        let doc: serde_json::Value = serde_json::from_str(text).unwrap();
+        let entries = doc["keys"].as_array().unwrap();
+        assert!(entries.len() >= 10);
+        for entry in entries {
+            let key = shared_vector_key(entry);
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(hex, entry["key"].as_str().unwrap(), "{entry}");
+        }
+    }
+
     #[test]
     fn null_and_values_get_distinct_non_empty_keys() {
         let a = Int64Array::from(vec![Some(0), None, Some(-1)]);
