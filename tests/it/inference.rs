@@ -782,3 +782,61 @@ async fn a_gpu_model_without_a_gpu_runs_on_the_cpu_and_says_so_or_fails_as_confi
     assert_contains(&err, &["mlp"]);
     assert!(err.contains("CUDA") || err.contains("GPU") || err.contains("not found"), "{err}");
 }
+
+/// `infer-blobs` takes only references the guest was handed: a flipped token
+/// byte or a size that is not the blob's is refused as forged, naming the
+/// row, before the host reads a byte; a call naming more than 1 GiB of blob
+/// bytes is refused at admission; the genuine references are answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infer_blobs_refuses_forged_references_and_oversized_calls() {
+    if !have_ort() {
+        return;
+    }
+    let run = |mode: &str, big: bool| {
+        let job = Job::new(&format!(
+            r#"
+[job]
+name = "probe"
+
+{}
+
+[[source]]
+id = "files"
+kind = "blobs"
+path = "pictures"
+column_type = "image"
+
+[[operator]]
+id = "probe"
+plugin = "{{guest:infer-probe}}"
+capabilities = ["inference"]
+config = {{ mode = "{mode}", model = "colors" }}
+inputs = ["files"]
+
+[[sink]]
+id = "out"
+kind = "jsonl"
+path = "out.jsonl"
+blobs = "reference"
+inputs = ["probe"]
+"#,
+            repo_table()
+        ));
+        let pictures = job.file("pictures");
+        std::fs::create_dir(&pictures).expect("dir");
+        write_solid_png(&pictures, "red.png", [250, 10, 10], (12, 9));
+        if big {
+            // 64 MiB: seventeen references to it name more than 1 GiB.
+            std::fs::write(pictures.join("big.png"), vec![0u8; 64 << 20]).expect("big file");
+        }
+        job
+    };
+    let ok = run("genuine", false);
+    ok.run().await.unwrap_or_else(|e| panic!("genuine references must be answered: {e}"));
+    for mode in ["forged", "resized"] {
+        let err = run(mode, false).run_err().await;
+        assert_contains(&err, &["probe[0]", "model `colors`: row 0", "forged"]);
+    }
+    let err = run("huge", true).run_err().await;
+    assert_contains(&err, &["probe[0]", "model `colors`", "blob bytes in one call (at most 1073741824)"]);
+}
