@@ -499,9 +499,12 @@ impl BatchReceiver {
                     };
                     let batch = decode_ipc(schema, &payload, FrameKind::Batch).map_err(|e| self.protocol(e))?;
                     if let Some(grant) = self.credit.on_consumed(len) {
-                        write_frame(&mut self.send, FrameKind::Credit, &grant.encode(), &limits)
-                            .await
-                            .map_err(|e| self.conn.fail(e, self.channel))?;
+                        match write_frame(&mut self.send, FrameKind::Credit, &grant.encode(), &limits).await {
+                            // A sender that finished (or went away) stops reading credit;
+                            // what it sent is still delivered, or its absence reported.
+                            Ok(()) | Err(StreamFailure::Write(quinn::WriteError::Stopped(_))) => {}
+                            Err(e) => return Err(self.conn.fail(e, self.channel)),
+                        }
                     }
                     return Ok(batch);
                 }
