@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use flumen_engine::{Engine, EngineError, EngineOptions};
 
+mod certs;
 mod guests;
 mod plugin;
 
@@ -104,6 +105,8 @@ enum Command {
         #[command(subcommand)]
         command: plugin::PluginCommand,
     },
+    /// Create a cluster CA and node certificates for mutual TLS between nodes.
+    Certs(certs::CertsArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -217,6 +220,7 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Plugin { command } => plugin::run(command),
+        Command::Certs(args) => certs::run(args),
     }
 }
 

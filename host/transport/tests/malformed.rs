@@ -8,6 +8,9 @@ mod common;
 use common::*;
 use flumen_transport::{Connection, Endpoint, EndpointOptions, ProtocolError, TransportError};
 
+/// What a case expects of the server's error.
+type Check = Box<dyn Fn(&ProtocolError) -> bool>;
+
 struct Pair {
     server_conn: Connection,
     client_conn: Connection,
@@ -69,7 +72,7 @@ async fn malformed_frames_close_the_connection_with_a_reason_and_the_node_keeps_
     let (server, _) = endpoint(&creds(dir.path(), "worker-1"), EndpointOptions::default());
     let (schema, batch_msg) = ipc_messages();
 
-    let mut cases: Vec<(&str, Vec<u8>, Box<dyn Fn(&ProtocolError) -> bool>)> = vec![
+    let mut cases: Vec<(&str, Vec<u8>, Check)> = vec![
         (
             "unknown kind first",
             frame(0x7f, b"hello"),
@@ -103,7 +106,7 @@ async fn malformed_frames_close_the_connection_with_a_reason_and_the_node_keeps_
         ),
     ];
     // Fuzzed: seeded garbage after a valid channel opening, each a fresh connection.
-    let mut state: u64 = 0x5eed_f1u64;
+    let mut state: u64 = 0x005e_edf1_u64;
     for n in 0..6 {
         let mut bytes = open(1);
         for _ in 0..(16 + n * 40) {
