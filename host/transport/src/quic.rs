@@ -79,6 +79,12 @@ impl Default for TransportLimits {
     }
 }
 
+/// QUIC's per-stream receive window: a channel's credit in bytes plus one
+/// frame, so a granted batch never waits on QUIC flow control.
+fn stream_window(limits: &TransportLimits) -> u64 {
+    limits.credit_bytes.saturating_add(u64::from(limits.frame_bytes_max)).saturating_add(64 << 10)
+}
+
 /// How an endpoint is set up.
 #[derive(Clone, Debug, Default)]
 pub struct EndpointOptions {
@@ -108,7 +114,15 @@ impl Endpoint {
                 quinn::IdleTimeout::try_from(limits.idle_timeout)
                     .map_err(|e| TransportError::Bind(std::io::Error::other(e.to_string())))?,
             ))
-            .keep_alive_interval(Some(limits.idle_timeout / 3));
+            .keep_alive_interval(Some(limits.idle_timeout / 3))
+            // QUIC's own flow control sized to the credit window: credits
+            // bound what a channel has in flight, and a smaller stream window
+            // (quinn's default is 1.25 MB) would throttle a channel before its
+            // credits do, the more so as the round trip grows. The connection
+            // window bounds what all channels of a peer buffer together.
+            .stream_receive_window(VarInt::from_u64(stream_window(limits)).unwrap_or(VarInt::MAX))
+            .receive_window(VarInt::from_u64(stream_window(limits).saturating_mul(2)).unwrap_or(VarInt::MAX))
+            .send_window(stream_window(limits).saturating_mul(2));
         let transport = Arc::new(transport);
 
         let server_tls = QuicServerConfig::try_from(tls::server_config(creds)?)
