@@ -94,12 +94,55 @@ pub struct EndpointOptions {
     pub allowed_peers: Option<BTreeSet<NodeIdentity>>,
 }
 
+/// Connections set up and waiting for `accept`; past it, handshakes wait
+/// (holding their peers) until the application takes one.
+const ACCEPTED_QUEUE: usize = 64;
+
+/// Incoming connection attempts set up at once; more wait for a slot.
+const HANDSHAKES_AT_ONCE: usize = 64;
+
+type Accepted = Result<(NodeIdentity, Connection), TransportError>;
+
 /// A node's QUIC endpoint: it accepts connections and makes them.
+///
+/// Incoming attempts are set up by a task of the endpoint, each in its own
+/// task (at most [`HANDSHAKES_AT_ONCE`]): a peer that stalls its handshake or
+/// its `Hello` holds up no other peer, only its own slot until the handshake
+/// timeout.
 #[derive(Debug)]
 pub struct Endpoint {
     inner: quinn::Endpoint,
     node: NodeIdentity,
     options: EndpointOptions,
+    accepted: tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Accepted>>,
+    acceptor: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}
+
+/// What the endpoint's task does: take each incoming attempt and set it up
+/// in a task of its own, handing the outcome to `accept`.
+async fn run_acceptor(
+    inner: quinn::Endpoint,
+    node: NodeIdentity,
+    options: EndpointOptions,
+    out: tokio::sync::mpsc::Sender<Accepted>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_AT_ONCE));
+    while let Some(incoming) = inner.accept().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let (node, options, out) = (node.clone(), options.clone(), out.clone());
+        tokio::spawn(async move {
+            let outcome = establish(&node, &options, incoming).await;
+            drop(slot);
+            // Nobody accepts any more: the connection is dropped, which closes it.
+            let _ = out.send(outcome).await;
+        });
+    }
 }
 
 impl Endpoint {
@@ -136,7 +179,9 @@ impl Endpoint {
 
         let mut inner = quinn::Endpoint::server(server, addr).map_err(TransportError::Bind)?;
         inner.set_default_client_config(client);
-        Ok(Self { inner, node: creds.node.clone(), options })
+        let (tx, rx) = tokio::sync::mpsc::channel(ACCEPTED_QUEUE);
+        let acceptor = tokio::spawn(run_acceptor(inner.clone(), creds.node.clone(), options.clone(), tx));
+        Ok(Self { inner, node: creds.node.clone(), options, accepted: tokio::sync::Mutex::new(rx), acceptor })
     }
 
     /// The address the endpoint listens on.
@@ -197,56 +242,59 @@ impl Endpoint {
         }
     }
 
-    /// The outcome of the next incoming connection attempt (`None`: the endpoint is closed).
-    /// One slow peer delays the attempts behind it by at most the handshake timeout.
-    pub async fn accept_one(&self) -> Option<Result<(NodeIdentity, Connection), TransportError>> {
-        let incoming = self.inner.accept().await?;
-        Some(self.establish(incoming).await)
+    /// The outcome of the next incoming connection attempt to finish its
+    /// setup (`None`: the endpoint is closed). Attempts are set up
+    /// concurrently, so a slow peer delays none of the others.
+    pub async fn accept_one(&self) -> Option<Accepted> {
+        self.accepted.lock().await.recv().await
     }
+}
 
-    async fn establish(&self, incoming: quinn::Incoming) -> Result<(NodeIdentity, Connection), TransportError> {
-        let remote = incoming.remote_address().to_string();
-        let conn = incoming
-            .await
-            .map_err(|e| TransportError::Handshake { peer: remote.clone(), reason: describe_close(&e) })?;
-        let presented = match peer_identity(&conn) {
-            Ok(p) => p,
-            Err(e) => {
-                conn.close(VarInt::from_u32(CLOSE_IDENTITY), e.to_string().as_bytes());
-                return Err(e);
-            }
-        };
-        if let Some(allowed) = &self.options.allowed_peers
-            && !allowed.contains(&presented)
-        {
-            let list = allowed.iter().map(NodeIdentity::as_str).collect::<Vec<_>>().join(", ");
-            let err = TransportError::WrongPeer {
-                local: self.node.clone(),
-                expected: format!("one of [{list}]"),
-                presented: presented.clone(),
-            };
-            conn.close(VarInt::from_u32(CLOSE_IDENTITY), err.to_string().as_bytes());
-            return Err(err);
+/// Sets up one incoming attempt: TLS handshake, the identity the certificate
+/// binds (admitted?), then `Hello` both ways within the handshake timeout.
+async fn establish(node: &NodeIdentity, options: &EndpointOptions, incoming: quinn::Incoming) -> Accepted {
+    let remote = incoming.remote_address().to_string();
+    let conn =
+        incoming.await.map_err(|e| TransportError::Handshake { peer: remote.clone(), reason: describe_close(&e) })?;
+    let presented = match peer_identity(&conn) {
+        Ok(p) => p,
+        Err(e) => {
+            conn.close(VarInt::from_u32(CLOSE_IDENTITY), e.to_string().as_bytes());
+            return Err(e);
         }
-        let limits = self.options.limits.clone();
-        let control = async {
-            let (send, mut recv) = conn.accept_bi().await.map_err(StreamFailure::Connection)?;
-            let hello = read_control(&mut recv, &limits).await?;
-            Ok::<_, StreamFailure>((send, recv, hello))
+    };
+    if let Some(allowed) = &options.allowed_peers
+        && !allowed.contains(&presented)
+    {
+        let list = allowed.iter().map(NodeIdentity::as_str).collect::<Vec<_>>().join(", ");
+        let err = TransportError::WrongPeer {
+            local: node.clone(),
+            expected: format!("one of [{list}]"),
+            presented: presented.clone(),
         };
-        let (mut send, recv, hello) = tokio::time::timeout(limits.handshake_timeout, control)
-            .await
-            .unwrap_or(Err(StreamFailure::Protocol(ProtocolError::Timeout { what: "Hello" })))
-            .map_err(|e| stream_failure(&conn, e, &presented, "control"))?;
-        check_hello(&conn, &self.node, &presented, &hello)?;
-        let answer = ControlMessage::Hello { version: PROTOCOL_VERSION, node: self.node.clone() };
-        let payload = answer.encode().map_err(|e| protocol(&conn, &presented, "control", e))?;
-        write_frame(&mut send, FrameKind::Control, &payload, &limits)
-            .await
-            .map_err(|e| stream_failure(&conn, e, &presented, "control"))?;
-        Ok((presented.clone(), Connection::new(conn, self.node.clone(), presented, limits, send, recv)))
+        conn.close(VarInt::from_u32(CLOSE_IDENTITY), err.to_string().as_bytes());
+        return Err(err);
     }
+    let limits = options.limits.clone();
+    let control = async {
+        let (send, mut recv) = conn.accept_bi().await.map_err(StreamFailure::Connection)?;
+        let hello = read_control(&mut recv, &limits).await?;
+        Ok::<_, StreamFailure>((send, recv, hello))
+    };
+    let (mut send, recv, hello) = tokio::time::timeout(limits.handshake_timeout, control)
+        .await
+        .unwrap_or(Err(StreamFailure::Protocol(ProtocolError::Timeout { what: "Hello" })))
+        .map_err(|e| stream_failure(&conn, e, &presented, "control"))?;
+    check_hello(&conn, node, &presented, &hello)?;
+    let answer = ControlMessage::Hello { version: PROTOCOL_VERSION, node: node.clone() };
+    let payload = answer.encode().map_err(|e| protocol(&conn, &presented, "control", e))?;
+    write_frame(&mut send, FrameKind::Control, &payload, &limits)
+        .await
+        .map_err(|e| stream_failure(&conn, e, &presented, "control"))?;
+    Ok((presented.clone(), Connection::new(conn, node.clone(), presented, limits, send, recv)))
+}
 
+impl Endpoint {
     /// Closes every connection and stops accepting.
     pub fn close(&self) {
         self.inner.close(VarInt::from_u32(CLOSE_NORMAL), b"endpoint closed");

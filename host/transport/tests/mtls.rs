@@ -163,3 +163,34 @@ fn keys_are_private_and_the_ca_is_reused() {
     assert_eq!(std::fs::read(dir.path().join("ca.pem")).expect("ca"), ca);
     creds(dir.path(), "worker-3");
 }
+
+/// A peer that completes TLS but never sends `Hello` holds up no other peer:
+/// every incoming attempt is set up in its own task. The handshake timeout is
+/// an hour here, so a node that set attempts up one at a time would never get
+/// to the second peer (the test's own minute-long guard then fails it).
+#[tokio::test]
+async fn a_peer_that_never_says_hello_holds_up_no_other() {
+    let dir = tempfile::tempdir().expect("dir");
+    cluster(dir.path());
+    let mut options = EndpointOptions::default();
+    options.limits.handshake_timeout = std::time::Duration::from_secs(3600);
+    let (server, addr) = endpoint(&creds(dir.path(), "worker-1"), options);
+
+    // A raw QUIC client with a genuine certificate: TLS completes, then silence.
+    let tls = flumen_transport::tls::client_config(&creds(dir.path(), "coordinator")).expect("client config");
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic client config");
+    let mut raw = quinn::Endpoint::client(loopback()).expect("raw endpoint");
+    raw.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+    let stalled = raw.connect(addr, &id("worker-1").dns_name()).expect("connect").await.expect("TLS completes");
+
+    let (good, _) = endpoint(&creds(dir.path(), "worker-2"), EndpointOptions::default());
+    let w1 = id("worker-1");
+    let both = async { tokio::join!(server.accept_one(), good.connect(addr, &w1)) };
+    let (accepted, connected) = tokio::time::timeout(std::time::Duration::from_secs(60), both)
+        .await
+        .expect("the good peer must be set up while the silent one is still pending");
+    let (peer, _conn) = accepted.expect("an attempt finished").expect("the good peer is accepted");
+    assert_eq!(peer, id("worker-2"));
+    connected.expect("the good peer connects");
+    drop(stalled);
+}
