@@ -117,6 +117,30 @@ impl Context {
             ))
         })
     }
+
+    /// The position of top-level column `name` of input `port`, which must
+    /// have type `data_type`; otherwise an invalid-config error starting with
+    /// `operator` (the plugin's name), e.g. `filter: column `text` must be
+    /// int64, it is utf8` or `filter: the input has no column `qty``.
+    pub fn typed_column(&self, port: usize, name: &str, data_type: &DataType, operator: &str) -> Result<usize, Error> {
+        let input = self.input(port)?;
+        let index =
+            input.index_of(name).map_err(|_| Error::config(format!("{operator}: the input has no column `{name}`")))?;
+        let actual = input.field(index).data_type();
+        if actual != data_type {
+            return Err(Error::config(format!(
+                "{operator}: column `{name}` must be {}, it is {}",
+                type_name(data_type),
+                type_name(actual)
+            )));
+        }
+        Ok(index)
+    }
+}
+
+/// A type as the job spec writes it (`int64`, `utf8`, …).
+pub fn type_name(data_type: &DataType) -> String {
+    data_type.to_string().to_lowercase()
 }
 
 /// An operator: opened once per instance, then fed batches.

@@ -239,6 +239,35 @@ impl ValueState {
         self.set_many_numbers(entries)
     }
 
+    /// Adds one to the int64 value of each key of `keys`, in order (a key
+    /// may come back), and returns each one's value after its addition: a
+    /// running count per key. One `get_many` of the distinct keys and one
+    /// `set_many` of their final values, whatever the number of rows.
+    pub fn increment_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<i64>, Error> {
+        let mut slot_of_key: std::collections::HashMap<&[u8], usize> = std::collections::HashMap::new();
+        let mut distinct: Vec<&[u8]> = Vec::new();
+        let slots: Vec<usize> = keys
+            .iter()
+            .map(|key| {
+                *slot_of_key.entry(key.as_ref()).or_insert_with(|| {
+                    distinct.push(key.as_ref());
+                    distinct.len() - 1
+                })
+            })
+            .collect();
+        let mut running: Vec<i64> = self.get_many_i64(&distinct)?.into_iter().map(|c| c.unwrap_or(0)).collect();
+        let counts = slots
+            .into_iter()
+            .map(|slot| {
+                running[slot] += 1;
+                running[slot]
+            })
+            .collect();
+        let updates: Vec<(&[u8], i64)> = distinct.into_iter().zip(running).collect();
+        self.set_many_i64(&updates)?;
+        Ok(counts)
+    }
+
     pub fn get_u64(&self, key: &[u8]) -> Result<Option<u64>, Error> {
         self.get_number(key)
     }

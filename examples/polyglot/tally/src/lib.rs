@@ -2,7 +2,6 @@
 //! this row's product were seen so far (this one included), kept in the
 //! host's keyed state so the count survives restarts.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use flumen_sdk::arrow_array::{ArrayRef, Int64Array};
@@ -54,21 +53,7 @@ impl Operator for Tally {
     fn process(&mut self, _port: u32, batch: RecordBatch, out: &mut Emitter) -> Result<(), Error> {
         let keys = state::keys_of(batch.column(0).as_ref())?;
         // One read of the batch's distinct keys, one write of their new counts.
-        let mut distinct: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        distinct.sort_unstable();
-        distinct.dedup();
-        let stored = self.counts.get_many_i64(&distinct)?;
-        let mut running: HashMap<&[u8], i64> = distinct.iter().zip(stored).map(|(k, v)| (*k, v.unwrap_or(0))).collect();
-        let counts: Vec<i64> = keys
-            .iter()
-            .map(|k| {
-                let c = running.entry(k.as_slice()).or_insert(0);
-                *c += 1;
-                *c
-            })
-            .collect();
-        let updates: Vec<(&[u8], i64)> = running.into_iter().collect();
-        self.counts.set_many_i64(&updates)?;
+        let counts = self.counts.increment_many(&keys)?;
         let column: ArrayRef = Arc::new(Int64Array::from(counts));
         out.emit(&RecordBatch::try_new(out.schema().clone(), vec![column])?)
     }

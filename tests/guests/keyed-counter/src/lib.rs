@@ -146,7 +146,7 @@ impl Operator for KeyedCounter {
         }
         let keys = state::keys_of(batch.column(self.key).as_ref())?;
         let counts = match &mut self.counts {
-            Counts::Host(state) => count_in_state(state, &keys)?,
+            Counts::Host(state) => state.increment_many(&keys)?,
             Counts::Memory(map) => keys
                 .into_iter()
                 .map(|key| {
@@ -192,34 +192,6 @@ impl Operator for KeyedCounter {
             ))),
         }
     }
-}
-
-/// Counts `keys` in order against the host state: one read of the batch's
-/// distinct keys, running counts in guest memory (a key may come back within
-/// the batch), one write of each distinct key's final count.
-fn count_in_state(state: &ValueState, keys: &[Vec<u8>]) -> Result<Vec<i64>, Error> {
-    let mut slots: HashMap<&[u8], usize> = HashMap::new();
-    let mut distinct: Vec<&[u8]> = Vec::new();
-    let slot_of_row: Vec<usize> = keys
-        .iter()
-        .map(|key| {
-            *slots.entry(key.as_slice()).or_insert_with(|| {
-                distinct.push(key);
-                distinct.len() - 1
-            })
-        })
-        .collect();
-    let mut running: Vec<i64> = state.get_many_i64(&distinct)?.into_iter().map(|c| c.unwrap_or(0)).collect();
-    let counts = slot_of_row
-        .into_iter()
-        .map(|slot| {
-            running[slot] += 1;
-            running[slot]
-        })
-        .collect();
-    let updates: Vec<(&[u8], i64)> = distinct.into_iter().zip(running).collect();
-    state.set_many_i64(&updates)?;
-    Ok(counts)
 }
 
 /// Sets a few large values, then reads many keys over them at once.

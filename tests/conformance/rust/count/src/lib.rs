@@ -9,7 +9,6 @@
 //! `*_i64` helpers store). Each batch makes one `value-get-many` of its
 //! distinct keys and one `value-set-many` of their new counts.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use flumen_sdk::arrow_array::{ArrayRef, Int64Array};
@@ -52,7 +51,7 @@ impl Operator for Count {
             return Err(Error::config(format!(
                 "count: key column `{}` must be utf8, it is {}",
                 config.key,
-                type_name(data_type)
+                flumen_sdk::type_name(data_type)
             )));
         }
         if input.index_of(COUNT).is_ok() {
@@ -80,44 +79,9 @@ impl Operator for Count {
             return Ok(());
         }
         let keys = state::keys_of(batch.column(0).as_ref())?;
-        let counts: ArrayRef = Arc::new(Int64Array::from(self.running_counts(&keys)?));
+        let counts: ArrayRef = Arc::new(Int64Array::from(self.counts.increment_many(&keys)?));
         out.emit(&RecordBatch::try_new(out.schema().clone(), vec![counts])?)
     }
-}
-
-impl Count {
-    /// The running count of each row's key: the batch's distinct keys read
-    /// in one call, counted in order in memory (a key may come back within
-    /// the batch), each one's final count written in one more call.
-    fn running_counts(&self, keys: &[Vec<u8>]) -> Result<Vec<i64>, Error> {
-        let mut slot_of_key: HashMap<&[u8], usize> = HashMap::new();
-        let mut distinct: Vec<&[u8]> = Vec::new();
-        let slots: Vec<usize> = keys
-            .iter()
-            .map(|key| {
-                *slot_of_key.entry(key.as_slice()).or_insert_with(|| {
-                    distinct.push(key);
-                    distinct.len() - 1
-                })
-            })
-            .collect();
-        let mut running: Vec<i64> = self.counts.get_many_i64(&distinct)?.into_iter().map(|c| c.unwrap_or(0)).collect();
-        let counts = slots
-            .into_iter()
-            .map(|slot| {
-                running[slot] += 1;
-                running[slot]
-            })
-            .collect();
-        let updates: Vec<(&[u8], i64)> = distinct.into_iter().zip(running).collect();
-        self.counts.set_many_i64(&updates)?;
-        Ok(counts)
-    }
-}
-
-/// A type as the job spec writes it (`int64`, `utf8`, …).
-fn type_name(data_type: &DataType) -> String {
-    data_type.to_string().to_lowercase()
 }
 
 export_operator!(Count);

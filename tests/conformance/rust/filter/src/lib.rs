@@ -28,19 +28,8 @@ impl Operator for Filter {
     type Config = Config;
 
     fn open(ctx: &Context, config: Config) -> Result<Self, Error> {
-        let input = ctx.input(0)?;
-        let column = input
-            .index_of(&config.column)
-            .map_err(|_| Error::config(format!("filter: the input has no column `{}`", config.column)))?;
-        let data_type = input.field(column).data_type();
-        if data_type != &DataType::Int64 {
-            return Err(Error::config(format!(
-                "filter: column `{}` must be int64, it is {}",
-                config.column,
-                type_name(data_type)
-            )));
-        }
-        Ok(Self { schema: input.clone(), column, min: config.min })
+        let column = ctx.typed_column(0, &config.column, &DataType::Int64, "filter")?;
+        Ok(Self { schema: ctx.input(0)?.clone(), column, min: config.min })
     }
 
     fn schema(&self) -> SchemaRef {
@@ -60,11 +49,6 @@ impl Operator for Filter {
         let keep: BooleanArray = values.iter().map(|v| Some(v.is_some_and(|v| v >= self.min))).collect();
         out.keep(&keep)
     }
-}
-
-/// A type as the job spec writes it (`int64`, `utf8`, …).
-fn type_name(data_type: &DataType) -> String {
-    data_type.to_string().to_lowercase()
 }
 
 export_operator!(Filter);

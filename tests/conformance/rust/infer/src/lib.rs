@@ -55,17 +55,7 @@ impl Operator for Infer {
         let input = ctx.input(0)?;
         let mut reads = [0; 3];
         for (slot, (name, data_type)) in reads.iter_mut().zip(&READS) {
-            let index =
-                input.index_of(name).map_err(|_| Error::config(format!("infer: the input has no column `{name}`")))?;
-            let actual = input.field(index).data_type();
-            if actual != data_type {
-                return Err(Error::config(format!(
-                    "infer: column `{name}` must be {}, it is {}",
-                    type_name(data_type),
-                    type_name(actual)
-                )));
-            }
-            *slot = index;
+            *slot = ctx.typed_column(0, name, data_type, "infer")?;
         }
         for name in [BEST, SCORE] {
             if input.index_of(name).is_ok() {
@@ -157,11 +147,6 @@ fn best_of(row: &[f32]) -> (i64, f32) {
         }
     }
     (best as i64, row[best])
-}
-
-/// A type as the job spec writes it (`int64`, `utf8`, …).
-fn type_name(data_type: &DataType) -> String {
-    data_type.to_string().to_lowercase()
 }
 
 export_operator!(Infer);

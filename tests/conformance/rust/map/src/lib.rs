@@ -46,7 +46,7 @@ impl Operator for Map {
         let input = ctx.input(0)?;
         let mut reads = [0; 3];
         for (slot, (name, data_type)) in reads.iter_mut().zip(&READS) {
-            *slot = column_of(input, name, data_type)?;
+            *slot = ctx.typed_column(0, name, data_type, "map")?;
         }
         if input.index_of(&config.out).is_ok() {
             return Err(Error::config(format!("map: `out`: the input already has a column `{}`", config.out)));
@@ -86,30 +86,11 @@ impl Operator for Map {
     }
 }
 
-/// The index of input column `name`, which must have type `data_type`.
-fn column_of(input: &Schema, name: &str, data_type: &DataType) -> Result<usize, Error> {
-    let index = input.index_of(name).map_err(|_| Error::config(format!("map: the input has no column `{name}`")))?;
-    let actual = input.field(index).data_type();
-    if actual != data_type {
-        return Err(Error::config(format!(
-            "map: column `{name}` must be {}, it is {}",
-            type_name(data_type),
-            type_name(actual)
-        )));
-    }
-    Ok(index)
-}
-
 fn int64<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Int64Array, Error> {
     batch
         .column_by_name(name)
         .and_then(|c| c.as_primitive_opt::<Int64Type>())
         .ok_or_else(|| Error::input(format!("map: `{name}` must be int64")))
-}
-
-/// A type as the job spec writes it (`int64`, `utf8`, …).
-fn type_name(data_type: &DataType) -> String {
-    data_type.to_string().to_lowercase()
 }
 
 export_operator!(Map);

@@ -38,17 +38,7 @@ impl Operator for Strings {
 
     fn open(ctx: &Context, config: Config) -> Result<Self, Error> {
         let input = ctx.input(0)?;
-        let column = input
-            .index_of(&config.column)
-            .map_err(|_| Error::config(format!("strings: the input has no column `{}`", config.column)))?;
-        let data_type = input.field(column).data_type();
-        if data_type != &DataType::Utf8 {
-            return Err(Error::config(format!(
-                "strings: column `{}` must be utf8, it is {}",
-                config.column,
-                type_name(data_type)
-            )));
-        }
+        let column = ctx.typed_column(0, &config.column, &DataType::Utf8, "strings")?;
         for name in [UPPER, CHARS] {
             if input.index_of(name).is_ok() {
                 return Err(Error::config(format!("strings: the input already has a column `{name}`")));
@@ -80,11 +70,6 @@ impl Operator for Strings {
         let columns: Vec<ArrayRef> = vec![Arc::new(upper), Arc::new(chars)];
         out.emit(&RecordBatch::try_new(out.schema().clone(), columns)?)
     }
-}
-
-/// A type as the job spec writes it (`int64`, `utf8`, …).
-fn type_name(data_type: &DataType) -> String {
-    data_type.to_string().to_lowercase()
 }
 
 export_operator!(Strings);

@@ -64,20 +64,9 @@ impl Operator for Window {
         if config.size_ms <= 0 {
             return Err(Error::config(format!("window: `size_ms` must be greater than 0, it is {}", config.size_ms)));
         }
-        let input = ctx.input(0)?;
         let mut reads = [0; 3];
         for (slot, (name, data_type)) in reads.iter_mut().zip(&READS) {
-            let index =
-                input.index_of(name).map_err(|_| Error::config(format!("window: the input has no column `{name}`")))?;
-            let actual = input.field(index).data_type();
-            if actual != data_type {
-                return Err(Error::config(format!(
-                    "window: column `{name}` must be {}, it is {}",
-                    type_name(data_type),
-                    type_name(actual)
-                )));
-            }
-            *slot = index;
+            *slot = ctx.typed_column(0, name, data_type, "window")?;
         }
         let schema = Arc::new(Schema::new(vec![
             Field::new("key", DataType::Utf8, false),
@@ -243,11 +232,6 @@ impl<'a> Cursor<'a> {
     fn u8(&mut self) -> Result<u8, Error> {
         Ok(self.array::<1>()?[0])
     }
-}
-
-/// A type as the job spec writes it (`int64`, `utf8`, …).
-fn type_name(data_type: &DataType) -> String {
-    data_type.to_string().to_lowercase()
 }
 
 export_operator!(Window);
