@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 
-use crate::common::{Job, engine};
+use crate::common::{Job, engine, kill_when, wait_until};
 
 const KEYS: u64 = 16;
 
@@ -487,9 +487,28 @@ fn damaged_checkpoint_files_are_detected_and_skipped() {
         let rows = 3000;
         let job = counting_job(rows, 2500, "", "", 1);
         let mut child = flumen(&job, false).spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(700));
-        child.kill().unwrap();
-        let _ = child.wait();
+        // Killed once it has two checkpoints (the newest is damaged below).
+        let manifests_in = |dir: &std::path::Path| {
+            std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| {
+                    let p = e.path();
+                    p.is_dir().then(|| {
+                        std::fs::read_dir(&p)
+                            .into_iter()
+                            .flatten()
+                            .flatten()
+                            .filter(|f| f.path().extension().is_some_and(|x| x == "json"))
+                            .count()
+                    })
+                })
+                .max()
+                .unwrap_or(0)
+        };
+        let ck = job.file("ck");
+        kill_when(&mut child, || manifests_in(&ck) >= 2);
         // The newest manifest and a file it references.
         let region = std::fs::read_dir(job.file("ck"))
             .unwrap()
@@ -542,8 +561,16 @@ fn damaged_checkpoint_files_are_detected_and_skipped() {
 fn stop_then_resume_and_refuse_a_blind_rerun() {
     let rows = 3000;
     let job = counting_job(rows, 2500, "", "", 2);
-    let child = flumen(&job, false).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(600));
+    let mut child = flumen(&job, false).spawn().unwrap();
+    // Stopped once a checkpoint has committed output, so the stop commits a prefix.
+    let out = job.file("out");
+    wait_until(&mut child, || {
+        std::fs::read_dir(&out)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| !e.file_name().to_string_lossy().starts_with('.'))
+    });
     let pid = child.id().to_string();
     let status = Command::new("kill").args(["-INT", &pid]).status().unwrap();
     assert!(status.success());

@@ -127,3 +127,20 @@ pub fn assert_contains(haystack: &str, needles: &[&str]) {
         assert!(haystack.contains(n), "expected {n:?} in:\n{haystack}");
     }
 }
+
+/// Waits until `ready` holds — e.g. until `child` has written two
+/// checkpoints — rather than a fixed time, which a loaded machine may not
+/// give it; gives up after a minute or when the child ends by itself.
+pub fn wait_until(child: &mut std::process::Child, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ready() && std::time::Instant::now() < deadline && child.try_wait().ok().flatten().is_none() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Kills `child` (SIGKILL) as soon as `ready` holds (see [`wait_until`]), and reaps it.
+pub fn kill_when(child: &mut std::process::Child, ready: impl Fn() -> bool) {
+    wait_until(child, ready);
+    let _ = child.kill();
+    let _ = child.wait();
+}
