@@ -165,17 +165,6 @@ async fn run_job(text: &str) -> (Result<flumen_engine::JobSummary, String>, temp
     (result, dir)
 }
 
-fn have_ort() -> bool {
-    match flumen_ort::find_library(None) {
-        Ok(_) => true,
-        Err(e) if std::env::var("FLUMEN_ORT_TESTS").as_deref() != Ok("1") => {
-            eprintln!("skipped infer: {e} (set FLUMEN_ORT_TESTS=1 to make this a failure)");
-            false
-        }
-        Err(e) => panic!("FLUMEN_ORT_TESTS=1 but ONNX Runtime is missing: {e}"),
-    }
-}
-
 /// Runs `op` in every language; each output must equal Rust's, which must pass the oracle.
 async fn conform(op: &str) {
     let mut reference: Option<(String, Vec<u8>)> = None;
@@ -261,7 +250,7 @@ async fn conformance_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_infer() {
-    if have_ort() {
+    if crate::inference::have_ort() {
         conform("infer").await;
     }
 }

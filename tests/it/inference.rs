@@ -14,7 +14,7 @@ fn models_dir() -> PathBuf {
 }
 
 /// Whether ONNX Runtime is here; panics when FLUMEN_ORT_TESTS=1 and it is not.
-fn have_ort() -> bool {
+pub(crate) fn have_ort() -> bool {
     match flumen_ort::find_library(None) {
         Ok(_) => true,
         Err(e) if std::env::var("FLUMEN_ORT_TESTS").as_deref() != Ok("1") => {
