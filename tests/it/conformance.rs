@@ -567,3 +567,26 @@ fn python_sdk_unit_tests_pass() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `flumen plugin build` refuses what it cannot vouch for, naming why: a
+/// directory that is no plugin, and a component importing a capability its
+/// plugin.toml does not list (the job would grant too little, or too much).
+#[test]
+fn plugin_build_refuses_a_non_plugin_and_an_unlisted_capability() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(flumen_bin()).args(["plugin", "build"]).arg(empty.path()).output().unwrap();
+    assert!(!out.status.success());
+    assert_contains(&String::from_utf8_lossy(&out.stderr), &["is not a plugin", "Cargo.toml", "plugin.toml"]);
+
+    if !languages().contains(&"c") {
+        return;
+    }
+    // The C `count` calls the state functions; its copy here does not list `state`.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(suite().join("c/count/operator.c"), dir.path().join("operator.c")).unwrap();
+    std::fs::write(dir.path().join("plugin.toml"), "name = \"count\"\nlanguage = \"c\"\ncapabilities = [\"log\"]\n")
+        .unwrap();
+    let out = Command::new(flumen_bin()).args(["plugin", "build"]).arg(dir.path()).output().unwrap();
+    assert!(!out.status.success(), "a component importing an unlisted capability must be refused");
+    assert_contains(&String::from_utf8_lossy(&out.stderr), &["imports `state`", "does not list in `capabilities`"]);
+}
