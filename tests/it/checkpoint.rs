@@ -90,10 +90,10 @@ inputs = ["count"]
 pub(crate) struct Oracle {
     pub(crate) rows: u64,
     lost: u64,
-    duplicated: u64,
-    out_of_order: u64,
+    pub(crate) duplicated: u64,
+    pub(crate) out_of_order: u64,
     unexpected: u64,
-    wrong_count: u64,
+    pub(crate) wrong_count: u64,
     /// Files in the output directory that are not committed part files.
     uncommitted_visible: u64,
 }

@@ -23,4 +23,5 @@ mod object_store;
 mod pipeline;
 mod policy;
 mod public_api;
+mod regions;
 mod shape;

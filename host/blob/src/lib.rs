@@ -352,6 +352,19 @@ impl BlobStore {
         Ok(Some(bound))
     }
 
+    /// [`BlobStore::bind_lineage`] for a run of only some of a job's
+    /// regions while other processes run the others on the same checkpoint
+    /// directory: the key that job `job` kept is read back, fresh run or not,
+    /// and a new one is made only when there is none — atomically, so
+    /// processes starting at once agree on one key and none replaces the key
+    /// another already signs with. Without a durable directory the random key stays.
+    pub fn bind_shared_lineage(&self, job: &str) -> Result<Option<LineageKey>, BlobError> {
+        let Some(dir) = &self.inner.config.durable_dir else { return Ok(None) };
+        let bound = key::load_or_make_shared(dir, job)?;
+        *self.inner.key.write().unwrap_or_else(|p| p.into_inner()) = bound.key;
+        Ok(Some(bound))
+    }
+
     /// The memory budget, in bytes.
     pub fn memory_budget(&self) -> u64 {
         self.inner.config.memory_budget

@@ -160,6 +160,44 @@ fn keys_are_bound_to_one_jobs_checkpoint_lineage() {
     assert!(key_path(&dir.path().join("durable"), "a") != key_path(&dir.path().join("durable"), "b"));
 }
 
+/// Processes that each run some of a job's regions share its lineage: the
+/// first to bind makes the key, the others (started at once, or later,
+/// fresh) read it back, and none replaces it.
+#[test]
+fn a_shared_lineage_is_joined_never_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let barrier = std::sync::Barrier::new(4);
+    let bound: Vec<_> = std::thread::scope(|scope| {
+        let binders: Vec<_> = (0..4)
+            .map(|_| {
+                let barrier = &barrier;
+                let path = dir.path();
+                scope.spawn(move || {
+                    let s = store(path, 1 << 20, true);
+                    barrier.wait();
+                    s.bind_shared_lineage("job").unwrap().unwrap()
+                })
+            })
+            .collect();
+        binders.into_iter().map(|b| b.join().unwrap()).collect()
+    });
+    assert_eq!(bound.iter().filter(|k| !k.reused).count(), 1, "exactly one process made the key");
+    assert!(bound.iter().all(|k| k.key == bound[0].key && k.lineage == bound[0].lineage));
+    let s = store(dir.path(), 1 << 20, true);
+    s.bind_lineage("job", true).unwrap();
+    let (r, _p) = s.put(Bytes::from_static(b"shared"), "text/plain", None).unwrap();
+    let later = store(dir.path(), 1 << 20, true);
+    assert!(later.bind_shared_lineage("job").unwrap().unwrap().reused, "a later process joins it");
+    let _held = later.put(Bytes::from_static(b"shared"), "text/plain", None).unwrap();
+    assert!(later.check(&r).is_ok(), "and checks the references the others made");
+    let names: Vec<String> = std::fs::read_dir(dir.path().join("durable"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "no temporary file is left: {names:?}");
+}
+
 #[test]
 fn checkpoint_pins_survive_a_new_store_with_the_same_directory() {
     let dir = tempfile::tempdir().unwrap();

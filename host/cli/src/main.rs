@@ -185,9 +185,12 @@ fn init_logging() {
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { job, plugins, quiet, resume, from_scratch } => {
-            runtime()?.block_on(run(job, plugins, quiet, flumen_engine::RunOptions { resume, from_scratch }))
-        }
+        Command::Run { job, plugins, quiet, resume, from_scratch } => runtime()?.block_on(run(
+            job,
+            plugins,
+            quiet,
+            flumen_engine::RunOptions { resume, from_scratch, ..Default::default() },
+        )),
         Command::Plan { job, plugins } => runtime()?.block_on(async {
             let engine = engine(plugins, &job)?;
             let prepared = match engine.prepare(&job).await {

@@ -15,8 +15,15 @@
 //!    published;
 //! 4. when a subtask of the region fails, the region's tasks are stopped and
 //!    restarted from its latest intact checkpoint; other regions keep running.
+//!
+//! A cluster runs a checkpointed job across processes ([`RunOptions`]): each
+//! runs some of its regions (`regions`) against one shared checkpoint
+//! directory, with its own working copy of operator state (`scratch_dir`),
+//! ids above a floor it was given (`checkpoint_id_floor`), and a
+//! [`CommitFence`] asked before every manifest and every commit, so that a
+//! process that lost its lease writes and commits nothing more.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,8 +48,27 @@ use crate::{EngineError, JobSummary, ResumeError};
 use flumen_connectors::{PlannedSource, SinkSpec, SinkWriter};
 use flumen_spec::{CheckpointMode, JobSpec};
 
-/// How to start a run.
-#[derive(Debug, Clone, Copy, Default)]
+/// Asked by a run right before each step that makes something durable or
+/// visible: writing a checkpoint manifest, publishing the sinks' transactions
+/// of a completed checkpoint (also when recovery publishes them again), the
+/// final commit of the sinks of a job without checkpoints, the stop
+/// checkpoint, and before a region removes what an earlier attempt left
+/// (staged or newer published parts, checkpoints it starts over from).
+///
+/// `Err(reason)` fails the whole run at once with [`EngineError::Fenced`]: no
+/// region restarts, and nothing more is written or committed. A cluster
+/// worker returns it once its lease is lost, so that a worker that was
+/// replaced cannot commit beside its replacement. Called from the engine's
+/// I/O threads, where it may block briefly (it runs in a blocking section),
+/// from several regions at once.
+pub trait CommitFence: Send + Sync + std::fmt::Debug {
+    /// `Ok(())` while this process may still commit.
+    fn check(&self) -> Result<(), String>;
+}
+
+/// How to start a run. `RunOptions::default()` runs the whole job, as
+/// `flumen run` does.
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Continue from the latest intact checkpoint of each region instead of
     /// starting over (refused without `[checkpoint]`).
@@ -54,6 +80,48 @@ pub struct RunOptions {
     /// nothing that would delete committed output or damaged checkpoints is
     /// refused ([`EngineError::Resume`]), naming what is in the way.
     pub from_scratch: bool,
+    /// Run only the pipelined regions of these names
+    /// ([`flumen_dataflow::LogicalGraph::region_name`], as `flumen plan`
+    /// prints them); the others are not started at all: their sources,
+    /// operators and sinks neither run nor commit, and their checkpoint
+    /// directories are not touched (whether earlier checkpoints exist is asked
+    /// of the chosen regions only). Other processes may run them at the same
+    /// time against the same checkpoint directory (give each its own
+    /// `scratch_dir`). Needs `[checkpoint]` (a job without checkpoints commits
+    /// all or nothing across its regions); an empty set or a name that is not
+    /// one of the job's regions is refused before anything runs
+    /// ([`ResumeError`]). The job's blob key lineage is joined rather than
+    /// replaced ([`flumen_blob::BlobStore::bind_shared_lineage`]). The
+    /// summary covers the regions run. `None`: every region.
+    pub regions: Option<BTreeSet<String>>,
+    /// Where the working copy of operator state lives (created; anything in
+    /// it is deleted at the start, as it is scratch a run rebuilds from its
+    /// checkpoints). `None`: `<checkpoint dir>/.working`, or a temporary
+    /// directory for a job without checkpoints. Processes sharing a checkpoint
+    /// directory need one each.
+    pub scratch_dir: Option<PathBuf>,
+    /// Asked before each manifest and each commit ([`CommitFence`]); `None`:
+    /// never fenced.
+    pub fence: Option<Arc<dyn CommitFence>>,
+    /// Checkpoint ids this run hands out, in every region, on start and on
+    /// every regional restart, are above it (as well as above every id the
+    /// region ever used). A cluster raises it with each new lease, so ids of
+    /// different owners of a region never meet. At most
+    /// [`CHECKPOINT_ID_FLOOR_MAX`]. Default 0: ids continue from the region's own.
+    pub checkpoint_id_floor: u64,
+}
+
+/// The highest [`RunOptions::checkpoint_id_floor`]: sinks name part files by
+/// checkpoint id and take ids below [`flumen_connectors::FINAL_CHECKPOINT`];
+/// this leaves room for 2^32 checkpoints above the floor.
+pub const CHECKPOINT_ID_FLOOR_MAX: u64 = flumen_connectors::FINAL_CHECKPOINT - (1 << 32);
+
+/// Asks `fence` whether this process may still commit.
+fn check_fence(fence: Option<&Arc<dyn CommitFence>>) -> Result<(), EngineError> {
+    match fence {
+        None => Ok(()),
+        Some(f) => tokio::task::block_in_place(|| f.check()).map_err(|reason| EngineError::Fenced { reason }),
+    }
 }
 
 /// What a payload of an acknowledgement holds.
@@ -76,6 +144,17 @@ struct Shared {
     models: Option<Arc<flumen_inference::ModelHub>>,
     /// Where operator subtasks (guest CPU work) run; everything else runs on the I/O executor.
     guest: tokio::runtime::Handle,
+    /// [`RunOptions::fence`].
+    fence: Option<Arc<dyn CommitFence>>,
+    /// [`RunOptions::checkpoint_id_floor`].
+    id_floor: u64,
+}
+
+impl Shared {
+    /// [`check_fence`] with this run's fence.
+    fn fence(&self) -> Result<(), EngineError> {
+        check_fence(self.fence.as_ref())
+    }
 }
 
 /// Closes the job's blob store when the run ends (see [`BlobStore::close`]).
@@ -178,6 +257,9 @@ impl Job {
         let _close_blobs = CloseBlobs(blobs.clone());
         let plan = graph.physical();
         let base_dir = spec.base_dir();
+        // The regions this process runs (by index in `graph.regions()`), checked before anything runs.
+        let chosen = chosen_regions(&spec, &graph, &options)?;
+        let chosen_names: Vec<String> = chosen.iter().map(|(_, name)| name.clone()).collect();
 
         let checkpoints = match spec.checkpoint_dir() {
             None if options.resume || options.from_scratch => {
@@ -190,7 +272,17 @@ impl Job {
             None => None,
             Some(dir) => {
                 let store = CheckpointStore::open(&dir).map_err(EngineError::checkpoint)?;
-                let earlier = store.has_checkpoints().map_err(EngineError::checkpoint)?;
+                let earlier = match &options.regions {
+                    None => store.has_checkpoints().map_err(EngineError::checkpoint)?,
+                    // Other processes may be writing the other regions' checkpoints right now.
+                    Some(_) => {
+                        let mut any = false;
+                        for name in &chosen_names {
+                            any |= store.has_region_checkpoints(name).map_err(EngineError::checkpoint)?;
+                        }
+                        any
+                    }
+                };
                 if earlier && !options.resume && !options.from_scratch {
                     return Err(ResumeError::EarlierRun { store: dir.display().to_string() }.into());
                 }
@@ -201,28 +293,49 @@ impl Job {
             None => None,
             Some(url) => {
                 let remote = RemoteStore::open(&url).map_err(EngineError::checkpoint)?;
-                if !options.resume
-                    && !options.from_scratch
-                    && remote.has_checkpoints().await.map_err(EngineError::checkpoint)?
-                {
-                    return Err(ResumeError::EarlierRun { store: url.to_string() }.into());
+                if !options.resume && !options.from_scratch {
+                    let earlier = match &options.regions {
+                        None => remote.has_checkpoints().await.map_err(EngineError::checkpoint)?,
+                        Some(_) => {
+                            let mut any = false;
+                            for name in &chosen_names {
+                                any |= remote.has_region_checkpoints(name).await.map_err(EngineError::checkpoint)?;
+                            }
+                            any
+                        }
+                    };
+                    if earlier {
+                        return Err(ResumeError::EarlierRun { store: url.to_string() }.into());
+                    }
                 }
                 Some(Arc::new(remote))
             }
         };
         // A resumed job keeps its lineage's key; a fresh run (past the checks
-        // above, which refuse one over earlier checkpoints) gets a new one.
-        blobs
-            .bind_lineage(&spec.job.name, options.resume)
-            .map_err(|e| EngineError::checkpoint(format!("[blobs]: {e}")))?;
-        let stateful = nodes.iter().any(|n| matches!(&n.role, Role::Operator { stateful: true, .. }));
+        // above, which refuse one over earlier checkpoints) gets a new one. A
+        // run of some regions joins the lineage the other regions' processes use.
+        let bound = match options.regions {
+            None => blobs.bind_lineage(&spec.job.name, options.resume),
+            Some(_) => blobs.bind_shared_lineage(&spec.job.name),
+        };
+        bound.map_err(|e| EngineError::checkpoint(format!("[blobs]: {e}")))?;
+        // The nodes of the regions run; the others are dropped unopened.
+        let running: HashSet<usize> = {
+            let regions = graph.regions();
+            chosen.iter().flat_map(|(i, _)| regions[*i].nodes.iter().copied()).collect()
+        };
+        let stateful = nodes
+            .iter()
+            .enumerate()
+            .any(|(i, n)| running.contains(&i) && matches!(&n.role, Role::Operator { stateful: true, .. }));
         // The working copy of operator state is scratch: a restart rebuilds
         // it from checkpoint files. Kept beside the checkpoints when there
-        // are any, so a killed run leaves nothing in the system temp dir.
-        let scratch = match (stateful, spec.checkpoint_dir()) {
+        // are any (or where the caller says), so a killed run leaves nothing
+        // in the system temp dir.
+        let scratch_dir = options.scratch_dir.clone().or_else(|| spec.checkpoint_dir().map(|d| d.join(".working")));
+        let scratch = match (stateful, scratch_dir) {
             (false, _) => None,
-            (true, Some(dir)) => {
-                let work = dir.join(".working");
+            (true, Some(work)) => {
                 let _ = std::fs::remove_dir_all(&work);
                 std::fs::create_dir_all(&work).map_err(|e| {
                     EngineError::Checkpoint(crate::CheckpointError::Write(format!("{}: {e}", work.display())))
@@ -249,6 +362,10 @@ impl Job {
         // Operators: give every subtask its state handle.
         let mut run_nodes: Vec<Option<RunNode>> = Vec::with_capacity(nodes.len());
         for (index, node) in nodes.into_iter().enumerate() {
+            if !running.contains(&index) {
+                run_nodes.push(None);
+                continue;
+            }
             let g = &graph.nodes()[index];
             let role = match node.role {
                 Role::Source(p) => RunRole::Source(p),
@@ -297,12 +414,15 @@ impl Job {
             blobs,
             models: models.clone(),
             guest,
+            fence: options.fence.clone(),
+            id_floor: options.checkpoint_id_floor,
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut regions: JoinSet<Result<RegionOutcome, EngineError>> = JoinSet::new();
         let mut region_metrics = Vec::new();
-        for region in shared.graph.regions() {
-            let name = shared.graph.region_name(&region);
+        let all_regions = shared.graph.regions();
+        for (index, name) in chosen {
+            let region = &all_regions[index];
             let nodes: Vec<RunNode> = region.nodes.iter().filter_map(|&i| run_nodes[i].take()).collect();
             let m = Arc::new(RegionMetrics::new(&name));
             region_metrics.push(m.clone());
@@ -336,6 +456,9 @@ impl Job {
                     if shared.checkpoints.is_none() {
                         break Err(EngineError::Cancelled);
                     }
+                    if let Err(e) = shared.fence() {
+                        break Err(e);
+                    }
                     tracing::info!("stopping: taking a final checkpoint");
                     let _ = stop_tx.send(true);
                 }
@@ -350,6 +473,9 @@ impl Job {
             return Err(EngineError::Stopped { checkpoint: n });
         }
         let mut files = Vec::new();
+        if !writers.is_empty() {
+            shared.fence()?;
+        }
         for w in writers {
             let report = tokio::task::block_in_place(|| w.commit()).map_err(EngineError::Connector)?;
             files.extend(report.files);
@@ -358,13 +484,46 @@ impl Job {
         Ok(JobSummary {
             job: shared.spec.job.name.clone(),
             elapsed: started.elapsed(),
-            nodes: metrics.snapshot(),
+            nodes: {
+                let ran: HashSet<&NodeId> =
+                    running.iter().filter_map(|&i| shared.graph.nodes().get(i)).map(|n| &n.id).collect();
+                metrics.snapshot().into_iter().filter(|n| ran.contains(&n.id)).collect()
+            },
             files,
             regions: region_metrics.iter().map(|m| m.snapshot()).collect(),
             blobs: shared.blobs.stats(),
             models: models.map(|h| model_lines(&h)).unwrap_or_default(),
         })
     }
+}
+
+/// The regions `options` asks to run, as (index in [`LogicalGraph::regions`], name): all of them
+/// without [`RunOptions::regions`]. Refuses, before anything runs, a choice on a job without
+/// checkpoints, an empty choice, a name that is no region of the job, and an id floor too high.
+fn chosen_regions(
+    spec: &JobSpec,
+    graph: &LogicalGraph,
+    options: &RunOptions,
+) -> Result<Vec<(usize, String)>, EngineError> {
+    if options.checkpoint_id_floor > CHECKPOINT_ID_FLOOR_MAX {
+        return Err(ResumeError::IdFloorTooHigh { floor: options.checkpoint_id_floor }.into());
+    }
+    let all: Vec<(usize, String)> =
+        graph.regions().iter().enumerate().map(|(i, r)| (i, graph.region_name(r))).collect();
+    let Some(wanted) = &options.regions else { return Ok(all) };
+    if spec.checkpoint_dir().is_none() {
+        return Err(ResumeError::RegionsNeedCheckpoints { spec: spec.path.clone() }.into());
+    }
+    let unknown: Vec<String> = wanted.iter().filter(|w| !all.iter().any(|(_, n)| n == *w)).cloned().collect();
+    if wanted.is_empty() || !unknown.is_empty() {
+        return Err(ResumeError::UnknownRegions {
+            spec: spec.path.clone(),
+            unknown,
+            regions: all.into_iter().map(|(_, n)| n).collect(),
+        }
+        .into());
+    }
+    Ok(all.into_iter().filter(|(_, n)| wanted.contains(n)).collect())
 }
 
 /// The run summary's line for each model the job used; syncs their memos first.
@@ -425,8 +584,15 @@ impl RegionSupervisor {
                 Err(e) => {
                     let restarts = self.metrics.restarts();
                     // A refusal to resume or start over says the same on every attempt.
+                    // Nor does a fenced process restart: it must commit nothing more.
                     let restartable = self.shared.checkpoints.is_some()
-                        && !matches!(e, EngineError::Cancelled | EngineError::Stopped { .. } | EngineError::Resume(_));
+                        && !matches!(
+                            e,
+                            EngineError::Cancelled
+                                | EngineError::Stopped { .. }
+                                | EngineError::Resume(_)
+                                | EngineError::Fenced { .. }
+                        );
                     if !restartable || restarts >= u64::from(attempts) {
                         if restartable && attempts > 0 {
                             return Err(EngineError::Restarts {
@@ -448,7 +614,7 @@ impl RegionSupervisor {
     /// One attempt: from the latest checkpoint when resuming or restarting, else from scratch.
     /// A failure to read the checkpoints (an unreachable store, say) fails the attempt, so the
     /// region retries per `[restart]`. Checkpoint ids continue above every id the region ever
-    /// used, whatever the attempt restores.
+    /// used (and above [`RunOptions::checkpoint_id_floor`]), whatever the attempt restores.
     async fn start(&mut self, first: bool, stop: watch::Receiver<bool>) -> Result<AttemptEnd, EngineError> {
         let Some(store) = self.shared.checkpoints.clone() else { return self.attempt(None, 0, stop).await };
         let ck = EngineError::checkpoint::<flumen_state::StateError>;
@@ -456,6 +622,7 @@ impl RegionSupervisor {
         let mut seen = 0;
         let (restored, rejected) = if first && self.from_scratch && !self.resume {
             // Every region starts over, as asked: its checkpoints go (their ids stay used).
+            self.shared.fence()?;
             if let Some(remote) = &self.shared.remote {
                 let gone = remote.discard_all(&self.name).await.map_err(ck)?;
                 seen = gone.iter().copied().max().unwrap_or(0);
@@ -472,7 +639,8 @@ impl RegionSupervisor {
         } else {
             (None, Vec::new())
         };
-        let used = tokio::task::block_in_place(|| store.reserve_ids(&self.name, seen)).map_err(ck)?;
+        let at_least = seen.max(self.shared.id_floor);
+        let used = tokio::task::block_in_place(|| store.reserve_ids(&self.name, at_least)).map_err(ck)?;
         if first && let Some(m) = &restored {
             tracing::info!(region = %self.name, checkpoint = m.checkpoint, next = used + 1, "resuming from checkpoint");
         }
@@ -531,6 +699,7 @@ impl RegionSupervisor {
             }
             .into());
         }
+        self.shared.fence()?;
         let mut gone = discarded;
         gone.extend(tokio::task::block_in_place(|| store.discard_all(&self.name)).map_err(ck)?);
         let removed = self.recover_sinks(None)?;
@@ -561,6 +730,8 @@ impl RegionSupervisor {
         if self.shared.checkpoints.is_none() {
             return Ok(removed);
         }
+        // It deletes staged and newer published parts, and publishes the restored checkpoint's.
+        self.shared.fence()?;
         for node in &self.nodes {
             let RunRole::Sink(spec) = &node.role else { continue };
             let mut keep = Vec::new();
@@ -821,6 +992,7 @@ impl RegionSupervisor {
             blobs: shared.blobs.clone(),
             models: shared.models.clone(),
             kept: restored.map(|m| m.checkpoint).into_iter().collect(),
+            fence: shared.fence.clone(),
         };
         let mut interval = tokio::time::interval(Duration::from_millis(config.interval_ms));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -969,6 +1141,8 @@ struct CheckpointDriver {
     models: Option<Arc<flumen_inference::ModelHub>>,
     /// The checkpoints retention keeps, oldest first: their blobs stay pinned.
     kept: std::collections::VecDeque<u64>,
+    /// Asked right before the manifest is written and before the sinks' transactions are published.
+    fence: Option<Arc<dyn CommitFence>>,
 }
 
 impl CheckpointDriver {
@@ -1089,10 +1263,12 @@ impl CheckpointDriver {
                 .map_err(|e| EngineError::Models(format!("syncing the inference memo: {e}")))?;
         }
         fail::fail_point!("checkpoint::before-manifest", |_| std::process::abort());
+        check_fence(self.fence.as_ref())?;
         tokio::task::block_in_place(|| self.store.write_manifest(&manifest)).map_err(EngineError::checkpoint)?;
         fail::fail_point!("checkpoint::after-manifest", |_| std::process::abort());
         if let Some(remote) = &self.remote {
             // With a store, the checkpoint is complete only once its manifest is there.
+            check_fence(self.fence.as_ref())?;
             let started = Instant::now();
             let sent = remote
                 .upload_checkpoint(&self.store, &manifest)
@@ -1110,6 +1286,7 @@ impl CheckpointDriver {
         }
         let commit = self.coordinator.persisted(checkpoint);
         self.note(commit)?;
+        check_fence(self.fence.as_ref())?;
         self.publish(&manifest)?;
         self.committed.store(checkpoint, std::sync::atomic::Ordering::Release);
         fail::fail_point!("checkpoint::after-commit", |_| std::process::abort());

@@ -27,7 +27,7 @@ use std::path::PathBuf;
 
 pub use arrow_array::RecordBatch;
 pub use arrow_schema::{Schema, SchemaRef};
-pub use exec::RunOptions;
+pub use exec::{CHECKPOINT_ID_FLOOR_MAX, CommitFence, RunOptions};
 
 pub use flumen_connectors::ConnectorError;
 pub use flumen_spec::SpecError;
@@ -94,6 +94,31 @@ pub enum ResumeError {
          operator was removed or its parallelism changed)"
     )]
     UnknownParticipant { region: String, checkpoint: u64, participant: String },
+    /// [`RunOptions::regions`] on a job without a `[checkpoint]` table.
+    #[error(
+        "{}: running only some of a job's regions needs a [checkpoint] table in the job spec (without checkpoints a \
+         job commits all or nothing across its regions, which cannot be split)",
+        spec.display()
+    )]
+    RegionsNeedCheckpoints { spec: PathBuf },
+    /// [`RunOptions::regions`] names regions the job does not have, or none at all.
+    #[error(
+        "{}: {}; this job's regions are: {}",
+        spec.display(),
+        if unknown.is_empty() {
+            "no region was chosen to run".to_owned()
+        } else {
+            format!(
+                "no pipelined region named {}",
+                unknown.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
+            )
+        },
+        regions.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
+    )]
+    UnknownRegions { spec: PathBuf, unknown: Vec<String>, regions: Vec<String> },
+    /// [`RunOptions::checkpoint_id_floor`] above [`CHECKPOINT_ID_FLOOR_MAX`].
+    #[error("checkpoint id floor {floor} is above the largest, {CHECKPOINT_ID_FLOOR_MAX}")]
+    IdFloorTooHigh { floor: u64 },
 }
 
 /// Settings of an [`Engine`].
@@ -189,6 +214,10 @@ pub enum EngineError {
     /// Stopped on request after checkpoint `checkpoint` was committed; `--resume` continues.
     #[error("stopped after checkpoint {checkpoint}; run again with --resume to continue")]
     Stopped { checkpoint: u64 },
+    /// The run's [`CommitFence`] refused: the run ended at once, no region
+    /// restarted, and nothing more was written or committed.
+    #[error("this process was fenced: {reason}; nothing more is committed")]
+    Fenced { reason: String },
     /// Writing or reading checkpoints failed, or a checkpoint is damaged.
     #[error("checkpoint: {0}")]
     Checkpoint(#[source] CheckpointError),

@@ -21,7 +21,9 @@
 //!    manifest name and every file name in `files/` — and makes it the durable high-water mark;
 //!    a run, a resumed run and a restarted region hand out ids only above it.
 //!    [`CheckpointStore::write_manifest`] raises the mark *before* the manifest appears and
-//!    refuses a manifest whose name is taken. So no file or manifest of an older attempt — intact,
+//!    refuses a manifest whose name is taken; it creates the manifest atomically (a hard link of
+//!    a durable temporary file, which fails when the name exists), so of two processes sharing
+//!    the directory that race for one id exactly one succeeds. So no file or manifest of an older attempt — intact,
 //!    damaged, quarantined or deleted — can ever be mistaken for one of a newer checkpoint, and a
 //!    damaged file is never rewritten under its old name to make an old manifest verify again.
 //! 2. **Damaged manifests are quarantined.** A manifest whose own checksum, format or name does
@@ -46,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
-use crate::durable::{TEMP_SUFFIX, create_dir_durably, io_error, verify_file, write_file_durably};
+use crate::durable::{TEMP_SUFFIX, create_dir_durably, create_file_durably, io_error, verify_file, write_file_durably};
 use crate::{StateError, StateFile};
 
 /// The manifest format this build writes and reads.
@@ -181,8 +183,14 @@ impl CheckpointStore {
         Ok(dir)
     }
 
-    /// Makes `manifest` durable as `<root>/<region>/chk-<checkpoint:012>.json` (temp file, fsync,
-    /// rename, fsync the directory). Only after this returns is the checkpoint complete.
+    /// Makes `manifest` durable as `<root>/<region>/chk-<checkpoint:012>.json`, created only if
+    /// that name is free: a temporary file is written and fsynced, hard-linked under the final
+    /// name and removed, and the directory fsynced ([`create_file_durably`]). Only after this
+    /// returns is the checkpoint complete.
+    ///
+    /// Creation is atomic between processes sharing the directory: when another writer takes the
+    /// id first (or took it before, or it is quarantined) this refuses, as ids are never reused,
+    /// and the existing manifest is untouched.
     pub fn write_manifest(&self, manifest: &Manifest) -> Result<(), StateError> {
         let dir = self.region_dir(&manifest.region)?;
         create_dir_durably(&dir)?;
@@ -195,17 +203,23 @@ impl CheckpointStore {
             .map_err(|e| StateError::Limit(format!("manifest of checkpoint {}: {e}", manifest.checkpoint)))?;
         bytes.push(b'\n');
         let name = manifest_name(manifest.checkpoint);
-        if dir.join(&name).exists() || self.is_quarantined(&manifest.region, manifest.checkpoint)? {
-            return Err(StateError::Limit(format!(
+        let used = || {
+            StateError::Limit(format!(
                 "checkpoint id {} of region {:?} was used before (its manifest exists in {}); ids are never reused",
                 manifest.checkpoint,
                 manifest.region,
                 dir.display()
-            )));
+            ))
+        };
+        if dir.join(&name).exists() || self.is_quarantined(&manifest.region, manifest.checkpoint)? {
+            return Err(used());
         }
         // The mark first: once the manifest exists, the mark covers its id.
         self.raise_mark(&manifest.region, manifest.checkpoint)?;
-        write_file_durably(&dir, &name, &bytes, manifest.checkpoint)?;
+        // The check above is only a shortcut: between processes, the create-if-absent decides.
+        if create_file_durably(&dir, &name, &bytes, manifest.checkpoint)?.is_none() {
+            return Err(used());
+        }
         self.note_intact(&manifest.region, manifest.checkpoint);
         tracing::info!(region = %manifest.region, checkpoint = manifest.checkpoint, "checkpoint complete");
         Ok(())
@@ -329,7 +343,8 @@ impl CheckpointStore {
         if marks.iter().any(|(c, _)| *c >= checkpoint) {
             return Ok(());
         }
-        write_file_durably(&dir, &format!("{MARK_PREFIX}{checkpoint:012}"), b"", checkpoint)?;
+        // Create-if-absent: another process raising the same mark at once is no error.
+        create_file_durably(&dir, &format!("{MARK_PREFIX}{checkpoint:012}"), b"", checkpoint)?;
         // Older marks are only clutter once the new one is durable; the highest always wins.
         for (_, name) in marks {
             remove_file(&dir.join(name))?;
@@ -390,6 +405,12 @@ impl CheckpointStore {
             }
         }
         Ok(false)
+    }
+
+    /// Whether `region` has any manifest (valid or not): [`Self::has_checkpoints`] for one region,
+    /// for a process that runs only some regions of a job.
+    pub fn has_region_checkpoints(&self, region: &str) -> Result<bool, StateError> {
+        Ok(!list_manifests(&self.region_dir(region)?)?.is_empty())
     }
 
     /// Keeps the newest `keep` (at least 1) *intact* manifests of `region` and deletes the

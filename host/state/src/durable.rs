@@ -23,6 +23,39 @@ pub fn write_file_durably(dir: &Path, name: &str, bytes: &[u8], checkpoint: u64)
     Ok(StateFile { name: name.to_owned(), bytes: len, sha256, full: true, checkpoint })
 }
 
+/// Writes `bytes` durably as the new file `dir/name` unless a file of that name exists: the
+/// create-if-absent sibling of [`write_file_durably`], for names that writers in several processes
+/// may race to take. Returns `None`, having written nothing, when `dir/name` exists already
+/// (another writer took it first).
+///
+/// The bytes go to a temporary file unique to this call (`name.<pid>-<n>.tmp`), which is fsynced
+/// and hard-linked as `name` (`flumen_types::durable::create`), so exactly one of several racing
+/// writers succeeds and the file is never replaced; then the temporary name is removed and `dir` is
+/// fsynced.
+pub fn create_file_durably(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    checkpoint: u64,
+) -> Result<Option<StateFile>, StateError> {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    check_file_name(name).map_err(StateError::Limit)?;
+    let path = dir.join(name);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temp = format!("{name}.{}-{n}{TEMP_SUFFIX}", std::process::id());
+    match flumen_types::durable::create(&path, &temp, bytes) {
+        Ok(()) => Ok(Some(StateFile {
+            name: name.to_owned(),
+            bytes: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(bytes)),
+            full: true,
+            checkpoint,
+        })),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(None),
+        Err(e) => Err(io_error(&path, &e)),
+    }
+}
+
 /// Checks that `dir/f.name` exists with the recorded size and SHA-256.
 ///
 /// A missing, resized or altered file is [`StateError::Corrupt`] naming it; a file that cannot be
@@ -190,6 +223,19 @@ mod tests {
         fs::remove_file(dir.path().join(&f.name)).unwrap();
         let err = verify_file(dir.path(), &f).unwrap_err();
         assert!(matches!(&err, StateError::Corrupt { message, .. } if message.contains("missing")), "{err}");
+    }
+
+    #[test]
+    fn create_durably_never_replaces_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = create_file_durably(dir.path(), "chk-000000000007.json", b"one", 7).unwrap().expect("free name");
+        assert_eq!((f.bytes, f.checkpoint), (3, 7));
+        verify_file(dir.path(), &f).unwrap();
+        assert!(create_file_durably(dir.path(), "chk-000000000007.json", b"two", 7).unwrap().is_none());
+        assert_eq!(fs::read(dir.path().join("chk-000000000007.json")).unwrap(), b"one");
+        let names: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["chk-000000000007.json"], "no temp file is left behind");
+        assert!(matches!(create_file_durably(dir.path(), "../x", b"", 1), Err(StateError::Limit(_))));
     }
 
     #[test]

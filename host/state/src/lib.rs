@@ -63,7 +63,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use checkpoint::{CheckpointStore, Manifest, Participant, Rejected, Retained, checkpoint_file_name};
-pub use durable::{verify_file, write_file_durably};
+pub use durable::{create_file_durably, verify_file, write_file_durably};
 #[cfg(feature = "stores")]
 pub use remote::{Downloaded, RemoteStore, Transfer};
 #[cfg(feature = "stores")]

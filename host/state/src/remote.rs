@@ -359,6 +359,13 @@ impl RemoteStore {
         Ok(false)
     }
 
+    /// Whether `region` has any manifest in the store: [`Self::has_checkpoints`] for one region,
+    /// for a process that runs only some regions of a job.
+    pub async fn has_region_checkpoints(&self, region: &str) -> Result<bool, StateError> {
+        check_region(region)?;
+        Ok(!self.list_manifests(region).await?.is_empty())
+    }
+
     /// The manifests of `region` in the store, with their sizes, newest first.
     async fn list_manifests(&self, region: &str) -> Result<Vec<(u64, u64)>, StateError> {
         let dir = self.region_path(region);

@@ -234,6 +234,49 @@ fn checkpoint_ids_are_never_reused() {
 
 /// A damaged manifest is moved into `.quarantine/` with its reason, and is never a candidate
 /// again — not even when the damaged file is later rewritten with its original bytes.
+/// Two stores on one root (two processes sharing a checkpoint directory) racing to write the same
+/// checkpoint id: exactly one succeeds, its manifest is the one on disk, the other is refused as a
+/// reused id, and no temporary file is left behind.
+#[test]
+fn two_stores_racing_for_one_checkpoint_id_exactly_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("checkpoints");
+    for checkpoint in 1..=40u64 {
+        let barrier = std::sync::Barrier::new(2);
+        let results: Vec<(Manifest, Result<(), StateError>)> = std::thread::scope(|s| {
+            let writers: Vec<_> = ["first", "second"]
+                .into_iter()
+                .map(|who| {
+                    let (barrier, root) = (&barrier, &root);
+                    s.spawn(move || {
+                        let store = CheckpointStore::open(root).unwrap();
+                        let mut m = manifest(checkpoint, &[]);
+                        m.job = format!("written by {who}");
+                        barrier.wait();
+                        let written = store.write_manifest(&m);
+                        (m, written)
+                    })
+                })
+                .collect();
+            writers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        let won: Vec<&Manifest> = results.iter().filter(|(_, r)| r.is_ok()).map(|(m, _)| m).collect();
+        assert_eq!(won.len(), 1, "checkpoint {checkpoint}: exactly one writer wins: {results:?}");
+        let lost = results.iter().find_map(|(_, r)| r.as_ref().err()).unwrap();
+        assert!(lost.to_string().contains("never reused"), "{lost}");
+        let store = CheckpointStore::open(&root).unwrap();
+        let (on_disk, rejected) = store.latest_valid(REGION).unwrap();
+        assert!(rejected.is_empty(), "{rejected:?}");
+        assert_eq!(on_disk.as_ref(), Some(won[0]), "the winner's manifest is the one stored");
+    }
+    let left: Vec<String> = fs::read_dir(root.join(REGION))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left behind: {left:?}");
+}
+
 #[test]
 fn damaged_manifests_are_quarantined_for_good() {
     let (dir, store, files) = store_with_checkpoints(3);

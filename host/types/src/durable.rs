@@ -4,9 +4,17 @@
 //! is fsynced. After a crash the target either does not exist (or holds its
 //! old content) or holds exactly the new bytes, never a prefix of them.
 //!
+//! [`publish_new`] and [`create`] are the create-if-absent variant, for a
+//! name that several processes may race to take (a checkpoint manifest in a
+//! directory shared by a cluster's workers): the durable temporary file is
+//! hard-linked to the target, which fails with
+//! [`io::ErrorKind::AlreadyExists`] when another writer took the name first,
+//! so exactly one of them wins and nothing is ever replaced.
+//!
 //! Callers choose the temporary name, because each one's recovery recognizes
 //! its own leftovers (checkpoint files end in `.tmp`, sink parts are
-//! `.<name>.inprogress-<hex>`, cached artifacts `.tmp-<pid>-<hex>`).
+//! `.<name>.inprogress-<hex>`, cached artifacts `.tmp-<pid>-<hex>`). Writers
+//! that may race for one target must choose distinct temporary names.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -31,6 +39,40 @@ pub fn write(path: &Path, temp_name: &str, bytes: &[u8]) -> io::Result<()> {
     let result = File::create(&temp).and_then(|mut file| {
         file.write_all(bytes)?;
         publish(&file, &temp, path)
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// Makes `file`, written at `temp`, durable as `path` (in the same directory)
+/// only if `path` does not exist yet: fsyncs it, hard-links it as `path`,
+/// removes `temp` and fsyncs the directory. When `path` exists already (another
+/// writer took the name first) the error is [`io::ErrorKind::AlreadyExists`] and
+/// `path` is untouched. `temp` is removed whatever the outcome. `file` must have
+/// no unflushed buffer in front of it.
+pub fn publish_new(file: &File, temp: &Path, path: &Path) -> io::Result<()> {
+    let linked = file.sync_all().and_then(|()| fs::hard_link(temp, path));
+    let removed = fs::remove_file(temp);
+    linked?;
+    removed?;
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
+/// Writes `bytes` durably as a new file `path` through the temporary `path`'s
+/// directory/`temp_name` (see [`publish_new`]): fails with
+/// [`io::ErrorKind::AlreadyExists`], writing nothing, when `path` exists. The
+/// temporary file never outlives the call; writers racing for one `path` must
+/// pass distinct `temp_name`s.
+pub fn create(path: &Path, temp_name: &str, bytes: &[u8]) -> io::Result<()> {
+    let temp = path.with_file_name(temp_name);
+    let result = fs::OpenOptions::new().write(true).create_new(true).open(&temp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        publish_new(&file, &temp, path)
     });
     if result.is_err() {
         let _ = fs::remove_file(&temp);
@@ -131,6 +173,19 @@ mod tests {
         fs::create_dir(dir.join("f.tmp")).expect("mkdir");
         assert!(write(&target, "f.tmp", b"new").is_err());
         assert_eq!(fs::read(&target).expect("read"), b"old");
+        fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
+    fn create_takes_a_free_name_once_and_never_replaces() {
+        let dir = tempdir();
+        let target = dir.join("chk");
+        create(&target, "chk.a.tmp", b"first").expect("the name is free");
+        let err = create(&target, "chk.b.tmp", b"second").expect_err("the name is taken");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&target).expect("read"), b"first");
+        let names: Vec<_> = fs::read_dir(&dir).expect("list").map(|e| e.expect("entry").file_name()).collect();
+        assert_eq!(names, ["chk"], "no temporary file is left behind");
         fs::remove_dir_all(&dir).expect("clean up");
     }
 
