@@ -8,6 +8,7 @@ mod blobs;
 mod boundary;
 mod checkpoint;
 mod cli;
+mod cluster;
 mod common;
 mod conformance;
 mod dedupe;

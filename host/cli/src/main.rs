@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use flumen_engine::{Engine, EngineError, EngineOptions};
 
 mod certs;
+mod cluster;
 mod guests;
 mod plugin;
 
@@ -107,6 +108,43 @@ enum Command {
     },
     /// Create a cluster CA and node certificates for mutual TLS between nodes.
     Certs(certs::CertsArgs),
+    /// Run a cluster coordinator: places jobs' regions on workers, moves them when a worker is lost.
+    Coordinator(cluster::CoordinatorArgs),
+    /// Run a cluster worker: joins a coordinator and runs the regions it is given.
+    Worker(cluster::WorkerArgs),
+    /// A local cluster for development: `up`, `down`, `workers`.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
+    },
+    /// Submit a job to a cluster.
+    Submit(cluster::SubmitArgs),
+    /// List a cluster's jobs.
+    Jobs {
+        #[command(flatten)]
+        at: cluster::ClusterDir,
+    },
+    /// A cluster job's state and where its regions run.
+    Status {
+        job: String,
+        #[command(flatten)]
+        at: cluster::ClusterDir,
+    },
+    /// Cancel a cluster job: nothing after its last checkpoint is committed.
+    Cancel {
+        job: String,
+        #[command(flatten)]
+        at: cluster::ClusterDir,
+    },
+    /// Stop a cluster job after a last checkpoint (`flumen submit --resume` continues it).
+    Stop {
+        job: String,
+        /// Wait until it has stopped.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        at: cluster::ClusterDir,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -224,6 +262,14 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Plugin { command } => plugin::run(command),
         Command::Certs(args) => certs::run(args),
+        Command::Coordinator(args) => cluster::coordinator(args),
+        Command::Worker(args) => cluster::worker(args),
+        Command::Cluster { command } => cluster::cluster(command),
+        Command::Submit(args) => cluster::submit(args),
+        Command::Jobs { at } => cluster::request(at, flumen_cluster::Request::Jobs),
+        Command::Status { job, at } => cluster::request(at, flumen_cluster::Request::Status { job }),
+        Command::Cancel { job, at } => cluster::request(at, flumen_cluster::Request::Cancel { job }),
+        Command::Stop { job, wait, at } => cluster::stop(job, wait, at),
     }
 }
 

@@ -30,11 +30,12 @@ pub use arrow_schema::{Schema, SchemaRef};
 pub use exec::{CHECKPOINT_ID_FLOOR_MAX, CommitFence, RunOptions};
 
 pub use flumen_connectors::ConnectorError;
+pub use flumen_dataflow::{LogicalGraph, NodeKind, Region};
 pub use flumen_spec::SpecError;
 pub use flumen_wasm::{CallError, CallErrorKind, GuestErrorKind};
 pub use metrics::{JobMetrics, JobSummary, NodeMetrics, NodeSummary, RegionMetrics, RegionSummary};
 pub use models::{inspect_models, list_models};
-pub use plan::{DEAD_LETTER_ERROR_COLUMN, DEAD_LETTER_OPERATOR_COLUMN, PreparedJob};
+pub use plan::{DEAD_LETTER_ERROR_COLUMN, DEAD_LETTER_OPERATOR_COLUMN, PreparedJob, job_graph};
 
 /// Describes a component file: digest, kind, capabilities, imports and exports.
 pub fn inspect_component(path: &std::path::Path) -> Result<String, EngineError> {

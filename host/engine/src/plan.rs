@@ -378,6 +378,13 @@ fn capabilities(op: &flumen_spec::OperatorSpec) -> Result<Capabilities, String> 
     Ok(caps)
 }
 
+/// The job's dataflow graph from its spec alone (no plugin loaded, no file
+/// read): what a cluster coordinator needs to split a job into pipelined
+/// regions and place them. Errors as `prepare` reports them.
+pub fn job_graph(spec: &JobSpec) -> Result<LogicalGraph, EngineError> {
+    build_graph(spec)
+}
+
 /// Builds the graph: sources, then operators, then sinks, in spec order; each
 /// `inputs` entry of a node is one input port, in order.
 fn build_graph(spec: &JobSpec) -> Result<LogicalGraph, EngineError> {

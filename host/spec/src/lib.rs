@@ -216,6 +216,26 @@ pub struct OperatorSpec {
     pub on_error: FailurePolicy,
     /// Host capabilities granted to the operator (default: `["log"]`).
     pub capabilities: Option<Vec<String>>,
+    /// What each subtask needs of the worker it runs on (a cluster places it accordingly).
+    #[serde(default)]
+    pub resources: ResourceNeeds,
+}
+
+/// `resources = { cores = 1, memory_mb = 512, gpu = 1 }` of an operator: what one of its
+/// subtasks needs of a worker. A cluster's scheduler adds these up per pipelined region and
+/// places the region on a worker that has them free; a single process ignores them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceNeeds {
+    /// CPU cores (0: no reservation).
+    #[serde(default)]
+    pub cores: u32,
+    /// Memory in MiB (0: no reservation).
+    #[serde(default)]
+    pub memory_mb: u64,
+    /// Whole GPUs.
+    #[serde(default)]
+    pub gpu: u32,
 }
 
 /// One input of an operator or sink: an upstream id, or a table naming the

@@ -12,6 +12,8 @@
 //! - [`remote::RemoteStore`]: when `[checkpoint] store` is set, the durable copy of that
 //!   directory in an object store (S3, or a `file://` path); the local directory is then the
 //!   working area and cache. This is the only crate that names `object_store`.
+//! - [`conditional::ConditionalStore`]: small documents written only create-if-absent in the
+//!   same kinds of store; a cluster coordinator's state (jobs, leadership).
 //!
 //! # Checkpoint protocol (as this crate sees it)
 //!
@@ -47,6 +49,8 @@ mod cache;
 #[cfg(feature = "stores")]
 mod capability;
 pub mod checkpoint;
+#[cfg(feature = "stores")]
+pub mod conditional;
 mod durable;
 mod format;
 #[doc(hidden)]
@@ -63,6 +67,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use checkpoint::{CheckpointStore, Manifest, Participant, Rejected, Retained, checkpoint_file_name};
+#[cfg(feature = "stores")]
+pub use conditional::ConditionalStore;
 pub use durable::{create_file_durably, verify_file, write_file_durably};
 #[cfg(feature = "stores")]
 pub use remote::{Downloaded, RemoteStore, Transfer};

@@ -129,35 +129,42 @@ impl fmt::Debug for RemoteStore {
     }
 }
 
+/// The object store at `url` and the prefix under which its objects live. An `s3://` store
+/// takes its credentials, region and endpoint from the usual AWS environment variables; a
+/// `file://` store's directory is created.
+pub(crate) fn connect(url: &StoreUrl) -> Result<(Arc<dyn ObjectStore>, ObjectPath), StateError> {
+    // TLS is rustls on `ring`, which must be installed as the process's provider
+    // before a client is built (once; a second install is refused, harmlessly).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok(match &url.target {
+        Target::S3 { bucket, prefix } => {
+            let retry = RetryConfig {
+                backoff: BackoffConfig::default(),
+                max_retries: STORE_RETRIES_MAX,
+                retry_timeout: STORE_RETRY_TIMEOUT,
+            };
+            let s3 = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry)
+                .build()
+                .map_err(|e| remote_error(url, &e))?;
+            (Arc::new(s3), prefix.clone())
+        }
+        Target::File { root } => {
+            std::fs::create_dir_all(root).map_err(|e| io_error(root, &e))?;
+            let local = LocalFileSystem::new_with_prefix(root).map_err(|e| remote_error(url, &e))?;
+            (Arc::new(local), ObjectPath::default())
+        }
+    })
+}
+
 impl RemoteStore {
     /// Connects to the store at `url` (no request is sent yet). An `s3://` store takes its
     /// credentials, region and endpoint from `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
     /// `AWS_SESSION_TOKEN`, `AWS_REGION` (or `AWS_DEFAULT_REGION`), `AWS_ENDPOINT_URL` and
     /// `AWS_ALLOW_HTTP`; a `file://` store's directory is created.
     pub fn open(url: &StoreUrl) -> Result<Self, StateError> {
-        // TLS is rustls on `ring`, which must be installed as the process's provider
-        // before a client is built (once; a second install is refused, harmlessly).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let (store, prefix): (Arc<dyn ObjectStore>, ObjectPath) = match &url.target {
-            Target::S3 { bucket, prefix } => {
-                let retry = RetryConfig {
-                    backoff: BackoffConfig::default(),
-                    max_retries: STORE_RETRIES_MAX,
-                    retry_timeout: STORE_RETRY_TIMEOUT,
-                };
-                let s3 = AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
-                    .with_retry(retry)
-                    .build()
-                    .map_err(|e| remote_error(url, &e))?;
-                (Arc::new(s3), prefix.clone())
-            }
-            Target::File { root } => {
-                std::fs::create_dir_all(root).map_err(|e| io_error(root, &e))?;
-                let local = LocalFileSystem::new_with_prefix(root).map_err(|e| remote_error(url, &e))?;
-                (Arc::new(local), ObjectPath::default())
-            }
-        };
+        let (store, prefix) = connect(url)?;
         Ok(Self { url: url.clone(), store, prefix, part_bytes: UPLOAD_PART_BYTES, regions: Mutex::default() })
     }
 

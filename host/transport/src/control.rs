@@ -27,20 +27,33 @@ pub enum ControlMessage {
 impl ControlMessage {
     /// The payload of a control frame.
     pub fn encode(&self) -> Result<Vec<u8>, ProtocolError> {
-        let mut out = vec![CONTROL_VERSION];
-        serde_json::to_writer(&mut out, self).map_err(|e| ProtocolError::BadControl { reason: e.to_string() })?;
-        Ok(out)
+        encode_message(self)
     }
 
     /// Parses a control frame's payload.
     pub fn decode(payload: &[u8]) -> Result<Self, ProtocolError> {
-        let (&version, body) =
-            payload.split_first().ok_or(ProtocolError::BadControl { reason: "an empty control message".into() })?;
-        if version != CONTROL_VERSION {
-            return Err(ProtocolError::UnknownControlVersion { got: version, supported: CONTROL_VERSION });
-        }
-        serde_json::from_slice(body).map_err(|e| ProtocolError::BadControl { reason: e.to_string() })
+        decode_message(payload)
     }
+}
+
+/// The payload of a control frame carrying `message`, a message of the
+/// protocol spoken above the transport (the cluster's): the same version
+/// byte and JSON as [`ControlMessage`]. The layer above versions its own
+/// messages (its first message names its protocol version).
+pub fn encode_message<M: Serialize>(message: &M) -> Result<Vec<u8>, ProtocolError> {
+    let mut out = vec![CONTROL_VERSION];
+    serde_json::to_writer(&mut out, message).map_err(|e| ProtocolError::BadControl { reason: e.to_string() })?;
+    Ok(out)
+}
+
+/// Parses a control frame's payload as an `M`; anything else is a protocol error naming why.
+pub fn decode_message<M: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<M, ProtocolError> {
+    let (&version, body) =
+        payload.split_first().ok_or(ProtocolError::BadControl { reason: "an empty control message".into() })?;
+    if version != CONTROL_VERSION {
+        return Err(ProtocolError::UnknownControlVersion { got: version, supported: CONTROL_VERSION });
+    }
+    serde_json::from_slice(body).map_err(|e| ProtocolError::BadControl { reason: e.to_string() })
 }
 
 impl Serialize for NodeIdentity {

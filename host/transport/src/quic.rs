@@ -399,6 +399,34 @@ impl Connection {
             .map_err(|e| stream_failure(&self.inner.conn, e, self.peer(), "control"))
     }
 
+    /// Sends a message of the protocol above the transport (see
+    /// [`crate::control::encode_message`]) on the control stream.
+    pub async fn send_message<M: serde::Serialize>(&self, message: &M) -> Result<(), TransportError> {
+        let payload = crate::control::encode_message(message)
+            .map_err(|e| protocol(&self.inner.conn, self.peer(), "control", e))?;
+        let mut send = self.inner.control_send.lock().await;
+        write_frame(&mut send, FrameKind::Control, &payload, &self.inner.limits)
+            .await
+            .map_err(|e| stream_failure(&self.inner.conn, e, self.peer(), "control"))
+    }
+
+    /// Receives the next message of the protocol above the transport. One
+    /// that does not parse as an `M` closes the connection with the reason
+    /// (the peer sees it) and is returned as a protocol error.
+    pub async fn recv_message<M: serde::de::DeserializeOwned>(&self) -> Result<M, TransportError> {
+        let mut recv = self.inner.control_recv.lock().await;
+        let payload = match read_frame(&mut recv, &self.inner.limits).await {
+            Ok(Some((FrameKind::Control, payload))) => payload,
+            Ok(Some((kind, _))) => {
+                let e = ProtocolError::UnexpectedFrame { expected: "Control", got: kind };
+                return Err(protocol(&self.inner.conn, self.peer(), "control", e));
+            }
+            Ok(None) => return Err(protocol(&self.inner.conn, self.peer(), "control", ProtocolError::MissingEnd)),
+            Err(e) => return Err(stream_failure(&self.inner.conn, e, self.peer(), "control")),
+        };
+        crate::control::decode_message(&payload).map_err(|e| protocol(&self.inner.conn, self.peer(), "control", e))
+    }
+
     /// Closes the connection, telling the peer why.
     pub fn close(&self, reason: &str) {
         self.inner.conn.close(VarInt::from_u32(CLOSE_NORMAL), reason.as_bytes());

@@ -1,0 +1,778 @@
+//! The coordinator: admits workers and clients over QUIC with mutual TLS, places jobs'
+//! pipelined regions on workers with room, watches leases and moves the regions of a lost
+//! worker elsewhere (they resume from their last checkpoint), and keeps its state with
+//! conditional writes ([`crate::ha`]) so that a restarted coordinator carries on.
+//!
+//! One task (the core) owns all state; connection tasks talk to it by message. Time is the
+//! core's monotonic clock: a worker is lost once `lease + grace` passed since its last
+//! heartbeat arrived, which is later than the worker's own view of its lease (it counts from
+//! when it *sent* the heartbeat) — so a worker has stopped committing before its regions
+//! are given to another.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flumen_state::{CheckpointStore, ConditionalStore, StoreUrl};
+use flumen_transport::{Connection, Endpoint, NodeIdentity};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ha::{HaError, HaState, JobRecord, RegionEnd, RegionRecord};
+use crate::placement::{self, Slot};
+use crate::protocol::{
+    CLUSTER_PROTOCOL, Capacity, CoordinatorMessage, Hello, JobState, JobView, Request, Response, TaskId, TaskOutcome,
+    WorkerMessage, WorkerView,
+};
+
+/// Timings of the cluster's liveness protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub heartbeat: Duration,
+    pub lease: Duration,
+    /// Waited past a lease before a worker counts as lost.
+    pub grace: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self { heartbeat: Duration::from_millis(500), lease: Duration::from_secs(3), grace: Duration::from_secs(1) }
+    }
+}
+
+/// How to run a coordinator.
+#[derive(Debug, Clone)]
+pub struct CoordinatorOptions {
+    pub state: StoreUrl,
+    pub timing: Timing,
+}
+
+enum Event {
+    Joined { worker: String, capacity: Capacity, running: Vec<TaskId>, tx: mpsc::UnboundedSender<CoordinatorMessage> },
+    Message { worker: String, message: WorkerMessage, tx: mpsc::UnboundedSender<CoordinatorMessage> },
+    Disconnected { worker: String, tx: mpsc::UnboundedSender<CoordinatorMessage> },
+    Client { request: Request, reply: oneshot::Sender<Response> },
+}
+
+struct WorkerEntry {
+    capacity: Capacity,
+    free: Capacity,
+    last_seen: Instant,
+    tx: Option<mpsc::UnboundedSender<CoordinatorMessage>>,
+    /// Declared lost: its tasks were moved; it must be fenced when it speaks again.
+    lost: bool,
+    /// The connection last told it was fenced.
+    fenced: Option<mpsc::UnboundedSender<CoordinatorMessage>>,
+}
+
+struct Core {
+    ha: HaState,
+    timing: Timing,
+    workers: BTreeMap<String, WorkerEntry>,
+    jobs: BTreeMap<String, JobRecord>,
+    started: Instant,
+}
+
+/// Runs a coordinator on `endpoint` until its state store says another one leads
+/// (an error) or the endpoint closes.
+pub async fn run(endpoint: Arc<Endpoint>, options: CoordinatorOptions) -> Result<(), HaError> {
+    let address = endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let store = ConditionalStore::open(&options.state)?;
+    let mut ha = HaState::lead(store, endpoint.node().as_str(), &address).await?;
+    let jobs = ha.load_jobs().await?;
+    tracing::info!(epoch = ha.epoch(), jobs = jobs.len(), %address, "coordinator leads");
+    let mut core = Core {
+        ha,
+        timing: options.timing,
+        workers: BTreeMap::new(),
+        jobs: jobs.into_iter().map(|j| (j.job.clone(), j)).collect(),
+        started: Instant::now(),
+    };
+    core.adopt().await?;
+
+    let (events_tx, mut events) = mpsc::unbounded_channel::<Event>();
+    let acceptor = {
+        let endpoint = endpoint.clone();
+        let events_tx = events_tx.clone();
+        let timing = options.timing;
+        tokio::spawn(async move {
+            loop {
+                match endpoint.accept().await {
+                    Ok((peer, conn)) => {
+                        tokio::spawn(serve(peer, conn, events_tx.clone(), timing));
+                    }
+                    Err(_) => return,
+                }
+            }
+        })
+    };
+    let mut tick = tokio::time::interval(options.timing.heartbeat);
+    let mut ticks: u64 = 0;
+    let outcome = loop {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else { break Ok(()) };
+                if let Err(e) = core.on_event(event).await {
+                    break Err(e);
+                }
+            }
+            _ = tick.tick() => {
+                ticks += 1;
+                if let Err(e) = core.on_tick(ticks).await {
+                    break Err(e);
+                }
+            }
+        }
+    };
+    acceptor.abort();
+    outcome
+}
+
+/// One connection: a worker's for as long as it lasts, or a client's one request.
+async fn serve(peer: NodeIdentity, conn: Connection, events: mpsc::UnboundedSender<Event>, timing: Timing) {
+    let hello = match tokio::time::timeout(timing.lease, conn.recv_message::<Hello>()).await {
+        Ok(Ok(hello)) => hello,
+        Ok(Err(e)) => return tracing::warn!(%peer, "no cluster hello: {e}"),
+        Err(_) => return conn.close("no cluster hello in time"),
+    };
+    match hello {
+        Hello::Client { protocol, request } => {
+            let response = if protocol != CLUSTER_PROTOCOL {
+                Response::Refused { message: version_mismatch(protocol) }
+            } else {
+                let (reply, answer) = oneshot::channel();
+                if events.send(Event::Client { request, reply }).is_err() {
+                    return;
+                }
+                answer.await.unwrap_or(Response::Refused { message: "the coordinator is stopping".into() })
+            };
+            let _ = conn.send_message(&response).await;
+            // Let the answer reach the client before the connection goes.
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
+        }
+        Hello::Worker { protocol, capacity, running } => {
+            if protocol != CLUSTER_PROTOCOL {
+                let _ = conn.send_message(&CoordinatorMessage::Fenced { reason: version_mismatch(protocol) }).await;
+                return conn.close(&version_mismatch(protocol));
+            }
+            let worker = peer.as_str().to_owned();
+            let (tx, mut rx) = mpsc::unbounded_channel::<CoordinatorMessage>();
+            if events.send(Event::Joined { worker: worker.clone(), capacity, running, tx: tx.clone() }).is_err() {
+                return;
+            }
+            let writer = {
+                let conn = conn.clone();
+                tokio::spawn(async move {
+                    while let Some(message) = rx.recv().await {
+                        if conn.send_message(&message).await.is_err() {
+                            return;
+                        }
+                    }
+                })
+            };
+            loop {
+                match conn.recv_message::<WorkerMessage>().await {
+                    Ok(message) => {
+                        if events.send(Event::Message { worker: worker.clone(), message, tx: tx.clone() }).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::info!(%worker, "worker connection ended: {e}");
+                        break;
+                    }
+                }
+            }
+            writer.abort();
+            let _ = events.send(Event::Disconnected { worker, tx });
+        }
+    }
+}
+
+fn version_mismatch(got: u32) -> String {
+    format!("cluster protocol {got} is not spoken here (this coordinator speaks {CLUSTER_PROTOCOL})")
+}
+
+impl Core {
+    /// After taking leadership: every live job is written again under this epoch (so a
+    /// replaced coordinator can no longer write it), and its workers get a lease's time to
+    /// rejoin before their regions move.
+    async fn adopt(&mut self) -> Result<(), HaError> {
+        let live: Vec<JobRecord> = self.jobs.values().filter(|j| !j.state.is_terminal()).cloned().collect();
+        for job in live {
+            self.ha.save(&job).await?;
+            for r in &job.regions {
+                if let Some(w) = &r.worker
+                    && r.done.is_none()
+                {
+                    self.workers.entry(w.clone()).or_insert_with(|| WorkerEntry {
+                        capacity: Capacity::default(),
+                        free: Capacity::default(),
+                        last_seen: self.started,
+                        tx: None,
+                        lost: false,
+                        fenced: None,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_event(&mut self, event: Event) -> Result<(), HaError> {
+        match event {
+            Event::Joined { worker, capacity, running, tx } => self.joined(worker, capacity, running, tx).await,
+            Event::Message { worker, message, tx } => self.message(worker, message, tx).await,
+            Event::Disconnected { worker, tx } => {
+                if let Some(w) = self.workers.get_mut(&worker)
+                    && w.tx.as_ref().is_some_and(|t| t.same_channel(&tx))
+                {
+                    w.tx = None;
+                }
+                Ok(())
+            }
+            Event::Client { request, reply } => {
+                let response = self.client(request).await?;
+                let _ = reply.send(response);
+                Ok(())
+            }
+        }
+    }
+
+    async fn joined(
+        &mut self,
+        worker: String,
+        capacity: Capacity,
+        running: Vec<TaskId>,
+        tx: mpsc::UnboundedSender<CoordinatorMessage>,
+    ) -> Result<(), HaError> {
+        let welcome = CoordinatorMessage::Welcome {
+            coordinator_epoch: self.ha.epoch(),
+            heartbeat_ms: self.timing.heartbeat.as_millis() as u64,
+            lease_ms: self.timing.lease.as_millis() as u64,
+        };
+        let _ = tx.send(welcome);
+        // Tasks it still runs that are current stay; any other is stale: cancel it.
+        for task in &running {
+            if !self.is_current(task, &worker) {
+                tracing::warn!(%worker, job = %task.job, epoch = task.epoch, "refusing a stale task of a rejoining worker");
+                let _ = tx.send(CoordinatorMessage::Cancel { task: task.clone() });
+            }
+        }
+        let entry = self.workers.entry(worker.clone()).or_insert_with(|| WorkerEntry {
+            capacity,
+            free: capacity,
+            last_seen: Instant::now(),
+            tx: None,
+            lost: false,
+            fenced: None,
+        });
+        entry.capacity = capacity;
+        entry.last_seen = Instant::now();
+        entry.tx = Some(tx);
+        entry.lost = false;
+        self.recompute_free();
+        tracing::info!(%worker, cores = capacity.cores, memory_mb = capacity.memory_mb, gpu = capacity.gpu, "worker joined");
+        // Regions placed on it that it does not run (it restarted): place them again.
+        let mut orphaned = Vec::new();
+        for job in self.jobs.values() {
+            if job.state.is_terminal() {
+                continue;
+            }
+            for r in &job.regions {
+                if r.done.is_none() && r.worker.as_deref() == Some(&worker) {
+                    let task = TaskId { job: job.job.clone(), epoch: r.epoch };
+                    if !running.contains(&task) {
+                        orphaned.push(job.job.clone());
+                    }
+                }
+            }
+        }
+        orphaned.dedup();
+        for job in orphaned {
+            self.unplace(&job, |r| r.worker.as_deref() == Some(worker.as_str()), "its worker restarted").await?;
+        }
+        self.schedule().await
+    }
+
+    fn is_current(&self, task: &TaskId, worker: &str) -> bool {
+        self.jobs.get(&task.job).is_some_and(|j| {
+            !j.state.is_terminal()
+                && j.regions
+                    .iter()
+                    .any(|r| r.epoch == task.epoch && r.worker.as_deref() == Some(worker) && r.done.is_none())
+        })
+    }
+
+    async fn message(
+        &mut self,
+        worker: String,
+        message: WorkerMessage,
+        tx: mpsc::UnboundedSender<CoordinatorMessage>,
+    ) -> Result<(), HaError> {
+        let lost = self.workers.get(&worker).is_none_or(|w| w.lost);
+        if lost {
+            // Once per connection: the rest of what it sent before it heard is refused quietly.
+            let told = self.workers.get(&worker).and_then(|w| w.fenced.as_ref()).is_some_and(|t| t.same_channel(&tx));
+            if !told {
+                tracing::warn!(%worker, "refusing a message from a worker whose lease expired: fencing it");
+                let _ = tx.send(CoordinatorMessage::Fenced {
+                    reason: "your lease expired and your regions were given to other workers".into(),
+                });
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.fenced = Some(tx);
+                }
+            }
+            return Ok(());
+        }
+        match message {
+            WorkerMessage::Heartbeat { seq, running } => {
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.last_seen = Instant::now();
+                }
+                let _ = tx.send(CoordinatorMessage::Ack { seq });
+                for task in running {
+                    if !self.is_current(&task, &worker) {
+                        let _ = tx.send(CoordinatorMessage::Cancel { task });
+                    }
+                }
+                Ok(())
+            }
+            WorkerMessage::Ended { task, outcome } => self.ended(&worker, task, outcome).await,
+        }
+    }
+
+    async fn ended(&mut self, worker: &str, task: TaskId, outcome: TaskOutcome) -> Result<(), HaError> {
+        if !self.is_current(&task, worker) {
+            tracing::info!(%worker, job = %task.job, epoch = task.epoch, ?outcome, "ignoring the end of a stale task");
+            return Ok(());
+        }
+        let Some(mut job) = self.jobs.get(&task.job).cloned() else { return Ok(()) };
+        tracing::info!(%worker, job = %task.job, epoch = task.epoch, ?outcome, "task ended");
+        match outcome {
+            TaskOutcome::Finished { rows_out } => {
+                job.rows_out += rows_out;
+                for r in job.regions.iter_mut().filter(|r| r.epoch == task.epoch) {
+                    r.done = Some(RegionEnd::Finished);
+                }
+            }
+            TaskOutcome::Stopped => {
+                for r in job.regions.iter_mut().filter(|r| r.epoch == task.epoch) {
+                    r.done = Some(RegionEnd::Stopped);
+                }
+            }
+            TaskOutcome::Cancelled => {}
+            TaskOutcome::Fenced { reason } => {
+                // The worker lived but lost its lease: its regions go elsewhere (or back to it).
+                for r in job.regions.iter_mut().filter(|r| r.epoch == task.epoch) {
+                    r.worker = None;
+                }
+                job.note = Some(format!("{worker} was fenced ({reason}); its regions resume from their checkpoints"));
+                job.failovers += 1;
+            }
+            TaskOutcome::Failed { error } => {
+                job.state = JobState::Failed;
+                job.note = Some(format!("on {worker}: {error}"));
+            }
+        }
+        self.finish_if_done(&mut job);
+        if job.state.is_terminal() {
+            self.cancel_tasks(&job);
+        }
+        self.ha.save(&job).await?;
+        self.jobs.insert(job.job.clone(), job);
+        self.recompute_free();
+        self.schedule().await
+    }
+
+    fn finish_if_done(&self, job: &mut JobRecord) {
+        if job.state.is_terminal() || job.regions.iter().any(|r| r.done.is_none()) {
+            return;
+        }
+        job.state = if job.regions.iter().any(|r| r.done == Some(RegionEnd::Stopped)) {
+            JobState::Stopped
+        } else {
+            JobState::Finished
+        };
+    }
+
+    fn cancel_tasks(&self, job: &JobRecord) {
+        for r in job.regions.iter().filter(|r| r.done.is_none()) {
+            if let Some(w) = r.worker.as_ref().and_then(|w| self.workers.get(w))
+                && let Some(tx) = &w.tx
+            {
+                let _ = tx.send(CoordinatorMessage::Cancel { task: TaskId { job: job.job.clone(), epoch: r.epoch } });
+            }
+        }
+    }
+
+    /// Frees the regions of `job` that `which` selects, so that `schedule` places them again.
+    async fn unplace(&mut self, job: &str, which: impl Fn(&RegionRecord) -> bool, why: &str) -> Result<(), HaError> {
+        let Some(mut record) = self.jobs.get(job).cloned() else { return Ok(()) };
+        let mut moved = false;
+        for r in record.regions.iter_mut().filter(|r| r.done.is_none() && which(r)) {
+            r.worker = None;
+            moved = true;
+        }
+        if !record.checkpointed && moved {
+            // All or nothing: the whole job runs again.
+            for r in record.regions.iter_mut() {
+                r.worker = None;
+                r.done = None;
+            }
+        }
+        if moved {
+            record.failovers += 1;
+            record.note = Some(format!("regions moved: {why}"));
+            self.ha.save(&record).await?;
+            self.jobs.insert(job.to_owned(), record);
+        }
+        Ok(())
+    }
+
+    async fn on_tick(&mut self, ticks: u64) -> Result<(), HaError> {
+        let now = Instant::now();
+        let deadline = self.timing.lease + self.timing.grace;
+        let newly_lost: Vec<String> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.lost && now.duration_since(w.last_seen) > deadline)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for worker in newly_lost {
+            tracing::warn!(%worker, "worker lost: no heartbeat for {} ms", deadline.as_millis());
+            if let Some(w) = self.workers.get_mut(&worker) {
+                w.lost = true;
+                if let Some(tx) = w.tx.take() {
+                    let _ = tx.send(CoordinatorMessage::Fenced { reason: "your lease expired".into() });
+                }
+            }
+            let jobs: Vec<String> = self.jobs.keys().cloned().collect();
+            let why = format!("{worker} was lost");
+            for job in jobs {
+                self.unplace(&job, |r| r.worker.as_deref() == Some(worker.as_str()), &why).await?;
+            }
+        }
+        self.recompute_free();
+        self.schedule().await?;
+        // Every few seconds: has another coordinator taken over?
+        if ticks.is_multiple_of(4) {
+            self.ha.check_leadership().await?;
+        }
+        Ok(())
+    }
+
+    fn recompute_free(&mut self) {
+        for w in self.workers.values_mut() {
+            w.free = w.capacity;
+        }
+        for job in self.jobs.values().filter(|j| !j.state.is_terminal()) {
+            for r in job.regions.iter().filter(|r| r.done.is_none()) {
+                if let Some(w) = r.worker.as_ref().and_then(|w| self.workers.get_mut(w)) {
+                    placement::take(&mut w.free, &r.needs);
+                }
+            }
+        }
+    }
+
+    /// Places every unplaced region of every running job on a live worker with room, and
+    /// tells the workers.
+    async fn schedule(&mut self) -> Result<(), HaError> {
+        let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
+        for (id, w) in &self.workers {
+            if w.lost || w.tx.is_none() {
+                continue;
+            }
+            let regions = self
+                .jobs
+                .values()
+                .flat_map(|j| j.regions.iter())
+                .filter(|r| r.done.is_none() && r.worker.as_deref() == Some(id.as_str()))
+                .count();
+            slots.insert(id.clone(), Slot { free: w.free, regions });
+        }
+        let names: Vec<String> = self.jobs.keys().cloned().collect();
+        for name in names {
+            let Some(job) = self.jobs.get(&name) else { continue };
+            if job.state != JobState::Running || job.regions.iter().all(|r| r.done.is_some() || r.worker.is_some()) {
+                continue;
+            }
+            let mut job = job.clone();
+            // A job without checkpoints is one unit: all its regions on one worker.
+            let units: Vec<(String, Capacity)> = if job.checkpointed {
+                job.regions
+                    .iter()
+                    .filter(|r| r.done.is_none() && r.worker.is_none())
+                    .map(|r| (r.name.clone(), r.needs))
+                    .collect()
+            } else {
+                let mut total = Capacity::default();
+                for r in &job.regions {
+                    total.cores += r.needs.cores;
+                    total.memory_mb += r.needs.memory_mb;
+                    total.gpu += r.needs.gpu;
+                }
+                vec![("*".to_owned(), total)]
+            };
+            let placement::Placement { placed, unplaced } = placement::place(&units, &mut slots);
+            if !unplaced.is_empty() {
+                let why = unplaced.iter().map(|(_, w)| w.clone()).collect::<Vec<_>>().join("; ");
+                if job.note.as_deref() != Some(&format!("waiting for room: {why}")) {
+                    job.note = Some(format!("waiting for room: {why}"));
+                    self.ha.save(&job).await?;
+                    self.jobs.insert(name.clone(), job.clone());
+                }
+            }
+            if placed.is_empty() {
+                continue;
+            }
+            // One task per worker this round, each with a new epoch.
+            let mut by_worker: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for (unit, worker) in placed {
+                by_worker.entry(worker).or_default().push(unit);
+            }
+            let mut runs = Vec::new();
+            for (worker, units) in by_worker {
+                job.epoch += 1;
+                let epoch = job.epoch;
+                let mut regions = Vec::new();
+                for r in job.regions.iter_mut() {
+                    if r.done.is_none()
+                        && r.worker.is_none()
+                        && (units.contains(&r.name) || units.iter().any(|u| u == "*"))
+                    {
+                        r.worker = Some(worker.clone());
+                        r.epoch = epoch;
+                        regions.push(r.name.clone());
+                    }
+                }
+                let resume = job.resume || job.regions.iter().any(|r| regions.contains(&r.name) && r.started);
+                for r in job.regions.iter_mut().filter(|r| regions.contains(&r.name)) {
+                    r.started = true;
+                }
+                let regions = if job.checkpointed { regions } else { Vec::new() };
+                let task = TaskId { job: name.clone(), epoch };
+                runs.push((
+                    worker,
+                    CoordinatorMessage::Run {
+                        task,
+                        spec: job.spec.clone(),
+                        regions,
+                        resume: resume && job.checkpointed,
+                    },
+                ));
+            }
+            job.note = None;
+            // Durable before any worker hears of it: a restarted coordinator knows every task.
+            self.ha.save(&job).await?;
+            self.jobs.insert(name.clone(), job);
+            for (worker, run) in runs {
+                tracing::info!(%worker, job = %name, ?run, "placing");
+                if let Some(tx) = self.workers.get(&worker).and_then(|w| w.tx.as_ref()) {
+                    let _ = tx.send(run);
+                }
+            }
+        }
+        self.recompute_free();
+        Ok(())
+    }
+
+    async fn client(&mut self, request: Request) -> Result<Response, HaError> {
+        Ok(match request {
+            Request::Submit { spec, resume } => match self.submit(&spec, resume).await? {
+                Ok(job) => Response::Submitted { job },
+                Err(message) => Response::Refused { message },
+            },
+            Request::Jobs => Response::Jobs { jobs: self.jobs.values().map(view).collect() },
+            Request::Status { job } => match self.jobs.get(&job) {
+                Some(j) => Response::Job { job: view(j) },
+                None => Response::Refused { message: format!("no job `{job}` (see `flumen jobs`)") },
+            },
+            Request::Workers => Response::Workers {
+                workers: self
+                    .workers
+                    .iter()
+                    .map(|(id, w)| WorkerView {
+                        worker: id.clone(),
+                        capacity: w.capacity,
+                        free: w.free,
+                        tasks: self
+                            .jobs
+                            .values()
+                            .flat_map(|j| {
+                                j.regions
+                                    .iter()
+                                    .filter(|r| r.done.is_none() && r.worker.as_deref() == Some(id.as_str()))
+                                    .map(|r| TaskId { job: j.job.clone(), epoch: r.epoch })
+                            })
+                            .collect::<std::collections::BTreeSet<_>>()
+                            .into_iter()
+                            .collect(),
+                        alive: !w.lost && w.tx.is_some(),
+                    })
+                    .collect(),
+            },
+            Request::Cancel { job } => self.end_job(&job, false).await?,
+            Request::Stop { job } => self.end_job(&job, true).await?,
+        })
+    }
+
+    async fn end_job(&mut self, name: &str, stop: bool) -> Result<Response, HaError> {
+        let Some(mut job) = self.jobs.get(name).cloned() else {
+            return Ok(Response::Refused { message: format!("no job `{name}` (see `flumen jobs`)") });
+        };
+        if job.state.is_terminal() {
+            return Ok(Response::Refused { message: format!("job `{name}` already {}", job.state.as_str()) });
+        }
+        if stop && !job.checkpointed {
+            return Ok(Response::Refused {
+                message: format!(
+                    "job `{name}` has no [checkpoint]: it cannot be stopped to resume later; cancel it instead"
+                ),
+            });
+        }
+        let mut tasks: HashMap<TaskId, String> = HashMap::new();
+        for r in job.regions.iter().filter(|r| r.done.is_none()) {
+            if let Some(w) = &r.worker {
+                tasks.insert(TaskId { job: name.to_owned(), epoch: r.epoch }, w.clone());
+            }
+        }
+        for (task, worker) in tasks {
+            if let Some(tx) = self.workers.get(&worker).and_then(|w| w.tx.as_ref()) {
+                let message =
+                    if stop { CoordinatorMessage::Stop { task } } else { CoordinatorMessage::Cancel { task } };
+                let _ = tx.send(message);
+            }
+        }
+        if stop {
+            job.state = JobState::Stopping;
+            // Regions not running now have nothing newer than their checkpoints.
+            for r in job.regions.iter_mut().filter(|r| r.done.is_none() && r.worker.is_none()) {
+                r.done = Some(RegionEnd::Stopped);
+            }
+            self.finish_if_done(&mut job);
+        } else {
+            job.state = JobState::Cancelled;
+        }
+        self.ha.save(&job).await?;
+        self.jobs.insert(name.to_owned(), job);
+        self.recompute_free();
+        Ok(Response::Done {
+            message: if stop {
+                format!("stopping `{name}`: a last checkpoint, then it stops (`flumen submit --resume` continues it)")
+            } else {
+                format!("cancelled `{name}`: nothing after its last checkpoint is committed")
+            },
+        })
+    }
+
+    /// Checks and records a new job. `Ok(Err(why))`: refused.
+    async fn submit(&mut self, spec_path: &str, resume: bool) -> Result<Result<String, String>, HaError> {
+        let path = Path::new(spec_path);
+        if !path.is_absolute() {
+            return Ok(Err(format!("{spec_path}: give the job's absolute path (every worker reads it there)")));
+        }
+        let spec = match flumen_spec::JobSpec::load(path) {
+            Ok(spec) => spec,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let name = spec.job.name.clone();
+        if flumen_transport::NodeIdentity::new(&name).is_err() || name.len() > 64 {
+            return Ok(Err(format!(
+                "{spec_path}: a cluster names jobs by [job] name, which must be lowercase letters, digits and '-' (got {name:?})"
+            )));
+        }
+        if let Some(existing) = self.jobs.get(&name)
+            && !existing.state.is_terminal()
+        {
+            return Ok(Err(format!("job `{name}` is {} already (from {})", existing.state.as_str(), existing.spec)));
+        }
+        let graph = match flumen_engine::job_graph(&spec) {
+            Ok(g) => g,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let checkpointed = spec.checkpoint.is_some();
+        if let Some(dir) = spec.checkpoint_dir() {
+            let earlier = CheckpointStore::open(&dir).and_then(|s| s.has_checkpoints());
+            match earlier {
+                Ok(true) if !resume => {
+                    return Ok(Err(format!(
+                        "{spec_path}: {} holds checkpoints of an earlier run; submit with --resume to continue it",
+                        dir.display()
+                    )));
+                }
+                Ok(_) => {}
+                Err(e) => return Ok(Err(format!("{spec_path}: {e}"))),
+            }
+        } else if resume {
+            return Ok(Err(format!("{spec_path}: --resume needs a job with [checkpoint]")));
+        }
+        let needs_of = |id: &str| spec.operators.iter().find(|o| o.id == id).map(|o| o.resources).unwrap_or_default();
+        let mut regions = Vec::new();
+        let mut total = Capacity::default();
+        for region in graph.regions() {
+            let needs = placement::region_needs(region.nodes.iter().map(|&n| {
+                let node = &graph.nodes()[n];
+                (needs_of(node.id.as_str()), node.parallelism)
+            }));
+            total.cores += needs.cores;
+            total.memory_mb += needs.memory_mb;
+            total.gpu += needs.gpu;
+            regions.push(RegionRecord {
+                name: graph.region_name(&region),
+                needs,
+                worker: None,
+                epoch: 0,
+                started: false,
+                done: None,
+            });
+        }
+        // A unit larger than any worker could ever hold is refused now, not left waiting.
+        let units: Vec<Capacity> = if checkpointed { regions.iter().map(|r| r.needs).collect() } else { vec![total] };
+        let live: Vec<(&String, &WorkerEntry)> = self.workers.iter().filter(|(_, w)| !w.lost).collect();
+        if !live.is_empty() {
+            for (unit, need) in units.iter().enumerate() {
+                if !live.iter().any(|(_, w)| placement::fits(need, &w.capacity)) {
+                    let what = if checkpointed { format!("region `{}`", regions[unit].name) } else { "the job".into() };
+                    let have = live
+                        .iter()
+                        .map(|(id, w)| format!("{id} has {}", placement::describe(&w.capacity)))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    return Ok(Err(format!(
+                        "job `{name}` cannot be placed: {what} needs {} and no worker has that much ({have})",
+                        placement::describe(need)
+                    )));
+                }
+            }
+        }
+        let record = JobRecord {
+            job: name.clone(),
+            spec: spec_path.to_owned(),
+            state: JobState::Running,
+            epoch: self.jobs.get(&name).map_or(0, |j| j.epoch),
+            checkpointed,
+            resume,
+            regions,
+            failovers: 0,
+            note: None,
+            rows_out: 0,
+        };
+        self.ha.save(&record).await?;
+        self.jobs.insert(name.clone(), record);
+        self.schedule().await?;
+        Ok(Ok(name))
+    }
+}
+
+fn view(j: &JobRecord) -> JobView {
+    JobView {
+        job: j.job.clone(),
+        spec: j.spec.clone(),
+        state: j.state,
+        epoch: j.epoch,
+        placement: j.regions.iter().map(|r| (r.name.clone(), r.worker.clone())).collect(),
+        failovers: j.failovers,
+        note: j.note.clone(),
+    }
+}

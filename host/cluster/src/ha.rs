@@ -1,0 +1,219 @@
+//! The coordinator's durable state, kept with conditional writes (create-if-absent) in a
+//! shared directory or object store ([`ConditionalStore`]):
+//!
+//! ```text
+//! leader/<epoch:012>          {"node", "address"}: the coordinator that leads from this epoch
+//! jobs/<job>/<version:012>    a job's record; the highest version is current
+//! ```
+//!
+//! A coordinator leads from the epoch it created; one that finds a higher epoch has been
+//! replaced and stops. Every change of a job is the creation of its next version: a
+//! coordinator that lost the race for a version (another one wrote it) has lost
+//! leadership and stops before acting on the job. A new leader re-writes every running
+//! job's record first, so a replaced coordinator's next write on any of them fails.
+
+use serde::{Deserialize, Serialize};
+
+use flumen_state::ConditionalStore;
+
+use crate::protocol::{Capacity, JobState, TaskId};
+
+/// Versions of a job's record kept behind the current one (older ones are deleted).
+const VERSIONS_KEPT: u64 = 4;
+
+/// Why the coordinator's state cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum HaError {
+    #[error("coordinator state: {0}")]
+    Store(#[from] flumen_state::StateError),
+    #[error("coordinator state: {key} does not parse: {reason}")]
+    Damaged { key: String, reason: String },
+    #[error("another coordinator leads now (epoch {newer}, this one has {ours}): stopping")]
+    Replaced { ours: u64, newer: u64 },
+}
+
+/// One region of a job: what it needs, where it runs, how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionRecord {
+    pub name: String,
+    pub needs: Capacity,
+    /// The worker running it, and the task (its epoch) it runs in.
+    pub worker: Option<String>,
+    pub epoch: u64,
+    /// Started before: a new placement resumes from its checkpoints.
+    pub started: bool,
+    pub done: Option<RegionEnd>,
+}
+
+/// How a region ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegionEnd {
+    Finished,
+    Stopped,
+}
+
+/// A job as the coordinator keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRecord {
+    pub job: String,
+    pub spec: String,
+    pub state: JobState,
+    /// The newest task epoch handed out for this job.
+    pub epoch: u64,
+    /// With `[checkpoint]`: regions are placed independently and resume after a loss.
+    /// Without: the whole job is one task.
+    pub checkpointed: bool,
+    /// Submitted with `--resume`: the first placement resumes too.
+    pub resume: bool,
+    pub regions: Vec<RegionRecord>,
+    pub failovers: u64,
+    pub note: Option<String>,
+    /// Rows the finished tasks wrote.
+    pub rows_out: u64,
+}
+
+impl JobRecord {
+    pub fn task_regions(&self, task: &TaskId) -> impl Iterator<Item = &RegionRecord> {
+        self.regions.iter().filter(move |r| r.epoch == task.epoch && task.job == self.job)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LeaderRecord {
+    node: String,
+    address: String,
+}
+
+/// The state store as one coordinator holds it.
+#[derive(Debug)]
+pub struct HaState {
+    store: ConditionalStore,
+    epoch: u64,
+    versions: std::collections::HashMap<String, u64>,
+}
+
+fn key(n: u64) -> String {
+    format!("{n:012}")
+}
+
+fn parse_key(name: &str) -> Option<u64> {
+    (name.len() == 12).then(|| name.parse().ok()).flatten()
+}
+
+impl HaState {
+    /// Takes leadership: creates the epoch after the highest one in the store.
+    pub async fn lead(store: ConditionalStore, node: &str, address: &str) -> Result<Self, HaError> {
+        let record = serde_json::to_vec(&LeaderRecord { node: node.to_owned(), address: address.to_owned() })
+            .map_err(|e| HaError::Damaged { key: "leader".into(), reason: e.to_string() })?;
+        loop {
+            let newest = store.list("leader").await?.iter().filter_map(|n| parse_key(n)).max().unwrap_or(0);
+            let epoch = newest + 1;
+            if store.create(&format!("leader/{}", key(epoch)), record.clone()).await? {
+                return Ok(Self { store, epoch, versions: Default::default() });
+            }
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Fails once another coordinator has taken a higher epoch.
+    pub async fn check_leadership(&self) -> Result<(), HaError> {
+        let newest = self.store.list("leader").await?.iter().filter_map(|n| parse_key(n)).max().unwrap_or(0);
+        if newest > self.epoch {
+            return Err(HaError::Replaced { ours: self.epoch, newer: newest });
+        }
+        Ok(())
+    }
+
+    /// Every job's current record.
+    pub async fn load_jobs(&mut self) -> Result<Vec<JobRecord>, HaError> {
+        let mut jobs = Vec::new();
+        for job in self.store.list("jobs").await? {
+            let Some(version) =
+                self.store.list(&format!("jobs/{job}")).await?.iter().filter_map(|n| parse_key(n)).max()
+            else {
+                continue;
+            };
+            let at = format!("jobs/{job}/{}", key(version));
+            let Some(bytes) = self.store.get(&at).await? else { continue };
+            let record: JobRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| HaError::Damaged { key: at.clone(), reason: e.to_string() })?;
+            self.versions.insert(job, version);
+            jobs.push(record);
+        }
+        Ok(jobs)
+    }
+
+    /// Writes `record` as the job's next version. Losing the race for it means another
+    /// coordinator wrote the job: [`HaError::Replaced`].
+    pub async fn save(&mut self, record: &JobRecord) -> Result<(), HaError> {
+        let current = self.versions.get(&record.job).copied();
+        let next = match current {
+            Some(v) => v + 1,
+            None => {
+                let listed = self.store.list(&format!("jobs/{}", record.job)).await?;
+                listed.iter().filter_map(|n| parse_key(n)).max().unwrap_or(0) + 1
+            }
+        };
+        let bytes = serde_json::to_vec(record)
+            .map_err(|e| HaError::Damaged { key: record.job.clone(), reason: e.to_string() })?;
+        if !self.store.create(&format!("jobs/{}/{}", record.job, key(next)), bytes).await? {
+            let newest =
+                self.store.list("leader").await?.iter().filter_map(|n| parse_key(n)).max().unwrap_or(self.epoch);
+            return Err(HaError::Replaced { ours: self.epoch, newer: newest.max(self.epoch + 1) });
+        }
+        self.versions.insert(record.job.clone(), next);
+        if next > VERSIONS_KEPT {
+            let old = next - VERSIONS_KEPT;
+            let _ = self.store.delete(&format!("jobs/{}/{}", record.job, key(old))).await;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &std::path::Path) -> ConditionalStore {
+        let url = flumen_state::StoreUrl::parse(&format!("file://{}", dir.display())).expect("url");
+        ConditionalStore::open(&url).expect("opens")
+    }
+
+    fn record(job: &str) -> JobRecord {
+        JobRecord {
+            job: job.into(),
+            spec: "/jobs/wc.toml".into(),
+            state: JobState::Running,
+            epoch: 1,
+            checkpointed: true,
+            resume: false,
+            regions: vec![],
+            failovers: 0,
+            note: None,
+            rows_out: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_second_coordinator_replaces_the_first_which_can_no_longer_write() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut first = HaState::lead(store(dir.path()), "coordinator", "127.0.0.1:1").await.expect("leads");
+        first.save(&record("wc")).await.expect("saves");
+        let mut second = HaState::lead(store(dir.path()), "coordinator", "127.0.0.1:2").await.expect("leads");
+        assert_eq!(second.epoch(), first.epoch() + 1);
+        let jobs = second.load_jobs().await.expect("loads");
+        assert_eq!(jobs, vec![record("wc")]);
+        // The new leader adopts the job first; the old one's next write loses.
+        second.save(&jobs[0]).await.expect("adopts");
+        assert!(matches!(first.save(&record("wc")).await, Err(HaError::Replaced { .. })));
+        assert!(matches!(first.check_leadership().await, Err(HaError::Replaced { .. })));
+        second.check_leadership().await.expect("still leads");
+    }
+}

@@ -1,0 +1,287 @@
+//! A worker: joins the coordinator, heartbeats, runs the tasks it is given (some regions of
+//! a job, on this process's engine) and reports how they end.
+//!
+//! **Its lease.** Every heartbeat the coordinator acknowledges extends the worker's lease to
+//! `sent + lease`, counted from when the worker *sent* it. Every task runs with a
+//! [`CommitFence`] that fails once the lease ran out or the coordinator fenced the worker:
+//! the engine then writes no checkpoint and publishes no output. The coordinator gives a
+//! lost worker's regions to another only `lease + grace` after the last heartbeat it
+//! *received* — after the worker stopped committing. A paused worker (a long GC, SIGSTOP, a
+//! partition) that wakes up finds its lease gone and commits nothing; its late messages are
+//! refused and answered with `Fenced`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use flumen_engine::{CommitFence, Engine, EngineError, RunOptions};
+use flumen_transport::{Connection, Endpoint, NodeIdentity};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::protocol::{CLUSTER_PROTOCOL, Capacity, CoordinatorMessage, Hello, TaskId, TaskOutcome, WorkerMessage};
+
+/// A task's checkpoint ids start above `epoch << EPOCH_ID_SHIFT`: above every id an older
+/// attempt at the same regions can reach in 2^24 checkpoints (19 days at 10 a second), with
+/// room for 2^15 attempts below the engine's largest floor.
+const EPOCH_ID_SHIFT: u32 = 24;
+
+/// How to run a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub coordinator: SocketAddr,
+    pub coordinator_id: NodeIdentity,
+    pub capacity: Capacity,
+    /// Where tasks keep their working state (never shared with another worker).
+    pub data_dir: PathBuf,
+}
+
+/// The lease as this worker sees it; shared by every task's fence.
+#[derive(Debug, Default)]
+struct Lease {
+    until: Mutex<Option<Instant>>,
+    revoked: AtomicBool,
+}
+
+impl Lease {
+    fn extend(&self, until: Instant) {
+        let mut u = self.until.lock().unwrap_or_else(PoisonError::into_inner);
+        if u.is_none_or(|old| until > old) {
+            *u = Some(until);
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.revoked.load(Ordering::SeqCst) {
+            return Err("the coordinator fenced this worker".into());
+        }
+        match *self.until.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(until) if Instant::now() < until => Ok(()),
+            Some(until) => Err(format!(
+                "this worker's lease ran out {} ms ago: the coordinator may have given its regions to another worker",
+                Instant::now().duration_since(until).as_millis()
+            )),
+            None => Err("this worker holds no lease".into()),
+        }
+    }
+}
+
+/// One task's fence: the worker's lease, and the task's own revocation.
+#[derive(Debug)]
+struct TaskFence {
+    lease: Arc<Lease>,
+    cancelled: AtomicBool,
+}
+
+impl CommitFence for TaskFence {
+    fn check(&self) -> Result<(), String> {
+        if self.cancelled.load(Ordering::SeqCst) {
+            return Err("the coordinator cancelled this task".into());
+        }
+        self.lease.check()
+    }
+}
+
+struct Running {
+    fence: Arc<TaskFence>,
+    stop: Option<oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+/// Runs a worker until the process ends: connects (and reconnects) to the coordinator.
+pub async fn run(endpoint: Arc<Endpoint>, engine: Engine, options: WorkerOptions) -> ! {
+    let lease = Arc::new(Lease::default());
+    let tasks: Arc<Mutex<HashMap<TaskId, Running>>> = Arc::default();
+    // Ends of tasks not yet delivered (re-sent after a reconnect; the coordinator ignores repeats).
+    let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<(TaskId, TaskOutcome)>();
+    let mut undelivered: Vec<(TaskId, TaskOutcome)> = Vec::new();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let conn = match endpoint.connect(options.coordinator, &options.coordinator_id).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!("cannot reach the coordinator at {}: {e}", options.coordinator);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        let running: Vec<TaskId> = tasks.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
+        let hello = Hello::Worker { protocol: CLUSTER_PROTOCOL, capacity: options.capacity, running };
+        if let Err(e) = conn.send_message(&hello).await {
+            tracing::warn!("joining the coordinator: {e}");
+            continue;
+        }
+        let session = Session {
+            conn: conn.clone(),
+            engine: &engine,
+            options: &options,
+            lease: &lease,
+            tasks: &tasks,
+            ended_tx: &ended_tx,
+        };
+        session.serve(&mut ended_rx, &mut undelivered).await;
+        conn.close("worker reconnecting");
+    }
+}
+
+struct Session<'a> {
+    conn: Connection,
+    engine: &'a Engine,
+    options: &'a WorkerOptions,
+    lease: &'a Arc<Lease>,
+    tasks: &'a Arc<Mutex<HashMap<TaskId, Running>>>,
+    ended_tx: &'a mpsc::UnboundedSender<(TaskId, TaskOutcome)>,
+}
+
+impl Session<'_> {
+    async fn serve(
+        &self,
+        ended_rx: &mut mpsc::UnboundedReceiver<(TaskId, TaskOutcome)>,
+        undelivered: &mut Vec<(TaskId, TaskOutcome)>,
+    ) {
+        let welcome = match tokio::time::timeout(Duration::from_secs(10), self.conn.recv_message()).await {
+            Ok(Ok(CoordinatorMessage::Welcome { coordinator_epoch, heartbeat_ms, lease_ms })) => {
+                tracing::info!(coordinator_epoch, heartbeat_ms, lease_ms, "joined the cluster");
+                (Duration::from_millis(heartbeat_ms.max(10)), Duration::from_millis(lease_ms.max(100)))
+            }
+            Ok(Ok(CoordinatorMessage::Fenced { reason })) => {
+                tracing::warn!("the coordinator refused this worker: {reason}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return;
+            }
+            Ok(Ok(other)) => return tracing::warn!("expected a welcome, got {other:?}"),
+            Ok(Err(e)) => return tracing::warn!("joining: {e}"),
+            Err(_) => return tracing::warn!("no welcome from the coordinator in time"),
+        };
+        let (heartbeat, lease_for) = welcome;
+        self.lease.revoked.store(false, Ordering::SeqCst);
+        for (task, outcome) in undelivered.drain(..) {
+            let _ = self.conn.send_message(&WorkerMessage::Ended { task, outcome }).await;
+        }
+        let mut sent: HashMap<u64, Instant> = HashMap::new();
+        let mut seq = 0u64;
+        let mut tick = tokio::time::interval(heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    seq += 1;
+                    sent.insert(seq, Instant::now());
+                    sent.retain(|&s, _| s + 64 > seq);
+                    let running = self.running();
+                    if self.conn.send_message(&WorkerMessage::Heartbeat { seq, running }).await.is_err() {
+                        return;
+                    }
+                }
+                ended = ended_rx.recv() => {
+                    let Some((task, outcome)) = ended else { return };
+                    self.tasks.lock().unwrap_or_else(PoisonError::into_inner).remove(&task);
+                    let message = WorkerMessage::Ended { task: task.clone(), outcome: outcome.clone() };
+                    if self.conn.send_message(&message).await.is_err() {
+                        undelivered.push((task, outcome));
+                        return;
+                    }
+                }
+                message = self.conn.recv_message::<CoordinatorMessage>() => {
+                    let message = match message {
+                        Ok(m) => m,
+                        Err(e) => return tracing::warn!("lost the coordinator: {e}"),
+                    };
+                    match message {
+                        CoordinatorMessage::Ack { seq } => {
+                            if let Some(at) = sent.remove(&seq) {
+                                self.lease.extend(at + lease_for);
+                            }
+                        }
+                        CoordinatorMessage::Run { task, spec, regions, resume } => self.start(task, spec, regions, resume),
+                        CoordinatorMessage::Stop { task } => {
+                            if let Some(r) = self.tasks.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&task)
+                                && let Some(stop) = r.stop.take()
+                            {
+                                let _ = stop.send(());
+                            }
+                        }
+                        CoordinatorMessage::Cancel { task } => self.cancel(&task),
+                        CoordinatorMessage::Fenced { reason } => {
+                            tracing::warn!("fenced by the coordinator: {reason}; stopping every task");
+                            self.lease.revoked.store(true, Ordering::SeqCst);
+                            let all: Vec<TaskId> = self.running();
+                            for task in all {
+                                self.cancel(&task);
+                            }
+                            return;
+                        }
+                        CoordinatorMessage::Welcome { .. } => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn running(&self) -> Vec<TaskId> {
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect()
+    }
+
+    fn cancel(&self, task: &TaskId) {
+        if let Some(r) = self.tasks.lock().unwrap_or_else(PoisonError::into_inner).remove(task) {
+            r.fence.cancelled.store(true, Ordering::SeqCst);
+            r.handle.abort();
+            let _ = self.ended_tx.send((task.clone(), TaskOutcome::Cancelled));
+        }
+    }
+
+    fn start(&self, task: TaskId, spec: String, regions: Vec<String>, resume: bool) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
+        if tasks.contains_key(&task) {
+            return;
+        }
+        tracing::info!(job = %task.job, epoch = task.epoch, ?regions, resume, "starting task");
+        let fence = Arc::new(TaskFence { lease: self.lease.clone(), cancelled: AtomicBool::new(false) });
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let scratch = self.options.data_dir.join("work").join(format!("{}-{}", task.job, task.epoch));
+        let options = RunOptions {
+            resume,
+            // A region with no intact checkpoint starts over; one that has one continues.
+            from_scratch: resume,
+            regions: (!regions.is_empty()).then(|| regions.iter().cloned().collect::<BTreeSet<_>>()),
+            scratch_dir: Some(scratch.clone()),
+            fence: Some(fence.clone() as Arc<dyn CommitFence>),
+            checkpoint_id_floor: task.epoch << EPOCH_ID_SHIFT,
+        };
+        let engine = self.engine.clone();
+        let ended = self.ended_tx.clone();
+        let id = task.clone();
+        let handle = tokio::spawn(async move {
+            let stop = async {
+                if stop_rx.await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let outcome = match engine.prepare(std::path::Path::new(&spec)).await {
+                Err(e) => TaskOutcome::Failed { error: e.to_string() },
+                Ok(prepared) => match prepared.run_with(options, stop).await {
+                    Ok(summary) => TaskOutcome::Finished {
+                        rows_out: summary
+                            .nodes
+                            .iter()
+                            .filter(|n| n.kind == flumen_engine::NodeKind::Sink)
+                            .map(|n| n.rows_in)
+                            .sum(),
+                    },
+                    Err(EngineError::Stopped { .. }) => TaskOutcome::Stopped,
+                    Err(EngineError::Cancelled) => TaskOutcome::Cancelled,
+                    Err(EngineError::Fenced { reason }) => TaskOutcome::Fenced { reason },
+                    Err(e) => TaskOutcome::Failed { error: e.to_string() },
+                },
+            };
+            let _ = std::fs::remove_dir_all(&scratch);
+            tracing::info!(job = %id.job, epoch = id.epoch, ?outcome, "task ended");
+            let _ = ended.send((id, outcome));
+        });
+        tasks.insert(task, Running { fence, stop: Some(stop_tx), handle });
+    }
+}

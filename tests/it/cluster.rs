@@ -1,0 +1,533 @@
+//! The cluster as users run it: `flumen cluster up` (a coordinator and workers as real
+//! processes talking QUIC with mutual TLS), `flumen submit`, and faults: workers and the
+//! coordinator SIGKILLed mid-job, a worker paused past its lease. Every job is checked by
+//! the exactly-once oracle of `checkpoint.rs` and against a single-process run.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+
+use crate::checkpoint::check;
+use crate::common::{Job, flumen_bin};
+
+/// A lease short enough that failovers take about two seconds.
+const LEASE_MS: u64 = 1500;
+
+/// A job of `regions` independent pipelined regions, each generator → keyed-counter → JSONL
+/// with checkpoints (`gen<i>` → `count<i>` → `out<i>`), `rows` rows each.
+fn regions_job(name: &str, regions: usize, rows: u64, rate: u64) -> Job {
+    let mut text = format!(
+        r#"
+[job]
+name = "{name}"
+batch_rows = 20
+channel_capacity = 4
+
+[checkpoint]
+interval_ms = 100
+dir = "ck"
+retain = 2
+
+[restart]
+attempts = 5
+delay_ms = 20
+"#
+    );
+    for i in 0..regions {
+        text.push_str(&format!(
+            r#"
+[[source]]
+id = "gen{i}"
+kind = "generator"
+rows = {rows}
+rows_per_second = {rate}
+columns = [
+  {{ name = "key", gen = "modulo", modulus = 16 }},
+  {{ name = "seq", gen = "divide", divisor = 16 }},
+]
+
+[[operator]]
+id = "count{i}"
+plugin = "{{guest:keyed-counter}}"
+capabilities = ["log", "state"]
+inputs = [{{ from = "gen{i}", partition = "hash", keys = ["key"] }}]
+config = {{ key = "key" }}
+
+[[sink]]
+id = "out{i}"
+kind = "jsonl"
+path = "out{i}"
+inputs = ["count{i}"]
+"#
+        ));
+    }
+    Job::new(&text)
+}
+
+/// A cluster started with `flumen cluster up`, taken down when dropped (with the
+/// processes the test started in place of killed ones).
+struct Cluster {
+    dir: tempfile::TempDir,
+    replacements: Vec<Child>,
+}
+
+impl Cluster {
+    fn up(workers: u32, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = Self { dir, replacements: Vec::new() };
+        let out = cluster.flumen(
+            &[&["cluster", "up", "-n", &workers.to_string(), "--lease-ms", &LEASE_MS.to_string()], extra].concat(),
+        );
+        assert!(out.status.success(), "cluster up failed: {}", String::from_utf8_lossy(&out.stderr));
+        cluster
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn flumen(&self, args: &[&str]) -> Output {
+        Command::new(flumen_bin())
+            .args(args)
+            .env("FLUMEN_CLUSTER", self.dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    fn submit(&self, job: &Job) -> String {
+        let out = self.flumen(&["submit", job.path.to_str().unwrap()]);
+        assert!(out.status.success(), "submit failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Waits until the job ends; its `flumen status` text, and whether it finished.
+    fn wait(&self, job: &str, within: Duration) -> (String, bool) {
+        let deadline = Instant::now() + within;
+        loop {
+            let out = self.flumen(&["status", job]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if let Some(first) = text.lines().next() {
+                for state in ["finished", "failed", "stopped", "cancelled"] {
+                    if first.contains(&format!(": {state} ")) {
+                        return (text, state == "finished");
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "job {job} did not end within {within:?}:\n{text}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Region → worker, from `flumen status`.
+    fn placement(&self, job: &str) -> BTreeMap<String, String> {
+        let out = self.flumen(&["status", job]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("region "))
+            .filter_map(|l| l.split_once(": "))
+            .filter(|(_, w)| *w != "-")
+            .map(|(r, w)| (r.to_owned(), w.to_owned()))
+            .collect()
+    }
+
+    fn pid(&self, node: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("pids/{node}"))).unwrap().trim().to_owned()
+    }
+
+    fn signal(&self, node: &str, signal: &str) {
+        let ok = Command::new("kill").args([signal, &self.pid(node)]).status().unwrap().success();
+        assert!(ok, "kill {signal} {node}");
+    }
+
+    /// SIGKILLs `node` and starts it again with the same arguments `cluster up` gave it.
+    fn kill_and_restart(&mut self, node: &str) {
+        self.signal(node, "-KILL");
+        std::thread::sleep(Duration::from_millis(20));
+        let cluster: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(self.path("cluster.json")).unwrap()).unwrap();
+        let addr = cluster["coordinator"].as_str().unwrap().to_owned();
+        let certs = self.path("certs").display().to_string();
+        let log = std::fs::OpenOptions::new().append(true).open(self.path(&format!("logs/{node}.log"))).unwrap();
+        let args: Vec<String> = if node == "coordinator" {
+            let state = self.path("state").display().to_string();
+            [
+                "coordinator",
+                "--certs",
+                &certs,
+                "--state",
+                &state,
+                "--listen",
+                &addr,
+                "--lease-ms",
+                &LEASE_MS.to_string(),
+            ]
+            .map(String::from)
+            .to_vec()
+        } else {
+            let data = self.path(&format!("workers/{node}")).display().to_string();
+            ["worker", "--join", &addr, "--certs", &certs, "--id", node, "--data", &data].map(String::from).to_vec()
+        };
+        let child = Command::new(flumen_bin())
+            .args(&args)
+            .env("FLUMEN_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        std::fs::write(self.path(&format!("pids/{node}")), child.id().to_string()).unwrap();
+        self.replacements.push(child);
+    }
+
+    fn log(&self, node: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("logs/{node}.log"))).unwrap_or_default()
+    }
+
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        for entry in std::fs::read_dir(self.path("logs")).unwrap().flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            all.push_str(&format!("--- {}\n", entry.file_name().to_string_lossy()));
+            for line in tail.into_iter().rev() {
+                all.push_str(line);
+                all.push('\n');
+            }
+        }
+        all
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Paused processes must be continued to die of SIGTERM.
+        for entry in std::fs::read_dir(self.path("pids")).into_iter().flatten().flatten() {
+            if let Ok(pid) = std::fs::read_to_string(entry.path()) {
+                let _ = Command::new("kill").args(["-CONT", pid.trim()]).status();
+            }
+        }
+        let _ = self.flumen(&["cluster", "down"]);
+        for child in &mut self.replacements {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Every sink's committed rows, sorted, per sink directory.
+fn committed(dir: &Path, sinks: usize) -> Vec<Vec<String>> {
+    (0..sinks)
+        .map(|i| {
+            let mut rows = Vec::new();
+            for entry in std::fs::read_dir(dir.join(format!("out{i}"))).unwrap().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("part-") {
+                    rows.extend(std::fs::read_to_string(entry.path()).unwrap().lines().map(str::to_owned));
+                }
+            }
+            rows.sort();
+            rows
+        })
+        .collect()
+}
+
+fn assert_exactly_once(job: &Job, regions: usize, rows: u64, context: &str) {
+    for i in 0..regions {
+        let o = check(&job.file(&format!("out{i}")), rows, context, true);
+        assert!(o.clean() && o.rows == rows, "{context}: region {i}: {o:?}");
+    }
+}
+
+#[test]
+fn three_workers_commit_what_one_process_commits() {
+    let cluster = Cluster::up(3, &[]);
+    let (regions, rows) = (3, 3000);
+    let job = regions_job("three", regions, rows, 20_000);
+    assert!(cluster.submit(&job).contains("submitted `three`"));
+    let (status, finished) = cluster.wait("three", Duration::from_secs(120));
+    assert!(finished, "{status}\n{}", cluster.logs());
+    // One region per worker: the scheduler spreads them.
+    let workers: BTreeSet<&str> =
+        status.lines().filter_map(|l| l.trim().strip_prefix("region ")).filter_map(|l| l.split(": ").nth(1)).collect();
+    assert_eq!(workers.len(), 3, "{status}");
+    assert_exactly_once(&job, regions, rows, "cluster");
+
+    let alone = regions_job("three", regions, rows, 20_000);
+    let out = Command::new(flumen_bin()).args(["run", alone.path.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(committed(job.dir.path(), regions), committed(alone.dir.path(), regions));
+
+    // A second submission of the same job over its checkpoints is refused without --resume.
+    let again = cluster.flumen(&["submit", job.path.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"), "{}", String::from_utf8_lossy(&again.stderr));
+    let jobs = String::from_utf8_lossy(&cluster.flumen(&["jobs"]).stdout).into_owned();
+    assert!(jobs.contains("three") && jobs.contains("finished"), "{jobs}");
+}
+
+#[test]
+fn sigkilled_workers_lose_and_duplicate_nothing() {
+    let mut cluster = Cluster::up(3, &[]);
+    let (regions, rows) = (3, 24_000);
+    let job = regions_job("kills", regions, rows, 1500);
+    cluster.submit(&job);
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed_c1a5);
+    let mut kills = 0;
+    let started = Instant::now();
+    while kills < 20 && started.elapsed() < Duration::from_secs(150) {
+        std::thread::sleep(Duration::from_millis(rng.random_range(150..700)));
+        let placement = cluster.placement("kills");
+        let busy: Vec<&String> = placement.values().collect();
+        if busy.is_empty() {
+            continue;
+        }
+        let victim = busy[rng.random_range(0..busy.len())].clone();
+        cluster.kill_and_restart(&victim);
+        kills += 1;
+    }
+    assert!(kills >= 20, "only {kills} kills: the job ended first");
+    let (status, finished) = cluster.wait("kills", Duration::from_secs(240));
+    assert!(finished, "{status}\n{}", cluster.logs());
+    assert!(!status.contains(" 0 failover(s)"), "{status}");
+    assert_exactly_once(&job, regions, rows, "after 20 worker kills");
+}
+
+#[test]
+fn a_killed_coordinator_comes_back_and_its_jobs_finish() {
+    let mut cluster = Cluster::up(2, &[]);
+    let (regions, rows) = (2, 8000);
+    let job = regions_job("phoenix", regions, rows, 1500);
+    cluster.submit(&job);
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(900));
+        cluster.kill_and_restart("coordinator");
+    }
+    let (status, finished) = cluster.wait("phoenix", Duration::from_secs(180));
+    assert!(finished, "{status}\n{}", cluster.logs());
+    assert_exactly_once(&job, regions, rows, "after 3 coordinator kills");
+    // Each restart took the next leadership epoch.
+    let epochs = std::fs::read_dir(cluster.path("state/leader")).unwrap().count();
+    assert_eq!(epochs, 4, "one leadership epoch per coordinator start");
+}
+
+#[test]
+fn a_worker_paused_past_its_lease_is_fenced_and_commits_nothing_more() {
+    let cluster = Cluster::up(2, &[]);
+    let (regions, rows) = (2, 9000);
+    let job = regions_job("paused", regions, rows, 1500);
+    cluster.submit(&job);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let victim = loop {
+        if let Some(w) = cluster.placement("paused").get("gen0") {
+            break w.clone();
+        }
+        assert!(Instant::now() < deadline, "never placed:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    cluster.signal(&victim, "-STOP");
+    // Past the lease and the coordinator's grace: its region moves to the other worker.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if cluster.placement("paused").get("gen0").is_some_and(|w| *w != victim) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "region never moved:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.signal(&victim, "-CONT");
+    let (status, finished) = cluster.wait("paused", Duration::from_secs(120));
+    assert!(finished, "{status}\n{}", cluster.logs());
+    assert_exactly_once(&job, regions, rows, "after a paused worker");
+    let log = cluster.log(&victim);
+    assert!(log.contains("fenced by the coordinator"), "the paused worker never learnt it was fenced:\n{log}");
+    assert!(cluster.log("coordinator").contains(&format!("worker lost: no heartbeat for 2000 ms worker={victim}")));
+}
+
+#[test]
+fn jobs_that_cannot_be_placed_are_refused_with_the_reason() {
+    let cluster = Cluster::up(1, &["--cores-per-worker", "2"]);
+    let job = Job::new(
+        r#"
+[job]
+name = "greedy"
+
+[checkpoint]
+interval_ms = 100
+dir = "ck"
+
+[[source]]
+id = "gen"
+kind = "generator"
+rows = 10
+columns = [{ name = "key", gen = "sequence" }]
+
+[[operator]]
+id = "embed"
+plugin = "{guest:keyed-counter}"
+capabilities = ["log", "state"]
+parallelism = 2
+inputs = ["gen"]
+config = { key = "key" }
+resources = { gpu = 1, memory_mb = 512 }
+
+[[sink]]
+id = "out"
+kind = "jsonl"
+path = "out"
+inputs = ["embed"]
+"#,
+    );
+    let out = cluster.flumen(&["submit", job.path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot be placed") && err.contains("memory_mb=1024, gpu=2"), "{err}");
+    assert!(err.contains("worker-1 has cores=2"), "{err}");
+    // An unknown resource is a spec error with its line.
+    let typo = Job::new(&std::fs::read_to_string(&job.path).unwrap().replace("gpu = 1", "gpus = 1"));
+    let out = cluster.flumen(&["submit", typo.path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("gpus") && err.contains("job.toml"), "{err}");
+}
+
+/// A UDP relay between one worker and the coordinator whose two directions can be cut:
+/// a network partition without privileges (QUIC runs over UDP, so dropping datagrams is
+/// exactly what a dead link or a silent one-way drop does to it).
+struct Relay {
+    addr: std::net::SocketAddr,
+    drop_up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    drop_down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn start(upstream: std::net::SocketAddr) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let front = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let back = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        back.connect(upstream).unwrap();
+        for s in [&front, &back] {
+            s.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        }
+        let addr = front.local_addr().unwrap();
+        let (drop_up, drop_down, stop) =
+            (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let peer: Arc<std::sync::Mutex<Option<std::net::SocketAddr>>> = Arc::default();
+        {
+            let (front, back) = (front.try_clone().unwrap(), back.try_clone().unwrap());
+            let (drop_up, stop, peer) = (drop_up.clone(), stop.clone(), peer.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = front.recv_from(&mut buf) {
+                        *peer.lock().unwrap() = Some(from);
+                        if !drop_up.load(Ordering::Relaxed) {
+                            let _ = back.send(&buf[..n]);
+                        }
+                    }
+                }
+            });
+        }
+        {
+            let (drop_down, stop) = (drop_down.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(n) = back.recv(&mut buf)
+                        && !drop_down.load(Ordering::Relaxed)
+                        && let Some(to) = *peer.lock().unwrap()
+                    {
+                        let _ = front.send_to(&buf[..n], to);
+                    }
+                }
+            });
+        }
+        Self { addr, drop_up, drop_down, stop }
+    }
+
+    fn cut(&self, up: bool, down: bool) {
+        self.drop_up.store(up, std::sync::atomic::Ordering::SeqCst);
+        self.drop_down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// One run of the partition test: a second worker joins through a relay, runs a region,
+/// and is cut off (`up`: its datagrams to the coordinator dropped; `down`: the
+/// coordinator's to it) for longer than its lease while its region keeps running.
+fn partition(name: &str, up: bool, down: bool) {
+    let mut cluster = Cluster::up(1, &[]);
+    let certs = cluster.path("certs");
+    let out = cluster.flumen(&["certs", "--dir", certs.to_str().unwrap(), "--nodes", "worker-9"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cluster_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cluster.path("cluster.json")).unwrap()).unwrap();
+    let relay = Relay::start(cluster_json["coordinator"].as_str().unwrap().parse().unwrap());
+    let log = std::fs::File::create(cluster.path("logs/worker-9.log")).unwrap();
+    let data = cluster.path("workers/worker-9");
+    let child = Command::new(flumen_bin())
+        .args(["worker", "--join", &relay.addr.to_string(), "--certs", certs.to_str().unwrap(), "--id", "worker-9"])
+        .args(["--data", data.to_str().unwrap()])
+        .env("FLUMEN_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    std::fs::write(cluster.path("pids/worker-9"), child.id().to_string()).unwrap();
+    cluster.replacements.push(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !String::from_utf8_lossy(&cluster.flumen(&["cluster", "workers"]).stdout).contains("worker-9         up") {
+        assert!(Instant::now() < deadline, "worker-9 never joined:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (regions, rows) = (2, 9000);
+    let job = regions_job(name, regions, rows, 1500);
+    cluster.submit(&job);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let region = loop {
+        if let Some((r, _)) = cluster.placement(name).into_iter().find(|(_, w)| w == "worker-9") {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "nothing placed on worker-9:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Let it checkpoint and commit a while, then cut it off mid-run, for well past its lease.
+    std::thread::sleep(Duration::from_millis(1000));
+    relay.cut(up, down);
+    std::thread::sleep(Duration::from_millis(3 * LEASE_MS));
+    if up {
+        // The coordinator heard nothing: the region runs elsewhere now.
+        assert_eq!(cluster.placement(name).get(&region).map(String::as_str), Some("worker-1"), "{}", cluster.logs());
+    }
+    relay.cut(false, false);
+    let (status, finished) = cluster.wait(name, Duration::from_secs(180));
+    assert!(finished, "{status}\n{}", cluster.logs());
+    assert_exactly_once(&job, regions, rows, name);
+    let log = cluster.log("worker-9");
+    // Its own fence stopped the region (the lease ran out at a checkpoint), before the
+    // coordinator could have placed it elsewhere: not a failure, not a late commit.
+    assert!(log.contains("outcome=Fenced") && log.contains("lease ran out"), "worker-9 never fenced itself:\n{log}");
+}
+
+#[test]
+fn a_worker_cut_off_by_a_partition_commits_nothing_and_the_job_heals() {
+    partition("cut-off", true, true);
+}
+
+#[test]
+fn a_silent_one_way_drop_fences_the_worker_that_hears_nothing() {
+    partition("one-way", false, true);
+}
