@@ -1,7 +1,8 @@
 //! The cluster as users run it: `flumen cluster up` (a coordinator and workers as real
-//! processes talking QUIC with mutual TLS), `flumen submit`, and faults: workers and the
-//! coordinator SIGKILLed mid-job, a worker paused past its lease. Every job is checked by
-//! the exactly-once oracle of `checkpoint.rs` and against a single-process run.
+//! processes talking QUIC with mutual TLS), `flumen submit`, `stop` and `--resume`, `cancel`,
+//! and faults: workers and the coordinator SIGKILLed mid-job, a worker paused past its lease
+//! or cut off, a peer speaking garbage. Every job is checked by the exactly-once oracle of
+//! `checkpoint.rs` (and some against a single-process run).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -530,4 +531,265 @@ fn a_worker_cut_off_by_a_partition_commits_nothing_and_the_job_heals() {
 #[test]
 fn a_silent_one_way_drop_fences_the_worker_that_hears_nothing() {
     partition("one-way", false, true);
+}
+
+/// The committed part files of sink `out<sink>` of the job in `dir`.
+fn part_files_of(dir: &Path, sink: usize) -> usize {
+    std::fs::read_dir(dir.join(format!("out{sink}")))
+        .map(|entries| entries.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("part-")).count())
+        .unwrap_or(0)
+}
+
+/// The committed part files of sinks `out0..out<sinks>`.
+fn part_files(dir: &Path, sinks: usize) -> usize {
+    (0..sinks).map(|i| part_files_of(dir, i)).sum()
+}
+
+impl Cluster {
+    /// Waits until every one of the job's `regions` is placed and every sink has committed
+    /// a part file (a checkpoint completed in each region).
+    fn wait_committing(&self, job: &Job, name: &str, regions: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let placed = self.placement(name).len() == regions;
+            let committing = (0..regions).all(|i| part_files_of(job.dir.path(), i) > 0);
+            if placed && committing {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{name} never placed and committed:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The first line of `flumen status <job>`.
+    fn state_line(&self, job: &str) -> String {
+        let out = self.flumen(&["status", job]);
+        String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_owned()
+    }
+}
+
+#[test]
+fn a_stopped_job_resumes_and_stays_exactly_once() {
+    let cluster = Cluster::up(2, &[]);
+    let (regions, rows) = (2, 6000);
+    let job = regions_job("pause-me", regions, rows, 1500);
+    cluster.submit(&job);
+    cluster.wait_committing(&job, "pause-me", regions);
+
+    let out = cluster.flumen(&["stop", "pause-me", "--wait"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(3), "{text}{}\n{}", String::from_utf8_lossy(&out.stderr), cluster.logs());
+    assert!(text.contains("job pause-me: stopped"), "{text}");
+    assert!(cluster.state_line("pause-me").contains(": stopped "), "{}", cluster.state_line("pause-me"));
+    let before: usize = committed(job.dir.path(), regions).iter().map(Vec::len).sum();
+    assert!(before > 0 && before < regions * rows as usize, "{before} rows committed at the stop");
+
+    // Its checkpoints are there: starting it over is refused, resuming it is not.
+    let out = cluster.flumen(&["submit", job.path.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+    let out = cluster.flumen(&["submit", "--resume", "--wait", job.path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        cluster.logs()
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("job pause-me: finished"));
+    assert_exactly_once(&job, regions, rows, "stopped, then resumed");
+}
+
+#[test]
+fn a_cancelled_job_commits_nothing_more() {
+    let cluster = Cluster::up(2, &[]);
+    let (regions, rows) = (2, 9000);
+    let job = regions_job("cancel-me", regions, rows, 1500);
+    cluster.submit(&job);
+    cluster.wait_committing(&job, "cancel-me", regions);
+
+    let out = cluster.flumen(&["cancel", "cancel-me"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cancelled `cancel-me`"));
+    assert!(cluster.state_line("cancel-me").contains(": cancelled "), "{}", cluster.state_line("cancel-me"));
+    let again = cluster.flumen(&["cancel", "cancel-me"]);
+    let err = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(2), "{err}");
+    assert!(err.contains("already cancelled"), "{err}");
+
+    // The answer to `cancel` may reach the client before the Cancel reaches the workers:
+    // count from when each worker has reported its task cancelled.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = cluster.log("coordinator");
+        let ended = log
+            .lines()
+            .filter(|l| l.contains("job=cancel-me") && l.contains("outcome=Cancelled"))
+            .map(|l| l.split("worker=").nth(1).and_then(|w| w.split_whitespace().next()).unwrap_or_default().to_owned())
+            .collect::<BTreeSet<_>>();
+        if ended.len() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the workers never reported their tasks cancelled:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let parts = part_files(job.dir.path(), regions);
+    let rows_then = committed(job.dir.path(), regions);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(part_files(job.dir.path(), regions), parts, "a cancelled job committed more");
+    assert_eq!(committed(job.dir.path(), regions), rows_then, "a cancelled job committed more");
+    assert!(rows_then.iter().map(Vec::len).sum::<usize>() < regions * rows as usize);
+}
+
+#[test]
+fn a_job_without_checkpoints_runs_whole_on_one_worker() {
+    let cluster = Cluster::up(2, &[]);
+    let (regions, rows) = (2, 2000);
+    let checkpointed = regions_job("whole", regions, rows, 20_000);
+    let text = std::fs::read_to_string(&checkpointed.path)
+        .unwrap()
+        .replace("[checkpoint]\ninterval_ms = 100\ndir = \"ck\"\nretain = 2\n", "");
+    assert!(!text.contains("[checkpoint]"), "{text}");
+    let job = Job::new(&text);
+    cluster.submit(&job);
+    let (status, finished) = cluster.wait("whole", Duration::from_secs(120));
+    assert!(finished, "{status}\n{}", cluster.logs());
+    let placement = cluster.placement("whole");
+    assert_eq!(placement.len(), regions, "{status}");
+    let workers: BTreeSet<&String> = placement.values().collect();
+    assert_eq!(workers.len(), 1, "a job without checkpoints is one unit:\n{status}");
+    // Without checkpoints a sink writes one file, committed at the end: each holds every row once.
+    for i in 0..regions {
+        let out = job.file(&format!("out{i}"));
+        assert!(out.is_file(), "{} is no file", out.display());
+        let dir = job.file(&format!("oracle{i}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::copy(&out, dir.join("part-0000-000000000000.jsonl")).unwrap();
+        let o = check(&dir, rows, "a job without checkpoints", true);
+        assert!(o.clean() && o.rows == rows, "region {i}: {o:?}");
+    }
+}
+
+#[test]
+fn a_peer_speaking_garbage_is_closed_and_the_coordinator_keeps_serving() {
+    use flumen_transport::{Endpoint, EndpointOptions, NodeCredentials, NodeIdentity};
+
+    let cluster = Cluster::up(1, &[]);
+    let cluster_json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cluster.path("cluster.json")).unwrap()).unwrap();
+    let addr: std::net::SocketAddr = cluster_json["coordinator"].as_str().unwrap().parse().unwrap();
+    let creds = NodeCredentials::load(&cluster.path("certs"), &NodeIdentity::new("client").unwrap()).unwrap();
+    let coordinator = NodeIdentity::new("coordinator").unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let endpoint = Endpoint::bind("127.0.0.1:0".parse().unwrap(), &creds, EndpointOptions::default()).unwrap();
+        // Sends `hello`, then reads until the coordinator closes the connection: the reason,
+        // and the messages it sent before.
+        let speak = |hello: serde_json::Value| {
+            let endpoint = &endpoint;
+            let coordinator = &coordinator;
+            async move {
+                let conn = endpoint.connect(addr, coordinator).await.unwrap();
+                conn.send_message(&hello).await.unwrap();
+                let mut said = Vec::new();
+                let closed = tokio::time::timeout(Duration::from_secs(10), async {
+                    loop {
+                        match conn.recv_message::<serde_json::Value>().await {
+                            Ok(message) => said.push(message),
+                            Err(e) => return e.to_string(),
+                        }
+                    }
+                })
+                .await
+                .expect("the coordinator neither answered nor closed the connection");
+                (closed, said)
+            }
+        };
+
+        let (closed, said) = speak(serde_json::json!({"hello": "worker", "protocol": 1, "bogus": true})).await;
+        assert!(said.is_empty(), "{said:?}");
+        assert!(closed.contains("closed by the peer") && closed.contains("bogus"), "{closed}");
+
+        let (closed, said) = speak(serde_json::json!({
+            "hello": "worker",
+            "protocol": 99,
+            "capacity": {"cores": 1, "memory_mb": 1024, "gpu": 0},
+            "running": [],
+        }))
+        .await;
+        let why = "cluster protocol 99 is not spoken here";
+        assert!(closed.contains("closed by the peer") && closed.contains(why), "{closed}");
+        // The Fenced telling it so may or may not arrive before the close.
+        for message in &said {
+            assert_eq!(message["type"], "fenced", "{said:?}");
+            assert!(message["reason"].as_str().unwrap().contains(why), "{said:?}");
+        }
+
+        // Not even an object.
+        let (closed, said) = speak(serde_json::json!("garbage")).await;
+        assert!(said.is_empty() && closed.contains("closed by the peer"), "{closed} {said:?}");
+
+        // A client of another version is answered, not left hanging.
+        let conn = endpoint.connect(addr, &coordinator).await.unwrap();
+        conn.send_message(&serde_json::json!({"hello": "client", "protocol": 99, "request": {"request": "jobs"}}))
+            .await
+            .unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(10), conn.recv_message::<serde_json::Value>())
+            .await
+            .expect("no answer")
+            .unwrap();
+        assert_eq!(answer["response"], "refused", "{answer}");
+        assert!(answer["message"].as_str().unwrap().contains(why), "{answer}");
+        conn.close("done");
+    });
+    drop(runtime);
+
+    // The coordinator still answers, and still runs jobs.
+    let jobs = cluster.flumen(&["jobs"]);
+    assert!(jobs.status.success(), "{}", String::from_utf8_lossy(&jobs.stderr));
+    assert!(String::from_utf8_lossy(&jobs.stdout).contains("no jobs"));
+    let workers = String::from_utf8_lossy(&cluster.flumen(&["cluster", "workers"]).stdout).into_owned();
+    assert!(workers.contains("worker-1") && !workers.contains("client"), "{workers}");
+    let (regions, rows) = (1, 1000);
+    let job = regions_job("after-garbage", regions, rows, 20_000);
+    cluster.submit(&job);
+    let (status, finished) = cluster.wait("after-garbage", Duration::from_secs(120));
+    assert!(finished, "{status}\n{}", cluster.logs());
+    assert_exactly_once(&job, regions, rows, "after a peer spoke garbage");
+}
+
+#[test]
+fn a_job_stopped_while_a_worker_is_paused_stops_and_resumes() {
+    let cluster = Cluster::up(2, &[]);
+    let (regions, rows) = (2, 9000);
+    let job = regions_job("stop-paused", regions, rows, 1500);
+    cluster.submit(&job);
+    cluster.wait_committing(&job, "stop-paused", regions);
+    let victim = cluster.placement("stop-paused")["gen0"].clone();
+    cluster.signal(&victim, "-STOP");
+    // The paused worker never hears the Stop; once its lease has run out its region has
+    // nothing newer than its last checkpoint, so it counts as stopped.
+    let out = cluster.flumen(&["stop", "stop-paused"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (status, finished) = cluster.wait("stop-paused", Duration::from_secs(30));
+    assert!(!finished && status.contains("stop-paused: stopped"), "{status}\n{}", cluster.logs());
+    cluster.signal(&victim, "-CONT");
+    // It learns it was fenced, and its late end of the task changes nothing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cluster.log(&victim).contains("fenced by the coordinator") {
+        assert!(Instant::now() < deadline, "{victim} never learnt it was fenced:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(cluster.state_line("stop-paused").contains(": stopped "), "{}", cluster.state_line("stop-paused"));
+
+    let out = cluster.flumen(&["submit", "--resume", "--wait", job.path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        cluster.logs()
+    );
+    assert_exactly_once(&job, regions, rows, "stopped while a worker was paused, then resumed");
 }

@@ -257,6 +257,9 @@ impl Core {
             if !self.is_current(task, &worker) {
                 tracing::warn!(%worker, job = %task.job, epoch = task.epoch, "refusing a stale task of a rejoining worker");
                 let _ = tx.send(CoordinatorMessage::Cancel { task: task.clone() });
+            } else if self.jobs.get(&task.job).is_some_and(|j| j.state == JobState::Stopping) {
+                // It may have been away when the job was stopped.
+                let _ = tx.send(CoordinatorMessage::Stop { task: task.clone() });
             }
         }
         let entry = self.workers.entry(worker.clone()).or_insert_with(|| WorkerEntry {
@@ -362,6 +365,14 @@ impl Core {
                 }
             }
             TaskOutcome::Cancelled => {}
+            TaskOutcome::Fenced { reason } if job.state == JobState::Stopping => {
+                // Nothing newer than its last checkpoint was committed: that is where it stops.
+                for r in job.regions.iter_mut().filter(|r| r.epoch == task.epoch) {
+                    r.done = Some(RegionEnd::Stopped);
+                }
+                job.note =
+                    Some(format!("{worker} was fenced ({reason}); its regions stopped at their last checkpoints"));
+            }
             TaskOutcome::Fenced { reason } => {
                 // The worker lived but lost its lease: its regions go elsewhere (or back to it).
                 for r in job.regions.iter_mut().filter(|r| r.epoch == task.epoch) {
@@ -407,8 +418,27 @@ impl Core {
     }
 
     /// Frees the regions of `job` that `which` selects, so that `schedule` places them again.
+    /// Their worker commits nothing more (its lease ran out, or it no longer runs them): a
+    /// stopping job's regions stop there instead, at their last checkpoints.
     async fn unplace(&mut self, job: &str, which: impl Fn(&RegionRecord) -> bool, why: &str) -> Result<(), HaError> {
         let Some(mut record) = self.jobs.get(job).cloned() else { return Ok(()) };
+        if record.state.is_terminal() {
+            return Ok(());
+        }
+        if record.state == JobState::Stopping {
+            let mut stopped = false;
+            for r in record.regions.iter_mut().filter(|r| r.done.is_none() && which(r)) {
+                r.done = Some(RegionEnd::Stopped);
+                stopped = true;
+            }
+            if stopped {
+                record.note = Some(format!("regions stopped at their last checkpoints: {why}"));
+                self.finish_if_done(&mut record);
+                self.ha.save(&record).await?;
+                self.jobs.insert(job.to_owned(), record);
+            }
+            return Ok(());
+        }
         let mut moved = false;
         for r in record.regions.iter_mut().filter(|r| r.done.is_none() && which(r)) {
             r.worker = None;
