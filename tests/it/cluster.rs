@@ -730,6 +730,17 @@ fn a_peer_speaking_garbage_is_closed_and_the_coordinator_keeps_serving() {
         let (closed, said) = speak(serde_json::json!("garbage")).await;
         assert!(said.is_empty() && closed.contains("closed by the peer"), "{closed} {said:?}");
 
+        // A well-formed worker hello from a client's certificate: clients never get work.
+        let (closed, said) = speak(serde_json::json!({
+            "hello": "worker",
+            "protocol": 1,
+            "capacity": {"cores": 64, "memory_mb": 1 << 20, "gpu": 8},
+            "running": [],
+        }))
+        .await;
+        let both = format!("{closed} {said:?}");
+        assert!(both.contains("client may not join as a worker"), "{both}");
+
         // A client of another version is answered, not left hanging.
         let conn = endpoint.connect(addr, &coordinator).await.unwrap();
         conn.send_message(&serde_json::json!({"hello": "client", "protocol": 99, "request": {"request": "jobs"}}))
@@ -792,4 +803,75 @@ fn a_job_stopped_while_a_worker_is_paused_stops_and_resumes() {
         cluster.logs()
     );
     assert_exactly_once(&job, regions, rows, "stopped while a worker was paused, then resumed");
+}
+
+/// `GET <url>` over plain HTTP/1.1 (the metrics endpoints speak nothing else): the body.
+fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default()
+}
+
+/// The value of the first sample whose line starts with `prefix`.
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn every_node_serves_prometheus_metrics_of_what_it_runs() {
+    let cluster = Cluster::up(2, &[]);
+    let (regions, rows) = (2, 6000);
+    let job = regions_job("scraped", regions, rows, 1500);
+    cluster.submit(&job);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let on = loop {
+        let placement = cluster.placement("scraped");
+        if placement.len() == 2 {
+            break placement;
+        }
+        assert!(Instant::now() < deadline, "never placed:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Each worker's URL, as `cluster workers` shows it.
+    let workers = String::from_utf8_lossy(&cluster.flumen(&["cluster", "workers"]).stdout).into_owned();
+    let url_of = |worker: &str| -> String {
+        let line = workers.lines().find(|l| l.starts_with(worker)).unwrap_or_else(|| panic!("{workers}"));
+        line.rsplit("metrics ").next().unwrap().trim().to_owned()
+    };
+    let worker = &on["gen0"];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let text = loop {
+        let text = http_get(&url_of(worker));
+        let done = sample(&text, "flumen_checkpoints_completed_total{job=\"scraped\",region=\"gen0\"}").unwrap_or(0.0);
+        if done >= 2.0 {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no checkpoints in the metrics of {worker}:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let rows_in = sample(&text, "flumen_rows_in_total{job=\"scraped\",node=\"count0\",kind=\"operator\"}");
+    assert!(rows_in.is_some_and(|r| r > 0.0 && r <= rows as f64), "{text}");
+    assert!(text.contains("flumen_guest_bytes_in_total{job=\"scraped\",node=\"count0\""), "{text}");
+    assert!(sample(&text, "flumen_worker_lease_seconds_left").is_some_and(|s| s > 0.0), "{text}");
+    assert!(sample(&text, "flumen_worker_tasks").is_some_and(|t| t >= 1.0), "{text}");
+    // A worker shows only the nodes it runs.
+    if on["gen1"] != *worker {
+        assert!(!text.contains("node=\"count1\""), "{text}");
+    }
+    // The coordinator's endpoint, from its log.
+    let log = cluster.log("coordinator");
+    let url = log.split("metrics on ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap().to_owned();
+    let text = http_get(&url);
+    assert_eq!(sample(&text, "flumen_cluster_workers{state=\"up\"}"), Some(2.0), "{text}");
+    assert_eq!(sample(&text, "flumen_cluster_jobs{state=\"running\"}"), Some(1.0), "{text}");
+    assert!(sample(&text, "flumen_cluster_placements_total").is_some_and(|p| p >= 1.0), "{text}");
+    let (status, finished) = cluster.wait("scraped", Duration::from_secs(120));
+    assert!(finished, "{status}");
+    assert_exactly_once(&job, regions, rows, "scraped");
 }

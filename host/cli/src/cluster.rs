@@ -53,6 +53,9 @@ pub struct CoordinatorArgs {
     /// A worker's lease: how long it may commit after its last acknowledged heartbeat.
     #[arg(long, default_value_t = 3000)]
     lease_ms: u64,
+    /// Serve Prometheus metrics at this address (`GET /metrics`).
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -81,6 +84,9 @@ pub struct WorkerArgs {
     /// GPUs offered.
     #[arg(long, default_value_t = 0)]
     gpus: u32,
+    /// Serve Prometheus metrics at this address (`GET /metrics`).
+    #[arg(long)]
+    metrics: Option<SocketAddr>,
     #[command(flatten)]
     plugins: super::PluginArgs,
 }
@@ -170,7 +176,8 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
         eprintln!("coordinator {} listening on {bound}", args.id);
         let lease = Duration::from_millis(args.lease_ms.max(200));
         let timing = Timing { heartbeat: lease / 6, lease, grace: lease / 3 };
-        let options = flumen_cluster::CoordinatorOptions { state: store_url(&args.state)?, timing };
+        let options =
+            flumen_cluster::CoordinatorOptions { state: store_url(&args.state)?, timing, metrics: args.metrics };
         flumen_cluster::coordinator::run(endpoint, options).await?;
         Ok(ExitCode::SUCCESS)
     })
@@ -193,6 +200,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             coordinator_id: NodeIdentity::new(&args.coordinator_id)?,
             capacity,
             data_dir,
+            metrics: args.metrics,
         };
         flumen_cluster::worker::run(endpoint, engine, options).await
     })
@@ -252,12 +260,13 @@ fn print_response(response: Response) -> ExitCode {
         Response::Workers { workers } => {
             for w in workers {
                 println!(
-                    "{:<16} {:<5} offers {}; free {}; tasks: {}",
+                    "{:<16} {:<5} offers {}; free {}; tasks: {}{}",
                     w.worker,
                     if w.alive { "up" } else { "lost" },
                     flumen_cluster::placement::describe(&w.capacity),
                     flumen_cluster::placement::describe(&w.free),
-                    w.tasks.iter().map(|t| format!("{}@{}", t.job, t.epoch)).collect::<Vec<_>>().join(", ")
+                    w.tasks.iter().map(|t| format!("{}@{}", t.job, t.epoch)).collect::<Vec<_>>().join(", "),
+                    w.metrics.as_deref().map(|m| format!("; metrics {m}")).unwrap_or_default()
                 );
             }
         }
@@ -399,6 +408,8 @@ fn up(dir: &Path, workers: u32, gpus: u32, cores: Option<u32>, lease_ms: u64) ->
         addr_file.display().to_string(),
         "--lease-ms".into(),
         lease,
+        "--metrics".into(),
+        "127.0.0.1:0".into(),
     ];
     spawn(&exe, &dir, COORDINATOR_ID, &coordinator_args)?;
     let started = Instant::now();
@@ -433,6 +444,8 @@ fn up(dir: &Path, workers: u32, gpus: u32, cores: Option<u32>, lease_ms: u64) ->
             dir.join("workers").join(name).display().to_string(),
             "--gpus".into(),
             gpus.to_string(),
+            "--metrics".into(),
+            "127.0.0.1:0".into(),
         ];
         if let Some(c) = cores {
             args.extend(["--cores".into(), c.to_string()]);

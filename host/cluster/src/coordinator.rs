@@ -45,13 +45,70 @@ impl Default for Timing {
 pub struct CoordinatorOptions {
     pub state: StoreUrl,
     pub timing: Timing,
+    /// Serve Prometheus metrics here (`GET /metrics`).
+    pub metrics: Option<std::net::SocketAddr>,
+}
+
+/// What the coordinator's metrics endpoint reads, refreshed after every event.
+#[derive(Debug, Default)]
+struct Stats {
+    epoch: u64,
+    workers_up: u64,
+    workers_lost: u64,
+    jobs: BTreeMap<&'static str, u64>,
+    failovers: u64,
+    placements: u64,
+}
+
+#[derive(Debug, Default)]
+struct StatsSource(std::sync::Mutex<Stats>);
+
+impl crate::metrics::Source for StatsSource {
+    fn collect(&self, out: &mut crate::metrics::Samples) {
+        let s = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        out.gauge("coordinator_epoch", "The leadership epoch this coordinator holds.", &[], s.epoch as f64);
+        out.gauge("cluster_workers", "Workers by state.", &[("state", "up")], s.workers_up as f64);
+        out.gauge("cluster_workers", "Workers by state.", &[("state", "lost")], s.workers_lost as f64);
+        for state in ["running", "stopping", "finished", "stopped", "cancelled", "failed"] {
+            let n = s.jobs.get(state).copied().unwrap_or(0);
+            out.gauge("cluster_jobs", "Jobs by state.", &[("state", state)], n as f64);
+        }
+        out.counter(
+            "cluster_failovers",
+            "Regions moved off a lost or fenced worker (all jobs).",
+            &[],
+            s.failovers as f64,
+        );
+        out.counter(
+            "cluster_placements",
+            "Tasks placed on workers since this coordinator started.",
+            &[],
+            s.placements as f64,
+        );
+    }
 }
 
 enum Event {
-    Joined { worker: String, capacity: Capacity, running: Vec<TaskId>, tx: mpsc::UnboundedSender<CoordinatorMessage> },
-    Message { worker: String, message: WorkerMessage, tx: mpsc::UnboundedSender<CoordinatorMessage> },
-    Disconnected { worker: String, tx: mpsc::UnboundedSender<CoordinatorMessage> },
-    Client { request: Request, reply: oneshot::Sender<Response> },
+    Joined {
+        worker: String,
+        capacity: Capacity,
+        running: Vec<TaskId>,
+        metrics: Option<String>,
+        tx: mpsc::UnboundedSender<CoordinatorMessage>,
+    },
+    Message {
+        worker: String,
+        message: WorkerMessage,
+        tx: mpsc::UnboundedSender<CoordinatorMessage>,
+    },
+    Disconnected {
+        worker: String,
+        tx: mpsc::UnboundedSender<CoordinatorMessage>,
+    },
+    Client {
+        request: Request,
+        reply: oneshot::Sender<Response>,
+    },
 }
 
 struct WorkerEntry {
@@ -63,9 +120,13 @@ struct WorkerEntry {
     lost: bool,
     /// The connection last told it was fenced.
     fenced: Option<mpsc::UnboundedSender<CoordinatorMessage>>,
+    /// Its Prometheus endpoint.
+    metrics: Option<String>,
 }
 
 struct Core {
+    stats: Arc<StatsSource>,
+    placements: u64,
     ha: HaState,
     timing: Timing,
     workers: BTreeMap<String, WorkerEntry>,
@@ -81,7 +142,16 @@ pub async fn run(endpoint: Arc<Endpoint>, options: CoordinatorOptions) -> Result
     let mut ha = HaState::lead(store, endpoint.node().as_str(), &address).await?;
     let jobs = ha.load_jobs().await?;
     tracing::info!(epoch = ha.epoch(), jobs = jobs.len(), %address, "coordinator leads");
+    let stats = Arc::new(StatsSource::default());
+    if let Some(addr) = options.metrics {
+        match crate::metrics::Metrics::new(vec![stats.clone()]).serve(addr).await {
+            Ok(bound) => tracing::info!("metrics on http://{bound}/metrics"),
+            Err(e) => tracing::error!("cannot serve metrics on {addr}: {e}"),
+        }
+    }
     let mut core = Core {
+        stats,
+        placements: 0,
         ha,
         timing: options.timing,
         workers: BTreeMap::new(),
@@ -115,12 +185,14 @@ pub async fn run(endpoint: Arc<Endpoint>, options: CoordinatorOptions) -> Result
                 if let Err(e) = core.on_event(event).await {
                     break Err(e);
                 }
+                core.refresh_stats();
             }
             _ = tick.tick() => {
                 ticks += 1;
                 if let Err(e) = core.on_tick(ticks).await {
                     break Err(e);
                 }
+                core.refresh_stats();
             }
         }
     };
@@ -150,14 +222,26 @@ async fn serve(peer: NodeIdentity, conn: Connection, events: mpsc::UnboundedSend
             // Let the answer reach the client before the connection goes.
             let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
         }
-        Hello::Worker { protocol, capacity, running } => {
+        Hello::Worker { protocol, capacity, running, metrics } => {
             if protocol != CLUSTER_PROTOCOL {
                 let _ = conn.send_message(&CoordinatorMessage::Fenced { reason: version_mismatch(protocol) }).await;
                 return conn.close(&version_mismatch(protocol));
             }
+            if peer.as_str().starts_with(CLIENT_PREFIX) || peer == *conn.local() {
+                let reason = format!(
+                    "{peer} may not join as a worker: certificates named `{CLIENT_PREFIX}…` (and the coordinator's own) only ask"
+                );
+                tracing::warn!("{reason}");
+                let _ = conn.send_message(&CoordinatorMessage::Fenced { reason: reason.clone() }).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn.closed()).await;
+                return conn.close(&reason);
+            }
             let worker = peer.as_str().to_owned();
             let (tx, mut rx) = mpsc::unbounded_channel::<CoordinatorMessage>();
-            if events.send(Event::Joined { worker: worker.clone(), capacity, running, tx: tx.clone() }).is_err() {
+            if events
+                .send(Event::Joined { worker: worker.clone(), capacity, running, metrics, tx: tx.clone() })
+                .is_err()
+            {
                 return;
             }
             let writer = {
@@ -189,11 +273,28 @@ async fn serve(peer: NodeIdentity, conn: Connection, events: mpsc::UnboundedSend
     }
 }
 
+/// Node ids starting with this are clients: they may ask the coordinator anything, but
+/// never join as a worker (so a client's certificate cannot be given work to run).
+pub const CLIENT_PREFIX: &str = "client";
+
 fn version_mismatch(got: u32) -> String {
     format!("cluster protocol {got} is not spoken here (this coordinator speaks {CLUSTER_PROTOCOL})")
 }
 
 impl Core {
+    fn refresh_stats(&self) {
+        let mut s = self.stats.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.epoch = self.ha.epoch();
+        s.workers_up = self.workers.values().filter(|w| !w.lost && w.tx.is_some()).count() as u64;
+        s.workers_lost = self.workers.values().filter(|w| w.lost).count() as u64;
+        s.jobs.clear();
+        for j in self.jobs.values() {
+            *s.jobs.entry(j.state.as_str()).or_default() += 1;
+        }
+        s.failovers = self.jobs.values().map(|j| j.failovers).sum();
+        s.placements = self.placements;
+    }
+
     /// After taking leadership: every live job is written again under this epoch (so a
     /// replaced coordinator can no longer write it), and its workers get a lease's time to
     /// rejoin before their regions move.
@@ -212,6 +313,7 @@ impl Core {
                         tx: None,
                         lost: false,
                         fenced: None,
+                        metrics: None,
                     });
                 }
             }
@@ -221,7 +323,13 @@ impl Core {
 
     async fn on_event(&mut self, event: Event) -> Result<(), HaError> {
         match event {
-            Event::Joined { worker, capacity, running, tx } => self.joined(worker, capacity, running, tx).await,
+            Event::Joined { worker, capacity, running, metrics, tx } => {
+                self.joined(worker.clone(), capacity, running, tx).await?;
+                if let Some(w) = self.workers.get_mut(&worker) {
+                    w.metrics = metrics;
+                }
+                Ok(())
+            }
             Event::Message { worker, message, tx } => self.message(worker, message, tx).await,
             Event::Disconnected { worker, tx } => {
                 if let Some(w) = self.workers.get_mut(&worker)
@@ -269,9 +377,17 @@ impl Core {
             tx: None,
             lost: false,
             fenced: None,
+            metrics: None,
         });
         entry.capacity = capacity;
         entry.last_seen = Instant::now();
+        if let Some(old) = entry.tx.take()
+            && !old.is_closed()
+        {
+            // Another process presents the same certificate, or the old connection has not
+            // noticed it is gone: only the newest speaks for the worker.
+            let _ = old.send(CoordinatorMessage::Fenced { reason: format!("another process joined as {worker}") });
+        }
         entry.tx = Some(tx);
         entry.lost = false;
         self.recompute_free();
@@ -597,6 +713,7 @@ impl Core {
             self.ha.save(&job).await?;
             self.jobs.insert(name.clone(), job);
             for (worker, run) in runs {
+                self.placements += 1;
                 tracing::info!(%worker, job = %name, ?run, "placing");
                 if let Some(tx) = self.workers.get(&worker).and_then(|w| w.tx.as_ref()) {
                     let _ = tx.send(run);
@@ -639,6 +756,7 @@ impl Core {
                             .into_iter()
                             .collect(),
                         alive: !w.lost && w.tx.is_some(),
+                        metrics: w.metrics.clone(),
                     })
                     .collect(),
             },

@@ -131,21 +131,39 @@ impl HaState {
         Ok(())
     }
 
-    /// Every job's current record.
+    /// Every job's current record. A version that does not parse (damaged outside
+    /// Flumen: every write is whole or absent) is skipped with an error naming it, and the
+    /// one before it is used; a job none of whose versions parse is left out, named too.
     pub async fn load_jobs(&mut self) -> Result<Vec<JobRecord>, HaError> {
         let mut jobs = Vec::new();
         for job in self.store.list("jobs").await? {
-            let Some(version) =
-                self.store.list(&format!("jobs/{job}")).await?.iter().filter_map(|n| parse_key(n)).max()
-            else {
-                continue;
-            };
-            let at = format!("jobs/{job}/{}", key(version));
-            let Some(bytes) = self.store.get(&at).await? else { continue };
-            let record: JobRecord = serde_json::from_slice(&bytes)
-                .map_err(|e| HaError::Damaged { key: at.clone(), reason: e.to_string() })?;
-            self.versions.insert(job, version);
-            jobs.push(record);
+            let mut versions: Vec<u64> =
+                self.store.list(&format!("jobs/{job}")).await?.iter().filter_map(|n| parse_key(n)).collect();
+            versions.sort_unstable_by(|a, b| b.cmp(a));
+            let newest = versions.first().copied();
+            let mut found = None;
+            for version in versions {
+                let at = format!("jobs/{job}/{}", key(version));
+                let Some(bytes) = self.store.get(&at).await? else { continue };
+                match serde_json::from_slice::<JobRecord>(&bytes) {
+                    Ok(record) if record.job == job => {
+                        found = Some(record);
+                        break;
+                    }
+                    Ok(record) => tracing::error!("coordinator state: {at} names job {:?}; skipped", record.job),
+                    Err(e) => {
+                        tracing::error!("coordinator state: {at} does not parse ({e}); trying the version before")
+                    }
+                }
+            }
+            match (found, newest) {
+                (Some(record), Some(newest)) => {
+                    // The next write goes above every version, damaged ones included.
+                    self.versions.insert(job, newest);
+                    jobs.push(record);
+                }
+                _ => tracing::error!("coordinator state: no readable record of job {job:?}; it is left out"),
+            }
         }
         Ok(jobs)
     }
@@ -215,5 +233,23 @@ mod tests {
         assert!(matches!(first.save(&record("wc")).await, Err(HaError::Replaced { .. })));
         assert!(matches!(first.check_leadership().await, Err(HaError::Replaced { .. })));
         second.check_leadership().await.expect("still leads");
+    }
+
+    #[tokio::test]
+    async fn a_damaged_record_falls_back_to_the_version_before() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut ha = HaState::lead(store(dir.path()), "coordinator", "127.0.0.1:1").await.expect("leads");
+        let mut wc = record("wc");
+        ha.save(&wc).await.expect("saves");
+        wc.epoch = 7;
+        ha.save(&wc).await.expect("saves");
+        ha.save(&record("other")).await.expect("saves");
+        std::fs::write(dir.path().join("jobs/wc/000000000002"), b"{not json").expect("damages");
+        std::fs::write(dir.path().join("jobs/other/000000000001"), b"").expect("damages");
+        let mut next = HaState::lead(store(dir.path()), "coordinator", "127.0.0.1:2").await.expect("leads");
+        let jobs = next.load_jobs().await.expect("loads what it can");
+        assert_eq!(jobs, vec![record("wc")], "the damaged version is skipped, the unreadable job left out");
+        next.save(&jobs[0]).await.expect("writes above the damaged version");
+        assert!(dir.path().join("jobs/wc/000000000003").is_file());
     }
 }

@@ -10,16 +10,29 @@
 //! - [`protocol`]: the typed, versioned messages;
 //! - [`placement`]: what a region needs and where it fits (sans IO);
 //! - [`ha`]: the coordinator's durable state and leadership;
+//! - [`metrics`]: every node's Prometheus endpoint;
 //! - [`coordinator`], [`worker`], [`client`]: the three roles.
+//!
+//! Without the default `node` feature only [`protocol`] and [`placement`] are built (the
+//! fuzz targets' view of the crate).
 
+#[cfg(feature = "node")]
 pub mod client;
+#[cfg(feature = "node")]
 pub mod coordinator;
+#[cfg(feature = "node")]
 pub mod ha;
+#[cfg(feature = "node")]
+pub mod metrics;
 pub mod placement;
 pub mod protocol;
+#[cfg(feature = "node")]
 pub mod worker;
 
+#[cfg(feature = "node")]
 pub use client::{ClientError, ask};
+#[cfg(feature = "node")]
 pub use coordinator::{CoordinatorOptions, Timing};
 pub use protocol::{Capacity, JobState, JobView, Request, Response, TaskId, WorkerView};
+#[cfg(feature = "node")]
 pub use worker::WorkerOptions;

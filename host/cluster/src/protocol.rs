@@ -29,7 +29,14 @@ pub struct Capacity {
 #[serde(tag = "hello", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Hello {
     /// A worker joins (or rejoins) with what it offers and the tasks it still runs.
-    Worker { protocol: u32, capacity: Capacity, running: Vec<TaskId> },
+    Worker {
+        protocol: u32,
+        capacity: Capacity,
+        running: Vec<TaskId>,
+        /// Where its Prometheus endpoint listens, if it serves one.
+        #[serde(default)]
+        metrics: Option<String>,
+    },
     /// A client asks one thing.
     Client { protocol: u32, request: Request },
 }
@@ -188,6 +195,7 @@ pub struct WorkerView {
     pub free: Capacity,
     pub tasks: Vec<TaskId>,
     pub alive: bool,
+    pub metrics: Option<String>,
 }
 
 #[cfg(test)]

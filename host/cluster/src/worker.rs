@@ -36,6 +36,49 @@ pub struct WorkerOptions {
     pub capacity: Capacity,
     /// Where tasks keep their working state (never shared with another worker).
     pub data_dir: PathBuf,
+    /// Serve Prometheus metrics here (`GET /metrics`).
+    pub metrics: Option<SocketAddr>,
+}
+
+/// A task's counters and the nodes it runs.
+type TaskMetrics = (Arc<flumen_engine::JobMetrics>, Option<Arc<std::collections::HashSet<String>>>);
+
+/// What the worker's metrics endpoint reads: its tasks' counters and its lease.
+#[derive(Debug, Default)]
+struct WorkerStats {
+    worker: String,
+    lease: Arc<Lease>,
+    tasks: Mutex<HashMap<TaskId, TaskMetrics>>,
+    acked: std::sync::atomic::AtomicU64,
+    fenced: std::sync::atomic::AtomicU64,
+}
+
+impl crate::metrics::Source for WorkerStats {
+    fn collect(&self, out: &mut crate::metrics::Samples) {
+        let w = [("worker", self.worker.as_str())];
+        let tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        out.gauge("worker_tasks", "Tasks this worker runs.", &w, tasks.len() as f64);
+        let left = match *self.lease.until.lock().unwrap_or_else(PoisonError::into_inner) {
+            Some(until) => until.saturating_duration_since(Instant::now()).as_secs_f64(),
+            None => 0.0,
+        };
+        out.gauge("worker_lease_seconds_left", "Time this worker may still commit without a heartbeat.", &w, left);
+        out.counter(
+            "worker_heartbeats_acked",
+            "Heartbeats the coordinator acknowledged.",
+            &w,
+            self.acked.load(Ordering::Relaxed) as f64,
+        );
+        out.counter(
+            "worker_fenced",
+            "Times the coordinator fenced this worker.",
+            &w,
+            self.fenced.load(Ordering::Relaxed) as f64,
+        );
+        for (task, (metrics, nodes)) in tasks {
+            crate::metrics::JobSource { job: task.job.clone(), metrics, nodes }.collect_into(out);
+        }
+    }
 }
 
 /// The lease as this worker sees it; shared by every task's fence.
@@ -93,6 +136,21 @@ struct Running {
 /// Runs a worker until the process ends: connects (and reconnects) to the coordinator.
 pub async fn run(endpoint: Arc<Endpoint>, engine: Engine, options: WorkerOptions) -> ! {
     let lease = Arc::new(Lease::default());
+    let stats = Arc::new(WorkerStats {
+        worker: endpoint.node().as_str().to_owned(),
+        lease: lease.clone(),
+        ..Default::default()
+    });
+    let mut metrics = None;
+    if let Some(addr) = options.metrics {
+        match crate::metrics::Metrics::new(vec![stats.clone()]).serve(addr).await {
+            Ok(bound) => {
+                tracing::info!("metrics on http://{bound}/metrics");
+                metrics = Some(format!("http://{bound}/metrics"));
+            }
+            Err(e) => tracing::error!("cannot serve metrics on {addr}: {e}"),
+        }
+    }
     let tasks: Arc<Mutex<HashMap<TaskId, Running>>> = Arc::default();
     // Ends of tasks not yet delivered (re-sent after a reconnect; the coordinator ignores repeats).
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<(TaskId, TaskOutcome)>();
@@ -110,7 +168,8 @@ pub async fn run(endpoint: Arc<Endpoint>, engine: Engine, options: WorkerOptions
         };
         backoff = Duration::from_millis(100);
         let running: Vec<TaskId> = tasks.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
-        let hello = Hello::Worker { protocol: CLUSTER_PROTOCOL, capacity: options.capacity, running };
+        let hello =
+            Hello::Worker { protocol: CLUSTER_PROTOCOL, capacity: options.capacity, running, metrics: metrics.clone() };
         if let Err(e) = conn.send_message(&hello).await {
             tracing::warn!("joining the coordinator: {e}");
             continue;
@@ -122,6 +181,7 @@ pub async fn run(endpoint: Arc<Endpoint>, engine: Engine, options: WorkerOptions
             lease: &lease,
             tasks: &tasks,
             ended_tx: &ended_tx,
+            stats: &stats,
         };
         session.serve(&mut ended_rx, &mut undelivered).await;
         conn.close("worker reconnecting");
@@ -135,6 +195,7 @@ struct Session<'a> {
     lease: &'a Arc<Lease>,
     tasks: &'a Arc<Mutex<HashMap<TaskId, Running>>>,
     ended_tx: &'a mpsc::UnboundedSender<(TaskId, TaskOutcome)>,
+    stats: &'a Arc<WorkerStats>,
 }
 
 impl Session<'_> {
@@ -195,6 +256,7 @@ impl Session<'_> {
                         CoordinatorMessage::Ack { seq } => {
                             if let Some(at) = sent.remove(&seq) {
                                 self.lease.extend(at + lease_for);
+                                self.stats.acked.fetch_add(1, Ordering::Relaxed);
                             }
                         }
                         CoordinatorMessage::Run { task, spec, regions, resume } => self.start(task, spec, regions, resume),
@@ -209,6 +271,7 @@ impl Session<'_> {
                         CoordinatorMessage::Fenced { reason } => {
                             tracing::warn!("fenced by the coordinator: {reason}; stopping every task");
                             self.lease.revoked.store(true, Ordering::SeqCst);
+                            self.stats.fenced.fetch_add(1, Ordering::Relaxed);
                             let all: Vec<TaskId> = self.running();
                             for task in all {
                                 self.cancel(&task);
@@ -228,6 +291,7 @@ impl Session<'_> {
 
     fn cancel(&self, task: &TaskId) {
         if let Some(r) = self.tasks.lock().unwrap_or_else(PoisonError::into_inner).remove(task) {
+            self.stats.tasks.lock().unwrap_or_else(PoisonError::into_inner).remove(task);
             r.fence.cancelled.store(true, Ordering::SeqCst);
             r.handle.abort();
             let _ = self.ended_tx.send((task.clone(), TaskOutcome::Cancelled));
@@ -254,6 +318,8 @@ impl Session<'_> {
         };
         let engine = self.engine.clone();
         let ended = self.ended_tx.clone();
+        let regions = regions.clone();
+        let stats = self.stats.clone();
         let id = task.clone();
         let handle = tokio::spawn(async move {
             let stop = async {
@@ -263,25 +329,51 @@ impl Session<'_> {
             };
             let outcome = match engine.prepare(std::path::Path::new(&spec)).await {
                 Err(e) => TaskOutcome::Failed { error: e.to_string() },
-                Ok(prepared) => match prepared.run_with(options, stop).await {
-                    Ok(summary) => TaskOutcome::Finished {
-                        rows_out: summary
-                            .nodes
-                            .iter()
-                            .filter(|n| n.kind == flumen_engine::NodeKind::Sink)
-                            .map(|n| n.rows_in)
-                            .sum(),
-                    },
-                    Err(EngineError::Stopped { .. }) => TaskOutcome::Stopped,
-                    Err(EngineError::Cancelled) => TaskOutcome::Cancelled,
-                    Err(EngineError::Fenced { reason }) => TaskOutcome::Fenced { reason },
-                    Err(e) => TaskOutcome::Failed { error: e.to_string() },
-                },
+                Ok(prepared) => {
+                    let nodes = region_nodes(&spec, &regions);
+                    stats
+                        .tasks
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(id.clone(), (prepared.metrics(), nodes));
+                    match prepared.run_with(options, stop).await {
+                        Ok(summary) => TaskOutcome::Finished {
+                            rows_out: summary
+                                .nodes
+                                .iter()
+                                .filter(|n| n.kind == flumen_engine::NodeKind::Sink)
+                                .map(|n| n.rows_in)
+                                .sum(),
+                        },
+                        Err(EngineError::Stopped { .. }) => TaskOutcome::Stopped,
+                        Err(EngineError::Cancelled) => TaskOutcome::Cancelled,
+                        Err(EngineError::Fenced { reason }) => TaskOutcome::Fenced { reason },
+                        Err(e) => TaskOutcome::Failed { error: e.to_string() },
+                    }
+                }
             };
+            stats.tasks.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
             let _ = std::fs::remove_dir_all(&scratch);
             tracing::info!(job = %id.job, epoch = id.epoch, ?outcome, "task ended");
             let _ = ended.send((id, outcome));
         });
         tasks.insert(task, Running { fence, stop: Some(stop_tx), handle });
     }
+}
+
+/// The ids of the nodes in `regions` of the job at `spec` (`None`: every node, or the
+/// spec no longer reads — the metrics then show the whole job).
+fn region_nodes(spec: &str, regions: &[String]) -> Option<Arc<std::collections::HashSet<String>>> {
+    if regions.is_empty() {
+        return None;
+    }
+    let spec = flumen_spec::JobSpec::load(std::path::Path::new(spec)).ok()?;
+    let graph = flumen_engine::job_graph(&spec).ok()?;
+    let mut nodes = std::collections::HashSet::new();
+    for region in graph.regions() {
+        if regions.contains(&graph.region_name(&region)) {
+            nodes.extend(region.nodes.iter().map(|&n| graph.nodes()[n].id.as_str().to_owned()));
+        }
+    }
+    Some(Arc::new(nodes))
 }

@@ -426,6 +426,7 @@ impl Job {
             let nodes: Vec<RunNode> = region.nodes.iter().filter_map(|&i| run_nodes[i].take()).collect();
             let m = Arc::new(RegionMetrics::new(&name));
             region_metrics.push(m.clone());
+            metrics.regions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(m.clone());
             let supervisor = RegionSupervisor {
                 shared: shared.clone(),
                 name,

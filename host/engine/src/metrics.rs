@@ -45,6 +45,8 @@ impl NodeMetrics {
 #[derive(Debug)]
 pub struct JobMetrics {
     pub nodes: Vec<(NodeId, NodeKind, Arc<NodeMetrics>)>,
+    /// Each region's counters, once the run has started it (for scrapes while it runs).
+    pub(crate) regions: std::sync::Mutex<Vec<Arc<RegionMetrics>>>,
 }
 
 /// A point-in-time view of a node's counters.
@@ -68,6 +70,11 @@ pub struct NodeSummary {
 }
 
 impl JobMetrics {
+    /// The counters of the regions this run started (checkpoints, restarts), live.
+    pub fn regions(&self) -> Vec<Arc<RegionMetrics>> {
+        self.regions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
     pub fn snapshot(&self) -> Vec<NodeSummary> {
         self.nodes
             .iter()
