@@ -35,7 +35,19 @@
 //! of JSON) on the connection's control stream, echoed by the peer; over TCP
 //! and TCP+TLS a 64-byte message (`TCP_NODELAY`). p50 and p99 in µs.
 //!
-//! Not measured: links with real round-trip times (the 10 ms case).
+//! A delayed, lossy link: `W5_RTT_MS=10 [W5_LOSS_PCT=0.1]` puts a relay in the
+//! same process between the two sides — a UDP relay for QUIC that holds every
+//! datagram for half the round trip in each direction and drops `W5_LOSS_PCT`
+//! percent of them (seeded, so runs repeat), and a TCP relay for the TCP cases
+//! that holds every chunk it reads for half the round trip (a user-space relay
+//! cannot drop TCP segments: the TCP rows are always loss-free, which favours
+//! them). Worse, the TCP relay *terminates* TCP: each side's TCP sees a loopback
+//! round trip to the relay, and only the relay's 16 MiB per direction bounds what
+//! is in flight, so the TCP rows at a delay are not TCP at that round trip — a fair
+//! comparison needs netem on both paths. The QUIC rows are QUIC at that round trip
+//! (its packets, acknowledgements and congestion control all cross the delay).
+//! `W5_RELAY=1` puts the relays in with no delay (to tell the relay's cost from the
+//! delay's). The relays' own CPU is in the process CPU time of every row.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -150,13 +162,14 @@ struct Quic {
     _endpoints: (Endpoint, Endpoint),
 }
 
-fn quic_setup(a: &NodeCredentials, b: &NodeCredentials) -> Quic {
+fn quic_setup(a: &NodeCredentials, b: &NodeCredentials, link: Link) -> Quic {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let loopback: SocketAddr = "127.0.0.1:0".parse().expect("address");
     let (ea, eb, sender, receiver) = rt.block_on(async {
         let ea = Endpoint::bind(loopback, a, EndpointOptions::default()).expect("bind a");
         let eb = Endpoint::bind(loopback, b, EndpointOptions::default()).expect("bind b");
         let addr_b = eb.local_addr().expect("address");
+        let addr_b = if link.delayed() { udp_relay(addr_b, link) } else { addr_b };
         let (sender, accepted) = tokio::join!(ea.connect(addr_b, &b.node), eb.accept());
         let (_, receiver) = accepted.expect("accept");
         (ea, eb, sender.expect("connect"), receiver)
@@ -233,9 +246,10 @@ struct Tls {
 }
 
 /// A connected pair (client, server) on 127.0.0.1, TLS handshake done when `tls` is set.
-fn tcp_pair(tls: Option<&Tls>) -> (Box<dyn Stream>, Box<dyn Stream>) {
+fn tcp_pair(tls: Option<&Tls>, link: Link) -> (Box<dyn Stream>, Box<dyn Stream>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("listen");
     let addr = listener.local_addr().expect("address");
+    let addr = if link.delayed() { tcp_relay(addr, link) } else { addr };
     let server_config = tls.map(|t| t.server.clone());
     let server = thread::spawn(move || {
         let (s, _) = listener.accept().expect("accept");
@@ -330,8 +344,8 @@ fn tcp_recv(mut s: Box<dyn Stream>, reference: &RecordBatch, count: u64) -> (Tal
     (tally, equal)
 }
 
-fn tcp_throughput(tls: Option<&Tls>, batch: &RecordBatch, count: u64) -> Measured {
-    let (client, server) = tcp_pair(tls);
+fn tcp_throughput(tls: Option<&Tls>, link: Link, batch: &RecordBatch, count: u64) -> Measured {
+    let (client, server) = tcp_pair(tls, link);
     let (sent, reference) = (batch.clone(), batch.clone());
     let (cpu0, t0) = (cpu_time(), Instant::now());
     let tx = thread::spawn(move || tcp_send(client, &sent, count));
@@ -341,8 +355,8 @@ fn tcp_throughput(tls: Option<&Tls>, batch: &RecordBatch, count: u64) -> Measure
     Measured { wall: t0.elapsed(), cpu: cpu_time() - cpu0, tally, first_last_equal }
 }
 
-fn tcp_latency(tls: Option<&Tls>, warmup: usize, pings: usize) -> Vec<Duration> {
-    let (mut client, mut server) = tcp_pair(tls);
+fn tcp_latency(tls: Option<&Tls>, link: Link, warmup: usize, pings: usize) -> Vec<Duration> {
+    let (mut client, mut server) = tcp_pair(tls, link);
     let total = warmup + pings;
     let echo = thread::spawn(move || {
         let mut buf = [0u8; 64];
@@ -369,6 +383,159 @@ fn tcp_latency(tls: Option<&Tls>, warmup: usize, pings: usize) -> Vec<Duration> 
     times
 }
 
+// ---------------------------------------------------------------- a delayed link
+
+/// The link between the two sides: direct, or through a relay adding delay (and loss, for UDP).
+#[derive(Clone, Copy, Debug)]
+struct Link {
+    rtt: Duration,
+    loss: f64,
+}
+
+impl Link {
+    fn delayed(self) -> bool {
+        !self.rtt.is_zero() || self.loss > 0.0 || std::env::var_os("W5_RELAY").is_some()
+    }
+}
+
+/// A thread that emits each item it is given once `delay` has passed since it was given
+/// (constant delay: arrival order is kept). At most `bound` items wait.
+fn delay_line<T: Send + 'static>(
+    delay: Duration,
+    bound: usize,
+    mut emit: impl FnMut(T) -> bool + Send + 'static,
+) -> std::sync::mpsc::SyncSender<(Instant, T)> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(Instant, T)>(bound);
+    thread::spawn(move || {
+        while let Ok((at, item)) = rx.recv() {
+            // A sleep costs tens of µs however short: items due within 200 µs go now, or
+            // the relay, not the link, would bound a stream of small datagrams.
+            let due = at + delay;
+            let now = Instant::now();
+            if due > now + Duration::from_micros(200) {
+                thread::sleep(due - now);
+            }
+            if !emit(item) {
+                return;
+            }
+        }
+    });
+    tx
+}
+
+/// A UDP relay in front of `upstream` for one peer: every datagram held for half the
+/// round trip each way, `loss` of them dropped (seeded). Returns the relay's address.
+fn udp_relay(upstream: SocketAddr, link: Link) -> SocketAddr {
+    let front = std::net::UdpSocket::bind("127.0.0.1:0").expect("relay front");
+    let back = std::net::UdpSocket::bind("127.0.0.1:0").expect("relay back");
+    // A burst the relay's thread has not read yet waits in the socket, not dropped: the
+    // largest buffers the kernel gives (net.core.rmem_max), as a router's queue would be.
+    for s in [&front, &back] {
+        let s = socket2::SockRef::from(s);
+        let _ = s.set_recv_buffer_size(64 << 20);
+        let _ = s.set_send_buffer_size(64 << 20);
+    }
+    back.connect(upstream).expect("relay connect");
+    let addr = front.local_addr().expect("relay address");
+    let half = link.rtt / 2;
+    let peer: Arc<std::sync::Mutex<Option<SocketAddr>>> = Arc::default();
+    // Up: peer → upstream.
+    {
+        let (front, back_out) = (front.try_clone().expect("clone"), back.try_clone().expect("clone"));
+        let peer = peer.clone();
+        let line = delay_line(half, 1 << 16, move |d: Vec<u8>| {
+            let _ = back_out.send(&d);
+            true
+        });
+        thread::spawn(move || {
+            let mut rng = Lcg(0x5eed_0001);
+            let mut buf = vec![0u8; 65536];
+            while let Ok((n, from)) = front.recv_from(&mut buf) {
+                *peer.lock().expect("peer") = Some(from);
+                if rng.chance(link.loss) {
+                    continue;
+                }
+                if line.send((Instant::now(), buf[..n].to_vec())).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    // Down: upstream → peer.
+    {
+        let front_out = front.try_clone().expect("clone");
+        let line = delay_line(half, 1 << 16, move |(d, to): (Vec<u8>, SocketAddr)| {
+            let _ = front_out.send_to(&d, to);
+            true
+        });
+        thread::spawn(move || {
+            let mut rng = Lcg(0x5eed_0002);
+            let mut buf = vec![0u8; 65536];
+            while let Ok(n) = back.recv(&mut buf) {
+                if rng.chance(link.loss) {
+                    continue;
+                }
+                let Some(to) = *peer.lock().expect("peer") else { continue };
+                if line.send((Instant::now(), (buf[..n].to_vec(), to))).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    addr
+}
+
+/// A TCP relay in front of `upstream` for one connection: every chunk held for half the
+/// round trip each way, at most 16 MiB waiting per direction.
+fn tcp_relay(upstream: SocketAddr, link: Link) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("relay listen");
+    let addr = listener.local_addr().expect("relay address");
+    let half = link.rtt / 2;
+    thread::spawn(move || {
+        let Ok((client, _)) = listener.accept() else { return };
+        let Ok(server) = TcpStream::connect(upstream) else { return };
+        for s in [&client, &server] {
+            s.set_nodelay(true).expect("nodelay");
+        }
+        for (mut from, to) in
+            [(client.try_clone().expect("clone"), server.try_clone().expect("clone")), (server, client)]
+        {
+            let mut out = to;
+            // 256 chunks of at most 64 KiB: 16 MiB in flight inside the relay.
+            let line = delay_line(half, 256, move |chunk: Vec<u8>| {
+                if chunk.is_empty() {
+                    let _ = out.shutdown(std::net::Shutdown::Write);
+                    return false;
+                }
+                out.write_all(&chunk).is_ok()
+            });
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * KIB];
+                loop {
+                    let n = from.read(&mut buf).unwrap_or(0);
+                    if line.send((Instant::now(), buf[..n].to_vec())).is_err() || n == 0 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A small seeded generator for the relay's drops (the same drops every run).
+struct Lcg(u64);
+
+impl Lcg {
+    fn chance(&mut self, p: f64) -> bool {
+        if p <= 0.0 {
+            return false;
+        }
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+}
+
 // ---------------------------------------------------------------- report
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -379,19 +546,32 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 fn main() {
     let mib = env_usize("W5_MIB", 1024);
     let pings = env_usize("W5_PINGS", 1000).max(1);
+    let link = Link {
+        rtt: Duration::from_millis(env_usize("W5_RTT_MS", 0) as u64),
+        loss: std::env::var("W5_LOSS_PCT").ok().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0,
+    };
     let total_bytes = mib * MIB;
 
     let ca = ClusterCa::generate().expect("cluster CA");
     let (node_a, node_b) = (id("worker-1"), id("worker-2"));
     let (creds_a, creds_b) = (credentials(&ca, &node_a), credentials(&ca, &node_b));
-    let quic = quic_setup(&creds_a, &creds_b);
+    let quic = quic_setup(&creds_a, &creds_b, link);
     let tls = Tls {
         server: Arc::new(tls::server_config(&creds_b).expect("server config")),
         client: Arc::new(tls::client_config(&creds_a).expect("client config")),
         server_name: ServerName::try_from(node_b.dns_name()).expect("server name"),
     };
 
-    println!("W5: transport over loopback, {mib} MiB of batch IPC bytes per case, {} CPUs", num_cpus());
+    let over = if link.delayed() {
+        format!(
+            "a relay adding {} ms of round trip ({}% datagram loss on QUIC's; none on TCP's)",
+            link.rtt.as_millis(),
+            link.loss * 100.0
+        )
+    } else {
+        "loopback".to_owned()
+    };
+    println!("W5: transport over {over}, {mib} MiB of batch IPC bytes per case, {} CPUs", num_cpus());
     println!();
     println!("| batch IPC | transport | batches | seconds | GB/s | CPU s | CPU s/GB | GB per CPU s |");
     println!("|---:|---|---:|---:|---:|---:|---:|---:|");
@@ -407,8 +587,8 @@ fn main() {
         for transport in ["quic", "tcp+tls", "tcp"] {
             let m = match transport {
                 "quic" => quic_throughput(&quic, size as u64, &b, count),
-                "tcp+tls" => tcp_throughput(Some(&tls), &b, count),
-                _ => tcp_throughput(None, &b, count),
+                "tcp+tls" => tcp_throughput(Some(&tls), link, &b, count),
+                _ => tcp_throughput(None, link, &b, count),
             };
             if m.tally != expected || !m.first_last_equal {
                 failures.push(format!(
@@ -442,8 +622,8 @@ fn main() {
     println!("| link | message | p50 µs | p99 µs |");
     println!("|---|---|---:|---:|");
     let mut rows = vec![("quic (control stream)", "`Hello`, ~50 B JSON", quic_latency(&quic, warmup, pings))];
-    rows.push(("tcp+tls", "64 B", tcp_latency(Some(&tls), warmup, pings)));
-    rows.push(("tcp", "64 B", tcp_latency(None, warmup, pings)));
+    rows.push(("tcp+tls", "64 B", tcp_latency(Some(&tls), link, warmup, pings)));
+    rows.push(("tcp", "64 B", tcp_latency(None, link, warmup, pings)));
     for (link, message, mut times) in rows {
         times.sort();
         println!("| {link} | {message} | {:.1} | {:.1} |", percentile(&times, 0.5), percentile(&times, 0.99));
