@@ -590,6 +590,17 @@ fn main() {
                 "tcp+tls" => tcp_throughput(Some(&tls), link, &b, count),
                 _ => tcp_throughput(None, link, &b, count),
             };
+            if transport == "quic" && link.delayed() {
+                let p = quic.sender.path_stats();
+                eprintln!(
+                    "  {label} quic path: rtt {:.1} ms, cwnd {} KB, {} packets sent, {} lost, {} congestion events",
+                    p.rtt.as_secs_f64() * 1e3,
+                    p.cwnd / 1000,
+                    p.sent_packets,
+                    p.lost_packets,
+                    p.congestion_events
+                );
+            }
             if m.tally != expected || !m.first_last_equal {
                 failures.push(format!(
                     "{label} {transport}: received {:?} (first/last equal: {}), sent {expected:?}",

@@ -33,7 +33,7 @@ pub use control::ControlMessage;
 pub use error::{ProtocolError, TransportError};
 pub use identity::NodeIdentity;
 pub use local::{LocalNetwork, LocalTransport};
-pub use quic::{BatchReceiver, BatchSender, Connection, Endpoint, EndpointOptions, TransportLimits};
+pub use quic::{BatchReceiver, BatchSender, Connection, Endpoint, EndpointOptions, PathStats, TransportLimits};
 
 /// A data channel's id, chosen by the engine (unique per connection and direction).
 pub type ChannelId = u64;

@@ -301,6 +301,17 @@ impl Endpoint {
     }
 }
 
+/// What QUIC sees of a connection's path ([`Connection::path_stats`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathStats {
+    pub rtt: Duration,
+    /// The congestion window, in bytes.
+    pub cwnd: u64,
+    pub sent_packets: u64,
+    pub lost_packets: u64,
+    pub congestion_events: u64,
+}
+
 /// An established, mutually authenticated link to one peer node. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Connection {
@@ -425,6 +436,19 @@ impl Connection {
             Err(e) => return Err(stream_failure(&self.inner.conn, e, self.peer(), "control")),
         };
         crate::control::decode_message(&payload).map_err(|e| protocol(&self.inner.conn, self.peer(), "control", e))
+    }
+
+    /// What QUIC sees of the path now: round trip, congestion window, packets
+    /// sent and lost, congestion events (metrics, benchmarks).
+    pub fn path_stats(&self) -> PathStats {
+        let s = self.inner.conn.stats();
+        PathStats {
+            rtt: s.path.rtt,
+            cwnd: s.path.cwnd,
+            sent_packets: s.path.sent_packets,
+            lost_packets: s.path.lost_packets,
+            congestion_events: s.path.congestion_events,
+        }
     }
 
     /// Closes the connection, telling the peer why.
