@@ -36,6 +36,9 @@ Environment variables:
   FLUMEN_PLUGIN_DIR   the built-in plugins' directory; default: target/plugins
                       of the source checkout this binary was built from, whose
                       plugins not built yet are built into it on first use
+  FLUMEN_CLUSTER      the cluster directory of `submit`, `jobs`, `status`,
+                      `stop`, `cancel` and `cluster …` (cluster.json, certs/);
+                      default: ./flumen-cluster
   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL,
   AWS_ALLOW_HTTP      credentials and endpoint for s3:// checkpoint stores
                       and blob sources";
