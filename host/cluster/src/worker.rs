@@ -321,42 +321,46 @@ impl Session<'_> {
         let regions = regions.clone();
         let stats = self.stats.clone();
         let id = task.clone();
-        let handle = tokio::spawn(async move {
-            let stop = async {
-                if stop_rx.await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            };
-            let outcome = match engine.prepare(std::path::Path::new(&spec)).await {
-                Err(e) => TaskOutcome::Failed { error: e.to_string() },
-                Ok(prepared) => {
-                    let nodes = region_nodes(&spec, &regions);
-                    stats
-                        .tasks
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert(id.clone(), (prepared.metrics(), nodes));
-                    match prepared.run_with(options, stop).await {
-                        Ok(summary) => TaskOutcome::Finished {
-                            rows_out: summary
-                                .nodes
-                                .iter()
-                                .filter(|n| n.kind == flumen_engine::NodeKind::Sink)
-                                .map(|n| n.rows_in)
-                                .sum(),
-                        },
-                        Err(EngineError::Stopped { .. }) => TaskOutcome::Stopped,
-                        Err(EngineError::Cancelled) => TaskOutcome::Cancelled,
-                        Err(EngineError::Fenced { reason }) => TaskOutcome::Fenced { reason },
-                        Err(e) => TaskOutcome::Failed { error: e.to_string() },
+        let span = tracing::info_span!("task", job = %task.job, epoch = task.epoch);
+        let handle = tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let stop = async {
+                    if stop_rx.await.is_err() {
+                        std::future::pending::<()>().await;
                     }
-                }
-            };
-            stats.tasks.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
-            let _ = std::fs::remove_dir_all(&scratch);
-            tracing::info!(job = %id.job, epoch = id.epoch, ?outcome, "task ended");
-            let _ = ended.send((id, outcome));
-        });
+                };
+                let outcome = match engine.prepare(std::path::Path::new(&spec)).await {
+                    Err(e) => TaskOutcome::Failed { error: e.to_string() },
+                    Ok(prepared) => {
+                        let nodes = region_nodes(&spec, &regions);
+                        stats
+                            .tasks
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .insert(id.clone(), (prepared.metrics(), nodes));
+                        match prepared.run_with(options, stop).await {
+                            Ok(summary) => TaskOutcome::Finished {
+                                rows_out: summary
+                                    .nodes
+                                    .iter()
+                                    .filter(|n| n.kind == flumen_engine::NodeKind::Sink)
+                                    .map(|n| n.rows_in)
+                                    .sum(),
+                            },
+                            Err(EngineError::Stopped { .. }) => TaskOutcome::Stopped,
+                            Err(EngineError::Cancelled) => TaskOutcome::Cancelled,
+                            Err(EngineError::Fenced { reason }) => TaskOutcome::Fenced { reason },
+                            Err(e) => TaskOutcome::Failed { error: e.to_string() },
+                        }
+                    }
+                };
+                stats.tasks.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+                let _ = std::fs::remove_dir_all(&scratch);
+                tracing::info!(job = %id.job, epoch = id.epoch, ?outcome, "task ended");
+                let _ = ended.send((id, outcome));
+            },
+            span,
+        ));
         tasks.insert(task, Running { fence, stop: Some(stop_tx), handle });
     }
 }

@@ -38,6 +38,7 @@ use flumen_types::{NodeId, SubtaskId};
 use flumen_wasm::{OpenContext, OperatorFactory, OperatorInstance};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::gate::{InputGate, Rx};
 use crate::metrics::{NodeMetrics, RegionMetrics};
@@ -220,7 +221,10 @@ impl PreparedJob {
                 std::future::pending::<()>().await;
             }
         };
-        let mut running = executors.spawn_io(job.run(options, stopped));
+        // Every log line of the run carries the job's name; a region's, its region; a
+        // subtask's, its node and index (as span fields, whatever the subscriber prints).
+        let span = tracing::info_span!("job", job = %job.spec.job.name);
+        let mut running = executors.spawn_io(job.run(options, stopped).instrument(span));
         tokio::pin!(stop);
         let mut stop_tx = Some(stop_tx);
         loop {
@@ -435,7 +439,8 @@ impl Job {
                 resume: options.resume,
                 from_scratch: options.from_scratch,
             };
-            regions.spawn(supervisor.run(stop_rx.clone()));
+            let span = tracing::info_span!("region", region = %supervisor.name);
+            regions.spawn(supervisor.run(stop_rx.clone()).instrument(span));
         }
 
         tokio::pin!(stop);
@@ -891,7 +896,8 @@ impl RegionSupervisor {
                             ckpt,
                             name: participant.clone(),
                         };
-                        tasks.spawn(task.run(restore_of(&participant)));
+                        let span = tracing::info_span!("subtask", node = %node_id, subtask);
+                        tasks.spawn(task.run(restore_of(&participant)).instrument(span));
                     }
                 }
                 RunRole::Operator { factory, ctxs, opened, policy } => {
@@ -915,7 +921,9 @@ impl RegionSupervisor {
                             chain: Vec::new(),
                             state: store.clone(),
                         };
-                        tasks.spawn_on(task.run(gate, router, restore_of(&participant)), &shared.guest);
+                        let span = tracing::info_span!("subtask", node = %node_id, subtask);
+                        tasks
+                            .spawn_on(task.run(gate, router, restore_of(&participant)).instrument(span), &shared.guest);
                     }
                 }
                 RunRole::Sink(spec) => {
@@ -943,7 +951,8 @@ impl RegionSupervisor {
                             node: node_id.to_string(),
                             rows_seen: 0,
                         };
-                        tasks.spawn(task.run(gate, restore_of(&participant)));
+                        let span = tracing::info_span!("subtask", node = %node_id, subtask);
+                        tasks.spawn(task.run(gate, restore_of(&participant)).instrument(span));
                     }
                 }
             }
