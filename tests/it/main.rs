@@ -26,3 +26,4 @@ mod policy;
 mod public_api;
 mod regions;
 mod shape;
+mod traces;

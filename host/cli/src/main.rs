@@ -36,6 +36,10 @@ Environment variables:
   FLUMEN_PLUGIN_DIR   the built-in plugins' directory; default: target/plugins
                       of the source checkout this binary was built from, whose
                       plugins not built yet are built into it on first use
+  OTEL_EXPORTER_OTLP_ENDPOINT
+                      send OpenTelemetry traces (job, region, subtask and
+                      checkpoint spans; a cluster job's life) over OTLP/HTTP
+                      to this collector; the other OTEL_* variables apply
   FLUMEN_CLUSTER      the cluster directory of `submit`, `jobs`, `status`,
                       `stop`, `cancel` and `cluster …` (cluster.json, certs/);
                       default: ./flumen-cluster
@@ -175,25 +179,63 @@ struct PluginArgs {
 }
 
 fn main() -> ExitCode {
-    init_logging();
+    let traces = init_logging();
     let cli = Cli::parse();
     if let Err(e) = flumen_engine::arm_fail_points_from_env() {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    match real_main(cli) {
+    let code = match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
+    };
+    if let Some(provider) = traces {
+        // Sends the spans still batched; an unreachable collector costs only its timeout.
+        if let Err(e) = provider.shutdown() {
+            eprintln!("warning: sending the last traces: {e}");
+        }
     }
+    code
+}
+
+/// OpenTelemetry traces over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+/// `…_TRACES_ENDPOINT`) is set: every `tracing` span (job, region, subtask,
+/// checkpoint, a cluster task, a cluster job's life) becomes a span, batched and
+/// sent by the SDK's own thread. The standard `OTEL_*` variables apply
+/// (service name, resource attributes, batch delay).
+fn otel_provider() -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+    let set = |v: &str| std::env::var_os(v).is_some_and(|x| !x.is_empty());
+    if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        return None;
+    }
+    // The exporter's HTTPS client is rustls on ring, like the object stores'.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let exporter = match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("warning: no OpenTelemetry traces: {e}");
+            return None;
+        }
+    };
+    let mut resource = opentelemetry_sdk::Resource::builder();
+    if !set("OTEL_SERVICE_NAME") {
+        resource = resource.with_service_name("flumen");
+    }
+    Some(
+        opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource.build())
+            .build(),
+    )
 }
 
 /// Logs (`FLUMEN_LOG`, default `warn`) to stderr, coloured only on a
 /// terminal; and notices for the user (target `flumen::notice`, such as "compiling
 /// plugin …") as plain lines whatever the filter, unless it names that target.
-fn init_logging() {
+fn init_logging() -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{EnvFilter, Layer, filter::Targets, fmt};
@@ -210,7 +252,16 @@ fn init_logging() {
         ),
     };
     let ansi = std::io::stderr().is_terminal();
+    let traces = otel_provider();
+    let otel = traces.as_ref().map(|provider| {
+        use opentelemetry::trace::TracerProvider;
+        // Spans at info and above (debug spans stay local), whatever FLUMEN_LOG says.
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("flumen"))
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
     tracing_subscriber::registry()
+        .with(otel)
         .with(fmt::layer().with_writer(std::io::stderr).with_ansi(ansi).with_filter(filter))
         .with(
             fmt::layer()
@@ -222,6 +273,7 @@ fn init_logging() {
                 .with_filter(notices),
         )
         .init();
+    traces
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {

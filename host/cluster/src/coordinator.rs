@@ -125,6 +125,9 @@ struct WorkerEntry {
 }
 
 struct Core {
+    /// A span per live job, from submission (or adoption) to its end: with
+    /// OpenTelemetry, the job's life as a trace on the coordinator.
+    spans: HashMap<String, tracing::Span>,
     stats: Arc<StatsSource>,
     placements: u64,
     ha: HaState,
@@ -150,6 +153,7 @@ pub async fn run(endpoint: Arc<Endpoint>, options: CoordinatorOptions) -> Result
         }
     }
     let mut core = Core {
+        spans: HashMap::new(),
         stats,
         placements: 0,
         ha,
@@ -282,7 +286,30 @@ fn version_mismatch(got: u32) -> String {
 }
 
 impl Core {
-    fn refresh_stats(&self) {
+    /// Opens a span for each live job that has none and closes those of ended jobs.
+    fn refresh_spans(&mut self) {
+        for (name, job) in &self.jobs {
+            if job.state.is_terminal() {
+                if let Some(span) = self.spans.remove(name) {
+                    span.record("outcome", job.state.as_str());
+                    span.record("failovers", job.failovers);
+                }
+            } else if !self.spans.contains_key(name) {
+                let span = tracing::info_span!(
+                    parent: None,
+                    "cluster_job",
+                    job = %name,
+                    spec = %job.spec,
+                    outcome = tracing::field::Empty,
+                    failovers = tracing::field::Empty
+                );
+                self.spans.insert(name.clone(), span);
+            }
+        }
+    }
+
+    fn refresh_stats(&mut self) {
+        self.refresh_spans();
         let mut s = self.stats.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         s.epoch = self.ha.epoch();
         s.workers_up = self.workers.values().filter(|w| !w.lost && w.tx.is_some()).count() as u64;
@@ -624,6 +651,7 @@ impl Core {
     /// Places every unplaced region of every running job on a live worker with room, and
     /// tells the workers.
     async fn schedule(&mut self) -> Result<(), HaError> {
+        self.refresh_spans();
         let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
         for (id, w) in &self.workers {
             if w.lost || w.tx.is_none() {
@@ -714,7 +742,8 @@ impl Core {
             self.jobs.insert(name.clone(), job);
             for (worker, run) in runs {
                 self.placements += 1;
-                tracing::info!(%worker, job = %name, ?run, "placing");
+                let span = self.spans.get(&name).cloned().unwrap_or_else(tracing::Span::none);
+                tracing::info!(parent: &span, %worker, job = %name, ?run, "placing");
                 if let Some(tx) = self.workers.get(&worker).and_then(|w| w.tx.as_ref()) {
                     let _ = tx.send(run);
                 }

@@ -1140,7 +1140,8 @@ struct CheckpointDriver {
     /// Participants that ended, with what they reported; they acknowledge every later checkpoint with it.
     done: BTreeMap<String, Ack>,
     started: Instant,
-    triggered: HashMap<u64, Instant>,
+    /// When each checkpoint in flight was triggered, and its span (trigger to commit or abort).
+    triggered: HashMap<u64, (Instant, tracing::Span)>,
     metrics: Arc<RegionMetrics>,
     /// The last checkpoint whose transactions were published (in this attempt).
     last_committed: Option<u64>,
@@ -1184,7 +1185,13 @@ impl CheckpointDriver {
             self.act(action).await?;
         }
         if let Some(n) = self.coordinator.trigger(now) {
-            self.triggered.insert(n, Instant::now());
+            let span = tracing::info_span!(
+                "checkpoint",
+                checkpoint = n,
+                bytes = tracing::field::Empty,
+                outcome = tracing::field::Empty
+            );
+            self.triggered.insert(n, (Instant::now(), span));
             for inject in injectors {
                 // A source that already ended acknowledges through `Done`.
                 let _ = inject.send(n);
@@ -1234,7 +1241,9 @@ impl CheckpointDriver {
             ))),
             CoordAction::Aborted { checkpoint, reason } => {
                 tracing::warn!(region = %self.region, checkpoint, "checkpoint aborted: {reason}");
-                self.triggered.remove(&checkpoint);
+                if let Some((_, span)) = self.triggered.remove(&checkpoint) {
+                    span.record("outcome", "aborted");
+                }
                 self.metrics.add_aborted();
                 Ok(())
             }
@@ -1300,7 +1309,11 @@ impl CheckpointDriver {
         self.publish(&manifest)?;
         self.committed.store(checkpoint, std::sync::atomic::Ordering::Release);
         fail::fail_point!("checkpoint::after-commit", |_| std::process::abort());
-        let took = self.triggered.remove(&checkpoint).map(|t| t.elapsed());
+        let took = self.triggered.remove(&checkpoint).map(|(t, span)| {
+            span.record("bytes", bytes);
+            span.record("outcome", "committed");
+            t.elapsed()
+        });
         self.metrics.add_completed(checkpoint, took, bytes);
         let freed = tokio::task::block_in_place(|| self.store.retain(&self.region, self.retain))
             .map_err(EngineError::checkpoint)?
