@@ -124,6 +124,12 @@ struct WorkerEntry {
     metrics: Option<String>,
 }
 
+impl WorkerEntry {
+    fn new(capacity: Capacity, last_seen: Instant) -> Self {
+        Self { capacity, free: capacity, last_seen, tx: None, lost: false, fenced: None, metrics: None }
+    }
+}
+
 struct Core {
     /// A span per live job, from submission (or adoption) to its end: with
     /// OpenTelemetry, the job's life as a trace on the coordinator.
@@ -333,15 +339,8 @@ impl Core {
                 if let Some(w) = &r.worker
                     && r.done.is_none()
                 {
-                    self.workers.entry(w.clone()).or_insert_with(|| WorkerEntry {
-                        capacity: Capacity::default(),
-                        free: Capacity::default(),
-                        last_seen: self.started,
-                        tx: None,
-                        lost: false,
-                        fenced: None,
-                        metrics: None,
-                    });
+                    let started = self.started;
+                    self.workers.entry(w.clone()).or_insert_with(|| WorkerEntry::new(Capacity::default(), started));
                 }
             }
         }
@@ -397,15 +396,7 @@ impl Core {
                 let _ = tx.send(CoordinatorMessage::Stop { task: task.clone() });
             }
         }
-        let entry = self.workers.entry(worker.clone()).or_insert_with(|| WorkerEntry {
-            capacity,
-            free: capacity,
-            last_seen: Instant::now(),
-            tx: None,
-            lost: false,
-            fenced: None,
-            metrics: None,
-        });
+        let entry = self.workers.entry(worker.clone()).or_insert_with(|| WorkerEntry::new(capacity, Instant::now()));
         entry.capacity = capacity;
         entry.last_seen = Instant::now();
         if let Some(old) = entry.tx.take()
@@ -420,25 +411,26 @@ impl Core {
         self.recompute_free();
         tracing::info!(%worker, cores = capacity.cores, memory_mb = capacity.memory_mb, gpu = capacity.gpu, "worker joined");
         // Regions placed on it that it does not run (it restarted): place them again.
-        let mut orphaned = Vec::new();
-        for job in self.jobs.values() {
-            if job.state.is_terminal() {
-                continue;
-            }
-            for r in &job.regions {
-                if r.done.is_none() && r.worker.as_deref() == Some(&worker) {
-                    let task = TaskId { job: job.job.clone(), epoch: r.epoch };
-                    if !running.contains(&task) {
-                        orphaned.push(job.job.clone());
-                    }
-                }
-            }
-        }
+        let mut orphaned: Vec<String> = self
+            .regions_on(&worker)
+            .filter(|(j, r)| !running.contains(&TaskId { job: j.job.clone(), epoch: r.epoch }))
+            .map(|(j, _)| j.job.clone())
+            .collect();
         orphaned.dedup();
         for job in orphaned {
             self.unplace(&job, |r| r.worker.as_deref() == Some(worker.as_str()), "its worker restarted").await?;
         }
         self.schedule().await
+    }
+
+    /// Every region that runs on `worker` now: placed there, not ended, of a job not ended.
+    fn regions_on<'a>(&'a self, worker: &'a str) -> impl Iterator<Item = (&'a JobRecord, &'a RegionRecord)> + 'a {
+        self.jobs.values().filter(|j| !j.state.is_terminal()).flat_map(move |j| {
+            j.regions
+                .iter()
+                .filter(move |r| r.done.is_none() && r.worker.as_deref() == Some(worker))
+                .map(move |r| (j, r))
+        })
     }
 
     fn is_current(&self, task: &TaskId, worker: &str) -> bool {
@@ -657,13 +649,7 @@ impl Core {
             if w.lost || w.tx.is_none() {
                 continue;
             }
-            let regions = self
-                .jobs
-                .values()
-                .flat_map(|j| j.regions.iter())
-                .filter(|r| r.done.is_none() && r.worker.as_deref() == Some(id.as_str()))
-                .count();
-            slots.insert(id.clone(), Slot { free: w.free, regions });
+            slots.insert(id.clone(), Slot { free: w.free, regions: self.regions_on(id).count() });
         }
         let names: Vec<String> = self.jobs.keys().cloned().collect();
         for name in names {
@@ -680,13 +666,7 @@ impl Core {
                     .map(|r| (r.name.clone(), r.needs))
                     .collect()
             } else {
-                let mut total = Capacity::default();
-                for r in &job.regions {
-                    total.cores += r.needs.cores;
-                    total.memory_mb += r.needs.memory_mb;
-                    total.gpu += r.needs.gpu;
-                }
-                vec![("*".to_owned(), total)]
+                vec![("*".to_owned(), job.regions.iter().map(|r| r.needs).sum())]
             };
             let placement::Placement { placed, unplaced } = placement::place(&units, &mut slots);
             if !unplaced.is_empty() {
@@ -773,14 +753,8 @@ impl Core {
                         capacity: w.capacity,
                         free: w.free,
                         tasks: self
-                            .jobs
-                            .values()
-                            .flat_map(|j| {
-                                j.regions
-                                    .iter()
-                                    .filter(|r| r.done.is_none() && r.worker.as_deref() == Some(id.as_str()))
-                                    .map(|r| TaskId { job: j.job.clone(), epoch: r.epoch })
-                            })
+                            .regions_on(id)
+                            .map(|(j, r)| TaskId { job: j.job.clone(), epoch: r.epoch })
                             .collect::<std::collections::BTreeSet<_>>()
                             .into_iter()
                             .collect(),
@@ -886,15 +860,11 @@ impl Core {
         }
         let needs_of = |id: &str| spec.operators.iter().find(|o| o.id == id).map(|o| o.resources).unwrap_or_default();
         let mut regions = Vec::new();
-        let mut total = Capacity::default();
         for region in graph.regions() {
             let needs = placement::region_needs(region.nodes.iter().map(|&n| {
                 let node = &graph.nodes()[n];
                 (needs_of(node.id.as_str()), node.parallelism)
             }));
-            total.cores += needs.cores;
-            total.memory_mb += needs.memory_mb;
-            total.gpu += needs.gpu;
             regions.push(RegionRecord {
                 name: graph.region_name(&region),
                 needs,
@@ -905,7 +875,11 @@ impl Core {
             });
         }
         // A unit larger than any worker could ever hold is refused now, not left waiting.
-        let units: Vec<Capacity> = if checkpointed { regions.iter().map(|r| r.needs).collect() } else { vec![total] };
+        let units: Vec<Capacity> = if checkpointed {
+            regions.iter().map(|r| r.needs).collect()
+        } else {
+            vec![regions.iter().map(|r| r.needs).sum()]
+        };
         let live: Vec<(&String, &WorkerEntry)> = self.workers.iter().filter(|(_, w)| !w.lost).collect();
         if !live.is_empty() {
             for (unit, need) in units.iter().enumerate() {

@@ -8,13 +8,14 @@ use crate::protocol::{Capacity, ResourceNeeds};
 
 /// What one region needs, summed over its operators' subtasks.
 pub fn region_needs(operators: impl IntoIterator<Item = (ResourceNeeds, u32)>) -> Capacity {
-    let mut total = Capacity::default();
-    for (needs, parallelism) in operators {
-        total.cores = total.cores.saturating_add(needs.cores.saturating_mul(parallelism));
-        total.memory_mb = total.memory_mb.saturating_add(needs.memory_mb.saturating_mul(u64::from(parallelism)));
-        total.gpu = total.gpu.saturating_add(needs.gpu.saturating_mul(parallelism));
-    }
-    total
+    operators
+        .into_iter()
+        .map(|(needs, parallelism)| Capacity {
+            cores: needs.cores.saturating_mul(parallelism),
+            memory_mb: needs.memory_mb.saturating_mul(u64::from(parallelism)),
+            gpu: needs.gpu.saturating_mul(parallelism),
+        })
+        .sum()
 }
 
 pub(crate) fn fits(need: &Capacity, free: &Capacity) -> bool {

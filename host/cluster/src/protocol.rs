@@ -24,6 +24,17 @@ pub struct Capacity {
     pub gpu: u32,
 }
 
+/// Capacities add up field by field, saturating (a need can never wrap to a small one).
+impl std::iter::Sum for Capacity {
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        iter.fold(Self::default(), |t, c| Self {
+            cores: t.cores.saturating_add(c.cores),
+            memory_mb: t.memory_mb.saturating_add(c.memory_mb),
+            gpu: t.gpu.saturating_add(c.gpu),
+        })
+    }
+}
+
 /// The first message on a connection to the coordinator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "hello", rename_all = "snake_case", deny_unknown_fields)]

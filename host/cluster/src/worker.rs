@@ -318,7 +318,6 @@ impl Session<'_> {
         };
         let engine = self.engine.clone();
         let ended = self.ended_tx.clone();
-        let regions = regions.clone();
         let stats = self.stats.clone();
         let id = task.clone();
         let span = tracing::info_span!("task", job = %task.job, epoch = task.epoch);
@@ -332,7 +331,8 @@ impl Session<'_> {
                 let outcome = match engine.prepare(std::path::Path::new(&spec)).await {
                     Err(e) => TaskOutcome::Failed { error: e.to_string() },
                     Ok(prepared) => {
-                        let nodes = region_nodes(&spec, &regions);
+                        // The nodes of the regions run (`None`: the whole job).
+                        let nodes = options.regions.as_ref().map(|r| Arc::new(prepared.region_node_ids(r)));
                         stats
                             .tasks
                             .lock()
@@ -363,21 +363,4 @@ impl Session<'_> {
         ));
         tasks.insert(task, Running { fence, stop: Some(stop_tx), handle });
     }
-}
-
-/// The ids of the nodes in `regions` of the job at `spec` (`None`: every node, or the
-/// spec no longer reads — the metrics then show the whole job).
-fn region_nodes(spec: &str, regions: &[String]) -> Option<Arc<std::collections::HashSet<String>>> {
-    if regions.is_empty() {
-        return None;
-    }
-    let spec = flumen_spec::JobSpec::load(std::path::Path::new(spec)).ok()?;
-    let graph = flumen_engine::job_graph(&spec).ok()?;
-    let mut nodes = std::collections::HashSet::new();
-    for region in graph.regions() {
-        if regions.contains(&graph.region_name(&region)) {
-            nodes.extend(region.nodes.iter().map(|&n| graph.nodes()[n].id.as_str().to_owned()));
-        }
-    }
-    Some(Arc::new(nodes))
 }

@@ -103,6 +103,17 @@ impl PreparedJob {
     pub fn schema(&self, id: &str) -> Option<SchemaRef> {
         self.nodes.iter().find(|n| n.id.as_str() == id).map(|n| n.schema.clone())
     }
+
+    /// The ids of the nodes of the pipelined regions named `regions` (as
+    /// [`crate::RunOptions::regions`] names them): what a run of those regions runs.
+    pub fn region_node_ids(&self, regions: &std::collections::BTreeSet<String>) -> std::collections::HashSet<String> {
+        self.graph
+            .regions()
+            .iter()
+            .filter(|r| regions.contains(&self.graph.region_name(r)))
+            .flat_map(|r| r.nodes.iter().filter_map(|&n| self.graph.nodes().get(n)).map(|n| n.id.as_str().to_owned()))
+            .collect()
+    }
 }
 
 impl Engine {
