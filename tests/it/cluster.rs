@@ -875,3 +875,43 @@ fn every_node_serves_prometheus_metrics_of_what_it_runs() {
     assert!(finished, "{status}");
     assert_exactly_once(&job, regions, rows, "scraped");
 }
+
+/// `flumen <args>` against `cluster` must be refused (exit 2) with every one of `needles`
+/// in its message.
+fn assert_refused(cluster: &Cluster, args: &[&str], needles: &[&str]) {
+    let out = cluster.flumen(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?} was not refused: {err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{args:?}: no `{needle}` in {err}");
+    }
+}
+
+#[test]
+fn client_requests_the_coordinator_cannot_honour_are_refused_with_the_reason() {
+    let cluster = Cluster::up(1, &[]);
+    // A job name a cluster cannot key jobs by.
+    let badly_named = regions_job("Bad_Name", 1, 10, 1000);
+    let path = badly_named.path.to_str().unwrap().to_owned();
+    assert_refused(&cluster, &["submit", &path], &["[job] name", "lowercase", "Bad_Name"]);
+    // --resume of a job that takes no checkpoints.
+    let text = std::fs::read_to_string(&regions_job("plain", 1, 10, 1000).path)
+        .unwrap()
+        .replace("[checkpoint]\ninterval_ms = 100\ndir = \"ck\"\nretain = 2\n", "");
+    let plain = Job::new(&text);
+    let plain_path = plain.path.to_str().unwrap().to_owned();
+    assert_refused(&cluster, &["submit", "--resume", &plain_path], &["--resume needs a job with [checkpoint]"]);
+    // The same name twice while the first runs; stop of a job without checkpoints.
+    let slow_text =
+        text.replace("rows = 10\n", "rows = 100000\n").replace("rows_per_second = 1000", "rows_per_second = 50");
+    let slow = Job::new(&slow_text);
+    cluster.submit(&slow);
+    let again = Job::new(&slow_text);
+    assert_refused(&cluster, &["submit", again.path.to_str().unwrap()], &["job `plain` is running already"]);
+    assert_refused(&cluster, &["stop", "plain"], &["has no [checkpoint]", "cancel it instead"]);
+    // Questions about a job that does not exist.
+    assert_refused(&cluster, &["status", "nope"], &["no job `nope`"]);
+    assert_refused(&cluster, &["cancel", "nope"], &["no job `nope`"]);
+    let out = cluster.flumen(&["cancel", "plain"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
