@@ -733,7 +733,7 @@ fn a_peer_speaking_garbage_is_closed_and_the_coordinator_keeps_serving() {
         // A well-formed worker hello from a client's certificate: clients never get work.
         let (closed, said) = speak(serde_json::json!({
             "hello": "worker",
-            "protocol": 1,
+            "protocol": flumen_cluster::protocol::CLUSTER_PROTOCOL,
             "capacity": {"cores": 64, "memory_mb": 1 << 20, "gpu": 8},
             "running": [],
         }))
@@ -914,4 +914,84 @@ fn client_requests_the_coordinator_cannot_honour_are_refused_with_the_reason() {
     assert_refused(&cluster, &["cancel", "nope"], &["no job `nope`"]);
     let out = cluster.flumen(&["cancel", "plain"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// One region (generator → keyed-counter ×4 → JSONL ×4, checkpointed) that asks to run
+/// across two workers (`[job] spread = 2`): `gen0` → `count0` → `out0`.
+fn spread_job(name: &str, rows: u64, rate: u64) -> Job {
+    let text = regions_job(name, 1, rows, rate);
+    let text = std::fs::read_to_string(&text.path).unwrap();
+    let text = text
+        .replace("channel_capacity = 4\n", "channel_capacity = 4\nspread = 2\n")
+        .replace("capabilities = [\"log\", \"state\"]", "parallelism = 4\ncapabilities = [\"log\", \"state\"]")
+        .replace("path = \"out0\"", "path = \"out0\"\nparallelism = 4");
+    Job::new(&text)
+}
+
+/// The workers a region's parts run on, from `flumen status` (`worker-1+worker-2`).
+fn part_workers(placement: &BTreeMap<String, String>) -> Vec<String> {
+    let mut workers: Vec<String> =
+        placement.values().flat_map(|w| w.split('+').map(str::to_owned).collect::<Vec<_>>()).collect();
+    workers.sort();
+    workers.dedup();
+    workers
+}
+
+#[test]
+fn a_region_spread_over_two_workers_commits_what_one_process_commits() {
+    let cluster = Cluster::up(3, &[]);
+    let rows = 6000;
+    let job = spread_job("spread", rows, 6000);
+    assert!(cluster.submit(&job).contains("submitted `spread`"));
+    // Placed across two workers while it runs.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let placed = loop {
+        let placement = cluster.placement("spread");
+        if let Some(on) = placement.get("gen0") {
+            break on.clone();
+        }
+        assert!(Instant::now() < deadline, "not placed in time:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let parts: Vec<&str> = placed.split('+').collect();
+    assert_eq!(parts.len(), 2, "the region runs across two workers: {placed}");
+    assert_ne!(parts[0], parts[1], "{placed}");
+    let (status, finished) = cluster.wait("spread", Duration::from_secs(120));
+    assert!(finished, "{status}\n{}", cluster.logs());
+    assert_exactly_once(&job, 1, rows, "spread over two workers");
+    // Both parts counted rows: the second part's worker logged its task's end with rows.
+    for worker in &parts {
+        assert!(cluster.log(worker).contains("task ended"), "{worker} ran a part:\n{}", cluster.logs());
+    }
+
+    let alone = spread_job("spread", rows, 6000);
+    let out = Command::new(flumen_bin()).args(["run", alone.path.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(committed(job.dir.path(), 1), committed(alone.dir.path(), 1));
+}
+
+#[test]
+fn sigkilled_workers_of_a_spread_region_lose_and_duplicate_nothing() {
+    let mut cluster = Cluster::up(3, &[]);
+    let rows = 12_000;
+    let job = spread_job("spread-kills", rows, 1500);
+    cluster.submit(&job);
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed_5b1d);
+    let mut kills = 0;
+    let started = Instant::now();
+    while kills < 6 && started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(rng.random_range(800..1600)));
+        let busy = part_workers(&cluster.placement("spread-kills"));
+        if busy.is_empty() {
+            continue;
+        }
+        let victim = busy[rng.random_range(0..busy.len())].clone();
+        cluster.kill_and_restart(&victim);
+        kills += 1;
+    }
+    assert!(kills >= 6, "only {kills} kills: the job ended first");
+    let (status, finished) = cluster.wait("spread-kills", Duration::from_secs(240));
+    assert!(finished, "{status}\n{}", cluster.logs());
+    assert!(!status.contains(" 0 failover(s)"), "{status}");
+    assert_exactly_once(&job, 1, rows, "after killing workers of a spread region");
 }

@@ -26,4 +26,5 @@ mod policy;
 mod public_api;
 mod regions;
 mod shape;
+mod split;
 mod traces;

@@ -87,6 +87,13 @@ pub struct WorkerArgs {
     /// Serve Prometheus metrics at this address (`GET /metrics`).
     #[arg(long)]
     metrics: Option<SocketAddr>,
+    /// Address to listen on (UDP): other workers connect here for regions split across workers.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// The address other workers should dial (default: the one bound; give it when
+    /// listening on 0.0.0.0 or behind NAT).
+    #[arg(long)]
+    advertise: Option<SocketAddr>,
     #[command(flatten)]
     plugins: super::PluginArgs,
 }
@@ -189,7 +196,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         flumen_engine::Engine::new(flumen_engine::EngineOptions { plugin_dirs, cache_dir: super::cache_dir() })?;
     super::runtime()?.block_on(async {
         let creds = credentials(&args.certs, &args.id)?;
-        let endpoint = bind(&creds, "127.0.0.1:0".parse()?)?;
+        let endpoint = bind(&creds, args.listen)?;
         let cores = args.cores.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
         let capacity = Capacity { cores, memory_mb: args.memory_mb.unwrap_or(u64::from(cores) * 4096), gpu: args.gpus };
         let data_dir = args.data.unwrap_or_else(|| PathBuf::from(&args.id));
@@ -201,6 +208,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             capacity,
             data_dir,
             metrics: args.metrics,
+            advertise: args.advertise,
         };
         flumen_cluster::worker::run(endpoint, engine, options).await
     })

@@ -21,8 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::ha::{HaError, HaState, JobRecord, RegionEnd, RegionRecord};
 use crate::placement::{self, Slot};
 use crate::protocol::{
-    CLUSTER_PROTOCOL, Capacity, CoordinatorMessage, Hello, JobState, JobView, Request, Response, TaskId, TaskOutcome,
-    WorkerMessage, WorkerView,
+    CLUSTER_PROTOCOL, Capacity, CoordinatorMessage, Hello, JobState, JobView, PartAssignment, PartPeer, Request,
+    Response, TaskId, TaskOutcome, WorkerMessage, WorkerView,
 };
 
 /// Timings of the cluster's liveness protocol.
@@ -94,6 +94,7 @@ enum Event {
         capacity: Capacity,
         running: Vec<TaskId>,
         metrics: Option<String>,
+        mesh: Option<String>,
         tx: mpsc::UnboundedSender<CoordinatorMessage>,
     },
     Message {
@@ -122,11 +123,13 @@ struct WorkerEntry {
     fenced: Option<mpsc::UnboundedSender<CoordinatorMessage>>,
     /// Its Prometheus endpoint.
     metrics: Option<String>,
+    /// Where other workers reach it for split regions.
+    mesh: Option<String>,
 }
 
 impl WorkerEntry {
     fn new(capacity: Capacity, last_seen: Instant) -> Self {
-        Self { capacity, free: capacity, last_seen, tx: None, lost: false, fenced: None, metrics: None }
+        Self { capacity, free: capacity, last_seen, tx: None, lost: false, fenced: None, metrics: None, mesh: None }
     }
 }
 
@@ -232,7 +235,7 @@ async fn serve(peer: NodeIdentity, conn: Connection, events: mpsc::UnboundedSend
             // Let the answer reach the client before the connection goes.
             let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
         }
-        Hello::Worker { protocol, capacity, running, metrics } => {
+        Hello::Worker { protocol, capacity, running, metrics, mesh } => {
             if protocol != CLUSTER_PROTOCOL {
                 let _ = conn.send_message(&CoordinatorMessage::Fenced { reason: version_mismatch(protocol) }).await;
                 return conn.close(&version_mismatch(protocol));
@@ -249,7 +252,7 @@ async fn serve(peer: NodeIdentity, conn: Connection, events: mpsc::UnboundedSend
             let worker = peer.as_str().to_owned();
             let (tx, mut rx) = mpsc::unbounded_channel::<CoordinatorMessage>();
             if events
-                .send(Event::Joined { worker: worker.clone(), capacity, running, metrics, tx: tx.clone() })
+                .send(Event::Joined { worker: worker.clone(), capacity, running, metrics, mesh, tx: tx.clone() })
                 .is_err()
             {
                 return;
@@ -335,10 +338,8 @@ impl Core {
         let live: Vec<JobRecord> = self.jobs.values().filter(|j| !j.state.is_terminal()).cloned().collect();
         for job in live {
             self.ha.save(&job).await?;
-            for r in &job.regions {
-                if let Some(w) = &r.worker
-                    && r.done.is_none()
-                {
+            for r in job.regions.iter().filter(|r| r.done.is_none()) {
+                for w in r.part_workers().chain(r.draining.iter().map(|(w, _)| w)) {
                     let started = self.started;
                     self.workers.entry(w.clone()).or_insert_with(|| WorkerEntry::new(Capacity::default(), started));
                 }
@@ -349,8 +350,8 @@ impl Core {
 
     async fn on_event(&mut self, event: Event) -> Result<(), HaError> {
         match event {
-            Event::Joined { worker, capacity, running, metrics, tx } => {
-                self.joined(worker.clone(), capacity, running, tx).await?;
+            Event::Joined { worker, capacity, running, metrics, mesh, tx } => {
+                self.joined(worker.clone(), capacity, running, mesh, tx).await?;
                 if let Some(w) = self.workers.get_mut(&worker) {
                     w.metrics = metrics;
                 }
@@ -378,6 +379,7 @@ impl Core {
         worker: String,
         capacity: Capacity,
         running: Vec<TaskId>,
+        mesh: Option<String>,
         tx: mpsc::UnboundedSender<CoordinatorMessage>,
     ) -> Result<(), HaError> {
         let welcome = CoordinatorMessage::Welcome {
@@ -398,6 +400,7 @@ impl Core {
         }
         let entry = self.workers.entry(worker.clone()).or_insert_with(|| WorkerEntry::new(capacity, Instant::now()));
         entry.capacity = capacity;
+        entry.mesh = mesh;
         entry.last_seen = Instant::now();
         if let Some(old) = entry.tx.take()
             && !old.is_closed()
@@ -418,27 +421,42 @@ impl Core {
             .collect();
         orphaned.dedup();
         for job in orphaned {
-            self.unplace(&job, |r| r.worker.as_deref() == Some(worker.as_str()), "its worker restarted").await?;
+            self.unplace(&job, |r| r.runs_on(&worker), "its worker restarted").await?;
         }
+        self.drained(&worker, |job, epoch| running.iter().any(|t| t.job == job && t.epoch == epoch)).await?;
         self.schedule().await
+    }
+
+    /// `worker` no longer runs the draining parts `keep` says no to (it ended them, rejoined
+    /// without them, or was lost): their regions may be placed again.
+    async fn drained(&mut self, worker: &str, keep: impl Fn(&str, u64) -> bool) -> Result<(), HaError> {
+        let names: Vec<String> = self.jobs.keys().cloned().collect();
+        for name in names {
+            let Some(job) = self.jobs.get(&name) else { continue };
+            if !job.regions.iter().any(|r| r.draining.iter().any(|(w, e)| w == worker && !keep(&name, *e))) {
+                continue;
+            }
+            let mut job = job.clone();
+            for r in job.regions.iter_mut() {
+                r.draining.retain(|(w, e)| w != worker || keep(&name, *e));
+            }
+            self.ha.save(&job).await?;
+            self.jobs.insert(name, job);
+        }
+        Ok(())
     }
 
     /// Every region that runs on `worker` now: placed there, not ended, of a job not ended.
     fn regions_on<'a>(&'a self, worker: &'a str) -> impl Iterator<Item = (&'a JobRecord, &'a RegionRecord)> + 'a {
         self.jobs.values().filter(|j| !j.state.is_terminal()).flat_map(move |j| {
-            j.regions
-                .iter()
-                .filter(move |r| r.done.is_none() && r.worker.as_deref() == Some(worker))
-                .map(move |r| (j, r))
+            j.regions.iter().filter(move |r| r.done.is_none() && r.runs_on(worker)).map(move |r| (j, r))
         })
     }
 
     fn is_current(&self, task: &TaskId, worker: &str) -> bool {
         self.jobs.get(&task.job).is_some_and(|j| {
             !j.state.is_terminal()
-                && j.regions
-                    .iter()
-                    .any(|r| r.epoch == task.epoch && r.worker.as_deref() == Some(worker) && r.done.is_none())
+                && j.regions.iter().any(|r| r.epoch == task.epoch && r.runs_on(worker) && r.done.is_none())
         })
     }
 
@@ -469,10 +487,16 @@ impl Core {
                     w.last_seen = Instant::now();
                 }
                 let _ = tx.send(CoordinatorMessage::Ack { seq });
-                for task in running {
-                    if !self.is_current(&task, &worker) {
-                        let _ = tx.send(CoordinatorMessage::Cancel { task });
+                for task in &running {
+                    if !self.is_current(task, &worker) {
+                        let _ = tx.send(CoordinatorMessage::Cancel { task: task.clone() });
                     }
+                }
+                let before = self.draining_count();
+                self.drained(&worker, |job, epoch| running.iter().any(|t| t.job == job && t.epoch == epoch)).await?;
+                if self.draining_count() < before {
+                    self.recompute_free();
+                    self.schedule().await?;
                 }
                 Ok(())
             }
@@ -480,13 +504,38 @@ impl Core {
         }
     }
 
+    /// Parts of earlier placements still running somewhere.
+    fn draining_count(&self) -> usize {
+        self.jobs.values().flat_map(|j| j.regions.iter()).map(|r| r.draining.len()).sum()
+    }
+
     async fn ended(&mut self, worker: &str, task: TaskId, outcome: TaskOutcome) -> Result<(), HaError> {
+        self.drained(worker, |job, epoch| job != task.job || epoch != task.epoch).await?;
         if !self.is_current(&task, worker) {
+            self.recompute_free();
+            self.schedule().await?;
             tracing::info!(%worker, job = %task.job, epoch = task.epoch, ?outcome, "ignoring the end of a stale task");
             return Ok(());
         }
         let Some(mut job) = self.jobs.get(&task.job).cloned() else { return Ok(()) };
         tracing::info!(%worker, job = %task.job, epoch = task.epoch, ?outcome, "task ended");
+        // A part of a split region: a part that follows only ends the run by failing; a lost
+        // link (or a fenced part) places every part again, together.
+        if let Some(r) = job.regions.iter().find(|r| r.epoch == task.epoch && !r.parts.is_empty()) {
+            let leads = r.worker.as_deref() == Some(worker);
+            match &outcome {
+                TaskOutcome::Lost { reason } | TaskOutcome::Fenced { reason } => {
+                    let why = format!("a part of region `{}` on {worker} ended: {reason}", r.name);
+                    self.unplace(&task.job, |r| r.epoch == task.epoch, &why).await?;
+                    self.recompute_free();
+                    return self.schedule().await;
+                }
+                TaskOutcome::Finished { .. } | TaskOutcome::Stopped | TaskOutcome::Cancelled if !leads => {
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
         match outcome {
             TaskOutcome::Finished { rows_out } => {
                 job.rows_out += rows_out;
@@ -508,7 +557,7 @@ impl Core {
                 job.note =
                     Some(format!("{worker} was fenced ({reason}); its regions stopped at their last checkpoints"));
             }
-            TaskOutcome::Fenced { reason } => {
+            TaskOutcome::Fenced { reason } | TaskOutcome::Lost { reason } => {
                 // The worker lived but lost its lease: its regions go elsewhere (or back to it).
                 for r in job.regions.iter_mut().filter(|r| r.epoch == task.epoch) {
                     r.worker = None;
@@ -544,12 +593,33 @@ impl Core {
 
     fn cancel_tasks(&self, job: &JobRecord) {
         for r in job.regions.iter().filter(|r| r.done.is_none()) {
-            if let Some(w) = r.worker.as_ref().and_then(|w| self.workers.get(w))
-                && let Some(tx) = &w.tx
-            {
-                let _ = tx.send(CoordinatorMessage::Cancel { task: TaskId { job: job.job.clone(), epoch: r.epoch } });
+            for w in r.part_workers() {
+                if let Some(tx) = self.workers.get(w).and_then(|w| w.tx.as_ref()) {
+                    let _ =
+                        tx.send(CoordinatorMessage::Cancel { task: TaskId { job: job.job.clone(), epoch: r.epoch } });
+                }
             }
         }
+    }
+
+    /// Cancels every part of split region `r` that runs on a live worker, and records them as
+    /// draining: the region is placed again only once each ended (or its worker was lost).
+    fn drain_parts(&self, job: &str, r: &mut crate::ha::RegionRecord) {
+        if r.parts.is_empty() {
+            return;
+        }
+        let task = TaskId { job: job.to_owned(), epoch: r.epoch };
+        let workers: Vec<String> = r.part_workers().cloned().collect();
+        for w in workers {
+            if let Some(entry) = self.workers.get(&w)
+                && !entry.lost
+                && let Some(tx) = &entry.tx
+            {
+                let _ = tx.send(CoordinatorMessage::Cancel { task: task.clone() });
+                r.draining.push((w, r.epoch));
+            }
+        }
+        r.parts.clear();
     }
 
     /// Frees the regions of `job` that `which` selects, so that `schedule` places them again.
@@ -563,6 +633,7 @@ impl Core {
         if record.state == JobState::Stopping {
             let mut stopped = false;
             for r in record.regions.iter_mut().filter(|r| r.done.is_none() && which(r)) {
+                self.drain_parts(job, r);
                 r.done = Some(RegionEnd::Stopped);
                 stopped = true;
             }
@@ -576,6 +647,7 @@ impl Core {
         }
         let mut moved = false;
         for r in record.regions.iter_mut().filter(|r| r.done.is_none() && which(r)) {
+            self.drain_parts(job, r);
             r.worker = None;
             moved = true;
         }
@@ -615,8 +687,10 @@ impl Core {
             let jobs: Vec<String> = self.jobs.keys().cloned().collect();
             let why = format!("{worker} was lost");
             for job in jobs {
-                self.unplace(&job, |r| r.worker.as_deref() == Some(worker.as_str()), &why).await?;
+                self.unplace(&job, |r| r.runs_on(&worker), &why).await?;
             }
+            // Its lease ran out: whatever old part it ran commits nothing any more.
+            self.drained(&worker, |_, _| false).await?;
         }
         self.recompute_free();
         self.schedule().await?;
@@ -633,8 +707,12 @@ impl Core {
         }
         for job in self.jobs.values().filter(|j| !j.state.is_terminal()) {
             for r in job.regions.iter().filter(|r| r.done.is_none()) {
-                if let Some(w) = r.worker.as_ref().and_then(|w| self.workers.get_mut(w)) {
-                    placement::take(&mut w.free, &r.needs);
+                let parts = 1 + r.parts.len() as u32;
+                for (part, worker) in r.part_workers().enumerate() {
+                    let need = if parts == 1 { r.needs } else { r.part_needs(parts, part as u32) };
+                    if let Some(w) = self.workers.get_mut(worker) {
+                        placement::take(&mut w.free, &need);
+                    }
                 }
             }
         }
@@ -658,11 +736,48 @@ impl Core {
                 continue;
             }
             let mut job = job.clone();
+            let mut runs = Vec::new();
+            // Regions that run across workers first, each part on its own worker.
+            if job.checkpointed {
+                for i in 0..job.regions.len() {
+                    let r = &job.regions[i];
+                    if r.done.is_some() || r.worker.is_some() || !r.draining.is_empty() || r.spread < 2 {
+                        continue;
+                    }
+                    let Some((parts, workers)) = self.place_parts(r, &mut slots) else { continue };
+                    job.epoch += 1;
+                    let epoch = job.epoch;
+                    let resume = job.resume || r.started;
+                    let peers: Vec<PartPeer> = workers
+                        .iter()
+                        .map(|w| PartPeer {
+                            worker: w.clone(),
+                            addr: self.workers.get(w).and_then(|e| e.mesh.clone()).unwrap_or_default(),
+                        })
+                        .collect();
+                    let r = &mut job.regions[i];
+                    r.worker = workers.first().cloned();
+                    r.parts = workers[1..].to_vec();
+                    r.epoch = epoch;
+                    r.started = true;
+                    for (part, worker) in workers.iter().enumerate() {
+                        let run = CoordinatorMessage::Run {
+                            task: TaskId { job: name.clone(), epoch },
+                            spec: job.spec.clone(),
+                            regions: vec![r.name.clone()],
+                            resume,
+                            split: Some(PartAssignment { part: part as u32, peers: peers.clone() }),
+                        };
+                        runs.push((worker.clone(), run));
+                    }
+                    tracing::info!(job = %name, region = %r.name, parts, ?workers, "region placed across workers");
+                }
+            }
             // A job without checkpoints is one unit: all its regions on one worker.
             let units: Vec<(String, Capacity)> = if job.checkpointed {
                 job.regions
                     .iter()
-                    .filter(|r| r.done.is_none() && r.worker.is_none())
+                    .filter(|r| r.done.is_none() && r.worker.is_none() && r.draining.is_empty())
                     .map(|r| (r.name.clone(), r.needs))
                     .collect()
             } else {
@@ -677,7 +792,7 @@ impl Core {
                     self.jobs.insert(name.clone(), job.clone());
                 }
             }
-            if placed.is_empty() {
+            if placed.is_empty() && runs.is_empty() {
                 continue;
             }
             // One task per worker this round, each with a new epoch.
@@ -685,7 +800,6 @@ impl Core {
             for (unit, worker) in placed {
                 by_worker.entry(worker).or_default().push(unit);
             }
-            let mut runs = Vec::new();
             for (worker, units) in by_worker {
                 job.epoch += 1;
                 let epoch = job.epoch;
@@ -693,6 +807,7 @@ impl Core {
                 for r in job.regions.iter_mut() {
                     if r.done.is_none()
                         && r.worker.is_none()
+                        && r.draining.is_empty()
                         && (units.contains(&r.name) || units.iter().any(|u| u == "*"))
                     {
                         r.worker = Some(worker.clone());
@@ -713,6 +828,7 @@ impl Core {
                         spec: job.spec.clone(),
                         regions,
                         resume: resume && job.checkpointed,
+                        split: None,
                     },
                 ));
             }
@@ -731,6 +847,41 @@ impl Core {
         }
         self.recompute_free();
         Ok(())
+    }
+
+    /// Where the parts of split region `r` go: as many parts as `[job] spread` asks, its
+    /// subtasks allow and live workers that serve the mesh have room for, each on its own
+    /// worker (part 0 first). `None`: fewer than two parts fit; the region then runs whole.
+    fn place_parts(
+        &self,
+        r: &crate::ha::RegionRecord,
+        slots: &mut BTreeMap<String, Slot>,
+    ) -> Option<(u32, Vec<String>)> {
+        let meshed: BTreeMap<String, Slot> = slots
+            .iter()
+            .filter(|(id, _)| self.workers.get(*id).is_some_and(|w| w.mesh.is_some()))
+            .map(|(id, s)| (id.clone(), s.clone()))
+            .collect();
+        let most = r.spread.min(r.max_parallelism()).min(meshed.len() as u32);
+        for parts in (2..=most).rev() {
+            let units: Vec<(String, Capacity)> = (0..parts).map(|p| (p.to_string(), r.part_needs(parts, p))).collect();
+            let mut trial = meshed.clone();
+            let placement::Placement { placed, unplaced } = placement::place(&units, &mut trial);
+            let mut workers = vec![String::new(); parts as usize];
+            for (unit, worker) in &placed {
+                if let Ok(p) = unit.parse::<usize>() {
+                    workers[p] = worker.clone();
+                }
+            }
+            let distinct: std::collections::BTreeSet<&String> = workers.iter().collect();
+            if unplaced.is_empty() && distinct.len() == parts as usize && !distinct.contains(&String::new()) {
+                for (id, slot) in trial {
+                    slots.insert(id, slot);
+                }
+                return Some((parts, workers));
+            }
+        }
+        None
     }
 
     async fn client(&mut self, request: Request) -> Result<Response, HaError> {
@@ -782,10 +933,10 @@ impl Core {
                 ),
             });
         }
-        let mut tasks: HashMap<TaskId, String> = HashMap::new();
+        let mut tasks: std::collections::BTreeSet<(TaskId, String)> = std::collections::BTreeSet::new();
         for r in job.regions.iter().filter(|r| r.done.is_none()) {
-            if let Some(w) = &r.worker {
-                tasks.insert(TaskId { job: name.to_owned(), epoch: r.epoch }, w.clone());
+            for w in r.part_workers() {
+                tasks.insert((TaskId { job: name.to_owned(), epoch: r.epoch }, w.clone()));
             }
         }
         for (task, worker) in tasks {
@@ -872,15 +1023,33 @@ impl Core {
                 epoch: 0,
                 started: false,
                 done: None,
+                spread: spec.job.spread,
+                nodes: region
+                    .nodes
+                    .iter()
+                    .map(|&n| {
+                        let node = &graph.nodes()[n];
+                        (needs_of(node.id.as_str()), node.parallelism)
+                    })
+                    .collect(),
+                parts: Vec::new(),
+                draining: Vec::new(),
             });
         }
         // A unit larger than any worker could ever hold is refused now, not left waiting.
+        let live: Vec<(&String, &WorkerEntry)> = self.workers.iter().filter(|(_, w)| !w.lost).collect();
+        // A region spread across workers needs room for its largest part (part 0) only.
         let units: Vec<Capacity> = if checkpointed {
-            regions.iter().map(|r| r.needs).collect()
+            regions
+                .iter()
+                .map(|r| {
+                    let parts = r.spread.min(r.max_parallelism()).min(live.len() as u32).max(1);
+                    if parts > 1 { r.part_needs(parts, 0) } else { r.needs }
+                })
+                .collect()
         } else {
             vec![regions.iter().map(|r| r.needs).sum()]
         };
-        let live: Vec<(&String, &WorkerEntry)> = self.workers.iter().filter(|(_, w)| !w.lost).collect();
         if !live.is_empty() {
             for (unit, need) in units.iter().enumerate() {
                 if !live.iter().any(|(_, w)| placement::fits(need, &w.capacity)) {
@@ -922,7 +1091,14 @@ fn view(j: &JobRecord) -> JobView {
         spec: j.spec.clone(),
         state: j.state,
         epoch: j.epoch,
-        placement: j.regions.iter().map(|r| (r.name.clone(), r.worker.clone())).collect(),
+        placement: j
+            .regions
+            .iter()
+            .map(|r| {
+                let on: Vec<&str> = r.part_workers().map(String::as_str).collect();
+                (r.name.clone(), (!on.is_empty()).then(|| on.join("+")))
+            })
+            .collect(),
         failovers: j.failovers,
         note: j.note.clone(),
     }

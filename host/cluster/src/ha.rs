@@ -14,6 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::protocol::ResourceNeeds;
+
 use flumen_state::ConditionalStore;
 
 use crate::protocol::{Capacity, JobState, TaskId};
@@ -44,6 +46,45 @@ pub struct RegionRecord {
     /// Started before: a new placement resumes from its checkpoints.
     pub started: bool,
     pub done: Option<RegionEnd>,
+    /// `[job] spread`: how many workers the region may run across (0 or 1: one).
+    #[serde(default)]
+    pub spread: u32,
+    /// Each node's needs per subtask and its parallelism: what a part of the region needs.
+    #[serde(default)]
+    pub nodes: Vec<(ResourceNeeds, u32)>,
+    /// When the region runs split: the workers of parts 1.. (part 0, which leads, is `worker`).
+    #[serde(default)]
+    pub parts: Vec<String>,
+    /// Workers still running a part of an earlier placement of this region (with its
+    /// epoch): the region is placed again only once each ended it or was lost, so that an
+    /// old leading part can commit nothing beside a new one.
+    #[serde(default)]
+    pub draining: Vec<(String, u64)>,
+}
+
+impl RegionRecord {
+    /// Whether `worker` runs this region, or a part of it.
+    pub fn runs_on(&self, worker: &str) -> bool {
+        self.worker.as_deref() == Some(worker) || self.parts.iter().any(|p| p == worker)
+    }
+
+    /// The workers running it, part 0 first.
+    pub fn part_workers(&self) -> impl Iterator<Item = &String> {
+        self.worker.iter().chain(self.parts.iter())
+    }
+
+    /// The most subtasks any node of the region has (more parts than this run nothing).
+    pub fn max_parallelism(&self) -> u32 {
+        self.nodes.iter().map(|(_, p)| *p).max().unwrap_or(1)
+    }
+
+    /// What part `part` of `parts` needs: its nodes' needs for the subtasks `i` with
+    /// `i % parts == part`.
+    pub fn part_needs(&self, parts: u32, part: u32) -> Capacity {
+        crate::placement::region_needs(self.nodes.iter().map(|(needs, parallelism)| {
+            (*needs, (0..*parallelism).filter(|i| i % parts.max(1) == part).count() as u32)
+        }))
+    }
 }
 
 /// How a region ended.
@@ -217,6 +258,35 @@ mod tests {
             note: None,
             rows_out: 0,
         }
+    }
+
+    #[test]
+    fn a_part_needs_what_its_subtasks_need_and_an_old_record_reads_as_unsplit() {
+        let gpu = ResourceNeeds { cores: 1, memory_mb: 100, gpu: 1 };
+        let none = ResourceNeeds::default();
+        let r = RegionRecord {
+            name: "gen".into(),
+            needs: Capacity { cores: 5, memory_mb: 500, gpu: 5 },
+            worker: Some("w-1".into()),
+            epoch: 3,
+            started: true,
+            done: None,
+            spread: 2,
+            nodes: vec![(none, 1), (gpu, 5)],
+            parts: vec!["w-2".into()],
+            draining: vec![],
+        };
+        // Subtasks 0, 2, 4 in part 0; 1, 3 in part 1.
+        assert_eq!(r.part_needs(2, 0), Capacity { cores: 3, memory_mb: 300, gpu: 3 });
+        assert_eq!(r.part_needs(2, 1), Capacity { cores: 2, memory_mb: 200, gpu: 2 });
+        assert_eq!(r.part_needs(1, 0), r.needs);
+        assert_eq!(r.max_parallelism(), 5);
+        assert!(r.runs_on("w-1") && r.runs_on("w-2") && !r.runs_on("w-3"));
+        assert_eq!(r.part_workers().collect::<Vec<_>>(), ["w-1", "w-2"]);
+        // A record written before regions could be split still reads.
+        let old = r#"{"name":"gen","needs":{"cores":1,"memory_mb":0,"gpu":0},"worker":null,"epoch":0,"started":false,"done":null}"#;
+        let old: RegionRecord = serde_json::from_str(old).expect("reads");
+        assert!(old.parts.is_empty() && old.draining.is_empty() && old.spread == 0);
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@
 //! - [`placement`]: what a region needs and where it fits (sans IO);
 //! - [`ha`]: the coordinator's durable state and leadership;
 //! - [`metrics`]: every node's Prometheus endpoint;
+//! - [`mesh`]: the data plane between the parts of a region split across workers;
 //! - [`coordinator`], [`worker`], [`client`]: the three roles.
 //!
 //! Without the default `node` feature only [`protocol`] and [`placement`] are built (the
@@ -22,6 +23,8 @@ pub mod client;
 pub mod coordinator;
 #[cfg(feature = "node")]
 pub mod ha;
+#[cfg(feature = "node")]
+pub mod mesh;
 #[cfg(feature = "node")]
 pub mod metrics;
 pub mod placement;

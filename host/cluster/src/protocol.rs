@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use flumen_spec::ResourceNeeds;
 
 /// The protocol version of this build's cluster messages.
-pub const CLUSTER_PROTOCOL: u32 = 1;
+pub const CLUSTER_PROTOCOL: u32 = 2;
 
 /// What a worker has to offer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +47,10 @@ pub enum Hello {
         /// Where its Prometheus endpoint listens, if it serves one.
         #[serde(default)]
         metrics: Option<String>,
+        /// Where other workers reach it for the data plane of split regions
+        /// (its QUIC endpoint); without one it runs no part of a split region.
+        #[serde(default)]
+        mesh: Option<String>,
     },
     /// A client asks one thing.
     Client { protocol: u32, request: Request },
@@ -72,8 +76,16 @@ pub enum CoordinatorMessage {
     /// Heartbeat `seq` arrived in time: the worker's lease runs from when it sent it.
     Ack { seq: u64 },
     /// Run `regions` of the job at `spec` (a path every worker reads, like its checkpoints).
-    /// `regions` empty: the whole job (a job without checkpoints).
-    Run { task: TaskId, spec: String, regions: Vec<String>, resume: bool },
+    /// `regions` empty: the whole job (a job without checkpoints). With `split`: the one
+    /// region named, only this worker's part of it.
+    Run {
+        task: TaskId,
+        spec: String,
+        regions: Vec<String>,
+        resume: bool,
+        #[serde(default)]
+        split: Option<PartAssignment>,
+    },
     /// Take a checkpoint, commit it and stop the task (it can be resumed).
     Stop { task: TaskId },
     /// Abort the task: nothing more is committed.
@@ -81,6 +93,23 @@ pub enum CoordinatorMessage {
     /// The worker lost its lease (or another worker holds its tasks now): it must
     /// stop every task without committing anything more, and rejoin.
     Fenced { reason: String },
+}
+
+/// Which part of a split region a worker runs, and where every part runs
+/// (`peers[i]` runs part `i`; part 0 leads).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartAssignment {
+    pub part: u32,
+    pub peers: Vec<PartPeer>,
+}
+
+/// Where a part of a split region runs: its worker and that worker's mesh address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartPeer {
+    pub worker: String,
+    pub addr: String,
 }
 
 /// What a worker tells the coordinator.
@@ -114,6 +143,11 @@ pub enum TaskOutcome {
     },
     Failed {
         error: String,
+    },
+    /// A part of a split region lost another part (its worker died, the
+    /// network broke): the region must be placed again, every part together.
+    Lost {
+        reason: String,
     },
 }
 

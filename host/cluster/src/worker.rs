@@ -17,11 +17,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use flumen_engine::{CommitFence, Engine, EngineError, RunOptions};
+use flumen_engine::{CommitFence, Engine, EngineError, RunOptions, Split};
 use flumen_transport::{Connection, Endpoint, NodeIdentity};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::protocol::{CLUSTER_PROTOCOL, Capacity, CoordinatorMessage, Hello, TaskId, TaskOutcome, WorkerMessage};
+use crate::mesh::Mesh;
+use crate::protocol::{
+    CLUSTER_PROTOCOL, Capacity, CoordinatorMessage, Hello, PartAssignment, TaskId, TaskOutcome, WorkerMessage,
+};
 
 /// A task's checkpoint ids start above `epoch << EPOCH_ID_SHIFT`: above every id an older
 /// attempt at the same regions can reach in 2^24 checkpoints (19 days at 10 a second), with
@@ -38,7 +41,13 @@ pub struct WorkerOptions {
     pub data_dir: PathBuf,
     /// Serve Prometheus metrics here (`GET /metrics`).
     pub metrics: Option<SocketAddr>,
+    /// Where other workers reach this one's endpoint for split regions (default: the
+    /// address it is bound to).
+    pub advertise: Option<SocketAddr>,
 }
+
+/// How long the parts of a split region wait for each other to connect.
+const LINK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A task's counters and the nodes it runs.
 type TaskMetrics = (Arc<flumen_engine::JobMetrics>, Option<Arc<std::collections::HashSet<String>>>);
@@ -151,6 +160,10 @@ pub async fn run(endpoint: Arc<Endpoint>, engine: Engine, options: WorkerOptions
             Err(e) => tracing::error!("cannot serve metrics on {addr}: {e}"),
         }
     }
+    // Other workers connect here for the parts of split regions.
+    let mesh = Mesh::new(endpoint.clone());
+    let mesh_addr = options.advertise.or_else(|| mesh.local_addr()).map(|a| a.to_string());
+    tokio::spawn(mesh.clone().serve());
     let tasks: Arc<Mutex<HashMap<TaskId, Running>>> = Arc::default();
     // Ends of tasks not yet delivered (re-sent after a reconnect; the coordinator ignores repeats).
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<(TaskId, TaskOutcome)>();
@@ -168,8 +181,13 @@ pub async fn run(endpoint: Arc<Endpoint>, engine: Engine, options: WorkerOptions
         };
         backoff = Duration::from_millis(100);
         let running: Vec<TaskId> = tasks.lock().unwrap_or_else(PoisonError::into_inner).keys().cloned().collect();
-        let hello =
-            Hello::Worker { protocol: CLUSTER_PROTOCOL, capacity: options.capacity, running, metrics: metrics.clone() };
+        let hello = Hello::Worker {
+            protocol: CLUSTER_PROTOCOL,
+            capacity: options.capacity,
+            running,
+            metrics: metrics.clone(),
+            mesh: mesh_addr.clone(),
+        };
         if let Err(e) = conn.send_message(&hello).await {
             tracing::warn!("joining the coordinator: {e}");
             continue;
@@ -182,6 +200,7 @@ pub async fn run(endpoint: Arc<Endpoint>, engine: Engine, options: WorkerOptions
             tasks: &tasks,
             ended_tx: &ended_tx,
             stats: &stats,
+            mesh: &mesh,
         };
         session.serve(&mut ended_rx, &mut undelivered).await;
         conn.close("worker reconnecting");
@@ -196,6 +215,7 @@ struct Session<'a> {
     tasks: &'a Arc<Mutex<HashMap<TaskId, Running>>>,
     ended_tx: &'a mpsc::UnboundedSender<(TaskId, TaskOutcome)>,
     stats: &'a Arc<WorkerStats>,
+    mesh: &'a Arc<Mesh>,
 }
 
 impl Session<'_> {
@@ -259,7 +279,9 @@ impl Session<'_> {
                                 self.stats.acked.fetch_add(1, Ordering::Relaxed);
                             }
                         }
-                        CoordinatorMessage::Run { task, spec, regions, resume } => self.start(task, spec, regions, resume),
+                        CoordinatorMessage::Run { task, spec, regions, resume, split } => {
+                            self.start(task, spec, regions, resume, split)
+                        }
                         CoordinatorMessage::Stop { task } => {
                             if let Some(r) = self.tasks.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&task)
                                 && let Some(stop) = r.stop.take()
@@ -298,16 +320,17 @@ impl Session<'_> {
         }
     }
 
-    fn start(&self, task: TaskId, spec: String, regions: Vec<String>, resume: bool) {
+    fn start(&self, task: TaskId, spec: String, regions: Vec<String>, resume: bool, split: Option<PartAssignment>) {
         let mut tasks = self.tasks.lock().unwrap_or_else(PoisonError::into_inner);
         if tasks.contains_key(&task) {
             return;
         }
-        tracing::info!(job = %task.job, epoch = task.epoch, ?regions, resume, "starting task");
+        let part = split.as_ref().map(|s| s.part);
+        tracing::info!(job = %task.job, epoch = task.epoch, ?regions, resume, ?part, "starting task");
         let fence = Arc::new(TaskFence { lease: self.lease.clone(), cancelled: AtomicBool::new(false) });
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let scratch = self.options.data_dir.join("work").join(format!("{}-{}", task.job, task.epoch));
-        let options = RunOptions {
+        let mut options = RunOptions {
             resume,
             // A region with no intact checkpoint starts over; one that has one continues.
             from_scratch: resume,
@@ -315,7 +338,9 @@ impl Session<'_> {
             scratch_dir: Some(scratch.clone()),
             fence: Some(fence.clone() as Arc<dyn CommitFence>),
             checkpoint_id_floor: task.epoch << EPOCH_ID_SHIFT,
+            split: None,
         };
+        let mesh = self.mesh.clone();
         let engine = self.engine.clone();
         let ended = self.ended_tx.clone();
         let stats = self.stats.clone();
@@ -328,8 +353,29 @@ impl Session<'_> {
                         std::future::pending::<()>().await;
                     }
                 };
-                let outcome = match engine.prepare(std::path::Path::new(&spec)).await {
-                    Err(e) => TaskOutcome::Failed { error: e.to_string() },
+                // Every part of a split region shares the task's id (job and epoch).
+                let linked = match &split {
+                    None => Ok(()),
+                    Some(a) => {
+                        let key = format!("{}/{}", id.job, id.epoch);
+                        match mesh.link(&key, a.part, &a.peers, LINK_TIMEOUT).await {
+                            Ok(link) => {
+                                options.split = Some(Split { parts: a.peers.len() as u32, part: a.part, link });
+                                Ok(())
+                            }
+                            Err(reason) => Err(TaskOutcome::Lost { reason }),
+                        }
+                    }
+                };
+                let prepared = match linked {
+                    Err(lost) => Err(lost),
+                    Ok(()) => engine
+                        .prepare(std::path::Path::new(&spec))
+                        .await
+                        .map_err(|e| TaskOutcome::Failed { error: e.to_string() }),
+                };
+                let outcome = match prepared {
+                    Err(outcome) => outcome,
                     Ok(prepared) => {
                         // The nodes of the regions run (`None`: the whole job).
                         let nodes = options.regions.as_ref().map(|r| Arc::new(prepared.region_node_ids(r)));
@@ -350,6 +396,7 @@ impl Session<'_> {
                             Err(EngineError::Stopped { .. }) => TaskOutcome::Stopped,
                             Err(EngineError::Cancelled) => TaskOutcome::Cancelled,
                             Err(EngineError::Fenced { reason }) => TaskOutcome::Fenced { reason },
+                            Err(EngineError::PartLost { reason, .. }) => TaskOutcome::Lost { reason },
                             Err(e) => TaskOutcome::Failed { error: e.to_string() },
                         }
                     }

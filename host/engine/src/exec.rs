@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use crate::meta::ParticipantMeta;
 use arrow_schema::SchemaRef;
 use flumen_blob::BlobStore;
-use flumen_dataflow::{AlignmentMode, CoordAction, Coordinator, CoordinatorConfig, LogicalGraph, PhysicalPlan};
+use flumen_dataflow::{AlignmentMode, CoordAction, Coordinator, CoordinatorConfig, Event, LogicalGraph, PhysicalPlan};
 use flumen_state::{CheckpointStore, Manifest, Participant, RemoteStore, StateFile, StateStore};
 use flumen_types::{NodeId, SubtaskId};
 use flumen_wasm::{OpenContext, OperatorFactory, OperatorInstance};
@@ -44,6 +44,7 @@ use crate::gate::{InputGate, Rx};
 use crate::metrics::{NodeMetrics, RegionMetrics};
 use crate::plan::{PreparedJob, Role};
 use crate::router::{RouteEdge, Router, Tx};
+use crate::split::{Incoming, PartEnd, PartMsg, Split, channel_key};
 use crate::task::{Finished, OperatorTask, Restore, SinkBlobMode, SinkTask, SourceTask, TaskCkpt, TaskMsg};
 use crate::{EngineError, JobSummary, ResumeError};
 use flumen_connectors::{PlannedSource, SinkSpec, SinkWriter};
@@ -110,6 +111,14 @@ pub struct RunOptions {
     /// different owners of a region never meet. At most
     /// [`CHECKPOINT_ID_FLOOR_MAX`]. Default 0: ids continue from the region's own.
     pub checkpoint_id_floor: u64,
+    /// Run only this process's part of the one region named in `regions`
+    /// (subtask `i` of every node runs in part `i % parts`), linked to the
+    /// processes that run the other parts ([`Split`], `split.rs`). Part 0
+    /// leads: it decides what each attempt restores, coordinates the
+    /// region's checkpoints and commits; the others follow it, ignoring
+    /// `resume`, `from_scratch` and `stop` (the leader's decide). `None`: the
+    /// regions run whole here.
+    pub split: Option<Split>,
 }
 
 /// The highest [`RunOptions::checkpoint_id_floor`]: sinks name part files by
@@ -264,6 +273,8 @@ impl Job {
         // The regions this process runs (by index in `graph.regions()`), checked before anything runs.
         let chosen = chosen_regions(&spec, &graph, &options)?;
         let chosen_names: Vec<String> = chosen.iter().map(|(_, name)| name.clone()).collect();
+        // A part that follows leaves every decision about earlier runs to the leading part.
+        let follows = options.split.as_ref().is_some_and(|s| !s.leads());
 
         let checkpoints = match spec.checkpoint_dir() {
             None if options.resume || options.from_scratch => {
@@ -287,7 +298,7 @@ impl Job {
                         any
                     }
                 };
-                if earlier && !options.resume && !options.from_scratch {
+                if earlier && !options.resume && !options.from_scratch && !follows {
                     return Err(ResumeError::EarlierRun { store: dir.display().to_string() }.into());
                 }
                 Some(store)
@@ -297,7 +308,7 @@ impl Job {
             None => None,
             Some(url) => {
                 let remote = RemoteStore::open(&url).map_err(EngineError::checkpoint)?;
-                if !options.resume && !options.from_scratch {
+                if !options.resume && !options.from_scratch && !follows {
                     let earlier = match &options.regions {
                         None => remote.has_checkpoints().await.map_err(EngineError::checkpoint)?,
                         Some(_) => {
@@ -378,6 +389,10 @@ impl Job {
                     let mut ctxs = Vec::new();
                     let mut opened = Vec::new();
                     for (mut ctx, mut instance) in instances {
+                        if options.split.as_ref().is_some_and(|s| !s.owns(ctx.subtask)) {
+                            // Another part runs this subtask: its instance goes unused.
+                            continue;
+                        }
                         let mut shared_state = None;
                         if stateful && let Some(store) = &state {
                             let mut op =
@@ -438,6 +453,11 @@ impl Job {
                 metrics: m,
                 resume: options.resume,
                 from_scratch: options.from_scratch,
+                parts: options.split.clone().map(|split| {
+                    let (control, pump) = crate::split::pump(split.link.clone());
+                    Parts { split, control, _pump: AbortOnDrop(pump) }
+                }),
+                attempts: 0,
             };
             let span = tracing::info_span!("region", region = %supervisor.name);
             regions.spawn(supervisor.run(stop_rx.clone()).instrument(span));
@@ -516,9 +536,20 @@ fn chosen_regions(
     }
     let all: Vec<(usize, String)> =
         graph.regions().iter().enumerate().map(|(i, r)| (i, graph.region_name(r))).collect();
-    let Some(wanted) = &options.regions else { return Ok(all) };
+    let Some(wanted) = &options.regions else {
+        if options.split.is_some() {
+            return Err(ResumeError::SplitNeedsOneRegion { spec: spec.path.clone(), regions: 0 }.into());
+        }
+        return Ok(all);
+    };
     if spec.checkpoint_dir().is_none() {
         return Err(ResumeError::RegionsNeedCheckpoints { spec: spec.path.clone() }.into());
+    }
+    if let Some(split) = &options.split {
+        if wanted.len() != 1 {
+            return Err(ResumeError::SplitNeedsOneRegion { spec: spec.path.clone(), regions: wanted.len() }.into());
+        }
+        split.check().map_err(|reason| ResumeError::BadSplit { spec: spec.path.clone(), reason })?;
     }
     let unknown: Vec<String> = wanted.iter().filter(|w| !all.iter().any(|(_, n)| n == *w)).cloned().collect();
     if wanted.is_empty() || !unknown.is_empty() {
@@ -569,6 +600,35 @@ struct RegionSupervisor {
     metrics: Arc<RegionMetrics>,
     resume: bool,
     from_scratch: bool,
+    /// When the region is split across processes: this part and its link.
+    parts: Option<Parts>,
+    /// The current attempt's number (from 1); a split region's parts agree on it.
+    attempts: u64,
+}
+
+/// This process's part of a split region: the split, and the control messages from the other parts.
+struct Parts {
+    split: Split,
+    control: mpsc::UnboundedReceiver<Incoming>,
+    _pump: AbortOnDrop,
+}
+
+/// What a part that follows makes of how the leader ended the run.
+fn followed(outcome: PartEnd) -> Result<RegionOutcome, EngineError> {
+    match outcome {
+        PartEnd::Finished => Ok(RegionOutcome::Finished(Vec::new())),
+        PartEnd::Stopped(n) => Ok(RegionOutcome::Stopped(n)),
+        PartEnd::Failed(reason) => Err(EngineError::Part { part: 0, reason }),
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// How one attempt of a region ended.
@@ -579,10 +639,35 @@ enum AttemptEnd {
 
 impl RegionSupervisor {
     async fn run(mut self, stop: watch::Receiver<bool>) -> Result<RegionOutcome, EngineError> {
+        let mut parts = self.parts.take();
+        if let Some(p) = parts.as_mut().filter(|p| !p.split.leads()) {
+            return self.follow(p).await;
+        }
+        let outcome = self.lead(stop, parts.as_mut()).await;
+        if let Some(p) = &parts {
+            // Every other part ends as this one did (a part already gone needs no telling).
+            let end = match &outcome {
+                Ok(RegionOutcome::Finished(_)) => PartEnd::Finished,
+                Ok(RegionOutcome::Stopped(n)) => PartEnd::Stopped(*n),
+                Err(e) => PartEnd::Failed(e.to_string()),
+            };
+            for other in p.split.others() {
+                let _ = p.split.send(other, &PartMsg::End { outcome: end.clone() }).await;
+            }
+        }
+        outcome
+    }
+
+    /// Runs the region here, restarting it per `[restart]`; with parts, leads them.
+    async fn lead(
+        &mut self,
+        stop: watch::Receiver<bool>,
+        mut parts: Option<&mut Parts>,
+    ) -> Result<RegionOutcome, EngineError> {
         let attempts = self.shared.spec.restart.attempts;
         let mut first = true;
         loop {
-            let end = self.start(first, stop.clone()).await;
+            let end = self.start(first, stop.clone(), parts.as_deref_mut()).await;
             first = false;
             match end {
                 Ok(AttemptEnd::Finished(w)) => return Ok(RegionOutcome::Finished(w)),
@@ -590,7 +675,8 @@ impl RegionSupervisor {
                 Err(e) => {
                     let restarts = self.metrics.restarts();
                     // A refusal to resume or start over says the same on every attempt.
-                    // Nor does a fenced process restart: it must commit nothing more.
+                    // Nor does a fenced process restart: it must commit nothing more;
+                    // nor one that lost another part of the region.
                     let restartable = self.shared.checkpoints.is_some()
                         && !matches!(
                             e,
@@ -598,6 +684,7 @@ impl RegionSupervisor {
                                 | EngineError::Stopped { .. }
                                 | EngineError::Resume(_)
                                 | EngineError::Fenced { .. }
+                                | EngineError::PartLost { .. }
                         );
                     if !restartable || restarts >= u64::from(attempts) {
                         if restartable && attempts > 0 {
@@ -609,6 +696,10 @@ impl RegionSupervisor {
                         }
                         return Err(e);
                     }
+                    if let Some(p) = parts.as_deref_mut() {
+                        let wait = self.shared.spec.checkpoint.as_ref().map_or(60_000, |c| c.timeout_ms.max(10_000));
+                        Self::abort_parts(p, self.attempts, Duration::from_millis(wait)).await?;
+                    }
                     self.metrics.add_restart();
                     tracing::warn!(region = %self.name, restart = restarts + 1, "region failed, restarting from its last checkpoint: {e}");
                     tokio::time::sleep(Duration::from_millis(self.shared.spec.restart.delay_ms)).await;
@@ -617,12 +708,164 @@ impl RegionSupervisor {
         }
     }
 
+    /// Stops attempt `attempt` on every other part and waits (at most `wait`) until nothing
+    /// of it runs there. (A free function of its inputs: a borrow of the supervisor, which is
+    /// not `Sync`, cannot be held across an await.)
+    async fn abort_parts(parts: &mut Parts, attempt: u64, wait: Duration) -> Result<(), EngineError> {
+        let mut idle: BTreeSet<u32> = BTreeSet::new();
+        for other in parts.split.others() {
+            parts.split.send(other, &PartMsg::Abort { attempt }).await?;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        while idle.len() + 1 < parts.split.parts as usize {
+            match tokio::time::timeout_at(deadline, parts.control.recv()).await {
+                Err(_) => {
+                    return Err(EngineError::PartLost {
+                        part: u32::MAX,
+                        reason: format!(
+                            "parts {:?} did not stop attempt {attempt} within {} ms",
+                            parts.split.others().filter(|p| !idle.contains(p)).collect::<Vec<_>>(),
+                            wait.as_millis()
+                        ),
+                    });
+                }
+                Ok(None) => return Err(EngineError::PartLost { part: u32::MAX, reason: "the link closed".into() }),
+                Ok(Some(Incoming::Lost(part, reason))) => return Err(EngineError::PartLost { part, reason }),
+                Ok(Some(Incoming::Msg(from, PartMsg::Idle { attempt: a }))) if a == attempt => {
+                    idle.insert(from);
+                }
+                // What the aborted attempt still sent.
+                Ok(Some(Incoming::Msg(..))) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A part that follows: runs the attempts the leading part starts, until it ends the run.
+    async fn follow(&mut self, parts: &mut Parts) -> Result<RegionOutcome, EngineError> {
+        loop {
+            match parts.control.recv().await {
+                None => return Err(EngineError::PartLost { part: 0, reason: "the link closed".into() }),
+                Some(Incoming::Lost(part, reason)) => return Err(EngineError::PartLost { part, reason }),
+                Some(Incoming::Msg(0, PartMsg::Start { attempt, restore })) => {
+                    if let Some(end) = self.follow_attempt(parts, attempt, restore).await? {
+                        return end;
+                    }
+                }
+                Some(Incoming::Msg(0, PartMsg::Abort { attempt })) => {
+                    parts.split.send(0, &PartMsg::Idle { attempt }).await?;
+                }
+                Some(Incoming::Msg(0, PartMsg::End { outcome })) => return followed(outcome),
+                // Stale messages of an attempt that ended, or from a part that does not lead.
+                Some(Incoming::Msg(..)) => {}
+            }
+        }
+    }
+
+    /// One attempt of a part that follows. `Some(outcome)` when the leader ended the run.
+    async fn follow_attempt(
+        &mut self,
+        parts: &mut Parts,
+        attempt: u64,
+        restore: Option<u64>,
+    ) -> Result<Option<Result<RegionOutcome, EngineError>>, EngineError> {
+        self.attempts = attempt;
+        if attempt > 1 {
+            self.metrics.add_restart();
+        }
+        let split = parts.split.clone();
+        let restored = match (restore, &self.shared.checkpoints) {
+            (Some(n), Some(store)) => {
+                Some(tokio::task::block_in_place(|| store.manifest(&self.name, n)).map_err(EngineError::checkpoint))
+            }
+            _ => None,
+        };
+        let wired = match restored {
+            Some(Err(e)) => Err(e),
+            Some(Ok(m)) => self.wire(Some(&m), attempt, Some(&split)).await,
+            None => self.wire(None, attempt, Some(&split)).await,
+        };
+        let mut w = match wired {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(region = %self.name, attempt, "this part cannot start its attempt: {e}");
+                split.send(0, &PartMsg::Failed { attempt, reason: e.to_string() }).await?;
+                return Ok(None);
+            }
+        };
+        enum End {
+            Failed(EngineError),
+            Aborted,
+            Ended(PartEnd),
+            Lost(EngineError),
+        }
+        let mut tasks_running = true;
+        let mut local_ended = false;
+        let end = loop {
+            tokio::select! {
+                joined = w.tasks.join_next(), if tasks_running => match joined {
+                    None => tasks_running = false,
+                    Some(j) => if let Err(e) = flatten(j) { break End::Failed(e) },
+                },
+                msg = w.from_tasks.recv(), if !local_ended => {
+                    let out = match msg {
+                        Some(TaskMsg::Ack { checkpoint, participant, files, meta }) =>
+                            PartMsg::Ack { attempt, checkpoint, participant, files, meta },
+                        Some(TaskMsg::Done { participant, files, meta }) =>
+                            PartMsg::Done { attempt, participant, files, meta },
+                        None => {
+                            local_ended = true;
+                            PartMsg::TasksEnded { attempt }
+                        }
+                    };
+                    if let Err(e) = split.send(0, &out).await { break End::Lost(e) }
+                },
+                incoming = parts.control.recv() => match incoming {
+                    None => break End::Lost(EngineError::PartLost { part: 0, reason: "the link closed".into() }),
+                    Some(Incoming::Lost(part, reason)) => break End::Lost(EngineError::PartLost { part, reason }),
+                    Some(Incoming::Msg(0, PartMsg::Inject { attempt: a, checkpoint })) if a == attempt => {
+                        for inject in &w.injectors {
+                            // A source that already ended acknowledges through `Done`.
+                            let _ = inject.send(checkpoint);
+                        }
+                    }
+                    Some(Incoming::Msg(0, PartMsg::Committed { attempt: a, checkpoint })) if a == attempt => {
+                        w.committed.fetch_max(checkpoint, std::sync::atomic::Ordering::AcqRel);
+                    }
+                    Some(Incoming::Msg(0, PartMsg::Abort { attempt: a })) if a == attempt => break End::Aborted,
+                    Some(Incoming::Msg(0, PartMsg::End { outcome })) => break End::Ended(outcome),
+                    Some(Incoming::Msg(..)) => {}
+                },
+            }
+        };
+        w.tasks.abort_all();
+        while w.tasks.join_next().await.is_some() {}
+        match end {
+            End::Failed(e) => {
+                tracing::warn!(region = %self.name, attempt, "this part's attempt failed: {e}");
+                split.send(0, &PartMsg::Failed { attempt, reason: e.to_string() }).await?;
+                Ok(None)
+            }
+            End::Aborted => {
+                split.send(0, &PartMsg::Idle { attempt }).await?;
+                Ok(None)
+            }
+            End::Ended(outcome) => Ok(Some(followed(outcome))),
+            End::Lost(e) => Err(e),
+        }
+    }
+
     /// One attempt: from the latest checkpoint when resuming or restarting, else from scratch.
     /// A failure to read the checkpoints (an unreachable store, say) fails the attempt, so the
     /// region retries per `[restart]`. Checkpoint ids continue above every id the region ever
     /// used (and above [`RunOptions::checkpoint_id_floor`]), whatever the attempt restores.
-    async fn start(&mut self, first: bool, stop: watch::Receiver<bool>) -> Result<AttemptEnd, EngineError> {
-        let Some(store) = self.shared.checkpoints.clone() else { return self.attempt(None, 0, stop).await };
+    async fn start(
+        &mut self,
+        first: bool,
+        stop: watch::Receiver<bool>,
+        parts: Option<&mut Parts>,
+    ) -> Result<AttemptEnd, EngineError> {
+        let Some(store) = self.shared.checkpoints.clone() else { return self.attempt(None, 0, stop, parts).await };
         let ck = EngineError::checkpoint::<flumen_state::StateError>;
         let mut discarded = Vec::new();
         let mut seen = 0;
@@ -660,7 +903,7 @@ impl RegionSupervisor {
             self.recover_sinks(Some(m))?;
             return Ok(AttemptEnd::Finished(Vec::new()));
         }
-        self.attempt(restored.as_ref(), used, stop).await
+        self.attempt(restored.as_ref(), used, stop, parts).await
     }
 
     /// Before a region with checkpoints starts from nothing: refuses when that would lose
@@ -773,16 +1016,21 @@ impl RegionSupervisor {
         Ok(removed)
     }
 
-    /// Builds channels and tasks for one attempt and drives them, with the
+    /// One attempt of a region run here (or led from here): checks the
+    /// restored checkpoint against the region, puts the sinks back where it
+    /// left them, starts the other parts, wires and drives the tasks, with the
     /// region's coordinator when the job checkpoints.
     async fn attempt(
         &mut self,
         restored: Option<&Manifest>,
         used: u64,
         mut stop: watch::Receiver<bool>,
+        mut parts: Option<&mut Parts>,
     ) -> Result<AttemptEnd, EngineError> {
         let shared = self.shared.clone();
         let checkpointing = shared.checkpoints.as_ref().zip(shared.spec.checkpoint.as_ref());
+        self.attempts += 1;
+        let attempt = self.attempts;
         if let Some(m) = restored {
             let known = self.participants();
             if let Some(extra) = m.participants.keys().find(|p| !known.contains(p)) {
@@ -795,6 +1043,190 @@ impl RegionSupervisor {
             }
         }
         self.recover_sinks(restored)?;
+        let split = parts.as_ref().map(|p| p.split.clone());
+        if let Some(split) = &split {
+            for other in split.others() {
+                split.send(other, &PartMsg::Start { attempt, restore: restored.map(|m| m.checkpoint) }).await?;
+            }
+        }
+        let Wired { mut tasks, mut injectors, sinks, mut from_tasks, committed } =
+            self.wire(restored, attempt, split.as_ref()).await?;
+
+        let Some((store, config)) = checkpointing else {
+            // No checkpoints: wait for every task; any failure fails the region.
+            let mut writers = Vec::new();
+            let mut downstream_gone = None;
+            while let Some(joined) = tasks.join_next().await {
+                match flatten(joined) {
+                    Ok(Finished::Sink(w)) => writers.push(w),
+                    Ok(Finished::Done) => {}
+                    Err(EngineError::DownstreamGone) => downstream_gone = Some(EngineError::DownstreamGone),
+                    Err(e) => {
+                        tasks.abort_all();
+                        while tasks.join_next().await.is_some() {}
+                        return Err(e);
+                    }
+                }
+            }
+            return downstream_gone.map_or(Ok(AttemptEnd::Finished(writers)), Err);
+        };
+
+        // The other parts' sources get their barriers through the link.
+        let mut wires: JoinSet<()> = JoinSet::new();
+        if let Some(split) = &split {
+            for other in split.others() {
+                let (tx, mut rx) = mpsc::unbounded_channel::<u64>();
+                injectors.push(tx);
+                let split = split.clone();
+                wires.spawn(async move {
+                    while let Some(checkpoint) = rx.recv().await {
+                        // A broken link shows as `Lost` on the control queue.
+                        if split.send(other, &PartMsg::Inject { attempt, checkpoint }).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+        let mut coord = CheckpointDriver {
+            coordinator: Coordinator::new(
+                self.participants(),
+                CoordinatorConfig { timeout_ms: config.timeout_ms, max_concurrent: 1 },
+                // Ids continue above every id used, not only above the restored one.
+                used.max(restored.map_or(0, |m| m.checkpoint)),
+            ),
+            store: store.clone(),
+            remote: shared.remote.clone(),
+            region: self.name.clone(),
+            job: shared.spec.job.name.clone(),
+            retain: config.retain,
+            base_dir: shared.base_dir.clone(),
+            sinks,
+            done: BTreeMap::new(),
+            started: Instant::now(),
+            triggered: HashMap::new(),
+            metrics: self.metrics.clone(),
+            last_committed: None,
+            finished: false,
+            committed: committed.clone(),
+            blobs: shared.blobs.clone(),
+            models: shared.models.clone(),
+            kept: restored.map(|m| m.checkpoint).into_iter().collect(),
+            fence: shared.fence.clone(),
+        };
+        let mut interval = tokio::time::interval(Duration::from_millis(config.interval_ms));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.tick().await;
+        let mut stopping = false;
+        let mut tasks_running = true;
+        let mut local_ended = false;
+        // The other parts whose subtasks all ended, and the last commit they were told of.
+        let mut parts_ended: BTreeSet<u32> = BTreeSet::new();
+        let other_parts = split.as_ref().map_or(0, |s| s.parts as usize - 1);
+        let mut told = restored.map_or(0, |m| m.checkpoint);
+        let mut downstream_gone = None;
+        let result: Result<AttemptEnd, EngineError> = loop {
+            if stopping && let Some(n) = coord.last_committed {
+                break Ok(AttemptEnd::Stopped(n));
+            }
+            if let Some(split) = &split {
+                let now = committed.load(std::sync::atomic::Ordering::Acquire);
+                if now > told {
+                    told = now;
+                    let mut sent = Ok(());
+                    for other in split.others() {
+                        sent = sent.and(split.send(other, &PartMsg::Committed { attempt, checkpoint: now }).await);
+                    }
+                    if let Err(e) = sent {
+                        break Err(e);
+                    }
+                }
+            }
+            if local_ended && parts_ended.len() == other_parts {
+                // Every task here and on every other part ended, and every message was read.
+                while let Some(j) = tasks.join_next().await {
+                    match flatten(j) {
+                        Ok(_) => {}
+                        Err(EngineError::DownstreamGone) => downstream_gone = Some(EngineError::DownstreamGone),
+                        Err(e) => return Err(e),
+                    }
+                }
+                if let Some(e) = downstream_gone.take() {
+                    break Err(e);
+                }
+                break coord.finish().await.map(|()| AttemptEnd::Finished(Vec::new()));
+            }
+            tokio::select! {
+                joined = tasks.join_next(), if tasks_running => match joined {
+                    None => tasks_running = false,
+                    Some(j) => match flatten(j) {
+                        Ok(_) => {}
+                        Err(EngineError::DownstreamGone) => downstream_gone = Some(EngineError::DownstreamGone),
+                        Err(e) => break Err(e),
+                    },
+                },
+                msg = from_tasks.recv(), if !local_ended => match msg {
+                    Some(m) => if let Err(e) = coord.on_message(m).await { break Err(e) },
+                    None => local_ended = true,
+                },
+                incoming = next_incoming(&mut parts) => {
+                    let Some(split) = &split else { continue };
+                    match incoming {
+                        None => break Err(EngineError::PartLost { part: u32::MAX, reason: "the link closed".into() }),
+                        Some(Incoming::Lost(part, reason)) => break Err(EngineError::PartLost { part, reason }),
+                        Some(Incoming::Msg(from, msg)) => match msg {
+                            PartMsg::Ack { attempt: a, checkpoint, participant, files, meta } if a == attempt => {
+                                if let Err(e) = runs_on(split, from, &participant) { break Err(e) }
+                                let m = TaskMsg::Ack { checkpoint, participant, files, meta };
+                                if let Err(e) = coord.on_message(m).await { break Err(e) }
+                            }
+                            PartMsg::Done { attempt: a, participant, files, meta } if a == attempt => {
+                                if let Err(e) = runs_on(split, from, &participant) { break Err(e) }
+                                if let Err(e) = coord.on_message(TaskMsg::Done { participant, files, meta }).await { break Err(e) }
+                            }
+                            PartMsg::TasksEnded { attempt: a } if a == attempt && from != split.part && from < split.parts => {
+                                parts_ended.insert(from);
+                            }
+                            PartMsg::Failed { attempt: a, reason } if a == attempt => {
+                                break Err(EngineError::Part { part: from, reason });
+                            }
+                            // Stale messages of an earlier attempt.
+                            _ => {}
+                        },
+                    }
+                },
+                _ = interval.tick() => {
+                    if let Err(e) = coord.on_tick(&injectors).await { break Err(e) }
+                }
+                changed = stop.changed(), if !stopping => {
+                    if changed.is_ok() && *stop.borrow() {
+                        stopping = true;
+                        coord.last_committed = None;
+                        if let Err(e) = coord.on_tick(&injectors).await { break Err(e) }
+                    }
+                }
+            }
+        };
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        wires.abort_all();
+        result
+    }
+
+    /// Builds this attempt's channels and starts this process's subtasks of
+    /// the region. With a split, a channel between two parts is a link
+    /// channel: a task here forwards what its producer sends, or delivers
+    /// what the other part sends to its consumer.
+    async fn wire(
+        &mut self,
+        restored: Option<&Manifest>,
+        attempt: u64,
+        split: Option<&Split>,
+    ) -> Result<Wired, EngineError> {
+        let shared = self.shared.clone();
+        let checkpointing = shared.checkpoints.as_ref().zip(shared.spec.checkpoint.as_ref());
+        let owns = |subtask: u32| split.is_none_or(|s| s.owns(subtask));
+        let leads = split.is_none_or(Split::leads);
         let files_dir = match &shared.checkpoints {
             Some(store) => Some(store.files_dir(&self.name).map_err(EngineError::checkpoint)?),
             None => None,
@@ -817,7 +1249,7 @@ impl RegionSupervisor {
                 region: self.name.clone(),
             })
         };
-        let (to_coord, mut from_tasks) = mpsc::unbounded_channel::<TaskMsg>();
+        let (to_coord, from_tasks) = mpsc::unbounded_channel::<TaskMsg>();
         let committed = Arc::new(std::sync::atomic::AtomicU64::new(restored.map_or(0, |m| m.checkpoint)));
         let link = |participant: String| -> Option<TaskCkpt> {
             Some(TaskCkpt {
@@ -835,16 +1267,32 @@ impl RegionSupervisor {
         let capacity = shared.spec.job.channel_capacity;
         let mut outputs: HashMap<SubtaskId, Vec<(usize, Vec<Tx>)>> = HashMap::new();
         let mut inputs: HashMap<SubtaskId, Vec<(u32, Rx)>> = HashMap::new();
-        for ch in &shared.plan.channels {
+        let mut tasks: JoinSet<Result<Finished, EngineError>> = JoinSet::new();
+        for (index, ch) in shared.plan.channels.iter().enumerate() {
             let edge = &shared.graph.edges()[ch.edge];
             if !in_region.contains(&edge.from) {
                 continue;
             }
+            let (from_here, to_here) = (owns(ch.from.index), owns(ch.to.index));
+            if !from_here && !to_here {
+                continue;
+            }
             let (tx, rx) = mpsc::channel(capacity);
-            let outs = outputs.entry(ch.from.clone()).or_default();
-            match outs.iter_mut().find(|(e, _)| *e == ch.edge) {
-                Some((_, v)) => v.push(tx),
-                None => outs.push((ch.edge, vec![tx])),
+            let key = channel_key(attempt, index);
+            if from_here {
+                let outs = outputs.entry(ch.from.clone()).or_default();
+                match outs.iter_mut().find(|(e, _)| *e == ch.edge) {
+                    Some((_, v)) => v.push(tx),
+                    None => outs.push((ch.edge, vec![tx])),
+                }
+                if let (false, Some(split)) = (to_here, split) {
+                    tasks.spawn(forward(split.clone(), split.part_of(ch.to.index), key, rx));
+                    continue;
+                }
+            } else if let Some(split) = split {
+                tasks.spawn(deliver(split.clone(), split.part_of(ch.from.index), key, tx));
+                inputs.entry(ch.to.clone()).or_default().push((edge.port, rx));
+                continue;
             }
             inputs.entry(ch.to.clone()).or_default().push((edge.port, rx));
         }
@@ -869,7 +1317,6 @@ impl RegionSupervisor {
             )
         };
 
-        let mut tasks: JoinSet<Result<Finished, EngineError>> = JoinSet::new();
         let mut injectors: Vec<mpsc::UnboundedSender<u64>> = Vec::new();
         let mut sinks: HashMap<String, SinkSpec> = HashMap::new();
         for node in &mut self.nodes {
@@ -880,7 +1327,7 @@ impl RegionSupervisor {
             let node_id = node.id.clone();
             match &mut node.role {
                 RunRole::Source(planned) => {
-                    for subtask in 0..node_parallelism {
+                    for subtask in (0..node_parallelism).filter(|i| owns(*i)) {
                         let participant = format!("{}[{subtask}]", node_id);
                         let reader = planned.open(subtask, node_parallelism).map_err(EngineError::Connector)?;
                         let router = router_for(&view, subtask, &mut outputs)?;
@@ -929,6 +1376,13 @@ impl RegionSupervisor {
                 RunRole::Sink(spec) => {
                     for subtask in 0..node_parallelism {
                         let participant = format!("{}[{subtask}]", node_id);
+                        if leads {
+                            // The leading part publishes every sink subtask's transactions.
+                            sinks.insert(participant.clone(), spec.clone());
+                        }
+                        if !owns(subtask) {
+                            continue;
+                        }
                         let id = SubtaskId { node: node_id.clone(), index: subtask };
                         let gate = InputGate::new(inputs.remove(&id).unwrap_or_default(), shared.mode);
                         let base = &shared.base_dir;
@@ -941,7 +1395,6 @@ impl RegionSupervisor {
                             flumen_connectors::open_sink(spec, base, schema, subtask, node_parallelism)
                         }
                         .map_err(EngineError::Connector)?;
-                        sinks.insert(participant.clone(), spec.clone());
                         let task = SinkTask {
                             writer,
                             metrics: node_metrics.clone(),
@@ -958,103 +1411,69 @@ impl RegionSupervisor {
             }
         }
         drop(to_coord);
+        Ok(Wired { tasks, injectors, sinks, from_tasks, committed })
+    }
+}
 
-        let Some((store, config)) = checkpointing else {
-            // No checkpoints: wait for every task; any failure fails the region.
-            let mut writers = Vec::new();
-            let mut downstream_gone = None;
-            while let Some(joined) = tasks.join_next().await {
-                match flatten(joined) {
-                    Ok(Finished::Sink(w)) => writers.push(w),
-                    Ok(Finished::Done) => {}
-                    Err(EngineError::DownstreamGone) => downstream_gone = Some(EngineError::DownstreamGone),
-                    Err(e) => {
-                        tasks.abort_all();
-                        while tasks.join_next().await.is_some() {}
-                        return Err(e);
-                    }
-                }
-            }
-            return downstream_gone.map_or(Ok(AttemptEnd::Finished(writers)), Err);
-        };
+/// One attempt's subtasks of this process, and what the driver needs of them.
+struct Wired {
+    tasks: JoinSet<Result<Finished, EngineError>>,
+    /// One per source subtask here: barrier ids to inject.
+    injectors: Vec<mpsc::UnboundedSender<u64>>,
+    /// Every sink subtask of the region (on the leading part) and its spec.
+    sinks: HashMap<String, SinkSpec>,
+    from_tasks: mpsc::UnboundedReceiver<TaskMsg>,
+    committed: Arc<std::sync::atomic::AtomicU64>,
+}
 
-        let mut coord = CheckpointDriver {
-            coordinator: Coordinator::new(
-                self.participants(),
-                CoordinatorConfig { timeout_ms: config.timeout_ms, max_concurrent: 1 },
-                // Ids continue above every id used, not only above the restored one.
-                used.max(restored.map_or(0, |m| m.checkpoint)),
-            ),
-            store: store.clone(),
-            remote: shared.remote.clone(),
-            region: self.name.clone(),
-            job: shared.spec.job.name.clone(),
-            retain: config.retain,
-            base_dir: shared.base_dir.clone(),
-            sinks,
-            done: BTreeMap::new(),
-            started: Instant::now(),
-            triggered: HashMap::new(),
-            metrics: self.metrics.clone(),
-            last_committed: None,
-            finished: false,
-            committed: committed.clone(),
-            blobs: shared.blobs.clone(),
-            models: shared.models.clone(),
-            kept: restored.map(|m| m.checkpoint).into_iter().collect(),
-            fence: shared.fence.clone(),
-        };
-        let mut interval = tokio::time::interval(Duration::from_millis(config.interval_ms));
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval.tick().await;
-        let mut stopping = false;
-        let mut tasks_running = true;
-        let mut downstream_gone = None;
-        let result: Result<AttemptEnd, EngineError> = loop {
-            if stopping && let Some(n) = coord.last_committed {
-                break Ok(AttemptEnd::Stopped(n));
-            }
-            tokio::select! {
-                joined = tasks.join_next(), if tasks_running => match joined {
-                    None => tasks_running = false,
-                    Some(j) => match flatten(j) {
-                        Ok(_) => {}
-                        Err(EngineError::DownstreamGone) => downstream_gone = Some(EngineError::DownstreamGone),
-                        Err(e) => break Err(e),
-                    },
-                },
-                msg = from_tasks.recv() => match msg {
-                    Some(m) => if let Err(e) = coord.on_message(m).await { break Err(e) },
-                    None => {
-                        // Every task ended and every message was read.
-                        while let Some(j) = tasks.join_next().await {
-                            match flatten(j) {
-                                Ok(_) => {}
-                                Err(EngineError::DownstreamGone) => downstream_gone = Some(EngineError::DownstreamGone),
-                                Err(e) => return Err(e),
-                            }
-                        }
-                        if let Some(e) = downstream_gone.take() {
-                            break Err(e);
-                        }
-                        break coord.finish().await.map(|()| AttemptEnd::Finished(Vec::new()));
-                    }
-                },
-                _ = interval.tick() => {
-                    if let Err(e) = coord.on_tick(&injectors).await { break Err(e) }
-                }
-                changed = stop.changed(), if !stopping => {
-                    if changed.is_ok() && *stop.borrow() {
-                        stopping = true;
-                        coord.last_committed = None;
-                        if let Err(e) = coord.on_tick(&injectors).await { break Err(e) }
-                    }
-                }
-            }
-        };
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
-        result
+/// Sends what a producer here puts on channel `key` to part `to`, until its end.
+async fn forward(split: Split, to: u32, key: u64, mut rx: Rx) -> Result<Finished, EngineError> {
+    // A channel that fails fails the attempt (a part whose whole link broke shows as lost
+    // on the control messages too).
+    let lost = |reason: String| EngineError::Part { part: to, reason: format!("channel {key}: {reason}") };
+    let mut out = split.link.open(to, key).await.map_err(lost)?;
+    while let Some(event) = rx.recv().await {
+        let end = matches!(event, Event::End);
+        out.send(event).await.map_err(lost)?;
+        if end {
+            break;
+        }
+    }
+    Ok(Finished::Done)
+}
+
+/// Hands what part `from` sends on channel `key` to the consumer here, until its end.
+async fn deliver(split: Split, from: u32, key: u64, tx: Tx) -> Result<Finished, EngineError> {
+    let lost = |reason: String| EngineError::Part { part: from, reason: format!("channel {key}: {reason}") };
+    let mut input = split.link.accept(from, key).await.map_err(lost)?;
+    loop {
+        let event = input.recv().await.map_err(lost)?;
+        let end = matches!(event, Event::End);
+        if tx.send(event).await.is_err() || end {
+            // A consumer that stopped has failed (its error ends the attempt).
+            return Ok(Finished::Done);
+        }
+    }
+}
+
+/// The next control message of a split region; never, without one.
+async fn next_incoming(parts: &mut Option<&mut Parts>) -> Option<Incoming> {
+    match parts {
+        Some(p) => p.control.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Refuses a message about `participant` from a part that does not run it.
+fn runs_on(split: &Split, from: u32, participant: &str) -> Result<(), EngineError> {
+    let subtask =
+        participant.rsplit_once('[').and_then(|(_, rest)| rest.strip_suffix(']')).and_then(|i| i.parse::<u32>().ok());
+    match subtask {
+        Some(i) if split.part_of(i) == from && from != split.part => Ok(()),
+        _ => Err(EngineError::PartLost {
+            part: from,
+            reason: format!("part {from} reported for subtask {participant:?}, which it does not run"),
+        }),
     }
 }
 

@@ -20,6 +20,7 @@ mod models;
 mod plan;
 mod route;
 mod router;
+mod split;
 mod state;
 mod task;
 
@@ -28,6 +29,8 @@ use std::path::PathBuf;
 pub use arrow_array::RecordBatch;
 pub use arrow_schema::{Schema, SchemaRef};
 pub use exec::{CHECKPOINT_ID_FLOOR_MAX, CommitFence, RunOptions};
+pub use flumen_dataflow::Event;
+pub use split::{LinkFuture, PartLink, RemoteReceiver, RemoteSender, Split};
 
 pub use flumen_connectors::ConnectorError;
 pub use flumen_dataflow::{LogicalGraph, NodeKind, Region};
@@ -102,6 +105,12 @@ pub enum ResumeError {
         spec.display()
     )]
     RegionsNeedCheckpoints { spec: PathBuf },
+    /// [`RunOptions::split`] without exactly one region chosen in [`RunOptions::regions`].
+    #[error("{}: a region split across processes is run one region at a time ({regions} chosen)", spec.display())]
+    SplitNeedsOneRegion { spec: PathBuf, regions: usize },
+    /// [`RunOptions::split`] is not a valid split.
+    #[error("{}: {reason}", spec.display())]
+    BadSplit { spec: PathBuf, reason: String },
     /// [`RunOptions::regions`] names regions the job does not have, or none at all.
     #[error(
         "{}: {}; this job's regions are: {}",
@@ -228,6 +237,14 @@ pub enum EngineError {
     /// A region kept failing after every restart it was allowed.
     #[error("region `{region}` failed after {attempts} restarts; last failure: {last}")]
     Restarts { region: String, attempts: u32, last: Box<EngineError> },
+    /// Another part of a region run by several processes failed its attempt
+    /// (the region restarts on every part per `[restart]`).
+    #[error("part {part} of the region failed: {reason}")]
+    Part { part: u32, reason: String },
+    /// The link to another part of a region run by several processes broke,
+    /// or that part ended the run: this part stops, restarting nothing on its own.
+    #[error("lost the link to another part of the region: {reason}")]
+    PartLost { part: u32, reason: String },
     /// A model repository cannot be read, or one of its models loaded.
     #[error("{0}")]
     Models(String),

@@ -68,7 +68,17 @@ pub struct JobSection {
     /// Batches a channel holds before its producer waits (default 4).
     #[serde(default = "default_channel_capacity")]
     pub channel_capacity: usize,
+    /// In a cluster: how many workers each pipelined region runs across
+    /// (subtask `i` of every node on the `(i mod spread)`-th), linked over
+    /// QUIC; at most [`SPREAD_MAX`]. 1 (the default) keeps a region on one
+    /// worker. Fewer workers with room make fewer parts. `flumen run` runs
+    /// everything in one process whatever it says.
+    #[serde(default = "one")]
+    pub spread: u32,
 }
+
+/// The most workers one region may run across (`[job] spread`).
+pub const SPREAD_MAX: u32 = 64;
 
 /// The `[checkpoint]` table.
 #[derive(Debug, Clone, Deserialize)]
@@ -394,6 +404,12 @@ impl JobSpec {
                     ),
                 ));
             }
+        }
+        if !(1..=SPREAD_MAX).contains(&spec.job.spread) {
+            return Err(spec.error_at(
+                Some("spread"),
+                &format!("[job] `spread = {}`: a region runs across 1 to {SPREAD_MAX} workers", spec.job.spread),
+            ));
         }
         let instances: u64 = spec.operators.iter().map(|op| u64::from(spec.parallelism(op.parallelism))).sum();
         if instances > u64::from(flumen_types::OPERATOR_INSTANCES_MAX) {

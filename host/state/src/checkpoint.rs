@@ -250,6 +250,21 @@ impl CheckpointStore {
         Ok((None, rejected))
     }
 
+    /// Manifest `checkpoint` of `region`, checked as [`CheckpointStore::latest_valid`] checks one
+    /// (its checksum and every file it references); an error when it is missing or damaged (it
+    /// is not quarantined: whoever chose it, another process, decides about damage). A region
+    /// run by several processes restores, in every process, the checkpoint its leader chose.
+    pub fn manifest(&self, region: &str, checkpoint: u64) -> Result<Manifest, StateError> {
+        let dir = self.region_dir(region)?;
+        let path = dir.join(manifest_name(checkpoint));
+        match check_manifest(&path, &dir.join(FILES_DIR), region, checkpoint) {
+            Ok(manifest) => Ok(manifest),
+            Err(Refusal::Unreadable(e)) => Err(e),
+            Err(Refusal::Gone) => Err(StateError::Io { path, message: "no such checkpoint manifest".into() }),
+            Err(Refusal::Damaged(message)) => Err(StateError::Corrupt { path, message }),
+        }
+    }
+
     /// Moves `region`'s damaged manifest `path` of `checkpoint` into [`QUARANTINE_DIR`] with a
     /// `.reason` file beside it, durably, and logs both places and the reason.
     fn quarantine(&self, region: &str, checkpoint: u64, path: &Path, reason: String) -> Result<Rejected, StateError> {

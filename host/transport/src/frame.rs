@@ -30,6 +30,10 @@ pub enum FrameKind {
     Credit = 5,
     /// A control message: a version byte, then the message.
     Control = 6,
+    /// In-band on a data channel, between batches: a watermark or a
+    /// checkpoint barrier ([`Marker`], 9 bytes). Spends no credit: it is read
+    /// in turn with the batches, so the stream's own flow control bounds it.
+    Marker = 7,
 }
 
 impl FrameKind {
@@ -41,6 +45,7 @@ impl FrameKind {
             4 => Self::End,
             5 => Self::Credit,
             6 => Self::Control,
+            7 => Self::Marker,
             other => return Err(ProtocolError::UnknownFrameKind { kind: other }),
         })
     }
@@ -51,6 +56,7 @@ impl FrameKind {
             Self::OpenChannel => 8,
             Self::End => 0,
             Self::Credit => 12,
+            Self::Marker => 9,
             Self::Control => CONTROL_FRAME_BYTES_MAX,
             Self::Schema | Self::Batch => frame_bytes_max.min(FRAME_BYTES_MAX),
         }
@@ -112,6 +118,39 @@ impl Grant {
     }
 }
 
+/// What a [`FrameKind::Marker`] frame says, in the channel's order with its batches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Marker {
+    /// Event time reached this value (milliseconds since the epoch) on the channel.
+    Watermark(i64),
+    /// Checkpoint barrier `n`.
+    Barrier(u64),
+}
+
+impl Marker {
+    pub fn encode(self) -> [u8; 9] {
+        let (tag, value) = match self {
+            Self::Watermark(t) => (1u8, t.to_be_bytes()),
+            Self::Barrier(n) => (2u8, n.to_be_bytes()),
+        };
+        let mut out = [0; 9];
+        out[0] = tag;
+        out[1..].copy_from_slice(&value);
+        out
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<Self, ProtocolError> {
+        let bad = || ProtocolError::BadPayload { kind: FrameKind::Marker };
+        let (tag, rest) = payload.split_first().ok_or_else(bad)?;
+        let value: [u8; 8] = rest.try_into().map_err(|_| bad())?;
+        match tag {
+            1 => Ok(Self::Watermark(i64::from_be_bytes(value))),
+            2 => Ok(Self::Barrier(u64::from_be_bytes(value))),
+            _ => Err(bad()),
+        }
+    }
+}
+
 /// Decodes an `OpenChannel` payload.
 pub fn decode_channel_id(payload: &[u8]) -> Result<u64, ProtocolError> {
     let id: [u8; 8] = payload.try_into().map_err(|_| ProtocolError::BadPayload { kind: FrameKind::OpenChannel })?;
@@ -140,5 +179,11 @@ mod tests {
         let g = Grant { batches: 7, bytes: 1 << 40 };
         assert_eq!(Grant::decode(&g.encode()).expect("decodes"), g);
         assert!(Grant::decode(&[0; 11]).is_err());
+        for m in [Marker::Watermark(-5), Marker::Watermark(i64::MAX), Marker::Barrier(0), Marker::Barrier(u64::MAX)] {
+            assert_eq!(Marker::decode(&m.encode()).expect("decodes"), m);
+        }
+        assert!(Marker::decode(&[3, 0, 0, 0, 0, 0, 0, 0, 0]).is_err(), "an unknown marker is refused");
+        assert!(Marker::decode(&[1, 0]).is_err(), "a short marker is refused");
+        assert!(FrameHeader::parse([7, 0, 0, 0, 10], FRAME_BYTES_MAX).is_err(), "a marker is 9 bytes");
     }
 }

@@ -31,9 +31,10 @@ pub mod tls;
 pub use certs::{ClusterCa, NodeCredentials};
 pub use control::ControlMessage;
 pub use error::{ProtocolError, TransportError};
+pub use frame::Marker;
 pub use identity::NodeIdentity;
 pub use local::{LocalNetwork, LocalTransport};
-pub use quic::{BatchReceiver, BatchSender, Connection, Endpoint, EndpointOptions, PathStats, TransportLimits};
+pub use quic::{BatchReceiver, BatchSender, Connection, Endpoint, EndpointOptions, Item, PathStats, TransportLimits};
 
 /// A data channel's id, chosen by the engine (unique per connection and direction).
 pub type ChannelId = u64;

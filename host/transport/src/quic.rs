@@ -37,7 +37,7 @@ use crate::certs::NodeCredentials;
 use crate::control::{ControlMessage, PROTOCOL_VERSION};
 use crate::credit::{RecvCredit, SendCredit};
 use crate::error::{ProtocolError, TransportError};
-use crate::frame::{FRAME_BYTES_MAX, FrameHeader, FrameKind, Grant, HEADER_BYTES, decode_channel_id};
+use crate::frame::{FRAME_BYTES_MAX, FrameHeader, FrameKind, Grant, HEADER_BYTES, Marker, decode_channel_id};
 use crate::identity::NodeIdentity;
 use crate::{ChannelId, tls};
 
@@ -47,6 +47,8 @@ pub const CLOSE_PROTOCOL: u32 = 1;
 pub const CLOSE_IDENTITY: u32 = 2;
 /// Close code: an orderly close by the application.
 pub const CLOSE_NORMAL: u32 = 0;
+/// Reset code of a data stream whose sender went away before finishing it.
+pub const CLOSE_ABANDONED: u32 = 3;
 
 /// Bounds of a node's links; every one stops a peer from making it hold more.
 #[derive(Clone, Debug)]
@@ -364,7 +366,15 @@ impl Connection {
         write_frame(&mut send, FrameKind::OpenChannel, &channel.to_be_bytes(), &self.inner.limits)
             .await
             .map_err(|e| self.fail(e, channel))?;
-        Ok(BatchSender { conn: self.clone(), channel, send, recv, credit: SendCredit::default(), writer: None })
+        Ok(BatchSender {
+            conn: self.clone(),
+            channel,
+            send,
+            recv,
+            credit: SendCredit::default(),
+            writer: None,
+            finished: false,
+        })
     }
 
     /// Waits for the peer to open a data channel.
@@ -485,6 +495,18 @@ pub struct BatchSender {
     recv: RecvStream,
     credit: SendCredit,
     writer: Option<(SchemaRef, StreamWriter<Vec<u8>>)>,
+    /// `finish` was called: the stream ends cleanly. Otherwise dropping the sender resets it.
+    finished: bool,
+}
+
+/// A sender dropped before `finish` (its task was stopped) resets its stream: the receiver
+/// sees that channel fail, while the connection and its other channels carry on.
+impl Drop for BatchSender {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.send.reset(VarInt::from_u32(CLOSE_ABANDONED));
+        }
+    }
 }
 
 impl std::fmt::Debug for BatchSender {
@@ -551,16 +573,33 @@ impl BatchSender {
         self.send.write_all(&bytes).await.map_err(|e| self.conn.fail(StreamFailure::Write(e), self.channel))
     }
 
+    /// Sends a watermark or a barrier, in order with the batches around it.
+    /// Spends no credit: markers are small and read in turn with the batches.
+    pub async fn send_marker(&mut self, marker: Marker) -> Result<(), TransportError> {
+        let limits = self.conn.inner.limits.clone();
+        write_frame(&mut self.send, FrameKind::Marker, &marker.encode(), &limits)
+            .await
+            .map_err(|e| self.conn.fail(e, self.channel))
+    }
+
     /// Ends the channel: the receiver's `recv` returns `None` after the last batch.
     pub async fn finish(mut self) -> Result<(), TransportError> {
         let limits = self.conn.inner.limits.clone();
         write_frame(&mut self.send, FrameKind::End, &[], &limits).await.map_err(|e| self.conn.fail(e, self.channel))?;
+        self.finished = true;
         self.send.finish().map_err(|e| TransportError::Channel { channel: self.channel, reason: e.to_string() })
     }
 
     fn stream_name(&self) -> String {
         format!("channel {}", self.channel)
     }
+}
+
+/// What a data channel delivers: a batch or a marker between batches.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    Batch(RecordBatch),
+    Marker(Marker),
 }
 
 /// The receiving end of one data channel.
@@ -587,8 +626,21 @@ impl BatchReceiver {
     }
 
     /// The next batch; `None` once the sender finished the channel. Taking a
-    /// batch is what returns credit to the sender.
+    /// batch is what returns credit to the sender. A marker on a channel read
+    /// this way breaks the protocol: a channel that carries markers is read
+    /// with [`BatchReceiver::recv_item`].
     pub async fn recv(&mut self) -> Result<Option<RecordBatch>, TransportError> {
+        match self.recv_item().await? {
+            None => Ok(None),
+            Some(Item::Batch(batch)) => Ok(Some(batch)),
+            Some(Item::Marker(_)) => {
+                Err(self.protocol(ProtocolError::UnexpectedFrame { expected: "Batch or End", got: FrameKind::Marker }))
+            }
+        }
+    }
+
+    /// The next batch or marker, in the order sent; `None` once the sender finished the channel.
+    pub async fn recv_item(&mut self) -> Result<Option<Item>, TransportError> {
         if self.ended {
             return Ok(None);
         }
@@ -620,7 +672,10 @@ impl BatchReceiver {
                             Err(e) => return Err(self.conn.fail(e, self.channel)),
                         }
                     }
-                    return Ok(batch);
+                    return Ok(batch.map(Item::Batch));
+                }
+                FrameKind::Marker => {
+                    return Marker::decode(&payload).map(|m| Some(Item::Marker(m))).map_err(|e| self.protocol(e));
                 }
                 FrameKind::End => {
                     self.ended = true;

@@ -216,3 +216,54 @@ async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Ite
     }
     out
 }
+
+/// Watermarks and barriers arrive in order with the batches around them; a channel read
+/// for batches only refuses a marker as a protocol error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn markers_arrive_in_order_with_the_batches() {
+    use flumen_transport::{Item, Marker};
+    let dir = tempfile::tempdir().expect("tempdir");
+    cluster(dir.path());
+    let (server, addr) = endpoint(&creds(dir.path(), "worker-1"), EndpointOptions::default());
+    let (client, _) = endpoint(&creds(dir.path(), "coordinator"), EndpointOptions::default());
+    let w1 = id("worker-1");
+    let (accepted, connected) = tokio::join!(server.accept(), client.connect(addr, &w1));
+    let (_, server_conn) = accepted.expect("accepted");
+    let client_conn = connected.expect("connected");
+
+    let sent = vec![
+        Item::Marker(Marker::Barrier(1)),
+        Item::Batch(batch(1, 10)),
+        Item::Marker(Marker::Watermark(-3)),
+        Item::Batch(batch(2, 5)),
+        Item::Marker(Marker::Barrier(2)),
+        Item::Marker(Marker::Watermark(i64::MAX)),
+    ];
+    let sending = async {
+        let mut tx = client_conn.open_channel(1).await.expect("open");
+        for item in &sent {
+            match item {
+                Item::Batch(b) => tx.send(b).await.expect("send"),
+                Item::Marker(m) => tx.send_marker(*m).await.expect("marker"),
+            }
+        }
+        tx.finish().await.expect("finish");
+        // A second channel whose reader expects batches only.
+        let mut tx = client_conn.open_channel(2).await.expect("open");
+        tx.send_marker(Marker::Barrier(9)).await.expect("marker");
+        tx
+    };
+    let receiving = async {
+        let mut rx = server_conn.accept_channel().await.expect("accept");
+        let mut got = Vec::new();
+        while let Some(item) = rx.recv_item().await.expect("item") {
+            got.push(item);
+        }
+        let mut plain = server_conn.accept_channel().await.expect("accept");
+        (got, plain.recv().await)
+    };
+    let (_keep_open, (got, plain)) = tokio::join!(sending, receiving);
+    assert_eq!(got, sent);
+    let err = plain.expect_err("a marker on a batch-only read is refused");
+    assert!(err.to_string().contains("Marker"), "{err}");
+}
