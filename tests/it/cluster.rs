@@ -994,4 +994,6 @@ fn sigkilled_workers_of_a_spread_region_lose_and_duplicate_nothing() {
     assert!(finished, "{status}\n{}", cluster.logs());
     assert!(!status.contains(" 0 failover(s)"), "{status}");
     assert_exactly_once(&job, 1, rows, "after killing workers of a spread region");
+    let placed = cluster.log("coordinator").matches("region placed across workers").count();
+    assert!(placed >= 2, "the region was placed across workers again after losses ({placed} placements)");
 }
