@@ -959,10 +959,24 @@ fn a_region_spread_over_two_workers_commits_what_one_process_commits() {
     let (status, finished) = cluster.wait("spread", Duration::from_secs(120));
     assert!(finished, "{status}\n{}", cluster.logs());
     assert_exactly_once(&job, 1, rows, "spread over two workers");
-    // Both parts counted rows: the second part's worker logged its task's end with rows.
     for worker in &parts {
         assert!(cluster.log(worker).contains("task ended"), "{worker} ran a part:\n{}", cluster.logs());
     }
+    // Batches crossed between the two workers, and each worker's metrics say how many bytes.
+    let workers = String::from_utf8_lossy(&cluster.flumen(&["cluster", "workers"]).stdout).into_owned();
+    let url_of = |worker: &str| -> String {
+        let line = workers.lines().find(|l| l.starts_with(worker)).unwrap_or_else(|| panic!("{workers}"));
+        line.rsplit("metrics ").next().unwrap().trim().to_owned()
+    };
+    let (a, b) = (parts[0], parts[1]);
+    let (text_a, text_b) = (http_get(&url_of(a)), http_get(&url_of(b)));
+    let edge = |text: &str, what: &str, me: &str, peer: &str| {
+        sample(text, &format!("flumen_worker_mesh_{what}_total{{worker=\"{me}\",peer=\"{peer}\"}}")).unwrap_or(0.0)
+    };
+    let (a_to_b, b_from_a) = (edge(&text_a, "bytes_sent", a, b), edge(&text_b, "bytes_received", b, a));
+    let (b_to_a, a_from_b) = (edge(&text_b, "bytes_sent", b, a), edge(&text_a, "bytes_received", a, b));
+    assert!(a_to_b > 0.0 && a_to_b == b_from_a, "{a} → {b}: sent {a_to_b}, received {b_from_a}\n{text_a}\n{text_b}");
+    assert_eq!(b_to_a, a_from_b, "{b} → {a}");
 
     let alone = spread_job("spread", rows, 6000);
     let out = Command::new(flumen_bin()).args(["run", alone.path.to_str().unwrap()]).output().unwrap();

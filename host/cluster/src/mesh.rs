@@ -12,8 +12,9 @@
 //! coordinator placed that part on. Channels are found by id (attempt and
 //! plan channel, chosen by the engine), whatever order they arrive in.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -45,12 +46,23 @@ pub enum MeshMessage {
 
 type Waiter = oneshot::Sender<Connection>;
 
-/// A worker's side of the mesh: its endpoint, and the connections that
-/// arrived for parts of its tasks.
+/// What crossed the network between this worker and one peer on data channels, over
+/// every task (Arrow IPC bytes as sent, frame headers excluded).
+#[derive(Debug, Default)]
+pub struct EdgeCounters {
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub batches_sent: AtomicU64,
+    pub batches_received: AtomicU64,
+}
+
+/// A worker's side of the mesh: its endpoint, the connections that arrived
+/// for parts of its tasks, and what crossed to and from each peer.
 #[derive(Debug)]
 pub struct Mesh {
     endpoint: Arc<Endpoint>,
     state: Mutex<MeshState>,
+    edges: Mutex<BTreeMap<String, Arc<EdgeCounters>>>,
 }
 
 #[derive(Debug, Default)]
@@ -62,7 +74,17 @@ struct MeshState {
 
 impl Mesh {
     pub fn new(endpoint: Arc<Endpoint>) -> Arc<Self> {
-        Arc::new(Self { endpoint, state: Mutex::default() })
+        Arc::new(Self { endpoint, state: Mutex::default(), edges: Mutex::default() })
+    }
+
+    /// The counters of the edge to `peer` (a worker id).
+    fn edge(&self, peer: &str) -> Arc<EdgeCounters> {
+        self.edges.lock().unwrap_or_else(PoisonError::into_inner).entry(peer.to_owned()).or_default().clone()
+    }
+
+    /// Every peer this worker exchanged data with, and what crossed.
+    pub fn edges(&self) -> Vec<(String, Arc<EdgeCounters>)> {
+        self.edges.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|(p, c)| (p.clone(), c.clone())).collect()
     }
 
     /// This worker's mesh address.
@@ -145,6 +167,7 @@ impl Mesh {
         within: Duration,
     ) -> Result<Arc<QuicPartLink>, String> {
         let mut conns: Vec<Option<Connection>> = vec![None; peers.len()];
+        let edges: Vec<Arc<EdgeCounters>> = peers.iter().map(|p| self.edge(&p.worker)).collect();
         for (i, peer) in peers.iter().enumerate() {
             let i = i as u32;
             if i == part {
@@ -172,7 +195,7 @@ impl Mesh {
             };
             conns[i as usize] = Some(conn);
         }
-        Ok(QuicPartLink::new(conns))
+        Ok(QuicPartLink::new(conns, edges))
     }
 }
 
@@ -189,6 +212,8 @@ struct Channels {
 #[derive(Debug)]
 pub struct QuicPartLink {
     conns: Vec<Option<Connection>>,
+    /// What crossed to and from each part's worker.
+    edges: Vec<Arc<EdgeCounters>>,
     channels: Vec<Arc<Mutex<Channels>>>,
     incoming: tokio::sync::Mutex<mpsc::UnboundedReceiver<Result<(u32, String), String>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -206,7 +231,7 @@ impl Drop for QuicPartLink {
 }
 
 impl QuicPartLink {
-    fn new(conns: Vec<Option<Connection>>) -> Arc<Self> {
+    fn new(conns: Vec<Option<Connection>>, edges: Vec<Arc<EdgeCounters>>) -> Arc<Self> {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut tasks = Vec::new();
         let mut channels = Vec::new();
@@ -265,7 +290,7 @@ impl QuicPartLink {
                 }
             }));
         }
-        Arc::new(Self { conns, channels, incoming: tokio::sync::Mutex::new(rx), tasks })
+        Arc::new(Self { conns, edges, channels, incoming: tokio::sync::Mutex::new(rx), tasks })
     }
 
     fn conn(&self, part: u32) -> Result<&Connection, String> {
@@ -278,17 +303,19 @@ impl PartLink for QuicPartLink {
         Box::pin(async move {
             let conn = self.conn(to)?;
             let sender = conn.open_channel(channel).await.map_err(|e| e.to_string())?;
-            Ok(Box::new(QuicSender(Some(sender))) as Box<dyn RemoteSender>)
+            let edge = self.edges.get(to as usize).cloned().unwrap_or_default();
+            Ok(Box::new(QuicSender(Some(sender), edge)) as Box<dyn RemoteSender>)
         })
     }
 
     fn accept(&self, from: u32, channel: u64) -> LinkFuture<'_, Box<dyn RemoteReceiver>> {
         Box::pin(async move {
             let slot = self.channels.get(from as usize).ok_or_else(|| format!("no link to part {from}"))?;
+            let edge = self.edges.get(from as usize).cloned().unwrap_or_default();
             let rx = {
                 let mut c = slot.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(rx) = c.arrived.remove(&channel) {
-                    return Ok(Box::new(QuicReceiver(rx)) as Box<dyn RemoteReceiver>);
+                    return Ok(Box::new(QuicReceiver(rx, edge)) as Box<dyn RemoteReceiver>);
                 }
                 if let Some(reason) = &c.broken {
                     return Err(reason.clone());
@@ -301,7 +328,7 @@ impl PartLink for QuicPartLink {
                 let c = slot.lock().unwrap_or_else(PoisonError::into_inner);
                 c.broken.clone().unwrap_or_else(|| format!("part {from} closed the link"))
             })?;
-            Ok(Box::new(QuicReceiver(got)) as Box<dyn RemoteReceiver>)
+            Ok(Box::new(QuicReceiver(got, edge)) as Box<dyn RemoteReceiver>)
         })
     }
 
@@ -320,7 +347,7 @@ impl PartLink for QuicPartLink {
     }
 }
 
-struct QuicSender(Option<BatchSender>);
+struct QuicSender(Option<BatchSender>, Arc<EdgeCounters>);
 
 impl RemoteSender for QuicSender {
     fn send(&mut self, event: Event<RecordBatch>) -> LinkFuture<'_, ()> {
@@ -334,7 +361,13 @@ impl RemoteSender for QuicSender {
                 other => {
                     let s = self.0.as_mut().ok_or_else(|| "the channel already ended".to_owned())?;
                     match other {
-                        Event::Data(batch) => s.send(&batch).await.map_err(err),
+                        Event::Data(batch) => {
+                            let before = s.bytes_sent();
+                            s.send(&batch).await.map_err(err)?;
+                            self.1.bytes_sent.fetch_add(s.bytes_sent() - before, Ordering::Relaxed);
+                            self.1.batches_sent.fetch_add(1, Ordering::Relaxed);
+                            Ok(())
+                        }
                         Event::Watermark(t) => s.send_marker(Marker::Watermark(t)).await.map_err(err),
                         Event::Barrier(n) => s.send_marker(Marker::Barrier(n)).await.map_err(err),
                         Event::End => Ok(()),
@@ -345,14 +378,19 @@ impl RemoteSender for QuicSender {
     }
 }
 
-struct QuicReceiver(BatchReceiver);
+struct QuicReceiver(BatchReceiver, Arc<EdgeCounters>);
 
 impl RemoteReceiver for QuicReceiver {
     fn recv(&mut self) -> LinkFuture<'_, Event<RecordBatch>> {
         Box::pin(async move {
+            let before = self.0.bytes_received();
             match self.0.recv_item().await.map_err(|e| e.to_string())? {
                 None => Ok(Event::End),
-                Some(Item::Batch(batch)) => Ok(Event::Data(batch)),
+                Some(Item::Batch(batch)) => {
+                    self.1.bytes_received.fetch_add(self.0.bytes_received() - before, Ordering::Relaxed);
+                    self.1.batches_received.fetch_add(1, Ordering::Relaxed);
+                    Ok(Event::Data(batch))
+                }
                 Some(Item::Marker(Marker::Watermark(t))) => Ok(Event::Watermark(t)),
                 Some(Item::Marker(Marker::Barrier(n))) => Ok(Event::Barrier(n)),
             }

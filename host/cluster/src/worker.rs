@@ -60,6 +60,8 @@ struct WorkerStats {
     tasks: Mutex<HashMap<TaskId, TaskMetrics>>,
     acked: std::sync::atomic::AtomicU64,
     fenced: std::sync::atomic::AtomicU64,
+    /// What crossed to and from each peer worker for split regions.
+    mesh: Option<Arc<Mesh>>,
 }
 
 impl crate::metrics::Source for WorkerStats {
@@ -84,6 +86,24 @@ impl crate::metrics::Source for WorkerStats {
             &w,
             self.fenced.load(Ordering::Relaxed) as f64,
         );
+        for (peer, edge) in self.mesh.iter().flat_map(|m| m.edges()) {
+            let l = [("worker", self.worker.as_str()), ("peer", peer.as_str())];
+            let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed) as f64;
+            out.counter("worker_mesh_bytes_sent", "Arrow IPC bytes sent to a peer worker.", &l, load(&edge.bytes_sent));
+            out.counter(
+                "worker_mesh_bytes_received",
+                "Arrow IPC bytes received from a peer worker.",
+                &l,
+                load(&edge.bytes_received),
+            );
+            out.counter("worker_mesh_batches_sent", "Batches sent to a peer worker.", &l, load(&edge.batches_sent));
+            out.counter(
+                "worker_mesh_batches_received",
+                "Batches received from a peer worker.",
+                &l,
+                load(&edge.batches_received),
+            );
+        }
         for (task, (metrics, nodes)) in tasks {
             crate::metrics::JobSource { job: task.job.clone(), metrics, nodes }.collect_into(out);
         }
@@ -145,9 +165,14 @@ struct Running {
 /// Runs a worker until the process ends: connects (and reconnects) to the coordinator.
 pub async fn run(endpoint: Arc<Endpoint>, engine: Engine, options: WorkerOptions) -> ! {
     let lease = Arc::new(Lease::default());
+    // Other workers connect here for the parts of split regions.
+    let mesh = Mesh::new(endpoint.clone());
+    let mesh_addr = options.advertise.or_else(|| mesh.local_addr()).map(|a| a.to_string());
+    tokio::spawn(mesh.clone().serve());
     let stats = Arc::new(WorkerStats {
         worker: endpoint.node().as_str().to_owned(),
         lease: lease.clone(),
+        mesh: Some(mesh.clone()),
         ..Default::default()
     });
     let mut metrics = None;
@@ -160,10 +185,6 @@ pub async fn run(endpoint: Arc<Endpoint>, engine: Engine, options: WorkerOptions
             Err(e) => tracing::error!("cannot serve metrics on {addr}: {e}"),
         }
     }
-    // Other workers connect here for the parts of split regions.
-    let mesh = Mesh::new(endpoint.clone());
-    let mesh_addr = options.advertise.or_else(|| mesh.local_addr()).map(|a| a.to_string());
-    tokio::spawn(mesh.clone().serve());
     let tasks: Arc<Mutex<HashMap<TaskId, Running>>> = Arc::default();
     // Ends of tasks not yet delivered (re-sent after a reconnect; the coordinator ignores repeats).
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<(TaskId, TaskOutcome)>();

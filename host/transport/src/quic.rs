@@ -374,6 +374,7 @@ impl Connection {
             credit: SendCredit::default(),
             writer: None,
             finished: false,
+            sent_bytes: 0,
         })
     }
 
@@ -400,7 +401,16 @@ impl Connection {
         write_frame(&mut send, FrameKind::Credit, &initial.encode(), limits)
             .await
             .map_err(|e| self.fail(e, channel))?;
-        Ok(BatchReceiver { conn: self.clone(), channel, send, recv, credit, schema: None, ended: false })
+        Ok(BatchReceiver {
+            conn: self.clone(),
+            channel,
+            send,
+            recv,
+            credit,
+            schema: None,
+            ended: false,
+            received_bytes: 0,
+        })
     }
 
     /// Sends a control message on the connection's control stream.
@@ -497,6 +507,8 @@ pub struct BatchSender {
     writer: Option<(SchemaRef, StreamWriter<Vec<u8>>)>,
     /// `finish` was called: the stream ends cleanly. Otherwise dropping the sender resets it.
     finished: bool,
+    /// Bytes of batch frames sent (the IPC messages, headers excluded).
+    sent_bytes: u64,
 }
 
 /// A sender dropped before `finish` (its task was stopped) resets its stream: the receiver
@@ -519,6 +531,11 @@ impl BatchSender {
     /// The channel's id.
     pub fn channel(&self) -> ChannelId {
         self.channel
+    }
+
+    /// Bytes of the batches sent so far, as Arrow IPC messages on the wire.
+    pub fn bytes_sent(&self) -> u64 {
+        self.sent_bytes
     }
 
     /// Batch credits in hand (how many batches may go before `send` waits).
@@ -569,6 +586,7 @@ impl BatchSender {
         }
         let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]);
         self.credit.spend(len);
+        self.sent_bytes += u64::from(len);
         self.send.write_all(&header).await.map_err(|e| self.conn.fail(StreamFailure::Write(e), self.channel))?;
         self.send.write_all(&bytes).await.map_err(|e| self.conn.fail(StreamFailure::Write(e), self.channel))
     }
@@ -612,6 +630,8 @@ pub struct BatchReceiver {
     credit: RecvCredit,
     schema: Option<Vec<u8>>,
     ended: bool,
+    /// Bytes of batch frames received (the IPC messages, headers excluded).
+    received_bytes: u64,
 }
 
 impl BatchReceiver {
@@ -623,6 +643,11 @@ impl BatchReceiver {
     /// The peer that sends on this channel.
     pub fn peer(&self) -> &NodeIdentity {
         self.conn.peer()
+    }
+
+    /// Bytes of the batches received so far, as Arrow IPC messages on the wire.
+    pub fn bytes_received(&self) -> u64 {
+        self.received_bytes
     }
 
     /// The next batch; `None` once the sender finished the channel. Taking a
@@ -660,6 +685,7 @@ impl BatchReceiver {
                 FrameKind::Batch => {
                     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
                     self.credit.on_batch(len).map_err(|e| self.protocol(e))?;
+                    self.received_bytes += u64::from(len);
                     let Some(schema) = &self.schema else {
                         return Err(self.protocol(ProtocolError::UnexpectedFrame { expected: "Schema", got: kind }));
                     };
