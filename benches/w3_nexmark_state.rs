@@ -24,6 +24,13 @@
 //!    directory); and the recovery: which checkpoint it resumed from, how many rows it replayed,
 //!    its time against the time the uninterrupted run needs for that fraction of the input.
 //!
+//! 5. With `W3_CLUSTER=N` (N ≥ 2): per query, the checkpointed job once more with `[job] spread
+//!    = N` on an N-worker cluster (`flumen cluster up -n N` in `target/nexmark/w3/cluster`,
+//!    `flumen submit --wait`), the window operator's subtasks dealt over the workers and the
+//!    hash-partitioned Bids crossing between them over QUIC; timed from submit to end beside the
+//!    same job in one process, its output checked against the oracle (give `W3_PARALLELISM` ≥ N,
+//!    so every worker has a subtask).
+//!
 //! `W3_EVENTS` (default 3 000 000) sets N, `W3_RUNS` (default 3) the pairs of runs,
 //! `W3_INTERVAL_MS` (default 10 000) the checkpoint interval, `W3_BATCH_ROWS` (default 8192) the
 //! source's batch size, `W3_QUERIES` (default `q5,q7`) the queries, `W3_PARALLELISM` (default 1)
@@ -119,6 +126,8 @@ fn main() {
     let parallelism: u32 = env_or("W3_PARALLELISM", 1);
     let setup = Setup { dir: dir.clone(), data: data.clone(), cache, interval_ms, batch_rows, parallelism };
 
+    let workers: u32 = env_or("W3_CLUSTER", 0);
+    let mut clustered = Vec::new();
     let mut results = Vec::new();
     for query in queries {
         let (native_t, oracle) = native(query, &data);
@@ -159,9 +168,23 @@ fn main() {
         }
         let plain_s = median(&walls(&r.plain));
         r.recovery = Some(setup.kill_and_resume(query, &ckpt, plain_s, &oracle));
+        if workers >= 2 {
+            let one = median(&walls(&r.ckpt));
+            let on_cluster = setup.on_cluster(query, &ckpt, workers, &oracle);
+            clustered.push((query, one, on_cluster));
+        }
         results.push(r);
     }
     report(&results, events, runs, &setup);
+    if !clustered.is_empty() {
+        println!();
+        println!("W3 on a {workers}-worker cluster (`[job] spread = {workers}`, window operator ×{parallelism}):");
+        println!("| query | one process, with checkpoints | cluster, submit to end | cluster / one process |");
+        println!("|---|---|---|---|");
+        for (query, one, on_cluster) in clustered {
+            println!("| {} | {one:.3} s | {on_cluster:.3} s | {:.2} |", query.name(), on_cluster / one);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -344,6 +367,51 @@ impl Setup {
         run.working_bytes = allocated_bytes(&state.join("working"));
         run.windows = read_windows(&output);
         run
+    }
+
+    /// Runs the checkpointed job `job` on a fresh `workers`-worker cluster with `[job] spread =
+    /// workers`, checks its output and returns the seconds from submit to its end.
+    fn on_cluster(&self, query: Query, job: &Path, workers: u32, oracle: &[Window]) -> f64 {
+        let q = query.name();
+        let spec = std::fs::read_to_string(job).expect("the checkpointed job");
+        let spec = spec
+            .replace(&format!("{q}-ckpt-state"), &format!("{q}-cluster-state"))
+            .replace(&format!("{q}-ckpt-out"), &format!("{q}-cluster-out"))
+            .replacen("[job]\n", &format!("[job]\nspread = {workers}\n"), 1);
+        let path = self.dir.join(format!("{q}-cluster.toml"));
+        std::fs::write(&path, spec).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        let (state, out) = (self.dir.join(format!("{q}-cluster-state")), self.dir.join(format!("{q}-cluster-out")));
+        for p in [&state, &out] {
+            let _ = std::fs::remove_dir_all(p);
+        }
+        let cluster = self.dir.join("cluster");
+        let _ = std::fs::remove_dir_all(&cluster);
+        let flumen = |args: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_flumen"))
+                .args(args)
+                .env("FLUMEN_CLUSTER", &cluster)
+                .env("FLUMEN_CACHE_DIR", &self.cache)
+                .env_remove("FLUMEN_FAILPOINTS")
+                .stdin(Stdio::null())
+                .output()
+                .expect("cannot start the flumen binary");
+            assert!(
+                out.status.success(),
+                "flumen {args:?} failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        flumen(&["cluster", "up", "-n", &workers.to_string()]);
+        let started = Instant::now();
+        let status = flumen(&["submit", "--wait", path.to_str().expect("a UTF-8 path")]);
+        let wall_s = started.elapsed().as_secs_f64();
+        let placed = flumen(&["status", &format!("w3-{q}")]);
+        flumen(&["cluster", "down"]);
+        check(query, "on the cluster", &read_windows(&out), oracle);
+        println!("{q}: on {workers} workers in {wall_s:.3} s\n{status}{placed}");
+        wall_s
     }
 
     /// Starts the checkpointed job, SIGKILLs it half-way (once a checkpoint taken while it runs

@@ -917,12 +917,12 @@ fn client_requests_the_coordinator_cannot_honour_are_refused_with_the_reason() {
 }
 
 /// One region (generator → keyed-counter ×4 → JSONL ×4, checkpointed) that asks to run
-/// across two workers (`[job] spread = 2`): `gen0` → `count0` → `out0`.
-fn spread_job(name: &str, rows: u64, rate: u64) -> Job {
+/// across `spread` workers (`[job] spread`): `gen0` → `count0` → `out0`.
+fn spread_job(name: &str, rows: u64, rate: u64, spread: u32) -> Job {
     let text = regions_job(name, 1, rows, rate);
     let text = std::fs::read_to_string(&text.path).unwrap();
     let text = text
-        .replace("channel_capacity = 4\n", "channel_capacity = 4\nspread = 2\n")
+        .replace("channel_capacity = 4\n", &format!("channel_capacity = 4\nspread = {spread}\n"))
         .replace("capabilities = [\"log\", \"state\"]", "parallelism = 4\ncapabilities = [\"log\", \"state\"]")
         .replace("path = \"out0\"", "path = \"out0\"\nparallelism = 4");
     Job::new(&text)
@@ -941,7 +941,7 @@ fn part_workers(placement: &BTreeMap<String, String>) -> Vec<String> {
 fn a_region_spread_over_two_workers_commits_what_one_process_commits() {
     let cluster = Cluster::up(3, &[]);
     let rows = 6000;
-    let job = spread_job("spread", rows, 6000);
+    let job = spread_job("spread", rows, 6000, 2);
     assert!(cluster.submit(&job).contains("submitted `spread`"));
     // Placed across two workers while it runs.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -978,17 +978,19 @@ fn a_region_spread_over_two_workers_commits_what_one_process_commits() {
     assert!(a_to_b > 0.0 && a_to_b == b_from_a, "{a} → {b}: sent {a_to_b}, received {b_from_a}\n{text_a}\n{text_b}");
     assert_eq!(b_to_a, a_from_b, "{b} → {a}");
 
-    let alone = spread_job("spread", rows, 6000);
+    let alone = spread_job("spread", rows, 6000, 2);
     let out = Command::new(flumen_bin()).args(["run", alone.path.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(committed(job.dir.path(), 1), committed(alone.dir.path(), 1));
 }
 
+/// Spread over all three workers: every kill of any part's worker cancels the other parts,
+/// waits for them to end and places all three again, restoring the last checkpoint.
 #[test]
 fn sigkilled_workers_of_a_spread_region_lose_and_duplicate_nothing() {
     let mut cluster = Cluster::up(3, &[]);
     let rows = 12_000;
-    let job = spread_job("spread-kills", rows, 1500);
+    let job = spread_job("spread-kills", rows, 1500, 3);
     cluster.submit(&job);
     let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed_5b1d);
     let mut kills = 0;

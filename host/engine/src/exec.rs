@@ -619,6 +619,9 @@ fn followed(outcome: PartEnd) -> Result<RegionOutcome, EngineError> {
         PartEnd::Finished => Ok(RegionOutcome::Finished(Vec::new())),
         PartEnd::Stopped(n) => Ok(RegionOutcome::Stopped(n)),
         PartEnd::Failed(reason) => Err(EngineError::Part { part: 0, reason }),
+        PartEnd::Lost(reason) => {
+            Err(EngineError::PartLost { part: 0, reason: format!("the leading part stopped: {reason}") })
+        }
     }
 }
 
@@ -649,6 +652,7 @@ impl RegionSupervisor {
             let end = match &outcome {
                 Ok(RegionOutcome::Finished(_)) => PartEnd::Finished,
                 Ok(RegionOutcome::Stopped(n)) => PartEnd::Stopped(*n),
+                Err(e @ (EngineError::PartLost { .. } | EngineError::Fenced { .. })) => PartEnd::Lost(e.to_string()),
                 Err(e) => PartEnd::Failed(e.to_string()),
             };
             for other in p.split.others() {

@@ -121,6 +121,9 @@ pub(crate) enum PartEnd {
     Finished,
     Stopped(u64),
     Failed(String),
+    /// The leader lost another part or was fenced: every part stops as lost, to be placed
+    /// again together (not a failure of the job).
+    Lost(String),
 }
 
 /// The messages between the parts of a region.
