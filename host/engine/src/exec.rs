@@ -1281,6 +1281,21 @@ impl RegionSupervisor {
             if !from_here && !to_here {
                 continue;
             }
+            if from_here != to_here
+                && let Some(node) = self.nodes.iter().find(|n| n.index == edge.from)
+                && !flumen_batch::pins::blob_columns(&node.schema).is_empty()
+            {
+                // Each process's blob store is its own: a reference would not resolve there.
+                return Err(ResumeError::BadSplit {
+                    spec: shared.spec.path.clone(),
+                    reason: format!(
+                        "`{}` sends blob references to subtasks in another process; a region whose blob \
+                         columns cross between workers cannot be spread yet (run it with `spread = 1`)",
+                        node.id
+                    ),
+                }
+                .into());
+            }
             let (tx, rx) = mpsc::channel(capacity);
             let key = channel_key(attempt, index);
             if from_here {
