@@ -26,6 +26,13 @@
 //!    counted and dropped), once to warm up and then beside each timed run.
 //! 5. Prints a table: median (min–max) of each, the ratio and events/s.
 //!
+//! 6. With `W2_CLUSTER=N` (N ≥ 2): per query, the same job with `[checkpoint]` (every 10 s),
+//!    its source at one subtask and every other node at N, as one `flumen run` process and
+//!    with `[job] spread = N` on a fresh `flumen cluster up -n N` (`target/nexmark/cluster`):
+//!    the operator subtasks dealt over the workers, the source's batches dealt round-robin to
+//!    them, half of them crossing over QUIC; both timed whole (the cluster from `submit
+//!    --wait` to its return), both rows-out checked against the native loop's.
+//!
 //! `W2_EVENTS` (default 10 000 000) sets N, `W2_RUNS` (default 3) the runs,
 //! `W2_QUERIES` (default all, e.g. `q1,q21`) the queries; `W2_DAFT=0` skips Daft.
 //! No timing is asserted; the native loop's row counts are checked against
@@ -185,6 +192,18 @@ fn main() {
         summaries.push((query, last_out));
     }
 
+    let workers: u32 = env_or("W2_CLUSTER", 0);
+    let clustered: Vec<(Query, f64, f64)> = if workers >= 2 {
+        rows.iter()
+            .map(|r| {
+                let (one, on) = on_cluster(&dir, r.query, &data, &cache, workers, r.rows_out);
+                (r.query, one, on)
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+
     println!();
     println!(
         "W2: Nexmark over {events} Bid events ({}), {runs} runs each after one warm-up; flumen = whole `flumen run` process,",
@@ -273,6 +292,17 @@ fn main() {
             println!("    {line}");
         }
     }
+    if !clustered.is_empty() {
+        println!();
+        println!(
+            "W2 checkpointed, operators ×{workers}: one process vs a {workers}-worker cluster (`[job] spread = {workers}`)"
+        );
+        println!("| query | one process s | cluster, submit to end s | cluster / one process |");
+        println!("|---|---:|---:|---:|");
+        for (query, one, on) in &clustered {
+            println!("| {} | {one:.3} | {on:.3} | {:.2} |", query.name(), on / one);
+        }
+    }
 }
 
 /// One query's measurements, in seconds per run.
@@ -301,6 +331,51 @@ fn rate(per_s: f64) -> String {
 
 fn toml_str(s: &str) -> String {
     serde_json::Value::String(s.to_string()).to_string()
+}
+
+/// Runs `query` checkpointed with N-way operators in one process and spread over an
+/// `workers`-worker cluster; checks both wrote `rows` rows and returns both wall times.
+fn on_cluster(dir: &Path, query: Query, data: &Path, cache: &Path, workers: u32, rows: u64) -> (f64, f64) {
+    let q = query.name();
+    let spec = std::fs::read_to_string(write_job(dir, query, data)).expect("the job");
+    let ck = format!("{q}-cluster-ck");
+    let spec = spec.replacen("parallelism = 1\n", &format!("parallelism = {workers}\n"), 1).replacen(
+        "\n[[source]]\n",
+        &format!("\n[checkpoint]\ninterval_ms = 10000\ndir = {}\n\n[[source]]\nparallelism = 1\n", toml_str(&ck)),
+        1,
+    );
+    let one_path = dir.join(format!("{q}-checkpointed.toml"));
+    std::fs::write(&one_path, &spec).expect("write the job");
+    let _ = std::fs::remove_dir_all(dir.join(&ck));
+    let (one, out) = run_flumen(&one_path, cache);
+    assert_eq!(sink_rows(&out), Some(rows), "{q}: the checkpointed one-process run's rows out\n{out}");
+
+    let spread_path = dir.join(format!("{q}-cluster.toml"));
+    let spread = spec.replacen("[job]\n", &format!("[job]\nspread = {workers}\n"), 1);
+    std::fs::write(&spread_path, spread).expect("write the job");
+    let _ = std::fs::remove_dir_all(dir.join(&ck));
+    let cluster = dir.join("cluster");
+    let _ = std::fs::remove_dir_all(&cluster);
+    let flumen = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flumen"))
+            .args(args)
+            .env("FLUMEN_CLUSTER", &cluster)
+            .env("FLUMEN_CACHE_DIR", cache)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("cannot start the flumen binary");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "flumen {args:?} failed:\n{text}");
+        text
+    };
+    flumen(&["cluster", "up", "-n", &workers.to_string()]);
+    let started = Instant::now();
+    let status = flumen(&["submit", "--wait", spread_path.to_str().expect("a UTF-8 path")]);
+    let on = started.elapsed().as_secs_f64();
+    flumen(&["cluster", "down"]);
+    println!("{q} on {workers} workers: {on:.3} s\n{status}");
+    assert!(status.contains(&format!("rows written: {rows}")), "{q}: the cluster's rows out\n{status}");
+    (one.as_secs_f64(), on)
 }
 
 fn write_job(dir: &Path, query: Query, data: &Path) -> PathBuf {

@@ -959,6 +959,7 @@ fn a_region_spread_over_two_workers_commits_what_one_process_commits() {
     let (status, finished) = cluster.wait("spread", Duration::from_secs(120));
     assert!(finished, "{status}\n{}", cluster.logs());
     assert_exactly_once(&job, 1, rows, "spread over two workers");
+    assert!(status.contains(&format!("rows written: {rows}")), "both parts' rows are counted:\n{status}");
     for worker in &parts {
         assert!(cluster.log(worker).contains("task ended"), "{worker} ran a part:\n{}", cluster.logs());
     }

@@ -299,6 +299,9 @@ fn render_job(j: &JobView) -> String {
     for (region, worker) in &j.placement {
         out.push_str(&format!("  region {region}: {}\n", worker.as_deref().unwrap_or("-")));
     }
+    if j.state == JobState::Finished {
+        out.push_str(&format!("  rows written: {}\n", j.rows_out));
+    }
     if let Some(note) = &j.note {
         out.push_str(&format!("  note: {note}\n"));
     }

@@ -530,9 +530,22 @@ impl Core {
                     self.recompute_free();
                     return self.schedule().await;
                 }
-                TaskOutcome::Finished { .. } | TaskOutcome::Stopped | TaskOutcome::Cancelled if !leads => {
-                    return Ok(());
+                TaskOutcome::Finished { rows_out } => {
+                    // The leader finishes only after every part's subtasks ended; the region is
+                    // done once every part reported (with what its sinks wrote).
+                    job.rows_out += rows_out;
+                    let name = r.name.clone();
+                    if let Some(r) = job.regions.iter_mut().find(|r| r.name == name) {
+                        if !r.finished_parts.iter().any(|w| w == worker) {
+                            r.finished_parts.push(worker.to_owned());
+                        }
+                        if r.part_workers().all(|w| r.finished_parts.contains(w)) {
+                            r.done = Some(RegionEnd::Finished);
+                        }
+                    }
+                    return self.ended_store(job).await;
                 }
+                TaskOutcome::Stopped | TaskOutcome::Cancelled if !leads => return Ok(()),
                 _ => {}
             }
         }
@@ -570,6 +583,11 @@ impl Core {
                 job.note = Some(format!("on {worker}: {error}"));
             }
         }
+        self.ended_store(job).await
+    }
+
+    /// After a task's end changed `job`: its state, its durable record, and what runs next.
+    async fn ended_store(&mut self, mut job: JobRecord) -> Result<(), HaError> {
         self.finish_if_done(&mut job);
         if job.state.is_terminal() {
             self.cancel_tasks(&job);
@@ -758,6 +776,7 @@ impl Core {
                     let r = &mut job.regions[i];
                     r.worker = workers.first().cloned();
                     r.parts = workers[1..].to_vec();
+                    r.finished_parts.clear();
                     r.epoch = epoch;
                     r.started = true;
                     for (part, worker) in workers.iter().enumerate() {
@@ -1034,6 +1053,7 @@ impl Core {
                     .collect(),
                 parts: Vec::new(),
                 draining: Vec::new(),
+                finished_parts: Vec::new(),
             });
         }
         // A unit larger than any worker could ever hold is refused now, not left waiting.
@@ -1101,5 +1121,6 @@ fn view(j: &JobRecord) -> JobView {
             .collect(),
         failovers: j.failovers,
         note: j.note.clone(),
+        rows_out: j.rows_out,
     }
 }

@@ -60,6 +60,9 @@ pub struct RegionRecord {
     /// old leading part can commit nothing beside a new one.
     #[serde(default)]
     pub draining: Vec<(String, u64)>,
+    /// When split: the workers whose part of this placement reported `Finished`.
+    #[serde(default)]
+    pub finished_parts: Vec<String>,
 }
 
 impl RegionRecord {
@@ -275,6 +278,7 @@ mod tests {
             nodes: vec![(none, 1), (gpu, 5)],
             parts: vec!["w-2".into()],
             draining: vec![],
+            finished_parts: vec![],
         };
         // Subtasks 0, 2, 4 in part 0; 1, 3 in part 1.
         assert_eq!(r.part_needs(2, 0), Capacity { cores: 3, memory_mb: 300, gpu: 3 });

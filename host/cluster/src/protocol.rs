@@ -200,6 +200,9 @@ pub struct JobView {
     pub failovers: u64,
     /// Why the job failed, or why it waits.
     pub note: Option<String>,
+    /// Rows the sinks of its finished tasks wrote (every part of a split region counted).
+    #[serde(default)]
+    pub rows_out: u64,
 }
 
 /// Where a job is in its life.
