@@ -858,6 +858,8 @@ fn every_node_serves_prometheus_metrics_of_what_it_runs() {
     let rows_in = sample(&text, "flumen_rows_in_total{job=\"scraped\",node=\"count0\",kind=\"operator\"}");
     assert!(rows_in.is_some_and(|r| r > 0.0 && r <= rows as f64), "{text}");
     assert!(text.contains("flumen_guest_bytes_in_total{job=\"scraped\",node=\"count0\""), "{text}");
+    let waited = sample(&text, "flumen_backpressure_seconds_total{job=\"scraped\",node=\"gen0\",kind=\"source\"}");
+    assert!(waited.is_some_and(|s| s >= 0.0), "a source's backpressure is exposed: {text}");
     assert!(sample(&text, "flumen_worker_lease_seconds_left").is_some_and(|s| s > 0.0), "{text}");
     assert!(sample(&text, "flumen_worker_tasks").is_some_and(|t| t >= 1.0), "{text}");
     // A worker shows only the nodes it runs.

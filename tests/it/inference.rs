@@ -89,7 +89,17 @@ async fn predict_runs_a_model_over_every_row_batched_across_instances() {
         return;
     }
     let job = predict_job(GRANTED, &repo_table());
-    let summary = job.run().await.unwrap_or_else(|e| panic!("{e}"));
+    let prepared = crate::common::engine().prepare(&job.path).await.unwrap_or_else(|e| panic!("{e}"));
+    let metrics = prepared.metrics();
+    let summary = prepared.run(std::future::pending()).await.unwrap_or_else(|e| panic!("{e}"));
+    // What a cluster node's metrics expose: the model's calls, rows, batches and queue times.
+    let stats = metrics.models();
+    assert_eq!(stats.len(), 1, "{stats:?}");
+    let m = &stats[0];
+    assert_eq!((m.model.as_str(), m.rows), ("mlp", 64), "{m:?}");
+    assert!(m.calls >= 1 && m.batches >= 1, "{m:?}");
+    assert!(m.queue_max_seconds <= m.queue_seconds + 1e-9, "the longest wait is one of the waits summed: {m:?}");
+    assert_eq!(m.queued_rows, 0, "nothing waits once the job ended: {m:?}");
     let text = std::fs::read_to_string(job.file("out.jsonl")).expect("output");
     let (_, y) = expected();
     let mut seen = vec![false; y.len()];

@@ -180,6 +180,31 @@ impl JobSource {
             out.counter("guest_bytes_out", "Bytes copied out of guest memory.", &labels, n(&m.guest_bytes_out));
             out.counter("failures", "Failed guest calls.", &labels, n(&m.failures));
             out.counter("dead_lettered_rows", "Rows sent to a dead-letter sink.", &labels, n(&m.dead_lettered_rows));
+            out.counter(
+                "backpressure_seconds",
+                "Time a node waited for room in a full output channel.",
+                &labels,
+                n(&m.backpressure_ns) / 1e9,
+            );
+        }
+        for m in self.metrics.models() {
+            let labels = [("job", job), ("model", m.model.as_str())];
+            out.counter("inference_calls", "Inference calls operators made.", &labels, m.calls as f64);
+            out.counter("inference_rows", "Rows inferred.", &labels, m.rows as f64);
+            out.counter(
+                "inference_batches",
+                "Batches the model ran (rows / batches: mean batch size).",
+                &labels,
+                m.batches as f64,
+            );
+            out.counter(
+                "inference_queue_seconds",
+                "Calls' time queued before their batch ran, summed.",
+                &labels,
+                m.queue_seconds,
+            );
+            out.gauge("inference_queue_max_seconds", "The longest a call waited.", &labels, m.queue_max_seconds);
+            out.gauge("inference_queued_rows", "Rows waiting for a batch now.", &labels, m.queued_rows as f64);
         }
         for r in self.metrics.regions() {
             let s = r.snapshot();

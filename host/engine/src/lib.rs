@@ -36,7 +36,7 @@ pub use flumen_connectors::ConnectorError;
 pub use flumen_dataflow::{LogicalGraph, NodeKind, Region};
 pub use flumen_spec::SpecError;
 pub use flumen_wasm::{CallError, CallErrorKind, GuestErrorKind};
-pub use metrics::{JobMetrics, JobSummary, NodeMetrics, NodeSummary, RegionMetrics, RegionSummary};
+pub use metrics::{JobMetrics, JobSummary, ModelStats, NodeMetrics, NodeSummary, RegionMetrics, RegionSummary};
 pub use models::{inspect_models, list_models};
 pub use plan::{DEAD_LETTER_ERROR_COLUMN, DEAD_LETTER_OPERATOR_COLUMN, PreparedJob, job_graph};
 

@@ -33,6 +33,8 @@ pub struct NodeMetrics {
     pub dead_lettered_rows: AtomicU64,
     /// Instances replaced between batches (`limits.recycle_*`).
     pub recycled: AtomicU64,
+    /// Time its subtasks waited for room in a full output channel: backpressure from downstream.
+    pub backpressure_ns: AtomicU64,
 }
 
 impl NodeMetrics {
@@ -47,6 +49,22 @@ pub struct JobMetrics {
     pub nodes: Vec<(NodeId, NodeKind, Arc<NodeMetrics>)>,
     /// Each region's counters, once the run has started it (for scrapes while it runs).
     pub(crate) regions: std::sync::Mutex<Vec<Arc<RegionMetrics>>>,
+    /// The job's models, whose batchers count calls, batch sizes and queue times.
+    pub(crate) models: Option<Arc<flumen_inference::ModelHub>>,
+}
+
+/// A model's inference counters, over the job's operators: what its batcher saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelStats {
+    pub model: String,
+    pub calls: u64,
+    pub rows: u64,
+    pub batches: u64,
+    /// Calls' time from being queued to their batch starting, summed.
+    pub queue_seconds: f64,
+    pub queue_max_seconds: f64,
+    /// Rows queued now.
+    pub queued_rows: u64,
 }
 
 /// A point-in-time view of a node's counters.
@@ -70,6 +88,27 @@ pub struct NodeSummary {
 }
 
 impl JobMetrics {
+    /// Each model the job's operators used, with its batcher's counters.
+    pub fn models(&self) -> Vec<ModelStats> {
+        let n = |c: &AtomicU64| c.load(Relaxed);
+        self.models
+            .iter()
+            .flat_map(|hub| hub.used())
+            .map(|m| {
+                let s = m.stats();
+                ModelStats {
+                    model: m.info.name.clone(),
+                    calls: n(&s.calls),
+                    rows: n(&s.rows),
+                    batches: n(&s.batches),
+                    queue_seconds: n(&s.queue_ns) as f64 / 1e9,
+                    queue_max_seconds: n(&s.queue_max_ns) as f64 / 1e9,
+                    queued_rows: n(&s.queued_rows),
+                }
+            })
+            .collect()
+    }
+
     /// The counters of the regions this run started (checkpoints, restarts), live.
     pub fn regions(&self) -> Vec<Arc<RegionMetrics>> {
         self.regions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()

@@ -212,6 +212,7 @@ impl Engine {
         let metrics = Arc::new(crate::JobMetrics {
             nodes: nodes.iter().zip(graph.nodes()).map(|(p, g)| (p.id.clone(), g.kind, p.metrics.clone())).collect(),
             regions: Default::default(),
+            models: models.clone(),
         });
         Ok(PreparedJob { spec, graph, nodes, metrics, blobs, models, executors: self.executors.clone() })
     }

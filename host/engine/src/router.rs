@@ -62,20 +62,20 @@ impl Router {
             }
             let n = edge.senders.len();
             match &edge.partitioning {
-                Partitioning::Forward => deliver(&edge.senders[0], Event::Data(batch.clone())).await?,
+                Partitioning::Forward => deliver(&edge.senders[0], Event::Data(batch.clone()), &self.metrics).await?,
                 Partitioning::RoundRobin => {
                     let target = edge.next % n;
                     edge.next = edge.next.wrapping_add(1);
-                    deliver(&edge.senders[target], Event::Data(batch.clone())).await?;
+                    deliver(&edge.senders[target], Event::Data(batch.clone()), &self.metrics).await?;
                 }
                 Partitioning::Broadcast => {
                     for s in &edge.senders {
-                        deliver(s, Event::Data(batch.clone())).await?;
+                        deliver(s, Event::Data(batch.clone()), &self.metrics).await?;
                     }
                 }
                 Partitioning::Hash(_) => {
                     for (target, part) in crate::route::hash_split(&batch, &self.hash_columns[i], n)? {
-                        deliver(&edge.senders[target], Event::Data(part)).await?;
+                        deliver(&edge.senders[target], Event::Data(part), &self.metrics).await?;
                     }
                 }
             }
@@ -86,7 +86,7 @@ impl Router {
     pub(crate) async fn watermark(&mut self, w: i64) -> Result<(), EngineError> {
         for edge in &self.edges {
             for s in &edge.senders {
-                deliver(s, Event::Watermark(w)).await?;
+                deliver(s, Event::Watermark(w), &self.metrics).await?;
             }
         }
         Ok(())
@@ -96,7 +96,7 @@ impl Router {
     pub(crate) async fn barrier(&mut self, n: u64) -> Result<(), EngineError> {
         for edge in &self.edges {
             for s in &edge.senders {
-                deliver(s, Event::Barrier(n)).await?;
+                deliver(s, Event::Barrier(n), &self.metrics).await?;
             }
         }
         Ok(())
@@ -125,7 +125,7 @@ impl Router {
             let schema = crate::plan::dead_letter_schema_for(batch.schema_ref());
             let rb = RecordBatch::try_new(schema, columns.clone())
                 .map_err(|e| EngineError::Internal(format!("dead-letter batch: {e}")))?;
-            deliver(sender, Event::Data(rb)).await?;
+            deliver(sender, Event::Data(rb), &self.metrics).await?;
         }
         Ok(())
     }
@@ -140,6 +140,17 @@ impl Router {
     }
 }
 
-async fn deliver(tx: &Tx, event: Event<RecordBatch>) -> Result<(), EngineError> {
-    tx.send(event).await.map_err(|_| EngineError::DownstreamGone)
+/// Sends `event`; the time spent waiting for room in a full channel counts as the
+/// producer's backpressure.
+async fn deliver(tx: &Tx, event: Event<RecordBatch>, metrics: &NodeMetrics) -> Result<(), EngineError> {
+    match tx.try_send(event) {
+        Ok(()) => Ok(()),
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => Err(EngineError::DownstreamGone),
+        Err(tokio::sync::mpsc::error::TrySendError::Full(event)) => {
+            let waiting = std::time::Instant::now();
+            let sent = tx.send(event).await.map_err(|_| EngineError::DownstreamGone);
+            NodeMetrics::add(&metrics.backpressure_ns, waiting.elapsed().as_nanos() as u64);
+            sent
+        }
+    }
 }
