@@ -187,6 +187,8 @@ impl JobSource {
                 n(&m.backpressure_ns) / 1e9,
             );
         }
+        // A model's counters are its process's (shared by every job using it), labelled with
+        // each job that uses it.
         for m in self.metrics.models() {
             let labels = [("job", job), ("model", m.model.as_str())];
             out.counter("inference_calls", "Inference calls operators made.", &labels, m.calls as f64);

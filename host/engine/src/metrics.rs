@@ -53,7 +53,8 @@ pub struct JobMetrics {
     pub(crate) models: Option<Arc<flumen_inference::ModelHub>>,
 }
 
-/// A model's inference counters, over the job's operators: what its batcher saw.
+/// A model's inference counters: what its batcher saw. A loaded model is shared by every job
+/// of the process that uses it, and so are these counts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelStats {
     pub model: String,
