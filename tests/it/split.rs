@@ -177,8 +177,9 @@ async fn a_region_split_across_two_processes_commits_what_one_process_commits() 
 /// checkpoint together; the committed output is exactly-once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failure_in_either_part_restarts_every_part_from_the_last_checkpoint() {
-    // Each counter instance traps after 400 rows; each of the 2 gets ~1500.
-    let job = job(2, 6_000, ", trap_after_rows = 400");
+    // Each counter instance traps after 700 rows; each of the 2 gets ~1500, so each traps at
+    // least twice (a fresh instance after a restore takes 700 rows again).
+    let job = job(2, 6_000, ", trap_after_rows = 700");
     let meshes = Meshes::new(2);
     let results = run_parts(&job, meshes.links("split/1").await, false).await;
     for (part, result) in results.iter().enumerate() {
