@@ -16,14 +16,7 @@ use flumen_transport::{
 async fn batches_round_trip_on_several_channels_at_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     cluster(dir.path());
-    let (server, addr) = endpoint(&creds(dir.path(), "worker-1"), EndpointOptions::default());
-    let (client, _) = endpoint(&creds(dir.path(), "coordinator"), EndpointOptions::default());
-
-    let w1 = id("worker-1");
-    let (accepted, connected) = tokio::join!(server.accept(), client.connect(addr, &w1));
-    let (peer, server_conn) = accepted.expect("accepted");
-    let client_conn = connected.expect("connected");
-    assert_eq!(peer, id("coordinator"));
+    let (_server, _client, server_conn, client_conn) = connected_pair(dir.path(), EndpointOptions::default()).await;
     assert_eq!(client_conn.peer(), &id("worker-1"));
 
     // The control stream carries typed messages both ways.
@@ -80,12 +73,7 @@ async fn a_receiver_that_does_not_read_stops_its_sender() {
     cluster(dir.path());
     let limits = TransportLimits { credit_batches: 2, ..TransportLimits::default() };
     let options = EndpointOptions { limits, allowed_peers: None };
-    let (server, addr) = endpoint(&creds(dir.path(), "worker-1"), options.clone());
-    let (client, _) = endpoint(&creds(dir.path(), "coordinator"), options);
-    let w1 = id("worker-1");
-    let (accepted, connected) = tokio::join!(server.accept(), client.connect(addr, &w1));
-    let (_, server_conn) = accepted.expect("accepted");
-    let client_conn = connected.expect("connected");
+    let (_server, _client, server_conn, client_conn) = connected_pair(dir.path(), options).await;
 
     let mut tx = client_conn.open_channel(1).await.expect("open");
     let mut rx = server_conn.accept_channel().await.expect("accept");
@@ -116,11 +104,7 @@ async fn a_batch_past_the_frame_limit_is_refused() {
     cluster(dir.path());
     let limits = TransportLimits { frame_bytes_max: 64 << 10, ..TransportLimits::default() };
     let options = EndpointOptions { limits, allowed_peers: None };
-    let (server, addr) = endpoint(&creds(dir.path(), "worker-1"), options.clone());
-    let (client, _) = endpoint(&creds(dir.path(), "coordinator"), options);
-    let w1 = id("worker-1");
-    let (accepted, connected) = tokio::join!(server.accept(), client.connect(addr, &w1));
-    let (_accepted, client_conn) = (accepted.expect("accepted"), connected.expect("connected"));
+    let (_server, _client, _server_conn, client_conn) = connected_pair(dir.path(), options).await;
     let mut tx = client_conn.open_channel(1).await.expect("open");
     let err = tx.send(&batch(0, 20_000)).await.expect_err("too large");
     assert!(err.to_string().contains("65536"), "{err}");
@@ -224,12 +208,7 @@ async fn markers_arrive_in_order_with_the_batches() {
     use flumen_transport::{Item, Marker};
     let dir = tempfile::tempdir().expect("tempdir");
     cluster(dir.path());
-    let (server, addr) = endpoint(&creds(dir.path(), "worker-1"), EndpointOptions::default());
-    let (client, _) = endpoint(&creds(dir.path(), "coordinator"), EndpointOptions::default());
-    let w1 = id("worker-1");
-    let (accepted, connected) = tokio::join!(server.accept(), client.connect(addr, &w1));
-    let (_, server_conn) = accepted.expect("accepted");
-    let client_conn = connected.expect("connected");
+    let (_server, _client, server_conn, client_conn) = connected_pair(dir.path(), EndpointOptions::default()).await;
 
     let sent = vec![
         Item::Marker(Marker::Barrier(1)),

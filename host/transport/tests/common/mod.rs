@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arrow_array::{Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
-use flumen_transport::{Endpoint, EndpointOptions, NodeCredentials, NodeIdentity};
+use flumen_transport::{Connection, Endpoint, EndpointOptions, NodeCredentials, NodeIdentity};
 
 pub fn id(s: &str) -> NodeIdentity {
     NodeIdentity::new(s).expect("valid node id")
@@ -31,6 +31,19 @@ pub fn endpoint(creds: &NodeCredentials, options: EndpointOptions) -> (Endpoint,
     let ep = Endpoint::bind(loopback(), creds, options).expect("bind");
     let addr = ep.local_addr().expect("address");
     (ep, addr)
+}
+
+/// `coordinator` connected to `worker-1` (both with `options`), on a certificate directory
+/// `cluster` wrote: the two endpoints (kept alive) and the worker's and the coordinator's
+/// ends of the connection.
+pub async fn connected_pair(dir: &Path, options: EndpointOptions) -> (Endpoint, Endpoint, Connection, Connection) {
+    let (server, addr) = endpoint(&creds(dir, "worker-1"), options.clone());
+    let (client, _) = endpoint(&creds(dir, "coordinator"), options);
+    let w1 = id("worker-1");
+    let (accepted, connected) = tokio::join!(server.accept(), client.connect(addr, &w1));
+    let (peer, server_conn) = accepted.expect("accepted");
+    assert_eq!(peer, id("coordinator"));
+    (server, client, server_conn, connected.expect("connected"))
 }
 
 /// A batch of `rows` rows whose content depends on `seed`.
