@@ -613,6 +613,18 @@ struct Parts {
     _pump: AbortOnDrop,
 }
 
+impl Parts {
+    /// The next control message from another part; a broken link (or a part that sent what
+    /// does not parse) is [`EngineError::PartLost`].
+    async fn next(&mut self) -> Result<(u32, PartMsg), EngineError> {
+        match self.control.recv().await {
+            Some(Incoming::Msg(from, msg)) => Ok((from, msg)),
+            Some(Incoming::Lost(part, reason)) => Err(EngineError::PartLost { part, reason }),
+            None => Err(EngineError::PartLost { part: u32::MAX, reason: "the link closed".into() }),
+        }
+    }
+}
+
 /// What a part that follows makes of how the leader ended the run.
 fn followed(outcome: PartEnd) -> Result<RegionOutcome, EngineError> {
     match outcome {
@@ -722,7 +734,7 @@ impl RegionSupervisor {
         }
         let deadline = tokio::time::Instant::now() + wait;
         while idle.len() + 1 < parts.split.parts as usize {
-            match tokio::time::timeout_at(deadline, parts.control.recv()).await {
+            match tokio::time::timeout_at(deadline, parts.next()).await {
                 Err(_) => {
                     return Err(EngineError::PartLost {
                         part: u32::MAX,
@@ -733,13 +745,12 @@ impl RegionSupervisor {
                         ),
                     });
                 }
-                Ok(None) => return Err(EngineError::PartLost { part: u32::MAX, reason: "the link closed".into() }),
-                Ok(Some(Incoming::Lost(part, reason))) => return Err(EngineError::PartLost { part, reason }),
-                Ok(Some(Incoming::Msg(from, PartMsg::Idle { attempt: a }))) if a == attempt => {
+                Ok(Err(e)) => return Err(e),
+                Ok(Ok((from, PartMsg::Idle { attempt: a }))) if a == attempt => {
                     idle.insert(from);
                 }
                 // What the aborted attempt still sent.
-                Ok(Some(Incoming::Msg(..))) => {}
+                Ok(Ok(_)) => {}
             }
         }
         Ok(())
@@ -748,20 +759,18 @@ impl RegionSupervisor {
     /// A part that follows: runs the attempts the leading part starts, until it ends the run.
     async fn follow(&mut self, parts: &mut Parts) -> Result<RegionOutcome, EngineError> {
         loop {
-            match parts.control.recv().await {
-                None => return Err(EngineError::PartLost { part: 0, reason: "the link closed".into() }),
-                Some(Incoming::Lost(part, reason)) => return Err(EngineError::PartLost { part, reason }),
-                Some(Incoming::Msg(0, PartMsg::Start { attempt, restore })) => {
+            match parts.next().await? {
+                (0, PartMsg::Start { attempt, restore }) => {
                     if let Some(end) = self.follow_attempt(parts, attempt, restore).await? {
                         return end;
                     }
                 }
-                Some(Incoming::Msg(0, PartMsg::Abort { attempt })) => {
+                (0, PartMsg::Abort { attempt }) => {
                     parts.split.send(0, &PartMsg::Idle { attempt }).await?;
                 }
-                Some(Incoming::Msg(0, PartMsg::End { outcome })) => return followed(outcome),
+                (0, PartMsg::End { outcome }) => return followed(outcome),
                 // Stale messages of an attempt that ended, or from a part that does not lead.
-                Some(Incoming::Msg(..)) => {}
+                _ => {}
             }
         }
     }
@@ -780,14 +789,13 @@ impl RegionSupervisor {
         let split = parts.split.clone();
         let restored = match (restore, &self.shared.checkpoints) {
             (Some(n), Some(store)) => {
-                Some(tokio::task::block_in_place(|| store.manifest(&self.name, n)).map_err(EngineError::checkpoint))
+                tokio::task::block_in_place(|| store.manifest(&self.name, n)).map(Some).map_err(EngineError::checkpoint)
             }
-            _ => None,
+            _ => Ok(None),
         };
         let wired = match restored {
-            Some(Err(e)) => Err(e),
-            Some(Ok(m)) => self.wire(Some(&m), attempt, Some(&split)).await,
-            None => self.wire(None, attempt, Some(&split)).await,
+            Ok(m) => self.wire(m.as_ref(), attempt, Some(&split)).await,
+            Err(e) => Err(e),
         };
         let mut w = match wired {
             Ok(w) => w,
@@ -824,21 +832,20 @@ impl RegionSupervisor {
                     };
                     if let Err(e) = split.send(0, &out).await { break End::Lost(e) }
                 },
-                incoming = parts.control.recv() => match incoming {
-                    None => break End::Lost(EngineError::PartLost { part: 0, reason: "the link closed".into() }),
-                    Some(Incoming::Lost(part, reason)) => break End::Lost(EngineError::PartLost { part, reason }),
-                    Some(Incoming::Msg(0, PartMsg::Inject { attempt: a, checkpoint })) if a == attempt => {
+                incoming = parts.next() => match incoming {
+                    Err(e) => break End::Lost(e),
+                    Ok((0, PartMsg::Inject { attempt: a, checkpoint })) if a == attempt => {
                         for inject in &w.injectors {
                             // A source that already ended acknowledges through `Done`.
                             let _ = inject.send(checkpoint);
                         }
                     }
-                    Some(Incoming::Msg(0, PartMsg::Committed { attempt: a, checkpoint })) if a == attempt => {
+                    Ok((0, PartMsg::Committed { attempt: a, checkpoint })) if a == attempt => {
                         w.committed.fetch_max(checkpoint, std::sync::atomic::Ordering::AcqRel);
                     }
-                    Some(Incoming::Msg(0, PartMsg::Abort { attempt: a })) if a == attempt => break End::Aborted,
-                    Some(Incoming::Msg(0, PartMsg::End { outcome })) => break End::Ended(outcome),
-                    Some(Incoming::Msg(..)) => {}
+                    Ok((0, PartMsg::Abort { attempt: a })) if a == attempt => break End::Aborted,
+                    Ok((0, PartMsg::End { outcome })) => break End::Ended(outcome),
+                    Ok(_) => {}
                 },
             }
         };
@@ -1176,9 +1183,8 @@ impl RegionSupervisor {
                 incoming = next_incoming(&mut parts) => {
                     let Some(split) = &split else { continue };
                     match incoming {
-                        None => break Err(EngineError::PartLost { part: u32::MAX, reason: "the link closed".into() }),
-                        Some(Incoming::Lost(part, reason)) => break Err(EngineError::PartLost { part, reason }),
-                        Some(Incoming::Msg(from, msg)) => match msg {
+                        Err(e) => break Err(e),
+                        Ok((from, msg)) => match msg {
                             PartMsg::Ack { attempt: a, checkpoint, participant, files, meta } if a == attempt => {
                                 if let Err(e) = runs_on(split, from, &participant) { break Err(e) }
                                 let m = TaskMsg::Ack { checkpoint, participant, files, meta };
@@ -1476,9 +1482,9 @@ async fn deliver(split: Split, from: u32, key: u64, tx: Tx) -> Result<Finished, 
 }
 
 /// The next control message of a split region; never, without one.
-async fn next_incoming(parts: &mut Option<&mut Parts>) -> Option<Incoming> {
+async fn next_incoming(parts: &mut Option<&mut Parts>) -> Result<(u32, PartMsg), EngineError> {
     match parts {
-        Some(p) => p.control.recv().await,
+        Some(p) => p.next().await,
         None => std::future::pending().await,
     }
 }
