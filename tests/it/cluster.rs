@@ -135,6 +135,35 @@ impl Cluster {
             .collect()
     }
 
+    /// Up to `kills` times, within `within`: waits a seeded random time in `pause` (ms), then
+    /// SIGKILLs and restarts a worker that runs a region of `job` (or a part of a split one:
+    /// `worker-1+worker-2` in `flumen status`), picked by the seeded generator. Returns how
+    /// many it killed (fewer when the job ended first).
+    fn kill_busy_workers(
+        &mut self,
+        job: &str,
+        kills: usize,
+        seed: u64,
+        pause: std::ops::Range<u64>,
+        within: Duration,
+    ) -> usize {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+        let mut killed = 0;
+        let started = Instant::now();
+        while killed < kills && started.elapsed() < within {
+            std::thread::sleep(Duration::from_millis(rng.random_range(pause.clone())));
+            let placement = self.placement(job);
+            let busy: Vec<String> = placement.values().flat_map(|w| w.split('+').map(str::to_owned)).collect();
+            if busy.is_empty() {
+                continue;
+            }
+            let victim = busy[rng.random_range(0..busy.len())].clone();
+            self.kill_and_restart(&victim);
+            killed += 1;
+        }
+        killed
+    }
+
     fn pid(&self, node: &str) -> String {
         std::fs::read_to_string(self.path(&format!("pids/{node}"))).unwrap().trim().to_owned()
     }
@@ -276,20 +305,7 @@ fn sigkilled_workers_lose_and_duplicate_nothing() {
     let (regions, rows) = (3, 24_000);
     let job = regions_job("kills", regions, rows, 1500);
     cluster.submit(&job);
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed_c1a5);
-    let mut kills = 0;
-    let started = Instant::now();
-    while kills < 20 && started.elapsed() < Duration::from_secs(150) {
-        std::thread::sleep(Duration::from_millis(rng.random_range(150..700)));
-        let placement = cluster.placement("kills");
-        let busy: Vec<&String> = placement.values().collect();
-        if busy.is_empty() {
-            continue;
-        }
-        let victim = busy[rng.random_range(0..busy.len())].clone();
-        cluster.kill_and_restart(&victim);
-        kills += 1;
-    }
+    let kills = cluster.kill_busy_workers("kills", 20, 0x5eed_c1a5, 150..700, Duration::from_secs(150));
     assert!(kills >= 20, "only {kills} kills: the job ended first");
     let (status, finished) = cluster.wait("kills", Duration::from_secs(240));
     assert!(finished, "{status}\n{}", cluster.logs());
@@ -930,15 +946,6 @@ fn spread_job(name: &str, rows: u64, rate: u64, spread: u32) -> Job {
     Job::new(&text)
 }
 
-/// The workers a region's parts run on, from `flumen status` (`worker-1+worker-2`).
-fn part_workers(placement: &BTreeMap<String, String>) -> Vec<String> {
-    let mut workers: Vec<String> =
-        placement.values().flat_map(|w| w.split('+').map(str::to_owned).collect::<Vec<_>>()).collect();
-    workers.sort();
-    workers.dedup();
-    workers
-}
-
 #[test]
 fn a_region_spread_over_two_workers_commits_what_one_process_commits() {
     let cluster = Cluster::up(3, &[]);
@@ -995,19 +1002,7 @@ fn sigkilled_workers_of_a_spread_region_lose_and_duplicate_nothing() {
     let rows = 12_000;
     let job = spread_job("spread-kills", rows, 1500, 3);
     cluster.submit(&job);
-    let mut rng = rand::rngs::SmallRng::seed_from_u64(0x5eed_5b1d);
-    let mut kills = 0;
-    let started = Instant::now();
-    while kills < 6 && started.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(rng.random_range(800..1600)));
-        let busy = part_workers(&cluster.placement("spread-kills"));
-        if busy.is_empty() {
-            continue;
-        }
-        let victim = busy[rng.random_range(0..busy.len())].clone();
-        cluster.kill_and_restart(&victim);
-        kills += 1;
-    }
+    let kills = cluster.kill_busy_workers("spread-kills", 6, 0x5eed_5b1d, 800..1600, Duration::from_secs(120));
     assert!(kills >= 6, "only {kills} kills: the job ended first");
     let (status, finished) = cluster.wait("spread-kills", Duration::from_secs(240));
     assert!(finished, "{status}\n{}", cluster.logs());
