@@ -55,7 +55,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 mod process;
 #[path = "common/stats.rs"]
 mod stats;
-use process::{env_or, job_seconds, run_flumen, sink_rows, target_dir};
+use process::{env_or, job_seconds, run_flumen, run_on_cluster, sink_rows, target_dir};
 use stats::{max, median, min};
 
 #[path = "common/nexmark.rs"]
@@ -354,25 +354,7 @@ fn on_cluster(dir: &Path, query: Query, data: &Path, cache: &Path, workers: u32,
     let spread = spec.replacen("[job]\n", &format!("[job]\nspread = {workers}\n"), 1);
     std::fs::write(&spread_path, spread).expect("write the job");
     let _ = std::fs::remove_dir_all(dir.join(&ck));
-    let cluster = dir.join("cluster");
-    let _ = std::fs::remove_dir_all(&cluster);
-    let flumen = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flumen"))
-            .args(args)
-            .env("FLUMEN_CLUSTER", &cluster)
-            .env("FLUMEN_CACHE_DIR", cache)
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("cannot start the flumen binary");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "flumen {args:?} failed:\n{text}");
-        text
-    };
-    flumen(&["cluster", "up", "-n", &workers.to_string()]);
-    let started = Instant::now();
-    let status = flumen(&["submit", "--wait", spread_path.to_str().expect("a UTF-8 path")]);
-    let on = started.elapsed().as_secs_f64();
-    flumen(&["cluster", "down"]);
+    let (on, status) = run_on_cluster(&spread_path, workers, &dir.join("cluster"), cache);
     println!("{q} on {workers} workers: {on:.3} s\n{status}");
     assert!(status.contains(&format!("rows written: {rows}")), "{q}: the cluster's rows out\n{status}");
     (one.as_secs_f64(), on)

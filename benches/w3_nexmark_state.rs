@@ -51,7 +51,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 #[path = "common/process.rs"]
 #[allow(dead_code, reason = "W3 times its processes itself; it shares only the helpers it calls")]
 mod process;
-use process::{env_or, job_seconds, target_dir};
+use process::{env_or, job_seconds, run_on_cluster, target_dir};
 #[path = "common/stats.rs"]
 mod stats;
 use stats::{max, median, min};
@@ -384,33 +384,9 @@ impl Setup {
         for p in [&state, &out] {
             let _ = std::fs::remove_dir_all(p);
         }
-        let cluster = self.dir.join("cluster");
-        let _ = std::fs::remove_dir_all(&cluster);
-        let flumen = |args: &[&str]| {
-            let out = Command::new(env!("CARGO_BIN_EXE_flumen"))
-                .args(args)
-                .env("FLUMEN_CLUSTER", &cluster)
-                .env("FLUMEN_CACHE_DIR", &self.cache)
-                .env_remove("FLUMEN_FAILPOINTS")
-                .stdin(Stdio::null())
-                .output()
-                .expect("cannot start the flumen binary");
-            assert!(
-                out.status.success(),
-                "flumen {args:?} failed:\n{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        };
-        flumen(&["cluster", "up", "-n", &workers.to_string()]);
-        let started = Instant::now();
-        let status = flumen(&["submit", "--wait", path.to_str().expect("a UTF-8 path")]);
-        let wall_s = started.elapsed().as_secs_f64();
-        let placed = flumen(&["status", &format!("w3-{q}")]);
-        flumen(&["cluster", "down"]);
+        let (wall_s, status) = run_on_cluster(&path, workers, &self.dir.join("cluster"), &self.cache);
         check(query, "on the cluster", &read_windows(&out), oracle);
-        println!("{q}: on {workers} workers in {wall_s:.3} s\n{status}{placed}");
+        println!("{q}: on {workers} workers in {wall_s:.3} s\n{status}");
         wall_s
     }
 

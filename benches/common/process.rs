@@ -54,3 +54,30 @@ pub fn job_seconds(summary: &str) -> Option<f64> {
     let line = summary.lines().find(|l| l.starts_with("job "))?;
     line.split_whitespace().rev().nth(1)?.parse().ok()
 }
+
+/// Runs `job` on a fresh `workers`-worker cluster (`flumen cluster up -n` in `cluster_dir`,
+/// emptied first) with `flumen submit --wait`, then takes the cluster down. Returns the
+/// seconds from submit to its return and what it printed (the job's final status).
+#[allow(dead_code, reason = "the benches that run on a cluster (W2, W3) call it; the others share the file")]
+pub fn run_on_cluster(job: &Path, workers: u32, cluster_dir: &Path, cache: &Path) -> (f64, String) {
+    let _ = std::fs::remove_dir_all(cluster_dir);
+    let flumen = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_flumen"))
+            .args(args)
+            .env("FLUMEN_CLUSTER", cluster_dir)
+            .env("FLUMEN_CACHE_DIR", cache)
+            .env_remove("FLUMEN_FAILPOINTS")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("cannot start the flumen binary");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "flumen {args:?} failed:\n{text}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    flumen(&["cluster", "up", "-n", &workers.to_string()]);
+    let started = Instant::now();
+    let status = flumen(&["submit", "--wait", job.to_str().expect("a UTF-8 path")]);
+    let wall_s = started.elapsed().as_secs_f64();
+    flumen(&["cluster", "down"]);
+    (wall_s, status)
+}
