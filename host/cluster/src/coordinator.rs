@@ -428,8 +428,9 @@ impl Core {
     }
 
     /// `worker` no longer runs the draining parts `keep` says no to (it ended them, rejoined
-    /// without them, or was lost): their regions may be placed again.
-    async fn drained(&mut self, worker: &str, keep: impl Fn(&str, u64) -> bool) -> Result<(), HaError> {
+    /// without them, or was lost): their regions may be placed again. Whether any was.
+    async fn drained(&mut self, worker: &str, keep: impl Fn(&str, u64) -> bool) -> Result<bool, HaError> {
+        let mut any = false;
         let names: Vec<String> = self.jobs.keys().cloned().collect();
         for name in names {
             let Some(job) = self.jobs.get(&name) else { continue };
@@ -442,8 +443,9 @@ impl Core {
             }
             self.ha.save(&job).await?;
             self.jobs.insert(name, job);
+            any = true;
         }
-        Ok(())
+        Ok(any)
     }
 
     /// Every region that runs on `worker` now: placed there, not ended, of a job not ended.
@@ -492,9 +494,7 @@ impl Core {
                         let _ = tx.send(CoordinatorMessage::Cancel { task: task.clone() });
                     }
                 }
-                let before = self.draining_count();
-                self.drained(&worker, |job, epoch| running.iter().any(|t| t.job == job && t.epoch == epoch)).await?;
-                if self.draining_count() < before {
+                if self.drained(&worker, |job, epoch| running.iter().any(|t| t.job == job && t.epoch == epoch)).await? {
                     self.recompute_free();
                     self.schedule().await?;
                 }
@@ -502,11 +502,6 @@ impl Core {
             }
             WorkerMessage::Ended { task, outcome } => self.ended(&worker, task, outcome).await,
         }
-    }
-
-    /// Parts of earlier placements still running somewhere.
-    fn draining_count(&self) -> usize {
-        self.jobs.values().flat_map(|j| j.regions.iter()).map(|r| r.draining.len()).sum()
     }
 
     async fn ended(&mut self, worker: &str, task: TaskId, outcome: TaskOutcome) -> Result<(), HaError> {
