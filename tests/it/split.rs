@@ -263,3 +263,58 @@ async fn a_split_without_one_region_or_with_a_bad_part_is_refused() {
         assert!(err.to_string().contains(expected), "{err}");
     }
 }
+
+/// Blob references cannot cross to another process (each has its own blob store): a split
+/// whose blob columns would cross is refused on both parts, naming the node that sends them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_split_whose_blob_columns_would_cross_is_refused_naming_the_node() {
+    let job = Job::new(
+        r#"
+[job]
+name = "split-blobs"
+
+[checkpoint]
+interval_ms = 80
+dir = "ck"
+
+[[source]]
+id = "files"
+kind = "blobs"
+path = "data"
+
+[[operator]]
+id = "pass"
+plugin = "{guest:passthrough}"
+parallelism = 2
+inputs = ["files"]
+
+[[sink]]
+id = "out"
+kind = "parquet"
+path = "out"
+parallelism = 2
+inputs = ["pass"]
+"#,
+    );
+    std::fs::create_dir_all(job.file("data")).unwrap();
+    std::fs::write(job.file("data/a.txt"), b"some bytes").unwrap();
+    let meshes = Meshes::new(2);
+    let engine = engine();
+    let mut runs = Vec::new();
+    for split in meshes.links("split-blobs/1").await {
+        let part = split.part;
+        let prepared = engine.prepare(&job.path).await.expect("prepare");
+        let options = RunOptions {
+            regions: Some(BTreeSet::from(["files".to_owned()])),
+            scratch_dir: Some(job.file(&format!("scratch-{part}"))),
+            split: Some(split),
+            ..Default::default()
+        };
+        runs.push(tokio::spawn(async move { prepared.run_with(options, std::future::pending()).await }));
+    }
+    for (part, run) in runs.into_iter().enumerate() {
+        let err = run.await.unwrap().expect_err("refused");
+        let text = err.to_string();
+        assert!(text.contains("`files` sends blob references to subtasks in another process"), "part {part}: {text}");
+    }
+}

@@ -573,6 +573,21 @@ inputs = [{ from = "f", partition = "hash", keys = ["a"] }]
 "#;
 
     #[test]
+    fn spread_is_one_to_the_maximum_with_its_line() {
+        assert_eq!(parse(OK).expect("parses").job.spread, 1, "a region stays on one worker by default");
+        let two = parse(&OK.replace("name = \"t\"", "name = \"t\"\nspread = 2")).expect("parses");
+        assert_eq!(two.job.spread, 2);
+        for bad in ["0", "65"] {
+            let err = parse(&OK.replace("name = \"t\"", &format!("name = \"t\"\nspread = {bad}"))).unwrap_err();
+            assert_eq!(err.line, Some(4), "the `spread` line: {err}");
+            assert!(
+                err.to_string().contains(&format!("`spread = {bad}`: a region runs across 1 to 64 workers")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn parses_a_job() {
         let spec = parse(OK).unwrap();
         assert_eq!(spec.job.batch_rows, 8192);
