@@ -318,3 +318,20 @@ inputs = ["pass"]
         assert!(text.contains("`files` sends blob references to subtasks in another process"), "part {part}: {text}");
     }
 }
+
+/// A part is linked only to the worker placed there: a connection for part 1 from another
+/// cluster node (its certificate valid, its identity not the one placed) is refused, naming both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_from_a_worker_not_placed_there_is_refused_naming_both() {
+    let meshes = Meshes::new(3);
+    // Part 1 is placed on worker-2; worker-1 calls as part 1 all the same.
+    let peers = vec![meshes.peers[0].clone(), meshes.peers[2].clone()];
+    let (leader, intruder) = (meshes.meshes[0].clone(), meshes.meshes[1].clone());
+    let waiting = {
+        let peers = peers.clone();
+        tokio::spawn(async move { leader.link("t/1", 0, &peers, Duration::from_secs(10)).await.map(|_| ()) })
+    };
+    let _calling = intruder.link("t/1", 1, &peers, Duration::from_secs(10)).await;
+    let err = waiting.await.unwrap().expect_err("refused");
+    assert!(err.contains("part 1 of t/1 runs on worker-2, not on worker-1"), "{err}");
+}
