@@ -1,4 +1,5 @@
-//! File reads bounded by a size limit, and writes that replace a file or directory atomically.
+//! File reads bounded by a size limit, writes that replace a file atomically, and the line a
+//! TOML error in a file points at.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -81,4 +82,11 @@ pub(crate) fn sync_dir(dir: &Path) {
     }
     #[cfg(not(unix))]
     let _ = dir;
+}
+
+/// The 1-based line of the place a TOML error points at, when it points at one.
+pub(crate) fn toml_error_line(text: &str, error: &toml::de::Error) -> Option<usize> {
+    let span = error.span()?;
+    let end = span.start.min(text.len());
+    Some(text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1)
 }

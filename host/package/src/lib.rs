@@ -116,5 +116,5 @@ pub use manifest::{Capability, ComponentRef, ConfigErrors, ConfigViolation, Mani
 pub use package::{COMPONENT_BYTES_MAX, MANIFEST_BYTES_MAX, Package, PackageError};
 pub use reference::{PluginRef, ReferenceError};
 pub use registry::{DirRegistry, PackageSummary, RegistryError};
-pub use sign::{KeyError, PublicKey, Signature, SignatureError, SigningKey};
+pub use sign::{KeyError, KeyKind, PublicKey, Signature, SignatureError, SigningKey};
 pub use trust::{TrustError, TrustPolicy, TrustPolicyError, TrustedBy, TrustedKey};

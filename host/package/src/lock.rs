@@ -95,7 +95,7 @@ impl Lockfile {
         })?;
         let lock: Lockfile = toml::from_str(&text).map_err(|e| LockError::Toml {
             path: path.to_path_buf(),
-            line: e.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1),
+            line: fsio::toml_error_line(&text, &e),
             message: e.message().trim_end().to_owned(),
         })?;
         lock.check().map_err(|message| LockError::Invalid { path: path.to_path_buf(), message })?;
@@ -260,6 +260,9 @@ mod tests {
         std::fs::write(&path, format!("{}extra = 1\n", body(&good.digest))).unwrap();
         let err = Lockfile::read(&path).unwrap_err();
         assert!(err.to_string().contains("flumen.lock:8:") && err.to_string().contains("extra"), "{err}");
+
+        std::fs::File::create(&path).unwrap().set_len(LOCKFILE_BYTES_MAX + 1).unwrap();
+        assert!(matches!(Lockfile::read(&path), Err(LockError::TooLarge { .. })));
 
         let err = Lockfile::read(&dir.path().join("absent.lock")).unwrap_err();
         assert!(matches!(err, LockError::Read { .. }), "{err}");

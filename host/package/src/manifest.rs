@@ -144,7 +144,7 @@ impl PackageSource {
     pub fn from_toml_str(text: &str, origin: &str) -> Result<PackageSource, PackageError> {
         let source: PackageSource = toml::from_str(text).map_err(|e| PackageError::Toml {
             origin: origin.to_owned(),
-            line: e.span().map(|span| line_of(text, span.start)),
+            line: fsio::toml_error_line(text, &e),
             message: e.message().trim_end().to_owned(),
         })?;
         source.check().map_err(|(key, message)| PackageError::Invalid { origin: origin.to_owned(), key, message })?;
@@ -391,12 +391,6 @@ fn de_config_schema<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json
     Ok(Some(schema))
 }
 
-/// The 1-based line of byte `offset` in `text`.
-fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,6 +500,13 @@ mod tests {
         let (_, message) =
             error_of(&format!("{MINIMAL}[config_schema]\n\"$schema\" = \"https://example.invalid/s\"\n"));
         assert!(message.contains("not a JSON Schema draft this host knows"), "{message}");
+        // A schema that would need fetching is refused when packaging, not at plan time.
+        let remote = format!("{MINIMAL}[config_schema]\n\"$ref\" = \"https://example.invalid/s.json\"\n");
+        let (line, message) = error_of(&remote);
+        assert_eq!(line, Some(4), "{message}");
+        assert!(message.contains("not a valid JSON Schema"), "{message}");
+        let draft7 = format!("{MINIMAL}[config_schema]\n\"$schema\" = \"http://json-schema.org/draft-07/schema#\"\n");
+        parse(&draft7).unwrap();
     }
 
     #[test]
@@ -523,6 +524,15 @@ mod tests {
         assert!(matches!(err, PackageError::Invalid { key: "resources.cores", .. }), "{err}");
         let err = parse(&format!("{MINIMAL}[resources]\nthreads = 2\n")).unwrap_err();
         assert!(err.to_string().contains("threads"), "{err}");
+    }
+
+    #[test]
+    fn oversized_package_toml_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("package.toml");
+        std::fs::File::create(&path).unwrap().set_len(MANIFEST_BYTES_MAX + 1).unwrap();
+        let err = PackageSource::from_toml_file(&path).unwrap_err();
+        assert!(matches!(err, PackageError::TooLarge { what: "package.toml", .. }), "{err}");
     }
 
     #[test]

@@ -53,6 +53,11 @@ pub enum PackageError {
         path.display()
     )]
     NotCanonical { path: PathBuf },
+    #[error(
+        "the manifest of `{package}` would be {size} bytes; the most is {MANIFEST_BYTES_MAX} (shorten the \
+         description or the config schema)"
+    )]
+    ManifestTooLarge { package: String, size: u64 },
     #[error("the component is {size} bytes; a component may be at most {COMPONENT_BYTES_MAX} bytes")]
     ComponentTooLarge { size: u64 },
     #[error(
@@ -104,14 +109,7 @@ impl Package {
         manifest.check().map_err(|(key, message)| PackageError::Invalid { origin: origin.clone(), key, message })?;
         let manifest_json = manifest_to_canonical_json(&manifest);
         if manifest_json.len() as u64 > MANIFEST_BYTES_MAX {
-            return Err(PackageError::Invalid {
-                origin,
-                key: "config_schema",
-                message: format!(
-                    "the manifest would be {} bytes; the most is {MANIFEST_BYTES_MAX} (make the config schema smaller)",
-                    manifest_json.len()
-                ),
-            });
+            return Err(PackageError::ManifestTooLarge { package: manifest.id(), size: manifest_json.len() as u64 });
         }
         let digest = content_digest(manifest_json.as_bytes());
         Ok(Package { manifest, manifest_json, digest, component: component_bytes.to_vec(), signatures: Vec::new() })
@@ -483,6 +481,24 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn build_refuses_a_manifest_above_the_limit() {
+        let mut s = source("upper", "1.0.0");
+        s.description = "x".repeat(MANIFEST_BYTES_MAX as usize);
+        let err = Package::build(s, "flumen:dataflow@0.2.0".to_owned(), b"c").unwrap_err();
+        assert!(matches!(err, PackageError::ManifestTooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn oversized_signature_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        build("upper", "1.2.0", b"c").write_dir(dir.path()).unwrap();
+        let path = dir.path().join(SIGNATURES_DIR).join("0123456789abcdef.json");
+        std::fs::File::create(&path).unwrap().set_len(SIGNATURE_BYTES_MAX + 1).unwrap();
+        let err = Package::read_dir(dir.path()).unwrap_err();
+        assert!(matches!(err, PackageError::TooLarge { what: "signature file", .. }), "{err}");
+    }
+
+    #[test]
     fn build_refuses_a_bad_schema_or_wit() {
         let mut s = source("upper", "1.0.0");
         s.config_schema = Some(serde_json::json!({"type": 5}));
@@ -490,6 +506,9 @@ pub(crate) mod tests {
         assert!(matches!(err, PackageError::Invalid { key: "config_schema", .. }), "{err}");
         assert!(err.to_string().contains("package `upper@1.0.0`"), "{err}");
         let err = Package::build(source("upper", "1.0.0"), String::new(), b"c").unwrap_err();
+        assert!(matches!(err, PackageError::Invalid { key: "wit", .. }), "{err}");
+        let long = format!("flumen:dataflow@0.2.0-{}", "x".repeat(crate::manifest::WIT_BYTES_MAX));
+        let err = Package::build(source("upper", "1.0.0"), long, b"c").unwrap_err();
         assert!(matches!(err, PackageError::Invalid { key: "wit", .. }), "{err}");
     }
 

@@ -34,6 +34,10 @@ use crate::package::{self, Package, PackageError};
 /// The directory of the digest index; not a package name ([`DirRegistry::publish`] refuses it).
 pub const BY_DIGEST_DIR: &str = "by-digest";
 
+/// The most bytes of a `by-digest` entry (`<name>/<version>` is under 200). Stops a large file
+/// placed in the index from being read into memory.
+pub const INDEX_ENTRY_BYTES_MAX: u64 = 1024;
+
 /// A registry kept in a local (or shared) directory.
 #[derive(Debug, Clone)]
 pub struct DirRegistry {
@@ -143,14 +147,14 @@ impl DirRegistry {
             .ok_or_else(|| RegistryError::BadDigest { digest: digest.to_owned(), problem: digest_problem(digest) })?;
         let index = self.root.join(BY_DIGEST_DIR).join(hex);
         let not_found = || RegistryError::DigestNotFound { root: self.root.clone(), digest: digest.to_owned() };
-        let text = match fsio::read_text_limited(&index, 1024) {
+        let text = match fsio::read_text_limited(&index, INDEX_ENTRY_BYTES_MAX) {
             Ok(text) => text,
             Err(ReadError::Io(e)) if e.kind() == io::ErrorKind::NotFound => return Err(not_found()),
             Err(ReadError::Io(source)) => return Err(io_error(&index, source)),
             Err(ReadError::TooLarge { size }) => {
                 return Err(RegistryError::Corrupt {
                     path: index,
-                    message: format!("{size} bytes; an entry is short"),
+                    message: format!("{size} bytes; an entry holds at most {INDEX_ENTRY_BYTES_MAX}"),
                 });
             }
         };
@@ -407,5 +411,9 @@ mod tests {
         assert!(matches!(registry.by_digest(other.digest()), Err(RegistryError::NotFound { .. })));
         std::fs::write(registry.root().join(BY_DIGEST_DIR).join(hex), "garbage").unwrap();
         assert!(matches!(registry.by_digest(other.digest()), Err(RegistryError::Corrupt { .. })));
+        let index = std::fs::File::create(registry.root().join(BY_DIGEST_DIR).join(hex)).unwrap();
+        index.set_len(INDEX_ENTRY_BYTES_MAX + 1).unwrap();
+        let err = registry.by_digest(other.digest()).unwrap_err();
+        assert!(matches!(err, RegistryError::Corrupt { .. }) && err.to_string().contains("at most"), "{err}");
     }
 }

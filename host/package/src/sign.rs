@@ -86,13 +86,37 @@ pub enum KeyError {
     Exists { path: PathBuf },
     #[error("key file {} is {size} bytes; a key file holds at most {KEY_FILE_BYTES_MAX}", path.display())]
     TooLarge { path: PathBuf, size: u64 },
-    #[error(
-        "{origin} is not an Ed25519 {kind} key in PEM ({message}); expected `-----BEGIN {label}-----` \
-         as `openssl genpkey -algorithm ed25519` and `openssl pkey -pubout` write"
-    )]
-    Pem { origin: String, kind: &'static str, label: &'static str, message: String },
+    #[error("{origin} is not an Ed25519 {kind} key in PEM ({message}); {}", kind.expected())]
+    Pem { origin: String, kind: KeyKind, message: String },
     #[error("no randomness for a new key: {0}")]
     Random(String),
+}
+
+/// Which half of a key pair a key file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Private,
+    Public,
+}
+
+impl KeyKind {
+    fn expected(self) -> &'static str {
+        match self {
+            KeyKind::Private => {
+                "expected PKCS#8 `-----BEGIN PRIVATE KEY-----`, as `openssl genpkey -algorithm ed25519` writes"
+            }
+            KeyKind::Public => "expected SPKI `-----BEGIN PUBLIC KEY-----`, as `openssl pkey -pubout` writes",
+        }
+    }
+}
+
+impl fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KeyKind::Private => "private",
+            KeyKind::Public => "public",
+        })
+    }
 }
 
 /// Why a signature does not vouch for a package.
@@ -124,14 +148,14 @@ impl SigningKey {
 
     /// Reads a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`).
     pub fn from_pem_file(path: &Path) -> Result<SigningKey, KeyError> {
-        let text = read_key_file(path)?;
-        Self::from_pem_str(&text, &path.display().to_string())
+        let text = Zeroizing::new(read_key_file(path)?);
+        Self::from_pem_str(&text).map_err(|e| e.with_origin(path))
     }
 
-    /// Parses a PKCS#8 PEM private key; `origin` names it in errors.
-    pub fn from_pem_str(pem: &str, origin: &str) -> Result<SigningKey, KeyError> {
+    /// Parses a PKCS#8 PEM private key.
+    pub fn from_pem_str(pem: &str) -> Result<SigningKey, KeyError> {
         ed25519_dalek::SigningKey::from_pkcs8_pem(pem.trim()).map(|inner| SigningKey { inner }).map_err(|e| {
-            KeyError::Pem { origin: origin.to_owned(), kind: "private", label: "PRIVATE KEY", message: e.to_string() }
+            KeyError::Pem { origin: "the PEM text".to_owned(), kind: KeyKind::Private, message: e.to_string() }
         })
     }
 
@@ -179,18 +203,13 @@ impl PublicKey {
     /// Reads an SPKI PEM public key (`-----BEGIN PUBLIC KEY-----`).
     pub fn from_pem_file(path: &Path) -> Result<PublicKey, KeyError> {
         let text = read_key_file(path)?;
-        Self::from_pem_str(&text).map_err(|e| match e {
-            KeyError::Pem { kind, label, message, .. } => {
-                KeyError::Pem { origin: path.display().to_string(), kind, label, message }
-            }
-            other => other,
-        })
+        Self::from_pem_str(&text).map_err(|e| e.with_origin(path))
     }
 
     /// Parses an SPKI PEM public key.
     pub fn from_pem_str(pem: &str) -> Result<PublicKey, KeyError> {
         ed25519_dalek::VerifyingKey::from_public_key_pem(pem.trim()).map(|inner| PublicKey { inner }).map_err(|e| {
-            KeyError::Pem { origin: "the text".to_owned(), kind: "public", label: "PUBLIC KEY", message: e.to_string() }
+            KeyError::Pem { origin: "the PEM text".to_owned(), kind: KeyKind::Public, message: e.to_string() }
         })
     }
 
@@ -215,6 +234,16 @@ impl PublicKey {
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PublicKey").field("key_id", &self.key_id()).finish()
+    }
+}
+
+impl KeyError {
+    /// The error naming the file the PEM text came from.
+    fn with_origin(self, path: &Path) -> KeyError {
+        match self {
+            KeyError::Pem { kind, message, .. } => KeyError::Pem { origin: path.display().to_string(), kind, message },
+            other => other,
+        }
     }
 }
 
@@ -418,7 +447,7 @@ mod tests {
         assert!(err.to_string().contains("bad.pem") && err.to_string().contains("BEGIN PUBLIC KEY"), "{err}");
         // A public key where a private one belongs.
         let err = SigningKey::from_pem_file(&path).unwrap_err();
-        assert!(matches!(err, KeyError::Pem { kind: "private", .. }), "{err}");
+        assert!(matches!(err, KeyError::Pem { kind: KeyKind::Private, .. }), "{err}");
 
         std::fs::write(&path, vec![b'x'; KEY_FILE_BYTES_MAX as usize + 1]).unwrap();
         assert!(matches!(PublicKey::from_pem_file(&path), Err(KeyError::TooLarge { .. })));

@@ -108,7 +108,7 @@ impl TrustPolicy {
         })?;
         let file: TrustFile = toml::from_str(&text).map_err(|e| TrustPolicyError::Toml {
             path: path.to_path_buf(),
-            line: e.span().map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1),
+            line: fsio::toml_error_line(&text, &e),
             message: e.message().trim_end().to_owned(),
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
@@ -369,6 +369,9 @@ mod tests {
         write("allow_unsigned = false\n[[key]]\nname = \"acme\"\npublic_key = \"x.pem\"\ncolour = 1\n");
         let err = TrustPolicy::from_file(&trust).unwrap_err();
         assert!(err.to_string().contains("trust.toml:5:") && err.to_string().contains("colour"), "{err}");
+
+        std::fs::File::create(&trust).unwrap().set_len(TRUST_FILE_BYTES_MAX + 1).unwrap();
+        assert!(matches!(TrustPolicy::from_file(&trust), Err(TrustPolicyError::TooLarge { .. })));
 
         write("[[key]]\nname = \"acme\"\n");
         let err = TrustPolicy::from_file(&trust).unwrap_err();
