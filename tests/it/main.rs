@@ -28,3 +28,4 @@ mod regions;
 mod shape;
 mod split;
 mod traces;
+mod upgrade;

@@ -11,6 +11,7 @@ use flumen_engine::{Engine, EngineError, EngineOptions};
 
 mod certs;
 mod cluster;
+mod control;
 mod guests;
 mod plugin;
 
@@ -84,6 +85,15 @@ enum Command {
         /// intact checkpoint do.
         #[arg(long)]
         from_scratch: bool,
+        /// Listen on this Unix socket for live upgrades of the job's operators
+        /// (`flumen job upgrade --control <socket> …`) while it runs.
+        #[arg(long, value_name = "SOCKET")]
+        control: Option<PathBuf>,
+    },
+    /// Act on a running job: upgrade one of its operators live.
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
     },
     /// Validate a job and print its plan: nodes, edges, regions and schemas.
     ///
@@ -151,6 +161,33 @@ enum Command {
         wait: bool,
         #[command(flatten)]
         at: cluster::ClusterDir,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum JobCommand {
+    /// Swap an operator of a running job to another version at its next
+    /// checkpoint barrier, with no restart: every subtask snapshots, the new
+    /// version opens on that state, and processing goes on. A version that
+    /// fails to open, restore or process its first batches rolls back by
+    /// itself. Prints the outcome; exit 0 when applied, 1 when rolled back,
+    /// 2 when refused.
+    Upgrade {
+        /// The control socket of the run (`flumen run --control <socket>`).
+        #[arg(long, value_name = "SOCKET")]
+        control: PathBuf,
+        /// The operator's id in the job spec.
+        #[arg(long)]
+        operator: String,
+        /// The new version: a component file (`.wasm`).
+        #[arg(long, value_name = "VERSION")]
+        to: String,
+        /// The new version's config as JSON (default: the spec's).
+        #[arg(long)]
+        config: Option<String>,
+        /// Batches the new version must process without an error before it is kept.
+        #[arg(long, default_value_t = flumen_engine::HEALTH_BATCHES_DEFAULT)]
+        health_batches: u32,
     },
 }
 
@@ -278,12 +315,14 @@ fn init_logging() -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
 
 fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { job, plugins, quiet, resume, from_scratch } => runtime()?.block_on(run(
+        Command::Run { job, plugins, quiet, resume, from_scratch, control } => runtime()?.block_on(run(
             job,
             plugins,
             quiet,
             flumen_engine::RunOptions { resume, from_scratch, ..Default::default() },
+            control,
         )),
+        Command::Job { command } => runtime()?.block_on(job_command(command)),
         Command::Plan { job, plugins } => runtime()?.block_on(async {
             let engine = engine(plugins, &job)?;
             let prepared = match engine.prepare(&job).await {
@@ -419,12 +458,21 @@ async fn run(
     job: PathBuf,
     plugins: PluginArgs,
     quiet: bool,
-    options: flumen_engine::RunOptions,
+    mut options: flumen_engine::RunOptions,
+    control: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
     let engine = engine(plugins, &job)?;
     let prepared = match engine.prepare(&job).await {
         Ok(p) => p,
         Err(e) => return Ok(report(e)),
+    };
+    let _socket = match control {
+        Some(path) => {
+            let handle = flumen_engine::JobControl::new();
+            options.control = Some(handle.clone());
+            Some(control::serve(&path, handle)?)
+        }
+        None => None,
     };
     let metrics = prepared.metrics();
     let started = Instant::now();
@@ -481,6 +529,46 @@ async fn run(
         }
         Err(e) => Ok(report(e)),
     }
+}
+
+async fn job_command(command: JobCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        JobCommand::Upgrade { control: socket, operator, to, config, health_batches } => {
+            let config = match config {
+                None => None,
+                Some(text) => Some(serde_json::from_str(&text).context("--config is not JSON")?),
+            };
+            let (component, reference) = upgrade_target(&to)?;
+            let request = control::ControlRequest::Upgrade { operator, component, reference, config, health_batches };
+            match control::send(&socket, &request).await? {
+                control::ControlReply::Upgraded(outcome) => {
+                    println!("{}", serde_json::to_string(&outcome)?);
+                    Ok(match outcome {
+                        flumen_engine::UpgradeOutcome::Applied { .. } => ExitCode::SUCCESS,
+                        flumen_engine::UpgradeOutcome::RolledBack { .. } => ExitCode::from(1),
+                    })
+                }
+                control::ControlReply::Error(e) => {
+                    eprintln!("error: upgrade refused: {e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+    }
+}
+
+/// The component an upgrade's `--to` names, and the reference checkpoints record.
+fn upgrade_target(to: &str) -> anyhow::Result<(PathBuf, String)> {
+    let path = PathBuf::from(to);
+    if path.is_file() {
+        let path = std::path::absolute(&path)?;
+        return Ok((path.clone(), path.display().to_string()));
+    }
+    bail_unknown_target(to)
+}
+
+fn bail_unknown_target(to: &str) -> anyhow::Result<(PathBuf, String)> {
+    anyhow::bail!("--to {to}: no such component file")
 }
 
 fn report(e: EngineError) -> ExitCode {

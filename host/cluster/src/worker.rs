@@ -360,6 +360,7 @@ impl Session<'_> {
             fence: Some(fence.clone() as Arc<dyn CommitFence>),
             checkpoint_id_floor: task.epoch << EPOCH_ID_SHIFT,
             split: None,
+            control: None,
         };
         let mesh = self.mesh.clone();
         let engine = self.engine.clone();

@@ -35,7 +35,7 @@ use flumen_blob::BlobStore;
 use flumen_dataflow::{AlignmentMode, CoordAction, Coordinator, CoordinatorConfig, Event, LogicalGraph, PhysicalPlan};
 use flumen_state::{CheckpointStore, Manifest, Participant, RemoteStore, StateFile, StateStore};
 use flumen_types::{NodeId, SubtaskId};
-use flumen_wasm::{OpenContext, OperatorFactory, OperatorInstance};
+use flumen_wasm::{OpenContext, OperatorInstance};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
@@ -119,6 +119,9 @@ pub struct RunOptions {
     /// `resume`, `from_scratch` and `stop` (the leader's decide). `None`: the
     /// regions run whole here.
     pub split: Option<Split>,
+    /// Takes live upgrades of the job's operators while it runs
+    /// ([`crate::JobControl::upgrade`], `upgrade.rs`). `None`: none are taken.
+    pub control: Option<crate::JobControl>,
 }
 
 /// The highest [`RunOptions::checkpoint_id_floor`]: sinks name part files by
@@ -158,6 +161,8 @@ struct Shared {
     fence: Option<Arc<dyn CommitFence>>,
     /// [`RunOptions::checkpoint_id_floor`].
     id_floor: u64,
+    /// Compiles versions that live upgrades brought, when a restore needs them.
+    runtime: flumen_wasm::WasmRuntime,
 }
 
 impl Shared {
@@ -192,10 +197,14 @@ struct RunNode {
     role: RunRole,
 }
 
+// One per node, made once per run: the size of the operator variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum RunRole {
     Source(Box<dyn PlannedSource>),
     Operator {
-        factory: OperatorFactory,
+        /// The version the spec names.
+        version: crate::upgrade::Version,
+        capabilities: flumen_wasm::Capabilities,
         /// Each subtask's context, and its state (granted `state`) as the engine snapshots and restores it.
         ctxs: Vec<(OpenContext, Option<crate::state::SharedState>)>,
         /// Instances opened at prepare time, used by the first attempt.
@@ -220,8 +229,8 @@ impl PreparedJob {
         options: RunOptions,
         stop: impl Future<Output = ()>,
     ) -> Result<JobSummary, EngineError> {
-        let PreparedJob { spec, graph, nodes, metrics, blobs, models, executors } = self;
-        let job = Job { spec, graph, nodes, metrics, blobs, models, guest: executors.guest() };
+        let PreparedJob { spec, graph, nodes, metrics, blobs, models, executors, runtime } = self;
+        let job = Job { spec, graph, nodes, metrics, blobs, models, guest: executors.guest(), runtime };
         // The caller's `stop` stays here, on the caller's side: the job learns of it by a message.
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let stopped = async move {
@@ -260,12 +269,13 @@ struct Job {
     blobs: BlobStore,
     models: Option<Arc<flumen_inference::ModelHub>>,
     guest: tokio::runtime::Handle,
+    runtime: flumen_wasm::WasmRuntime,
 }
 
 impl Job {
     async fn run(self, options: RunOptions, stop: impl Future<Output = ()>) -> Result<JobSummary, EngineError> {
         let started = Instant::now();
-        let Job { spec, graph, nodes, metrics, blobs, models, guest } = self;
+        let Job { spec, graph, nodes, metrics, blobs, models, guest, runtime } = self;
         // Whatever way the run ends, the store keeps only what retained checkpoints pin.
         let _close_blobs = CloseBlobs(blobs.clone());
         let plan = graph.physical();
@@ -385,7 +395,7 @@ impl Job {
             let role = match node.role {
                 Role::Source(p) => RunRole::Source(p),
                 Role::Sink(s) => RunRole::Sink(s),
-                Role::Operator { factory, instances, policy, stateful } => {
+                Role::Operator { factory, version, capabilities, instances, policy, stateful } => {
                     let mut ctxs = Vec::new();
                     let mut opened = Vec::new();
                     for (mut ctx, mut instance) in instances {
@@ -408,7 +418,13 @@ impl Job {
                         ctxs.push((ctx, shared_state));
                         opened.push(Some(instance));
                     }
-                    RunRole::Operator { factory, ctxs, opened, policy }
+                    RunRole::Operator {
+                        version: crate::upgrade::Version { record: version, factory },
+                        capabilities,
+                        ctxs,
+                        opened,
+                        policy,
+                    }
                 }
             };
             run_nodes.push(Some(RunNode {
@@ -435,14 +451,36 @@ impl Job {
             guest,
             fence: options.fence.clone(),
             id_floor: options.checkpoint_id_floor,
+            runtime: runtime.clone(),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut regions: JoinSet<Result<RegionOutcome, EngineError>> = JoinSet::new();
         let mut region_metrics = Vec::new();
         let all_regions = shared.graph.regions();
+        let mut targets: HashMap<String, Result<crate::upgrade::Target, &'static str>> = HashMap::new();
+        let mut boards = Vec::new();
         for (index, name) in chosen {
             let region = &all_regions[index];
             let nodes: Vec<RunNode> = region.nodes.iter().filter_map(|&i| run_nodes[i].take()).collect();
+            let board = Arc::new(crate::upgrade::SwapBoard::default());
+            boards.push(board.clone());
+            for node in &nodes {
+                let kind = match &node.role {
+                    RunRole::Source(_) => Err("source"),
+                    RunRole::Sink(_) => Err("sink"),
+                    RunRole::Operator { version, capabilities, ctxs, .. } => Ok(crate::upgrade::Target {
+                        board: board.clone(),
+                        region: name.clone(),
+                        version: version.clone(),
+                        capabilities: *capabilities,
+                        ctx: ctxs.first().map(|(c, _)| c.clone()),
+                        schema: node.schema.clone(),
+                        checkpoints: shared.spec.checkpoint.as_ref().map(|c| c.interval_ms),
+                        split: options.split.is_some(),
+                    }),
+                };
+                targets.insert(node.id.to_string(), kind);
+            }
             let m = Arc::new(RegionMetrics::new(&name));
             region_metrics.push(m.clone());
             metrics.regions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(m.clone());
@@ -458,10 +496,18 @@ impl Job {
                     Parts { split, control, _pump: AbortOnDrop(pump) }
                 }),
                 attempts: 0,
+                board,
             };
             let span = tracing::info_span!("region", region = %supervisor.name);
             regions.spawn(supervisor.run(stop_rx.clone()).instrument(span));
         }
+
+        // Live upgrades are checked here, off the regions' own loops (compiling takes a while).
+        let _control = options.control.clone().map(|control| {
+            let runtime = runtime.clone();
+            AbortOnDrop(tokio::spawn(crate::upgrade::serve(control, targets, runtime)))
+        });
+        let _end_control = options.control.clone().map(EndControl);
 
         tokio::pin!(stop);
         let mut stop_fired = false;
@@ -604,6 +650,8 @@ struct RegionSupervisor {
     parts: Option<Parts>,
     /// The current attempt's number (from 1); a split region's parts agree on it.
     attempts: u64,
+    /// Its live upgrades (`upgrade.rs`).
+    board: Arc<crate::upgrade::SwapBoard>,
 }
 
 /// This process's part of a split region: the split, and the control messages from the other parts.
@@ -635,6 +683,81 @@ fn followed(outcome: PartEnd) -> Result<RegionOutcome, EngineError> {
             Err(EngineError::PartLost { part: 0, reason: format!("the leading part stopped: {reason}") })
         }
     }
+}
+
+/// Tells a job's control that the run ended, when dropped.
+struct EndControl(crate::JobControl);
+
+impl Drop for EndControl {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
+
+/// The version an operator's participants in a restored checkpoint say runs
+/// after its barrier: at a barrier where a swap happened (`rollback`), the
+/// version the snapshot was taken with. `None`: the spec's. Participants
+/// that disagree are a damaged checkpoint.
+fn recorded_version(
+    node: &NodeId,
+    parallelism: u32,
+    metas: &HashMap<String, ParticipantMeta>,
+) -> Result<Option<crate::upgrade::VersionRecord>, EngineError> {
+    let mut found: Option<Option<crate::upgrade::VersionRecord>> = None;
+    for i in 0..parallelism {
+        let Some(meta) = metas.get(&format!("{node}[{i}]")) else { continue };
+        let v = meta.version.clone().map(|v| match v.rollback {
+            Some(old) => *old,
+            None => v,
+        });
+        match &found {
+            None => found = Some(v),
+            Some(f) if *f == v => {}
+            Some(_) => {
+                return Err(EngineError::checkpoint(format!(
+                    "the participants of `{node}` in the restored checkpoint record different versions"
+                )));
+            }
+        }
+    }
+    Ok(found.flatten())
+}
+
+/// Loads a version a checkpoint recorded from where it was loaded then,
+/// checking that the file is still that component.
+fn load_recorded(
+    shared: &Shared,
+    r: &crate::upgrade::VersionRecord,
+    operator: &str,
+    capabilities: flumen_wasm::Capabilities,
+    running: &crate::upgrade::Version,
+) -> Result<crate::upgrade::Version, EngineError> {
+    let failed = |why: String| {
+        EngineError::checkpoint(format!(
+            "the restored checkpoint runs operator `{operator}` as `{}` (a live upgrade), which {why}",
+            r.plugin
+        ))
+    };
+    if r.path.is_empty() {
+        return Err(failed("names no file".into()));
+    }
+    let v = crate::upgrade::load_version(
+        &shared.runtime,
+        std::path::Path::new(&r.path),
+        &r.plugin,
+        r.config.clone(),
+        operator,
+        capabilities,
+        running,
+    )
+    .map_err(|e| failed(format!("cannot be loaded: {e}")))?;
+    if v.record.component != r.component {
+        return Err(failed(format!(
+            "is no longer at {}: that file is component sha256:{}, the checkpoint ran sha256:{}",
+            r.path, v.record.component, r.component
+        )));
+    }
+    Ok(crate::upgrade::Version { record: crate::upgrade::VersionRecord { rollback: None, ..r.clone() }, ..v })
 }
 
 /// Aborts a task when dropped.
@@ -686,9 +809,21 @@ impl RegionSupervisor {
             let end = self.start(first, stop.clone(), parts.as_deref_mut()).await;
             first = false;
             match end {
-                Ok(AttemptEnd::Finished(w)) => return Ok(RegionOutcome::Finished(w)),
-                Ok(AttemptEnd::Stopped(n)) => return Ok(RegionOutcome::Stopped(n)),
+                Ok(AttemptEnd::Finished(w)) => {
+                    self.board.region_ended(None);
+                    return Ok(RegionOutcome::Finished(w));
+                }
+                Ok(AttemptEnd::Stopped(n)) => {
+                    self.board.region_ended(None);
+                    return Ok(RegionOutcome::Stopped(n));
+                }
+                Err(e @ EngineError::Upgrade { .. }) if self.shared.checkpoints.is_some() => {
+                    // A rollback is a recovery, and not the region's failure: it is not counted.
+                    self.board.region_failed(&e.to_string());
+                    tracing::warn!(region = %self.name, "{e}");
+                }
                 Err(e) => {
+                    self.board.region_failed(&format!("the region failed: {e}"));
                     let restarts = self.metrics.restarts();
                     // A refusal to resume or start over says the same on every attempt.
                     // Nor does a fenced process restart: it must commit nothing more;
@@ -703,6 +838,7 @@ impl RegionSupervisor {
                                 | EngineError::PartLost { .. }
                         );
                     if !restartable || restarts >= u64::from(attempts) {
+                        self.board.region_ended(Some(&e.to_string()));
                         if restartable && attempts > 0 {
                             return Err(EngineError::Restarts {
                                 region: self.name.clone(),
@@ -1124,6 +1260,7 @@ impl RegionSupervisor {
             models: shared.models.clone(),
             kept: restored.map(|m| m.checkpoint).into_iter().collect(),
             fence: shared.fence.clone(),
+            board: self.board.clone(),
         };
         let mut interval = tokio::time::interval(Duration::from_millis(config.interval_ms));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -1344,6 +1481,7 @@ impl RegionSupervisor {
 
         let mut injectors: Vec<mpsc::UnboundedSender<u64>> = Vec::new();
         let mut sinks: HashMap<String, SinkSpec> = HashMap::new();
+        let board = self.board.clone();
         for node in &mut self.nodes {
             let view = NodeView { id: node.id.clone(), schema: node.schema.clone(), metrics: node.metrics.clone() };
             let node_parallelism = node.parallelism;
@@ -1372,26 +1510,51 @@ impl RegionSupervisor {
                         tasks.spawn(task.run(restore_of(&participant)).instrument(span));
                     }
                 }
-                RunRole::Operator { factory, ctxs, opened, policy } => {
+                RunRole::Operator { version: spec_version, capabilities, ctxs, opened, policy } => {
+                    // The version the restored checkpoint says runs after its barrier.
+                    let recorded = recorded_version(&node_id, node_parallelism, &metas)?;
+                    let version = match recorded {
+                        Some(r)
+                            if r.component != spec_version.record.component
+                                || r.config != spec_version.record.config =>
+                        {
+                            let known = board.known(node_id.as_str(), &r);
+                            let v = match known {
+                                Some(v) => v,
+                                None => load_recorded(&shared, &r, node_id.as_str(), *capabilities, spec_version)?,
+                            };
+                            board.remember(node_id.as_str(), v.clone());
+                            tracing::info!(operator = %node_id, version = %v.record.plugin, "runs the version its checkpoint recorded (a live upgrade), not the spec's");
+                            v
+                        }
+                        _ => spec_version.clone(),
+                    };
+                    let is_spec = version.record == spec_version.record;
                     for (i, (ctx, store)) in ctxs.iter().enumerate() {
                         let subtask = ctx.subtask;
                         let participant = format!("{}[{subtask}]", node_id);
                         let id = SubtaskId { node: node_id.clone(), index: subtask };
                         let gate = InputGate::new(inputs.remove(&id).unwrap_or_default(), shared.mode);
                         let router = router_for(&view, subtask, &mut outputs)?;
-                        let instance = match opened.get_mut(i).and_then(Option::take) {
+                        let mut ctx = ctx.clone();
+                        ctx.config_json = version.record.config.clone();
+                        let opened = opened.get_mut(i).and_then(Option::take);
+                        let instance = match opened.filter(|_| is_spec) {
                             Some(inst) => inst,
-                            None => factory.instantiate(ctx).await.map_err(EngineError::Operator)?,
+                            None => version.factory.instantiate(&ctx).await.map_err(EngineError::Operator)?,
                         };
                         let task = OperatorTask {
-                            factory: factory.clone(),
-                            ctx: ctx.clone(),
+                            factory: version.factory.clone(),
+                            ctx,
                             instance,
                             policy: policy.clone(),
                             metrics: node_metrics.clone(),
                             ckpt: link(participant.clone()),
                             chain: Vec::new(),
                             state: store.clone(),
+                            version: version.record.clone(),
+                            spec_version: spec_version.record.clone(),
+                            board: Some(board.clone()),
                         };
                         let span = tracing::info_span!("subtask", node = %node_id, subtask);
                         tasks
@@ -1598,6 +1761,8 @@ struct CheckpointDriver {
     kept: std::collections::VecDeque<u64>,
     /// Asked right before the manifest is written and before the sinks' transactions are published.
     fence: Option<Arc<dyn CommitFence>>,
+    /// The region's live upgrades: armed at a trigger, confirmed by a completion.
+    board: Arc<crate::upgrade::SwapBoard>,
 }
 
 impl CheckpointDriver {
@@ -1628,7 +1793,13 @@ impl CheckpointDriver {
         for action in self.coordinator.tick(now) {
             self.act(action).await?;
         }
+        // A version on probation holds the next checkpoint (except the final one).
+        if !self.finished && self.board.holds_checkpoints(Instant::now()) {
+            return Ok(());
+        }
         if let Some(n) = self.coordinator.trigger(now) {
+            // Before any barrier of `n` is injected.
+            self.board.arm(n);
             let span = tracing::info_span!(
                 "checkpoint",
                 checkpoint = n,
@@ -1652,6 +1823,7 @@ impl CheckpointDriver {
     /// Every task ended: the final checkpoint holds what each reported at its end.
     async fn finish(&mut self) -> Result<(), EngineError> {
         self.finished = true;
+        self.board.input_ended();
         for _ in 0..3 {
             let pending = self.coordinator.pending();
             if !pending.is_empty() {
@@ -1689,6 +1861,17 @@ impl CheckpointDriver {
                     span.record("outcome", "aborted");
                 }
                 self.metrics.add_aborted();
+                if let Some((at, operator)) = self.board.armed_at()
+                    && at == checkpoint
+                {
+                    // The barrier an upgrade took over at will never be a checkpoint to confirm it by.
+                    return Err(EngineError::Upgrade {
+                        operator,
+                        reason: format!(
+                            "checkpoint {checkpoint}, at whose barrier it took over, was aborted: {reason}"
+                        ),
+                    });
+                }
                 Ok(())
             }
             CoordAction::Commit { checkpoint } => {
@@ -1751,6 +1934,7 @@ impl CheckpointDriver {
         self.note(commit)?;
         check_fence(self.fence.as_ref())?;
         self.publish(&manifest)?;
+        self.board.completed(checkpoint);
         self.committed.store(checkpoint, std::sync::atomic::Ordering::Release);
         fail::fail_point!("checkpoint::after-commit", |_| std::process::abort());
         let took = self.triggered.remove(&checkpoint).map(|(t, span)| {

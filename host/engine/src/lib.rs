@@ -23,6 +23,7 @@ mod router;
 mod split;
 mod state;
 mod task;
+mod upgrade;
 
 use std::path::PathBuf;
 
@@ -31,6 +32,7 @@ pub use arrow_schema::{Schema, SchemaRef};
 pub use exec::{CHECKPOINT_ID_FLOOR_MAX, CommitFence, RunOptions};
 pub use flumen_dataflow::Event;
 pub use split::{LinkFuture, PartLink, RemoteReceiver, RemoteSender, Split};
+pub use upgrade::{HEALTH_BATCHES_DEFAULT, JobControl, UpgradeError, UpgradeOutcome, UpgradeRequest};
 
 pub use flumen_connectors::ConnectorError;
 pub use flumen_dataflow::{LogicalGraph, NodeKind, Region};
@@ -248,6 +250,11 @@ pub enum EngineError {
     /// A model repository cannot be read, or one of its models loaded.
     #[error("{0}")]
     Models(String),
+    /// A version on probation after a live upgrade failed (to open, to
+    /// restore, or a call): the region restarts from a checkpoint that runs
+    /// the old version (see `upgrade.rs`). Not counted as a restart.
+    #[error("operator `{operator}`: the upgraded version failed on probation, rolling back: {reason}")]
+    Upgrade { operator: String, reason: String },
     #[error("internal error: {0}")]
     Internal(String),
 }

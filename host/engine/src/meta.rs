@@ -56,6 +56,10 @@ pub(crate) struct ParticipantMeta {
     /// Blobs this checkpoint pinned so that they outlive a restart.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) blobs: Vec<PinnedBlob>,
+    /// The version of an operator that processes what comes after the
+    /// barrier, once a live upgrade changed it from the spec's (`upgrade.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) version: Option<crate::upgrade::VersionRecord>,
 }
 
 /// The in-flight batches of one input port.
@@ -99,6 +103,7 @@ impl Default for ParticipantMeta {
             guest: None,
             retained: Vec::new(),
             blobs: Vec::new(),
+            version: None,
         }
     }
 }

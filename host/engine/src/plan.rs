@@ -31,6 +31,8 @@ pub struct PreparedJob {
     pub(crate) models: Option<Arc<flumen_inference::ModelHub>>,
     /// The engine's threads, which run the job.
     pub(crate) executors: Arc<crate::executor::Executors>,
+    /// Compiles the versions a live upgrade brings.
+    pub(crate) runtime: flumen_wasm::WasmRuntime,
 }
 
 #[derive(Debug)]
@@ -42,10 +44,16 @@ pub(crate) struct PreparedNode {
     pub(crate) metrics: Arc<crate::NodeMetrics>,
 }
 
+// One per node, made once per run: the size of the operator variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Role {
     Source(Box<dyn PlannedSource>),
     Operator {
         factory: OperatorFactory,
+        /// What checkpoints record of the version the spec names.
+        version: crate::upgrade::VersionRecord,
+        /// What the job grants it; an upgraded version links with the same.
+        capabilities: flumen_wasm::Capabilities,
         instances: Vec<(OpenContext, OperatorInstance)>,
         policy: flumen_types::FailurePolicy,
         /// Granted `state`: gets a state store and takes part in checkpoints with it.
@@ -161,10 +169,18 @@ impl Engine {
                 NodeKind::Operator => {
                     let op = &spec.operators[n - n_sources];
                     let inputs = input_schemas()?;
-                    let (factory, instances) = self.open_operator(&spec, op, node, inputs, &blobs, &models).await?;
+                    let (factory, version, instances) =
+                        self.open_operator(&spec, op, node, inputs, &blobs, &models).await?;
                     schemas[n] = Some(instances[0].1.output_schema().clone());
-                    let stateful = capabilities(op).map_err(at)?.state;
-                    roles[n] = Some(Role::Operator { factory, instances, policy: op.on_error.clone(), stateful });
+                    let capabilities = capabilities(op).map_err(at)?;
+                    roles[n] = Some(Role::Operator {
+                        factory,
+                        version,
+                        capabilities,
+                        instances,
+                        policy: op.on_error.clone(),
+                        stateful: capabilities.state,
+                    });
                 }
                 NodeKind::Sink => {
                     let s = &spec.sinks[n - n_sources - n_ops];
@@ -214,7 +230,16 @@ impl Engine {
             regions: Default::default(),
             models: models.clone(),
         });
-        Ok(PreparedJob { spec, graph, nodes, metrics, blobs, models, executors: self.executors.clone() })
+        Ok(PreparedJob {
+            spec,
+            graph,
+            nodes,
+            metrics,
+            blobs,
+            models,
+            executors: self.executors.clone(),
+            runtime: self.runtime.clone(),
+        })
     }
 
     async fn open_operator(
@@ -225,7 +250,8 @@ impl Engine {
         inputs: Vec<SchemaRef>,
         blobs: &BlobStore,
         models: &Option<Arc<flumen_inference::ModelHub>>,
-    ) -> Result<(OperatorFactory, Vec<(OpenContext, OperatorInstance)>), EngineError> {
+    ) -> Result<(OperatorFactory, crate::upgrade::VersionRecord, Vec<(OpenContext, OperatorInstance)>), EngineError>
+    {
         let at = |m: String| EngineError::Spec(spec.error_for(&op.id, m));
         let path = self.resolve_plugin(spec, op).map_err(at)?;
         let component = tokio::task::block_in_place(|| self.runtime.load_component(&path))
@@ -269,7 +295,14 @@ impl Engine {
             }
             instances.push((ctx, instance));
         }
-        Ok((factory, instances))
+        let version = crate::upgrade::VersionRecord {
+            plugin: op.plugin.clone(),
+            component: hex::encode(component.digest),
+            config: config_json,
+            path: std::path::absolute(&path).unwrap_or_else(|_| path.clone()).display().to_string(),
+            rollback: None,
+        };
+        Ok((factory, version, instances))
     }
 
     /// A plugin name is looked up in the plugin directories as `<name>.wasm`;

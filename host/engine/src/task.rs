@@ -38,6 +38,7 @@ use crate::gate::{GateEvent, InputGate};
 use crate::meta::{InflightFile, ParticipantMeta};
 use crate::metrics::NodeMetrics;
 use crate::router::Router;
+use crate::upgrade::{SwapBoard, Version, VersionRecord};
 use flumen_connectors::{SinkWriter, SourceReader};
 
 /// What a finished subtask hands back to the driver.
@@ -484,6 +485,12 @@ pub(crate) struct OperatorTask {
     pub(crate) chain: Vec<StateFile>,
     /// Its keyed state (granted `state`), the store its instances' handle shares.
     pub(crate) state: Option<crate::state::SharedState>,
+    /// The version it runs, and the one the spec names (checkpoints record
+    /// the version only when it differs: after a live upgrade).
+    pub(crate) version: VersionRecord,
+    pub(crate) spec_version: VersionRecord,
+    /// Its region's live upgrades (`upgrade.rs`).
+    pub(crate) board: Option<Arc<SwapBoard>>,
 }
 
 impl OperatorTask {
@@ -580,7 +587,12 @@ impl OperatorTask {
                     router.watermark(w).await?;
                 }
                 GateEvent::Snapshot { checkpoint } => {
-                    pending = Some(self.snapshot(checkpoint).await?);
+                    let (files, mut meta, saved) = self.snapshot(checkpoint).await?;
+                    let next = self.board.as_ref().and_then(|b| b.swap_at(&self.ctx.operator_id, checkpoint));
+                    if let Some(next) = next {
+                        meta.version = Some(self.swap(next, saved).await?);
+                    }
+                    pending = Some((files, meta));
                     router.barrier(checkpoint).await?;
                 }
                 GateEvent::Complete { checkpoint } => {
@@ -641,7 +653,10 @@ impl OperatorTask {
     /// Writes this subtask's part of checkpoint `checkpoint`: its keyed state
     /// (a delta, or a full snapshot when the chain has grown long) and the
     /// guest's own snapshot. Returns the files a restore needs and their roles.
-    async fn snapshot(&mut self, checkpoint: u64) -> Result<(Vec<StateFile>, ParticipantMeta), EngineError> {
+    async fn snapshot(
+        &mut self,
+        checkpoint: u64,
+    ) -> Result<(Vec<StateFile>, ParticipantMeta, Option<Vec<u8>>), EngineError> {
         let Some(ck) = self.ckpt.clone() else { return Ok(Default::default()) };
         if let Some(state) = self.state.clone() {
             let full = flumen_state::should_write_full(&self.chain);
@@ -660,8 +675,13 @@ impl OperatorTask {
         let mut files = self.chain.clone();
         let mut meta =
             ParticipantMeta { state: self.chain.iter().map(|f| f.name.clone()).collect(), ..ParticipantMeta::new() };
+        if self.version != self.spec_version {
+            meta.version = Some(self.version.clone());
+        }
+        let mut saved = None;
         if self.instance.has_snapshot() {
             let bytes = self.instance.save().await.map_err(EngineError::Operator)?.unwrap_or_default();
+            saved = Some(bytes.clone());
             if !bytes.is_empty() {
                 let name = ck.file_name("guest", checkpoint, "bin");
                 let f = tokio::task::block_in_place(|| {
@@ -680,7 +700,40 @@ impl OperatorTask {
                 meta.retained = retained.iter().map(hex::encode).collect();
             }
         }
-        Ok((files, meta))
+        Ok((files, meta, saved))
+    }
+
+    /// Step 4 of a live upgrade (`upgrade.rs`): right after the snapshot for
+    /// the armed checkpoint, the new version opens on the same state and
+    /// takes the old one's saved memory. Returns what the checkpoint records.
+    async fn swap(&mut self, next: Version, saved: Option<Vec<u8>>) -> Result<VersionRecord, EngineError> {
+        let operator = self.ctx.operator_id.clone();
+        let failed = |reason: String| EngineError::Upgrade { operator: operator.clone(), reason };
+        let mut ctx = self.ctx.clone();
+        ctx.config_json = next.record.config.clone();
+        let mut fresh = next.factory.instantiate(&ctx).await.map_err(|e| failed(format!("open: {e}")))?;
+        fresh.set_state(ctx.state.clone());
+        if let Some(bytes) = saved.filter(|b| !b.is_empty()) {
+            if !fresh.has_snapshot() {
+                return Err(failed(
+                    "the running version keeps memory it saves at checkpoints (`snapshot`), and the new one cannot \
+                     restore it (it does not export `snapshot`)"
+                        .into(),
+                ));
+            }
+            fresh.restore(&bytes).await.map_err(|e| failed(format!("restore: {e}")))?;
+        }
+        let recorded = VersionRecord { rollback: Some(Box::new(self.version.clone())), ..next.record.clone() };
+        tracing::info!(operator = %operator, subtask = ctx.subtask, version = %next.record.plugin, "swapped to the new version");
+        self.instance = fresh;
+        self.factory = next.factory;
+        self.ctx = ctx;
+        self.version = next.record;
+        Ok(recorded)
+    }
+
+    fn on_probation(&self) -> bool {
+        self.board.as_ref().is_some_and(|b| b.on_probation(&self.ctx.operator_id))
     }
 
     /// One batch under the failure policy: `Some(outputs)` on success, `None`
@@ -699,12 +752,19 @@ impl OperatorTask {
             self.account(t, before);
             let error = match result {
                 Ok(out) => {
+                    if let Some(board) = &self.board {
+                        board.batch_ok(&self.ctx.operator_id);
+                    }
                     self.recycle_if_due().await?;
                     return Ok(Some(out));
                 }
                 Err(e) => e,
             };
             NodeMetrics::add(&self.metrics.failures, 1);
+            if self.on_probation() {
+                // Whatever the failure policy: a new version that fails on probation rolls back.
+                return Err(EngineError::Upgrade { operator: self.ctx.operator_id.clone(), reason: error.to_string() });
+            }
             tracing::warn!(operator = %error.operator, attempt, "{}", error.message);
             // The instance is poisoned: replace it before anything else.
             self.instance = self.factory.instantiate(&self.ctx).await.map_err(EngineError::Operator)?;

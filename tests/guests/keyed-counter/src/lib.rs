@@ -25,12 +25,14 @@
 //!   the state `big`, then reads `keys` keys cycling over them with one
 //!   `value-get-many` and checks every length; the host must charge what it
 //!   copies to `limits.host_memory_mb` (a read over it fails the batch).
+//! - `tag`: appends a column `tag: utf8` (non-null) holding this string on
+//!   every row: which version of the operator processed a row (live upgrades).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flumen_sdk::arrow_array::{ArrayRef, Int64Array};
+use flumen_sdk::arrow_array::{ArrayRef, Int64Array, StringArray};
 use flumen_sdk::state::{self, ValueState};
 use flumen_sdk::{Context, DataType, Emitter, Error, Field, Operator, RecordBatch, Schema, SchemaRef, export_operator};
 use serde::Deserialize;
@@ -51,6 +53,8 @@ struct Config {
     trap_after_rows: Option<u64>,
     #[serde(default)]
     big_reads: Option<BigReads>,
+    #[serde(default)]
+    tag: Option<String>,
 }
 
 #[derive(Deserialize, Clone, Copy)]
@@ -89,6 +93,7 @@ struct KeyedCounter {
     rows_received: u64,
     /// `big_reads` still to do (on the first batch).
     big_reads: Option<BigReads>,
+    tag: Option<String>,
 }
 
 impl Operator for KeyedCounter {
@@ -105,6 +110,9 @@ impl Operator for KeyedCounter {
         }
         let mut fields: Vec<Arc<Field>> = input.fields().iter().cloned().collect();
         fields.push(Arc::new(Field::new(COUNT, DataType::Int64, false)));
+        if config.tag.is_some() {
+            fields.push(Arc::new(Field::new("tag", DataType::Utf8, false)));
+        }
         let schema = Arc::new(Schema::new_with_metadata(fields, input.metadata().clone()));
         let counts = match config.mode {
             Mode::State => Counts::Host(ValueState::new(COUNT)),
@@ -118,6 +126,7 @@ impl Operator for KeyedCounter {
             trap_after_rows: config.trap_after_rows,
             rows_received: 0,
             big_reads: config.big_reads,
+            tag: config.tag,
         })
     }
 
@@ -157,7 +166,11 @@ impl Operator for KeyedCounter {
                 .collect(),
         };
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        let rows = counts.len();
         columns.push(Arc::new(Int64Array::from(counts)));
+        if let Some(tag) = &self.tag {
+            columns.push(Arc::new(StringArray::from(vec![tag.as_str(); rows])));
+        }
         out.emit(&RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 
