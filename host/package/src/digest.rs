@@ -13,15 +13,19 @@
 //!    characters U+0008, U+0009, U+000A, U+000C, U+000D as `\b`, `\t`, `\n`, `\f`, `\r`; every
 //!    other character below U+0020 as `\u00XX` with lowercase hex. Nothing else is escaped
 //!    (not `/`, not non-ASCII characters).
-//! 4. Integers are written in decimal, with a leading `-` when negative and no `+`, leading
-//!    zeros or exponent. Other numbers (only a config schema can hold them) are written as the
-//!    shortest decimal that reads back as the same IEEE-754 double, with at least one digit
-//!    after the point (`0.5`, `1.0`, `1e100` is `1e100`): serde_json's formatting of an `f64`.
+//! 4. Numbers are written in plain decimal notation, never with an exponent, a `+` or leading
+//!    zeros, and with a leading `-` when negative. An integer is written as its digits. Any
+//!    other number (only a config schema holds them) is an IEEE-754 double, written with the
+//!    fewest significant digits that read back as the same double (of those, the closest to
+//!    its exact value), with a fractional part only when that is not zero: `0.5`, `1` for
+//!    `1.0`, `0.00000015` for `1.5e-7`. Negative zero is written `0`. (This is Rust's `Display`
+//!    of an `f64`; it does not depend on the serde_json version.)
 //! 5. `true`, `false` and `null` are written as such.
 //!
 //! A verifier never needs to reproduce this form: the digest is over the bytes of
 //! `manifest.json` as stored. Readers of this crate refuse a `manifest.json` that is not in
-//! this form, so that one manifest has exactly one digest.
+//! this form, so that one manifest has exactly one digest; building a package refuses a
+//! manifest whose numbers would not read back to the same form.
 
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
@@ -90,10 +94,28 @@ fn write_canonical(value: &Value, out: &mut String) {
             out.push(']');
         }
         Value::String(s) => write_string(s, out),
-        // serde_json's own formatting: itoa for integers, ryu for the rest (rule 4).
-        Value::Number(n) => out.push_str(&n.to_string()),
+        Value::Number(n) => write_number(n, out),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Null => out.push_str("null"),
+    }
+}
+
+/// Rule 4: integers as digits; other numbers as Rust's shortest round-trip `Display` of an
+/// `f64` (plain notation), negative zero as `0`.
+fn write_number(n: &serde_json::Number, out: &mut String) {
+    if let Some(i) = n.as_i64() {
+        out.push_str(&i.to_string());
+    } else if let Some(u) = n.as_u64() {
+        out.push_str(&u.to_string());
+    } else {
+        // A serde_json number is finite; without `arbitrary_precision` it is an i64, a u64 or
+        // an f64, and with it `as_f64` still reads it.
+        let f = n.as_f64().unwrap_or(0.0);
+        if f == 0.0 {
+            out.push('0');
+        } else {
+            out.push_str(&f.to_string());
+        }
     }
 }
 
@@ -145,6 +167,24 @@ mod tests {
     }
 
     #[test]
+    fn canonical_numbers_are_plain_decimals() {
+        let cases = [
+            (json!(1.0), "1"),
+            (json!(0.5), "0.5"),
+            (json!(-2.25), "-2.25"),
+            (json!(1.5e-7), "0.00000015"),
+            (json!(-0.0), "0"),
+            (json!(0.1), "0.1"),
+            (json!(u64::MAX), "18446744073709551615"),
+            (json!(i64::MIN), "-9223372036854775808"),
+            (json!(1e21), "1000000000000000000000"),
+        ];
+        for (value, text) in cases {
+            assert_eq!(canonical_json(&value), text, "{value:?}");
+        }
+    }
+
+    #[test]
     fn canonical_json_escapes_only_what_the_rules_say() {
         let value = json!("q\"b\\n\n\u{1}/é\t");
         assert_eq!(canonical_json(&value), "\"q\\\"b\\\\n\\n\\u0001/é\\t\"");
@@ -154,7 +194,8 @@ mod tests {
 
     #[test]
     fn canonical_json_reads_back_to_itself() {
-        let value = json!({"n": 1.0, "big": 1e100, "small": 1.5e-7, "i": -9007199254740993i64, "u": u64::MAX});
+        let value = json!({"n": 1.0, "big": 1e100, "small": 1.5e-7, "i": -9007199254740993i64, "u": u64::MAX,
+            "f": 0.1, "g": 123.456, "neg": -0.0});
         let text = canonical_json(&value);
         let again: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(canonical_json(&again), text);

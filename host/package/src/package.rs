@@ -111,6 +111,17 @@ impl Package {
         if manifest_json.len() as u64 > MANIFEST_BYTES_MAX {
             return Err(PackageError::ManifestTooLarge { package: manifest.id(), size: manifest_json.len() as u64 });
         }
+        // Keep the manifest as a reader will see it (a `1.0` in the schema reads back as `1`),
+        // and refuse one a reader would not see as written.
+        let unstable = || PackageError::Invalid {
+            origin: origin.clone(),
+            key: "config_schema",
+            message: "a number in it does not read back as written; write it with fewer significant digits".to_owned(),
+        };
+        let manifest: Manifest = serde_json::from_str(&manifest_json).map_err(|_| unstable())?;
+        if manifest_to_canonical_json(&manifest) != manifest_json {
+            return Err(unstable());
+        }
         let digest = content_digest(manifest_json.as_bytes());
         Ok(Package { manifest, manifest_json, digest, component: component_bytes.to_vec(), signatures: Vec::new() })
     }
@@ -382,6 +393,26 @@ pub(crate) mod tests {
             let digest = content_digest(manifest_to_canonical_json(&m).as_bytes());
             assert_ne!(digest, base.digest(), "changing {field} must change the digest");
         }
+    }
+
+    #[test]
+    fn fractional_numbers_in_the_schema_survive_write_and_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "name = \"score\"\nversion = \"0.1.0\"\ndescription = \"x\"\n[config_schema]\ntype = \"object\"\n\
+                    [config_schema.properties.p]\ntype = \"number\"\nminimum = 0.0\nmaximum = 1.0\nmultipleOf = 0.01\n\
+                    [config_schema.properties.tiny]\nexclusiveMinimum = 1.5e-7\n";
+        let source = PackageSource::from_toml_str(text, "package.toml").unwrap();
+        let pkg = Package::build(source, "flumen:dataflow@0.2.0".to_owned(), b"c").unwrap();
+        assert!(
+            pkg.manifest_json().contains(r#""maximum":1,"minimum":0,"multipleOf":0.01,"#),
+            "{}",
+            pkg.manifest_json()
+        );
+        assert!(pkg.manifest_json().contains(r#""exclusiveMinimum":0.00000015"#), "{}", pkg.manifest_json());
+        pkg.write_dir(dir.path()).unwrap();
+        assert_eq!(Package::read_dir(dir.path()).unwrap(), pkg);
+        pkg.manifest().check_config(&serde_json::json!({"p": 0.25})).unwrap();
+        assert!(pkg.manifest().check_config(&serde_json::json!({"p": 1.5})).is_err());
     }
 
     #[test]
