@@ -42,7 +42,7 @@
 //! 2. The component digest is the digest of the bytes of `component.wasm`.
 //! 3. The package digest is the digest of the bytes of `manifest.json`, which is the manifest
 //!    written as canonical JSON ([`digest`] numbers the rules: sorted keys at every depth, no
-//!    whitespace, serde_json's string escapes and number forms). The manifest names the
+//!    whitespace, JSON string escapes, numbers in plain decimal). The manifest names the
 //!    component digest, so the package digest covers the component too. Signatures are not
 //!    part of it: signing does not change a package's identity.
 //!
