@@ -13,6 +13,7 @@ mod certs;
 mod cluster;
 mod control;
 mod guests;
+mod packages;
 mod plugin;
 
 /// Exit codes and environment variables, shown by `--help`.
