@@ -1,5 +1,7 @@
 //! `flumen plugin new|build|test`: scaffold an operator in Rust, Python,
-//! JavaScript or C, build it into a validated component, and run its sample job.
+//! JavaScript or C, build it into a validated component, and run its sample job;
+//! `keygen|package|sign|verify|publish|pull|search|info` (in `package`): operator
+//! packages, their signatures and registries.
 //!
 //! A Rust plugin is a crate (`Cargo.toml`); any other language's plugin is a
 //! directory with a `plugin.toml` (`name`, `language`, `capabilities`) and its
@@ -10,6 +12,7 @@
 
 mod c;
 mod js;
+mod package;
 mod python;
 mod rust;
 
@@ -50,6 +53,29 @@ pub enum PluginCommand {
         #[arg(default_value = ".")]
         dir: PathBuf,
     },
+    /// Make an Ed25519 key pair for signing packages; prints its key id and
+    /// the trust file entry that trusts it.
+    Keygen(package::KeygenArgs),
+    /// Package a plugin: its component (built, or --component) and
+    /// package.toml into a package directory; prints its digests.
+    Package(package::PackageArgs),
+    /// Sign a package directory with a private key.
+    Sign(package::SignArgs),
+    /// Check a package's contents and that the trust policy accepts it; exit 2
+    /// with the reason when not.
+    Verify(package::VerifyArgs),
+    /// Publish a package directory to a registry (a directory or
+    /// oci://host[:port]/namespace; default: the local store). Refuses a
+    /// package the trust policy would refuse.
+    Publish(package::PublishArgs),
+    /// Pull `name@version` from a registry into the local store, checking it
+    /// against the trust policy first.
+    Pull(package::PullArgs),
+    /// List the packages of a registry whose name or description holds TEXT;
+    /// for an OCI registry, the versions of the package TEXT.
+    Search(package::SearchArgs),
+    /// Show a package's manifest, digests and signatures.
+    Info(package::InfoArgs),
 }
 
 pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
@@ -70,6 +96,14 @@ pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         PluginCommand::Test { dir } => test(&dir),
+        PluginCommand::Keygen(args) => package::keygen(args),
+        PluginCommand::Package(args) => package::package(args),
+        PluginCommand::Sign(args) => package::sign(args),
+        PluginCommand::Verify(args) => package::verify(args),
+        PluginCommand::Publish(args) => package::publish(args),
+        PluginCommand::Pull(args) => package::pull(args),
+        PluginCommand::Search(args) => package::search(args),
+        PluginCommand::Info(args) => package::info(args),
     }
 }
 
