@@ -202,6 +202,7 @@ fn counters(job: &Path) -> Result<Vec<(&'static str, u64)>, String> {
         let engine = flumen_engine::Engine::new(flumen_engine::EngineOptions {
             plugin_dirs: vec![PathBuf::from(env!("FLUMEN_PLUGIN_DIR"))],
             cache_dir: Some(target_dir().join("w6-images/component-cache")),
+            packages: None,
         })
         .map_err(|e| e.to_string())?;
         let prepared = engine.prepare(job).await.map_err(|e| e.to_string())?;

@@ -30,8 +30,12 @@ pub fn flumen_bin() -> &'static str {
 pub fn engine() -> Engine {
     ensure_guests();
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("component-cache");
-    Engine::new(EngineOptions { plugin_dirs: vec![PathBuf::from(env!("FLUMEN_PLUGIN_DIR"))], cache_dir: Some(cache) })
-        .expect("engine starts")
+    Engine::new(EngineOptions {
+        plugin_dirs: vec![PathBuf::from(env!("FLUMEN_PLUGIN_DIR"))],
+        cache_dir: Some(cache),
+        packages: None,
+    })
+    .expect("engine starts")
 }
 
 /// A temp dir holding `job.toml` with `text` (where `{guest:NAME}` becomes a

@@ -21,6 +21,7 @@ mod media_image;
 mod media_text;
 mod media_video;
 mod object_store;
+mod package_jobs;
 mod packages;
 mod pipeline;
 mod policy;

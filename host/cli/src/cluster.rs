@@ -191,9 +191,13 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let packages = crate::lock::engine_packages(&args.plugins.trust)?;
     let plugin_dirs = super::plugin_dirs(args.plugins);
-    let engine =
-        flumen_engine::Engine::new(flumen_engine::EngineOptions { plugin_dirs, cache_dir: super::cache_dir() })?;
+    let engine = flumen_engine::Engine::new(flumen_engine::EngineOptions {
+        plugin_dirs,
+        cache_dir: super::cache_dir(),
+        packages: Some(packages),
+    })?;
     super::runtime()?.block_on(async {
         let creds = credentials(&args.certs, &args.id)?;
         let endpoint = bind(&creds, args.listen)?;
@@ -320,9 +324,12 @@ fn exit_for(state: JobState) -> ExitCode {
 
 pub fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let job = std::path::absolute(&args.job).with_context(|| format!("{}", args.job.display()))?;
+    let trust = args.plugins.trust.policy()?;
     let plugin_dirs = super::plugin_dirs(args.plugins);
     super::build_missing_plugins(&job, &plugin_dirs)?;
     super::runtime()?.block_on(async {
+        // The workers load packages from the local store (a shared file system, as for the job's files).
+        crate::lock::pull_locked(&job, &trust).await?;
         let side = client(&args.at)?;
         let answer = ask(&side, Request::Submit { spec: job.display().to_string(), resume: args.resume }).await?;
         let Response::Submitted { job } = answer else { return Ok(print_response(answer)) };

@@ -31,6 +31,8 @@ pub enum ControlRequest {
         /// The new config (JSON); `None` keeps the spec's.
         config: Option<serde_json::Value>,
         health_batches: u32,
+        /// The new version's package manifest, when it is a package.
+        package: Option<flumen_engine::PackageManifest>,
     },
 }
 
@@ -97,9 +99,10 @@ async fn answer(stream: tokio::net::UnixStream, control: JobControl) -> anyhow::
     BufReader::new(read.take(REQUEST_BYTES_MAX)).read_line(&mut line).await?;
     let reply = match serde_json::from_str::<ControlRequest>(&line) {
         Err(e) => ControlReply::Error(format!("a malformed request: {e}")),
-        Ok(ControlRequest::Upgrade { operator, component, reference, config, health_batches }) => {
+        Ok(ControlRequest::Upgrade { operator, component, reference, config, health_batches, package }) => {
             let mut request = UpgradeRequest::new(operator, component, reference);
             request.config_json = config.map(|c| c.to_string());
+            request.package = package;
             request.health_batches = health_batches.max(1);
             match control.upgrade(request).await {
                 Ok(outcome) => ControlReply::Upgraded(outcome),

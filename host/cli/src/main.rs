@@ -13,6 +13,7 @@ mod certs;
 mod cluster;
 mod control;
 mod guests;
+mod lock;
 mod packages;
 mod plugin;
 
@@ -91,6 +92,9 @@ enum Command {
         #[arg(long, value_name = "SOCKET")]
         control: Option<PathBuf>,
     },
+    /// Pin the packages a job names by version (`plugin = "name@^1"`) to
+    /// digests in `flumen.lock` beside it, pulling them into the local store.
+    Lock(lock::LockArgs),
     /// Act on a running job: upgrade one of its operators live.
     Job {
         #[command(subcommand)]
@@ -180,9 +184,13 @@ enum JobCommand {
         /// The operator's id in the job spec.
         #[arg(long)]
         operator: String,
-        /// The new version: a component file (`.wasm`).
+        /// The new version: a package in the local store (`name@1.2.0`,
+        /// `name@^1`, `name@sha256:…`), checked by the trust policy and for
+        /// state compatibility; or a component file (`.wasm`).
         #[arg(long, value_name = "VERSION")]
         to: String,
+        #[command(flatten)]
+        trust: lock::TrustArgs,
         /// The new version's config as JSON (default: the spec's).
         #[arg(long)]
         config: Option<String>,
@@ -214,6 +222,9 @@ struct PluginArgs {
     /// Extra directory searched for plugins named by bare name (repeatable).
     #[arg(long = "plugin-dir")]
     plugin_dirs: Vec<PathBuf>,
+    /// Who may sign the packages a job names (`plugin = "name@version"`).
+    #[command(flatten)]
+    trust: lock::TrustArgs,
 }
 
 fn main() -> ExitCode {
@@ -324,8 +335,12 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
             control,
         )),
         Command::Job { command } => runtime()?.block_on(job_command(command)),
+        Command::Lock(args) => runtime()?.block_on(async {
+            lock::lock(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }),
         Command::Plan { job, plugins } => runtime()?.block_on(async {
-            let engine = engine(plugins, &job)?;
+            let engine = engine(plugins, &job).await?;
             let prepared = match engine.prepare(&job).await {
                 Ok(p) => p,
                 Err(e) => return Ok(report(e)),
@@ -394,11 +409,14 @@ fn builtin_plugin_dir() -> PathBuf {
     std::env::var_os("FLUMEN_PLUGIN_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(env!("FLUMEN_PLUGIN_DIR")))
 }
 
-/// An engine over `job`'s plugins, building those it needs from source first.
-fn engine(plugins: PluginArgs, job: &Path) -> anyhow::Result<Engine> {
+/// An engine over `job`'s plugins, building those it needs from source
+/// first and pulling the packages its lockfile pins that are not local.
+async fn engine(plugins: PluginArgs, job: &Path) -> anyhow::Result<Engine> {
+    let packages = lock::engine_packages(&plugins.trust)?;
+    lock::pull_locked(job, &packages.trust).await?;
     let plugin_dirs = plugin_dirs(plugins);
     build_missing_plugins(job, &plugin_dirs)?;
-    Ok(Engine::new(EngineOptions { plugin_dirs, cache_dir: cache_dir() })?)
+    Ok(Engine::new(EngineOptions { plugin_dirs, cache_dir: cache_dir(), packages: Some(packages) })?)
 }
 
 /// Builds the plugins `job` names by bare name that are in no plugin
@@ -462,7 +480,7 @@ async fn run(
     mut options: flumen_engine::RunOptions,
     control: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
-    let engine = engine(plugins, &job)?;
+    let engine = engine(plugins, &job).await?;
     let prepared = match engine.prepare(&job).await {
         Ok(p) => p,
         Err(e) => return Ok(report(e)),
@@ -534,13 +552,14 @@ async fn run(
 
 async fn job_command(command: JobCommand) -> anyhow::Result<ExitCode> {
     match command {
-        JobCommand::Upgrade { control: socket, operator, to, config, health_batches } => {
+        JobCommand::Upgrade { control: socket, operator, to, config, health_batches, trust } => {
             let config = match config {
                 None => None,
                 Some(text) => Some(serde_json::from_str(&text).context("--config is not JSON")?),
             };
-            let (component, reference) = upgrade_target(&to)?;
-            let request = control::ControlRequest::Upgrade { operator, component, reference, config, health_batches };
+            let (component, reference, package) = upgrade_target(&to, &trust)?;
+            let request =
+                control::ControlRequest::Upgrade { operator, component, reference, config, health_batches, package };
             match control::send(&socket, &request).await? {
                 control::ControlReply::Upgraded(outcome) => {
                     println!("{}", serde_json::to_string(&outcome)?);
@@ -558,18 +577,23 @@ async fn job_command(command: JobCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The component an upgrade's `--to` names, and the reference checkpoints record.
-fn upgrade_target(to: &str) -> anyhow::Result<(PathBuf, String)> {
+/// The component an upgrade's `--to` names, the reference checkpoints
+/// record, and its package manifest when it is a package.
+fn upgrade_target(
+    to: &str,
+    trust: &lock::TrustArgs,
+) -> anyhow::Result<(PathBuf, String, Option<flumen_engine::PackageManifest>)> {
     let path = PathBuf::from(to);
     if path.is_file() {
         let path = std::path::absolute(&path)?;
-        return Ok((path.clone(), path.display().to_string()));
+        return Ok((path.clone(), path.display().to_string(), None));
     }
-    bail_unknown_target(to)
-}
-
-fn bail_unknown_target(to: &str) -> anyhow::Result<(PathBuf, String)> {
-    anyhow::bail!("--to {to}: no such component file")
+    if !to.contains('@') {
+        anyhow::bail!("--to {to}: no such component file, nor a package (`name@version`)");
+    }
+    let reference = flumen_package::PluginRef::parse(to).with_context(|| format!("--to {to}"))?;
+    let (component, pinned, pkg) = lock::upgrade_package(&reference, &trust.policy()?)?;
+    Ok((component, pinned, Some(pkg.manifest().clone())))
 }
 
 fn report(e: EngineError) -> ExitCode {

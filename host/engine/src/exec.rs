@@ -395,7 +395,7 @@ impl Job {
             let role = match node.role {
                 Role::Source(p) => RunRole::Source(p),
                 Role::Sink(s) => RunRole::Sink(s),
-                Role::Operator { factory, version, capabilities, instances, policy, stateful } => {
+                Role::Operator { factory, version, manifest, capabilities, instances, policy, stateful } => {
                     let mut ctxs = Vec::new();
                     let mut opened = Vec::new();
                     for (mut ctx, mut instance) in instances {
@@ -419,7 +419,7 @@ impl Job {
                         opened.push(Some(instance));
                     }
                     RunRole::Operator {
-                        version: crate::upgrade::Version { record: version, factory },
+                        version: crate::upgrade::Version { record: version, factory, manifest },
                         capabilities,
                         ctxs,
                         opened,

@@ -31,6 +31,7 @@ pub use arrow_array::RecordBatch;
 pub use arrow_schema::{Schema, SchemaRef};
 pub use exec::{CHECKPOINT_ID_FLOOR_MAX, CommitFence, RunOptions};
 pub use flumen_dataflow::Event;
+pub use flumen_package::Manifest as PackageManifest;
 pub use split::{LinkFuture, PartLink, RemoteReceiver, RemoteSender, Split};
 pub use upgrade::{HEALTH_BATCHES_DEFAULT, JobControl, UpgradeError, UpgradeOutcome, UpgradeRequest};
 
@@ -140,6 +141,18 @@ pub struct EngineOptions {
     pub plugin_dirs: Vec<PathBuf>,
     /// Where compiled components are cached across runs (`None`: memory only).
     pub cache_dir: Option<PathBuf>,
+    /// Where plugins named as packages (`plugin = "name@1.2"`) come from, and
+    /// which signers are trusted. `None`: a job naming a package is refused.
+    pub packages: Option<PackageOptions>,
+}
+
+/// The local package store and the trust policy every package a job names
+/// must pass before it is loaded (fail-closed: see `flumen_package::trust`).
+#[derive(Debug, Clone)]
+pub struct PackageOptions {
+    /// A directory registry (`flumen_package::DirRegistry`) holding pulled packages.
+    pub store: PathBuf,
+    pub trust: std::sync::Arc<flumen_package::TrustPolicy>,
 }
 
 /// Runs jobs; holds the compiled-component cache shared by all of them and

@@ -52,6 +52,8 @@ pub(crate) enum Role {
         factory: OperatorFactory,
         /// What checkpoints record of the version the spec names.
         version: crate::upgrade::VersionRecord,
+        /// Its package's manifest, when the spec names a package.
+        manifest: Option<Arc<flumen_package::Manifest>>,
         /// What the job grants it; an upgraded version links with the same.
         capabilities: flumen_wasm::Capabilities,
         instances: Vec<(OpenContext, OperatorInstance)>,
@@ -169,13 +171,14 @@ impl Engine {
                 NodeKind::Operator => {
                     let op = &spec.operators[n - n_sources];
                     let inputs = input_schemas()?;
-                    let (factory, version, instances) =
+                    let (factory, (version, manifest), instances) =
                         self.open_operator(&spec, op, node, inputs, &blobs, &models).await?;
                     schemas[n] = Some(instances[0].1.output_schema().clone());
                     let capabilities = capabilities(op).map_err(at)?;
                     roles[n] = Some(Role::Operator {
                         factory,
                         version,
+                        manifest,
                         capabilities,
                         instances,
                         policy: op.on_error.clone(),
@@ -250,13 +253,18 @@ impl Engine {
         inputs: Vec<SchemaRef>,
         blobs: &BlobStore,
         models: &Option<Arc<flumen_inference::ModelHub>>,
-    ) -> Result<(OperatorFactory, crate::upgrade::VersionRecord, Vec<(OpenContext, OperatorInstance)>), EngineError>
-    {
+    ) -> Result<OpenedOperator, EngineError> {
         let at = |m: String| EngineError::Spec(spec.error_for(&op.id, m));
-        let path = self.resolve_plugin(spec, op).map_err(at)?;
+        let ResolvedPlugin { path, package } = self.resolve_plugin(spec, op).map_err(at)?;
         let component = tokio::task::block_in_place(|| self.runtime.load_component(&path))
             .map_err(|e| at(format!("operator `{}`: {e}", op.id)))?;
         let capabilities = capabilities(op).map_err(at)?;
+        if let Some(m) = &package {
+            check_package(m, &hex::encode(component.digest), capabilities, op).map_err(|e| match e {
+                PackageProblem::Config(message) => EngineError::Spec(spec.config_error(op, &message)),
+                PackageProblem::Other(message) => at(format!("operator `{}`: package {}: {message}", op.id, m.id())),
+            })?;
+        }
         let factory = OperatorFactory::new(&self.runtime, &component, &op.id, capabilities, op.limits.clone())
             .map_err(|e| at(format!("{e} ({})", path.display())))?;
         let config_json = match &op.config {
@@ -296,31 +304,43 @@ impl Engine {
             instances.push((ctx, instance));
         }
         let version = crate::upgrade::VersionRecord {
-            plugin: op.plugin.clone(),
+            plugin: match &package {
+                // A package is recorded pinned, whatever requirement the spec wrote.
+                Some(m) => format!(
+                    "{}@{}",
+                    m.name,
+                    flumen_package::content_digest(flumen_package::package::manifest_to_canonical_json(m).as_bytes())
+                ),
+                None => op.plugin.clone(),
+            },
             component: hex::encode(component.digest),
             config: config_json,
             path: std::path::absolute(&path).unwrap_or_else(|_| path.clone()).display().to_string(),
             rollback: None,
         };
-        Ok((factory, version, instances))
+        Ok((factory, (version, package), instances))
     }
 
     /// A plugin name is looked up in the plugin directories as `<name>.wasm`;
-    /// anything with a `/` or ending in `.wasm` is a path relative to the job file.
-    fn resolve_plugin(&self, spec: &JobSpec, op: &flumen_spec::OperatorSpec) -> Result<PathBuf, String> {
+    /// anything with a `/` or ending in `.wasm` is a path relative to the job file;
+    /// `name@version` or `name@sha256:…` is a package ([`Engine::resolve_package`]).
+    fn resolve_plugin(&self, spec: &JobSpec, op: &flumen_spec::OperatorSpec) -> Result<ResolvedPlugin, String> {
         let p = &op.plugin;
         if p.contains('/') || p.ends_with(".wasm") {
             let path = spec.base_dir().join(p);
             return if path.is_file() {
-                Ok(path)
+                Ok(ResolvedPlugin { path, package: None })
             } else {
                 Err(format!("operator `{}`: plugin file {} does not exist", op.id, path.display()))
             };
         }
+        if p.contains('@') {
+            return self.resolve_package(spec, op);
+        }
         for dir in &self.options.plugin_dirs {
             let path = dir.join(format!("{p}.wasm"));
             if path.is_file() {
-                return Ok(path);
+                return Ok(ResolvedPlugin { path, package: None });
             }
         }
         let mut available: Vec<String> = self
@@ -339,6 +359,40 @@ impl Engine {
             self.options.plugin_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
             if available.is_empty() { "none".to_string() } else { available.join(", ") }
         ))
+    }
+
+    /// A plugin named as a package: pinned by the lockfile beside the job
+    /// (`flumen.lock`; a digest pins itself), read from the local store
+    /// (which checks the component against the manifest's digest), and
+    /// accepted by the trust policy — or refused, naming why.
+    fn resolve_package(&self, spec: &JobSpec, op: &flumen_spec::OperatorSpec) -> Result<ResolvedPlugin, String> {
+        use flumen_package::{Lockfile, PluginRef};
+        let at = |e: String| format!("operator `{}`: plugin `{}`: {e}", op.id, op.plugin);
+        let reference = PluginRef::parse(&op.plugin).map_err(|e| at(e.to_string()))?;
+        let Some(packages) = &self.options.packages else {
+            return Err(at("names a package, but this engine has no package store".into()));
+        };
+        let lock_path = spec.base_dir().join(flumen_package::lock::LOCKFILE_NAME);
+        let lock = if lock_path.is_file() {
+            Lockfile::read(&lock_path).map_err(|e| at(e.to_string()))?
+        } else {
+            Lockfile::default()
+        };
+        let pinned = lock.pin(&reference).map_err(|e| at(e.to_string()))?;
+        let store = flumen_package::DirRegistry::open(&packages.store).map_err(|e| at(e.to_string()))?;
+        let package = tokio::task::block_in_place(|| store.by_digest(&pinned.digest)).map_err(|e| {
+            at(format!(
+                "{e} (pinned to {}); pull it into the local store with `flumen plugin pull` or `flumen lock`",
+                pinned.digest
+            ))
+        })?;
+        if package.manifest().name != pinned.name {
+            return Err(at(format!("the package pinned as {} is named `{}`", pinned.digest, package.manifest().name)));
+        }
+        packages.trust.check(&package).map_err(|e| at(format!("refused by the trust policy: {e}")))?;
+        let m = package.manifest();
+        let path = store.root().join(&m.name).join(m.version.to_string()).join(flumen_package::package::COMPONENT_FILE);
+        Ok(ResolvedPlugin { path, package: Some(std::sync::Arc::new(package.manifest().clone())) })
     }
 }
 
@@ -656,4 +710,64 @@ fn prune_sources(graph: &LogicalGraph, schemas: &[Option<SchemaRef>], roles: &mu
             source.prune(&needed[n]);
         }
     }
+}
+
+/// An operator's factory, its version (and package manifest), and its instances.
+type OpenedOperator = (
+    OperatorFactory,
+    (crate::upgrade::VersionRecord, Option<Arc<flumen_package::Manifest>>),
+    Vec<(OpenContext, OperatorInstance)>,
+);
+
+/// Where a plugin's component is, and its package's manifest when it is one.
+struct ResolvedPlugin {
+    path: PathBuf,
+    package: Option<std::sync::Arc<flumen_package::Manifest>>,
+}
+
+enum PackageProblem {
+    /// The operator's config breaks the package's schema (located at the config's line).
+    Config(String),
+    Other(String),
+}
+
+/// A package's promises against what was loaded and granted: the component
+/// is the one the manifest names (it may have changed on disk since the store
+/// checked it), the job grants every capability it declares, and the
+/// operator's config satisfies its schema.
+fn check_package(
+    m: &flumen_package::Manifest,
+    component_hex: &str,
+    granted: flumen_wasm::Capabilities,
+    op: &flumen_spec::OperatorSpec,
+) -> Result<(), PackageProblem> {
+    if flumen_package::digest::digest_hex(&m.component.digest) != Some(component_hex) {
+        return Err(PackageProblem::Other(format!(
+            "its component file is sha256:{component_hex}, not {} as the manifest says",
+            m.component.digest
+        )));
+    }
+    let missing: Vec<&str> = m
+        .capabilities
+        .iter()
+        .map(|c| c.as_str())
+        .filter(|c| match *c {
+            "log" => !granted.log,
+            "state" => !granted.state,
+            "blobs" => !granted.blobs,
+            "inference" => !granted.inference,
+            _ => true,
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(PackageProblem::Other(format!(
+            "needs the capabilities {}, which the job does not grant (add them to `capabilities`)",
+            missing.join(", ")
+        )));
+    }
+    let config = match &op.config {
+        Some(t) => serde_json::to_value(t.get_ref()).map_err(|e| PackageProblem::Other(format!("config: {e}")))?,
+        None => serde_json::Value::Object(Default::default()),
+    };
+    m.check_config(&config).map_err(|e| PackageProblem::Config(e.to_string()))
 }

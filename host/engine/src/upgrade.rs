@@ -78,6 +78,11 @@ pub struct UpgradeRequest {
     /// How long probation lasts at most when fewer batches arrive; `None`:
     /// ten checkpoint intervals, between 1 s and 60 s.
     pub probation: Option<Duration>,
+    /// The new version's package manifest, when it is a package (verified by
+    /// the caller): its state layout must be one the running version's
+    /// state can be restored into, the job must grant what it declares, and
+    /// the config must satisfy its schema.
+    pub package: Option<flumen_package::Manifest>,
 }
 
 impl UpgradeRequest {
@@ -89,6 +94,7 @@ impl UpgradeRequest {
             config_json: None,
             health_batches: HEALTH_BATCHES_DEFAULT,
             probation: None,
+            package: None,
         }
     }
 }
@@ -150,6 +156,8 @@ pub(crate) struct VersionRecord {
 pub(crate) struct Version {
     pub(crate) record: VersionRecord,
     pub(crate) factory: OperatorFactory,
+    /// Its package's manifest, when it came from one.
+    pub(crate) manifest: Option<Arc<flumen_package::Manifest>>,
 }
 
 impl std::fmt::Debug for Version {
@@ -527,7 +535,33 @@ async fn check<'a>(
     if serde_json::from_str::<serde_json::Value>(&config).is_err() {
         return Err(refused("its new config is not JSON".into()));
     }
-    let version = load_version(
+    if let Some(new) = &request.package {
+        if let Some(old) = &target.version.manifest {
+            new.state_compatible(old).map_err(|e| refused(format!("its state cannot carry over: {e}")))?;
+        }
+        let granted = target.capabilities;
+        let missing: Vec<&str> = new
+            .capabilities
+            .iter()
+            .map(|c| c.as_str())
+            .filter(|c| match *c {
+                "log" => !granted.log,
+                "state" => !granted.state,
+                "blobs" => !granted.blobs,
+                "inference" => !granted.inference,
+                _ => true,
+            })
+            .collect();
+        if !missing.is_empty() {
+            return Err(refused(format!(
+                "the new version needs {}, which the job does not grant it",
+                missing.join(", ")
+            )));
+        }
+        let value: serde_json::Value = serde_json::from_str(&config).map_err(|e| refused(format!("config: {e}")))?;
+        new.check_config(&value).map_err(|e| refused(e.to_string()))?;
+    }
+    let mut version = load_version(
         runtime,
         &request.component,
         &request.reference,
@@ -537,6 +571,16 @@ async fn check<'a>(
         &target.version,
     )
     .map_err(refused)?;
+    if let Some(new) = &request.package {
+        if flumen_package::digest::digest_hex(&new.component.digest) != Some(version.record.component.as_str()) {
+            return Err(refused(format!(
+                "{} is not the component its package names ({})",
+                request.component.display(),
+                new.component.digest
+            )));
+        }
+        version.manifest = Some(Arc::new(new.clone()));
+    }
     // One trial instance, without state: the version opens with this config
     // and emits what the running one emits.
     if let Some(ctx) = &target.ctx {
@@ -590,6 +634,7 @@ pub(crate) fn load_version(
             rollback: None,
         },
         factory,
+        manifest: None,
     })
 }
 

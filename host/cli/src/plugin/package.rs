@@ -44,18 +44,7 @@ pub struct SignArgs {
     key: PathBuf,
 }
 
-/// Which keys to trust.
-#[derive(clap::Args, Debug)]
-pub struct TrustArgs {
-    /// The trust file (default: $FLUMEN_TRUST, else ~/.config/flumen/trust.toml if it exists;
-    /// with none, nothing is trusted).
-    #[arg(long, value_name = "FILE")]
-    trust: Option<PathBuf>,
-    /// Development only: accept packages no trusted key signed (also FLUMEN_ALLOW_UNSIGNED=1).
-    /// Altered packages are refused all the same.
-    #[arg(long)]
-    allow_unsigned: bool,
-}
+use crate::lock::TrustArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
@@ -190,7 +179,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         let Some(version) = version else { bail!("`{}`: name the version, `name@1.2.0`", args.package) };
         packages::store()?.get(&name, &version)?
     };
-    let policy = packages::trust_policy(args.trust.trust.as_deref(), args.trust.allow_unsigned)?;
+    let policy = args.trust.policy()?;
     let by = policy.check(&pkg)?;
     println!("verified: {} {}, {}", pkg.id(), pkg.digest(), trusted_by(&by));
     Ok(ExitCode::SUCCESS)
@@ -199,7 +188,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 /// `flumen plugin publish`: puts a package into a registry, if the trust policy accepts it.
 pub fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     let pkg = read_package_dir(&args.package)?;
-    let policy = packages::trust_policy(args.trust.trust.as_deref(), args.trust.allow_unsigned)?;
+    let policy = args.trust.policy()?;
     let by = policy.check(&pkg).with_context(|| {
         format!("refusing to publish `{}`: a trust policy like this one would not load it", pkg.id())
     })?;
@@ -212,7 +201,7 @@ pub fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
 /// `flumen plugin pull`: fetches a package, checks it and puts it into the local store.
 pub fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
     let source = source(args.registry.as_deref())?;
-    let policy = packages::trust_policy(args.trust.trust.as_deref(), args.trust.allow_unsigned)?;
+    let policy = args.trust.policy()?;
     let pkg = block_on(async {
         let (name, version) = resolve(&source, &args.reference).await?;
         packages::pull(&source, &name, &version, &policy).await
