@@ -77,11 +77,22 @@ struct Cluster {
 
 impl Cluster {
     fn up(workers: u32, extra: &[&str]) -> Self {
+        Self::up_with(workers, extra, &[])
+    }
+
+    /// With `env` set for the coordinator and workers (a worker's package store and trust file).
+    fn up_with(workers: u32, extra: &[&str], env: &[(&str, &Path)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let cluster = Self { dir, replacements: Vec::new() };
-        let out = cluster.flumen(
-            &[&["cluster", "up", "-n", &workers.to_string(), "--lease-ms", &LEASE_MS.to_string()], extra].concat(),
-        );
+        let (n, lease) = (workers.to_string(), LEASE_MS.to_string());
+        let args = [&["cluster", "up", "-n", n.as_str(), "--lease-ms", lease.as_str()], extra].concat();
+        let out = Command::new(flumen_bin())
+            .args(&args)
+            .env("FLUMEN_CLUSTER", cluster.dir.path())
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
         assert!(out.status.success(), "cluster up failed: {}", String::from_utf8_lossy(&out.stderr));
         cluster
     }
@@ -1010,4 +1021,75 @@ fn sigkilled_workers_of_a_spread_region_lose_and_duplicate_nothing() {
     assert_exactly_once(&job, 1, rows, "after killing workers of a spread region");
     let placed = cluster.log("coordinator").matches("region placed across workers").count();
     assert!(placed >= 2, "the region was placed across workers again after losses ({placed} placements)");
+}
+
+/// `flumen plugin load` makes a package ready on all three workers (each
+/// pulls it into its own store from the registry, checks it against its trust
+/// policy, compiles it) while another job keeps running untouched; a job then
+/// runs that package, and `flumen job upgrade <job>` swaps it to a newer
+/// version through the coordinator, live, exactly-once.
+#[test]
+fn packages_hot_load_into_a_running_cluster_and_a_cluster_job_upgrades_live() {
+    use crate::package_jobs::{World, job};
+    let w = World::new();
+    w.publish("1.0.0", "");
+    w.publish("2.0.0", "state_schema = 2\nmigrates_from = [1]");
+    let registry = w.path("registry");
+    let workers_store = w.path("workers-store");
+    let trust = w.path("trust.toml");
+    let cluster = Cluster::up_with(3, &[], &[("FLUMEN_REGISTRY", &workers_store), ("FLUMEN_TRUST", &trust)]);
+    let client = |args: &[&str]| -> (i32, String) {
+        let out = w.flumen(args).env("FLUMEN_CLUSTER", cluster.dir.path()).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
+    };
+
+    // Another job, running before, during and after the loads.
+    let (other_rows, other_regions) = (6000, 2);
+    let other = regions_job("bystander", other_regions, other_rows, 1000);
+    assert!(cluster.submit(&other).contains("submitted"));
+    cluster.wait_committing(&other, "bystander", other_regions);
+    let (before, placed) = (cluster.state_line("bystander"), cluster.placement("bystander"));
+
+    let (code, text) = client(&["plugin", "load", "counter@1.0.0", "--registry", registry.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}\n{}", cluster.logs());
+    assert_eq!(text.matches("ready (compiled").count(), 3, "every worker answers: {text}");
+    assert!(text.contains("pulled from dir:"), "a worker pulled it into its store: {text}");
+
+    // A job on the loaded package.
+    let rows = 9000;
+    let counted = job("counter@1.0.0", r#"{ key = "key" }"#, rows, 1500);
+    let spec = counted.path.to_str().unwrap();
+    w.ok(&["lock", spec, "--registry", registry.to_str().unwrap()]);
+    let (code, text) = client(&["submit", spec]);
+    assert_eq!(code, 0, "{text}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_dir(counted.file("out")).map_or(0, |d| d.count()) == 0 {
+        assert!(Instant::now() < deadline, "the packaged job never committed:\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // v2: loaded while both jobs run, then swapped in through the coordinator.
+    let (code, text) = client(&["plugin", "load", "counter@2.0.0", "--registry", registry.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}\n{}", cluster.logs());
+    let (code, text) = client(&["job", "upgrade", "packaged", "--operator", "count", "--to", "counter@2.0.0"]);
+    assert_eq!(code, 0, "{text}\n{}", cluster.logs());
+    assert!(text.contains("\"outcome\":\"applied\""), "{text}");
+    // Refusals name the reason.
+    let (code, text) = client(&["job", "upgrade", "packaged", "--operator", "nope", "--to", "counter@2.0.0"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("no operator `nope`"), "{text}");
+
+    let (status, finished) = cluster.wait("packaged", Duration::from_secs(120));
+    assert!(finished, "{status}\n{}", cluster.logs());
+    let o = check(&counted.file("out"), rows, "cluster upgrade", true);
+    assert!(o.clean() && o.rows == rows, "{o:?}");
+    let (status, finished) = cluster.wait("bystander", Duration::from_secs(120));
+    assert!(finished, "{status}\n{}", cluster.logs());
+    // Never moved nor placed again: the same task epoch on the same workers, throughout.
+    let epoch = |line: &str| line.split("(epoch ").nth(1).and_then(|r| r.split(',').next()).map(str::to_owned);
+    assert_eq!(epoch(&before), epoch(status.lines().next().unwrap_or_default()), "{before}\n{status}");
+    assert!(status.contains("0 failover(s)"), "{status}");
+    assert_eq!(cluster.placement("bystander"), placed, "{status}");
+    assert_exactly_once(&other, other_regions, other_rows, "bystander");
 }

@@ -15,12 +15,12 @@ use crate::common::{Job, guest};
 
 /// A temp world: a local store, a trust file naming one key, a registry to
 /// publish to, and the keyed-counter component packaged in versions.
-struct World {
+pub(crate) struct World {
     dir: tempfile::TempDir,
 }
 
 impl World {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let w = World { dir: tempfile::tempdir().unwrap() };
         let key = w.path("keys/dev");
         std::fs::create_dir_all(w.path("keys")).unwrap();
@@ -33,11 +33,11 @@ impl World {
         w
     }
 
-    fn path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
 
-    fn flumen(&self, args: &[&str]) -> Command {
+    pub(crate) fn flumen(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_flumen"));
         cmd.args(args)
             .env("FLUMEN_REGISTRY", self.path("store"))
@@ -49,7 +49,7 @@ impl World {
         cmd
     }
 
-    fn run(&self, args: &[&str]) -> (i32, String) {
+    pub(crate) fn run(&self, args: &[&str]) -> (i32, String) {
         let Output { status, stdout, stderr } = self.flumen(args).output().unwrap();
         (
             status.code().unwrap_or(-1),
@@ -57,7 +57,7 @@ impl World {
         )
     }
 
-    fn ok(&self, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, args: &[&str]) -> String {
         let (code, text) = self.run(args);
         assert_eq!(code, 0, "flumen {args:?}: {text}");
         text
@@ -65,7 +65,7 @@ impl World {
 
     /// Packages keyed-counter as `counter@version` (signed by the trusted key)
     /// and publishes it to the registry directory `registry`.
-    fn publish(&self, version: &str, extra_manifest: &str) {
+    pub(crate) fn publish(&self, version: &str, extra_manifest: &str) {
         let src = self.path(&format!("src-{version}"));
         std::fs::create_dir_all(&src).unwrap();
         std::fs::write(
@@ -96,7 +96,7 @@ impl World {
 }
 
 /// The checkpoint tests' counting job with the counter named `plugin`.
-fn job(plugin: &str, config: &str, rows: u64, rate: u64) -> Job {
+pub(crate) fn job(plugin: &str, config: &str, rows: u64, rate: u64) -> Job {
     Job::new(&format!(
         r#"
 [job]

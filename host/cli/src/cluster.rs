@@ -192,6 +192,7 @@ pub fn coordinator(args: CoordinatorArgs) -> anyhow::Result<ExitCode> {
 
 pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let packages = crate::lock::engine_packages(&args.plugins.trust)?;
+    let trust = args.plugins.trust.policy()?;
     let plugin_dirs = super::plugin_dirs(args.plugins);
     let engine = flumen_engine::Engine::new(flumen_engine::EngineOptions {
         plugin_dirs,
@@ -213,6 +214,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
             data_dir,
             metrics: args.metrics,
             advertise: args.advertise,
+            loader: Some(Arc::new(Loader { trust: Arc::new(trust) })),
         };
         flumen_cluster::worker::run(endpoint, engine, options).await
     })
@@ -283,6 +285,28 @@ fn print_response(response: Response) -> ExitCode {
             }
         }
         Response::Done { message } => println!("{message}"),
+        Response::Loaded { workers } => {
+            let mut failed = false;
+            for (worker, result) in workers {
+                match result {
+                    Ok(what) => println!("{worker:<16} {what}"),
+                    Err(e) => {
+                        failed = true;
+                        println!("{worker:<16} FAILED: {e}");
+                    }
+                }
+            }
+            if failed {
+                return ExitCode::from(1);
+            }
+        }
+        Response::Upgraded { worker, report } => {
+            println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            eprintln!("(on worker {worker})");
+            if matches!(report, flumen_cluster::UpgradeReport::RolledBack { .. }) {
+                return ExitCode::from(1);
+            }
+        }
         Response::Refused { message } => {
             eprintln!("error: {message}");
             return ExitCode::from(2);
@@ -539,4 +563,45 @@ fn down(dir: &Path) -> anyhow::Result<ExitCode> {
     }
     println!("stopped {stopped} process(es) of the cluster in {}", dir.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// A worker's way to bring a hot-loaded package into its store: pulled from
+/// the registry the client named, checked against this worker's trust policy
+/// (`packages::pull` refuses and stores nothing otherwise), and held to the
+/// digest the client asked for.
+#[derive(Debug)]
+struct Loader {
+    trust: Arc<flumen_package::TrustPolicy>,
+}
+
+impl flumen_cluster::PackageLoader for Loader {
+    fn fetch<'a>(
+        &'a self,
+        package: &'a flumen_cluster::PackageId,
+        source: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + 'a>> {
+        Box::pin(async move {
+            let source = crate::packages::Source::parse(source).map_err(|e| format!("{e:#}"))?;
+            let version = semver::Version::parse(&package.version).map_err(|e| format!("version: {e}"))?;
+            let pkg = crate::packages::pull(&source, &package.name, &version, &self.trust)
+                .await
+                .map_err(|e| format!("{e:#}"))?;
+            if pkg.digest() != package.digest {
+                return Err(format!(
+                    "{}@{} at {source} is {}, not the {} asked for",
+                    package.name,
+                    package.version,
+                    pkg.digest(),
+                    package.digest
+                ));
+            }
+            Ok(format!("pulled from {source}"))
+        })
+    }
+}
+
+/// Sends a request that workers answer, and prints their answers.
+pub async fn ask_workers(at: &ClusterDir, request: Request) -> anyhow::Result<ExitCode> {
+    let side = client(at)?;
+    Ok(print_response(ask(&side, request).await?))
 }

@@ -178,9 +178,14 @@ enum JobCommand {
     /// itself. Prints the outcome; exit 0 when applied, 1 when rolled back,
     /// 2 when refused.
     Upgrade {
-        /// The control socket of the run (`flumen run --control <socket>`).
-        #[arg(long, value_name = "SOCKET")]
-        control: PathBuf,
+        /// A cluster job's name (`flumen jobs`); the coordinator asks the
+        /// worker that runs the operator. Leave it out with --control.
+        job: Option<String>,
+        /// The control socket of a single-process run (`flumen run --control <socket>`).
+        #[arg(long, value_name = "SOCKET", conflicts_with = "job")]
+        control: Option<PathBuf>,
+        #[command(flatten)]
+        at: cluster::ClusterDir,
         /// The operator's id in the job spec.
         #[arg(long)]
         operator: String,
@@ -552,12 +557,23 @@ async fn run(
 
 async fn job_command(command: JobCommand) -> anyhow::Result<ExitCode> {
     match command {
-        JobCommand::Upgrade { control: socket, operator, to, config, health_batches, trust } => {
-            let config = match config {
+        JobCommand::Upgrade { job, control: socket, at, operator, to, config, health_batches, trust } => {
+            let config: Option<serde_json::Value> = match config {
                 None => None,
                 Some(text) => Some(serde_json::from_str(&text).context("--config is not JSON")?),
             };
             let (component, reference, package) = upgrade_target(&to, &trust)?;
+            let Some(socket) = socket else {
+                let Some(job) = job else {
+                    anyhow::bail!("name the cluster job to upgrade, or give --control <socket> for a single process");
+                };
+                if package.is_none() {
+                    anyhow::bail!("--to {to}: a cluster upgrades to packages (`name@version`), which workers load");
+                }
+                let config = config.map(|c| c.to_string());
+                let request = flumen_cluster::Request::Upgrade { job, operator, reference, config, health_batches };
+                return cluster::ask_workers(&at, request).await;
+            };
             let request =
                 control::ControlRequest::Upgrade { operator, component, reference, config, health_batches, package };
             match control::send(&socket, &request).await? {

@@ -25,12 +25,16 @@ pub async fn ask(
     coordinator: &NodeIdentity,
     request: Request,
 ) -> Result<Response, ClientError> {
+    // Loads and upgrades wait for workers: compiling, and a checkpoint barrier plus probation.
+    let secs = match request {
+        Request::Load { .. } | Request::Upgrade { .. } => 600,
+        _ => 30,
+    };
     let conn = endpoint.connect(addr, coordinator).await.map_err(|source| ClientError::Connect { addr, source })?;
     let ask = async {
         conn.send_message(&Hello::Client { protocol: CLUSTER_PROTOCOL, request }).await?;
         conn.recv_message::<Response>().await
     };
-    let secs = 30;
     let answer = tokio::time::timeout(Duration::from_secs(secs), ask)
         .await
         .map_err(|_| ClientError::Timeout { addr, secs })?

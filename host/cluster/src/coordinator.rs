@@ -9,7 +9,7 @@
 //! when it *sent* the heartbeat) — so a worker has stopped committing before its regions
 //! are given to another.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,8 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::ha::{HaError, HaState, JobRecord, RegionEnd, RegionRecord};
 use crate::placement::{self, Slot};
 use crate::protocol::{
-    CLUSTER_PROTOCOL, Capacity, CoordinatorMessage, Hello, JobState, JobView, PartAssignment, PartPeer, Request,
-    Response, TaskId, TaskOutcome, WorkerMessage, WorkerView,
+    CLUSTER_PROTOCOL, Capacity, CoordinatorMessage, Hello, JobState, JobView, PackageId, PartAssignment, PartPeer,
+    Request, Response, TaskId, TaskOutcome, UpgradeReport, WorkerMessage, WorkerView,
 };
 
 /// Timings of the cluster's liveness protocol.
@@ -144,6 +144,18 @@ struct Core {
     workers: BTreeMap<String, WorkerEntry>,
     jobs: BTreeMap<String, JobRecord>,
     started: Instant,
+    /// Client requests waiting for workers' answers (loads, upgrades), by request number.
+    waiting: HashMap<u64, Waiting>,
+    next_request: u64,
+}
+
+/// A client request the coordinator passed on to workers, and what they answered so far.
+struct Waiting {
+    reply: oneshot::Sender<Response>,
+    /// Workers yet to answer.
+    pending: BTreeSet<String>,
+    /// A load's answers, by worker.
+    loaded: Vec<(String, Result<String, String>)>,
 }
 
 /// Runs a coordinator on `endpoint` until its state store says another one leads
@@ -170,6 +182,8 @@ pub async fn run(endpoint: Arc<Endpoint>, options: CoordinatorOptions) -> Result
         workers: BTreeMap::new(),
         jobs: jobs.into_iter().map(|j| (j.job.clone(), j)).collect(),
         started: Instant::now(),
+        waiting: HashMap::new(),
+        next_request: 1,
     };
     core.adopt().await?;
 
@@ -363,7 +377,17 @@ impl Core {
                     && w.tx.as_ref().is_some_and(|t| t.same_channel(&tx))
                 {
                     w.tx = None;
+                    // Whatever it was asked and did not answer, it will not.
+                    self.answered(&worker, None);
                 }
+                Ok(())
+            }
+            Event::Client { request: Request::Load { package, source }, reply } => {
+                self.load(package, source, reply);
+                Ok(())
+            }
+            Event::Client { request: Request::Upgrade { job, operator, reference, config, health_batches }, reply } => {
+                self.upgrade(job, operator, reference, config, health_batches, reply);
                 Ok(())
             }
             Event::Client { request, reply } => {
@@ -501,6 +525,149 @@ impl Core {
                 Ok(())
             }
             WorkerMessage::Ended { task, outcome } => self.ended(&worker, task, outcome).await,
+            WorkerMessage::Loaded { request, result } => {
+                self.answered(&worker, Some((request, Answer::Loaded(result))));
+                Ok(())
+            }
+            WorkerMessage::Upgraded { request, result } => {
+                self.answered(&worker, Some((request, Answer::Upgraded(result))));
+                Ok(())
+            }
+        }
+    }
+
+    /// `flumen plugin load`: every live worker makes the package ready; the
+    /// client hears each one's answer once all answered (or went away).
+    fn load(&mut self, package: PackageId, source: String, reply: oneshot::Sender<Response>) {
+        let request = self.next_request;
+        self.next_request += 1;
+        let mut pending = BTreeSet::new();
+        for (id, w) in &self.workers {
+            if let (false, Some(tx)) = (w.lost, &w.tx)
+                && tx
+                    .send(CoordinatorMessage::Load { request, package: package.clone(), source: source.clone() })
+                    .is_ok()
+            {
+                pending.insert(id.clone());
+            }
+        }
+        if pending.is_empty() {
+            let _ = reply.send(Response::Refused { message: "no worker is connected".into() });
+            return;
+        }
+        tracing::info!(request, package = %package.name, version = %package.version, workers = pending.len(), "loading a package on every worker");
+        self.waiting.insert(request, Waiting { reply, pending, loaded: Vec::new() });
+    }
+
+    /// `flumen job upgrade`: the worker running the operator's region swaps it
+    /// at its next checkpoint; the client hears the outcome.
+    fn upgrade(
+        &mut self,
+        job: String,
+        operator: String,
+        reference: String,
+        config: Option<String>,
+        health_batches: u32,
+        reply: oneshot::Sender<Response>,
+    ) {
+        let refuse = |message: String| Response::Refused { message };
+        let Some(record) = self.jobs.get(&job) else {
+            let _ = reply.send(refuse(format!("no job `{job}` (see `flumen jobs`)")));
+            return;
+        };
+        if record.state != JobState::Running {
+            let _ = reply.send(refuse(format!("job `{job}` is {}", record.state.as_str())));
+            return;
+        }
+        let region_name = match region_of(&record.spec, &operator) {
+            Ok(name) => name,
+            Err(message) => {
+                let _ = reply.send(refuse(format!("job `{job}`: {message}")));
+                return;
+            }
+        };
+        let Some(region) = record.regions.iter().find(|r| r.name == region_name) else {
+            let _ = reply.send(refuse(format!("job `{job}` has no region `{region_name}`")));
+            return;
+        };
+        let (Some(worker), None) = (&region.worker, &region.done) else {
+            let _ = reply.send(refuse(format!(
+                "region `{region_name}` of job `{job}` is not running now (it has ended, or waits for a worker)"
+            )));
+            return;
+        };
+        if !region.parts.is_empty() {
+            let _ = reply.send(refuse(format!(
+                "region `{region_name}` of job `{job}` is spread across workers; a live upgrade swaps within one \
+                 process only (yet)"
+            )));
+            return;
+        }
+        let task = TaskId { job: job.clone(), epoch: region.epoch };
+        let worker = worker.clone();
+        let Some(tx) = self.workers.get(&worker).filter(|w| !w.lost).and_then(|w| w.tx.clone()) else {
+            let _ = reply.send(refuse(format!("worker {worker}, which runs `{operator}`, is not connected")));
+            return;
+        };
+        let request = self.next_request;
+        self.next_request += 1;
+        let message = CoordinatorMessage::Upgrade {
+            request,
+            task,
+            operator: operator.clone(),
+            reference,
+            config,
+            health_batches,
+        };
+        if tx.send(message).is_err() {
+            let _ = reply.send(refuse(format!("worker {worker} went away")));
+            return;
+        }
+        tracing::info!(request, %job, %operator, %worker, "asking for a live upgrade");
+        self.waiting.insert(request, Waiting { reply, pending: BTreeSet::from([worker]), loaded: Vec::new() });
+    }
+
+    /// A worker answered request `answer` (`None`: it went away, answering
+    /// nothing it was asked). A request is done when no worker is left to answer.
+    fn answered(&mut self, worker: &str, answer: Option<(u64, Answer)>) {
+        let mut done = Vec::new();
+        match answer {
+            Some((request, answer)) => {
+                let Some(w) = self.waiting.get_mut(&request) else { return };
+                if !w.pending.remove(worker) {
+                    return;
+                }
+                match answer {
+                    Answer::Loaded(result) => w.loaded.push((worker.to_string(), result)),
+                    Answer::Upgraded(result) => {
+                        if let Some(w) = self.waiting.remove(&request) {
+                            let _ = w.reply.send(match result {
+                                Ok(report) => Response::Upgraded { worker: worker.to_string(), report },
+                                Err(message) => Response::Refused { message: format!("{worker}: {message}") },
+                            });
+                        }
+                        return;
+                    }
+                }
+                if w.pending.is_empty() {
+                    done.push(request);
+                }
+            }
+            None => {
+                for (request, w) in &mut self.waiting {
+                    if w.pending.remove(worker) {
+                        w.loaded.push((worker.to_string(), Err("the worker went away before it answered".into())));
+                        if w.pending.is_empty() {
+                            done.push(*request);
+                        }
+                    }
+                }
+            }
+        }
+        for request in done {
+            if let Some(w) = self.waiting.remove(&request) {
+                let _ = w.reply.send(Response::Loaded { workers: w.loaded });
+            }
         }
     }
 
@@ -930,6 +1097,10 @@ impl Core {
             },
             Request::Cancel { job } => self.end_job(&job, false).await?,
             Request::Stop { job } => self.end_job(&job, true).await?,
+            // Answered by workers (see `on_event`).
+            Request::Load { .. } | Request::Upgrade { .. } => {
+                Response::Refused { message: "internal: a request for workers reached the wrong handler".into() }
+            }
         })
     }
 
@@ -1118,4 +1289,26 @@ fn view(j: &JobRecord) -> JobView {
         note: j.note.clone(),
         rows_out: j.rows_out,
     }
+}
+
+/// What a worker answered to a request the coordinator passed on.
+enum Answer {
+    Loaded(Result<String, String>),
+    Upgraded(Result<UpgradeReport, String>),
+}
+
+/// The pipelined region of the job at `spec` that holds operator `operator`.
+fn region_of(spec: &str, operator: &str) -> Result<String, String> {
+    let spec = flumen_spec::JobSpec::load(std::path::Path::new(spec)).map_err(|e| e.to_string())?;
+    if !spec.operators.iter().any(|o| o.id == operator) {
+        let ids: Vec<&str> = spec.operators.iter().map(|o| o.id.as_str()).collect();
+        return Err(format!("no operator `{operator}` (its operators: {})", ids.join(", ")));
+    }
+    let graph = flumen_engine::job_graph(&spec).map_err(|e| e.to_string())?;
+    graph
+        .regions()
+        .into_iter()
+        .find(|r| r.nodes.iter().any(|&n| graph.nodes()[n].id.as_str() == operator))
+        .map(|r| graph.region_name(&r))
+        .ok_or_else(|| format!("operator `{operator}` is in no region"))
 }

@@ -36,6 +36,6 @@ pub mod worker;
 pub use client::{ClientError, ask};
 #[cfg(feature = "node")]
 pub use coordinator::{CoordinatorOptions, Timing};
-pub use protocol::{Capacity, JobState, JobView, Request, Response, TaskId, WorkerView};
+pub use protocol::{Capacity, JobState, JobView, PackageId, Request, Response, TaskId, UpgradeReport, WorkerView};
 #[cfg(feature = "node")]
-pub use worker::WorkerOptions;
+pub use worker::{PackageLoader, WorkerOptions};

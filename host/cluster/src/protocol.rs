@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use flumen_spec::ResourceNeeds;
 
 /// The protocol version of this build's cluster messages.
-pub const CLUSTER_PROTOCOL: u32 = 2;
+pub const CLUSTER_PROTOCOL: u32 = 3;
 
 /// What a worker has to offer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +93,38 @@ pub enum CoordinatorMessage {
     /// The worker lost its lease (or another worker holds its tasks now): it must
     /// stop every task without committing anything more, and rejoin.
     Fenced { reason: String },
+    /// Make a package ready: pull it from `source` into the worker's store
+    /// (unless there), verify its digest and signature against the worker's
+    /// trust policy, and compile it. Answered by [`WorkerMessage::Loaded`].
+    Load { request: u64, package: PackageId, source: String },
+    /// Upgrade `operator` of the task's job live to the package `reference`
+    /// (`name@sha256:…`, in the worker's store). Answered by [`WorkerMessage::Upgraded`].
+    Upgrade {
+        request: u64,
+        task: TaskId,
+        operator: String,
+        reference: String,
+        /// The new config as JSON text (`None`: the spec's).
+        config: Option<String>,
+        health_batches: u32,
+    },
+}
+
+/// A package by name, version and package digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageId {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+}
+
+/// How a live upgrade ended, as the cluster reports it (times in microseconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case", deny_unknown_fields)]
+pub enum UpgradeReport {
+    Applied { checkpoint: u64, swap_us: u64, confirmed_us: u64 },
+    RolledBack { checkpoint: Option<u64>, reason: String },
 }
 
 /// Which part of a split region a worker runs, and where every part runs
@@ -124,6 +156,16 @@ pub enum WorkerMessage {
     Ended {
         task: TaskId,
         outcome: TaskOutcome,
+    },
+    /// The answer to [`CoordinatorMessage::Load`]: what was done, or why not.
+    Loaded {
+        request: u64,
+        result: Result<String, String>,
+    },
+    /// The answer to [`CoordinatorMessage::Upgrade`]: the outcome, or why it was refused.
+    Upgraded {
+        request: u64,
+        result: Result<UpgradeReport, String>,
     },
 }
 
@@ -172,18 +214,53 @@ pub enum Request {
         job: String,
     },
     Workers,
+    /// Make a package ready on every live worker (`flumen plugin load`).
+    Load {
+        package: PackageId,
+        /// Where workers pull it from when their store lacks it.
+        source: String,
+    },
+    /// Upgrade one operator of a running job live (`flumen job upgrade`).
+    Upgrade {
+        job: String,
+        operator: String,
+        /// The package, pinned: `name@sha256:…`.
+        reference: String,
+        config: Option<String>,
+        health_batches: u32,
+    },
 }
 
 /// The coordinator's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "response", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Response {
-    Submitted { job: String },
-    Jobs { jobs: Vec<JobView> },
-    Job { job: JobView },
-    Workers { workers: Vec<WorkerView> },
-    Done { message: String },
-    Refused { message: String },
+    Submitted {
+        job: String,
+    },
+    Jobs {
+        jobs: Vec<JobView>,
+    },
+    Job {
+        job: JobView,
+    },
+    Workers {
+        workers: Vec<WorkerView>,
+    },
+    Done {
+        message: String,
+    },
+    Refused {
+        message: String,
+    },
+    /// Each live worker's answer to a [`Request::Load`].
+    Loaded {
+        workers: Vec<(String, Result<String, String>)>,
+    },
+    Upgraded {
+        worker: String,
+        report: UpgradeReport,
+    },
 }
 
 /// A job as `flumen jobs` and `flumen status` show it.

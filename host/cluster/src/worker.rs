@@ -23,7 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::mesh::Mesh;
 use crate::protocol::{
-    CLUSTER_PROTOCOL, Capacity, CoordinatorMessage, Hello, PartAssignment, TaskId, TaskOutcome, WorkerMessage,
+    CLUSTER_PROTOCOL, Capacity, CoordinatorMessage, Hello, PackageId, PartAssignment, TaskId, TaskOutcome,
+    UpgradeReport, WorkerMessage,
 };
 
 /// A task's checkpoint ids start above `epoch << EPOCH_ID_SHIFT`: above every id an older
@@ -44,6 +45,20 @@ pub struct WorkerOptions {
     /// Where other workers reach this one's endpoint for split regions (default: the
     /// address it is bound to).
     pub advertise: Option<SocketAddr>,
+    /// Brings hot-loaded packages its store lacks from their registry (`None`:
+    /// only packages already in the store can be loaded).
+    pub loader: Option<Arc<dyn PackageLoader>>,
+}
+
+/// Pulls a package into the worker's store from a registry (directory or OCI),
+/// checking it against the trust policy; the CLI implements it.
+pub trait PackageLoader: Send + Sync + std::fmt::Debug {
+    /// Brings `package` from `source`; `Ok` says what was done.
+    fn fetch<'a>(
+        &'a self,
+        package: &'a PackageId,
+        source: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send + 'a>>;
 }
 
 /// How long the parts of a split region wait for each other to connect.
@@ -157,6 +172,8 @@ impl CommitFence for TaskFence {
 }
 
 struct Running {
+    /// Takes live upgrades of the task's operators.
+    control: flumen_engine::JobControl,
     fence: Arc<TaskFence>,
     stop: Option<oneshot::Sender<()>>,
     handle: tokio::task::JoinHandle<()>,
@@ -189,6 +206,8 @@ pub async fn run(endpoint: Arc<Endpoint>, engine: Engine, options: WorkerOptions
     // Ends of tasks not yet delivered (re-sent after a reconnect; the coordinator ignores repeats).
     let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<(TaskId, TaskOutcome)>();
     let mut undelivered: Vec<(TaskId, TaskOutcome)> = Vec::new();
+    // Answers to loads and upgrades (one lost with a connection is answered by the coordinator).
+    let (answers_tx, mut answers_rx) = mpsc::unbounded_channel::<WorkerMessage>();
     let mut backoff = Duration::from_millis(100);
     loop {
         let conn = match endpoint.connect(options.coordinator, &options.coordinator_id).await {
@@ -222,8 +241,9 @@ pub async fn run(endpoint: Arc<Endpoint>, engine: Engine, options: WorkerOptions
             ended_tx: &ended_tx,
             stats: &stats,
             mesh: &mesh,
+            answers: &answers_tx,
         };
-        session.serve(&mut ended_rx, &mut undelivered).await;
+        session.serve(&mut ended_rx, &mut undelivered, &mut answers_rx).await;
         conn.close("worker reconnecting");
     }
 }
@@ -237,6 +257,7 @@ struct Session<'a> {
     ended_tx: &'a mpsc::UnboundedSender<(TaskId, TaskOutcome)>,
     stats: &'a Arc<WorkerStats>,
     mesh: &'a Arc<Mesh>,
+    answers: &'a mpsc::UnboundedSender<WorkerMessage>,
 }
 
 impl Session<'_> {
@@ -244,7 +265,10 @@ impl Session<'_> {
         &self,
         ended_rx: &mut mpsc::UnboundedReceiver<(TaskId, TaskOutcome)>,
         undelivered: &mut Vec<(TaskId, TaskOutcome)>,
+        answers_rx: &mut mpsc::UnboundedReceiver<WorkerMessage>,
     ) {
+        // Answers left from an earlier connection concern requests the coordinator already closed.
+        while answers_rx.try_recv().is_ok() {}
         let welcome = match tokio::time::timeout(Duration::from_secs(10), self.conn.recv_message()).await {
             Ok(Ok(CoordinatorMessage::Welcome { coordinator_epoch, heartbeat_ms, lease_ms })) => {
                 tracing::info!(coordinator_epoch, heartbeat_ms, lease_ms, "joined the cluster");
@@ -276,6 +300,11 @@ impl Session<'_> {
                     sent.retain(|&s, _| s + 64 > seq);
                     let running = self.running();
                     if self.conn.send_message(&WorkerMessage::Heartbeat { seq, running }).await.is_err() {
+                        return;
+                    }
+                }
+                Some(answer) = answers_rx.recv() => {
+                    if self.conn.send_message(&answer).await.is_err() {
                         return;
                     }
                 }
@@ -321,11 +350,103 @@ impl Session<'_> {
                             }
                             return;
                         }
+                        CoordinatorMessage::Load { request, package, source } => self.load(request, package, source),
+                        CoordinatorMessage::Upgrade { request, task, operator, reference, config, health_batches } => {
+                            self.upgrade(request, &task, operator, reference, config, health_batches)
+                        }
                         CoordinatorMessage::Welcome { .. } => {}
                     }
                 }
             }
         }
+    }
+
+    /// Makes a package ready here: in the store (fetched when missing), trusted, compiled.
+    fn load(&self, request: u64, package: PackageId, source: String) {
+        let engine = self.engine.clone();
+        let loader = self.options.loader.clone();
+        let answers = self.answers.clone();
+        tokio::spawn(async move {
+            let reference = format!("{}@{}", package.name, package.digest);
+            let mut fetched = String::new();
+            let ready = |engine: Engine, reference: String| async move {
+                tokio::task::spawn_blocking(move || engine.load_package(&reference))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+            };
+            let mut result = ready(engine.clone(), reference.clone()).await;
+            if result.is_err()
+                && let Some(loader) = &loader
+            {
+                match loader.fetch(&package, &source).await {
+                    Ok(what) => {
+                        fetched = format!("{what}; ");
+                        result = ready(engine, reference).await;
+                    }
+                    Err(e) => result = Err(e),
+                }
+            }
+            let result = result.map(|l| {
+                format!(
+                    "{fetched}{} ready ({} in {} ms)",
+                    l.reference,
+                    if l.cached { "compiled before" } else { "compiled" },
+                    l.compile.as_millis()
+                )
+            });
+            tracing::info!(request, package = %package.name, ?result, "package load");
+            let _ = answers.send(WorkerMessage::Loaded { request, result });
+        });
+    }
+
+    /// Hands a live upgrade to the task that runs the operator.
+    fn upgrade(
+        &self,
+        request: u64,
+        task: &TaskId,
+        operator: String,
+        reference: String,
+        config: Option<String>,
+        health_batches: u32,
+    ) {
+        let control = self.tasks.lock().unwrap_or_else(PoisonError::into_inner).get(task).map(|r| r.control.clone());
+        let answers = self.answers.clone();
+        let Some(control) = control else {
+            let result = Err(format!("this worker runs no task {}/{}", task.job, task.epoch));
+            let _ = answers.send(WorkerMessage::Upgraded { request, result });
+            return;
+        };
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            let loaded = tokio::task::spawn_blocking(move || engine.load_package(&reference))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            let result = match loaded {
+                Err(e) => Err(format!("{e} (load it first: `flumen plugin load`)")),
+                Ok(l) => {
+                    let mut r = flumen_engine::UpgradeRequest::new(operator, l.path, l.reference);
+                    r.config_json = config;
+                    r.health_batches = health_batches.max(1);
+                    r.package = Some(l.manifest);
+                    match control.upgrade(r).await {
+                        Ok(flumen_engine::UpgradeOutcome::Applied { checkpoint, swap_ms, confirmed_ms }) => {
+                            Ok(UpgradeReport::Applied {
+                                checkpoint,
+                                swap_us: (swap_ms * 1e3) as u64,
+                                confirmed_us: (confirmed_ms * 1e3) as u64,
+                            })
+                        }
+                        Ok(flumen_engine::UpgradeOutcome::RolledBack { checkpoint, reason }) => {
+                            Ok(UpgradeReport::RolledBack { checkpoint, reason })
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            };
+            let _ = answers.send(WorkerMessage::Upgraded { request, result });
+        });
     }
 
     fn running(&self) -> Vec<TaskId> {
@@ -349,6 +470,7 @@ impl Session<'_> {
         let part = split.as_ref().map(|s| s.part);
         tracing::info!(job = %task.job, epoch = task.epoch, ?regions, resume, ?part, "starting task");
         let fence = Arc::new(TaskFence { lease: self.lease.clone(), cancelled: AtomicBool::new(false) });
+        let control = flumen_engine::JobControl::new();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let scratch = self.options.data_dir.join("work").join(format!("{}-{}", task.job, task.epoch));
         let mut options = RunOptions {
@@ -360,7 +482,7 @@ impl Session<'_> {
             fence: Some(fence.clone() as Arc<dyn CommitFence>),
             checkpoint_id_floor: task.epoch << EPOCH_ID_SHIFT,
             split: None,
-            control: None,
+            control: Some(control.clone()),
         };
         let mesh = self.mesh.clone();
         let engine = self.engine.clone();
@@ -430,6 +552,6 @@ impl Session<'_> {
             },
             span,
         ));
-        tasks.insert(task, Running { fence, stop: Some(stop_tx), handle });
+        tasks.insert(task, Running { control, fence, stop: Some(stop_tx), handle });
     }
 }

@@ -175,6 +175,60 @@ impl Engine {
         let executors = std::sync::Arc::new(executor::Executors::new()?);
         Ok(Self { runtime, options, executors })
     }
+
+    /// Makes a package of the local store ready to run: reads it by version
+    /// (`name@1.2.0`) or digest (`name@sha256:…`) — which checks the component
+    /// against the manifest — checks it against the trust policy, and
+    /// compiles it into the component cache (a no-op when cached). What a
+    /// cluster worker does when a package is hot-loaded, and before a live
+    /// upgrade to it.
+    pub fn load_package(&self, reference: &str) -> Result<LoadedPackage, EngineError> {
+        use flumen_package::{DirRegistry, PluginRef};
+        let failed = |e: String| EngineError::Package(format!("{reference}: {e}"));
+        let Some(packages) = &self.options.packages else {
+            return Err(failed("this engine has no package store".into()));
+        };
+        let store = DirRegistry::open(&packages.store).map_err(|e| failed(e.to_string()))?;
+        let package = match PluginRef::parse(reference).map_err(|e| failed(e.to_string()))? {
+            PluginRef::Digest { digest, .. } => store.by_digest(&digest),
+            PluginRef::Version { name, requirement, text } => match store.resolve(&name, &requirement) {
+                Ok(Some(v)) => store.get(&name, &v),
+                Ok(None) => return Err(failed(format!("no version of `{name}` matching `{text}` in the store"))),
+                Err(e) => Err(e),
+            },
+            PluginRef::Bare(_) => return Err(failed("names no version: write name@version or name@sha256:…".into())),
+        }
+        .map_err(|e| failed(e.to_string()))?;
+        packages.trust.check(&package).map_err(|e| failed(format!("refused by the trust policy: {e}")))?;
+        let m = package.manifest().clone();
+        let path = store.root().join(&m.name).join(m.version.to_string()).join(flumen_package::package::COMPONENT_FILE);
+        let started = std::time::Instant::now();
+        let loaded = self.runtime.load_component(&path).map_err(|e| failed(e.to_string()))?;
+        if flumen_package::digest::digest_hex(&m.component.digest) != Some(hex::encode(loaded.digest).as_str()) {
+            return Err(failed(format!("{} changed after it was checked", path.display())));
+        }
+        Ok(LoadedPackage {
+            reference: format!("{}@{}", m.name, package.digest()),
+            path,
+            manifest: m,
+            cached: loaded.cached,
+            compile: started.elapsed(),
+        })
+    }
+}
+
+/// A package [`Engine::load_package`] made ready.
+#[derive(Debug, Clone)]
+pub struct LoadedPackage {
+    /// `name@sha256:<package digest>`.
+    pub reference: String,
+    /// Its component in the store.
+    pub path: PathBuf,
+    pub manifest: flumen_package::Manifest,
+    /// The compiled component came from the cache.
+    pub cached: bool,
+    /// How long loading (and compiling, unless cached) took.
+    pub compile: std::time::Duration,
 }
 
 /// Why a checkpoint could not be written, read or restored.
@@ -263,6 +317,9 @@ pub enum EngineError {
     /// A model repository cannot be read, or one of its models loaded.
     #[error("{0}")]
     Models(String),
+    /// A package could not be made ready ([`Engine::load_package`]).
+    #[error("package {0}")]
+    Package(String),
     /// A version on probation after a live upgrade failed (to open, to
     /// restore, or a call): the region restarts from a checkpoint that runs
     /// the old version (see `upgrade.rs`). Not counted as a restart.

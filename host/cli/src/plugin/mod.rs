@@ -71,6 +71,10 @@ pub enum PluginCommand {
     /// Pull `name@version` from a registry into the local store, checking it
     /// against the trust policy first.
     Pull(package::PullArgs),
+    /// Make a package ready on every worker of a running cluster (pulled,
+    /// verified against each worker's trust policy, compiled), restarting
+    /// nothing; jobs and upgrades can then name it.
+    Load(package::LoadArgs),
     /// List the packages of a registry whose name or description holds TEXT;
     /// for an OCI registry, the versions of the package TEXT.
     Search(package::SearchArgs),
@@ -97,6 +101,7 @@ pub fn run(command: PluginCommand) -> anyhow::Result<ExitCode> {
         }
         PluginCommand::Test { dir } => test(&dir),
         PluginCommand::Keygen(args) => package::keygen(args),
+        PluginCommand::Load(args) => package::load(args),
         PluginCommand::Package(args) => package::package(args),
         PluginCommand::Sign(args) => package::sign(args),
         PluginCommand::Verify(args) => package::verify(args),

@@ -77,6 +77,19 @@ pub struct PullArgs {
 }
 
 #[derive(clap::Args, Debug)]
+pub struct LoadArgs {
+    /// `name@version` (or `name@<requirement>`).
+    reference: String,
+    /// Where the package is (default: the local store); workers pull it from there.
+    #[arg(long, value_name = "REGISTRY")]
+    registry: Option<String>,
+    #[command(flatten)]
+    trust: TrustArgs,
+    #[command(flatten)]
+    at: crate::cluster::ClusterDir,
+}
+
+#[derive(clap::Args, Debug)]
 pub struct SearchArgs {
     /// Text in a package's name or description (all packages when left out); for an OCI
     /// registry, the package name whose versions to list.
@@ -208,6 +221,27 @@ pub fn pull(args: PullArgs) -> anyhow::Result<ExitCode> {
     })??;
     println!("pulled {} {} into {}", pkg.id(), pkg.digest(), packages::store_dir().display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// `flumen plugin load`: checks the package here (pulling it into the local
+/// store), then has every live worker of the cluster make it ready — pull it
+/// from the same registry, verify it against its own trust policy, compile it
+/// — with no restart of anything; prints each worker's answer.
+pub fn load(args: LoadArgs) -> anyhow::Result<ExitCode> {
+    let source = source(args.registry.as_deref())?;
+    let policy = args.trust.policy()?;
+    block_on(async {
+        let (name, version) = resolve(&source, &args.reference).await?;
+        let pkg = packages::pull(&source, &name, &version, &policy).await?;
+        println!("{} {} checked here; loading it on every worker…", pkg.id(), pkg.digest());
+        let package = flumen_cluster::PackageId {
+            name: name.clone(),
+            version: version.to_string(),
+            digest: pkg.digest().to_string(),
+        };
+        crate::cluster::ask_workers(&args.at, flumen_cluster::Request::Load { package, source: source.to_string() })
+            .await
+    })?
 }
 
 /// `flumen plugin search`: the packages of a registry that match, or an OCI package's versions.
