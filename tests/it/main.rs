@@ -13,6 +13,7 @@ mod common;
 mod conformance;
 mod dedupe;
 mod event_time;
+mod example_live_upgrade;
 mod host_memory;
 mod inference;
 mod limits;
