@@ -195,7 +195,7 @@ impl WasmRuntime {
             return Ok(loaded);
         }
         let bytes = fs::read(path).map_err(|e| file_err(format!("cannot read: {e}")))?;
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = notice_name(path);
         self.load_named(&bytes, &name).map_err(|e| match e {
             WasmError::Component { message, .. } => file_err(message),
             other => other,
@@ -494,5 +494,17 @@ impl std::fmt::Debug for LoadedComponent {
             .field("digest", &hex::encode(self.digest))
             .field("cached", &self.cached)
             .finish()
+    }
+}
+
+/// How the "compiling plugin …" notice names a component file: its stem, or
+/// for a package in a store (`<name>/<version>/component.wasm`) `name@version`.
+fn notice_name(path: &Path) -> String {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let version_dir = path.parent();
+    let name_dir = version_dir.and_then(Path::parent);
+    match (stem.as_str(), version_dir.and_then(Path::file_name), name_dir.and_then(Path::file_name)) {
+        ("component", Some(version), Some(name)) => format!("{}@{}", name.to_string_lossy(), version.to_string_lossy()),
+        _ => stem,
     }
 }
