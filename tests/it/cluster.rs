@@ -73,6 +73,8 @@ inputs = ["count{i}"]
 struct Cluster {
     dir: tempfile::TempDir,
     replacements: Vec<Child>,
+    /// What `cluster up` was given beyond the cluster dir; restarted nodes get it too.
+    env: Vec<(String, PathBuf)>,
 }
 
 impl Cluster {
@@ -83,13 +85,14 @@ impl Cluster {
     /// With `env` set for the coordinator and workers (a worker's package store and trust file).
     fn up_with(workers: u32, extra: &[&str], env: &[(&str, &Path)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let cluster = Self { dir, replacements: Vec::new() };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_path_buf())).collect();
+        let cluster = Self { dir, replacements: Vec::new(), env };
         let (n, lease) = (workers.to_string(), LEASE_MS.to_string());
         let args = [&["cluster", "up", "-n", n.as_str(), "--lease-ms", lease.as_str()], extra].concat();
         let out = Command::new(flumen_bin())
             .args(&args)
             .env("FLUMEN_CLUSTER", cluster.dir.path())
-            .envs(env.iter().map(|(k, v)| (*k, *v)))
+            .envs(cluster.env.iter().map(|(k, v)| (k.as_str(), v.as_path())))
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -214,6 +217,7 @@ impl Cluster {
         };
         let child = Command::new(flumen_bin())
             .args(&args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_path())))
             .env("FLUMEN_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -1092,4 +1096,77 @@ fn packages_hot_load_into_a_running_cluster_and_a_cluster_job_upgrades_live() {
     assert!(status.contains("0 failover(s)"), "{status}");
     assert_eq!(cluster.placement("bystander"), placed, "{status}");
     assert_exactly_once(&other, other_regions, other_rows, "bystander");
+}
+
+/// 20 live upgrades of a cluster job through the coordinator, alternating
+/// two package versions (and the tag each stamps on its rows), with the
+/// worker running it SIGKILLed every five: an upgrade asked while the
+/// region moves is refused and asked again; one a kill interrupts rolls
+/// back. The output is exactly-once and no committed epoch mixes versions.
+#[test]
+fn twenty_cluster_upgrades_with_worker_kills_between_stay_exactly_once() {
+    use crate::package_jobs::{World, job};
+    let w = World::new();
+    w.publish("1.0.0", "");
+    w.publish("2.0.0", "state_schema = 2\nmigrates_from = [1]");
+    w.publish("2.1.0", "state_schema = 2\nmigrates_from = [1]");
+    let (registry, store, trust) = (w.path("registry"), w.path("workers-store"), w.path("trust.toml"));
+    let mut cluster = Cluster::up_with(2, &[], &[("FLUMEN_REGISTRY", &store), ("FLUMEN_TRUST", &trust)]);
+    let client = |cluster: &Cluster, args: &[&str]| -> (i32, String) {
+        let out = w.flumen(args).env("FLUMEN_CLUSTER", cluster.dir.path()).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.code().unwrap_or(-1), text)
+    };
+    for v in ["1.0.0", "2.0.0", "2.1.0"] {
+        let (code, text) =
+            client(&cluster, &["plugin", "load", &format!("counter@{v}"), "--registry", registry.to_str().unwrap()]);
+        assert_eq!(code, 0, "{text}");
+    }
+    let rows = 75_000;
+    let counted = job("counter@1.0.0", r#"{ key = "key", tag = "1.0.0" }"#, rows, 2500);
+    let spec = counted.path.to_str().unwrap();
+    w.ok(&["lock", spec, "--registry", registry.to_str().unwrap()]);
+    let (code, text) = client(&cluster, &["submit", spec]);
+    assert_eq!(code, 0, "{text}");
+
+    let (mut applied, mut rolled_back, mut refused, mut kills) = (0, 0, 0, 0);
+    let started = Instant::now();
+    while applied < 20 {
+        assert!(started.elapsed() < Duration::from_secs(240), "20 upgrades took too long:\n{}", cluster.logs());
+        assert!(!cluster.state_line("packaged").contains("finished"), "the job ended after {applied} upgrades");
+        let version = if applied % 2 == 0 { "2.0.0" } else { "2.1.0" };
+        let config = format!(r#"{{"key": "key", "tag": "{version}"}}"#);
+        let to = format!("counter@{version}");
+        let (code, text) =
+            client(&cluster, &["job", "upgrade", "packaged", "--operator", "count", "--to", &to, "--config", &config]);
+        match code {
+            0 => applied += 1,
+            1 => rolled_back += 1,
+            // The region is between workers (or not placed yet): ask again.
+            2 if text.contains("not running now")
+                || text.contains("not connected")
+                || text.contains("runs no task") =>
+            {
+                refused += 1;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            _ => panic!("upgrade {applied}: exit {code}: {text}\n{}", cluster.logs()),
+        }
+        if code == 0 && applied % 5 == 4 {
+            let busy = cluster.placement("packaged").into_values().next();
+            if let Some(worker) = busy {
+                cluster.kill_and_restart(&worker);
+                kills += 1;
+            }
+        }
+    }
+    eprintln!("{applied} applied, {rolled_back} rolled back, {refused} refused while moving, {kills} kills");
+    assert_eq!(kills, 4);
+    let (status, finished) = cluster.wait("packaged", Duration::from_secs(180));
+    assert!(finished, "{status}\n{}", cluster.logs());
+    let o = check(&counted.file("out"), rows, "cluster upgrades", true);
+    assert!(o.clean() && o.rows == rows, "{o:?}");
+    let tags = crate::upgrade::tags_by_subtask(&counted.file("out"));
+    let seen: BTreeSet<&String> = tags.values().flatten().collect();
+    assert!(seen.len() >= 3, "rows of every version were committed: {seen:?}");
 }

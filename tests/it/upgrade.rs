@@ -28,7 +28,7 @@ fn to_tag(tag: &str, extra: &str) -> UpgradeRequest {
 
 /// Every committed part file's tags, by sink subtask, in checkpoint order.
 /// Fails when one file holds rows of two versions.
-fn tags_by_subtask(out: &Path) -> BTreeMap<String, Vec<String>> {
+pub(crate) fn tags_by_subtask(out: &Path) -> BTreeMap<String, Vec<String>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(out)
         .unwrap()
         .map(|e| e.unwrap().path())
