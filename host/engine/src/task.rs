@@ -733,7 +733,7 @@ impl OperatorTask {
     }
 
     fn on_probation(&self) -> bool {
-        self.board.as_ref().is_some_and(|b| b.on_probation(&self.ctx.operator_id))
+        self.board.as_ref().is_some_and(|b| b.on_probation(&self.ctx.operator_id, &self.version))
     }
 
     /// One batch under the failure policy: `Some(outputs)` on success, `None`
@@ -753,7 +753,7 @@ impl OperatorTask {
             let error = match result {
                 Ok(out) => {
                     if let Some(board) = &self.board {
-                        board.batch_ok(&self.ctx.operator_id);
+                        board.batch_ok(&self.ctx.operator_id, &self.version);
                     }
                     self.recycle_if_due().await?;
                     return Ok(Some(out));

@@ -282,6 +282,15 @@ struct Armed {
 }
 
 impl Armed {
+    /// Whether a subtask of `operator` running `running` runs the swapped-in version, unconfirmed.
+    fn on_probation(&self, operator: &str, running: &VersionRecord) -> bool {
+        let new = &self.prepared.version.record;
+        self.prepared.operator == operator
+            && !self.healthy
+            && running.component == new.component
+            && running.config == new.config
+    }
+
     fn check_health(&mut self, now: Instant) {
         let Some(since) = self.swapped else { return };
         let batches = u64::from(self.prepared.pending.request.health_batches.max(1));
@@ -368,16 +377,19 @@ impl SwapBoard {
         (a.prepared.operator == operator && a.checkpoint == checkpoint).then(|| a.prepared.version.clone())
     }
 
-    /// Whether `operator` runs a version on probation: its errors roll the upgrade back.
-    pub(crate) fn on_probation(&self, operator: &str) -> bool {
+    /// Whether a subtask of `operator` that runs `running` runs the version on
+    /// probation: its errors roll the upgrade back. A subtask whose barrier has
+    /// not arrived yet still runs the old version, whose errors are its own.
+    pub(crate) fn on_probation(&self, operator: &str, running: &VersionRecord) -> bool {
         let s = self.lock();
-        s.armed.as_ref().is_some_and(|a| a.prepared.operator == operator && !a.healthy)
+        s.armed.as_ref().is_some_and(|a| a.on_probation(operator, running))
     }
 
-    /// A subtask of `operator` processed a batch with the new version without an error.
-    pub(crate) fn batch_ok(&self, operator: &str) {
+    /// A subtask of `operator` running `running` processed a batch without an
+    /// error; it counts only when that is the version on probation.
+    pub(crate) fn batch_ok(&self, operator: &str, running: &VersionRecord) {
         let mut s = self.lock();
-        if let Some(a) = s.armed.as_mut().filter(|a| a.prepared.operator == operator && !a.healthy) {
+        if let Some(a) = s.armed.as_mut().filter(|a| a.on_probation(operator, running)) {
             let now = Instant::now();
             a.first_batch.get_or_insert(now);
             a.batches_ok += 1;
