@@ -43,6 +43,19 @@ Environment variables:
                       send OpenTelemetry traces (job, region, subtask and
                       checkpoint spans; a cluster job's life) over OTLP/HTTP
                       to this collector; the other OTEL_* variables apply
+  FLUMEN_REGISTRY     the local package store (a directory registry);
+                      default: $XDG_DATA_HOME/flumen/registry, else
+                      ~/.local/share/flumen/registry
+  FLUMEN_TRUST        the trust file: which keys may sign which packages;
+                      default: ~/.config/flumen/trust.toml if it exists,
+                      else nothing is trusted
+  FLUMEN_ALLOW_UNSIGNED=1
+                      development only: accept unsigned packages (tampered
+                      ones are refused all the same)
+  FLUMEN_OCI_INSECURE OCI registries (host:port, comma-separated) spoken to
+                      over plain HTTP (loopback ones always are)
+  FLUMEN_OCI_USERNAME, FLUMEN_OCI_PASSWORD
+                      basic-auth credentials for OCI registries
   FLUMEN_CLUSTER      the cluster directory of `submit`, `jobs`, `status`,
                       `stop`, `cancel` and `cluster …` (cluster.json, certs/);
                       default: ./flumen-cluster
