@@ -685,6 +685,10 @@ fn followed(outcome: PartEnd) -> Result<RegionOutcome, EngineError> {
     }
 }
 
+/// How long a leading part waits, after telling the others how the region
+/// ended, for them to hang up (having read it) before it closes the link.
+const END_READ_WAIT: Duration = Duration::from_secs(2);
+
 /// Tells a job's control that the run ended, when dropped.
 struct EndControl(crate::JobControl);
 
@@ -782,7 +786,7 @@ impl RegionSupervisor {
             return self.follow(p).await;
         }
         let outcome = self.lead(stop, parts.as_mut()).await;
-        if let Some(p) = &parts {
+        if let Some(p) = &mut parts {
             // Every other part ends as this one did (a part already gone needs no telling).
             let end = match &outcome {
                 Ok(RegionOutcome::Finished(_)) => PartEnd::Finished,
@@ -790,8 +794,15 @@ impl RegionSupervisor {
                 Err(e @ (EngineError::PartLost { .. } | EngineError::Fenced { .. })) => PartEnd::Lost(e.to_string()),
                 Err(e) => PartEnd::Failed(e.to_string()),
             };
+            let mut told = false;
             for other in p.split.others() {
-                let _ = p.split.send(other, &PartMsg::End { outcome: end.clone() }).await;
+                told |= p.split.send(other, &PartMsg::End { outcome: end.clone() }).await.is_ok();
+            }
+            // Closing the link at once could discard the `End` unread (a closed connection
+            // drops what its peer has not read): a part that read it ends and hangs up, so
+            // wait for that, briefly — a part that is gone hung up already.
+            if told {
+                let _ = tokio::time::timeout(END_READ_WAIT, async { while p.next().await.is_ok() {} }).await;
             }
         }
         outcome
