@@ -255,7 +255,7 @@ fn main() -> ExitCode {
     let code = match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain(&e));
             ExitCode::from(2)
         }
     };
@@ -266,6 +266,23 @@ fn main() -> ExitCode {
         }
     }
     code
+}
+
+/// An error and its causes on one line, each cause once: library errors often
+/// quote their source in their own message as well as returning it as the source.
+fn chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 /// OpenTelemetry traces over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or

@@ -113,6 +113,9 @@ pub fn keygen(args: KeygenArgs) -> anyhow::Result<ExitCode> {
     let private = with_suffix(&args.out, ".pem");
     let public = with_suffix(&args.out, ".pub.pem");
     let key = SigningKey::generate()?;
+    if let Some(dir) = private.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     key.write_pem_files(&private, &public)?;
     let name = args.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "publisher".into());
     println!("key id {}", key.key_id());
