@@ -1041,7 +1041,7 @@ fn packages_hot_load_into_a_running_cluster_and_a_cluster_job_upgrades_live() {
     let registry = w.path("registry");
     let workers_store = w.path("workers-store");
     let trust = w.path("trust.toml");
-    let cluster = Cluster::up_with(3, &[], &[("FLUMEN_REGISTRY", &workers_store), ("FLUMEN_TRUST", &trust)]);
+    let mut cluster = Cluster::up_with(3, &[], &[("FLUMEN_REGISTRY", &workers_store), ("FLUMEN_TRUST", &trust)]);
     let client = |args: &[&str]| -> (i32, String) {
         let out = w.flumen(args).env("FLUMEN_CLUSTER", cluster.dir.path()).output().unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -1096,6 +1096,20 @@ fn packages_hot_load_into_a_running_cluster_and_a_cluster_job_upgrades_live() {
     assert!(status.contains("0 failover(s)"), "{status}");
     assert_eq!(cluster.placement("bystander"), placed, "{status}");
     assert_exactly_once(&other, other_regions, other_rows, "bystander");
+
+    // A worker that (re)joins is asked to load what was loaded before it came.
+    cluster.kill_and_restart("worker-3");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = cluster.log("worker-3");
+        let reloaded = log.lines().filter(|l| l.contains("package load") && l.contains("request=0")).count();
+        if reloaded >= 2 {
+            assert!(log.contains("counter@sha256:") && !log.contains("Err("), "{log}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rejoined worker did not load both packages:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// 20 live upgrades of a cluster job through the coordinator, alternating

@@ -147,6 +147,10 @@ struct Core {
     /// Client requests waiting for workers' answers (loads, upgrades), by request number.
     waiting: HashMap<u64, Waiting>,
     next_request: u64,
+    /// Packages `flumen plugin load` made ready, with where they came from: a
+    /// worker that joins (or rejoins) is asked to load them too. Kept in
+    /// memory only: a restarted coordinator starts with none.
+    loaded: Vec<(PackageId, String)>,
 }
 
 /// A client request the coordinator passed on to workers, and what they answered so far.
@@ -184,6 +188,7 @@ pub async fn run(endpoint: Arc<Endpoint>, options: CoordinatorOptions) -> Result
         started: Instant::now(),
         waiting: HashMap::new(),
         next_request: 1,
+        loaded: Vec::new(),
     };
     core.adopt().await?;
 
@@ -412,6 +417,10 @@ impl Core {
             lease_ms: self.timing.lease.as_millis() as u64,
         };
         let _ = tx.send(welcome);
+        // What was hot-loaded before it joined (request 0: nobody waits for the answer).
+        for (package, source) in &self.loaded {
+            let _ = tx.send(CoordinatorMessage::Load { request: 0, package: package.clone(), source: source.clone() });
+        }
         // Tasks it still runs that are current stay; any other is stale: cancel it.
         for task in &running {
             if !self.is_current(task, &worker) {
@@ -555,6 +564,8 @@ impl Core {
             let _ = reply.send(Response::Refused { message: "no worker is connected".into() });
             return;
         }
+        self.loaded.retain(|(p, _)| p.name != package.name || p.version != package.version);
+        self.loaded.push((package.clone(), source.clone()));
         tracing::info!(request, package = %package.name, version = %package.version, workers = pending.len(), "loading a package on every worker");
         self.waiting.insert(request, Waiting { reply, pending, loaded: Vec::new() });
     }
