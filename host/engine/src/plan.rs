@@ -747,18 +747,7 @@ fn check_package(
             m.component.digest
         )));
     }
-    let missing: Vec<&str> = m
-        .capabilities
-        .iter()
-        .map(|c| c.as_str())
-        .filter(|c| match *c {
-            "log" => !granted.log,
-            "state" => !granted.state,
-            "blobs" => !granted.blobs,
-            "inference" => !granted.inference,
-            _ => true,
-        })
-        .collect();
+    let missing = ungranted(m, granted);
     if !missing.is_empty() {
         return Err(PackageProblem::Other(format!(
             "needs the capabilities {}, which the job does not grant (add them to `capabilities`)",
@@ -770,4 +759,19 @@ fn check_package(
         None => serde_json::Value::Object(Default::default()),
     };
     m.check_config(&config).map_err(|e| PackageProblem::Config(e.to_string()))
+}
+
+/// The capabilities package `m` declares that `granted` leaves out.
+pub(crate) fn ungranted(m: &flumen_package::Manifest, granted: flumen_wasm::Capabilities) -> Vec<&'static str> {
+    m.capabilities
+        .iter()
+        .map(|c| c.as_str())
+        .filter(|c| match *c {
+            "log" => !granted.log,
+            "state" => !granted.state,
+            "blobs" => !granted.blobs,
+            "inference" => !granted.inference,
+            _ => true,
+        })
+        .collect()
 }

@@ -551,19 +551,7 @@ async fn check<'a>(
         if let Some(old) = &target.version.manifest {
             new.state_compatible(old).map_err(|e| refused(format!("its state cannot carry over: {e}")))?;
         }
-        let granted = target.capabilities;
-        let missing: Vec<&str> = new
-            .capabilities
-            .iter()
-            .map(|c| c.as_str())
-            .filter(|c| match *c {
-                "log" => !granted.log,
-                "state" => !granted.state,
-                "blobs" => !granted.blobs,
-                "inference" => !granted.inference,
-                _ => true,
-            })
-            .collect();
+        let missing = crate::plan::ungranted(new, target.capabilities);
         if !missing.is_empty() {
             return Err(refused(format!(
                 "the new version needs {}, which the job does not grant it",
